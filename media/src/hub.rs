@@ -1,0 +1,611 @@
+//! The stream hub: one publisher and any number of viewers per stream.
+//!
+//! A stream keeps its metadata, sequence headers and the current GOP so that a new viewer
+//! starts with a keyframe. Frames go to viewers through a bounded ring shared by all of them
+//! (`tokio::sync::broadcast`): the publisher never waits, a viewer that falls more than the
+//! ring behind is told how much it missed and skips to the next keyframe.
+//!
+//! Each frame is serialized at most once per output format ([`Frame::flv_tag`],
+//! [`Frame::rtmp_chunks`]) and those bytes are shared by every viewer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::codec::{self, VideoFrameKind, VideoPacketKind};
+use crate::flv;
+use crate::rtmp::chunk;
+use crate::rtmp::session::{msg_type, MediaKind, CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM_ID, OUT_CHUNK_SIZE};
+use crate::timestamp::TrackClock;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames a viewer may fall behind before it must skip to the next keyframe.
+    pub backlog: usize,
+    /// A publisher that sent nothing for this long may be replaced by a new one.
+    pub publisher_stale_after: Duration,
+    /// Largest GOP kept for new viewers; a longer GOP is dropped (new viewers then wait for
+    /// the next keyframe) so a stream without keyframes cannot grow memory.
+    pub gop_max_bytes: usize,
+    pub gop_max_frames: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            backlog: 1024,
+            publisher_stale_after: Duration::from_secs(2),
+            gop_max_bytes: 32 * 1024 * 1024,
+            gop_max_frames: 4096,
+        }
+    }
+}
+
+/// One audio, video or metadata message with its 64-bit, per-track monotonic timestamp.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: MediaKind,
+    /// Milliseconds on the stream's clock (continues across publisher reconnects).
+    pub timestamp: u64,
+    /// A point where a viewer may start decoding: a video keyframe (audio-only streams:
+    /// every audio frame).
+    pub key: bool,
+    pub sequence_header: bool,
+    /// Counts publisher sessions of this stream; changes when a publisher takes over.
+    pub generation: u32,
+    pub payload: Bytes,
+    flv_chunk: OnceLock<Bytes>,
+    rtmp: OnceLock<Bytes>,
+}
+
+impl Frame {
+    pub fn new(kind: MediaKind, timestamp: u64, payload: Bytes) -> Frame {
+        let (key, sequence_header) = classify(kind, &payload);
+        Frame {
+            kind,
+            timestamp,
+            key,
+            sequence_header,
+            generation: 0,
+            payload,
+            flv_chunk: OnceLock::new(),
+            rtmp: OnceLock::new(),
+        }
+    }
+
+    fn flv_type(&self) -> u8 {
+        match self.kind {
+            MediaKind::Audio => flv::TAG_AUDIO,
+            MediaKind::Video => flv::TAG_VIDEO,
+            MediaKind::Metadata => flv::TAG_SCRIPT,
+        }
+    }
+
+    /// The frame as one FLV tag (header, payload, previous-tag-size) wrapped in one HTTP
+    /// chunk, built once. Each frame being a whole chunk lets a viewer that falls behind
+    /// drop queued frames without breaking the chunked framing.
+    pub fn flv_http_chunk(&self) -> &Bytes {
+        self.flv_chunk.get_or_init(|| {
+            let tag = flv::encode_tag(self.flv_type(), self.timestamp as u32, &self.payload);
+            let mut out = format!("{:x}\r\n", tag.len()).into_bytes();
+            out.reserve(tag.len() + 2);
+            out.extend_from_slice(&tag);
+            out.extend_from_slice(b"\r\n");
+            Bytes::from(out)
+        })
+    }
+
+    /// The frame as RTMP chunks on [`MEDIA_STREAM_ID`] at [`OUT_CHUNK_SIZE`], built once.
+    pub fn rtmp_chunks(&self) -> &Bytes {
+        self.rtmp.get_or_init(|| self.rtmp_chunks_for(MEDIA_STREAM_ID))
+    }
+
+    /// RTMP chunks for another message stream id (a client that created several streams).
+    pub fn rtmp_chunks_for(&self, stream_id: u32) -> Bytes {
+        let (csid, type_id) = match self.kind {
+            MediaKind::Audio => (CSID_AUDIO, msg_type::AUDIO),
+            MediaKind::Video => (CSID_VIDEO, msg_type::VIDEO),
+            MediaKind::Metadata => (CSID_DATA, msg_type::DATA_AMF0),
+        };
+        chunk::encode_standalone(
+            csid,
+            self.timestamp as u32,
+            type_id,
+            stream_id,
+            &self.payload,
+            OUT_CHUNK_SIZE,
+        )
+    }
+}
+
+fn classify(kind: MediaKind, payload: &[u8]) -> (bool, bool) {
+    match kind {
+        MediaKind::Video => match codec::parse_video_tag(payload) {
+            Some(info) => {
+                let seq = info.packet == VideoPacketKind::SequenceHeader;
+                let key = !seq
+                    && info.frame == VideoFrameKind::Key
+                    && info.packet == VideoPacketKind::Frame;
+                (key, seq)
+            }
+            None => (false, false),
+        },
+        MediaKind::Audio => {
+            let seq = codec::parse_audio_tag(payload).is_some_and(|i| i.is_sequence_header);
+            (false, seq)
+        }
+        MediaKind::Metadata => (false, false),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("stream is already being published")]
+    AlreadyPublishing,
+}
+
+/// The publisher lost its place to a newer publisher of the same stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("publisher was replaced by a newer session")]
+pub struct Replaced;
+
+#[derive(Default)]
+pub struct Hub {
+    config: HubConfig,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+}
+
+/// What the hub knows of a live stream, for stats and metrics.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub name: String,
+    pub viewers: usize,
+    pub has_publisher: bool,
+    pub has_audio: bool,
+    pub has_video: bool,
+    pub generation: u32,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            streams: Mutex::default(),
+        })
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start publishing `name`. A stream whose publisher vanished (or went stale) is taken
+    /// over: its viewers stay and receive the new publisher's frames.
+    pub fn publish(&self, name: &str, now: Instant) -> Result<Publisher, PublishError> {
+        let mut streams = self.streams();
+        let stream = match streams.get(name) {
+            Some(stream) if !stream.lock().ended => stream.clone(),
+            _ => {
+                let stream = Arc::new(Stream::new(name, &self.config));
+                streams.insert(name.to_owned(), stream.clone());
+                stream
+            }
+        };
+        drop(streams);
+        let session = {
+            let mut state = stream.lock();
+            if let Some(current) = &state.publisher {
+                let idle = now.saturating_duration_since(current.last_activity);
+                if idle < self.config.publisher_stale_after {
+                    return Err(PublishError::AlreadyPublishing);
+                }
+            }
+            state.generation += 1;
+            let session = state.generation;
+            state.publisher = Some(PublisherSlot {
+                session,
+                last_activity: now,
+            });
+            state.begin_generation();
+            session
+        };
+        Ok(Publisher {
+            stream,
+            session,
+            finished: false,
+        })
+    }
+
+    /// Attach a viewer to a live stream (one with a publisher, or waiting for its publisher
+    /// to come back). `None` when nothing is published under `name`.
+    pub fn subscribe(&self, name: &str) -> Option<Subscriber> {
+        let stream = self.streams().get(name)?.clone();
+        let state = stream.lock();
+        if state.ended {
+            return None;
+        }
+        let receiver = state.sender.subscribe();
+        let mut initial = Vec::new();
+        initial.extend(state.metadata.clone());
+        initial.extend(state.video_header.clone());
+        initial.extend(state.audio_header.clone());
+        initial.extend(state.gop.iter().cloned());
+        // Without a cached keyframe the viewer waits for the next one before any video.
+        let waiting_for_key = state.has_video && state.gop.is_empty();
+        let has_audio = state.has_audio;
+        let has_video = state.has_video;
+        drop(state);
+        Some(Subscriber {
+            backlog: self.config.backlog.max(16),
+            stream,
+            receiver,
+            initial: initial.into(),
+            waiting_for_key,
+            has_audio,
+            has_video,
+            skipped: 0,
+        })
+    }
+
+    pub fn is_live(&self, name: &str) -> bool {
+        self.streams().get(name).is_some_and(|s| !s.lock().ended)
+    }
+
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let streams: Vec<Arc<Stream>> = self.streams().values().cloned().collect();
+        streams
+            .iter()
+            .map(|s| {
+                let state = s.lock();
+                StreamInfo {
+                    name: s.name.clone(),
+                    viewers: state.sender.receiver_count(),
+                    has_publisher: state.publisher.is_some(),
+                    has_audio: state.has_audio,
+                    has_video: state.has_video,
+                    generation: state.generation,
+                }
+            })
+            .collect()
+    }
+
+    /// End a stream whose publisher vanished without a clean unpublish and did not come back
+    /// within the caller's grace period. Does nothing if a publisher took over since.
+    pub fn end_if_orphaned(&self, name: &str, generation: u32) {
+        let mut streams = self.streams();
+        let Some(stream) = streams.get(name).cloned() else {
+            return;
+        };
+        let mut state = stream.lock();
+        if state.publisher.is_none() && state.generation == generation {
+            state.end();
+            drop(state);
+            streams.remove(name);
+        }
+    }
+
+    fn remove_if_ended(&self, stream: &Arc<Stream>) {
+        let mut streams = self.streams();
+        if let Some(current) = streams.get(&stream.name) {
+            if Arc::ptr_eq(current, stream) && stream.lock().ended {
+                streams.remove(&stream.name);
+            }
+        }
+    }
+}
+
+struct Stream {
+    name: String,
+    state: Mutex<StreamState>,
+}
+
+impl Stream {
+    fn new(name: &str, config: &HubConfig) -> Stream {
+        let (sender, _) = broadcast::channel(config.backlog.max(16));
+        Stream {
+            name: name.to_owned(),
+            state: Mutex::new(StreamState {
+                sender,
+                publisher: None,
+                generation: 0,
+                ended: false,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                gop_max_bytes: config.gop_max_bytes,
+                gop_max_frames: config.gop_max_frames,
+                has_audio: false,
+                has_video: false,
+                audio_clock: TrackClock::default(),
+                video_clock: TrackClock::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct PublisherSlot {
+    session: u32,
+    last_activity: Instant,
+}
+
+struct StreamState {
+    sender: broadcast::Sender<Arc<Frame>>,
+    publisher: Option<PublisherSlot>,
+    generation: u32,
+    ended: bool,
+    metadata: Option<Arc<Frame>>,
+    video_header: Option<Arc<Frame>>,
+    audio_header: Option<Arc<Frame>>,
+    /// Frames since the last video keyframe, starting with it.
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
+    gop_max_bytes: usize,
+    gop_max_frames: usize,
+    has_audio: bool,
+    has_video: bool,
+    audio_clock: TrackClock,
+    video_clock: TrackClock,
+}
+
+impl StreamState {
+    /// A new publisher: its timestamps restart, so both tracks rebase onto the stream clock;
+    /// the old GOP is of no use to anyone joining from now on.
+    fn begin_generation(&mut self) {
+        let resume_at = self.audio_clock.last().max(self.video_clock.last());
+        self.audio_clock.rebase(resume_at);
+        self.video_clock.rebase(resume_at);
+        self.gop.clear();
+        self.gop_bytes = 0;
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+        self.publisher = None;
+        self.gop.clear();
+        // Viewers see the channel close once they drained what was sent before.
+        let (sender, _) = broadcast::channel(1);
+        self.sender = sender;
+    }
+
+    fn push(&mut self, kind: MediaKind, wire_timestamp: u32, payload: Bytes) {
+        let timestamp = match kind {
+            MediaKind::Audio => self.audio_clock.extend(wire_timestamp),
+            MediaKind::Video => self.video_clock.extend(wire_timestamp),
+            MediaKind::Metadata => self.audio_clock.last().max(self.video_clock.last()),
+        };
+        let mut frame = Frame::new(kind, timestamp, payload);
+        frame.generation = self.generation;
+        match kind {
+            MediaKind::Audio => {
+                self.has_audio = true;
+                // In an audio-only stream every frame is a place to start.
+                frame.key = !self.has_video && !frame.sequence_header;
+            }
+            MediaKind::Video => self.has_video = true,
+            MediaKind::Metadata => {}
+        }
+        let frame = Arc::new(frame);
+        match kind {
+            MediaKind::Metadata => self.metadata = Some(frame.clone()),
+            MediaKind::Video if frame.sequence_header => self.video_header = Some(frame.clone()),
+            MediaKind::Audio if frame.sequence_header => self.audio_header = Some(frame.clone()),
+            _ => self.cache_gop(&frame),
+        }
+        // No receivers is not an error: the stream is live with nobody watching.
+        let _ = self.sender.send(frame);
+    }
+
+    fn cache_gop(&mut self, frame: &Arc<Frame>) {
+        if frame.kind == MediaKind::Video && frame.key {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty() {
+            // Nothing before the first keyframe is worth replaying.
+            return;
+        }
+        if self.gop.len() >= self.gop_max_frames
+            || self.gop_bytes + frame.payload.len() > self.gop_max_bytes
+        {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        self.gop_bytes += frame.payload.len();
+        self.gop.push(frame.clone());
+    }
+}
+
+/// The right to publish one stream. Dropping it without [`Publisher::finish`] means the
+/// publisher vanished: viewers stay attached, waiting for a new publisher.
+pub struct Publisher {
+    stream: Arc<Stream>,
+    session: u32,
+    finished: bool,
+}
+
+impl Publisher {
+    pub fn name(&self) -> &str {
+        &self.stream.name
+    }
+
+    /// The publisher session number, also the frames' `generation`.
+    pub fn generation(&self) -> u32 {
+        self.session
+    }
+
+    /// Hand one message to every viewer. Fails once another publisher took over.
+    pub fn push(
+        &mut self,
+        kind: MediaKind,
+        wire_timestamp: u32,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), Replaced> {
+        let mut state = self.stream.lock();
+        match &mut state.publisher {
+            Some(slot) if slot.session == self.session => slot.last_activity = now,
+            _ => return Err(Replaced),
+        }
+        state.push(kind, wire_timestamp, payload);
+        Ok(())
+    }
+
+    /// The publisher ended the stream cleanly: viewers are closed once they drained it.
+    pub fn finish(mut self, hub: &Hub) {
+        self.finished = true;
+        let ended = {
+            let mut state = self.stream.lock();
+            let owner = matches!(&state.publisher, Some(slot) if slot.session == self.session);
+            if owner {
+                state.end();
+            }
+            owner
+        };
+        if ended {
+            hub.remove_if_ended(&self.stream);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.stream.lock();
+        if matches!(&state.publisher, Some(slot) if slot.session == self.session) {
+            state.publisher = None;
+        }
+    }
+}
+
+/// What a viewer receives next.
+#[derive(Debug)]
+pub enum Delivery {
+    Frame(Arc<Frame>),
+    /// The viewer fell behind; this many frames were dropped for it and it resumes at the
+    /// next keyframe.
+    Skipped(u64),
+    /// The stream ended.
+    End,
+}
+
+pub struct Subscriber {
+    backlog: usize,
+    stream: Arc<Stream>,
+    receiver: broadcast::Receiver<Arc<Frame>>,
+    initial: std::collections::VecDeque<Arc<Frame>>,
+    waiting_for_key: bool,
+    has_audio: bool,
+    has_video: bool,
+    skipped: u64,
+}
+
+impl Subscriber {
+    pub fn name(&self) -> &str {
+        &self.stream.name
+    }
+
+    /// Whether the stream had audio / video when the viewer joined (for the FLV header).
+    pub fn has_audio(&self) -> bool {
+        self.has_audio
+    }
+
+    pub fn has_video(&self) -> bool {
+        self.has_video
+    }
+
+    /// Frames dropped for this viewer so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Frames published but not yet taken by this viewer.
+    pub fn queued(&self) -> usize {
+        self.receiver.len() + self.initial.len()
+    }
+
+    /// Half the backlog is waiting, counting `in_flight` frames the viewer took but has not
+    /// sent: it is not keeping up and should drop those rather than fall further behind.
+    pub fn is_behind(&self, in_flight: usize) -> bool {
+        self.receiver.len() + in_flight >= self.backlog / 2
+    }
+
+    /// The viewer dropped `frames` it had taken but not sent: resume at the next keyframe.
+    pub fn skip_to_keyframe(&mut self, frames: u64) {
+        self.skipped += frames;
+        self.waiting_for_key = true;
+        // Sequence headers may have changed in what was skipped: resend the current ones
+        // ahead of the keyframe the viewer resumes at.
+        let state = self.stream.lock();
+        self.initial.extend(state.video_header.clone());
+        self.initial.extend(state.audio_header.clone());
+    }
+
+    /// Next frame without waiting; `None` when nothing is queued.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        loop {
+            if let Some(frame) = self.initial.pop_front() {
+                return Some(Delivery::Frame(frame));
+            }
+            match self.receiver.try_recv() {
+                Ok(frame) => {
+                    if let Some(d) = self.filter(frame) {
+                        return Some(d);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(self.lagged(n)),
+                Err(broadcast::error::TryRecvError::Closed) => return Some(Delivery::End),
+            }
+        }
+    }
+
+    /// Next frame, waiting for the publisher.
+    pub async fn next(&mut self) -> Delivery {
+        loop {
+            if let Some(frame) = self.initial.pop_front() {
+                return Delivery::Frame(frame);
+            }
+            match self.receiver.recv().await {
+                Ok(frame) => {
+                    if let Some(d) = self.filter(frame) {
+                        return d;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => return self.lagged(n),
+                Err(broadcast::error::RecvError::Closed) => return Delivery::End,
+            }
+        }
+    }
+
+    fn lagged(&mut self, n: u64) -> Delivery {
+        self.skip_to_keyframe(n);
+        Delivery::Skipped(n)
+    }
+
+    fn filter(&mut self, frame: Arc<Frame>) -> Option<Delivery> {
+        if self.waiting_for_key && frame.kind == MediaKind::Video && !frame.sequence_header {
+            if !frame.key {
+                self.skipped += 1;
+                return None;
+            }
+            self.waiting_for_key = false;
+        }
+        if frame.kind == MediaKind::Video {
+            self.has_video = true;
+        }
+        Some(Delivery::Frame(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! Tests for the stream hub.
+
+use super::*;

@@ -1,0 +1,9 @@
+//! Media protocols without I/O: AMF, RTMP, FLV, codec configurations, and the stream hub
+//! that fans one publisher out to many viewers.
+
+pub mod amf;
+pub mod codec;
+pub mod flv;
+pub mod hub;
+pub mod rtmp;
+pub mod timestamp;

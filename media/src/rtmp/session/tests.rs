@@ -1,0 +1,3 @@
+//! Tests for the server session state machine.
+
+use super::*;

@@ -1,0 +1,305 @@
+//! The player HTTP port: HTTP-FLV streams, `/metrics` and `/healthz`.
+//!
+//! A small HTTP/1.1 server of our own rather than a framework: the FLV path writes shared
+//! frame buffers straight to the socket with vectored writes, with nothing per viewer
+//! beyond the chunk-size line.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use media::flv;
+use media::hub::Subscriber;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::egress::{self, EgressError, SlowViewerGuard};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::{stream_key, Node};
+
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 32;
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+
+const CORS: &str = "Access-Control-Allow-Origin: *\r\n";
+
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.http_connections);
+            Metrics::add(&node.metrics.http_connections_total, 1);
+            if let Err(e) = connection(socket, peer, &node).await {
+                Metrics::add(&node.metrics.connections_rejected_total, 1);
+                debug!(%peer, error = %e, "http connection closed");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request head over {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+}
+
+struct Request {
+    method: String,
+    path: String,
+    keep_alive: bool,
+}
+
+async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -> Result<(), HttpError> {
+    let _ = socket.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(1024);
+    for served in 0..MAX_REQUESTS_PER_CONNECTION {
+        let wait = if served == 0 { FIRST_REQUEST_TIMEOUT } else { KEEP_ALIVE_TIMEOUT };
+        let request = match tokio::time::timeout(wait, read_request(&mut socket, &mut buf)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(HttpError::Malformed(why))) => {
+                respond(&mut socket, "400 Bad Request", "text/plain", why.as_bytes(), false, false).await?;
+                return Err(HttpError::Malformed(why));
+            }
+            Ok(Err(e)) => return Err(e),
+            // An idle keep-alive connection simply ends.
+            Err(_) if served > 0 => return Ok(()),
+            Err(_) => return Err(HttpError::Malformed("no request in time")),
+        };
+        let head_only = request.method == "HEAD";
+        let path = request.path.split('?').next().unwrap_or("");
+        let keep = request.keep_alive;
+        match (request.method.as_str(), path) {
+            ("OPTIONS", _) => {
+                let head = format!(
+                    "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+                     Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
+                    connection_header(keep)
+                );
+                socket.write_all(head.as_bytes()).await?;
+            }
+            ("GET" | "HEAD", "/healthz") => {
+                respond(&mut socket, "200 OK", "text/plain", b"ok\n", head_only, keep).await?;
+            }
+            ("GET" | "HEAD", "/metrics") => {
+                let body = node.metrics.render(&node.hub);
+                respond(&mut socket, "200 OK", "text/plain; version=0.0.4", body.as_bytes(), head_only, keep).await?;
+            }
+            ("GET" | "HEAD", p) if p.ends_with(".flv") => {
+                let sub = flv_stream_key(p).and_then(|key| node.hub.subscribe(&key));
+                let Some(sub) = sub else {
+                    respond(&mut socket, "404 Not Found", "text/plain", b"stream not found\n", head_only, keep).await?;
+                    if keep {
+                        continue;
+                    }
+                    return Ok(());
+                };
+                if head_only {
+                    let head = flv_response_head();
+                    socket.write_all(head.as_bytes()).await?;
+                    return Ok(());
+                }
+                return stream_flv(socket, peer, sub, node).await;
+            }
+            ("GET" | "HEAD", _) => {
+                respond(&mut socket, "404 Not Found", "text/plain", b"not found\n", head_only, keep).await?;
+            }
+            _ => {
+                respond(&mut socket, "405 Method Not Allowed", "text/plain", b"method not allowed\n", false, false).await?;
+                return Ok(());
+            }
+        }
+        if !keep {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `/{app}/{room}.flv` -> the hub's stream key.
+fn flv_stream_key(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?.strip_suffix(".flv")?;
+    let (app, room) = rest.split_once('/')?;
+    stream_key(app, room)
+}
+
+fn connection_header(keep_alive: bool) -> &'static str {
+    if keep_alive {
+        "Connection: keep-alive\r\n"
+    } else {
+        "Connection: close\r\n"
+    }
+}
+
+async fn respond(
+    socket: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> Result<(), HttpError> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{CORS}Cache-Control: no-cache\r\n{}\r\n",
+        body.len(),
+        connection_header(keep_alive)
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    socket.write_all(&out).await?;
+    Ok(())
+}
+
+/// Read one request head. `Ok(None)` when the peer closed before sending anything.
+async fn read_request(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
+    loop {
+        if let Some(end) = find_head_end(buf) {
+            let head = buf.split_to(end);
+            return parse_head(&head).map(Some);
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(HttpError::TooLarge);
+        }
+        if socket.read_buf(buf).await? == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(HttpError::Malformed("truncated request")) };
+        }
+    }
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn parse_head(head: &[u8]) -> Result<Request, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(HttpError::Malformed("unparsable request head")),
+    }
+    let version = req.version.unwrap_or(0);
+    let mut keep_alive = version == 1;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        }
+        let has_body = (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || h.name.eq_ignore_ascii_case("transfer-encoding");
+        if has_body {
+            return Err(HttpError::Malformed("request bodies are not accepted here"));
+        }
+    }
+    Ok(Request {
+        method: req.method.unwrap_or("").to_owned(),
+        path: req.path.unwrap_or("").to_owned(),
+        keep_alive,
+    })
+}
+
+fn flv_response_head() -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\n{CORS}\
+         Cache-Control: no-cache, no-store\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Stream a live FLV as HTTP chunked transfer until the stream ends or the viewer leaves.
+async fn stream_flv(mut socket: TcpStream, peer: SocketAddr, mut sub: Subscriber, node: &Arc<Node>) -> Result<(), HttpError> {
+    let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
+    crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
+    debug!(stream = %sub.name(), %peer, "http-flv viewer start");
+    let flv_header = flv::header(sub.has_audio(), sub.has_video());
+    let mut head = flv_response_head().into_bytes();
+    head.extend_from_slice(format!("{:x}\r\n", flv_header.len()).as_bytes());
+    head.extend_from_slice(&flv_header);
+    head.extend_from_slice(b"\r\n");
+    let mut bufs = VecDeque::from([Bytes::from(head)]);
+    egress::write_units(&mut socket, &mut bufs, |_| false, &node.metrics).await?;
+
+    let mut slow = SlowViewerGuard::default();
+    let mut scratch = [0u8; 512];
+    loop {
+        let batch = tokio::select! {
+            batch = egress::next_batch(&mut sub, &mut slow, &node.metrics) => batch,
+            read = socket.read(&mut scratch) => match read {
+                // The viewer hung up (or sent something we ignore).
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        let result = async {
+            let batch = batch?;
+            bufs.extend(batch.frames.iter().map(|f| f.flv_http_chunk().clone()));
+            if batch.ended {
+                bufs.push_back(Bytes::from_static(b"0\r\n\r\n"));
+            }
+            let dropped = egress::write_units(&mut socket, &mut bufs, |pending| sub.is_behind(pending), &node.metrics).await?;
+            if dropped > 0 {
+                sub.skip_to_keyframe(dropped as u64);
+                slow.skipped(dropped as u64, &node.metrics, std::time::Instant::now())?;
+            }
+            Ok::<bool, EgressError>(batch.ended)
+        };
+        match result.await {
+            Ok(false) => {}
+            Ok(true) => {
+                debug!(stream = %sub.name(), %peer, "stream ended; closing http-flv viewer");
+                let _ = socket.shutdown().await;
+                return Ok(());
+            }
+            Err(e) => {
+                info!(stream = %sub.name(), %peer, error = %e, "dropping http-flv viewer");
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flv_paths_map_to_stream_keys() {
+        assert_eq!(flv_stream_key("/live/room1.flv").as_deref(), Some("live/room1"));
+        assert_eq!(flv_stream_key("/live/../x.flv"), None);
+        assert_eq!(flv_stream_key("/live/a/b.flv"), None);
+        assert_eq!(flv_stream_key("/room.flv"), None);
+    }
+
+    #[test]
+    fn request_heads_parse_and_refuse_bodies() {
+        let r = parse_head(b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.keep_alive), ("GET", "/live/a.flv", true));
+        let r = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!r.keep_alive);
+        assert!(parse_head(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
+        assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
+    }
+}

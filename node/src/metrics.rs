@@ -1,0 +1,80 @@
+//! Process-wide counters, rendered in the Prometheus text format on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use media::hub::Hub;
+
+/// Counters of one node. Gauges (open connections) go up and down; the rest only grow.
+#[derive(Default)]
+pub struct Metrics {
+    pub rtmp_connections: AtomicU64,
+    pub rtmp_connections_total: AtomicU64,
+    pub http_connections: AtomicU64,
+    pub http_connections_total: AtomicU64,
+    /// Connections closed for a protocol error, a timeout or a peer that would not read.
+    pub connections_rejected_total: AtomicU64,
+    pub publishes_total: AtomicU64,
+    pub viewers: AtomicU64,
+    pub bytes_in_total: AtomicU64,
+    pub bytes_out_total: AtomicU64,
+    pub frames_skipped_total: AtomicU64,
+    pub viewers_dropped_slow_total: AtomicU64,
+}
+
+/// Keeps a gauge raised while alive.
+pub struct GaugeGuard {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicU64,
+}
+
+impl GaugeGuard {
+    pub fn new(metrics: Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+        gauge(&metrics).fetch_add(1, Relaxed);
+        GaugeGuard { metrics, gauge }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn render(&self, hub: &Hub) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let streams = hub.list();
+        let published = streams.iter().filter(|s| s.has_publisher).count() as u64;
+        metric("ferrolive_streams", "gauge", "Streams with a live publisher.", published);
+        metric("ferrolive_viewers", "gauge", "Viewers attached to streams (all protocols).", get(&self.viewers));
+        metric("ferrolive_rtmp_connections", "gauge", "Open RTMP connections.", get(&self.rtmp_connections));
+        metric("ferrolive_rtmp_connections_total", "counter", "RTMP connections accepted.", get(&self.rtmp_connections_total));
+        metric("ferrolive_http_connections", "gauge", "Open player HTTP connections.", get(&self.http_connections));
+        metric("ferrolive_http_connections_total", "counter", "Player HTTP connections accepted.", get(&self.http_connections_total));
+        metric("ferrolive_connections_rejected_total", "counter", "Connections closed for bad input, a timeout or a stalled peer.", get(&self.connections_rejected_total));
+        metric("ferrolive_publishes_total", "counter", "Publish sessions accepted.", get(&self.publishes_total));
+        metric("ferrolive_bytes_in_total", "counter", "Bytes received from clients.", get(&self.bytes_in_total));
+        metric("ferrolive_bytes_out_total", "counter", "Bytes sent to clients.", get(&self.bytes_out_total));
+        metric("ferrolive_frames_skipped_total", "counter", "Frames dropped for viewers that fell behind.", get(&self.frames_skipped_total));
+        metric("ferrolive_viewers_dropped_slow_total", "counter", "Viewers disconnected for staying behind.", get(&self.viewers_dropped_slow_total));
+        let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
+        for s in &streams {
+            let _ = writeln!(out, "ferrolive_stream_viewers{{stream=\"{}\"}} {}", escape_label(&s.name), s.viewers);
+        }
+        out
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,287 @@
+//! The RTMP listener: a thin tokio driver around [`media::rtmp::session::ServerSession`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use media::hub::{Publisher, Subscriber};
+use media::rtmp::session::{ServerSession, SessionEvent, MEDIA_STREAM_ID};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::egress::{self, EgressError, SlowViewerGuard, TrackFilter};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::{stream_key, Node};
+
+/// Time allowed for the handshake and for each read before publish/play is agreed.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publisher that sends nothing for this long is dropped (its viewers wait for it).
+const PUBLISH_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+const READ_BUFFER: usize = 64 * 1024;
+
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "rtmp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.rtmp_connections);
+            Metrics::add(&node.metrics.rtmp_connections_total, 1);
+            if let Err(e) = Connection::new(socket, peer, node.clone()).run().await {
+                Metrics::add(&node.metrics.connections_rejected_total, 1);
+                info!(%peer, error = %e, "rtmp connection closed");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Session(#[from] media::rtmp::session::SessionError),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no data for {0:?}")]
+    Timeout(Duration),
+    #[error("publisher replaced by a newer session")]
+    Replaced,
+}
+
+enum Role {
+    Negotiating,
+    Publishing(Publisher),
+    Playing {
+        sub: Subscriber,
+        name: String,
+        tracks: TrackFilter,
+        slow: SlowViewerGuard,
+        _viewer: GaugeGuard,
+    },
+    /// Answered with an error status; close once it is sent.
+    Closing,
+}
+
+struct Connection {
+    socket: TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    session: ServerSession,
+    input: BytesMut,
+    role: Role,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, peer: SocketAddr, node: Arc<Node>) -> Self {
+        let _ = socket.set_nodelay(true);
+        let mut random = [0u8; 1528];
+        fastrand::fill(&mut random);
+        Connection {
+            socket,
+            peer,
+            node,
+            session: ServerSession::new(random),
+            input: BytesMut::with_capacity(READ_BUFFER),
+            role: Role::Negotiating,
+        }
+    }
+
+    async fn run(mut self) -> Result<(), ConnError> {
+        let result = self.drive().await;
+        // A publisher that leaves without unpublishing keeps its viewers for a grace period,
+        // so a broadcaster that reconnects does not lose them.
+        if let Role::Publishing(publisher) = std::mem::replace(&mut self.role, Role::Closing) {
+            let (name, generation) = (publisher.name().to_owned(), publisher.generation());
+            drop(publisher);
+            let hub = self.node.hub.clone();
+            let grace = self.node.config.reconnect_grace;
+            info!(stream = %name, peer = %self.peer, "publisher gone; holding viewers for {grace:?}");
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                hub.end_if_orphaned(&name, generation);
+            });
+        }
+        result
+    }
+
+    async fn drive(&mut self) -> Result<(), ConnError> {
+        let mut events = Vec::new();
+        loop {
+            if matches!(self.role, Role::Closing) {
+                self.flush().await?;
+                return Ok(());
+            }
+            let read_timeout = match self.role {
+                Role::Negotiating => Some(NEGOTIATION_TIMEOUT),
+                Role::Publishing(_) => Some(PUBLISH_IDLE_TIMEOUT),
+                _ => None,
+            };
+            let n = if let Role::Playing { sub, slow, .. } = &mut self.role {
+                tokio::select! {
+                    read = self.socket.read_buf(&mut self.input) => read?,
+                    batch = egress::next_batch(sub, slow, &self.node.metrics) => {
+                        self.send_batch(batch?).await?;
+                        continue;
+                    }
+                }
+            } else {
+                let read = self.socket.read_buf(&mut self.input);
+                match read_timeout {
+                    Some(limit) => tokio::time::timeout(limit, read)
+                        .await
+                        .map_err(|_| ConnError::Timeout(limit))??,
+                    None => read.await?,
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            Metrics::add(&self.node.metrics.bytes_in_total, n as u64);
+            loop {
+                self.session.feed(&mut self.input, &mut events)?;
+                if events.is_empty() {
+                    break;
+                }
+                for event in events.drain(..) {
+                    self.on_event(event)?;
+                }
+            }
+            self.flush().await?;
+            if self.input.capacity() < READ_BUFFER / 4 {
+                self.input.reserve(READ_BUFFER);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SessionEvent) -> Result<(), ConnError> {
+        match event {
+            SessionEvent::Publish { app, name, .. } => {
+                let Some(key) = stream_key(&app, &name) else {
+                    self.session.reject_publish("NetStream.Publish.BadName", "Invalid stream name");
+                    self.role = Role::Closing;
+                    return Ok(());
+                };
+                match self.node.hub.publish(&key, Instant::now()) {
+                    Ok(publisher) => {
+                        info!(stream = %key, peer = %self.peer, "publish start");
+                        Metrics::add(&self.node.metrics.publishes_total, 1);
+                        self.session.accept_publish();
+                        self.role = Role::Publishing(publisher);
+                    }
+                    Err(e) => {
+                        info!(stream = %key, peer = %self.peer, "publish refused: {e}");
+                        self.session.reject_publish("NetStream.Publish.BadName", "Stream already publishing");
+                        self.role = Role::Closing;
+                    }
+                }
+            }
+            SessionEvent::Play { app, name, .. } => {
+                let sub = stream_key(&app, &name).and_then(|key| self.node.hub.subscribe(&key));
+                match sub {
+                    Some(sub) => {
+                        debug!(stream = %sub.name(), peer = %self.peer, "play start");
+                        self.session.accept_play(&name);
+                        crate::limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
+                        self.role = Role::Playing {
+                            sub,
+                            name,
+                            tracks: TrackFilter::default(),
+                            slow: SlowViewerGuard::default(),
+                            _viewer: GaugeGuard::new(self.node.metrics.clone(), |m| &m.viewers),
+                        };
+                    }
+                    None => {
+                        self.session.reject_play("NetStream.Play.StreamNotFound", "Stream not found");
+                        self.role = Role::Closing;
+                    }
+                }
+            }
+            SessionEvent::Media { kind, timestamp, payload } => {
+                if let Role::Publishing(publisher) = &mut self.role {
+                    publisher
+                        .push(kind, timestamp, payload, Instant::now())
+                        .map_err(|_| ConnError::Replaced)?;
+                }
+            }
+            SessionEvent::Unpublish => {
+                if let Role::Publishing(publisher) = std::mem::replace(&mut self.role, Role::Negotiating) {
+                    info!(stream = %publisher.name(), peer = %self.peer, "publish end");
+                    publisher.finish(&self.node.hub);
+                }
+            }
+            SessionEvent::StopPlay => {
+                if matches!(self.role, Role::Playing { .. }) {
+                    self.role = Role::Negotiating;
+                }
+            }
+            SessionEvent::ReceiveAudio(on) => {
+                if let Role::Playing { tracks, .. } = &mut self.role {
+                    tracks.audio = on;
+                }
+            }
+            SessionEvent::ReceiveVideo(on) => {
+                if let Role::Playing { tracks, .. } = &mut self.role {
+                    tracks.video = on;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&mut self, batch: egress::Batch) -> Result<(), ConnError> {
+        let Role::Playing { tracks, name, .. } = &self.role else {
+            return Ok(());
+        };
+        let stream_id = self.session.play_stream_id().unwrap_or(MEDIA_STREAM_ID);
+        let mut bufs: VecDeque<Bytes> = VecDeque::with_capacity(batch.frames.len() + 1);
+        if self.session.has_output() {
+            bufs.push_back(self.session.take_output().freeze());
+        }
+        for frame in batch.frames.iter().filter(|f| tracks.wants(f)) {
+            bufs.push_back(if stream_id == MEDIA_STREAM_ID {
+                frame.rtmp_chunks().clone()
+            } else {
+                frame.rtmp_chunks_for(stream_id)
+            });
+        }
+        if batch.ended {
+            let name = name.clone();
+            self.session.end_play(&name);
+            bufs.push_back(self.session.take_output().freeze());
+            self.role = Role::Closing;
+        }
+        let Role::Playing { sub, slow, .. } = &mut self.role else {
+            // The stream ended: what is queued is all there is.
+            egress::write_units(&mut self.socket, &mut bufs, |_| false, &self.node.metrics).await?;
+            return Ok(());
+        };
+        let dropped = egress::write_units(&mut self.socket, &mut bufs, |pending| sub.is_behind(pending), &self.node.metrics).await?;
+        if dropped > 0 {
+            sub.skip_to_keyframe(dropped as u64);
+            slow.skipped(dropped as u64, &self.node.metrics, Instant::now())?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if self.session.has_output() {
+            let out = self.session.take_output();
+            tokio::time::timeout(egress::WRITE_TIMEOUT, self.socket.write_all(&out))
+                .await
+                .map_err(|_| ConnError::Timeout(egress::WRITE_TIMEOUT))??;
+            Metrics::add(&self.node.metrics.bytes_out_total, out.len() as u64);
+        }
+        Ok(())
+    }
+}
