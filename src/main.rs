@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use media::hls::HlsConfig;
 use media::hub::HubConfig;
 use node::NodeConfig;
 use tracing_subscriber::EnvFilter;
@@ -53,6 +54,12 @@ struct StandaloneArgs {
     /// keeps slow viewers' lag low; larger suits high bit rates over long round trips.
     #[arg(long, env = "FERROLIVE_VIEWER_SEND_BUFFER", default_value_t = 256 * 1024)]
     viewer_send_buffer: usize,
+    /// HLS: seconds a segment lasts at least (cut at the next keyframe after this).
+    #[arg(long, env = "FERROLIVE_HLS_SEGMENT", default_value_t = 2.0)]
+    hls_segment: f64,
+    /// HLS: segments listed in a live playlist.
+    #[arg(long, env = "FERROLIVE_HLS_WINDOW", default_value_t = 6)]
+    hls_window: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +84,11 @@ fn main() -> anyhow::Result<()> {
             backlog: args.viewer_backlog,
             publisher_stale_after: seconds("publisher-stale", args.publisher_stale)?,
             ..HubConfig::default()
+        },
+        hls: HlsConfig {
+            target_duration: seconds("hls-segment", args.hls_segment)?,
+            window: args.hls_window.max(1),
+            ..HlsConfig::default()
         },
     };
     let _ = args.api_addr;

@@ -9,6 +9,7 @@
 //! [`Frame::rtmp_chunks`]) and those bytes are shared by every viewer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,7 @@ pub struct Replaced;
 pub struct Hub {
     config: HubConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
+    generations: AtomicU32,
 }
 
 /// What the hub knows of a live stream, for stats and metrics.
@@ -174,6 +176,7 @@ impl Hub {
         Arc::new(Hub {
             config,
             streams: Mutex::default(),
+            generations: AtomicU32::new(0),
         })
     }
 
@@ -184,6 +187,8 @@ impl Hub {
     /// Start publishing `name`. A stream whose publisher vanished (or went stale) is taken
     /// over: its viewers stay and receive the new publisher's frames.
     pub fn publish(&self, name: &str, now: Instant) -> Result<Publisher, PublishError> {
+        // The map stays locked until the stream is claimed, so that it cannot end (and
+        // leave the map) in between.
         let mut streams = self.streams();
         let stream = match streams.get(name) {
             Some(stream) if !stream.lock().ended => stream.clone(),
@@ -193,7 +198,6 @@ impl Hub {
                 stream
             }
         };
-        drop(streams);
         let session = {
             let mut state = stream.lock();
             if let Some(current) = &state.publisher {
@@ -202,8 +206,10 @@ impl Hub {
                     return Err(PublishError::AlreadyPublishing);
                 }
             }
-            state.generation += 1;
-            let session = state.generation;
+            // Numbered hub-wide: a stream that ends and comes back never repeats a number, so
+            // a late end_if_orphaned for an old publisher cannot end the new one.
+            let session = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+            state.generation = session;
             state.publisher = Some(PublisherSlot {
                 session,
                 last_activity: now,
@@ -211,6 +217,7 @@ impl Hub {
             state.begin_generation();
             session
         };
+        drop(streams);
         Ok(Publisher {
             stream,
             session,
@@ -541,7 +548,9 @@ impl Subscriber {
 
     /// The viewer dropped `frames` it had taken but not sent: resume at the next keyframe.
     pub fn skip_to_keyframe(&mut self, frames: u64) {
-        self.skipped += frames;
+        // What is left of the GOP replay goes too: its inter frames need the frames before.
+        self.skipped += frames + self.initial.len() as u64;
+        self.initial.clear();
         self.waiting_for_key = true;
         // Sequence headers may have changed in what was skipped: resend the current ones
         // ahead of the keyframe the viewer resumes at.

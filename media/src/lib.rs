@@ -4,6 +4,8 @@
 pub mod amf;
 pub mod codec;
 pub mod flv;
+pub mod hls;
 pub mod hub;
 pub mod rtmp;
 pub mod timestamp;
+pub mod ts;

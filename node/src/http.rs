@@ -1,4 +1,5 @@
-//! The player HTTP port: HTTP-FLV streams, `/metrics` and `/healthz`.
+//! The player HTTP port: HTTP-FLV streams, HLS playlists and segments, `/metrics` and
+//! `/healthz`.
 //!
 //! A small HTTP/1.1 server of our own rather than a framework: the FLV path writes shared
 //! frame buffers straight to the socket with vectored writes, with nothing per viewer
@@ -120,6 +121,28 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                 }
                 return stream_flv(socket, peer, sub, node).await;
             }
+            ("GET" | "HEAD", p) if p.ends_with(".m3u8") => {
+                let playlist = match hls_stream(p, ".m3u8") {
+                    Some((key, room)) => {
+                        let uri = |sequence: u64| format!("{room}/{sequence}.ts");
+                        node.hls.playlist(&node.hub, &key, uri).await
+                    }
+                    None => None,
+                };
+                match playlist {
+                    // Short-lived: a live playlist changes every segment.
+                    Some(body) => respond_cached(&mut socket, "200 OK", "application/vnd.apple.mpegurl", "max-age=1", body.as_bytes(), head_only, keep).await?,
+                    None => respond(&mut socket, "404 Not Found", "text/plain", b"stream not found\n", head_only, keep).await?,
+                }
+            }
+            ("GET" | "HEAD", p) if p.ends_with(".ts") => {
+                let segment = hls_segment(p).and_then(|(key, sequence)| node.hls.segment(&key, sequence));
+                match segment {
+                    // A segment URL is never reused for other content: cache it for long.
+                    Some(segment) => respond_cached(&mut socket, "200 OK", "video/mp2t", "public, max-age=86400, immutable", &segment.data, head_only, keep).await?,
+                    None => respond(&mut socket, "404 Not Found", "text/plain", b"segment not found\n", head_only, keep).await?,
+                }
+            }
             ("GET" | "HEAD", _) => {
                 respond(&mut socket, "404 Not Found", "text/plain", b"not found\n", head_only, keep).await?;
             }
@@ -142,6 +165,21 @@ fn flv_stream_key(path: &str) -> Option<String> {
     stream_key(app, room)
 }
 
+/// `/{app}/{room}.m3u8` -> (stream key, room).
+fn hls_stream<'a>(path: &'a str, suffix: &str) -> Option<(String, &'a str)> {
+    let rest = path.strip_prefix('/')?.strip_suffix(suffix)?;
+    let (app, room) = rest.split_once('/')?;
+    Some((stream_key(app, room)?, room))
+}
+
+/// `/{app}/{room}/{sequence}.ts` -> (stream key, sequence).
+fn hls_segment(path: &str) -> Option<(String, u64)> {
+    let rest = path.strip_prefix('/')?.strip_suffix(".ts")?;
+    let (stream, sequence) = rest.rsplit_once('/')?;
+    let (app, room) = stream.split_once('/')?;
+    Some((stream_key(app, room)?, sequence.parse().ok()?))
+}
+
 fn connection_header(keep_alive: bool) -> &'static str {
     if keep_alive {
         "Connection: keep-alive\r\n"
@@ -158,8 +196,20 @@ async fn respond(
     head_only: bool,
     keep_alive: bool,
 ) -> Result<(), HttpError> {
+    respond_cached(socket, status, content_type, "no-cache", body, head_only, keep_alive).await
+}
+
+async fn respond_cached(
+    socket: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    cache_control: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> Result<(), HttpError> {
     let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{CORS}Cache-Control: no-cache\r\n{}\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{CORS}Cache-Control: {cache_control}\r\n{}\r\n",
         body.len(),
         connection_header(keep_alive)
     )
@@ -291,6 +341,16 @@ mod tests {
         assert_eq!(flv_stream_key("/live/../x.flv"), None);
         assert_eq!(flv_stream_key("/live/a/b.flv"), None);
         assert_eq!(flv_stream_key("/room.flv"), None);
+    }
+
+    #[test]
+    fn hls_paths_map_to_streams_and_segments() {
+        assert_eq!(hls_stream("/live/room.m3u8", ".m3u8"), Some(("live/room".into(), "room")));
+        assert_eq!(hls_stream("/live/../etc.m3u8", ".m3u8"), None);
+        assert_eq!(hls_segment("/live/room/1700000000.ts"), Some(("live/room".into(), 1_700_000_000)));
+        assert_eq!(hls_segment("/live/room/x.ts"), None);
+        assert_eq!(hls_segment("/live/a/b/1.ts"), None);
+        assert_eq!(hls_segment("/live/../1.ts"), None);
     }
 
     #[test]

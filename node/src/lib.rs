@@ -2,6 +2,8 @@
 //! around one [`media::hub::Hub`].
 
 pub mod egress;
+pub mod hls;
+
 pub mod http;
 pub mod metrics;
 pub mod rtmp;
@@ -11,10 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use media::hls::HlsConfig;
 use media::hub::{Hub, HubConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::hls::Hls;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -28,12 +32,14 @@ pub struct NodeConfig {
     /// video in the kernel, and bounds kernel memory per viewer.
     pub viewer_send_buffer: usize,
     pub hub: HubConfig,
+    pub hls: HlsConfig,
 }
 
 /// State shared by every connection of a node.
 pub struct Node {
     pub config: NodeConfig,
     pub hub: Arc<Hub>,
+    pub hls: Arc<Hls>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -67,6 +73,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> std:
     info!(rtmp = %rtmp.local_addr()?, http = %http.local_addr()?, "listening");
     let node = Arc::new(Node {
         hub: Hub::new(config.hub.clone()),
+        hls: Arc::new(Hls::new(config.hls.clone())),
         metrics: Arc::new(Metrics::default()),
         config,
     });

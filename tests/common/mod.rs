@@ -208,7 +208,8 @@ pub struct Response {
 
 pub fn http_request(addr: SocketAddr, request: &str) -> Option<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // Long enough for a first HLS playlist, which waits for its first segment.
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     s.write_all(request.as_bytes()).ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];

@@ -1,0 +1,167 @@
+//! HLS on the player port: a packager per stream, started by the first playlist request
+//! and stopped when nobody has asked for the stream over HLS for a while, so streams
+//! nobody watches over HLS cost nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use media::hls::{HlsConfig, HlsPackager, Segment};
+use media::hub::{Delivery, Hub};
+use tokio::sync::Notify;
+use tracing::debug;
+
+/// A packager nobody asked for in this long is stopped.
+const IDLE_STOP: Duration = Duration::from_secs(30);
+/// How long an ended stream's final playlist (with ENDLIST) stays available.
+const ENDED_KEEP: Duration = Duration::from_secs(30);
+
+struct Packaging {
+    packager: Mutex<HlsPackager>,
+    last_request: Mutex<Instant>,
+    /// Woken whenever a segment is finished or the stream ends.
+    progress: Notify,
+}
+
+impl Packaging {
+    fn packager(&self) -> MutexGuard<'_, HlsPackager> {
+        self.packager.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
+/// The HLS packagers of one node.
+pub struct Hls {
+    config: HlsConfig,
+    streams: Mutex<HashMap<String, Arc<Packaging>>>,
+}
+
+impl Hls {
+    pub fn new(config: HlsConfig) -> Self {
+        Hls {
+            config,
+            streams: Mutex::default(),
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Packaging>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The playlist of `key`, starting its packager if needed and waiting (bounded) for
+    /// the first segment. `None`: the stream is not live (or produced nothing in time).
+    pub async fn playlist(self: &Arc<Self>, hub: &Arc<Hub>, key: &str, uri: impl Fn(u64) -> String) -> Option<String> {
+        let existing = self.streams().get(key).cloned();
+        let packaging = match existing {
+            // An ended stream that is live again gets a fresh packager.
+            Some(p) if !(p.packager().is_ended() && hub.is_live(key)) => p,
+            _ => self.start(hub, key)?,
+        };
+        packaging.touch();
+        // The first segment needs a keyframe after the target duration; allow for a long GOP.
+        let deadline = tokio::time::Instant::now() + self.config.target_duration * 3 + Duration::from_secs(4);
+        loop {
+            let notified = packaging.progress.notified();
+            {
+                let packager = packaging.packager();
+                if packager.has_segments() || packager.is_ended() {
+                    return packager.has_segments().then(|| packager.playlist(&uri));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// A segment of a stream being packaged.
+    pub fn segment(&self, key: &str, sequence: u64) -> Option<Arc<Segment>> {
+        let packaging = self.streams().get(key).cloned()?;
+        packaging.touch();
+        let segment = packaging.packager().segment(sequence);
+        segment
+    }
+
+    fn start(self: &Arc<Self>, hub: &Arc<Hub>, key: &str) -> Option<Arc<Packaging>> {
+        let mut streams = self.streams();
+        let previous = streams.get(key);
+        if let Some(p) = previous.filter(|p| !p.packager().is_ended()) {
+            return Some(p.clone());
+        }
+        // Never number below what an earlier packager of this stream served.
+        let first = previous.map_or(0, |p| p.packager().next_sequence()).max(first_sequence());
+        let mut sub = hub.subscribe(key)?;
+        let packaging = Arc::new(Packaging {
+            packager: Mutex::new(HlsPackager::new(
+                self.config.clone(),
+                first,
+                sub.has_audio(),
+                sub.has_video(),
+            )),
+            last_request: Mutex::new(Instant::now()),
+            progress: Notify::new(),
+        });
+        streams.insert(key.to_owned(), packaging.clone());
+        drop(streams);
+        debug!(stream = key, "hls packaging started");
+        let hls = self.clone();
+        let key = key.to_owned();
+        let task_packaging = packaging.clone();
+        tokio::spawn(async move {
+            let packaging = task_packaging;
+            loop {
+                let delivery = tokio::select! {
+                    d = sub.next() => d,
+                    _ = tokio::time::sleep(IDLE_STOP) => {
+                        if packaging.idle_for() >= IDLE_STOP {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                match delivery {
+                    Delivery::Frame(frame) => {
+                        let mut packager = packaging.packager();
+                        let before = packager.listed().last().map(|s| s.sequence);
+                        packager.push(&frame);
+                        if packager.listed().last().map(|s| s.sequence) != before {
+                            packaging.progress.notify_waiters();
+                        }
+                    }
+                    // The packager notices the gap at the next keyframe; nothing to do.
+                    Delivery::Skipped(_) => {}
+                    Delivery::End => {
+                        packaging.packager().end();
+                        packaging.progress.notify_waiters();
+                        tokio::time::sleep(ENDED_KEEP).await;
+                        break;
+                    }
+                }
+                if packaging.idle_for() >= IDLE_STOP {
+                    break;
+                }
+            }
+            let mut streams = hls.streams();
+            if streams.get(&key).is_some_and(|p| Arc::ptr_eq(p, &packaging)) {
+                streams.remove(&key);
+            }
+            debug!(stream = %key, "hls packaging stopped");
+        });
+        Some(packaging)
+    }
+}
+
+/// Media sequence numbers start at the current Unix time in seconds. Segments last at
+/// least about a second, so a packager started later (after a restart, or when the
+/// stream comes back) always numbers beyond any segment an earlier one served: segment
+/// URLs are never reused, and a CDN may cache them for long.
+fn first_sequence() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
