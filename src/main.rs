@@ -1,17 +1,22 @@
 //! `ferrolive`: one binary, one subcommand per node role.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use media::hls::HlsConfig;
 use media::hub::HubConfig;
+use node::control::ControlConfig;
 use node::NodeConfig;
+use registry::{EmbeddedRegistry, NodeAddrs, NodeRole, RedisRegistry, Registry};
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "ferrolive", version, about = "Live-streaming origin/edge server: RTMP in; RTMP, HTTP-FLV out")]
+#[command(name = "ferrolive", version, about = "Live-streaming origin/edge server: RTMP in; RTMP, HTTP-FLV and HLS out")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,24 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process: publish and play on one node (the default).
+    /// Everything in one process: ingest, playback and the control API (the default).
     Standalone(StandaloneArgs),
+    /// A cluster origin: RTMP ingest with key checks, leases in Redis, playback.
+    Origin(OriginArgs),
+    /// The control API alone, against the cluster's Redis.
+    ControlApi(ControlApiArgs),
 }
 
+/// Listeners and media behaviour shared by every node that carries streams.
 #[derive(Args, Clone)]
-struct StandaloneArgs {
+struct MediaArgs {
     /// RTMP listen address (publish and play).
     #[arg(long, env = "FERROLIVE_RTMP_ADDR", default_value = "0.0.0.0:1935")]
     rtmp_addr: SocketAddr,
-    /// Player HTTP listen address: /live/{room}.flv, /metrics, /healthz.
+    /// Player HTTP listen address: /live/{room}.flv, .m3u8, /metrics, /healthz.
     #[arg(long, env = "FERROLIVE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
-    /// Control API listen address (keys and rooms; used once the control plane lands).
-    #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
-    api_addr: SocketAddr,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, env = "FERROLIVE_LOG", default_value = "info")]
     log: String,
+    /// Publish by room name without a channel key (development only, like livego's rtmp_noauth).
+    #[arg(long, env = "FERROLIVE_RTMP_NOAUTH")]
+    rtmp_noauth: bool,
     /// Seconds viewers stay attached when a publisher vanishes without unpublishing,
     /// waiting for it to reconnect.
     #[arg(long, env = "FERROLIVE_RECONNECT_GRACE", default_value_t = 5.0)]
@@ -62,20 +72,186 @@ struct StandaloneArgs {
     hls_window: usize,
 }
 
+/// Who may use the control API.
+#[derive(Args, Clone)]
+struct ApiAuthArgs {
+    /// Bearer token required on every control endpoint.
+    #[arg(long, env = "FERROLIVE_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// HS256 secret for livego-style `jwt` tokens (query `?jwt=` or Bearer).
+    #[arg(long, env = "FERROLIVE_JWT_SECRET")]
+    jwt_secret: Option<String>,
+    /// Channel keys created or reset per minute per client address.
+    #[arg(long, env = "FERROLIVE_KEY_RATE", default_value_t = 60)]
+    key_rate_per_minute: u32,
+}
+
+#[derive(Args, Clone)]
+struct StandaloneArgs {
+    #[command(flatten)]
+    media: MediaArgs,
+    /// Control API listen address (REST and gRPC).
+    #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
+    api_addr: SocketAddr,
+    /// Where channel keys are kept across restarts (embedded store).
+    #[arg(long, env = "FERROLIVE_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Use this Redis instead of the embedded store.
+    #[arg(long, env = "FERROLIVE_REDIS_URL")]
+    redis_url: Option<String>,
+    #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
+    redis_prefix: String,
+    #[command(flatten)]
+    auth: ApiAuthArgs,
+}
+
+/// How a node joins the cluster.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// The cluster's Redis.
+    #[arg(long, env = "FERROLIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
+    redis_prefix: String,
+    /// This node's id in the registry (default: the host name).
+    #[arg(long, env = "FERROLIVE_NODE_ID")]
+    node_id: Option<String>,
+    /// Region label, used to send players to a nearby edge.
+    #[arg(long, env = "FERROLIVE_REGION", default_value = "default")]
+    region: String,
+    /// Host other nodes and players reach this node at; its ports are its listeners'.
+    #[arg(long, env = "FERROLIVE_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Accept a loopback or unspecified advertised host (a cluster on one machine).
+    #[arg(long, env = "FERROLIVE_ALLOW_LOOPBACK_ADVERTISE")]
+    allow_loopback_advertise: bool,
+}
+
+#[derive(Args, Clone)]
+struct OriginArgs {
+    #[command(flatten)]
+    media: MediaArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Clone)]
+struct ControlApiArgs {
+    /// Control API listen address (REST and gRPC).
+    #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
+    api_addr: SocketAddr,
+    #[arg(long, env = "FERROLIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
+    redis_prefix: String,
+    #[arg(long, env = "FERROLIVE_LOG", default_value = "info")]
+    log: String,
+    #[command(flatten)]
+    auth: ApiAuthArgs,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Standalone(args)) => args,
-        None => cli.standalone,
+    let command = cli.command.unwrap_or(Command::Standalone(cli.standalone));
+    let log = match &command {
+        Command::Standalone(a) => &a.media.log,
+        Command::Origin(a) => &a.media.log,
+        Command::ControlApi(a) => &a.log,
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_env_filter(EnvFilter::try_new(log).context("invalid --log filter")?)
         .with_writer(std::io::stderr)
         .init();
-    let seconds = |name: &str, v: f64| {
-        Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Standalone(args) => standalone(args).await,
+            Command::Origin(args) => origin(args).await,
+            Command::ControlApi(args) => control_api_only(args).await,
+        }
+    })
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let registry: Arc<dyn Registry> = match &args.redis_url {
+        Some(url) => Arc::new(RedisRegistry::connect(url, &args.redis_prefix).await?),
+        None => Arc::new(
+            EmbeddedRegistry::open(&args.data_dir)
+                .await
+                .with_context(|| format!("opening the key store in {}", args.data_dir.display()))?,
+        ),
     };
-    let config = NodeConfig {
+    let config = node_config(&args.media)?;
+    let control = ControlConfig {
+        registry: registry.clone(),
+        require_key: !args.media.rtmp_noauth,
+        node_id: "standalone".into(),
+        role: NodeRole::Standalone,
+        region: "default".into(),
+        addrs: NodeAddrs {
+            rtmp: config.rtmp_addr.to_string(),
+            http: config.http_addr.to_string(),
+        },
+    };
+    announce_auth(&args.media);
+    let api = api_config(args.api_addr, &args.auth);
+    let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
+    tokio::select! {
+        result = node::run(config, Some(control), shutdown_signal()) => result.context("node failed")?,
+        result = api_task => result.context("control API task")?.context("control API failed")?,
+    }
+    Ok(())
+}
+
+async fn origin(args: OriginArgs) -> anyhow::Result<()> {
+    let config = node_config(&args.media)?;
+    let cluster = &args.cluster;
+    let registry: Arc<dyn Registry> = Arc::new(RedisRegistry::connect(&cluster.redis_url, &cluster.redis_prefix).await?);
+    let host = advertised_host(cluster)?;
+    let control = ControlConfig {
+        registry,
+        require_key: !args.media.rtmp_noauth,
+        node_id: node_id(cluster),
+        role: NodeRole::Origin,
+        region: cluster.region.clone(),
+        addrs: NodeAddrs {
+            rtmp: format!("{host}:{}", config.rtmp_addr.port()),
+            http: format!("{host}:{}", config.http_addr.port()),
+        },
+    };
+    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "origin advertises");
+    announce_auth(&args.media);
+    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+}
+
+async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
+    let registry: Arc<dyn Registry> = Arc::new(RedisRegistry::connect(&args.redis_url, &args.redis_prefix).await?);
+    control_api::run(api_config(args.api_addr, &args.auth), registry, shutdown_signal())
+        .await
+        .context("control API failed")
+}
+
+fn api_config(addr: SocketAddr, auth: &ApiAuthArgs) -> control_api::ApiConfig {
+    control_api::ApiConfig {
+        addr,
+        admin_token: auth.admin_token.clone(),
+        jwt_secret: auth.jwt_secret.clone(),
+        key_rate_per_minute: auth.key_rate_per_minute,
+        ..control_api::ApiConfig::default()
+    }
+}
+
+fn announce_auth(media: &MediaArgs) {
+    if media.rtmp_noauth {
+        warn!("--rtmp-noauth: anyone may publish to any room name");
+    } else {
+        info!("publishing needs a channel key: GET /control/get?room=NAME on the control API");
+    }
+}
+
+fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
+    let seconds = |name: &str, v: f64| Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"));
+    Ok(NodeConfig {
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
@@ -90,12 +266,31 @@ fn main() -> anyhow::Result<()> {
             window: args.hls_window.max(1),
             ..HlsConfig::default()
         },
-    };
-    let _ = args.api_addr;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        node::run(config, shutdown_signal()).await.context("node failed")
     })
+}
+
+fn node_id(cluster: &ClusterArgs) -> String {
+    cluster.node_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("node-{:08x}", fastrand::u32(..)))
+    })
+}
+
+/// The advertised host must be reachable by other nodes: loopback and unspecified
+/// addresses are refused unless explicitly allowed.
+fn advertised_host(cluster: &ClusterArgs) -> anyhow::Result<String> {
+    let Some(host) = cluster.advertise_host.clone() else {
+        bail!("--advertise-host is required: the host other nodes reach this one at");
+    };
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if local && !cluster.allow_loopback_advertise {
+        bail!("--advertise-host {host} is not reachable from other machines; pass --allow-loopback-advertise for a one-host cluster");
+    }
+    Ok(host)
 }
 
 /// SIGTERM or Ctrl-C.

@@ -52,7 +52,6 @@ struct OpenSegment {
     last_ms: u64,
     discontinuity: bool,
     data: BytesMut,
-    muxer: TsMuxer,
 }
 
 /// Audio frames are gathered into one PES (fewer TS packets) until this many are waiting
@@ -62,6 +61,9 @@ const AUDIO_FRAMES_PER_PES: usize = 6;
 pub struct HlsPackager {
     config: HlsConfig,
     tracks: TsTracks,
+    /// One muxer for the whole stream, so continuity counters run on across segments;
+    /// created when the first segment opens (the tracks are known by then).
+    muxer: Option<TsMuxer>,
     segments: VecDeque<Arc<Segment>>,
     open: Option<OpenSegment>,
     next_sequence: u64,
@@ -80,13 +82,16 @@ pub struct HlsPackager {
     audio_pes: Vec<u8>,
     audio_pes_frames: usize,
     audio_pes_pts: u64,
+    /// Spacing of the last video frames (audio frames when there is no video).
+    frame_interval_ms: u64,
     ended: bool,
     scratch: Vec<u8>,
 }
 
 impl HlsPackager {
     /// `first_sequence` numbers the first segment. `has_audio`/`has_video` say which tracks
-    /// the stream carries (they fix the PMT).
+    /// the stream is known to carry; sequence headers seen before the first segment opens
+    /// add to them, and from then on the program (PMT) is fixed.
     pub fn new(config: HlsConfig, first_sequence: u64, has_audio: bool, has_video: bool) -> Self {
         let target_duration_secs = config.target_duration.as_secs_f64().ceil().max(1.0) as u64;
         HlsPackager {
@@ -95,6 +100,7 @@ impl HlsPackager {
                 video: has_video.then_some(TsVideo::H264),
                 audio: has_audio,
             },
+            muxer: None,
             segments: VecDeque::new(),
             open: None,
             next_sequence: first_sequence,
@@ -110,6 +116,7 @@ impl HlsPackager {
             audio_pes: Vec::new(),
             audio_pes_frames: 0,
             audio_pes_pts: 0,
+            frame_interval_ms: 40,
             ended: false,
             scratch: Vec::new(),
         }
@@ -171,7 +178,10 @@ impl HlsPackager {
     }
 
     fn on_video_header(&mut self, frame: &Frame) {
-        if self.video_header.as_ref() == Some(&frame.payload) {
+        // Tracks are settled when the first segment opens; after that the program stays
+        // as it is (a PMT change mid-stream would need every player to reset).
+        let settled = self.muxer.is_some();
+        if (settled && self.tracks.video.is_none()) || self.video_header.as_ref() == Some(&frame.payload) {
             return;
         }
         let Some(info) = codec::parse_video_tag(&frame.payload) else { return };
@@ -189,7 +199,11 @@ impl HlsPackager {
             self.break_stream();
         }
         self.video_header = Some(frame.payload.clone());
-        self.tracks.video = Some(if hevc.is_some() { TsVideo::H265 } else { TsVideo::H264 });
+        let video = Some(if hevc.is_some() { TsVideo::H265 } else { TsVideo::H264 });
+        if self.tracks.video != video {
+            self.tracks.video = video;
+            self.muxer = None;
+        }
         self.avc = avc;
         self.hevc = hevc;
     }
@@ -203,6 +217,11 @@ impl HlsPackager {
             return;
         }
         let Ok(config) = AacConfig::parse(&frame.payload[info.data_offset..]) else { return };
+        if self.muxer.is_none() {
+            self.tracks.audio = true;
+        } else if !self.tracks.audio {
+            return;
+        }
         if self.audio_header.is_some() {
             self.break_stream();
         }
@@ -212,7 +231,8 @@ impl HlsPackager {
 
     fn on_video(&mut self, frame: &Frame) {
         let Some(info) = codec::parse_video_tag(&frame.payload) else { return };
-        if info.packet != VideoPacketKind::Frame || self.tracks.video.is_none() {
+        let configured = self.avc.is_some() || self.hevc.is_some();
+        if info.packet != VideoPacketKind::Frame || self.tracks.video.is_none() || !configured {
             return;
         }
         let data = &frame.payload[info.data_offset..];
@@ -235,11 +255,14 @@ impl HlsPackager {
             // No usable sequence header yet: nothing decodable to write.
             (None, None) => return,
         }
-        let Some(open) = self.open.as_mut() else { return };
+        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else { return };
         let dts = frame.timestamp * 90;
         let pts = (frame.timestamp as i64 + i64::from(info.composition_time)).max(0) as u64 * 90;
-        Self::flush_audio(open, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
-        open.muxer.write_video(&mut open.data, pts, dts, key, &self.scratch);
+        Self::flush_audio(open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+        muxer.write_video(&mut open.data, pts, dts, key, &self.scratch);
+        if frame.timestamp > open.last_ms {
+            self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
+        }
         open.last_ms = open.last_ms.max(frame.timestamp);
     }
 
@@ -258,7 +281,7 @@ impl HlsPackager {
                 self.open_segment(frame.timestamp);
             }
         }
-        let Some(open) = self.open.as_mut() else { return };
+        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else { return };
         if !self.tracks.audio {
             return;
         }
@@ -270,22 +293,26 @@ impl HlsPackager {
             return;
         }
         self.audio_pes_frames += 1;
+        if self.tracks.video.is_none() && frame.timestamp > open.last_ms {
+            self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
+        }
         open.last_ms = open.last_ms.max(frame.timestamp);
         if self.audio_pes_frames >= AUDIO_FRAMES_PER_PES {
-            Self::flush_audio(open, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+            Self::flush_audio(open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
         }
     }
 
-    fn flush_audio(open: &mut OpenSegment, pes: &mut Vec<u8>, frames: &mut usize, pts: u64) {
+    fn flush_audio(open: &mut OpenSegment, muxer: &mut TsMuxer, pes: &mut Vec<u8>, frames: &mut usize, pts: u64) {
         if *frames > 0 {
-            open.muxer.write_audio(&mut open.data, pts, pes);
+            muxer.write_audio(&mut open.data, pts, pes);
             pes.clear();
             *frames = 0;
         }
     }
 
     fn open_segment(&mut self, start_ms: u64) {
-        let mut muxer = TsMuxer::new(self.tracks);
+        let tracks = self.tracks;
+        let muxer = self.muxer.get_or_insert_with(|| TsMuxer::new(tracks));
         let mut data = BytesMut::with_capacity(256 * 1024);
         muxer.write_tables(&mut data);
         self.open = Some(OpenSegment {
@@ -293,7 +320,6 @@ impl HlsPackager {
             last_ms: start_ms,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             data,
-            muxer,
         });
     }
 
@@ -301,8 +327,11 @@ impl HlsPackager {
     /// end), or `None` when the stream stops or breaks here.
     fn close_segment(&mut self, next_start_ms: Option<u64>) {
         let Some(mut open) = self.open.take() else { return };
-        Self::flush_audio(&mut open, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
-        let end = next_start_ms.unwrap_or(open.last_ms + 1000 / 30);
+        if let Some(muxer) = self.muxer.as_mut() {
+            Self::flush_audio(&mut open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+        }
+        // Without a next segment, the last frame lasts about as long as the ones before it.
+        let end = next_start_ms.unwrap_or(open.last_ms + self.frame_interval_ms);
         let duration_ms = end.saturating_sub(open.start_ms).max(1);
         self.target_duration_secs = self.target_duration_secs.max(duration_ms.div_ceil(1000));
         let segment = Arc::new(Segment {
@@ -313,15 +342,13 @@ impl HlsPackager {
         });
         self.next_sequence += 1;
         self.segments.push_back(segment);
+        // The segment that just left the listed window takes its discontinuity with it.
+        let leaving = self.segments.len().checked_sub(self.config.window + 1);
+        if leaving.and_then(|i| self.segments.get(i)).is_some_and(|s| s.discontinuity) {
+            self.discontinuity_sequence += 1;
+        }
         while self.segments.len() > self.config.window + self.config.retain_extra {
             self.segments.pop_front();
-        }
-        // Count the discontinuities that just left the listed window.
-        let unlisted = self.segments.len().saturating_sub(self.config.window);
-        if let Some(left) = unlisted.checked_sub(1).and_then(|i| self.segments.get(i)) {
-            if left.discontinuity {
-                self.discontinuity_sequence += 1;
-            }
         }
     }
 
@@ -347,3 +374,6 @@ impl HlsPackager {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

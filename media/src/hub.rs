@@ -142,6 +142,55 @@ fn classify(kind: MediaKind, payload: &[u8]) -> (bool, bool) {
     }
 }
 
+/// What a publisher is sending, for operators (codecs, resolution, volume).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    pub video_codec: Option<&'static str>,
+    pub audio_codec: Option<&'static str>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Payload bytes received from the publisher so far.
+    pub bytes_in: u64,
+    pub viewers: usize,
+}
+
+impl PublishStats {
+    fn observe(&mut self, kind: MediaKind, sequence_header: bool, payload: &[u8]) {
+        self.bytes_in += payload.len() as u64;
+        if !sequence_header {
+            return;
+        }
+        match kind {
+            MediaKind::Video => {
+                let Some(info) = codec::parse_video_tag(payload) else { return };
+                self.video_codec = Some(match info.codec {
+                    codec::VideoCodec::Avc => "h264",
+                    codec::VideoCodec::Hevc => "h265",
+                    codec::VideoCodec::Av1 => "av1",
+                    codec::VideoCodec::Vp9 => "vp9",
+                    codec::VideoCodec::Other(_) => "other",
+                });
+                let record = &payload[info.data_offset..];
+                let resolution = codec::AvcConfig::parse(record)
+                    .ok()
+                    .and_then(|c| c.sps.first().and_then(|sps| codec::avc_sps_resolution(sps).ok()));
+                self.width = resolution.map(|r| r.0);
+                self.height = resolution.map(|r| r.1);
+            }
+            MediaKind::Audio => {
+                let Some(info) = codec::parse_audio_tag(payload) else { return };
+                self.audio_codec = Some(match info.codec {
+                    codec::AudioCodec::Aac => "aac",
+                    codec::AudioCodec::Mp3 => "mp3",
+                    codec::AudioCodec::Opus => "opus",
+                    codec::AudioCodec::Other(_) => "other",
+                });
+            }
+            MediaKind::Metadata => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     #[error("stream is already being published")]
@@ -329,6 +378,7 @@ impl Stream {
                 has_video: false,
                 audio_clock: TrackClock::default(),
                 video_clock: TrackClock::default(),
+                stats: PublishStats::default(),
             }),
         }
     }
@@ -360,6 +410,7 @@ struct StreamState {
     has_video: bool,
     audio_clock: TrackClock,
     video_clock: TrackClock,
+    stats: PublishStats,
 }
 
 impl StreamState {
@@ -390,6 +441,7 @@ impl StreamState {
         };
         let mut frame = Frame::new(kind, timestamp, payload);
         frame.generation = self.generation;
+        self.stats.observe(kind, frame.sequence_header, &frame.payload);
         match kind {
             MediaKind::Audio => {
                 self.has_audio = true;
@@ -443,6 +495,11 @@ impl Publisher {
         &self.stream.name
     }
 
+    /// Reads this stream's [`PublishStats`] from elsewhere (the task keeping its lease).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.stream.clone())
+    }
+
     /// The publisher session number, also the frames' `generation`.
     pub fn generation(&self) -> u32 {
         self.session
@@ -491,6 +548,18 @@ impl Drop for Publisher {
         if matches!(&state.publisher, Some(slot) if slot.session == self.session) {
             state.publisher = None;
         }
+    }
+}
+
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Stream>);
+
+impl StatsHandle {
+    pub fn get(&self) -> PublishStats {
+        let state = self.0.lock();
+        let mut stats = state.stats.clone();
+        stats.viewers = state.sender.receiver_count();
+        stats
     }
 }
 

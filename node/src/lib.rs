@@ -1,6 +1,7 @@
 //! What every ferrolive node runs: the RTMP listener, the player HTTP port and metrics,
 //! around one [`media::hub::Hub`].
 
+pub mod control;
 pub mod egress;
 pub mod hls;
 
@@ -18,6 +19,7 @@ use media::hub::{Hub, HubConfig};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::control::ControlConfig;
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 
@@ -41,6 +43,8 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub hls: Arc<Hls>,
     pub metrics: Arc<Metrics>,
+    /// Key checks, leases and heartbeats; `None` runs without a registry.
+    pub control: Option<ControlConfig>,
 }
 
 /// Longest app or room name accepted.
@@ -67,7 +71,11 @@ pub(crate) fn limit_send_buffer(socket: &tokio::net::TcpStream, bytes: usize) {
 }
 
 /// Bind the listeners and serve until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    control: Option<ControlConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let rtmp = TcpListener::bind(config.rtmp_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
     info!(rtmp = %rtmp.local_addr()?, http = %http.local_addr()?, "listening");
@@ -76,13 +84,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> std:
         hls: Arc::new(Hls::new(config.hls.clone())),
         metrics: Arc::new(Metrics::default()),
         config,
+        control,
     });
+    let heartbeat = node.control.clone().map(|c| tokio::spawn(control::heartbeat(node.clone(), c)));
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));
     let http_task = tokio::spawn(http::serve(http, node.clone()));
     shutdown.await;
     info!("shutting down");
     rtmp_task.abort();
     http_task.abort();
+    if let Some(task) = heartbeat {
+        task.abort();
+    }
+    if let Some(control) = &node.control {
+        let _ = control.registry.remove_node(&control.node_id).await;
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::egress::{self, EgressError, SlowViewerGuard, TrackFilter};
 use crate::metrics::{GaugeGuard, Metrics};
+use crate::control::{self, Registration};
 use crate::{stream_key, Node};
 
 /// Time allowed for the handshake and for each read before publish/play is agreed.
@@ -57,11 +58,17 @@ enum ConnError {
     Timeout(Duration),
     #[error("publisher replaced by a newer session")]
     Replaced,
+    #[error("publisher kicked or its stream moved")]
+    Evicted,
 }
 
 enum Role {
     Negotiating,
-    Publishing(Publisher),
+    Publishing {
+        publisher: Publisher,
+        /// The stream's lease when the node has a control plane.
+        registration: Option<Registration>,
+    },
     Playing {
         sub: Subscriber,
         name: String,
@@ -101,7 +108,7 @@ impl Connection {
         let result = self.drive().await;
         // A publisher that leaves without unpublishing keeps its viewers for a grace period,
         // so a broadcaster that reconnects does not lose them.
-        if let Role::Publishing(publisher) = std::mem::replace(&mut self.role, Role::Closing) {
+        if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Closing) {
             let (name, generation) = (publisher.name().to_owned(), publisher.generation());
             drop(publisher);
             let hub = self.node.hub.clone();
@@ -124,7 +131,7 @@ impl Connection {
             }
             let read_timeout = match self.role {
                 Role::Negotiating => Some(NEGOTIATION_TIMEOUT),
-                Role::Publishing(_) => Some(PUBLISH_IDLE_TIMEOUT),
+                Role::Publishing { .. } => Some(PUBLISH_IDLE_TIMEOUT),
                 _ => None,
             };
             let n = if let Role::Playing { sub, slow, .. } = &mut self.role {
@@ -134,6 +141,14 @@ impl Connection {
                         self.send_batch(batch?).await?;
                         continue;
                     }
+                }
+            } else if let Role::Publishing { registration: Some(registration), .. } = &self.role {
+                let eviction = registration.eviction.clone();
+                tokio::select! {
+                    read = tokio::time::timeout(PUBLISH_IDLE_TIMEOUT, self.socket.read_buf(&mut self.input)) => {
+                        read.map_err(|_| ConnError::Timeout(PUBLISH_IDLE_TIMEOUT))??
+                    }
+                    _ = eviction.wait() => return Err(ConnError::Evicted),
                 }
             } else {
                 let read = self.socket.read_buf(&mut self.input);
@@ -153,8 +168,8 @@ impl Connection {
                 if events.is_empty() {
                     break;
                 }
-                for event in events.drain(..) {
-                    self.on_event(event)?;
+                for event in std::mem::take(&mut events) {
+                    self.on_event(event).await?;
                 }
             }
             self.flush().await?;
@@ -164,28 +179,9 @@ impl Connection {
         }
     }
 
-    fn on_event(&mut self, event: SessionEvent) -> Result<(), ConnError> {
+    async fn on_event(&mut self, event: SessionEvent) -> Result<(), ConnError> {
         match event {
-            SessionEvent::Publish { app, name, .. } => {
-                let Some(key) = stream_key(&app, &name) else {
-                    self.session.reject_publish("NetStream.Publish.BadName", "Invalid stream name");
-                    self.role = Role::Closing;
-                    return Ok(());
-                };
-                match self.node.hub.publish(&key, Instant::now()) {
-                    Ok(publisher) => {
-                        info!(stream = %key, peer = %self.peer, "publish start");
-                        Metrics::add(&self.node.metrics.publishes_total, 1);
-                        self.session.accept_publish();
-                        self.role = Role::Publishing(publisher);
-                    }
-                    Err(e) => {
-                        info!(stream = %key, peer = %self.peer, "publish refused: {e}");
-                        self.session.reject_publish("NetStream.Publish.BadName", "Stream already publishing");
-                        self.role = Role::Closing;
-                    }
-                }
-            }
+            SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
             SessionEvent::Play { app, name, .. } => {
                 let sub = stream_key(&app, &name).and_then(|key| self.node.hub.subscribe(&key));
                 match sub {
@@ -208,16 +204,19 @@ impl Connection {
                 }
             }
             SessionEvent::Media { kind, timestamp, payload } => {
-                if let Role::Publishing(publisher) = &mut self.role {
+                if let Role::Publishing { publisher, .. } = &mut self.role {
                     publisher
                         .push(kind, timestamp, payload, Instant::now())
                         .map_err(|_| ConnError::Replaced)?;
                 }
             }
             SessionEvent::Unpublish => {
-                if let Role::Publishing(publisher) = std::mem::replace(&mut self.role, Role::Negotiating) {
+                if let Role::Publishing { publisher, registration } = std::mem::replace(&mut self.role, Role::Negotiating) {
                     info!(stream = %publisher.name(), peer = %self.peer, "publish end");
                     publisher.finish(&self.node.hub);
+                    if let Some(registration) = registration {
+                        registration.release();
+                    }
                 }
             }
             SessionEvent::StopPlay => {
@@ -237,6 +236,55 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Admit a publisher: its name must be a valid stream (a channel key when the node
+    /// checks keys), free locally, and not live on another node.
+    async fn on_publish(&mut self, app: &str, name: &str) -> Result<(), ConnError> {
+        let room = match &self.node.control {
+            Some(control) => control::admit(control, name).await,
+            None => Ok(name.to_owned()),
+        };
+        let key = match room {
+            Ok(room) => stream_key(app, &room),
+            Err(refusal) => {
+                self.refuse_publish(refusal.code, &refusal.description);
+                return Ok(());
+            }
+        };
+        let Some(key) = key else {
+            self.refuse_publish("NetStream.Publish.BadName", "Invalid stream name");
+            return Ok(());
+        };
+        let publisher = match self.node.hub.publish(&key, Instant::now()) {
+            Ok(publisher) => publisher,
+            Err(e) => {
+                info!(stream = %key, peer = %self.peer, "publish refused: {e}");
+                self.refuse_publish("NetStream.Publish.BadName", "Stream already publishing");
+                return Ok(());
+            }
+        };
+        let registration = match &self.node.control {
+            Some(control) => match control::register(control, &publisher).await {
+                Ok(registration) => Some(registration),
+                Err(refusal) => {
+                    publisher.finish(&self.node.hub);
+                    self.refuse_publish(refusal.code, &refusal.description);
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        info!(stream = %key, peer = %self.peer, "publish start");
+        Metrics::add(&self.node.metrics.publishes_total, 1);
+        self.session.accept_publish();
+        self.role = Role::Publishing { publisher, registration };
+        Ok(())
+    }
+
+    fn refuse_publish(&mut self, code: &str, description: &str) {
+        self.session.reject_publish(code, description);
+        self.role = Role::Closing;
     }
 
     async fn send_batch(&mut self, batch: egress::Batch) -> Result<(), ConnError> {

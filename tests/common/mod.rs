@@ -22,35 +22,77 @@ pub fn require_ffmpeg() {
     }
 }
 
-/// A running `ferrolive standalone`, killed when dropped.
+/// A running `ferrolive` node, killed when dropped.
 pub struct Server {
     child: Child,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+fn local_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
 impl Server {
+    /// `ferrolive standalone` publishing by room name (no channel keys), fresh data dir.
     pub fn start(extra: &[&str]) -> Server {
+        let data = temp_dir(&format!("data-{}", free_port()));
+        let mut args = vec!["--rtmp-noauth", "--data-dir", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Server::spawn("standalone", &args)
+    }
+
+    /// `ferrolive <subcommand>` with fresh listener ports and `args`.
+    pub fn spawn(subcommand: &str, args: &[&str]) -> Server {
+        Server::spawn_at(subcommand, args, local_addr(), local_addr(), local_addr())
+    }
+
+    /// The same on given addresses (to restart a node where it was).
+    pub fn spawn_at(subcommand: &str, args: &[&str], rtmp: SocketAddr, http: SocketAddr, api: SocketAddr) -> Server {
         require_ffmpeg();
-        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrolive"))
-            .arg("standalone")
-            .args(["--rtmp-addr", &rtmp.to_string(), "--http-addr", &http.to_string()])
-            .args(["--api-addr", &api.to_string(), "--log", "info"])
-            .args(extra)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolive"));
+        cmd.arg(subcommand);
+        if subcommand != "control-api" {
+            cmd.args(["--rtmp-addr", &rtmp.to_string(), "--http-addr", &http.to_string()]);
+        }
+        if subcommand != "origin" {
+            cmd.args(["--api-addr", &api.to_string()]);
+        }
+        let child = cmd
+            .args(["--log", "info"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start ferrolive");
-        let server = Server { child, rtmp, http };
+        let server = Server { child, rtmp, http, api };
+        let (probe, path) = if subcommand == "control-api" { (api, "/healthz") } else { (http, "/healthz") };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while http_get(server.http, "/healthz").map(|r| r.status) != Some(200) {
-            assert!(Instant::now() < deadline, "server did not come up");
+        while http_get(probe, path).map(|r| r.status) != Some(200) {
+            assert!(Instant::now() < deadline, "{subcommand} did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Stop the process abruptly, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit (bounded).
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn rtmp_url(&self, room: &str) -> String {
@@ -68,6 +110,17 @@ impl Server {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+    }
+
+    /// A JSON body from the control API (`method` GET/POST/DELETE), with its status.
+    pub fn api(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let r = http_request(
+            self.api,
+            &format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+        .expect("control API response");
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -94,6 +147,67 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A real redis-server on a free port, killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is required: run the test command from README.md, which installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether a publish of `url` is accepted: ffmpeg still running after `within` means the
+/// server took it; an early exit means it was refused.
+pub fn publish_accepted(url: &str, within: Duration) -> (bool, Proc) {
+    let mut p = publish(url, Source::AudioVideo, 25, 0);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if p.0.try_wait().unwrap().is_some() {
+            return (false, p);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (true, p)
+}
+
+/// The `data` string of a livego-style `{"status":..,"data":".."}` body.
+pub fn livego_data(body: &str) -> String {
+    let start = body.find("\"data\":\"").expect("data field") + 8;
+    body[start..].split('"').next().unwrap().to_owned()
 }
 
 /// A child process killed when dropped.

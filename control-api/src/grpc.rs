@@ -1,0 +1,256 @@
+//! gRPC: `ferrolive.v1.Control`, `grpc.health.v1.Health` and server reflection, routed on
+//! the same port as REST.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use proto::v1::control_server::{Control, ControlServer};
+use proto::v1::{
+    room_event, DeleteRoomReply, KeyReply, KickReply, ListRoomsReply, ListRoomsRequest,
+    NodeViewers, RoomEvent, RoomInfo, RoomRequest, WatchRoomsRequest,
+};
+use registry::StreamLease;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::rest::client_ip;
+use crate::rooms::{room_of, ApiError, RoomView};
+use crate::AppState;
+
+/// How often `WatchRooms` polls the stream leases.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The gRPC services as an axum router (each under `/{service}/...`).
+pub async fn routes(state: AppState) -> axum::Router {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ControlServer<ControlService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor sets are built with the crate");
+    let auth = state.auth.clone();
+    let control =
+        ControlServer::with_interceptor(ControlService { state }, move |request: Request<()>| {
+            let authorization = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            match auth.check(authorization, None) {
+                Ok(()) => Ok(request),
+                Err(e) => Err(Status::unauthenticated(e.to_string())),
+            }
+        });
+    tonic::service::Routes::new(control)
+        .add_service(health)
+        .add_service(reflection)
+        .prepare()
+        .into_axum_router()
+}
+
+pub struct ControlService {
+    state: AppState,
+}
+
+fn status(error: ApiError) -> Status {
+    let message = error.to_string();
+    match error {
+        ApiError::BadRequest(_) => Status::invalid_argument(message),
+        ApiError::NotFound(_) => Status::not_found(message),
+        ApiError::RateLimited(_) => Status::resource_exhausted(message),
+        ApiError::Unavailable(_) => Status::unavailable(message),
+        ApiError::Internal(_) => Status::internal(message),
+    }
+}
+
+fn room_info(view: RoomView) -> RoomInfo {
+    let origin = view.origin.unwrap_or_else(|| crate::rooms::OriginView {
+        node_id: String::new(),
+        region: None,
+        rtmp: String::new(),
+        http: String::new(),
+    });
+    RoomInfo {
+        room: view.room,
+        app: view.app.to_owned(),
+        live: view.live,
+        has_key: view.has_key,
+        origin_node_id: origin.node_id,
+        origin_rtmp_addr: origin.rtmp,
+        origin_http_addr: origin.http,
+        video_codec: view.video_codec.unwrap_or_default(),
+        audio_codec: view.audio_codec.unwrap_or_default(),
+        width: view.width.unwrap_or(0),
+        height: view.height.unwrap_or(0),
+        bitrate_kbps: view.bitrate_kbps,
+        started_at_ms: view.started_at_ms.unwrap_or(0),
+        uptime_s: view.uptime_s,
+        viewers: view.viewers,
+        viewers_by_node: view
+            .viewers_by_node
+            .into_iter()
+            .map(|(node_id, viewers)| NodeViewers { node_id, viewers })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn get_key(&self, request: Request<RoomRequest>) -> Result<Response<KeyReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let room = request.into_inner().room;
+        let key = self.state.get_key(ip, &room).await.map_err(status)?;
+        Ok(Response::new(KeyReply { room, key }))
+    }
+
+    async fn reset_key(&self, request: Request<RoomRequest>) -> Result<Response<KeyReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let room = request.into_inner().room;
+        let key = self.state.reset_key(ip, &room).await.map_err(status)?;
+        Ok(Response::new(KeyReply { room, key }))
+    }
+
+    async fn delete_room(
+        &self,
+        request: Request<RoomRequest>,
+    ) -> Result<Response<DeleteRoomReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let room = request.into_inner().room;
+        self.state.delete_room(ip, &room).await.map_err(status)?;
+        Ok(Response::new(DeleteRoomReply { room }))
+    }
+
+    async fn list_rooms(
+        &self,
+        _request: Request<ListRoomsRequest>,
+    ) -> Result<Response<ListRoomsReply>, Status> {
+        let rooms = self.state.list_rooms(false).await.map_err(status)?;
+        Ok(Response::new(ListRoomsReply {
+            rooms: rooms.into_iter().map(room_info).collect(),
+        }))
+    }
+
+    async fn get_room(&self, request: Request<RoomRequest>) -> Result<Response<RoomInfo>, Status> {
+        let view = self
+            .state
+            .room_view(&request.into_inner().room)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(room_info(view)))
+    }
+
+    async fn kick_publisher(
+        &self,
+        request: Request<RoomRequest>,
+    ) -> Result<Response<KickReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let room = request.into_inner().room;
+        self.state.kick(ip, &room).await.map_err(status)?;
+        Ok(Response::new(KickReply { room }))
+    }
+
+    type WatchRoomsStream = Pin<Box<dyn Stream<Item = Result<RoomEvent, Status>> + Send + 'static>>;
+
+    async fn watch_rooms(
+        &self,
+        _request: Request<WatchRoomsRequest>,
+    ) -> Result<Response<Self::WatchRoomsStream>, Status> {
+        // The baseline is taken before the call returns: every change after it is reported.
+        let baseline = snapshot(
+            &self
+                .state
+                .registry
+                .leases()
+                .await
+                .map_err(|e| status(e.into()))?,
+        );
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(watch(self.state.clone(), baseline, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Live streams of app `live`: room -> (node id, publisher session).
+type Snapshot = HashMap<String, (String, String)>;
+
+fn snapshot(leases: &[StreamLease]) -> Snapshot {
+    leases
+        .iter()
+        .filter_map(|l| {
+            Some((
+                room_of(&l.stream)?.to_owned(),
+                (l.node_id.clone(), l.session.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// The events that turn `old` into `new`: a room whose publisher session changed between
+/// two polls stopped (on its old node) and started again.
+pub(crate) fn diff(old: &Snapshot, new: &Snapshot, at_ms: u64) -> Vec<RoomEvent> {
+    let event = |kind: room_event::Kind, room: &str, node_id: &str| RoomEvent {
+        kind: kind as i32,
+        room: room.to_owned(),
+        node_id: node_id.to_owned(),
+        at_ms,
+    };
+    let mut events = Vec::new();
+    let mut stopped: Vec<_> = old
+        .iter()
+        .filter(|(room, owner)| new.get(*room) != Some(owner))
+        .map(|(room, (node, _))| event(room_event::Kind::Stopped, room, node))
+        .collect();
+    let mut started: Vec<_> = new
+        .iter()
+        .filter(|(room, owner)| old.get(*room) != Some(owner))
+        .map(|(room, (node, _))| event(room_event::Kind::Started, room, node))
+        .collect();
+    stopped.sort_by(|a, b| a.room.cmp(&b.room));
+    started.sort_by(|a, b| a.room.cmp(&b.room));
+    events.append(&mut stopped);
+    events.append(&mut started);
+    events
+}
+
+/// One subscriber's poller: ends when the client goes away or the server shuts down.
+async fn watch(
+    state: AppState,
+    mut current: Snapshot,
+    tx: mpsc::Sender<Result<RoomEvent, Status>>,
+) {
+    let mut shutdown = state.shutdown.clone();
+    let mut interval = tokio::time::interval(WATCH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = tx.closed() => return,
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        let leases = match state.registry.leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "WatchRooms: cannot poll the registry, retrying");
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        failing = false;
+        let next = snapshot(&leases);
+        for event in diff(&current, &next, registry::now_ms()) {
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        current = next;
+    }
+}

@@ -1,0 +1,198 @@
+//! ferrolive's control plane, on one port (default `:8090`):
+//!
+//! - livego-compatible REST: `/control/get`, `/control/reset`, `/control/delete`,
+//!   `/stat/livestat` (same paths, response shapes and field names as livego, without its
+//!   bugs: reset revokes the old key at once, delete removes key and room, status codes are
+//!   right, key creation is rate-limited per client IP);
+//! - a resource API under `/api/v1` (live rooms with their stats, one room, rotate key,
+//!   delete room, kick publisher) described by `/api/v1/openapi.json`;
+//! - gRPC `ferrolive.v1.Control` (same operations plus a `WatchRooms` event stream), gRPC
+//!   health and reflection;
+//! - `/healthz` and `/readyz`.
+//!
+//! Access control: with an admin token and/or a JWT secret configured, every control
+//! endpoint needs `Authorization: Bearer <token or HS256 JWT>` (or livego's `?jwt=`). With
+//! neither, the API only listens on loopback.
+
+mod auth;
+mod grpc;
+mod openapi;
+mod ratelimit;
+mod rest;
+mod rooms;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use auth::Auth;
+
+/// The application name every room is published under (`rtmp://host/live/<key>`).
+pub const APP: &str = "live";
+
+/// How long a graceful shutdown waits for open requests before returning anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Control API configuration.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where REST and gRPC listen (one port).
+    pub addr: SocketAddr,
+    /// Static admin token accepted as `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// HS256 secret: JWTs signed with it are accepted as Bearer tokens or as `?jwt=`.
+    pub jwt_secret: Option<String>,
+    /// Key creations per minute per client IP (token bucket, burst of the same size);
+    /// 0 disables the limit.
+    pub key_rate_per_minute: u32,
+}
+
+/// Secrets are shown only as `Some("<redacted>")`.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ApiConfig")
+            .field("addr", &self.addr)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("key_rate_per_minute", &self.key_rate_per_minute)
+            .finish()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            admin_token: None,
+            jwt_secret: None,
+            key_rate_per_minute: 60,
+        }
+    }
+}
+
+impl ApiConfig {
+    fn auth(&self) -> Auth {
+        Auth::new(self.admin_token.clone(), self.jwt_secret.clone())
+    }
+}
+
+/// Shared by every handler, REST and gRPC.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub registry: Arc<dyn Registry>,
+    pub auth: Arc<Auth>,
+    pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: &ApiConfig,
+        registry: Arc<dyn Registry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AppState {
+            registry,
+            auth: Arc::new(config.auth()),
+            limiter: Arc::new(ratelimit::RateLimiter::per_minute(
+                config.key_rate_per_minute,
+            )),
+            shutdown,
+        }
+    }
+}
+
+/// Serve REST and gRPC on `config.addr` until `shutdown` resolves.
+///
+/// With neither `admin_token` nor `jwt_secret` set, a non-loopback `addr` is replaced by
+/// `127.0.0.1:<port>` (and a warning says so): an unauthenticated control API is never
+/// reachable from the network.
+pub async fn run(
+    config: ApiConfig,
+    registry: Arc<dyn Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (addr, restricted) = listen_addr(&config);
+    if restricted {
+        tracing::warn!(
+            requested = %config.addr,
+            bound = %addr,
+            "control API: no admin token or JWT secret configured, so listening on loopback \
+             only; configure an admin token (or JWT secret) to serve it on the requested address"
+        );
+    }
+    let listener = TcpListener::bind(addr).await?;
+    serve(listener, config, registry, shutdown).await
+}
+
+/// Where [`run`] listens: `config.addr`, or `127.0.0.1:<port>` (and `true`) when no
+/// credential is configured and `config.addr` is not loopback.
+pub(crate) fn listen_addr(config: &ApiConfig) -> (SocketAddr, bool) {
+    let auth = config.auth();
+    if !auth.enabled() && !config.addr.ip().is_loopback() {
+        (
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.addr.port()),
+            true,
+        )
+    } else {
+        (config.addr, false)
+    }
+}
+
+/// Serve REST and gRPC on an already-bound listener until `shutdown` resolves (then wait up
+/// to a few seconds for open requests).
+pub async fn serve(
+    listener: TcpListener,
+    config: ApiConfig,
+    registry: Arc<dyn Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, auth = config.auth().describe(), "control API listening (REST + gRPC)");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = app(AppState::new(&config, registry, stop_rx.clone())).await;
+
+    let mut graceful = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stopped| *stopped).await;
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        tracing::info!(addr = %local, "control API shutting down");
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        // Keep the sender alive until here so that `graceful` does not end early.
+        drop(stop_tx);
+    };
+    tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            tracing::warn!(addr = %local, "control API: requests still open after the grace period, closing");
+            Ok(())
+        }
+    }
+}
+
+/// The whole service: gRPC routes, with the REST router as the fallback for everything else.
+pub(crate) async fn app(state: AppState) -> axum::Router {
+    grpc::routes(state.clone())
+        .await
+        .fallback_service(rest::router(state))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,397 @@
+//! REST: livego-compatible `/control/*` and `/stat/livestat`, the `/api/v1` resource API,
+//! `/healthz` and `/readyz`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::auth::AuthError;
+use crate::rooms::{room_of, viewers_by_node, ApiError, ApiResult};
+use crate::{AppState, APP};
+
+/// At most this many entries in livestat's `players` (one per viewer, as livego lists them).
+const MAX_PLAYER_ENTRIES: u64 = 10_000;
+
+pub fn router(state: AppState) -> Router {
+    let livego = Router::new()
+        .route("/control/get", get(control_get).post(control_get))
+        .route("/control/reset", get(control_reset).post(control_reset))
+        .route("/control/delete", get(control_delete).post(control_delete))
+        .route("/stat/livestat", get(livestat))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_auth_livego,
+        ));
+    let v1 = Router::new()
+        .route("/api/v1/rooms", get(v1_list_rooms))
+        .route(
+            "/api/v1/rooms/{room}",
+            get(v1_get_room).delete(v1_delete_room),
+        )
+        .route("/api/v1/rooms/{room}/key", post(v1_rotate_key))
+        .route("/api/v1/rooms/{room}/kick", post(v1_kick))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_auth_v1,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi));
+    livego
+        .merge(v1)
+        .merge(open)
+        .fallback(fallback)
+        .with_state(state)
+}
+
+// --- plumbing ---
+
+/// The client's IP address (the TCP peer; `0.0.0.0` when unknown, as in in-process tests).
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.extensions)))
+    }
+}
+
+pub fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
+            addr.ip()
+        })
+}
+
+fn status_of(error: &ApiError) -> StatusCode {
+    match error {
+        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn with_retry_after(mut response: Response, error: &ApiError) -> Response {
+    if let ApiError::RateLimited(wait) = error {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let ApiError::Internal(message) = error {
+        tracing::error!(%message, "control API internal error");
+    }
+    response
+}
+
+/// livego's envelope: `{"status": <code>, "data": ...}` with the same HTTP status.
+fn livego(status: StatusCode, data: impl Serialize) -> Response {
+    (
+        status,
+        Json(json!({ "status": status.as_u16(), "data": data })),
+    )
+        .into_response()
+}
+
+fn livego_error(error: ApiError) -> Response {
+    with_retry_after(livego(status_of(&error), error.to_string()), &error)
+}
+
+/// `/api/v1` errors: `{"error": "..."}`.
+fn v1_error(error: ApiError) -> Response {
+    let status = status_of(&error);
+    with_retry_after(
+        (status, Json(json!({ "error": error.to_string() }))).into_response(),
+        &error,
+    )
+}
+
+fn unauthorized(body: Value) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ferrolive\""),
+    );
+    response
+}
+
+fn check_auth(state: &AppState, request: &Request) -> Result<(), AuthError> {
+    if !state.auth.enabled() {
+        return Ok(());
+    }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let query = Query::<HashMap<String, String>>::try_from_uri(request.uri()).ok();
+    let jwt = query
+        .as_ref()
+        .and_then(|q| q.get("jwt"))
+        .map(String::as_str);
+    state.auth.check(authorization, jwt)
+}
+
+async fn require_auth_livego(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match check_auth(&state, &request) {
+        Ok(()) => next.run(request).await,
+        Err(e) => unauthorized(json!({ "status": 401, "data": format!("unauthorized: {e}") })),
+    }
+}
+
+async fn require_auth_v1(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match check_auth(&state, &request) {
+        Ok(()) => next.run(request).await,
+        Err(e) => unauthorized(json!({ "error": format!("unauthorized: {e}") })),
+    }
+}
+
+async fn fallback(request: Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("no such method: {}", request.uri().path()))
+            .into_http();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("no such endpoint: {}", request.uri().path()) })),
+    )
+        .into_response()
+}
+
+// --- livego compatibility ---
+
+/// The `room` query parameter (`None` when missing or empty).
+fn room_param(query: QueryMap) -> Option<String> {
+    let Ok(Query(mut query)) = query else {
+        return None;
+    };
+    query.remove("room").filter(|room| !room.is_empty())
+}
+
+/// livego's answer to a missing `room`.
+fn usage(path: &str) -> Response {
+    livego(
+        StatusCode::BAD_REQUEST,
+        format!("url: {path}?room=<ROOM_NAME>"),
+    )
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+async fn control_get(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    query: QueryMap,
+) -> Response {
+    let Some(room) = room_param(query) else {
+        return usage("/control/get");
+    };
+    match state.get_key(ip, &room).await {
+        Ok(key) => livego(StatusCode::OK, key),
+        Err(e) => livego_error(e),
+    }
+}
+
+async fn control_reset(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    query: QueryMap,
+) -> Response {
+    let Some(room) = room_param(query) else {
+        return usage("/control/reset");
+    };
+    match state.reset_key(ip, &room).await {
+        Ok(key) => livego(StatusCode::OK, key),
+        Err(e) => livego_error(e),
+    }
+}
+
+async fn control_delete(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    query: QueryMap,
+) -> Response {
+    let Some(room) = room_param(query) else {
+        return usage("/control/delete");
+    };
+    match state.delete_room(ip, &room).await {
+        Ok(_) => livego(StatusCode::OK, "Ok"),
+        Err(e) => livego_error(e),
+    }
+}
+
+/// One entry of livestat's `publishers`/`players`, with livego's field names.
+#[derive(Debug, Serialize)]
+struct LivegoStream {
+    /// `app/room`.
+    key: String,
+    url: String,
+    stream_id: u32,
+    video_total_bytes: u64,
+    /// livego: bytes per millisecond.
+    video_speed: u64,
+    audio_total_bytes: u64,
+    audio_speed: u64,
+}
+
+async fn livestat(State(state): State<AppState>) -> Response {
+    match livestat_data(&state).await {
+        Ok(data) => livego(StatusCode::OK, data),
+        Err(e) => livego_error(e),
+    }
+}
+
+async fn livestat_data(state: &AppState) -> ApiResult<Value> {
+    let mut leases = state.registry.leases().await?;
+    leases.sort_by(|a, b| a.stream.cmp(&b.stream));
+    let nodes = state.registry.nodes().await?;
+    let nodes_by_id = crate::rooms::nodes_by_id(&nodes);
+    let mut publishers = Vec::new();
+    let mut players = Vec::new();
+    let mut player_entries = 0u64;
+    for lease in &leases {
+        let Some(room) = room_of(&lease.stream) else {
+            continue;
+        };
+        publishers.push(LivegoStream {
+            key: lease.stream.clone(),
+            url: format!("rtmp://{}/{APP}/{room}", lease.addrs.rtmp),
+            stream_id: 0,
+            video_total_bytes: 0,
+            // We only know the whole ingest rate: kbit/s / 8 = bytes per millisecond.
+            video_speed: lease.bitrate_kbps / 8,
+            audio_total_bytes: 0,
+            audio_speed: 0,
+        });
+        for (node_id, viewers) in viewers_by_node(lease, &nodes) {
+            let http = match nodes_by_id.get(node_id.as_str()) {
+                Some(node) => node.addrs.http.clone(),
+                None if node_id == lease.node_id => lease.addrs.http.clone(),
+                None => continue,
+            };
+            for _ in 0..viewers.min(MAX_PLAYER_ENTRIES - player_entries) {
+                players.push(LivegoStream {
+                    key: lease.stream.clone(),
+                    url: format!("http://{http}/{APP}/{room}.flv"),
+                    stream_id: 0,
+                    video_total_bytes: 0,
+                    video_speed: 0,
+                    audio_total_bytes: 0,
+                    audio_speed: 0,
+                });
+            }
+            player_entries = (player_entries + viewers).min(MAX_PLAYER_ENTRIES);
+        }
+    }
+    Ok(json!({ "publishers": publishers, "players": players }))
+}
+
+// --- /api/v1 ---
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    /// Also list rooms that have a key but are not live.
+    #[serde(default)]
+    all: bool,
+}
+
+async fn v1_list_rooms(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return v1_error(ApiError::BadRequest(
+            "query parameter `all` must be true or false".into(),
+        ));
+    };
+    match state.list_rooms(query.all).await {
+        Ok(rooms) => Json(json!({ "rooms": rooms })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_get_room(State(state): State<AppState>, Path(room): Path<String>) -> Response {
+    match state.room_view(&room).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_rotate_key(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+) -> Response {
+    match state.reset_key(ip, &room).await {
+        Ok(key) => Json(json!({ "room": room, "key": key })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_delete_room(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+) -> Response {
+    match state.delete_room(ip, &room).await {
+        Ok(kicked) => {
+            Json(json!({ "room": room, "deleted": true, "kicked": kicked })).into_response()
+        }
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_kick(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+) -> Response {
+    match state.kick(ip, &room).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "room": room, "kicked": true })),
+        )
+            .into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+// --- health ---
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    // One cheap lookup that touches the store.
+    match state.registry.lease("live/.readyz").await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,283 @@
+//! The operations REST and gRPC share: validation, rate limiting, registry calls, and the
+//! room view built from stream leases and node heartbeats.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use registry::{NodeInfo, RegistryError, Room, StreamLease};
+use serde::Serialize;
+
+use crate::{AppState, APP};
+
+/// What can go wrong in a control operation; each front end maps it to its status codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    /// Too many key creations from this client; retry after the duration.
+    RateLimited(Duration),
+    /// The registry cannot be reached (503).
+    Unavailable(String),
+    Internal(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::Internal(m) => {
+                f.write_str(m)
+            }
+            ApiError::RateLimited(wait) => write!(
+                f,
+                "too many key requests from this address, retry in {} s",
+                wait.as_secs_f64().ceil().max(1.0) as u64
+            ),
+            ApiError::Unavailable(m) => write!(f, "registry unavailable: {m}"),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ RegistryError::Corrupt(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+pub const INVALID_ROOM: &str = "invalid room name: use 1 to 64 characters from A-Z a-z 0-9 - _ . \
+     (not starting with '.' or with the channel key prefix 'sk_')";
+
+pub fn validate_room(room: &str) -> ApiResult<()> {
+    if registry::is_valid_room(room) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(INVALID_ROOM.into()))
+    }
+}
+
+pub fn stream_of(room: &str) -> String {
+    format!("{APP}/{room}")
+}
+
+/// The room of a stream published under [`APP`].
+pub fn room_of(stream: &str) -> Option<&str> {
+    stream.strip_prefix(APP)?.strip_prefix('/')
+}
+
+impl AppState {
+    /// The room's key, creating it (rate-limited per client) if the room has none.
+    pub async fn get_key(&self, client: IpAddr, room: &str) -> ApiResult<String> {
+        validate_room(room)?;
+        if let Some(existing) = self.registry.room(room).await? {
+            return Ok(existing.key);
+        }
+        self.limiter.take(client).map_err(ApiError::RateLimited)?;
+        let key = self.registry.get_or_create_key(room).await?;
+        tracing::info!(room, key = %registry::redact_key(&key), %client, "channel key issued");
+        Ok(key)
+    }
+
+    /// A new key for the room; the old one stops working at once.
+    pub async fn reset_key(&self, client: IpAddr, room: &str) -> ApiResult<String> {
+        validate_room(room)?;
+        self.limiter.take(client).map_err(ApiError::RateLimited)?;
+        let key = self.registry.reset_key(room).await?;
+        tracing::info!(room, key = %registry::redact_key(&key), %client, "channel key reset");
+        Ok(key)
+    }
+
+    /// Delete the room and its key and disconnect its publisher if it is live. Returns
+    /// whether a publisher was kicked; `NotFound` when there was neither room nor stream.
+    pub async fn delete_room(&self, client: IpAddr, room: &str) -> ApiResult<bool> {
+        validate_room(room)?;
+        let deleted = self.registry.delete_room(room).await?;
+        let kicked = self.registry.kick(&stream_of(room)).await?;
+        if !deleted && !kicked {
+            return Err(ApiError::NotFound("room not found".into()));
+        }
+        tracing::info!(room, %client, kicked, "room deleted");
+        Ok(kicked)
+    }
+
+    /// Ask the origin to disconnect the room's publisher.
+    pub async fn kick(&self, client: IpAddr, room: &str) -> ApiResult<()> {
+        validate_room(room)?;
+        if !self.registry.kick(&stream_of(room)).await? {
+            return Err(ApiError::NotFound("room is not live".into()));
+        }
+        tracing::info!(room, %client, "publisher kicked");
+        Ok(())
+    }
+
+    /// Live rooms (and, with `all`, rooms that have a key but are not live), by name.
+    pub async fn list_rooms(&self, all: bool) -> ApiResult<Vec<RoomView>> {
+        let leases = self.registry.leases().await?;
+        let nodes = self.registry.nodes().await?;
+        let mut views: BTreeMap<String, RoomView> = BTreeMap::new();
+        for lease in &leases {
+            if let Some(room) = room_of(&lease.stream) {
+                views.insert(
+                    room.to_owned(),
+                    RoomView::new(room, None, Some(lease), &nodes),
+                );
+            }
+        }
+        // Whether a live room has a key: one call for the list when it is wanted anyway,
+        // otherwise one cheap lookup per live room.
+        if all {
+            for room in self.registry.rooms().await? {
+                match views.get_mut(&room.room) {
+                    Some(view) => view.set_key(&room),
+                    None => {
+                        let name = room.room.clone();
+                        views.insert(
+                            name.clone(),
+                            RoomView::new(&name, Some(&room), None, &nodes),
+                        );
+                    }
+                }
+            }
+        } else {
+            for view in views.values_mut() {
+                if let Some(room) = self.registry.room(&view.room).await? {
+                    view.set_key(&room);
+                }
+            }
+        }
+        Ok(views.into_values().collect())
+    }
+
+    /// One room, live or not; `NotFound` when it neither has a key nor is live.
+    pub async fn room_view(&self, room: &str) -> ApiResult<RoomView> {
+        validate_room(room)?;
+        let stored = self.registry.room(room).await?;
+        let lease = self.registry.lease(&stream_of(room)).await?;
+        if stored.is_none() && lease.is_none() {
+            return Err(ApiError::NotFound("room not found".into()));
+        }
+        let nodes = if lease.is_some() {
+            self.registry.nodes().await?
+        } else {
+            Vec::new()
+        };
+        Ok(RoomView::new(room, stored.as_ref(), lease.as_ref(), &nodes))
+    }
+}
+
+/// The origin node that holds a live room's stream lease.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OriginView {
+    pub node_id: String,
+    /// From the node's heartbeat (`None` if it has none).
+    pub region: Option<String>,
+    /// `host:port` of its RTMP listener.
+    pub rtmp: String,
+    /// `host:port` of its player HTTP listener.
+    pub http: String,
+}
+
+/// A room as `/api/v1` and gRPC show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomView {
+    pub room: String,
+    pub app: &'static str,
+    pub live: bool,
+    pub has_key: bool,
+    /// Unix milliseconds the current key was issued.
+    pub key_created_ms: Option<u64>,
+    pub origin: Option<OriginView>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub bitrate_kbps: u64,
+    /// Unix milliseconds the publisher started.
+    pub started_at_ms: Option<u64>,
+    pub uptime_s: u64,
+    /// Viewers on every node together.
+    pub viewers: u64,
+    /// Viewers per node id (origin and edges).
+    pub viewers_by_node: BTreeMap<String, u64>,
+}
+
+impl RoomView {
+    pub fn new(
+        room: &str,
+        stored: Option<&Room>,
+        lease: Option<&StreamLease>,
+        nodes: &[NodeInfo],
+    ) -> Self {
+        let mut view = RoomView {
+            room: room.to_owned(),
+            app: APP,
+            live: lease.is_some(),
+            has_key: false,
+            key_created_ms: None,
+            origin: None,
+            video_codec: None,
+            audio_codec: None,
+            width: None,
+            height: None,
+            bitrate_kbps: 0,
+            started_at_ms: None,
+            uptime_s: 0,
+            viewers: 0,
+            viewers_by_node: BTreeMap::new(),
+        };
+        if let Some(stored) = stored {
+            view.set_key(stored);
+        }
+        if let Some(lease) = lease {
+            view.origin = Some(OriginView {
+                node_id: lease.node_id.clone(),
+                region: nodes
+                    .iter()
+                    .find(|n| n.id == lease.node_id)
+                    .map(|n| n.region.clone()),
+                rtmp: lease.addrs.rtmp.clone(),
+                http: lease.addrs.http.clone(),
+            });
+            view.video_codec = lease.video_codec.clone();
+            view.audio_codec = lease.audio_codec.clone();
+            view.width = lease.width;
+            view.height = lease.height;
+            view.bitrate_kbps = lease.bitrate_kbps;
+            view.started_at_ms = Some(lease.started_at_ms);
+            view.uptime_s = registry::now_ms().saturating_sub(lease.started_at_ms) / 1000;
+            view.viewers_by_node = viewers_by_node(lease, nodes);
+            view.viewers = view.viewers_by_node.values().sum();
+        }
+        view
+    }
+
+    fn set_key(&mut self, stored: &Room) {
+        self.has_key = true;
+        self.key_created_ms = Some(stored.key_created_ms);
+    }
+}
+
+/// Viewers of a stream per node: every node's heartbeat count for it, and for the origin the
+/// larger of its heartbeat count and the count in the lease (both report the same viewers).
+pub fn viewers_by_node(lease: &StreamLease, nodes: &[NodeInfo]) -> BTreeMap<String, u64> {
+    let mut by_node = BTreeMap::new();
+    for node in nodes {
+        if let Some(&n) = node.viewers.get(&lease.stream) {
+            if n > 0 {
+                by_node.insert(node.id.clone(), n);
+            }
+        }
+    }
+    let origin = by_node.entry(lease.node_id.clone()).or_insert(0);
+    *origin = (*origin).max(lease.viewers);
+    by_node
+}
+
+/// Node heartbeats by id.
+pub fn nodes_by_id(nodes: &[NodeInfo]) -> HashMap<&str, &NodeInfo> {
+    nodes.iter().map(|n| (n.id.as_str(), n)).collect()
+}

@@ -1,0 +1,1240 @@
+//! REST (in process, through the router) and gRPC (over a real listener) against the
+//! embedded registry.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use registry::{
+    EmbeddedRegistry, LeaseOutcome, NodeAddrs, NodeInfo, NodeRole, Registry, RegistryError, Room,
+    StreamLease,
+};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch};
+use tower::ServiceExt as _;
+
+use crate::{ApiConfig, AppState};
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn config() -> ApiConfig {
+    ApiConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ApiConfig::default()
+    }
+}
+
+struct Api {
+    router: axum::Router,
+    registry: Arc<dyn Registry>,
+    _shutdown: watch::Sender<bool>,
+}
+
+async fn api_with(config: ApiConfig, registry: Arc<dyn Registry>) -> Api {
+    let (tx, rx) = watch::channel(false);
+    let router = crate::app(AppState::new(&config, registry.clone(), rx)).await;
+    Api {
+        router,
+        registry,
+        _shutdown: tx,
+    }
+}
+
+async fn api(config: ApiConfig) -> Api {
+    api_with(config, Arc::new(EmbeddedRegistry::in_memory())).await
+}
+
+impl Api {
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let (status, _, body) = self.call_raw(method, uri, token).await;
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        (status, json)
+    }
+
+    async fn call_raw(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (status, headers, body.to_vec())
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, uri, None).await
+    }
+}
+
+fn lease(room: &str, node: &str, session: &str) -> StreamLease {
+    StreamLease {
+        stream: format!("live/{room}"),
+        node_id: node.into(),
+        session: session.into(),
+        addrs: NodeAddrs {
+            rtmp: "10.0.0.1:1935".into(),
+            http: "10.0.0.1:8080".into(),
+        },
+        started_at_ms: registry::now_ms() - 5_000,
+        video_codec: Some("H264".into()),
+        audio_codec: Some("AAC".into()),
+        width: Some(1280),
+        height: Some(720),
+        bitrate_kbps: 2_400,
+        viewers: 2,
+    }
+}
+
+fn node(id: &str, role: NodeRole, http: &str, viewers: &[(&str, u64)]) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        role,
+        region: "eu".into(),
+        addrs: NodeAddrs {
+            rtmp: String::new(),
+            http: http.into(),
+        },
+        viewers: viewers
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect::<BTreeMap<_, _>>(),
+        egress_bps: 0,
+        updated_at_ms: registry::now_ms(),
+    }
+}
+
+async fn go_live(registry: &dyn Registry, room: &str) {
+    assert_eq!(
+        registry
+            .acquire_lease(&lease(room, "origin-1", "s1"), TTL)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
+    );
+}
+
+// --- livego endpoints ---
+
+#[tokio::test]
+async fn control_get_reset_delete() {
+    let api = api(config()).await;
+    let (status, body) = api.get("/control/get?room=movie").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], 200);
+    let key = body["data"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(registry::KEY_PREFIX));
+    assert_eq!(
+        api.registry.room_for_key(&key).await.unwrap().as_deref(),
+        Some("movie")
+    );
+    // The same key again.
+    assert_eq!(
+        api.get("/control/get?room=movie").await.1["data"],
+        key.as_str()
+    );
+    // POST works too, as in livego.
+    assert_eq!(
+        api.call(Method::POST, "/control/get?room=movie", None)
+            .await
+            .1["data"],
+        key.as_str()
+    );
+
+    // Reset: a new key, and the old one is revoked at once.
+    let (status, body) = api.get("/control/reset?room=movie").await;
+    assert_eq!(status, StatusCode::OK);
+    let new_key = body["data"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(api.registry.room_for_key(&key).await.unwrap(), None);
+    assert_eq!(
+        api.registry
+            .room_for_key(&new_key)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("movie")
+    );
+    assert_eq!(
+        api.get("/control/get?room=movie").await.1["data"],
+        new_key.as_str()
+    );
+
+    // Delete: key and room gone; again -> 404.
+    assert_eq!(
+        api.get("/control/delete?room=movie").await,
+        (StatusCode::OK, json!({"status": 200, "data": "Ok"}))
+    );
+    assert_eq!(api.registry.room_for_key(&new_key).await.unwrap(), None);
+    assert_eq!(api.registry.room("movie").await.unwrap(), None);
+    assert_eq!(
+        api.get("/control/delete?room=movie").await,
+        (
+            StatusCode::NOT_FOUND,
+            json!({"status": 404, "data": "room not found"})
+        )
+    );
+    // A later get issues a fresh key.
+    let again = api.get("/control/get?room=movie").await.1["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(again != key && again != new_key);
+}
+
+#[tokio::test]
+async fn control_bad_rooms() {
+    let api = api(config()).await;
+    for path in ["/control/get", "/control/reset", "/control/delete"] {
+        for uri in [
+            path.to_owned(),
+            format!("{path}?room="),
+            format!("{path}?other=1"),
+        ] {
+            assert_eq!(
+                api.get(&uri).await,
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({"status": 400, "data": format!("url: {path}?room=<ROOM_NAME>")})
+                ),
+                "{uri}"
+            );
+        }
+        let long = "a".repeat(65);
+        for room in [
+            long.as_str(),
+            "a%2Fb",
+            "..",
+            ".hidden",
+            "a%00b",
+            "new%0Aline",
+            "sk_abcdef",
+            "r%C3%A9",
+            "a%20b",
+        ] {
+            let (status, body) = api.get(&format!("{path}?room={room}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {room}");
+            assert_eq!(body["status"], 400);
+            assert!(
+                body["data"].as_str().unwrap().contains("invalid room name"),
+                "{body}"
+            );
+        }
+    }
+    // 64 characters is fine.
+    assert_eq!(
+        api.get(&format!("/control/get?room={}", "a".repeat(64)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // A key is never a room.
+    let key = api.get("/control/get?room=movie").await.1["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api.get(&format!("/control/get?room={key}")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // v1 as well.
+    let (status, body) = api.call(Method::POST, "/api/v1/rooms/sk_x/key", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid room name"));
+    assert_eq!(
+        api.get("/api/v1/rooms/a%2Fb").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn key_creation_is_rate_limited() {
+    let api = api(ApiConfig {
+        key_rate_per_minute: 3,
+        ..config()
+    })
+    .await;
+    for room in ["r1", "r2", "r3"] {
+        assert_eq!(
+            api.get(&format!("/control/get?room={room}")).await.0,
+            StatusCode::OK
+        );
+    }
+    let (status, headers, body) = api
+        .call_raw(Method::GET, "/control/get?room=r4", None)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get(header::RETRY_AFTER).is_some());
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["status"], 429);
+    assert!(body["data"].as_str().unwrap().contains("too many"));
+    assert_eq!(api.registry.room("r4").await.unwrap(), None);
+    // Existing keys are still handed out; resets and rotations are limited too.
+    assert_eq!(api.get("/control/get?room=r1").await.0, StatusCode::OK);
+    assert_eq!(
+        api.get("/control/reset?room=r1").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (status, body) = api.call(Method::POST, "/api/v1/rooms/r1/key", None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn livestat_lists_publishers_and_players() {
+    let api = api(config()).await;
+    assert_eq!(
+        api.get("/stat/livestat").await,
+        (
+            StatusCode::OK,
+            json!({"status": 200, "data": {"publishers": [], "players": []}})
+        )
+    );
+    go_live(api.registry.as_ref(), "movie").await;
+    api.registry
+        .heartbeat(
+            &node(
+                "edge-1",
+                NodeRole::Edge,
+                "10.0.0.9:8080",
+                &[("live/movie", 3)],
+            ),
+            TTL,
+        )
+        .await
+        .unwrap();
+    let (status, body) = api.get("/stat/livestat").await;
+    assert_eq!(status, StatusCode::OK);
+    let publishers = body["data"]["publishers"].as_array().unwrap();
+    assert_eq!(publishers.len(), 1);
+    assert_eq!(
+        publishers[0],
+        json!({
+            "key": "live/movie", "url": "rtmp://10.0.0.1:1935/live/movie", "stream_id": 0,
+            "video_total_bytes": 0, "video_speed": 300, "audio_total_bytes": 0, "audio_speed": 0
+        })
+    );
+    let players = body["data"]["players"].as_array().unwrap();
+    assert_eq!(players.len(), 5, "2 on the origin (lease) + 3 on the edge");
+    let edge_players = players
+        .iter()
+        .filter(|p| p["url"] == "http://10.0.0.9:8080/live/movie.flv")
+        .count();
+    assert_eq!(edge_players, 3);
+    for field in [
+        "key",
+        "url",
+        "stream_id",
+        "video_total_bytes",
+        "video_speed",
+        "audio_total_bytes",
+        "audio_speed",
+    ] {
+        assert!(players[0].get(field).is_some(), "{field}");
+    }
+}
+
+// --- /api/v1 ---
+
+#[tokio::test]
+async fn v1_rooms() {
+    let api = api(config()).await;
+    assert_eq!(
+        api.get("/api/v1/rooms").await,
+        (StatusCode::OK, json!({"rooms": []}))
+    );
+    let key = api.get("/control/get?room=movie").await.1["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.get("/control/get?room=idle").await;
+    go_live(api.registry.as_ref(), "movie").await;
+    // Live without a key (publish auth off).
+    api.registry
+        .acquire_lease(&lease("open", "origin-2", "s2"), TTL)
+        .await
+        .unwrap();
+    api.registry
+        .heartbeat(
+            &node(
+                "origin-1",
+                NodeRole::Origin,
+                "10.0.0.1:8080",
+                &[("live/movie", 1)],
+            ),
+            TTL,
+        )
+        .await
+        .unwrap();
+    api.registry
+        .heartbeat(
+            &node(
+                "edge-1",
+                NodeRole::Edge,
+                "10.0.0.9:8080",
+                &[("live/movie", 4), ("live/other", 7)],
+            ),
+            TTL,
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = api.get("/api/v1/rooms").await;
+    assert_eq!(status, StatusCode::OK);
+    let rooms = body["rooms"].as_array().unwrap();
+    assert_eq!(
+        rooms
+            .iter()
+            .map(|r| r["room"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["movie", "open"]
+    );
+    let movie = &rooms[0];
+    assert_eq!(movie["app"], "live");
+    assert_eq!(movie["live"], true);
+    assert_eq!(movie["has_key"], true);
+    assert_eq!(
+        movie["origin"],
+        json!({"node_id": "origin-1", "region": "eu", "rtmp": "10.0.0.1:1935", "http": "10.0.0.1:8080"})
+    );
+    assert_eq!(movie["video_codec"], "H264");
+    assert_eq!(movie["audio_codec"], "AAC");
+    assert_eq!(
+        (movie["width"].as_u64(), movie["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert_eq!(movie["bitrate_kbps"], 2400);
+    assert!(
+        (4..=6).contains(&movie["uptime_s"].as_u64().unwrap()),
+        "{movie}"
+    );
+    // Origin: max(lease 2, heartbeat 1) = 2; edge 4.
+    assert_eq!(movie["viewers"], 6);
+    assert_eq!(
+        movie["viewers_by_node"],
+        json!({"origin-1": 2, "edge-1": 4})
+    );
+    assert!(movie.get("key").is_none(), "keys are not listed");
+    assert_eq!(rooms[1]["has_key"], false);
+    assert_eq!(rooms[1]["origin"]["region"], Value::Null);
+
+    let (_, all) = api.get("/api/v1/rooms?all=true").await;
+    let names: Vec<_> = all["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["idle", "movie", "open"]);
+    assert_eq!(
+        api.get("/api/v1/rooms?all=maybe").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // One room.
+    let (status, one) = api.get("/api/v1/rooms/movie").await;
+    assert_eq!((status, &one), (StatusCode::OK, movie));
+    let (status, idle) = api.get("/api/v1/rooms/idle").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            idle["live"].clone(),
+            idle["has_key"].clone(),
+            idle["origin"].clone()
+        ),
+        (json!(false), json!(true), Value::Null)
+    );
+    assert_eq!(
+        api.get("/api/v1/rooms/nothing").await,
+        (StatusCode::NOT_FOUND, json!({"error": "room not found"}))
+    );
+
+    // Rotate.
+    let (status, rotated) = api
+        .call(Method::POST, "/api/v1/rooms/movie/key", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rotated["room"], "movie");
+    let new_key = rotated["key"].as_str().unwrap();
+    assert_ne!(new_key, key);
+    assert_eq!(api.registry.room_for_key(&key).await.unwrap(), None);
+    assert_eq!(
+        api.registry.room_for_key(new_key).await.unwrap().as_deref(),
+        Some("movie")
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/rooms/movie/key", None)
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    // Kick.
+    let (status, kicked) = api
+        .call(Method::POST, "/api/v1/rooms/movie/kick", None)
+        .await;
+    assert_eq!(
+        (status, kicked),
+        (
+            StatusCode::ACCEPTED,
+            json!({"room": "movie", "kicked": true})
+        )
+    );
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/idle/kick", None)
+            .await,
+        (StatusCode::NOT_FOUND, json!({"error": "room is not live"}))
+    );
+
+    // Delete.
+    let (status, deleted) = api.call(Method::DELETE, "/api/v1/rooms/idle", None).await;
+    assert_eq!(
+        (status, deleted),
+        (
+            StatusCode::OK,
+            json!({"room": "idle", "deleted": true, "kicked": false})
+        )
+    );
+    assert_eq!(api.get("/api/v1/rooms/idle").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.call(Method::DELETE, "/api/v1/rooms/idle", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, deleted) = api.call(Method::DELETE, "/api/v1/rooms/movie", None).await;
+    assert_eq!(
+        (status, deleted["kicked"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    assert_eq!(api.registry.room_for_key(new_key).await.unwrap(), None);
+
+    // Unknown paths.
+    let (status, body) = api.get("/api/v1/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn openapi_lists_every_endpoint() {
+    let api = api(ApiConfig {
+        admin_token: Some("t".into()),
+        ..config()
+    })
+    .await;
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK, "open without a token");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/control/get", "get"),
+        ("/control/reset", "get"),
+        ("/control/delete", "get"),
+        ("/stat/livestat", "get"),
+        ("/api/v1/rooms", "get"),
+        ("/api/v1/rooms/{room}", "get"),
+        ("/api/v1/rooms/{room}", "delete"),
+        ("/api/v1/rooms/{room}/key", "post"),
+        ("/api/v1/rooms/{room}/kick", "post"),
+        ("/api/v1/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ];
+    for (path, method) in expected {
+        let op = &paths[path][method];
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(paths.len(), 11);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    // Every $ref resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "{r}");
+    }
+    // Path parameters are declared.
+    assert!(paths["/api/v1/rooms/{room}"]["parameters"].is_array());
+}
+
+// --- health ---
+
+/// A registry whose store is down.
+struct DownRegistry;
+
+#[async_trait::async_trait]
+impl Registry for DownRegistry {
+    async fn get_or_create_key(&self, _: &str) -> registry::Result<String> {
+        down()
+    }
+    async fn reset_key(&self, _: &str) -> registry::Result<String> {
+        down()
+    }
+    async fn delete_room(&self, _: &str) -> registry::Result<bool> {
+        down()
+    }
+    async fn room_for_key(&self, _: &str) -> registry::Result<Option<String>> {
+        down()
+    }
+    async fn room(&self, _: &str) -> registry::Result<Option<Room>> {
+        down()
+    }
+    async fn rooms(&self) -> registry::Result<Vec<Room>> {
+        down()
+    }
+    async fn acquire_lease(&self, _: &StreamLease, _: Duration) -> registry::Result<LeaseOutcome> {
+        down()
+    }
+    async fn refresh_lease(
+        &self,
+        _: &StreamLease,
+        _: Duration,
+    ) -> registry::Result<registry::RefreshOutcome> {
+        down()
+    }
+    async fn release_lease(&self, _: &str, _: &str) -> registry::Result<bool> {
+        down()
+    }
+    async fn lease(&self, _: &str) -> registry::Result<Option<StreamLease>> {
+        down()
+    }
+    async fn leases(&self) -> registry::Result<Vec<StreamLease>> {
+        down()
+    }
+    async fn kick(&self, _: &str) -> registry::Result<bool> {
+        down()
+    }
+    async fn heartbeat(&self, _: &NodeInfo, _: Duration) -> registry::Result<()> {
+        down()
+    }
+    async fn remove_node(&self, _: &str) -> registry::Result<()> {
+        down()
+    }
+    async fn nodes(&self) -> registry::Result<Vec<NodeInfo>> {
+        down()
+    }
+}
+
+fn down<T>() -> registry::Result<T> {
+    Err(RegistryError::Unavailable("connection refused".into()))
+}
+
+#[tokio::test]
+async fn health_and_unavailable_registry() {
+    let up = api(config()).await;
+    assert_eq!(up.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(up.get("/readyz").await.0, StatusCode::OK);
+
+    let api = api_with(config(), Arc::new(DownRegistry)).await;
+    assert_eq!(api.get("/healthz").await.0, StatusCode::OK);
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.as_str().unwrap().contains("connection refused"),
+        "{body}"
+    );
+    let unavailable = json!({"status": 503, "data": "registry unavailable: connection refused"});
+    for uri in [
+        "/control/get?room=a",
+        "/control/reset?room=a",
+        "/control/delete?room=a",
+        "/stat/livestat",
+    ] {
+        assert_eq!(
+            api.get(uri).await,
+            (StatusCode::SERVICE_UNAVAILABLE, unavailable.clone()),
+            "{uri}"
+        );
+    }
+    let v1 = json!({"error": "registry unavailable: connection refused"});
+    for (method, uri) in [
+        (Method::GET, "/api/v1/rooms"),
+        (Method::GET, "/api/v1/rooms/a"),
+        (Method::POST, "/api/v1/rooms/a/key"),
+        (Method::POST, "/api/v1/rooms/a/kick"),
+        (Method::DELETE, "/api/v1/rooms/a"),
+    ] {
+        assert_eq!(
+            api.call(method, uri, None).await,
+            (StatusCode::SERVICE_UNAVAILABLE, v1.clone()),
+            "{uri}"
+        );
+    }
+}
+
+// --- access control ---
+
+const GUARDED: [(&str, &str); 9] = [
+    ("GET", "/control/get?room=a"),
+    ("GET", "/control/reset?room=a"),
+    ("GET", "/control/delete?room=a"),
+    ("GET", "/stat/livestat"),
+    ("GET", "/api/v1/rooms"),
+    ("GET", "/api/v1/rooms/a"),
+    ("POST", "/api/v1/rooms/a/key"),
+    ("POST", "/api/v1/rooms/a/kick"),
+    ("DELETE", "/api/v1/rooms/a"),
+];
+
+#[tokio::test]
+async fn admin_token_guards_every_control_endpoint() {
+    let api = api(ApiConfig {
+        admin_token: Some("s3cret-token".into()),
+        ..config()
+    })
+    .await;
+    for (method, uri) in GUARDED {
+        let method: Method = method.parse().unwrap();
+        for token in [None, Some("wrong"), Some("s3cret-token2"), Some("")] {
+            let (status, headers, body) = api.call_raw(method.clone(), uri, token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
+            assert!(headers.get(header::WWW_AUTHENTICATE).is_some());
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            if uri.starts_with("/api/v1") {
+                assert!(body["error"].as_str().unwrap().starts_with("unauthorized"));
+            } else {
+                assert_eq!(body["status"], 401);
+            }
+        }
+        let (status, _) = api.call(method.clone(), uri, Some("s3cret-token")).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    // Nothing was changed by the refused calls... and the authorised ones worked.
+    assert_eq!(
+        api.call(Method::GET, "/control/get?room=b", Some("s3cret-token"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Probes and the document stay open.
+    for uri in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
+        assert_eq!(api.get(uri).await.0, StatusCode::OK, "{uri}");
+    }
+    // The admin token is not accepted as ?jwt= (that is for JWTs).
+    assert_eq!(
+        api.get("/control/get?room=a&jwt=s3cret-token").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn jwt_guards_every_control_endpoint() {
+    let secret = "jwt-secret";
+    let api = api(ApiConfig {
+        jwt_secret: Some(secret.into()),
+        ..config()
+    })
+    .await;
+    let now = registry::now_ms() / 1000;
+    let valid =
+        crate::auth::sign_hs256(&json!({"sub": "ops", "exp": now + 300}), secret.as_bytes());
+    let no_exp = crate::auth::sign_hs256(&json!({"sub": "ops"}), secret.as_bytes());
+    let expired =
+        crate::auth::sign_hs256(&json!({"sub": "ops", "exp": now - 10}), secret.as_bytes());
+    let wrong_secret = crate::auth::sign_hs256(&json!({"exp": now + 300}), b"other");
+    for (method, uri) in GUARDED {
+        let method: Method = method.parse().unwrap();
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        assert_eq!(
+            api.call(method.clone(), uri, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+        for bad in [&expired, &wrong_secret, &"not.a.jwt".to_owned()] {
+            assert_eq!(
+                api.call(method.clone(), uri, Some(bad)).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+            let with_query = format!("{uri}{sep}jwt={bad}");
+            assert_eq!(
+                api.call(method.clone(), &with_query, None).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+        }
+        for good in [&valid, &no_exp] {
+            assert_ne!(
+                api.call(method.clone(), uri, Some(good)).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+            let with_query = format!("{uri}{sep}jwt={good}");
+            assert_ne!(
+                api.call(method.clone(), &with_query, None).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+        }
+    }
+    let (status, body) = api.call(Method::GET, "/api/v1/rooms", Some(&expired)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "unauthorized: token expired");
+    // livego-style query token, full flow.
+    let (status, body) = api
+        .get(&format!("/control/get?room=movie&jwt={valid}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["data"].as_str().unwrap().starts_with("sk_"));
+}
+
+// --- gRPC and the real listener ---
+
+mod grpc {
+    use super::*;
+    use proto::v1::control_client::ControlClient;
+    use proto::v1::room_event::Kind;
+    use proto::v1::{ListRoomsRequest, RoomRequest, WatchRoomsRequest};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic::transport::Channel;
+
+    struct Server {
+        addr: SocketAddr,
+        registry: Arc<dyn Registry>,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    async fn start(config: ApiConfig) -> Server {
+        let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::in_memory());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(crate::serve(
+            listener,
+            config,
+            registry.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            addr,
+            registry,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    impl Server {
+        async fn channel(&self) -> Channel {
+            Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        }
+
+        async fn shutdown(mut self) {
+            let _ = self.stop.take().unwrap().send(());
+            tokio::time::timeout(Duration::from_secs(3), self.task)
+                .await
+                .expect("serve returns promptly on shutdown")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn control_service_over_the_wire() {
+        let server = start(config()).await;
+        // REST over HTTP/1.1 on the same port.
+        let response = http_get(server.addr, "/control/get?room=movie").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(r#""status":200"#), "{response}");
+
+        let mut client = ControlClient::new(server.channel().await);
+        let key = client
+            .get_key(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(key.room, "movie");
+        assert!(response.contains(&key.key), "the same key as over REST");
+
+        let status = client
+            .get_key(RoomRequest {
+                room: "sk_bad".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let status = client
+            .get_room(RoomRequest {
+                room: "nothing".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let status = client
+            .kick_publisher(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+
+        assert!(client
+            .list_rooms(ListRoomsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .rooms
+            .is_empty());
+        go_live(server.registry.as_ref(), "movie").await;
+        server
+            .registry
+            .heartbeat(
+                &node(
+                    "edge-1",
+                    NodeRole::Edge,
+                    "10.0.0.9:8080",
+                    &[("live/movie", 4)],
+                ),
+                TTL,
+            )
+            .await
+            .unwrap();
+        let rooms = client
+            .list_rooms(ListRoomsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .rooms;
+        assert_eq!(rooms.len(), 1);
+        let room = &rooms[0];
+        assert_eq!(
+            (
+                room.room.as_str(),
+                room.app.as_str(),
+                room.live,
+                room.has_key
+            ),
+            ("movie", "live", true, true)
+        );
+        assert_eq!(
+            (room.origin_node_id.as_str(), room.origin_rtmp_addr.as_str()),
+            ("origin-1", "10.0.0.1:1935")
+        );
+        assert_eq!(
+            (
+                room.video_codec.as_str(),
+                room.width,
+                room.height,
+                room.bitrate_kbps
+            ),
+            ("H264", 1280, 720, 2400)
+        );
+        assert_eq!(room.viewers, 6);
+        assert_eq!(room.viewers_by_node.len(), 2);
+        let one = client
+            .get_room(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(one.origin_node_id, "origin-1");
+
+        let new_key = client
+            .reset_key(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key;
+        assert_ne!(new_key, key.key);
+        assert_eq!(server.registry.room_for_key(&key.key).await.unwrap(), None);
+        client
+            .kick_publisher(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap();
+        client
+            .delete_room(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap();
+        let status = client
+            .delete_room(RoomRequest {
+                room: "idle".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        server.shutdown().await;
+    }
+
+    async fn next_event(
+        events: &mut tonic::Streaming<proto::v1::RoomEvent>,
+    ) -> proto::v1::RoomEvent {
+        tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .expect("stream open")
+    }
+
+    #[tokio::test]
+    async fn watch_rooms_reports_started_and_stopped() {
+        let server = start(config()).await;
+        go_live(server.registry.as_ref(), "before").await;
+        let mut client = ControlClient::new(server.channel().await);
+        let mut events = client
+            .watch_rooms(WatchRoomsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+
+        go_live(server.registry.as_ref(), "movie").await;
+        let started = next_event(&mut events).await;
+        assert_eq!(started.kind, Kind::Started as i32);
+        assert_eq!(
+            (started.room.as_str(), started.node_id.as_str()),
+            ("movie", "origin-1")
+        );
+        assert!(started.at_ms > 0);
+
+        assert!(server
+            .registry
+            .release_lease("live/movie", "s1")
+            .await
+            .unwrap());
+        let stopped = next_event(&mut events).await;
+        assert_eq!(stopped.kind, Kind::Stopped as i32);
+        assert_eq!(stopped.room, "movie");
+
+        // Shutdown ends the stream and the server, even with the watch open.
+        server.shutdown().await;
+        let end = tokio::time::timeout(Duration::from_secs(3), events.message())
+            .await
+            .expect("stream ends");
+        assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn health_reflection_and_auth() {
+        let server = start(ApiConfig {
+            admin_token: Some("tok".into()),
+            ..config()
+        })
+        .await;
+        let channel = server.channel().await;
+
+        // Health needs no token.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        for service in ["ferrolive.v1.Control", ""] {
+            let reply = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                reply.status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
+        }
+
+        // Reflection lists the services.
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut reflection = ServerReflectionClient::new(channel.clone());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("{reply:?}")
+        };
+        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"ferrolive.v1.Control"), "{names:?}");
+        assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+        // Control needs the token.
+        let mut client = ControlClient::new(channel);
+        let status = client
+            .get_key(RoomRequest {
+                room: "movie".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = client
+            .list_rooms(with_token(ListRoomsRequest {}, "wrong"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = client.watch_rooms(WatchRoomsRequest {}).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let key = client
+            .get_key(with_token(
+                RoomRequest {
+                    room: "movie".into(),
+                },
+                "tok",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(key.key.starts_with("sk_"));
+        assert!(client
+            .list_rooms(with_token(ListRoomsRequest {}, "tok"))
+            .await
+            .is_ok());
+
+        // REST on the same port: guarded, probes open, unknown gRPC methods unimplemented.
+        assert!(http_get(server.addr, "/stat/livestat")
+            .await
+            .starts_with("HTTP/1.1 401"));
+        assert!(http_get(server.addr, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200"));
+        server.shutdown().await;
+    }
+}
+
+#[test]
+fn watch_diff() {
+    use proto::v1::room_event::Kind;
+    let snap = |entries: &[(&str, &str, &str)]| {
+        entries
+            .iter()
+            .map(|(r, n, s)| (r.to_string(), (n.to_string(), s.to_string())))
+            .collect()
+    };
+    let old = snap(&[("a", "o1", "s1"), ("b", "o1", "s2")]);
+    let new = snap(&[("b", "o2", "s3"), ("c", "o1", "s4")]);
+    let events = crate::grpc::diff(&old, &new, 7);
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind, e.room.as_str(), e.node_id.as_str(), e.at_ms))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Kind::Stopped as i32, "a", "o1", 7),
+            (Kind::Stopped as i32, "b", "o1", 7),
+            (Kind::Started as i32, "b", "o2", 7),
+            (Kind::Started as i32, "c", "o1", 7),
+        ]
+    );
+    assert!(crate::grpc::diff(&new, &new, 8).is_empty());
+}
+
+#[test]
+fn unauthenticated_api_binds_loopback_only() {
+    let open = ApiConfig {
+        addr: "0.0.0.0:8090".parse().unwrap(),
+        ..ApiConfig::default()
+    };
+    assert_eq!(
+        crate::listen_addr(&open),
+        ("127.0.0.1:8090".parse().unwrap(), true)
+    );
+    let v6 = ApiConfig {
+        addr: "[::]:8090".parse().unwrap(),
+        ..ApiConfig::default()
+    };
+    assert_eq!(
+        crate::listen_addr(&v6),
+        ("127.0.0.1:8090".parse().unwrap(), true)
+    );
+    let local = ApiConfig {
+        addr: "[::1]:9000".parse().unwrap(),
+        ..ApiConfig::default()
+    };
+    assert_eq!(
+        crate::listen_addr(&local),
+        ("[::1]:9000".parse().unwrap(), false)
+    );
+    let guarded = ApiConfig {
+        admin_token: Some("t".into()),
+        ..open.clone()
+    };
+    assert_eq!(
+        crate::listen_addr(&guarded),
+        ("0.0.0.0:8090".parse().unwrap(), false)
+    );
+    let jwt = ApiConfig {
+        jwt_secret: Some("s".into()),
+        ..open
+    };
+    assert_eq!(
+        crate::listen_addr(&jwt),
+        ("0.0.0.0:8090".parse().unwrap(), false)
+    );
+}

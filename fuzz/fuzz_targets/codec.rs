@@ -1,0 +1,55 @@
+//! Codec header / configuration record parsers, all on the same input. Checks the documented
+//! `data_offset <= payload.len()` guarantees and that NALU iteration stays inside the input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use media::codec::{
+    avc_sps_resolution, length_prefixed_nalus, parse_audio_tag, parse_video_tag, AacConfig,
+    AvcConfig, HevcConfig,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(info) = parse_video_tag(data) {
+        assert!(
+            info.data_offset <= data.len(),
+            "video data_offset out of range: {info:?}"
+        );
+        let _ = AvcConfig::parse(&data[info.data_offset..]);
+    }
+    if let Some(info) = parse_audio_tag(data) {
+        assert!(
+            info.data_offset <= data.len(),
+            "audio data_offset out of range: {info:?}"
+        );
+    }
+    if let Ok(avc) = AvcConfig::parse(data) {
+        assert!((1..=4).contains(&avc.nal_length_size));
+        for sps in &avc.sps {
+            let _ = avc_sps_resolution(sps);
+        }
+    }
+    if let Ok(hevc) = HevcConfig::parse(data) {
+        assert!((1..=4).contains(&hevc.nal_length_size));
+    }
+    if let Ok(aac) = AacConfig::parse(data) {
+        for len in [0, 1, data.len(), 0x1FF8, usize::MAX] {
+            let h = aac.adts_header(len);
+            assert_eq!(&h[..2], &[0xFF, 0xF1]);
+        }
+    }
+    if let Ok((w, h)) = avc_sps_resolution(data) {
+        assert!(w > 0 && h > 0);
+    }
+    for n in 0..=5u8 {
+        let mut total = 0usize;
+        for nalu in length_prefixed_nalus(data, n) {
+            assert!(!nalu.is_empty());
+            assert!(
+                (1..=4).contains(&n),
+                "units yielded for invalid length size {n}"
+            );
+            total += n as usize + nalu.len();
+        }
+        assert!(total <= data.len());
+    }
+});

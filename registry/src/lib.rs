@@ -1,0 +1,184 @@
+//! The registry every node shares: channel keys and rooms, live stream leases and node
+//! heartbeats. [`RedisRegistry`] backs a cluster; [`EmbeddedRegistry`] backs a standalone
+//! node (keys persisted in a local data directory, leases and nodes in memory).
+//!
+//! Keys and rooms are separate namespaces: a key is never a room name and a room name is
+//! never a key. Every change to a key/room pair is atomic.
+
+mod embedded;
+mod redis_impl;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedRegistry;
+pub use redis_impl::RedisRegistry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The backing store cannot be reached; callers answer 503 and retry later.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    #[error("registry data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Addresses other nodes and players reach a node at (never loopback in a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeAddrs {
+    /// `host:port` of the RTMP listener.
+    pub rtmp: String,
+    /// `host:port` of the player HTTP listener (HTTP-FLV, HLS).
+    pub http: String,
+}
+
+/// A live stream, owned by the origin its publisher is connected to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StreamLease {
+    /// `app/room`, e.g. `live/movie`.
+    pub stream: String,
+    pub node_id: String,
+    /// Unique per publish session: only the same session may refresh or release the lease.
+    pub session: String,
+    pub addrs: NodeAddrs,
+    /// Unix milliseconds when publishing started.
+    pub started_at_ms: u64,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Ingest bit rate over the last heartbeat period.
+    pub bitrate_kbps: u64,
+    /// Viewers on the owning node.
+    pub viewers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseOutcome {
+    /// The lease is ours (new, or already held by this session).
+    Acquired,
+    /// Another live session holds it.
+    HeldBy(StreamLease),
+}
+
+/// What happened when a lease was refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Refreshed,
+    /// The lease expired or was taken over: the publisher no longer owns the stream.
+    Lost,
+    /// An operator kicked the publisher: disconnect it.
+    Kicked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Standalone,
+    Origin,
+    Edge,
+    ControlApi,
+}
+
+/// A node's heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub role: NodeRole,
+    pub region: String,
+    pub addrs: NodeAddrs,
+    /// Viewers on this node per stream (`app/room`).
+    pub viewers: BTreeMap<String, u64>,
+    /// Bytes per second sent to viewers.
+    pub egress_bps: u64,
+    /// Unix milliseconds of this heartbeat.
+    pub updated_at_ms: u64,
+}
+
+/// A room and its channel key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    pub room: String,
+    pub key: String,
+    /// Unix milliseconds when this key was issued.
+    pub key_created_ms: u64,
+}
+
+#[async_trait::async_trait]
+pub trait Registry: Send + Sync + 'static {
+    // --- keys and rooms ---
+
+    /// The room's channel key, creating room and key if the room does not exist.
+    async fn get_or_create_key(&self, room: &str) -> Result<String>;
+    /// A new key for the room (creating the room if needed); the old key stops working at once.
+    async fn reset_key(&self, room: &str) -> Result<String>;
+    /// Delete the room and its key. `false` when there was no such room.
+    async fn delete_room(&self, room: &str) -> Result<bool>;
+    /// The room a channel key publishes to (`None`: unknown or revoked key).
+    async fn room_for_key(&self, key: &str) -> Result<Option<String>>;
+    async fn room(&self, room: &str) -> Result<Option<Room>>;
+    async fn rooms(&self) -> Result<Vec<Room>>;
+
+    // --- stream leases ---
+
+    /// Take the lease of `lease.stream` if it is free or already held by the same
+    /// `session`; expires after `ttl` unless refreshed.
+    async fn acquire_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<LeaseOutcome>;
+    /// Refresh (and update the stats of) a lease we hold.
+    async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome>;
+    /// Compare-and-delete: remove the lease only if `session` still holds it.
+    async fn release_lease(&self, stream: &str, session: &str) -> Result<bool>;
+    async fn lease(&self, stream: &str) -> Result<Option<StreamLease>>;
+    async fn leases(&self) -> Result<Vec<StreamLease>>;
+    /// Ask the owner to disconnect the publisher of `stream` (seen at its next refresh).
+    /// `false` when the stream is not live.
+    async fn kick(&self, stream: &str) -> Result<bool>;
+
+    // --- nodes ---
+
+    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()>;
+    async fn remove_node(&self, id: &str) -> Result<()>;
+    async fn nodes(&self) -> Result<Vec<NodeInfo>>;
+}
+
+/// A fresh channel key: 32 random characters from a URL- and path-safe alphabet, prefixed
+/// so that it can never be mistaken for a room name (room names may not contain `_`
+/// followed by this prefix's shape: see [`is_valid_room`]).
+pub fn new_key() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut key = String::with_capacity(KEY_PREFIX.len() + 32);
+    key.push_str(KEY_PREFIX);
+    for _ in 0..32 {
+        key.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    key
+}
+
+/// Every channel key starts with this; no valid room name does.
+pub const KEY_PREFIX: &str = "sk_";
+
+/// Room names: 1 to 64 ASCII letters, digits, `-`, `_` or `.`; not starting with `.` and
+/// not starting with [`KEY_PREFIX`] (so rooms and keys never collide).
+pub fn is_valid_room(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= 64
+        && !room.starts_with('.')
+        && !room.starts_with(KEY_PREFIX)
+        && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A key as it may appear in logs: the prefix and the first four characters.
+pub fn redact_key(key: &str) -> String {
+    let shown: String = key.chars().take(KEY_PREFIX.len() + 4).collect();
+    format!("{shown}…")
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

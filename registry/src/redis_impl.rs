@@ -1,0 +1,556 @@
+//! The Redis-backed registry shared by every node of a cluster.
+//!
+//! Schema (every key under the prefix, `ferrolive:` by default):
+//!
+//! | key                    | type                | content                                        |
+//! |------------------------|---------------------|------------------------------------------------|
+//! | `key:{key}`            | string              | the room the channel key publishes to          |
+//! | `room:{room}`          | hash                | `key`, `key_created_ms`                        |
+//! | `rooms`                | set                 | every room name                                |
+//! | `stream:{app/room}`    | string, PX ttl      | JSON [`StreamLease`]                           |
+//! | `streams`              | set                 | every stream that may hold a lease             |
+//! | `kick:{app/room}`      | string, PX ttl      | session id of the kicked publisher             |
+//! | `node:{id}`            | string, PX ttl      | JSON [`NodeInfo`]                              |
+//! | `nodes`                | set                 | every node id that may be alive                |
+//!
+//! Every change to a key/room pair and every lease change runs as one Lua script, so it is
+//! atomic. The `streams` and `nodes` sets may hold members whose key has expired; listing
+//! prunes them (atomically: a member is removed only if its key is still absent).
+//!
+//! Availability: [`RedisRegistry::connect`] does not contact Redis. The connection is made
+//! on first use and re-made by the [`ConnectionManager`] whenever it breaks, so a node can
+//! start while Redis is down and starts working as soon as Redis is back. Every operation is
+//! bounded by a timeout (default [`DEFAULT_TIMEOUT`]); on timeout or any connection error it
+//! returns [`RegistryError::Unavailable`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Script};
+
+use crate::{
+    new_key, LeaseOutcome, NodeInfo, RefreshOutcome, Registry, RegistryError, Result, Room,
+    StreamLease,
+};
+
+/// Bound on every registry operation (including (re)connecting).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many fresh keys to try when a new key collides with an existing one.
+const KEY_ATTEMPTS: usize = 8;
+
+/// Create the room with a new key unless it exists; returns the room's key, or nil when the
+/// new key collides with an existing one (the caller retries with another key).
+/// KEYS: room:{room}, rooms, key:{new}. ARGV: room, new key, now_ms.
+const GET_OR_CREATE_KEY: &str = r#"
+local existing = redis.call('HGET', KEYS[1], 'key')
+if existing then return existing end
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+redis.call('HSET', KEYS[1], 'key', ARGV[2], 'key_created_ms', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return ARGV[2]
+"#;
+
+/// Give the room a new key and revoke the old one; nil on key collision.
+/// KEYS: room:{room}, rooms, key:{new}. ARGV: room, new key, now_ms, prefix.
+const RESET_KEY: &str = r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then return false end
+local old = redis.call('HGET', KEYS[1], 'key')
+if old then redis.call('DEL', ARGV[4] .. 'key:' .. old) end
+redis.call('HSET', KEYS[1], 'key', ARGV[2], 'key_created_ms', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return ARGV[2]
+"#;
+
+/// Delete the room and its key; 1 if the room existed.
+/// KEYS: room:{room}, rooms. ARGV: room, prefix.
+const DELETE_ROOM: &str = r#"
+local old = redis.call('HGET', KEYS[1], 'key')
+local existed = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if old then redis.call('DEL', ARGV[2] .. 'key:' .. old) end
+return existed
+"#;
+
+/// Set the lease if absent or held by the same session; nil when set, else the holder's JSON.
+/// KEYS: stream:{s}, streams. ARGV: session, lease JSON, ttl ms, stream.
+const ACQUIRE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if not (ok and type(obj) == 'table' and obj.session == ARGV[1]) then return cur end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+return false
+"#;
+
+/// Refresh a lease held by this session. A pending kick for this session is consumed and the
+/// lease deleted. Returns 'refreshed', 'lost' or 'kicked'.
+/// KEYS: stream:{s}, kick:{s}, streams. ARGV: session, lease JSON, ttl ms, stream.
+const REFRESH: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 'lost' end
+local ok, obj = pcall(cjson.decode, cur)
+if not (ok and type(obj) == 'table' and obj.session == ARGV[1]) then return 'lost' end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[3], ARGV[4])
+  return 'kicked'
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 'refreshed'
+"#;
+
+/// Compare-and-delete by session; 1 if deleted.
+/// KEYS: stream:{s}, kick:{s}, streams. ARGV: session, stream.
+const RELEASE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, obj = pcall(cjson.decode, cur)
+if not (ok and type(obj) == 'table' and obj.session == ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('SREM', KEYS[3], ARGV[2])
+return 1
+"#;
+
+/// Mark the current holder of the lease as kicked, for as long as its lease lives.
+/// 1: kicked, 0: no lease, -1: unreadable lease.
+/// KEYS: stream:{s}, kick:{s}.
+const KICK: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, obj = pcall(cjson.decode, cur)
+if not (ok and type(obj) == 'table' and type(obj.session) == 'string') then return -1 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then ttl = 60000 end
+redis.call('SET', KEYS[2], obj.session, 'PX', ttl)
+return 1
+"#;
+
+/// Remove set members whose key (`ARGV[1] .. member`) no longer exists.
+/// KEYS: the set. ARGV: key prefix, members...
+const PRUNE: &str = r#"
+local removed = 0
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"#;
+
+struct Scripts {
+    get_or_create_key: Script,
+    reset_key: Script,
+    delete_room: Script,
+    acquire: Script,
+    refresh: Script,
+    release: Script,
+    kick: Script,
+    prune: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            get_or_create_key: Script::new(GET_OR_CREATE_KEY),
+            reset_key: Script::new(RESET_KEY),
+            delete_room: Script::new(DELETE_ROOM),
+            acquire: Script::new(ACQUIRE),
+            refresh: Script::new(REFRESH),
+            release: Script::new(RELEASE),
+            kick: Script::new(KICK),
+            prune: Script::new(PRUNE),
+        }
+    }
+}
+
+/// Registry backed by Redis (see the module documentation for the schema).
+pub struct RedisRegistry {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRegistry")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRegistry {
+    /// A registry on `url` (e.g. `redis://10.0.0.5:6379/0`) with every key under `prefix`
+    /// (callers use `"ferrolive:"`).
+    ///
+    /// Lazy: this only parses the URL and never contacts Redis, so it succeeds while Redis
+    /// is down; the connection is made on first use and re-made whenever it breaks. Fails
+    /// (with `Unavailable`) only on an invalid URL. Use [`RedisRegistry::ping`] to check
+    /// that Redis is reachable.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        Self::connect_with_timeout(url, prefix, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`RedisRegistry::connect`] with a bound other than [`DEFAULT_TIMEOUT`] on every
+    /// operation.
+    pub async fn connect_with_timeout(url: &str, prefix: &str, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| RegistryError::Unavailable(format!("invalid redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            // Fail a reconnection attempt quickly: the next operation starts a new one, so a
+            // long back-off would only delay recovery once Redis is back.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(250));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| RegistryError::Unavailable(format!("redis: {e}")))?;
+        Ok(RedisRegistry {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout,
+            scripts: Scripts::new(),
+        })
+    }
+
+    /// Check that Redis answers (`Unavailable` otherwise).
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = self
+            .bounded("PING", async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
+    fn k(&self, kind: &str, name: &str) -> String {
+        format!("{}{kind}:{name}", self.prefix)
+    }
+
+    fn set_key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Run one Redis exchange, bounded by the timeout, mapping errors.
+    async fn bounded<T>(&self, what: &str, fut: impl Future<Output = RedisResult<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(what, e)),
+            Err(_) => Err(RegistryError::Unavailable(format!(
+                "redis {what}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    async fn get_string(&self, what: &str, key: String) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        self.bounded(what, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+            .await
+    }
+
+    async fn smembers(&self, set: &str) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let key = self.set_key(set);
+        let mut members: Vec<String> = self
+            .bounded("SMEMBERS", async move {
+                redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        members.sort();
+        Ok(members)
+    }
+
+    /// The values of `{kind}:{member}` for every member of `set` (in member order), pruning
+    /// members whose key is gone.
+    async fn list_values(&self, set: &str, kind: &str) -> Result<Vec<(String, String)>> {
+        let members = self.smembers(set).await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = members.iter().map(|m| self.k(kind, m)).collect();
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = self
+            .bounded("MGET", async move { redis::cmd("MGET").arg(keys).query_async(&mut conn).await })
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for (member, value) in members.into_iter().zip(values) {
+            match value {
+                Some(v) => out.push((member, v)),
+                None => gone.push(member),
+            }
+        }
+        self.prune(set, kind, gone).await?;
+        Ok(out)
+    }
+
+    async fn prune(&self, set: &str, kind: &str, members: Vec<String>) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.prune.key(self.set_key(set));
+        inv.arg(format!("{}{kind}:", self.prefix)).arg(members);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.bounded("prune", async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(())
+    }
+
+    /// Run the get-or-create or the reset script, retrying on (astronomically unlikely) key
+    /// collisions.
+    async fn key_script(&self, reset: bool, room: &str) -> Result<String> {
+        let what = if reset { "reset_key" } else { "get_or_create_key" };
+        for _ in 0..KEY_ATTEMPTS {
+            let key = new_key();
+            let script = if reset { &self.scripts.reset_key } else { &self.scripts.get_or_create_key };
+            let mut inv = script.key(self.k("room", room));
+            inv.key(self.set_key("rooms"))
+                .key(self.k("key", &key))
+                .arg(room)
+                .arg(&key)
+                .arg(crate::now_ms());
+            if reset {
+                inv.arg(&self.prefix);
+            }
+            let mut conn = self.conn.clone();
+            let got: Option<String> =
+                self.bounded(what, async move { inv.invoke_async(&mut conn).await }).await?;
+            if let Some(key) = got {
+                return Ok(key);
+            }
+            tracing::warn!(room, "new channel key collided with an existing one; retrying");
+        }
+        Err(RegistryError::Corrupt(format!(
+            "{what}: {KEY_ATTEMPTS} fresh keys all collided with existing keys"
+        )))
+    }
+}
+
+fn map_err(what: &str, e: RedisError) -> RegistryError {
+    match e.kind() {
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
+            RegistryError::Corrupt(format!("redis {what}: {e}"))
+        }
+        _ => RegistryError::Unavailable(format!("redis {what}: {e}")),
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn to_json<T: serde::Serialize>(what: &str, v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| RegistryError::Corrupt(format!("encoding {what}: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(key: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| RegistryError::Corrupt(format!("{key}: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Registry for RedisRegistry {
+    async fn get_or_create_key(&self, room: &str) -> Result<String> {
+        self.key_script(false, room).await
+    }
+
+    async fn reset_key(&self, room: &str) -> Result<String> {
+        self.key_script(true, room).await
+    }
+
+    async fn delete_room(&self, room: &str) -> Result<bool> {
+        let mut inv = self.scripts.delete_room.key(self.k("room", room));
+        inv.key(self.set_key("rooms")).arg(room).arg(&self.prefix);
+        let mut conn = self.conn.clone();
+        let existed: i64 =
+            self.bounded("delete_room", async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(existed > 0)
+    }
+
+    async fn room_for_key(&self, key: &str) -> Result<Option<String>> {
+        self.get_string("GET key", self.k("key", key)).await
+    }
+
+    async fn room(&self, room: &str) -> Result<Option<Room>> {
+        let hkey = self.k("room", room);
+        let mut conn = self.conn.clone();
+        let k = hkey.clone();
+        let fields: HashMap<String, String> = self
+            .bounded("HGETALL", async move { redis::cmd("HGETALL").arg(k).query_async(&mut conn).await })
+            .await?;
+        room_from_fields(&hkey, room, &fields)
+    }
+
+    async fn rooms(&self) -> Result<Vec<Room>> {
+        let members = self.smembers("rooms").await?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in &members {
+            pipe.cmd("HGETALL").arg(self.k("room", m));
+        }
+        let mut conn = self.conn.clone();
+        let all: Vec<HashMap<String, String>> = self
+            .bounded("HGETALL", async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for (member, fields) in members.into_iter().zip(all) {
+            match room_from_fields(&self.k("room", &member), &member, &fields)? {
+                Some(r) => out.push(r),
+                None => gone.push(member),
+            }
+        }
+        self.prune("rooms", "room", gone).await?;
+        Ok(out)
+    }
+
+    async fn acquire_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<LeaseOutcome> {
+        let json = to_json("lease", lease)?;
+        let skey = self.k("stream", &lease.stream);
+        let mut inv = self.scripts.acquire.key(&skey);
+        inv.key(self.set_key("streams"))
+            .arg(&lease.session)
+            .arg(json)
+            .arg(ttl_ms(ttl))
+            .arg(&lease.stream);
+        let mut conn = self.conn.clone();
+        let holder: Option<String> =
+            self.bounded("acquire_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        match holder {
+            None => Ok(LeaseOutcome::Acquired),
+            Some(json) => Ok(LeaseOutcome::HeldBy(from_json(&skey, &json)?)),
+        }
+    }
+
+    async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome> {
+        let json = to_json("lease", lease)?;
+        let mut inv = self.scripts.refresh.key(self.k("stream", &lease.stream));
+        inv.key(self.k("kick", &lease.stream))
+            .key(self.set_key("streams"))
+            .arg(&lease.session)
+            .arg(json)
+            .arg(ttl_ms(ttl))
+            .arg(&lease.stream);
+        let mut conn = self.conn.clone();
+        let outcome: String =
+            self.bounded("refresh_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        match outcome.as_str() {
+            "refreshed" => Ok(RefreshOutcome::Refreshed),
+            "lost" => Ok(RefreshOutcome::Lost),
+            "kicked" => Ok(RefreshOutcome::Kicked),
+            other => Err(RegistryError::Corrupt(format!("refresh_lease: unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn release_lease(&self, stream: &str, session: &str) -> Result<bool> {
+        let mut inv = self.scripts.release.key(self.k("stream", stream));
+        inv.key(self.k("kick", stream))
+            .key(self.set_key("streams"))
+            .arg(session)
+            .arg(stream);
+        let mut conn = self.conn.clone();
+        let deleted: i64 =
+            self.bounded("release_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn lease(&self, stream: &str) -> Result<Option<StreamLease>> {
+        let key = self.k("stream", stream);
+        match self.get_string("GET stream", key.clone()).await? {
+            Some(json) => Ok(Some(from_json(&key, &json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn leases(&self) -> Result<Vec<StreamLease>> {
+        self.list_values("streams", "stream")
+            .await?
+            .into_iter()
+            .map(|(m, json)| from_json(&self.k("stream", &m), &json))
+            .collect()
+    }
+
+    async fn kick(&self, stream: &str) -> Result<bool> {
+        let skey = self.k("stream", stream);
+        let mut inv = self.scripts.kick.key(&skey);
+        inv.key(self.k("kick", stream));
+        let mut conn = self.conn.clone();
+        let r: i64 = self.bounded("kick", async move { inv.invoke_async(&mut conn).await }).await?;
+        match r {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(RegistryError::Corrupt(format!("{skey}: unreadable lease"))),
+        }
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()> {
+        let json = to_json("node", node)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.k("node", &node.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .ignore()
+            .cmd("SADD")
+            .arg(self.set_key("nodes"))
+            .arg(&node.id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        self.bounded("heartbeat", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(self.k("node", id))
+            .ignore()
+            .cmd("SREM")
+            .arg(self.set_key("nodes"))
+            .arg(id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        self.bounded("remove_node", async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.list_values("nodes", "node")
+            .await?
+            .into_iter()
+            .map(|(m, json)| from_json(&self.k("node", &m), &json))
+            .collect()
+    }
+}
+
+/// A room from its hash (`None` when the hash is empty, i.e. the room does not exist).
+fn room_from_fields(hkey: &str, room: &str, fields: &HashMap<String, String>) -> Result<Option<Room>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let key = fields
+        .get("key")
+        .ok_or_else(|| RegistryError::Corrupt(format!("{hkey}: no `key` field")))?;
+    let created = fields
+        .get("key_created_ms")
+        .ok_or_else(|| RegistryError::Corrupt(format!("{hkey}: no `key_created_ms` field")))?;
+    let key_created_ms = created
+        .parse::<u64>()
+        .map_err(|e| RegistryError::Corrupt(format!("{hkey}: key_created_ms {created:?}: {e}")))?;
+    Ok(Some(Room { room: room.to_owned(), key: key.clone(), key_created_ms }))
+}
