@@ -43,6 +43,9 @@ pub const TYPE_ABORT: u8 = 2;
 
 /// At most this many csids may have a partially received message at once.
 const MAX_IN_PROGRESS: usize = 64;
+/// Declared bytes of all incomplete messages together: with [`MAX_IN_PROGRESS`] messages
+/// of [`MAX_MESSAGE_SIZE`] a peer could otherwise make one connection hold a gigabyte.
+const MAX_IN_PROGRESS_BYTES: usize = 32 * 1024 * 1024;
 /// At most this many csids are remembered per connection.
 const MAX_KNOWN_CSIDS: usize = 1024;
 /// Up-front allocation cap for a partial message: the rest grows as bytes actually arrive, so a
@@ -77,6 +80,8 @@ pub enum ChunkError {
     InvalidChunkSize(u32),
     #[error("malformed protocol control message of type {0}")]
     MalformedControl(u8),
+    #[error("incomplete messages would hold more than {limit} bytes")]
+    TooMuchInProgress { limit: usize },
 }
 
 /// What the reader remembers about one chunk stream.
@@ -124,6 +129,8 @@ pub struct ChunkReader {
     streams: HashMap<u32, StreamState>,
     /// Number of streams whose `partial` is `Some`.
     in_progress: usize,
+    /// Sum of the declared lengths of the incomplete messages.
+    in_progress_bytes: usize,
     current: Option<Cursor>,
     failed: Option<ChunkError>,
 }
@@ -146,6 +153,7 @@ impl ChunkReader {
             max_message_size: max,
             streams: HashMap::new(),
             in_progress: 0,
+            in_progress_bytes: 0,
             current: None,
             failed: None,
         }
@@ -220,6 +228,7 @@ impl ChunkReader {
         }
         let payload = st.partial.take().unwrap_or_default().freeze();
         self.in_progress = self.in_progress.saturating_sub(1);
+        self.in_progress_bytes = self.in_progress_bytes.saturating_sub(st.length);
         let msg = RtmpMessage {
             csid: cursor.csid,
             timestamp: st.timestamp,
@@ -248,6 +257,7 @@ impl ChunkReader {
                 if let Some(st) = self.streams.get_mut(&csid) {
                     if st.partial.take().is_some() {
                         self.in_progress = self.in_progress.saturating_sub(1);
+                        self.in_progress_bytes = self.in_progress_bytes.saturating_sub(st.length);
                     }
                 }
             }
@@ -354,6 +364,7 @@ impl ChunkReader {
         if !continuation {
             if st.partial.take().is_some() {
                 self.in_progress = self.in_progress.saturating_sub(1);
+                self.in_progress_bytes = self.in_progress_bytes.saturating_sub(st.length);
             }
             match h.fmt {
                 0 => {
@@ -387,8 +398,14 @@ impl ChunkReader {
                     limit: MAX_IN_PROGRESS,
                 });
             }
+            if self.in_progress_bytes + st.length > MAX_IN_PROGRESS_BYTES {
+                return Err(ChunkError::TooMuchInProgress {
+                    limit: MAX_IN_PROGRESS_BYTES,
+                });
+            }
             st.partial = Some(BytesMut::with_capacity(st.length.min(PREALLOC_CAP)));
             self.in_progress += 1;
+            self.in_progress_bytes += st.length;
         }
         let received = st.partial.as_ref().map_or(0, BytesMut::len);
         let remaining = (self.chunk_size as usize).min(st.length.saturating_sub(received));
@@ -1042,6 +1059,35 @@ mod tests {
         let done = read_all(&mut reader, &[0xC0, 0x05, 0xEF]).unwrap();
         assert_eq!(done, vec![msg(69, 0, 8, 0, &[0xEE, 0xEF])]);
         assert_eq!(read_all(&mut reader, &bytes[n..]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn incomplete_messages_cannot_hold_more_than_the_byte_limit() {
+        // Chunk size 1, then 16 MiB - 1 declared on each of three csids with one payload
+        // byte each: the third would take the declared total over 32 MiB.
+        let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        for csid in 3..6u8 {
+            bytes.extend_from_slice(&[csid, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0, 0x17]);
+        }
+        let two = 16 + 2 * 13;
+        let mut reader = ChunkReader::new();
+        read_all(&mut reader, &bytes[..two]).unwrap();
+        assert_eq!(reader.in_progress_bytes, 2 * 0xFF_FFFF);
+        let mut buf = BytesMut::from(&bytes[two..]);
+        assert_eq!(
+            reader.read(&mut buf),
+            Err(ChunkError::TooMuchInProgress {
+                limit: MAX_IN_PROGRESS_BYTES
+            })
+        );
+        // Aborting a message (csid 3) frees its share. At chunk size 1 the Abort's 4-byte
+        // payload comes as four chunks.
+        let mut reader = ChunkReader::new();
+        read_all(&mut reader, &bytes[..16 + 13]).unwrap();
+        assert_eq!(reader.in_progress_bytes, 0xFF_FFFF);
+        let abort = [0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0xC2, 0, 0xC2, 0, 0xC2, 3];
+        read_all(&mut reader, &abort).unwrap();
+        assert_eq!(reader.in_progress_bytes, 0);
     }
 
     #[test]
