@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use media::hls::HlsConfig;
 use media::hub::HubConfig;
 use node::control::ControlConfig;
+use node::edge::EdgeConfig;
 use node::NodeConfig;
 use registry::{EmbeddedRegistry, NodeAddrs, NodeRole, RedisRegistry, Registry};
 use tracing::{info, warn};
@@ -30,8 +31,13 @@ enum Command {
     Standalone(StandaloneArgs),
     /// A cluster origin: RTMP ingest with key checks, leases in Redis, playback.
     Origin(OriginArgs),
+    /// A cluster edge: serves players, pulling each stream from its origin on the first request.
+    Edge(EdgeArgs),
     /// The control API alone, against the cluster's Redis.
     ControlApi(ControlApiArgs),
+    /// Load generator: RTMP, HTTP-FLV and HLS players against any server, optionally with
+    /// its own publisher to measure latency.
+    Bench(bench::BenchArgs),
 }
 
 /// Listeners and media behaviour shared by every node that carries streams.
@@ -136,6 +142,26 @@ struct OriginArgs {
 }
 
 #[derive(Args, Clone)]
+struct EdgeArgs {
+    #[command(flatten)]
+    media: MediaArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Seconds a viewer of a stream that is not live waits for it before a 404 /
+    /// NetStream.Play.StreamNotFound.
+    #[arg(long, env = "FERROLIVE_EDGE_PLAY_WAIT", default_value_t = 3.0)]
+    edge_play_wait: f64,
+    /// Seconds viewers are held, and the owning origin looked up and pulled again, after an
+    /// upstream broke (longer than the 6 s lease TTL, so a broadcaster that moves to
+    /// another origin after its origin died is picked up).
+    #[arg(long, env = "FERROLIVE_UPSTREAM_GRACE", default_value_t = 15.0)]
+    upstream_grace: f64,
+    /// Seconds a pulled stream may have no viewers before the pull stops.
+    #[arg(long, env = "FERROLIVE_EDGE_IDLE_GRACE", default_value_t = 10.0)]
+    edge_idle_grace: f64,
+}
+
+#[derive(Args, Clone)]
 struct ControlApiArgs {
     /// Control API listen address (REST and gRPC).
     #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
@@ -156,7 +182,10 @@ fn main() -> anyhow::Result<()> {
     let log = match &command {
         Command::Standalone(a) => &a.media.log,
         Command::Origin(a) => &a.media.log,
+        Command::Edge(a) => &a.media.log,
         Command::ControlApi(a) => &a.log,
+        // Its own runtime and output: a table on stdout, progress on stderr.
+        Command::Bench(args) => return bench::main(args.clone()),
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(log).context("invalid --log filter")?)
@@ -167,7 +196,9 @@ fn main() -> anyhow::Result<()> {
         match command {
             Command::Standalone(args) => standalone(args).await,
             Command::Origin(args) => origin(args).await,
+            Command::Edge(args) => edge(args).await,
             Command::ControlApi(args) => control_api_only(args).await,
+            Command::Bench(_) => unreachable!("bench returned before the runtime was built"),
         }
     })
 }
@@ -205,23 +236,45 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 
 async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     let config = node_config(&args.media)?;
-    let cluster = &args.cluster;
+    let control = cluster_control(&args.cluster, &config, NodeRole::Origin, !args.media.rtmp_noauth).await?;
+    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "origin advertises");
+    announce_auth(&args.media);
+    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+}
+
+async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let seconds = |name: &str, v: f64| Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"));
+    let mut config = node_config(&args.media)?;
+    config.edge = Some(EdgeConfig {
+        play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
+        upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
+        idle_grace: seconds("edge-idle-grace", args.edge_idle_grace)?,
+    });
+    let control = cluster_control(&args.cluster, &config, NodeRole::Edge, true).await?;
+    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "edge advertises");
+    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+}
+
+/// How a cluster node registers: Redis, its id, and the addresses it advertises.
+async fn cluster_control(
+    cluster: &ClusterArgs,
+    config: &NodeConfig,
+    role: NodeRole,
+    require_key: bool,
+) -> anyhow::Result<ControlConfig> {
     let registry: Arc<dyn Registry> = Arc::new(RedisRegistry::connect(&cluster.redis_url, &cluster.redis_prefix).await?);
     let host = advertised_host(cluster)?;
-    let control = ControlConfig {
+    Ok(ControlConfig {
         registry,
-        require_key: !args.media.rtmp_noauth,
+        require_key,
         node_id: node_id(cluster),
-        role: NodeRole::Origin,
+        role,
         region: cluster.region.clone(),
         addrs: NodeAddrs {
             rtmp: format!("{host}:{}", config.rtmp_addr.port()),
             http: format!("{host}:{}", config.http_addr.port()),
         },
-    };
-    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "origin advertises");
-    announce_auth(&args.media);
-    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+    })
 }
 
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
@@ -266,6 +319,7 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
             window: args.hls_window.max(1),
             ..HlsConfig::default()
         },
+        edge: None,
     })
 }
 

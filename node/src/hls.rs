@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use media::hls::{HlsConfig, HlsPackager, Segment};
-use media::hub::{Delivery, Hub};
+use media::hub::{Delivery, Subscriber};
 use tokio::sync::Notify;
 use tracing::debug;
+
+use crate::Node;
 
 /// A packager nobody asked for in this long is stopped.
 const IDLE_STOP: Duration = Duration::from_secs(30);
@@ -57,12 +59,13 @@ impl Hls {
 
     /// The playlist of `key`, starting its packager if needed and waiting (bounded) for
     /// the first segment. `None`: the stream is not live (or produced nothing in time).
-    pub async fn playlist(self: &Arc<Self>, hub: &Arc<Hub>, key: &str, uri: impl Fn(u64) -> String) -> Option<String> {
+    pub async fn playlist(self: &Arc<Self>, node: &Node, key: &str, uri: impl Fn(u64) -> String) -> Option<String> {
         let existing = self.streams().get(key).cloned();
         let packaging = match existing {
             // An ended stream that is live again gets a fresh packager.
-            Some(p) if !(p.packager().is_ended() && hub.is_live(key)) => p,
-            _ => self.start(hub, key)?,
+            Some(p) if !(p.packager().is_ended() && node.hub.is_live(key)) => p,
+            // The viewer's subscription (on an edge, the pull) is made before the lock.
+            _ => self.start(node.subscribe(key).await?, key),
         };
         packaging.touch();
         // The first segment needs a keyframe after the target duration; allow for a long GOP.
@@ -89,15 +92,15 @@ impl Hls {
         segment
     }
 
-    fn start(self: &Arc<Self>, hub: &Arc<Hub>, key: &str) -> Option<Arc<Packaging>> {
+    fn start(self: &Arc<Self>, mut sub: Subscriber, key: &str) -> Arc<Packaging> {
         let mut streams = self.streams();
         let previous = streams.get(key);
         if let Some(p) = previous.filter(|p| !p.packager().is_ended()) {
-            return Some(p.clone());
+            // Another request started it meanwhile.
+            return p.clone();
         }
         // Never number below what an earlier packager of this stream served.
         let first = previous.map_or(0, |p| p.packager().next_sequence()).max(first_sequence());
-        let mut sub = hub.subscribe(key)?;
         let packaging = Arc::new(Packaging {
             packager: Mutex::new(HlsPackager::new(
                 self.config.clone(),
@@ -154,7 +157,7 @@ impl Hls {
             }
             debug!(stream = %key, "hls packaging stopped");
         });
-        Some(packaging)
+        packaging
     }
 }
 

@@ -106,7 +106,10 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                 respond(&mut socket, "200 OK", "text/plain; version=0.0.4", body.as_bytes(), head_only, keep).await?;
             }
             ("GET" | "HEAD", p) if p.ends_with(".flv") => {
-                let sub = flv_stream_key(p).and_then(|key| node.hub.subscribe(&key));
+                let sub = match flv_stream_key(p) {
+                    Some(key) => node.subscribe(&key).await,
+                    None => None,
+                };
                 let Some(sub) = sub else {
                     respond(&mut socket, "404 Not Found", "text/plain", b"stream not found\n", head_only, keep).await?;
                     if keep {
@@ -125,7 +128,7 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                 let playlist = match hls_stream(p, ".m3u8") {
                     Some((key, room)) => {
                         let uri = |sequence: u64| format!("{room}/{sequence}.ts");
-                        node.hls.playlist(&node.hub, &key, uri).await
+                        node.hls.playlist(node, &key, uri).await
                     }
                     None => None,
                 };

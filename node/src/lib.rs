@@ -2,6 +2,7 @@
 //! around one [`media::hub::Hub`].
 
 pub mod control;
+pub mod edge;
 pub mod egress;
 pub mod hls;
 
@@ -15,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use media::hls::HlsConfig;
-use media::hub::{Hub, HubConfig};
+use media::hub::{Hub, HubConfig, Subscriber};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::control::ControlConfig;
+use crate::edge::{Edge, EdgeConfig};
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 
@@ -35,6 +37,8 @@ pub struct NodeConfig {
     pub viewer_send_buffer: usize,
     pub hub: HubConfig,
     pub hls: HlsConfig,
+    /// Run as an edge: pull streams from their origins on a miss (needs a registry).
+    pub edge: Option<EdgeConfig>,
 }
 
 /// State shared by every connection of a node.
@@ -45,6 +49,24 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Key checks, leases and heartbeats; `None` runs without a registry.
     pub control: Option<ControlConfig>,
+    /// Pull on miss, on an edge.
+    pub edge: Option<Arc<Edge>>,
+}
+
+impl Node {
+    /// Attach a viewer to `key`: the local stream, or on an edge the stream pulled from
+    /// its origin (starting or joining the pull and waiting a bounded time for it).
+    pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
+        match &self.edge {
+            Some(edge) => edge.subscribe(key).await,
+            None => self.hub.subscribe(key),
+        }
+    }
+
+    /// Edges only play: publishing goes to an origin.
+    pub fn is_edge(&self) -> bool {
+        self.edge.is_some()
+    }
 }
 
 /// Longest app or room name accepted.
@@ -79,12 +101,25 @@ pub async fn run(
     let rtmp = TcpListener::bind(config.rtmp_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
     info!(rtmp = %rtmp.local_addr()?, http = %http.local_addr()?, "listening");
+    let hub = Hub::new(config.hub.clone());
+    let metrics = Arc::new(Metrics::default());
+    let edge = match (&config.edge, &control) {
+        (Some(edge), Some(control)) => Some(
+            Edge::new(edge.clone(), control.registry.clone(), hub.clone(), metrics.clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ),
+        (Some(_), None) => {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "an edge needs a registry to find origins"))
+        }
+        (None, _) => None,
+    };
     let node = Arc::new(Node {
-        hub: Hub::new(config.hub.clone()),
+        hub,
         hls: Arc::new(Hls::new(config.hls.clone())),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         config,
         control,
+        edge,
     });
     let heartbeat = node.control.clone().map(|c| tokio::spawn(control::heartbeat(node.clone(), c)));
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));

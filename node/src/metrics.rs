@@ -21,6 +21,12 @@ pub struct Metrics {
     pub bytes_out_total: AtomicU64,
     pub frames_skipped_total: AtomicU64,
     pub viewers_dropped_slow_total: AtomicU64,
+    /// Edge: streams pulled from an origin on a miss (one per pull, however many viewers).
+    pub upstream_pulls_total: AtomicU64,
+    /// Edge: pulls running now (starting, live or re-pulling).
+    pub upstreams: AtomicU64,
+    /// Edge: upstreams re-established after a loss.
+    pub upstream_repulls_total: AtomicU64,
 }
 
 /// Keeps a gauge raised while alive.
@@ -67,6 +73,9 @@ impl Metrics {
         metric("ferrolive_bytes_out_total", "counter", "Bytes sent to clients.", get(&self.bytes_out_total));
         metric("ferrolive_frames_skipped_total", "counter", "Frames dropped for viewers that fell behind.", get(&self.frames_skipped_total));
         metric("ferrolive_viewers_dropped_slow_total", "counter", "Viewers disconnected for staying behind.", get(&self.viewers_dropped_slow_total));
+        metric("ferrolive_upstream_pulls_total", "counter", "Edge: pulls of a stream from its origin started on a miss.", get(&self.upstream_pulls_total));
+        metric("ferrolive_upstreams", "gauge", "Edge: streams being pulled from origins now.", get(&self.upstreams));
+        metric("ferrolive_upstream_repulls_total", "counter", "Edge: upstreams re-established after losing the origin.", get(&self.upstream_repulls_total));
         let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
         for s in &streams {
             let _ = writeln!(out, "ferrolive_stream_viewers{{stream=\"{}\"}} {}", escape_label(&s.name), s.viewers);

@@ -183,7 +183,10 @@ impl Connection {
         match event {
             SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
             SessionEvent::Play { app, name, .. } => {
-                let sub = stream_key(&app, &name).and_then(|key| self.node.hub.subscribe(&key));
+                let sub = match stream_key(&app, &name) {
+                    Some(key) => self.node.subscribe(&key).await,
+                    None => None,
+                };
                 match sub {
                     Some(sub) => {
                         debug!(stream = %sub.name(), peer = %self.peer, "play start");
@@ -241,6 +244,11 @@ impl Connection {
     /// Admit a publisher: its name must be a valid stream (a channel key when the node
     /// checks keys), free locally, and not live on another node.
     async fn on_publish(&mut self, app: &str, name: &str) -> Result<(), ConnError> {
+        if self.node.is_edge() {
+            info!(peer = %self.peer, "publish refused: this is an edge");
+            self.refuse_publish("NetStream.Publish.BadName", "This is an edge: publish to an origin");
+            return Ok(());
+        }
         let room = match &self.node.control {
             Some(control) => control::admit(control, name).await,
             None => Ok(name.to_owned()),

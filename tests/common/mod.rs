@@ -56,7 +56,7 @@ impl Server {
         if subcommand != "control-api" {
             cmd.args(["--rtmp-addr", &rtmp.to_string(), "--http-addr", &http.to_string()]);
         }
-        if subcommand != "origin" {
+        if subcommand != "origin" && subcommand != "edge" {
             cmd.args(["--api-addr", &api.to_string()]);
         }
         let child = cmd
@@ -440,6 +440,16 @@ impl FlvViewer {
                 return None;
             }
         }
+    }
+
+    /// How long `next_tag` waits for data before giving up (10 s unless set).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.socket.set_read_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Whether the server ended the stream with the chunked terminator.
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     pub fn flv_header(&self) -> Option<media::flv::FlvHeader> {

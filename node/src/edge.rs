@@ -1,0 +1,453 @@
+//! The edge: pull on miss.
+//!
+//! A viewer asking an edge for a stream its hub does not have makes the edge look the
+//! stream's lease up in the registry and pull it from the owning origin over HTTP-FLV. The
+//! pulled tags go into the local hub as an ordinary [`Publisher`], so every player protocol
+//! (RTMP, HTTP-FLV, HLS) serves pulled streams exactly as published ones.
+//!
+//! One pull per stream however many viewers: pulls live in a map, and viewers that arrive
+//! while a pull is starting wait on it (bounded). A pull's life:
+//! - starting: look up the owner and connect, retrying while some viewer still waits;
+//! - live: demux the upstream body into the hub;
+//! - lost (error, stall, EOF without the chunked terminator): the local publisher is
+//!   dropped without finishing, so viewers stay attached to the orphaned hub stream; the
+//!   owner is looked up again and re-pulled with backoff for up to the upstream grace. The
+//!   new upstream takes the hub stream over (a new generation: fresh sequence headers,
+//!   rebased timestamps, an HLS discontinuity);
+//! - ended: the origin ended the body cleanly, or the grace ran out, or nobody watched for
+//!   the idle grace. The local stream ends and the pull leaves the map; the next viewer
+//!   starts a new one.
+//!
+//! Retiring a pull and attaching a viewer both happen under the map's lock, so a viewer
+//! never attaches to a stream that is being torn down for want of viewers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use media::flv::{self, FlvError, FlvReader};
+use media::hub::{Hub, Publisher, StatsHandle, Subscriber};
+use media::rtmp::session::MediaKind;
+use registry::{Registry, RegistryError};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::metrics::{GaugeGuard, Metrics};
+
+/// How an edge pulls.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// How long a viewer of a stream that is not (yet) live waits before a 404.
+    pub play_wait: Duration,
+    /// How long viewers are held and the owner re-pulled after the upstream broke.
+    pub upstream_grace: Duration,
+    /// A pulled stream nobody watches for this long is stopped.
+    pub idle_grace: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            play_wait: Duration::from_secs(3),
+            upstream_grace: Duration::from_secs(15),
+            idle_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Registry look-up, connect and response head, each.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An upstream that sends nothing for this long is lost (a live stream sends every few ms).
+const UPSTREAM_STALL: Duration = Duration::from_secs(10);
+/// While a pull starts: how often the owner is looked up again.
+const START_RETRY: Duration = Duration::from_millis(200);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a live pull checks its viewers and its upstream's silence.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Largest FLV tag accepted from an origin.
+const MAX_TAG: usize = 16 * 1024 * 1024;
+/// A new pull counts as ready for viewers once every track the FLV header announces has
+/// sent something, or this long after its first tag.
+const READY_AFTER: Duration = Duration::from_millis(1000);
+/// Bytes held back while a new pull waits for its tracks.
+const MAX_PENDING: usize = 32 * 1024 * 1024;
+
+/// Why an upstream could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("stream is not live on any origin")]
+    NotLive,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("upstream: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("upstream answered HTTP {0}")]
+    Status(u16),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream FLV: {0}")]
+    Flv(#[from] FlvError),
+    #[error("upstream sent nothing for {0:?}")]
+    Stalled(Duration),
+    #[error("local stream taken over by another publisher")]
+    Replaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Live,
+    Gone,
+}
+
+/// One stream being pulled (or about to be).
+struct Pull {
+    phase: watch::Sender<Phase>,
+    /// A starting pull keeps trying until then; every waiting viewer pushes it on.
+    start_until: Mutex<Instant>,
+}
+
+impl Pull {
+    fn start_until(&self) -> Instant {
+        *self.start_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_until(&self, until: Instant) {
+        let mut current = self.start_until.lock().unwrap_or_else(|e| e.into_inner());
+        *current = (*current).max(until);
+    }
+}
+
+/// Where a pull's local stream stands.
+#[derive(Default)]
+struct Local {
+    /// Present while an upstream feeds the hub.
+    publisher: Option<Publisher>,
+    /// The last publisher's session, to end the stream if it stays orphaned.
+    generation: Option<u32>,
+    /// Viewer count of the hub stream (kept across upstreams).
+    stats: Option<StatsHandle>,
+    /// Since when nobody watches.
+    unwatched_since: Option<Instant>,
+}
+
+impl Local {
+    /// Whether nobody has watched for `grace`.
+    fn idle(&mut self, grace: Duration) -> bool {
+        let Some(stats) = &self.stats else { return false };
+        if stats.get().viewers > 0 {
+            self.unwatched_since = None;
+            return false;
+        }
+        self.unwatched_since.get_or_insert_with(Instant::now).elapsed() >= grace
+    }
+}
+
+/// How one upstream connection ended.
+enum Upstream {
+    /// The origin ended the stream (the chunked body ended normally).
+    Ended,
+    /// Nobody watched; the pull was retired.
+    Idle,
+    Lost(PullError),
+}
+
+/// The pulls of one edge node.
+pub struct Edge {
+    config: EdgeConfig,
+    registry: Arc<dyn Registry>,
+    client: reqwest::Client,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    pulls: Mutex<HashMap<String, Arc<Pull>>>,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig, registry: Arc<dyn Registry>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Result<Arc<Edge>, PullError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(0)
+            .build()?;
+        Ok(Arc::new(Edge {
+            config,
+            registry,
+            client,
+            hub,
+            metrics,
+            pulls: Mutex::default(),
+        }))
+    }
+
+    fn pulls(&self) -> MutexGuard<'_, HashMap<String, Arc<Pull>>> {
+        self.pulls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Streams being pulled right now (starting, live or re-pulling).
+    pub fn active(&self) -> usize {
+        self.pulls().len()
+    }
+
+    /// A viewer of `key`: the local stream if there is one, else start (or join) its pull
+    /// and wait up to [`EdgeConfig::play_wait`] for it. `None`: not live anywhere.
+    pub async fn subscribe(self: &Arc<Self>, key: &str) -> Option<Subscriber> {
+        let deadline = Instant::now() + self.config.play_wait;
+        let mut phase = {
+            let mut pulls = self.pulls();
+            if let Some(sub) = self.hub.subscribe(key) {
+                return Some(sub);
+            }
+            let pull = match pulls.get(key) {
+                Some(pull) => pull.clone(),
+                None => {
+                    let pull = Arc::new(Pull {
+                        phase: watch::channel(Phase::Starting).0,
+                        start_until: Mutex::new(deadline),
+                    });
+                    pulls.insert(key.to_owned(), pull.clone());
+                    tokio::spawn(self.clone().run(key.to_owned(), pull.clone()));
+                    pull
+                }
+            };
+            pull.wait_until(deadline);
+            pull.phase.subscribe()
+        };
+        loop {
+            let now = *phase.borrow_and_update();
+            match now {
+                Phase::Live => break,
+                Phase::Gone => return None,
+                Phase::Starting => {}
+            }
+            match tokio::time::timeout_at(deadline.into(), phase.changed()).await {
+                Ok(Ok(())) => {}
+                // Out of time (or the pull vanished): whatever the hub has now.
+                _ => break,
+            }
+        }
+        let _pulls = self.pulls();
+        self.hub.subscribe(key)
+    }
+
+    /// One stream's pull, from the first look-up until it is retired.
+    async fn run(self: Arc<Self>, key: String, pull: Arc<Pull>) {
+        Metrics::add(&self.metrics.upstream_pulls_total, 1);
+        let _active = GaugeGuard::new(self.metrics.clone(), |m| &m.upstreams);
+        let mut local = Local::default();
+        let started = Instant::now();
+        // Starting: retry while some viewer still waits.
+        let mut response = loop {
+            match self.connect(&key).await {
+                Ok(response) => break response,
+                Err(e) => {
+                    debug!(stream = %key, error = %e, "upstream not available yet");
+                    let gave_up = self.retire(&key, &pull, &mut local, || Instant::now() < pull.start_until());
+                    if gave_up {
+                        debug!(stream = %key, "pull abandoned: not live");
+                        return;
+                    }
+                    tokio::time::sleep(START_RETRY).await;
+                }
+            }
+        };
+        info!(stream = %key, "pulling from origin");
+        loop {
+            match self.stream(&key, &pull, response, &mut local, started).await {
+                Upstream::Ended => {
+                    info!(stream = %key, "origin ended the stream");
+                    self.retire(&key, &pull, &mut local, || false);
+                    return;
+                }
+                Upstream::Idle => {
+                    info!(stream = %key, "no viewers; pull stopped");
+                    return;
+                }
+                Upstream::Lost(e) => warn!(stream = %key, error = %e, "upstream lost; holding viewers and re-pulling"),
+            }
+            // Dropping without finish: the hub keeps the viewers of the orphaned stream.
+            local.publisher = None;
+            match self.repull(&key, &pull, &mut local).await {
+                Some(next) => {
+                    Metrics::add(&self.metrics.upstream_repulls_total, 1);
+                    info!(stream = %key, "re-pulled after upstream loss");
+                    response = next;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// After a loss: look the owner up again and connect, with backoff, until the upstream
+    /// grace runs out or nobody watches any more. `None`: the pull was retired.
+    async fn repull(&self, key: &str, pull: &Arc<Pull>, local: &mut Local) -> Option<reqwest::Response> {
+        let lost_at = Instant::now();
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            if local.idle(self.config.idle_grace) && self.retire_idle(key, pull, local) {
+                info!(stream = %key, "no viewers; pull stopped while re-pulling");
+                return None;
+            }
+            let left = self.config.upstream_grace.saturating_sub(lost_at.elapsed());
+            if left.is_zero() {
+                info!(stream = %key, "upstream did not come back; ending the stream");
+                self.retire(key, pull, local, || false);
+                return None;
+            }
+            match self.connect(key).await {
+                Ok(response) => return Some(response),
+                Err(e) => debug!(stream = %key, error = %e, "re-pull failed"),
+            }
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The owner's HTTP-FLV response for `key`.
+    async fn connect(&self, key: &str) -> Result<reqwest::Response, PullError> {
+        let lease = tokio::time::timeout(CONNECT_TIMEOUT, self.registry.lease(key))
+            .await
+            .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??
+            .ok_or(PullError::NotLive)?;
+        let url = format!("http://{}/{key}.flv", lease.addrs.http);
+        debug!(stream = %key, owner = %lease.node_id, %url, "connecting upstream");
+        let response = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get(&url).send())
+            .await
+            .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(PullError::Status(response.status().as_u16()));
+        }
+        Ok(response)
+    }
+
+    /// Demux one upstream body into the hub until it ends, breaks or nobody watches.
+    async fn stream(
+        &self,
+        key: &str,
+        pull: &Arc<Pull>,
+        mut response: reqwest::Response,
+        local: &mut Local,
+        started: Instant,
+    ) -> Upstream {
+        let mut reader = FlvReader::with_max_tag_size(MAX_TAG);
+        let mut buf = BytesMut::new();
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_data = Instant::now();
+        let mut first_tag: Option<Instant> = None;
+        let (mut seen_audio, mut seen_video) = (false, false);
+        let mut ready = *pull.phase.borrow() == Phase::Live;
+        let mut pending: Vec<(MediaKind, u32, Bytes)> = Vec::new();
+        let mut pending_bytes = 0usize;
+        loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                _ = check.tick() => {
+                    if last_data.elapsed() >= UPSTREAM_STALL {
+                        return Upstream::Lost(PullError::Stalled(UPSTREAM_STALL));
+                    }
+                    if local.idle(self.config.idle_grace) && self.retire_idle(key, pull, local) {
+                        return Upstream::Idle;
+                    }
+                    continue;
+                }
+            };
+            let chunk = match chunk {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Upstream::Ended,
+                Err(e) => return Upstream::Lost(e.into()),
+            };
+            last_data = Instant::now();
+            buf.extend_from_slice(&chunk);
+            loop {
+                let tag = match reader.read(&mut buf) {
+                    Ok(Some(tag)) => tag,
+                    Ok(None) => break,
+                    Err(e) => return Upstream::Lost(e.into()),
+                };
+                let kind = match tag.tag_type {
+                    flv::TAG_AUDIO => MediaKind::Audio,
+                    flv::TAG_VIDEO => MediaKind::Video,
+                    flv::TAG_SCRIPT => MediaKind::Metadata,
+                    _ => continue,
+                };
+                if ready {
+                    if let Err(e) = self.feed(key, local, kind, tag.timestamp, tag.payload, last_data) {
+                        return Upstream::Lost(e);
+                    }
+                    continue;
+                }
+                first_tag.get_or_insert(last_data);
+                seen_audio |= kind == MediaKind::Audio;
+                seen_video |= kind == MediaKind::Video;
+                pending_bytes += tag.payload.len();
+                pending.push((kind, tag.timestamp, tag.payload));
+            }
+            if !ready {
+                // Publish locally only once the tracks are known, so that the first viewers
+                // get an FLV header that announces them and their sequence headers.
+                let header = reader.header();
+                let tracks_seen = header.is_some_and(|h| (!h.has_audio || seen_audio) && (!h.has_video || seen_video));
+                let waited = first_tag.is_some_and(|t| t.elapsed() >= READY_AFTER);
+                if tracks_seen || waited || pending_bytes > MAX_PENDING {
+                    ready = true;
+                    for (kind, timestamp, payload) in pending.drain(..) {
+                        if let Err(e) = self.feed(key, local, kind, timestamp, payload, last_data) {
+                            return Upstream::Lost(e);
+                        }
+                    }
+                    debug!(stream = %key, after = ?started.elapsed(), "pulled stream ready");
+                    pull.phase.send_replace(Phase::Live);
+                }
+            }
+        }
+    }
+
+    /// One upstream tag into the hub, publishing the local stream on the first.
+    fn feed(&self, key: &str, local: &mut Local, kind: MediaKind, timestamp: u32, payload: Bytes, now: Instant) -> Result<(), PullError> {
+        let publisher = match &mut local.publisher {
+            Some(publisher) => publisher,
+            None => {
+                let publisher = self.hub.publish(key, now).map_err(|_| PullError::Replaced)?;
+                local.generation = Some(publisher.generation());
+                local.stats = Some(publisher.stats_handle());
+                local.publisher.insert(publisher)
+            }
+        };
+        publisher.push(kind, timestamp, payload, now).map_err(|_| PullError::Replaced)
+    }
+
+    /// Take the pull out of the map and end its local stream, unless `keep()` (evaluated
+    /// under the map's lock, so no viewer can attach in between) says otherwise. True
+    /// when retired.
+    fn retire(&self, key: &str, pull: &Arc<Pull>, local: &mut Local, keep: impl FnOnce() -> bool) -> bool {
+        let mut pulls = self.pulls();
+        if keep() {
+            return false;
+        }
+        if pulls.get(key).is_some_and(|p| Arc::ptr_eq(p, pull)) {
+            pulls.remove(key);
+        }
+        match local.publisher.take() {
+            Some(publisher) => publisher.finish(&self.hub),
+            None => {
+                if let Some(generation) = local.generation {
+                    self.hub.end_if_orphaned(key, generation);
+                }
+            }
+        }
+        pull.phase.send_replace(Phase::Gone);
+        true
+    }
+
+    /// Retire an idle pull unless a viewer attached since the last look.
+    fn retire_idle(&self, key: &str, pull: &Arc<Pull>, local: &mut Local) -> bool {
+        let stats = local.stats.clone();
+        let retired = self.retire(key, pull, local, || stats.is_some_and(|s| s.get().viewers > 0));
+        if !retired {
+            local.unwatched_since = None;
+        }
+        retired
+    }
+}

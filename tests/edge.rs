@@ -1,0 +1,230 @@
+//! End-to-end edge tier: real redis-server, control-api, origins and edges as separate
+//! processes, ffmpeg publishing and playing. Edges pull on a miss, share one upstream per
+//! stream, keep their viewers across an origin loss, and stop pulling when nobody watches.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ACCEPT_WINDOW: Duration = Duration::from_secs(3);
+
+struct Cluster {
+    _redis: Redis,
+    api: Server,
+    url: String,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let redis = Redis::start();
+        let url = redis.url();
+        let api = Server::spawn("control-api", &["--redis-url", &url]);
+        Cluster { _redis: redis, api, url }
+    }
+
+    fn node(&self, role: &str, id: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--redis-url", &self.url, "--advertise-host", "127.0.0.1", "--allow-loopback-advertise", "--node-id", id];
+        args.extend_from_slice(extra);
+        Server::spawn(role, &args)
+    }
+
+    fn key(&self, room: &str) -> String {
+        let (status, body) = self.api.api("GET", &format!("/control/get?room={room}"), None);
+        assert_eq!(status, 200, "{body}");
+        livego_data(&body)
+    }
+}
+
+fn wait_metric(server: &Server, name: &str, want: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = server.metric(name);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{name} is {got}, expected {want} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Open an HTTP-FLV viewer and wait for its first video frame (not a sequence header).
+fn first_frame(server: &Server, room: &str) -> (FlvViewer, Duration) {
+    let started = Instant::now();
+    let mut viewer = FlvViewer::connect(server.http, room);
+    loop {
+        let tag = viewer.next_tag().expect("stream ended before a video frame");
+        if tag.tag_type == 9 && tag.payload.get(1) == Some(&1) {
+            return (viewer, started.elapsed());
+        }
+    }
+}
+
+#[test]
+fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
+    let cluster = Cluster::start();
+    let origin = cluster.node("origin", "origin-a", &[]);
+    let idle = ["--edge-idle-grace", "2"];
+    let edge1 = cluster.node("edge", "edge-1", &idle);
+    let edge2 = cluster.node("edge", "edge-2", &idle);
+    let key = cluster.key("tv");
+    let (ok, _publisher) = publish_accepted(&origin.rtmp_url(&key), ACCEPT_WINDOW);
+    assert!(ok, "origin refused the publish");
+    origin.wait_live("tv");
+
+    // Edges only play.
+    assert!(!publish_accepted(&edge1.rtmp_url(&key), ACCEPT_WINDOW).0, "edge accepted a publish");
+
+    // 200 concurrent first viewers of a miss on edge 2: one pull, one viewer at the origin.
+    let viewers: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(edge2.http).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /live/tv.flv HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let viewers = Arc::new(Mutex::new(viewers));
+    let readers: Vec<_> = (0..4)
+        .map(|part| {
+            let viewers = viewers.clone();
+            std::thread::spawn(move || {
+                let mut mine: Vec<TcpStream> = {
+                    let all = viewers.lock().unwrap();
+                    all.iter().skip(part).step_by(4).map(|s| s.try_clone().unwrap()).collect()
+                };
+                let mut buf = [0u8; 16384];
+                for s in &mut mine {
+                    let mut got = Vec::new();
+                    while got.len() < 16 * 1024 {
+                        let n = s.read(&mut buf).expect("viewer read");
+                        assert!(n > 0, "viewer closed early");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..40]));
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("viewer thread");
+    }
+    println!("200 edge viewers all receiving after {:?}", started.elapsed());
+    assert_eq!(edge2.metric("ferrolive_viewers"), 200);
+    assert_eq!(edge2.metric("ferrolive_upstream_pulls_total"), 1, "more than one pull for one stream");
+    assert_eq!(edge2.metric("ferrolive_upstreams"), 1);
+    assert_eq!(origin.metric("ferrolive_viewers"), 1, "origin must see one upstream, not the viewers");
+    drop(viewers);
+
+    // Cache miss over RTMP on edge 1.
+    let d = decode(&edge1.rtmp_url("tv"), 2.0);
+    assert!(d.video >= 30 && d.audio >= 30, "rtmp via edge: {} video / {} audio frames: {}", d.video, d.audio, d.errors);
+    assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 1);
+
+    // Idle teardown on both edges after the 2 s grace.
+    let t = wait_metric(&edge1, "ferrolive_upstreams", 0, Duration::from_secs(8));
+    println!("edge 1 stopped pulling {t:?} after its viewer left (idle grace 2 s)");
+    wait_metric(&edge2, "ferrolive_upstreams", 0, Duration::from_secs(8));
+    wait_metric(&origin, "ferrolive_viewers", 0, Duration::from_secs(3));
+
+    // Revival with a cache miss over HTTP-FLV: time to first frame through the edge.
+    let (cold, miss) = first_frame(&edge1, "tv");
+    let (warm, hit) = first_frame(&edge1, "tv");
+    println!("edge first frame: cache miss {miss:?}, already pulled {hit:?}");
+    assert!(miss < Duration::from_secs(3), "cache miss took {miss:?}");
+    drop((cold, warm));
+    let d = decode(&edge1.flv_url("tv"), 2.0);
+    assert!(d.video >= 30 && d.audio >= 30, "http-flv via edge: {} / {}: {}", d.video, d.audio, d.errors);
+    assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 2, "revival is a new pull");
+    wait_metric(&edge1, "ferrolive_upstreams", 0, Duration::from_secs(8));
+
+    // Cache miss over HLS.
+    let d = decode(&format!("http://{}/live/tv.m3u8", edge1.http), 3.0);
+    assert!(d.video >= 30, "hls via edge: {} video frames: {}", d.video, d.errors);
+    assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 3);
+
+    // A room that is not live: 404 after the bounded wait.
+    let asked = Instant::now();
+    let r = http_get(edge2.http, "/live/nobody.flv").expect("response");
+    let waited = asked.elapsed();
+    assert_eq!(r.status, 404);
+    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6), "404 after {waited:?}");
+}
+
+#[test]
+fn edge_viewers_survive_origin_loss() {
+    let cluster = Cluster::start();
+    let mut origin_a = cluster.node("origin", "origin-a", &[]);
+    let origin_b = cluster.node("origin", "origin-b", &[]);
+    let edge = cluster.node("edge", "edge-1", &[]);
+    let key = cluster.key("news");
+    let (ok, publisher_a) = publish_accepted(&origin_a.rtmp_url(&key), ACCEPT_WINDOW);
+    assert!(ok, "origin A refused the publish");
+    origin_a.wait_live("news");
+
+    // One viewer connection on the edge, read on its own thread: (arrival, type, timestamp).
+    let (mut viewer, _) = first_frame(&edge, "news");
+    viewer.set_timeout(Duration::from_secs(30));
+    let tags: Arc<Mutex<Vec<(Instant, u8, u32)>>> = Arc::default();
+    let ended = Arc::new(Mutex::new(None));
+    let reader = {
+        let (tags, ended) = (tags.clone(), ended.clone());
+        std::thread::spawn(move || {
+            while let Some(tag) = viewer.next_tag() {
+                tags.lock().unwrap().push((Instant::now(), tag.tag_type, tag.timestamp));
+            }
+            *ended.lock().unwrap() = Some((Instant::now(), viewer.ended()));
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    origin_a.kill();
+    let killed = Instant::now();
+    drop(publisher_a);
+    // The broadcaster moves to origin B, retrying until A's lease expired.
+    let (republished, _publisher_b) = loop {
+        let attempt = Instant::now();
+        let (ok, p) = publish_accepted(&origin_b.rtmp_url(&key), ACCEPT_WINDOW);
+        if ok {
+            break (attempt, p);
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "origin B never accepted the stream");
+    };
+    println!("republished on origin B {:?} after SIGKILL of A", republished - killed);
+    let deadline = republished + Duration::from_secs(5);
+    let resumed = loop {
+        let first_new = tags.lock().unwrap().iter().find(|t| t.0 > republished && t.1 == 9).map(|t| t.0);
+        if let Some(at) = first_new {
+            break at;
+        }
+        assert!(ended.lock().unwrap().is_none(), "edge closed the viewer");
+        assert!(Instant::now() < deadline, "no video on the same connection within 5 s of the republish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("same edge viewer resumed {:?} after the republish", resumed - republished);
+    std::thread::sleep(Duration::from_secs(2));
+    {
+        let tags = tags.lock().unwrap();
+        let after: Vec<_> = tags.iter().filter(|t| t.0 > republished && t.1 == 9).collect();
+        assert!(after.len() >= 25, "only {} video tags after the republish", after.len());
+        let video: Vec<u32> = tags.iter().filter(|t| t.1 == 9).map(|t| t.2).collect();
+        assert!(video.windows(2).all(|w| w[1] >= w[0]), "video timestamps went backwards");
+    }
+    assert!(edge.metric("ferrolive_upstream_repulls_total") >= 1);
+    assert_eq!(edge.metric("ferrolive_upstream_pulls_total"), 1);
+
+    // The broadcaster leaves for good: origin B ends the stream after its reconnect grace
+    // and the edge closes its viewer with the chunked terminator.
+    drop(_publisher_b);
+    let stopped = Instant::now();
+    reader.join().unwrap();
+    let (at, clean) = ended.lock().unwrap().expect("reader finished");
+    assert!(clean, "viewer connection broke instead of ending");
+    assert!(at - stopped < Duration::from_secs(12), "stream end took {:?}", at - stopped);
+    wait_metric(&edge, "ferrolive_upstreams", 0, Duration::from_secs(3));
+}
