@@ -5,7 +5,8 @@
 //!   bugs: reset revokes the old key at once, delete removes key and room, status codes are
 //!   right, key creation is rate-limited per client IP);
 //! - a resource API under `/api/v1` (live rooms with their stats, one room, rotate key,
-//!   delete room, kick publisher) described by `/api/v1/openapi.json`;
+//!   delete room, kick publisher, play URLs on the best edge and their redirect form)
+//!   described by `/api/v1/openapi.json`;
 //! - gRPC `ferrolive.v1.Control` (same operations plus a `WatchRooms` event stream), gRPC
 //!   health and reflection;
 //! - `/healthz` and `/readyz`.

@@ -67,6 +67,41 @@ fn v1_room_param() -> Value {
     json!({ "$ref": "#/components/parameters/RoomPath" })
 }
 
+const PLAY_SELECTION: &str =
+    "The edge is chosen among live edge heartbeats (role `edge`): those in \
+    the `region` hint if any is there, then the least loaded (fewest viewers over all its streams, \
+    then lowest egress rate, then node id). With no edge registered the URLs point at the origin \
+    holding the room's stream lease.";
+
+fn play_errors() -> Value {
+    json!({
+        "400": error_response("Invalid room name or query."),
+        "401": error_response("Missing or wrong credentials."),
+        "404": error_response("The room is not live (`room is not live`)."),
+        "503": error_response("The registry is unreachable.")
+    })
+}
+
+/// `GET /api/v1/rooms/{room}/play.<ext>`: a redirect to one of the play URLs.
+fn play_redirect(ext: &str, what: &str, field: &str) -> Value {
+    let mut responses = play_errors();
+    responses["302"] = json!({
+        "description": format!("Redirect to the {what} URL (the `{field}` field of `PlayUrls`, also in the body)."),
+        "headers": { "Location": { "description": format!("The {what} URL."), "schema": { "type": "string" } } },
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PlayUrls" } } }
+    });
+    json!({
+        "parameters": [ v1_room_param(), { "$ref": "#/components/parameters/RegionQuery" } ],
+        "get": {
+            "tags": ["rooms"],
+            "operationId": format!("playRedirect{}", ext[..1].to_uppercase() + &ext[1..]),
+            "summary": format!("Redirect a player to the room's {what} URL on the best edge"),
+            "description": PLAY_SELECTION,
+            "responses": responses
+        }
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     json!({
@@ -219,6 +254,25 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/api/v1/rooms/{room}/play": {
+                "parameters": [ v1_room_param(), { "$ref": "#/components/parameters/RegionQuery" } ],
+                "get": {
+                    "tags": ["rooms"],
+                    "operationId": "playUrls",
+                    "summary": "Play URLs for a live room on the best edge",
+                    "description": PLAY_SELECTION,
+                    "responses": {
+                        "200": { "description": "The play URLs.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PlayUrls" } } } },
+                        "400": error_response("Invalid room name or query."),
+                        "401": error_response("Missing or wrong credentials."),
+                        "404": error_response("The room is not live (`room is not live`)."),
+                        "503": error_response("The registry is unreachable.")
+                    }
+                }
+            },
+            "/api/v1/rooms/{room}/play.flv": play_redirect("flv", "HTTP-FLV", "flv"),
+            "/api/v1/rooms/{room}/play.m3u8": play_redirect("m3u8", "HLS", "hls"),
+            "/api/v1/rooms/{room}/play.rtmp": play_redirect("rtmp", "RTMP", "rtmp"),
             "/api/v1/openapi.json": {
                 "get": {
                     "tags": ["health"],
@@ -272,6 +326,11 @@ pub fn document() -> Value {
                     "description": "Room name.",
                     "schema": { "$ref": "#/components/schemas/RoomName" }
                 },
+                "RegionQuery": {
+                    "name": "region", "in": "query", "required": false,
+                    "description": "The player's region: edges heartbeating this region are preferred when there are any.",
+                    "schema": { "type": "string" }
+                },
                 "JwtQuery": {
                     "name": "jwt", "in": "query", "required": false,
                     "description": "livego-style HS256 JWT (instead of the Authorization header).",
@@ -304,6 +363,17 @@ pub fn document() -> Value {
                         "region": { "type": "string", "nullable": true },
                         "rtmp": { "type": "string", "description": "`host:port` of the origin's RTMP listener." },
                         "http": { "type": "string", "description": "`host:port` of the origin's player HTTP listener." }
+                    }
+                },
+                "PlayUrls": {
+                    "type": "object", "required": ["room", "node_id", "rtmp", "flv", "hls"],
+                    "properties": {
+                        "room": { "type": "string" },
+                        "node_id": { "type": "string", "description": "The edge (or, without edges, the origin) the URLs point at." },
+                        "region": { "type": "string", "nullable": true, "description": "That node's region (null for an origin without a heartbeat)." },
+                        "rtmp": { "type": "string", "example": "rtmp://edge1.example:1935/live/movie" },
+                        "flv": { "type": "string", "example": "http://edge1.example:8080/live/movie.flv" },
+                        "hls": { "type": "string", "example": "http://edge1.example:8080/live/movie.m3u8" }
                     }
                 },
                 "Room": {

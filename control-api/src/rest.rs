@@ -39,6 +39,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/rooms/{room}/key", post(v1_rotate_key))
         .route("/api/v1/rooms/{room}/kick", post(v1_kick))
+        .route("/api/v1/rooms/{room}/play", get(v1_play))
+        .route(
+            "/api/v1/rooms/{room}/play.flv",
+            get(|s: State<AppState>, p: Path<String>, q: PlayQueryResult| {
+                v1_play_redirect(s, p, q, PlayFormat::Flv)
+            }),
+        )
+        .route(
+            "/api/v1/rooms/{room}/play.m3u8",
+            get(|s: State<AppState>, p: Path<String>, q: PlayQueryResult| {
+                v1_play_redirect(s, p, q, PlayFormat::Hls)
+            }),
+        )
+        .route(
+            "/api/v1/rooms/{room}/play.rtmp",
+            get(|s: State<AppState>, p: Path<String>, q: PlayQueryResult| {
+                v1_play_redirect(s, p, q, PlayFormat::Rtmp)
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_auth_v1,
@@ -376,6 +395,78 @@ async fn v1_kick(
             .into_response(),
         Err(e) => v1_error(e),
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PlayQuery {
+    /// The player's region: edges there are preferred.
+    region: Option<String>,
+}
+
+type PlayQueryResult = Result<Query<PlayQuery>, axum::extract::rejection::QueryRejection>;
+
+#[derive(Debug, Clone, Copy)]
+enum PlayFormat {
+    Flv,
+    Hls,
+    Rtmp,
+}
+
+/// Play URLs depend on current load: never cached.
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn play_view(
+    state: &AppState,
+    room: &str,
+    query: PlayQueryResult,
+) -> ApiResult<crate::rooms::PlayView> {
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::BadRequest("bad query parameters".into()));
+    };
+    state.play(room, query.region.as_deref()).await
+}
+
+async fn v1_play(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    query: PlayQueryResult,
+) -> Response {
+    match play_view(&state, &room, query).await {
+        Ok(view) => no_store(Json(view).into_response()),
+        Err(e) => v1_error(e),
+    }
+}
+
+/// 302 to one of the play URLs, for players that open the control API URL directly.
+async fn v1_play_redirect(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    query: PlayQueryResult,
+    format: PlayFormat,
+) -> Response {
+    let view = match play_view(&state, &room, query).await {
+        Ok(view) => view,
+        Err(e) => return v1_error(e),
+    };
+    let url = match format {
+        PlayFormat::Flv => &view.flv,
+        PlayFormat::Hls => &view.hls,
+        PlayFormat::Rtmp => &view.rtmp,
+    };
+    let Ok(location) = HeaderValue::from_str(url) else {
+        return v1_error(ApiError::Internal(format!(
+            "node {} advertises an address that is not valid in a URL",
+            view.node_id
+        )));
+    };
+    let mut response = (StatusCode::FOUND, Json(&view)).into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    no_store(response)
 }
 
 async fn openapi() -> Response {

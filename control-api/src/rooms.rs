@@ -281,3 +281,104 @@ pub fn viewers_by_node(lease: &StreamLease, nodes: &[NodeInfo]) -> BTreeMap<Stri
 pub fn nodes_by_id(nodes: &[NodeInfo]) -> HashMap<&str, &NodeInfo> {
     nodes.iter().map(|n| (n.id.as_str(), n)).collect()
 }
+
+// --- play URLs ---
+
+/// Where a player should play a live room: URLs on the chosen edge (or, without edges,
+/// on the origin holding the room's lease).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlayView {
+    pub room: String,
+    /// The node the URLs point at.
+    pub node_id: String,
+    /// That node's region (`None` for an origin without a heartbeat).
+    pub region: Option<String>,
+    /// `rtmp://<node rtmp>/live/<room>`.
+    pub rtmp: String,
+    /// `http://<node http>/live/<room>.flv`.
+    pub flv: String,
+    /// `http://<node http>/live/<room>.m3u8`.
+    pub hls: String,
+}
+
+impl PlayView {
+    fn new(room: &str, node_id: &str, region: Option<String>, rtmp: &str, http: &str) -> Self {
+        PlayView {
+            room: room.to_owned(),
+            node_id: node_id.to_owned(),
+            region,
+            rtmp: format!("rtmp://{rtmp}/{APP}/{room}"),
+            flv: format!("http://{http}/{APP}/{room}.flv"),
+            hls: format!("http://{http}/{APP}/{room}.m3u8"),
+        }
+    }
+}
+
+impl AppState {
+    /// Play URLs for a live room on the best edge for a player in `region` (see
+    /// [`best_edge`]); with no edge registered, on the origin holding the room's lease.
+    /// `NotFound` when the room is not live.
+    pub async fn play(&self, room: &str, region: Option<&str>) -> ApiResult<PlayView> {
+        validate_room(room)?;
+        let Some(lease) = self.registry.lease(&stream_of(room)).await? else {
+            return Err(ApiError::NotFound("room is not live".into()));
+        };
+        let nodes = self.registry.nodes().await?;
+        if let Some(edge) = best_edge(&nodes, region) {
+            return Ok(PlayView::new(
+                room,
+                &edge.id,
+                Some(edge.region.clone()),
+                &edge.addrs.rtmp,
+                &edge.addrs.http,
+            ));
+        }
+        let origin_region = nodes
+            .iter()
+            .find(|n| n.id == lease.node_id)
+            .map(|n| n.region.clone());
+        Ok(PlayView::new(
+            room,
+            &lease.node_id,
+            origin_region,
+            &lease.addrs.rtmp,
+            &lease.addrs.http,
+        ))
+    }
+}
+
+/// A node's load for edge selection: viewers on all its streams, then egress bytes/s.
+fn load(node: &NodeInfo) -> (u64, u64) {
+    let viewers = node
+        .viewers
+        .values()
+        .fold(0u64, |sum, &n| sum.saturating_add(n));
+    (viewers, node.egress_bps)
+}
+
+/// The best edge among live heartbeats (the registry drops expired ones): only nodes with
+/// role `Edge` and both addresses advertised; if any is in `region` (ASCII
+/// case-insensitive), only those; then the least loaded (fewest viewers in total, then
+/// lowest egress), ties broken by node id so that the answer is deterministic.
+pub fn best_edge<'a>(nodes: &'a [NodeInfo], region: Option<&str>) -> Option<&'a NodeInfo> {
+    let edges: Vec<&NodeInfo> = nodes
+        .iter()
+        .filter(|n| {
+            n.role == registry::NodeRole::Edge
+                && !n.addrs.rtmp.is_empty()
+                && !n.addrs.http.is_empty()
+        })
+        .collect();
+    let regional: Vec<&NodeInfo> = match region.filter(|r| !r.is_empty()) {
+        Some(region) => edges
+            .iter()
+            .copied()
+            .filter(|n| n.region.eq_ignore_ascii_case(region))
+            .collect(),
+        None => Vec::new(),
+    };
+    let candidates = if regional.is_empty() { edges } else { regional };
+    candidates
+        .into_iter()
+        .min_by(|a, b| load(a).cmp(&load(b)).then_with(|| a.id.cmp(&b.id)))
+}

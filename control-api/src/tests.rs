@@ -555,6 +555,10 @@ async fn openapi_lists_every_endpoint() {
         ("/api/v1/rooms/{room}", "delete"),
         ("/api/v1/rooms/{room}/key", "post"),
         ("/api/v1/rooms/{room}/kick", "post"),
+        ("/api/v1/rooms/{room}/play", "get"),
+        ("/api/v1/rooms/{room}/play.flv", "get"),
+        ("/api/v1/rooms/{room}/play.m3u8", "get"),
+        ("/api/v1/rooms/{room}/play.rtmp", "get"),
         ("/api/v1/openapi.json", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -566,7 +570,11 @@ async fn openapi_lists_every_endpoint() {
             "{method} {path}"
         );
     }
-    assert_eq!(paths.len(), 11);
+    assert_eq!(paths.len(), 15);
+    assert!(
+        paths["/api/v1/rooms/{room}/play.flv"]["get"]["responses"]["302"]["headers"]["Location"]
+            .is_object()
+    );
     assert_eq!(
         doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
         "bearer"
@@ -593,6 +601,316 @@ async fn openapi_lists_every_endpoint() {
     }
     // Path parameters are declared.
     assert!(paths["/api/v1/rooms/{room}"]["parameters"].is_array());
+}
+
+// --- play URLs ---
+
+fn edge(id: &str, region: &str, host: &str, viewers: &[(&str, u64)], egress_bps: u64) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        role: NodeRole::Edge,
+        region: region.into(),
+        addrs: NodeAddrs {
+            rtmp: format!("{host}:1935"),
+            http: format!("{host}:8080"),
+        },
+        viewers: viewers.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        egress_bps,
+        updated_at_ms: registry::now_ms(),
+    }
+}
+
+async fn heartbeat(registry: &dyn Registry, node: NodeInfo) {
+    registry.heartbeat(&node, TTL).await.unwrap();
+}
+
+fn play_body(room: &str, node: &str, region: Option<&str>, rtmp: &str, http: &str) -> Value {
+    json!({
+        "room": room,
+        "node_id": node,
+        "region": region,
+        "rtmp": format!("rtmp://{rtmp}/live/{room}"),
+        "flv": format!("http://{http}/live/{room}.flv"),
+        "hls": format!("http://{http}/live/{room}.m3u8"),
+    })
+}
+
+#[tokio::test]
+async fn play_picks_regional_then_least_loaded_edge() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    go_live(reg, "movie").await;
+    // The origin heartbeats too (with viewers) but is never chosen while edges exist.
+    let mut origin = node("origin-1", NodeRole::Origin, "10.0.0.1:8080", &[]);
+    origin.region = "us".into();
+    origin.addrs.rtmp = "10.0.0.1:1935".into();
+    heartbeat(reg, origin).await;
+    // eu: two edges, the second less loaded over all its streams (3 < 4 + 1).
+    heartbeat(
+        reg,
+        edge(
+            "edge-eu-1",
+            "eu",
+            "10.1.0.1",
+            &[("live/movie", 4), ("live/other", 1)],
+            10,
+        ),
+    )
+    .await;
+    heartbeat(
+        reg,
+        edge("edge-eu-2", "eu", "10.1.0.2", &[("live/other", 3)], 900_000),
+    )
+    .await;
+    // us: one edge, the least loaded of all.
+    heartbeat(
+        reg,
+        edge("edge-us-1", "us", "10.2.0.1", &[("live/movie", 1)], 50),
+    )
+    .await;
+    // A control API node is never a play target.
+    heartbeat(
+        reg,
+        node("api-1", NodeRole::ControlApi, "10.9.0.1:8090", &[]),
+    )
+    .await;
+
+    // A region hint picks the least-loaded edge in that region...
+    let (status, body) = api.get("/api/v1/rooms/movie/play?region=eu").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        play_body(
+            "movie",
+            "edge-eu-2",
+            Some("eu"),
+            "10.1.0.2:1935",
+            "10.1.0.2:8080"
+        )
+    );
+    let (_, body) = api.get("/api/v1/rooms/movie/play?region=us").await;
+    assert_eq!(body["node_id"], "edge-us-1");
+    // ...without a hint, or with one no edge is in, the least loaded overall.
+    for uri in [
+        "/api/v1/rooms/movie/play",
+        "/api/v1/rooms/movie/play?region=",
+        "/api/v1/rooms/movie/play?region=ap",
+    ] {
+        let (status, body) = api.get(uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(
+            body,
+            play_body(
+                "movie",
+                "edge-us-1",
+                Some("us"),
+                "10.2.0.1:1935",
+                "10.2.0.1:8080"
+            ),
+            "{uri}"
+        );
+    }
+
+    // Equal viewers: lower egress wins; equal viewers and egress: lowest node id, every time.
+    heartbeat(
+        reg,
+        edge("edge-us-1", "us", "10.2.0.1", &[("live/movie", 3)], 50),
+    )
+    .await;
+    heartbeat(
+        reg,
+        edge("edge-eu-1", "eu", "10.1.0.1", &[("live/movie", 3)], 40),
+    )
+    .await;
+    assert_eq!(
+        api.get("/api/v1/rooms/movie/play").await.1["node_id"],
+        "edge-eu-1"
+    );
+    heartbeat(
+        reg,
+        edge("edge-eu-1", "eu", "10.1.0.1", &[("live/movie", 3)], 50),
+    )
+    .await;
+    heartbeat(
+        reg,
+        edge("edge-eu-2", "eu", "10.1.0.2", &[("live/movie", 3)], 50),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            api.get("/api/v1/rooms/movie/play").await.1["node_id"],
+            "edge-eu-1"
+        );
+        assert_eq!(
+            api.get("/api/v1/rooms/movie/play?region=us").await.1["node_id"],
+            "edge-us-1"
+        );
+    }
+    // The selection itself, heartbeat order aside.
+    let mut nodes = api.registry.nodes().await.unwrap();
+    nodes.reverse();
+    assert_eq!(
+        crate::rooms::best_edge(&nodes, None).unwrap().id,
+        "edge-eu-1"
+    );
+    assert_eq!(
+        crate::rooms::best_edge(&nodes, Some("US")).unwrap().id,
+        "edge-us-1"
+    );
+
+    // Once an edge's heartbeat is gone it is no longer chosen.
+    api.registry.remove_node("edge-eu-1").await.unwrap();
+    assert_eq!(
+        api.get("/api/v1/rooms/movie/play?region=eu").await.1["node_id"],
+        "edge-eu-2"
+    );
+}
+
+#[tokio::test]
+async fn play_falls_back_to_the_origin_without_edges() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    go_live(reg, "movie").await;
+    // No heartbeat from the origin at all: the lease's addresses, region unknown.
+    let (status, body) = api.get("/api/v1/rooms/movie/play?region=eu").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        play_body("movie", "origin-1", None, "10.0.0.1:1935", "10.0.0.1:8080")
+    );
+    // With its heartbeat, its region; other origins are not play targets.
+    let mut origin = node("origin-1", NodeRole::Origin, "10.0.0.1:8080", &[]);
+    origin.region = "us".into();
+    heartbeat(reg, origin).await;
+    heartbeat(
+        reg,
+        node("origin-0", NodeRole::Origin, "10.0.0.9:8080", &[]),
+    )
+    .await;
+    let (status, body) = api.get("/api/v1/rooms/movie/play?region=eu").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        play_body(
+            "movie",
+            "origin-1",
+            Some("us"),
+            "10.0.0.1:1935",
+            "10.0.0.1:8080"
+        )
+    );
+    let (status, headers, _) = api
+        .call_raw(Method::GET, "/api/v1/rooms/movie/play.flv", None)
+        .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        headers[header::LOCATION],
+        "http://10.0.0.1:8080/live/movie.flv"
+    );
+}
+
+#[tokio::test]
+async fn play_errors() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    heartbeat(reg, edge("edge-1", "eu", "10.1.0.1", &[], 0)).await;
+    // A room with a key but no publisher is not live.
+    api.registry.get_or_create_key("quiet").await.unwrap();
+    for room in ["quiet", "nobody"] {
+        for suffix in ["play", "play.flv", "play.m3u8", "play.rtmp"] {
+            let uri = format!("/api/v1/rooms/{room}/{suffix}");
+            let (status, headers, body) = api.call_raw(Method::GET, &uri, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert!(headers.get(header::LOCATION).is_none());
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body, json!({"error": "room is not live"}), "{uri}");
+        }
+    }
+    for uri in [
+        "/api/v1/rooms/sk_abc/play",
+        "/api/v1/rooms/.hidden/play.flv",
+        "/api/v1/rooms/a%20b/play.m3u8",
+    ] {
+        let (status, body) = api.get(uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid room name"),
+            "{uri}"
+        );
+    }
+    // Unknown formats are unknown endpoints.
+    go_live(reg, "movie").await;
+    assert_eq!(
+        api.get("/api/v1/rooms/movie/play.mp4").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/play", None)
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test]
+async fn play_redirects() {
+    let api = api(ApiConfig {
+        admin_token: Some("tok".into()),
+        ..config()
+    })
+    .await;
+    let reg = api.registry.as_ref();
+    go_live(reg, "movie").await;
+    heartbeat(
+        reg,
+        edge("edge-eu", "eu", "10.1.0.1", &[("live/movie", 9)], 0),
+    )
+    .await;
+    heartbeat(reg, edge("edge-us", "us", "10.2.0.1", &[], 0)).await;
+    for (suffix, location) in [
+        ("play.flv", "http://10.1.0.1:8080/live/movie.flv"),
+        ("play.m3u8", "http://10.1.0.1:8080/live/movie.m3u8"),
+        ("play.rtmp", "rtmp://10.1.0.1:1935/live/movie"),
+    ] {
+        let uri = format!("/api/v1/rooms/movie/{suffix}?region=eu");
+        // Auth as for every /api/v1 endpoint.
+        let (status, headers, _) = api.call_raw(Method::GET, &uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(headers.get(header::LOCATION).is_none());
+        assert_eq!(
+            api.call_raw(Method::GET, &uri, Some("nope")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let (status, headers, body) = api.call_raw(Method::GET, &uri, Some("tok")).await;
+        assert_eq!(status, StatusCode::FOUND, "{uri}");
+        assert_eq!(headers[header::LOCATION], location, "{uri}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["node_id"], "edge-eu");
+    }
+    // Without the hint: the least-loaded edge.
+    let (status, headers, _) = api
+        .call_raw(Method::GET, "/api/v1/rooms/movie/play.m3u8", Some("tok"))
+        .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        headers[header::LOCATION],
+        "http://10.2.0.1:8080/live/movie.m3u8"
+    );
+    // The JSON form needs the token too.
+    assert_eq!(
+        api.get("/api/v1/rooms/movie/play").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = api
+        .call(Method::GET, "/api/v1/rooms/movie/play", Some("tok"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["node_id"], "edge-us");
 }
 
 // --- health ---
@@ -691,6 +1009,9 @@ async fn health_and_unavailable_registry() {
         (Method::POST, "/api/v1/rooms/a/key"),
         (Method::POST, "/api/v1/rooms/a/kick"),
         (Method::DELETE, "/api/v1/rooms/a"),
+        (Method::GET, "/api/v1/rooms/a/play"),
+        (Method::GET, "/api/v1/rooms/a/play.flv"),
+        (Method::GET, "/api/v1/rooms/a/play.m3u8?region=eu"),
     ] {
         assert_eq!(
             api.call(method, uri, None).await,
@@ -702,7 +1023,7 @@ async fn health_and_unavailable_registry() {
 
 // --- access control ---
 
-const GUARDED: [(&str, &str); 9] = [
+const GUARDED: [(&str, &str); 13] = [
     ("GET", "/control/get?room=a"),
     ("GET", "/control/reset?room=a"),
     ("GET", "/control/delete?room=a"),
@@ -712,6 +1033,10 @@ const GUARDED: [(&str, &str); 9] = [
     ("POST", "/api/v1/rooms/a/key"),
     ("POST", "/api/v1/rooms/a/kick"),
     ("DELETE", "/api/v1/rooms/a"),
+    ("GET", "/api/v1/rooms/a/play"),
+    ("GET", "/api/v1/rooms/a/play?region=eu"),
+    ("GET", "/api/v1/rooms/a/play.flv"),
+    ("GET", "/api/v1/rooms/a/play.m3u8"),
 ];
 
 #[tokio::test]
