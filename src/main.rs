@@ -76,6 +76,11 @@ struct MediaArgs {
     /// HLS: segments listed in a live playlist.
     #[arg(long, env = "FERROLIVE_HLS_WINDOW", default_value_t = 6)]
     hls_window: usize,
+    /// Seconds a graceful shutdown (SIGTERM or Ctrl-C) may take: stop accepting, end the
+    /// streams for their players, release the stream leases and the node heartbeat. The
+    /// process exits after it even if the registry does not answer.
+    #[arg(long, env = "FERROLIVE_SHUTDOWN_GRACE", default_value_t = 5.0)]
+    shutdown_grace: f64,
 }
 
 /// Who may use the control API.
@@ -192,7 +197,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match command {
             Command::Standalone(args) => standalone(args).await,
             Command::Origin(args) => origin(args).await,
@@ -200,7 +205,11 @@ fn main() -> anyhow::Result<()> {
             Command::ControlApi(args) => control_api_only(args).await,
             Command::Bench(_) => unreachable!("bench returned before the runtime was built"),
         }
-    })
+    });
+    // The node finished its graceful shutdown (bounded by its grace): do not wait for
+    // whatever is left (blocking look-ups, connections past the grace).
+    runtime.shutdown_background();
+    result
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -227,9 +236,15 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     announce_auth(&args.media);
     let api = api_config(args.api_addr, &args.auth);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
+    let node = node::run(config, Some(control), shutdown_signal());
+    tokio::pin!(node);
     tokio::select! {
-        result = node::run(config, Some(control), shutdown_signal()) => result.context("node failed")?,
-        result = api_task => result.context("control API task")?.context("control API failed")?,
+        result = &mut node => result.context("node failed")?,
+        result = api_task => {
+            result.context("control API task")?.context("control API failed")?;
+            // The API stopped on the signal: let the node finish its own graceful shutdown.
+            node.await.context("node failed")?;
+        }
     }
     Ok(())
 }
@@ -320,6 +335,7 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
             ..HlsConfig::default()
         },
         edge: None,
+        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
     })
 }
 

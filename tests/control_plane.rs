@@ -180,3 +180,57 @@ fn redis_outage_keeps_live_streams_and_answers_503() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn sigterm_ends_streams_and_releases_leases_within_the_grace() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let api = Server::spawn("control-api", &["--redis-url", &url]);
+    let mut origin = Server::spawn(
+        "origin",
+        &[
+            "--redis-url", &url, "--advertise-host", "127.0.0.1", "--allow-loopback-advertise",
+            "--node-id", "o-term", "--shutdown-grace", "5",
+        ],
+    );
+    let key = get_key(&api, "farewell");
+    let (ok, _publisher) = publish_accepted(&origin.rtmp_url(&key), ACCEPT_WINDOW);
+    assert!(ok, "origin refused a valid key");
+    origin.wait_live("farewell");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !api.api("GET", "/api/v1/rooms", None).1.contains("\"farewell\"") {
+        assert!(Instant::now() < deadline, "room never listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut viewer = FlvViewer::connect(origin.http, "farewell");
+    assert!(viewer.next_tag().is_some(), "viewer got no media");
+
+    // SIGTERM: the process exits within its grace...
+    let signalled = Instant::now();
+    assert!(origin.terminate(), "origin did not exit after SIGTERM");
+    let exited = Instant::now();
+    let took = exited - signalled;
+    println!("origin exited {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+
+    // ...with its lease released, not left to the 6 s TTL...
+    while api.api("GET", "/api/v1/rooms", None).1.contains("\"farewell\"") {
+        assert!(exited.elapsed() < Duration::from_secs(1), "lease outlived the graceful shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and its heartbeat removed.
+    let node = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "EXISTS", "ferrolive:node:o-term"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&node.stdout).trim(), "0", "node heartbeat left behind");
+
+    // The HTTP-FLV viewer was told the stream ended (chunked terminator), not left hanging.
+    viewer.set_timeout(Duration::from_secs(3));
+    let mut tags = 0;
+    while viewer.next_tag().is_some() {
+        tags += 1;
+        assert!(tags < 10_000, "stream never ended");
+    }
+    assert!(viewer.ended(), "viewer saw no end of stream (after {tags} more tags)");
+}

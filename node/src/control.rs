@@ -14,7 +14,7 @@ use registry::{
     StreamLease,
 };
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Node;
 
@@ -111,7 +111,7 @@ impl Drop for Registration {
 /// Claim the lease of `stream` for a publisher that the local hub accepted. Another
 /// node's live lease refuses the publish; an unreachable registry does not (the lease is
 /// retried in the background).
-pub async fn register(control: &ControlConfig, publisher: &Publisher) -> Result<Registration, Refusal> {
+pub async fn register(node: &Arc<Node>, control: &ControlConfig, publisher: &Publisher) -> Result<Registration, Refusal> {
     let stream = publisher.name().to_owned();
     let lease = StreamLease {
         stream: stream.clone(),
@@ -138,10 +138,42 @@ pub async fn register(control: &ControlConfig, publisher: &Publisher) -> Result<
     let (stop, stopped) = watch::channel(false);
     let eviction = Eviction::default();
     let stats_source = publisher.stats_handle();
-    tokio::spawn(keep_lease(control.clone(), lease, acquired, stats_source, stopped, eviction.clone()));
+    // Listed before the keeper starts, so that a shutdown from now on waits for its release.
+    let held = HeldLease::new(node.clone(), &lease);
+    tokio::spawn(keep_lease(control.clone(), lease, acquired, stats_source, stopped, eviction.clone(), held));
     Ok(Registration { stop, eviction })
 }
 
+/// A lease listed in [`Node::leases`] while its keeper runs; unlisted when dropped.
+struct HeldLease {
+    node: Arc<Node>,
+    session: String,
+}
+
+impl HeldLease {
+    fn new(node: Arc<Node>, lease: &StreamLease) -> Self {
+        node.leases.send_modify(|held| {
+            held.insert(lease.session.clone(), lease.stream.clone());
+        });
+        HeldLease { node, session: lease.session.clone() }
+    }
+
+    /// Resolves when the node starts shutting down.
+    fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.node.shutting_down()
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.node.leases.send_modify(|held| {
+            held.remove(&self.session);
+        });
+    }
+}
+
+/// Refresh the lease until the registration is released or dropped, the node shuts down,
+/// or the lease is lost; then release it (compare-and-delete by session).
 async fn keep_lease(
     control: ControlConfig,
     mut lease: StreamLease,
@@ -149,13 +181,17 @@ async fn keep_lease(
     stats: media::hub::StatsHandle,
     mut stopped: watch::Receiver<bool>,
     eviction: Eviction,
+    held: HeldLease,
 ) {
     let mut last_bytes = 0u64;
     let mut last_at = tokio::time::Instant::now();
+    let shutdown = held.shutting_down();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEASE_REFRESH) => {}
             _ = stopped.changed() => break,
+            _ = &mut shutdown => break,
         }
         let s = stats.get();
         let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
@@ -167,20 +203,35 @@ async fn keep_lease(
         lease.width = s.width;
         lease.height = s.height;
         lease.viewers = s.viewers as u64;
-        let mut outcome = if acquired {
-            control.registry.refresh_lease(&lease, LEASE_TTL).await
-        } else {
-            Ok(RefreshOutcome::Lost)
+        // A shutdown or a release interrupts a refresh, so that the lease is not claimed
+        // again after the release was decided.
+        let held_before = acquired;
+        let refresh = async {
+            let mut outcome = if held_before {
+                control.registry.refresh_lease(&lease, LEASE_TTL).await
+            } else {
+                Ok(RefreshOutcome::Lost)
+            };
+            let mut reacquired = held_before;
+            if matches!(outcome, Ok(RefreshOutcome::Lost)) {
+                // Expired (a registry that restarted empty, a long outage) or never taken:
+                // claim it again unless another session has it now.
+                reacquired = false;
+                outcome = control.registry.acquire_lease(&lease, LEASE_TTL).await.map(|o| match o {
+                    LeaseOutcome::Acquired => RefreshOutcome::Refreshed,
+                    LeaseOutcome::HeldBy(_) => RefreshOutcome::Lost,
+                });
+            }
+            (outcome, reacquired)
         };
-        if matches!(outcome, Ok(RefreshOutcome::Lost)) {
-            // Expired (a registry that restarted empty, a long outage) or never taken: claim
-            // it again unless another session has it now.
-            acquired = false;
-            outcome = control.registry.acquire_lease(&lease, LEASE_TTL).await.map(|o| match o {
-                LeaseOutcome::Acquired => RefreshOutcome::Refreshed,
-                LeaseOutcome::HeldBy(_) => RefreshOutcome::Lost,
-            });
-        }
+        let outcome = tokio::select! {
+            (outcome, reacquired) = refresh => {
+                acquired = reacquired;
+                outcome
+            }
+            _ = stopped.changed() => break,
+            _ = &mut shutdown => break,
+        };
         match outcome {
             Ok(RefreshOutcome::Refreshed) => {
                 if !acquired {
@@ -204,7 +255,10 @@ async fn keep_lease(
     }
     if let Err(e) = control.registry.release_lease(&lease.stream, &lease.session).await {
         warn!(stream = %lease.stream, error = %e, "could not release the lease; it expires by itself");
+    } else {
+        debug!(stream = %lease.stream, "lease released");
     }
+    drop(held);
 }
 
 /// Heartbeat this node (role, addresses, viewers per stream, egress rate) until shutdown.

@@ -151,6 +151,8 @@ enum Upstream {
     Ended,
     /// Nobody watched; the pull was retired.
     Idle,
+    /// The node shuts down; the pull was retired.
+    Closed,
     Lost(PullError),
 }
 
@@ -162,6 +164,8 @@ pub struct Edge {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     pulls: Mutex<HashMap<String, Arc<Pull>>>,
+    /// Raised when the node shuts down: every pull ends its local stream and stops.
+    closing: watch::Sender<bool>,
 }
 
 impl Edge {
@@ -178,11 +182,21 @@ impl Edge {
             hub,
             metrics,
             pulls: Mutex::default(),
+            closing: watch::channel(false).0,
         }))
     }
 
     fn pulls(&self) -> MutexGuard<'_, HashMap<String, Arc<Pull>>> {
         self.pulls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shut down: every pull ends its local stream (its viewers get the end) and stops.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     /// Streams being pulled right now (starting, live or re-pulling).
@@ -243,7 +257,8 @@ impl Edge {
                 Ok(response) => break response,
                 Err(e) => {
                     debug!(stream = %key, error = %e, "upstream not available yet");
-                    let gave_up = self.retire(&key, &pull, &mut local, || Instant::now() < pull.start_until());
+                    let closing = self.is_closing();
+                    let gave_up = self.retire(&key, &pull, &mut local, || !closing && Instant::now() < pull.start_until());
                     if gave_up {
                         debug!(stream = %key, "pull abandoned: not live");
                         return;
@@ -254,6 +269,10 @@ impl Edge {
         };
         info!(stream = %key, "pulling from origin");
         loop {
+            if self.is_closing() {
+                self.retire(&key, &pull, &mut local, || false);
+                return;
+            }
             match self.stream(&key, &pull, response, &mut local, started).await {
                 Upstream::Ended => {
                     info!(stream = %key, "origin ended the stream");
@@ -262,6 +281,10 @@ impl Edge {
                 }
                 Upstream::Idle => {
                     info!(stream = %key, "no viewers; pull stopped");
+                    return;
+                }
+                Upstream::Closed => {
+                    info!(stream = %key, "shutting down; pulled stream ended");
                     return;
                 }
                 Upstream::Lost(e) => warn!(stream = %key, error = %e, "upstream lost; holding viewers and re-pulling"),
@@ -285,6 +308,10 @@ impl Edge {
         let lost_at = Instant::now();
         let mut backoff = BACKOFF_FIRST;
         loop {
+            if self.is_closing() {
+                self.retire(key, pull, local, || false);
+                return None;
+            }
             if local.idle(self.config.idle_grace) && self.retire_idle(key, pull, local) {
                 info!(stream = %key, "no viewers; pull stopped while re-pulling");
                 return None;
@@ -340,9 +367,14 @@ impl Edge {
         let mut ready = *pull.phase.borrow() == Phase::Live;
         let mut pending: Vec<(MediaKind, u32, Bytes)> = Vec::new();
         let mut pending_bytes = 0usize;
+        let mut closing = self.closing.subscribe();
         loop {
             let chunk = tokio::select! {
                 chunk = response.chunk() => chunk,
+                _ = closing.wait_for(|c| *c) => {
+                    self.retire(key, pull, local, || false);
+                    return Upstream::Closed;
+                }
                 _ = check.tick() => {
                     if last_data.elapsed() >= UPSTREAM_STALL {
                         return Upstream::Lost(PullError::Stalled(UPSTREAM_STALL));

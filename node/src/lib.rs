@@ -10,15 +10,19 @@ pub mod http;
 pub mod metrics;
 pub mod rtmp;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use media::hls::HlsConfig;
 use media::hub::{Hub, HubConfig, Subscriber};
 use tokio::net::TcpListener;
-use tracing::info;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::control::ControlConfig;
 use crate::edge::{Edge, EdgeConfig};
@@ -39,6 +43,9 @@ pub struct NodeConfig {
     pub hls: HlsConfig,
     /// Run as an edge: pull streams from their origins on a miss (needs a registry).
     pub edge: Option<EdgeConfig>,
+    /// How long a graceful shutdown may take at most (stop accepting, end streams, release
+    /// leases, remove the heartbeat); after it [`run`] returns anyway.
+    pub shutdown_grace: Duration,
 }
 
 /// State shared by every connection of a node.
@@ -51,6 +58,10 @@ pub struct Node {
     pub control: Option<ControlConfig>,
     /// Pull on miss, on an edge.
     pub edge: Option<Arc<Edge>>,
+    /// Raised once when the node starts shutting down; connections and lease keepers watch it.
+    shutdown: watch::Sender<bool>,
+    /// The stream leases this node holds (session -> stream), kept by [`control::register`].
+    pub(crate) leases: watch::Sender<HashMap<String, String>>,
 }
 
 impl Node {
@@ -60,6 +71,19 @@ impl Node {
         match &self.edge {
             Some(edge) => edge.subscribe(key).await,
             None => self.hub.subscribe(key),
+        }
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once the node starts shutting down (at once if it already did).
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
         }
     }
 
@@ -120,21 +144,88 @@ pub async fn run(
         config,
         control,
         edge,
+        shutdown: watch::channel(false).0,
+        leases: watch::channel(HashMap::new()).0,
     });
     let heartbeat = node.control.clone().map(|c| tokio::spawn(control::heartbeat(node.clone(), c)));
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));
     let http_task = tokio::spawn(http::serve(http, node.clone()));
     shutdown.await;
-    info!("shutting down");
-    rtmp_task.abort();
-    http_task.abort();
+    graceful_shutdown(&node, [rtmp_task, http_task], heartbeat).await;
+    Ok(())
+}
+
+/// Time kept at the end of the grace for viewers to receive the end of their streams.
+const DRAIN_RESERVE: Duration = Duration::from_millis(500);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+/// Stop accepting, end every stream (publishers are finished, so players get their end:
+/// UnpublishNotify, the chunked terminator, ENDLIST), release the stream leases, remove the
+/// node heartbeat and let viewers drain: all within [`NodeConfig::shutdown_grace`], even
+/// with the registry unreachable (every step is bounded; past the grace we give up).
+async fn graceful_shutdown(
+    node: &Arc<Node>,
+    listeners: [tokio::task::JoinHandle<()>; 2],
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+) {
+    let started = Instant::now();
+    let grace = node.config.shutdown_grace;
+    let deadline = started + grace;
+    info!(?grace, "shutting down");
+    // Stop accepting: the accept loops own the listeners, which close as the tasks end.
+    for task in listeners {
+        task.abort();
+        let _ = tokio::time::timeout_at(deadline, task).await;
+    }
     if let Some(task) = heartbeat {
         task.abort();
     }
-    if let Some(control) = &node.control {
-        let _ = control.registry.remove_node(&control.node_id).await;
+    // Publisher connections finish their streams and drop their leases; lease keepers
+    // release; edge pulls finish their local streams.
+    node.shutdown.send_replace(true);
+    if let Some(edge) = &node.edge {
+        edge.close();
     }
-    Ok(())
+    let control_deadline = deadline.checked_sub(DRAIN_RESERVE.min(grace / 4)).unwrap_or(deadline).max(started);
+    let end_streams = async {
+        // Streams whose publisher vanished (held for a reconnect that will not come here)
+        // end now; live publishers end themselves on the shutdown signal.
+        loop {
+            for stream in node.hub.list() {
+                if !stream.has_publisher {
+                    node.hub.end_if_orphaned(&stream.name, stream.generation);
+                }
+            }
+            if node.hub.list().is_empty() {
+                break;
+            }
+            tokio::time::sleep(SHUTDOWN_POLL).await;
+        }
+    };
+    let release_leases = async {
+        let mut leases = node.leases.subscribe();
+        let _ = leases.wait_for(|held| held.is_empty()).await;
+    };
+    let remove_node = async {
+        if let Some(control) = &node.control {
+            if let Err(e) = control.registry.remove_node(&control.node_id).await {
+                warn!(error = %e, "could not remove the node heartbeat; it expires by itself");
+            }
+        }
+    };
+    let steps = async { tokio::join!(end_streams, release_leases, remove_node) };
+    if tokio::time::timeout_at(control_deadline, steps).await.is_err() {
+        let held: Vec<String> = node.leases.borrow().values().cloned().collect();
+        let live: Vec<String> = node.hub.list().into_iter().map(|s| s.name).collect();
+        warn!(?held, ?live, "shutdown steps did not finish in time; leases left expire by themselves");
+    }
+    // Let viewers receive the end of their streams (bounded by the grace).
+    while node.metrics.viewers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(SHUTDOWN_POLL).await;
+    }
+    // The last writes of the connections that just ended.
+    tokio::time::sleep_until((Instant::now() + SHUTDOWN_POLL * 5).min(deadline)).await;
+    info!(after = ?started.elapsed(), "shut down");
 }
 
 #[cfg(test)]

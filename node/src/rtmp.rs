@@ -142,13 +142,24 @@ impl Connection {
                         continue;
                     }
                 }
-            } else if let Role::Publishing { registration: Some(registration), .. } = &self.role {
-                let eviction = registration.eviction.clone();
+            } else if let Role::Publishing { registration, .. } = &self.role {
+                let eviction = registration.as_ref().map(|r| r.eviction.clone());
+                let evicted = async {
+                    match eviction {
+                        Some(eviction) => eviction.wait().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     read = tokio::time::timeout(PUBLISH_IDLE_TIMEOUT, self.socket.read_buf(&mut self.input)) => {
                         read.map_err(|_| ConnError::Timeout(PUBLISH_IDLE_TIMEOUT))??
                     }
-                    _ = eviction.wait() => return Err(ConnError::Evicted),
+                    _ = evicted => return Err(ConnError::Evicted),
+                    _ = self.node.shutting_down() => {
+                        // The node stops: end the stream for its viewers and give the lease back.
+                        self.end_publish("node shutting down");
+                        return Ok(());
+                    }
                 }
             } else {
                 let read = self.socket.read_buf(&mut self.input);
@@ -214,13 +225,7 @@ impl Connection {
                 }
             }
             SessionEvent::Unpublish => {
-                if let Role::Publishing { publisher, registration } = std::mem::replace(&mut self.role, Role::Negotiating) {
-                    info!(stream = %publisher.name(), peer = %self.peer, "publish end");
-                    publisher.finish(&self.node.hub);
-                    if let Some(registration) = registration {
-                        registration.release();
-                    }
-                }
+                self.end_publish("publish end");
             }
             SessionEvent::StopPlay => {
                 if matches!(self.role, Role::Playing { .. }) {
@@ -249,6 +254,10 @@ impl Connection {
             self.refuse_publish("NetStream.Publish.BadName", "This is an edge: publish to an origin");
             return Ok(());
         }
+        if self.node.is_shutting_down() {
+            self.refuse_publish("NetStream.Publish.Failed", "Server shutting down");
+            return Ok(());
+        }
         let room = match &self.node.control {
             Some(control) => control::admit(control, name).await,
             None => Ok(name.to_owned()),
@@ -273,7 +282,7 @@ impl Connection {
             }
         };
         let registration = match &self.node.control {
-            Some(control) => match control::register(control, &publisher).await {
+            Some(control) => match control::register(&self.node, control, &publisher).await {
                 Ok(registration) => Some(registration),
                 Err(refusal) => {
                     publisher.finish(&self.node.hub);
@@ -288,6 +297,17 @@ impl Connection {
         self.session.accept_publish();
         self.role = Role::Publishing { publisher, registration };
         Ok(())
+    }
+
+    /// The stream ends cleanly: its viewers are closed and its lease released.
+    fn end_publish(&mut self, why: &str) {
+        if let Role::Publishing { publisher, registration } = std::mem::replace(&mut self.role, Role::Negotiating) {
+            info!(stream = %publisher.name(), peer = %self.peer, "{why}");
+            publisher.finish(&self.node.hub);
+            if let Some(registration) = registration {
+                registration.release();
+            }
+        }
     }
 
     fn refuse_publish(&mut self, code: &str, description: &str) {
@@ -315,11 +335,16 @@ impl Connection {
             let name = name.clone();
             self.session.end_play(&name);
             bufs.push_back(self.session.take_output().freeze());
-            self.role = Role::Closing;
-        }
-        let Role::Playing { sub, slow, .. } = &mut self.role else {
+            // Still counted as a viewer until the end is written (a shutdown waits for it).
+            let _viewer = match std::mem::replace(&mut self.role, Role::Closing) {
+                Role::Playing { _viewer, .. } => Some(_viewer),
+                _ => None,
+            };
             // The stream ended: what is queued is all there is.
             egress::write_units(&mut self.socket, &mut bufs, |_| false, &self.node.metrics).await?;
+            return Ok(());
+        }
+        let Role::Playing { sub, slow, .. } = &mut self.role else {
             return Ok(());
         };
         let dropped = egress::write_units(&mut self.socket, &mut bufs, |pending| sub.is_behind(pending), &self.node.metrics).await?;
