@@ -17,7 +17,11 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "ferrolive", version, about = "Live-streaming origin/edge server: RTMP in; RTMP, HTTP-FLV and HLS out")]
+#[command(
+    name = "ferrolive",
+    version,
+    about = "Live-streaming origin/edge server: RTMP in; RTMP, HTTP-FLV and HLS out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -120,7 +124,11 @@ struct StandaloneArgs {
 #[derive(Args, Clone)]
 struct ClusterArgs {
     /// The cluster's Redis.
-    #[arg(long, env = "FERROLIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "FERROLIVE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis_url: String,
     #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
     redis_prefix: String,
@@ -171,7 +179,11 @@ struct ControlApiArgs {
     /// Control API listen address (REST and gRPC).
     #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
     api_addr: SocketAddr,
-    #[arg(long, env = "FERROLIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "FERROLIVE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis_url: String,
     #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
     redis_prefix: String,
@@ -251,14 +263,24 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 
 async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     let config = node_config(&args.media)?;
-    let control = cluster_control(&args.cluster, &config, NodeRole::Origin, !args.media.rtmp_noauth).await?;
+    let control = cluster_control(
+        &args.cluster,
+        &config,
+        NodeRole::Origin,
+        !args.media.rtmp_noauth,
+    )
+    .await?;
     info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "origin advertises");
     announce_auth(&args.media);
-    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+    node::run(config, Some(control), shutdown_signal())
+        .await
+        .context("node failed")
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let seconds = |name: &str, v: f64| Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"));
+    let seconds = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
+    };
     let mut config = node_config(&args.media)?;
     config.edge = Some(EdgeConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
@@ -267,7 +289,9 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     });
     let control = cluster_control(&args.cluster, &config, NodeRole::Edge, true).await?;
     info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "edge advertises");
-    node::run(config, Some(control), shutdown_signal()).await.context("node failed")
+    node::run(config, Some(control), shutdown_signal())
+        .await
+        .context("node failed")
 }
 
 /// How a cluster node registers: Redis, its id, and the addresses it advertises.
@@ -277,7 +301,8 @@ async fn cluster_control(
     role: NodeRole,
     require_key: bool,
 ) -> anyhow::Result<ControlConfig> {
-    let registry: Arc<dyn Registry> = Arc::new(RedisRegistry::connect(&cluster.redis_url, &cluster.redis_prefix).await?);
+    let registry: Arc<dyn Registry> =
+        Arc::new(RedisRegistry::connect(&cluster.redis_url, &cluster.redis_prefix).await?);
     let host = advertised_host(cluster)?;
     Ok(ControlConfig {
         registry,
@@ -293,10 +318,15 @@ async fn cluster_control(
 }
 
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
-    let registry: Arc<dyn Registry> = Arc::new(RedisRegistry::connect(&args.redis_url, &args.redis_prefix).await?);
-    control_api::run(api_config(args.api_addr, &args.auth), registry, shutdown_signal())
-        .await
-        .context("control API failed")
+    let registry: Arc<dyn Registry> =
+        Arc::new(RedisRegistry::connect(&args.redis_url, &args.redis_prefix).await?);
+    control_api::run(
+        api_config(args.api_addr, &args.auth),
+        registry,
+        shutdown_signal(),
+    )
+    .await
+    .context("control API failed")
 }
 
 fn api_config(addr: SocketAddr, auth: &ApiAuthArgs) -> control_api::ApiConfig {
@@ -305,7 +335,6 @@ fn api_config(addr: SocketAddr, auth: &ApiAuthArgs) -> control_api::ApiConfig {
         admin_token: auth.admin_token.clone(),
         jwt_secret: auth.jwt_secret.clone(),
         key_rate_per_minute: auth.key_rate_per_minute,
-        ..control_api::ApiConfig::default()
     }
 }
 
@@ -318,7 +347,9 @@ fn announce_auth(media: &MediaArgs) {
 }
 
 fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
-    let seconds = |name: &str, v: f64| Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"));
+    let seconds = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
+    };
     Ok(NodeConfig {
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
@@ -356,7 +387,9 @@ fn advertised_host(cluster: &ClusterArgs) -> anyhow::Result<String> {
         bail!("--advertise-host is required: the host other nodes reach this one at");
     };
     let local = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
     if local && !cluster.allow_loopback_advertise {
         bail!("--advertise-host {host} is not reachable from other machines; pass --allow-loopback-advertise for a one-host cluster");
     }
@@ -368,10 +401,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -18,7 +18,12 @@ fn grpc_list_rooms(addr: std::net::SocketAddr) -> Vec<proto::v1::RoomInfo> {
             .await
             .expect("gRPC connect");
         let mut client = proto::v1::control_client::ControlClient::new(channel);
-        client.list_rooms(proto::v1::ListRoomsRequest {}).await.expect("ListRooms").into_inner().rooms
+        client
+            .list_rooms(proto::v1::ListRoomsRequest {})
+            .await
+            .expect("ListRooms")
+            .into_inner()
+            .rooms
     })
 }
 
@@ -34,11 +39,21 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     let data_arg = data.to_str().unwrap().to_owned();
     let mut server = Server::spawn("standalone", &["--data-dir", &data_arg]);
     let key = get_key(&server, "movie");
-    assert_eq!(get_key(&server, "movie"), key, "get must return the existing key");
+    assert_eq!(
+        get_key(&server, "movie"),
+        key,
+        "get must return the existing key"
+    );
 
     // The room name is not a key, and a made-up key is refused.
-    assert!(!publish_accepted(&server.rtmp_url("movie"), ACCEPT_WINDOW).0, "room name accepted as a key");
-    assert!(!publish_accepted(&server.rtmp_url("sk_madeup"), ACCEPT_WINDOW).0, "unknown key accepted");
+    assert!(
+        !publish_accepted(&server.rtmp_url("movie"), ACCEPT_WINDOW).0,
+        "room name accepted as a key"
+    );
+    assert!(
+        !publish_accepted(&server.rtmp_url("sk_madeup"), ACCEPT_WINDOW).0,
+        "unknown key accepted"
+    );
 
     // The key publishes; viewers watch the room.
     let (ok, publisher) = publish_accepted(&server.rtmp_url(&key), ACCEPT_WINDOW);
@@ -56,12 +71,21 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
             assert!(!rooms.contains(&key), "keys must not be listed with rooms");
             break;
         }
-        assert!(Instant::now() < deadline, "room not listed: {stat} / {rooms}");
+        assert!(
+            Instant::now() < deadline,
+            "room not listed: {stat} / {rooms}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let rooms = grpc_list_rooms(server.api);
-    let movie = rooms.iter().find(|r| r.room == "movie").expect("movie in the gRPC list");
-    assert!(movie.live && movie.video_codec == "h264" && movie.width == 320 && movie.height == 240, "{movie:?}");
+    let movie = rooms
+        .iter()
+        .find(|r| r.room == "movie")
+        .expect("movie in the gRPC list");
+    assert!(
+        movie.live && movie.video_codec == "h264" && movie.width == 320 && movie.height == 240,
+        "{movie:?}"
+    );
 
     // An operator kicks the publisher: its connection closes within a lease refresh.
     let mut publisher = publisher;
@@ -69,7 +93,10 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     assert_eq!(status, 202, "{body}");
     let kicked = Instant::now();
     while publisher.0.try_wait().unwrap().is_none() {
-        assert!(kicked.elapsed() < Duration::from_secs(6), "kicked publisher still connected");
+        assert!(
+            kicked.elapsed() < Duration::from_secs(6),
+            "kicked publisher still connected"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -79,7 +106,10 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     let new_key = livego_data(&body);
     assert_ne!(new_key, key);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!publish_accepted(&server.rtmp_url(&key), ACCEPT_WINDOW).0, "revoked key accepted");
+    assert!(
+        !publish_accepted(&server.rtmp_url(&key), ACCEPT_WINDOW).0,
+        "revoked key accepted"
+    );
     let (ok, publisher) = publish_accepted(&server.rtmp_url(&new_key), ACCEPT_WINDOW);
     assert!(ok, "new key refused");
     drop(publisher);
@@ -87,7 +117,11 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     // Keys survive a restart of the node (embedded store in the data dir).
     server.kill();
     let server = Server::spawn("standalone", &["--data-dir", &data_arg]);
-    assert_eq!(get_key(&server, "movie"), new_key, "key lost across restart");
+    assert_eq!(
+        get_key(&server, "movie"),
+        new_key,
+        "key lost across restart"
+    );
     let (ok, publisher) = publish_accepted(&server.rtmp_url(&new_key), ACCEPT_WINDOW);
     assert!(ok, "persisted key refused after restart");
     drop(publisher);
@@ -99,14 +133,23 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     let (status, _) = server.api("GET", "/control/delete?room=movie", None);
     assert_eq!(status, 404);
     assert_eq!(server.api("GET", "/api/v1/rooms/movie", None).0, 404);
-    assert!(!publish_accepted(&server.rtmp_url(&new_key), ACCEPT_WINDOW).0, "deleted room's key accepted");
+    assert!(
+        !publish_accepted(&server.rtmp_url(&new_key), ACCEPT_WINDOW).0,
+        "deleted room's key accepted"
+    );
 }
 
 #[test]
 fn leases_in_redis_follow_their_origin() {
     let redis = Redis::start();
     let url = redis.url();
-    let cluster = ["--redis-url", url.as_str(), "--advertise-host", "127.0.0.1", "--allow-loopback-advertise"];
+    let cluster = [
+        "--redis-url",
+        url.as_str(),
+        "--advertise-host",
+        "127.0.0.1",
+        "--allow-loopback-advertise",
+    ];
     let mut api = Server::spawn("control-api", &["--redis-url", &url]);
     let mut a_args = cluster.to_vec();
     a_args.extend(["--node-id", "origin-a"]);
@@ -120,26 +163,47 @@ fn leases_in_redis_follow_their_origin() {
     assert!(ok, "origin A refused a valid key");
     origin_a.wait_live("show");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !api.api("GET", "/api/v1/rooms/show", None).1.contains("origin-a") {
+    while !api
+        .api("GET", "/api/v1/rooms/show", None)
+        .1
+        .contains("origin-a")
+    {
         assert!(Instant::now() < deadline, "lease of origin A not visible");
         std::thread::sleep(Duration::from_millis(200));
     }
     let listed = grpc_list_rooms(api.api);
-    assert!(listed.iter().any(|r| r.room == "show" && r.live && r.origin_node_id == "origin-a"), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.room == "show" && r.live && r.origin_node_id == "origin-a"),
+        "{listed:?}"
+    );
 
     // The same key on a second origin while A holds the lease is refused (documented).
-    assert!(!publish_accepted(&origin_b.rtmp_url(&key), ACCEPT_WINDOW).0, "second origin accepted a live stream");
+    assert!(
+        !publish_accepted(&origin_b.rtmp_url(&key), ACCEPT_WINDOW).0,
+        "second origin accepted a live stream"
+    );
 
     // Keys live in Redis: a restarted control API still knows them.
     api.kill();
-    let api = Server::spawn_at("control-api", &["--redis-url", &url], api.rtmp, api.http, api.api);
+    let api = Server::spawn_at(
+        "control-api",
+        &["--redis-url", &url],
+        api.rtmp,
+        api.http,
+        api.api,
+    );
     assert_eq!(get_key(&api, "show"), key);
 
     // SIGKILL origin A: its lease expires within the lease TTL (6 s).
     origin_a.kill();
     let killed = Instant::now();
     while api.api("GET", "/api/v1/rooms", None).1.contains("\"show\"") {
-        assert!(killed.elapsed() < Duration::from_secs(8), "lease outlived its origin");
+        assert!(
+            killed.elapsed() < Duration::from_secs(8),
+            "lease outlived its origin"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("lease gone {:?} after SIGKILL", killed.elapsed());
@@ -155,7 +219,15 @@ fn redis_outage_keeps_live_streams_and_answers_503() {
     let api = Server::spawn("control-api", &["--redis-url", &url]);
     let origin = Server::spawn(
         "origin",
-        &["--redis-url", &url, "--advertise-host", "127.0.0.1", "--allow-loopback-advertise", "--node-id", "o1"],
+        &[
+            "--redis-url",
+            &url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            "o1",
+        ],
     );
     let key = get_key(&api, "steady");
     let (ok, _publisher) = publish_accepted(&origin.rtmp_url(&key), ACCEPT_WINDOW);
@@ -168,15 +240,26 @@ fn redis_outage_keeps_live_streams_and_answers_503() {
     assert!(body.contains("unavailable"), "{body}");
     // The live stream keeps playing without Redis.
     let d = decode(&origin.flv_url("steady"), 3.0);
-    assert!(d.video >= 60, "stream disturbed by the outage: {} frames", d.video);
+    assert!(
+        d.video >= 60,
+        "stream disturbed by the outage: {} frames",
+        d.video
+    );
     // A new publish cannot be checked and gets a clear refusal; the origin stays up.
     assert!(!publish_accepted(&origin.rtmp_url(&key), ACCEPT_WINDOW).0);
 
     // Redis comes back (empty): the origin registers its stream again.
     let _redis = Redis::start_on(port);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !api.api("GET", "/api/v1/rooms", None).1.contains("\"steady\"") {
-        assert!(Instant::now() < deadline, "stream not re-registered after the outage");
+    while !api
+        .api("GET", "/api/v1/rooms", None)
+        .1
+        .contains("\"steady\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stream not re-registered after the outage"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -189,8 +272,15 @@ fn sigterm_ends_streams_and_releases_leases_within_the_grace() {
     let mut origin = Server::spawn(
         "origin",
         &[
-            "--redis-url", &url, "--advertise-host", "127.0.0.1", "--allow-loopback-advertise",
-            "--node-id", "o-term", "--shutdown-grace", "5",
+            "--redis-url",
+            &url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            "o-term",
+            "--shutdown-grace",
+            "5",
         ],
     );
     let key = get_key(&api, "farewell");
@@ -198,7 +288,11 @@ fn sigterm_ends_streams_and_releases_leases_within_the_grace() {
     assert!(ok, "origin refused a valid key");
     origin.wait_live("farewell");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !api.api("GET", "/api/v1/rooms", None).1.contains("\"farewell\"") {
+    while !api
+        .api("GET", "/api/v1/rooms", None)
+        .1
+        .contains("\"farewell\"")
+    {
         assert!(Instant::now() < deadline, "room never listed");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -214,16 +308,32 @@ fn sigterm_ends_streams_and_releases_leases_within_the_grace() {
     assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
 
     // ...with its lease released, not left to the 6 s TTL...
-    while api.api("GET", "/api/v1/rooms", None).1.contains("\"farewell\"") {
-        assert!(exited.elapsed() < Duration::from_secs(1), "lease outlived the graceful shutdown");
+    while api
+        .api("GET", "/api/v1/rooms", None)
+        .1
+        .contains("\"farewell\"")
+    {
+        assert!(
+            exited.elapsed() < Duration::from_secs(1),
+            "lease outlived the graceful shutdown"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // ...and its heartbeat removed.
     let node = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "EXISTS", "ferrolive:node:o-term"])
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "EXISTS",
+            "ferrolive:node:o-term",
+        ])
         .output()
         .expect("redis-cli");
-    assert_eq!(String::from_utf8_lossy(&node.stdout).trim(), "0", "node heartbeat left behind");
+    assert_eq!(
+        String::from_utf8_lossy(&node.stdout).trim(),
+        "0",
+        "node heartbeat left behind"
+    );
 
     // The HTTP-FLV viewer was told the stream ended (chunked terminator), not left hanging.
     viewer.set_timeout(Duration::from_secs(3));
@@ -232,5 +342,8 @@ fn sigterm_ends_streams_and_releases_leases_within_the_grace() {
         tags += 1;
         assert!(tags < 10_000, "stream never ended");
     }
-    assert!(viewer.ended(), "viewer saw no end of stream (after {tags} more tags)");
+    assert!(
+        viewer.ended(),
+        "viewer saw no end of stream (after {tags} more tags)"
+    );
 }

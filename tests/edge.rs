@@ -24,17 +24,31 @@ impl Cluster {
         let redis = Redis::start();
         let url = redis.url();
         let api = Server::spawn("control-api", &["--redis-url", &url]);
-        Cluster { _redis: redis, api, url }
+        Cluster {
+            _redis: redis,
+            api,
+            url,
+        }
     }
 
     fn node(&self, role: &str, id: &str, extra: &[&str]) -> Server {
-        let mut args = vec!["--redis-url", &self.url, "--advertise-host", "127.0.0.1", "--allow-loopback-advertise", "--node-id", id];
+        let mut args = vec![
+            "--redis-url",
+            &self.url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            id,
+        ];
         args.extend_from_slice(extra);
         Server::spawn(role, &args)
     }
 
     fn key(&self, room: &str) -> String {
-        let (status, body) = self.api.api("GET", &format!("/control/get?room={room}"), None);
+        let (status, body) = self
+            .api
+            .api("GET", &format!("/control/get?room={room}"), None);
         assert_eq!(status, 200, "{body}");
         livego_data(&body)
     }
@@ -47,7 +61,10 @@ fn wait_metric(server: &Server, name: &str, want: u64, within: Duration) -> Dura
         if got == want {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "{name} is {got}, expected {want} within {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "{name} is {got}, expected {want} within {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -57,7 +74,9 @@ fn first_frame(server: &Server, room: &str) -> (FlvViewer, Duration) {
     let started = Instant::now();
     let mut viewer = FlvViewer::connect(server.http, room);
     loop {
-        let tag = viewer.next_tag().expect("stream ended before a video frame");
+        let tag = viewer
+            .next_tag()
+            .expect("stream ended before a video frame");
         if tag.tag_type == 9 && tag.payload.get(1) == Some(&1) {
             return (viewer, started.elapsed());
         }
@@ -77,14 +96,18 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
     origin.wait_live("tv");
 
     // Edges only play.
-    assert!(!publish_accepted(&edge1.rtmp_url(&key), ACCEPT_WINDOW).0, "edge accepted a publish");
+    assert!(
+        !publish_accepted(&edge1.rtmp_url(&key), ACCEPT_WINDOW).0,
+        "edge accepted a publish"
+    );
 
     // 200 concurrent first viewers of a miss on edge 2: one pull, one viewer at the origin.
     let viewers: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = TcpStream::connect(edge2.http).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(b"GET /live/tv.flv HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+            s.write_all(b"GET /live/tv.flv HTTP/1.1\r\nHost: test\r\n\r\n")
+                .unwrap();
             s
         })
         .collect();
@@ -96,7 +119,11 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
             std::thread::spawn(move || {
                 let mut mine: Vec<TcpStream> = {
                     let all = viewers.lock().unwrap();
-                    all.iter().skip(part).step_by(4).map(|s| s.try_clone().unwrap()).collect()
+                    all.iter()
+                        .skip(part)
+                        .step_by(4)
+                        .map(|s| s.try_clone().unwrap())
+                        .collect()
                 };
                 let mut buf = [0u8; 16384];
                 for s in &mut mine {
@@ -106,7 +133,11 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
                         assert!(n > 0, "viewer closed early");
                         got.extend_from_slice(&buf[..n]);
                     }
-                    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..40]));
+                    assert!(
+                        got.starts_with(b"HTTP/1.1 200"),
+                        "{}",
+                        String::from_utf8_lossy(&got[..40])
+                    );
                 }
             })
         })
@@ -114,16 +145,33 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
     for r in readers {
         r.join().expect("viewer thread");
     }
-    println!("200 edge viewers all receiving after {:?}", started.elapsed());
+    println!(
+        "200 edge viewers all receiving after {:?}",
+        started.elapsed()
+    );
     assert_eq!(edge2.metric("ferrolive_viewers"), 200);
-    assert_eq!(edge2.metric("ferrolive_upstream_pulls_total"), 1, "more than one pull for one stream");
+    assert_eq!(
+        edge2.metric("ferrolive_upstream_pulls_total"),
+        1,
+        "more than one pull for one stream"
+    );
     assert_eq!(edge2.metric("ferrolive_upstreams"), 1);
-    assert_eq!(origin.metric("ferrolive_viewers"), 1, "origin must see one upstream, not the viewers");
+    assert_eq!(
+        origin.metric("ferrolive_viewers"),
+        1,
+        "origin must see one upstream, not the viewers"
+    );
     drop(viewers);
 
     // Cache miss over RTMP on edge 1.
     let d = decode(&edge1.rtmp_url("tv"), 2.0);
-    assert!(d.video >= 30 && d.audio >= 30, "rtmp via edge: {} video / {} audio frames: {}", d.video, d.audio, d.errors);
+    assert!(
+        d.video >= 30 && d.audio >= 30,
+        "rtmp via edge: {} video / {} audio frames: {}",
+        d.video,
+        d.audio,
+        d.errors
+    );
     assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 1);
 
     // Idle teardown on both edges after the 2 s grace.
@@ -139,13 +187,28 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
     assert!(miss < Duration::from_secs(3), "cache miss took {miss:?}");
     drop((cold, warm));
     let d = decode(&edge1.flv_url("tv"), 2.0);
-    assert!(d.video >= 30 && d.audio >= 30, "http-flv via edge: {} / {}: {}", d.video, d.audio, d.errors);
-    assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 2, "revival is a new pull");
+    assert!(
+        d.video >= 30 && d.audio >= 30,
+        "http-flv via edge: {} / {}: {}",
+        d.video,
+        d.audio,
+        d.errors
+    );
+    assert_eq!(
+        edge1.metric("ferrolive_upstream_pulls_total"),
+        2,
+        "revival is a new pull"
+    );
     wait_metric(&edge1, "ferrolive_upstreams", 0, Duration::from_secs(8));
 
     // Cache miss over HLS.
     let d = decode(&format!("http://{}/live/tv.m3u8", edge1.http), 3.0);
-    assert!(d.video >= 30, "hls via edge: {} video frames: {}", d.video, d.errors);
+    assert!(
+        d.video >= 30,
+        "hls via edge: {} video frames: {}",
+        d.video,
+        d.errors
+    );
     assert_eq!(edge1.metric("ferrolive_upstream_pulls_total"), 3);
 
     // A room that is not live: 404 after the bounded wait.
@@ -153,7 +216,10 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
     let r = http_get(edge2.http, "/live/nobody.flv").expect("response");
     let waited = asked.elapsed();
     assert_eq!(r.status, 404);
-    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6), "404 after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6),
+        "404 after {waited:?}"
+    );
 }
 
 #[test]
@@ -176,7 +242,9 @@ fn edge_viewers_survive_origin_loss() {
         let (tags, ended) = (tags.clone(), ended.clone());
         std::thread::spawn(move || {
             while let Some(tag) = viewer.next_tag() {
-                tags.lock().unwrap().push((Instant::now(), tag.tag_type, tag.timestamp));
+                tags.lock()
+                    .unwrap()
+                    .push((Instant::now(), tag.tag_type, tag.timestamp));
             }
             *ended.lock().unwrap() = Some((Instant::now(), viewer.ended()));
         })
@@ -193,27 +261,54 @@ fn edge_viewers_survive_origin_loss() {
         if ok {
             break (attempt, p);
         }
-        assert!(killed.elapsed() < Duration::from_secs(20), "origin B never accepted the stream");
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "origin B never accepted the stream"
+        );
     };
-    println!("republished on origin B {:?} after SIGKILL of A", republished - killed);
+    println!(
+        "republished on origin B {:?} after SIGKILL of A",
+        republished - killed
+    );
     let deadline = republished + Duration::from_secs(5);
     let resumed = loop {
-        let first_new = tags.lock().unwrap().iter().find(|t| t.0 > republished && t.1 == 9).map(|t| t.0);
+        let first_new = tags
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.0 > republished && t.1 == 9)
+            .map(|t| t.0);
         if let Some(at) = first_new {
             break at;
         }
         assert!(ended.lock().unwrap().is_none(), "edge closed the viewer");
-        assert!(Instant::now() < deadline, "no video on the same connection within 5 s of the republish");
+        assert!(
+            Instant::now() < deadline,
+            "no video on the same connection within 5 s of the republish"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    println!("same edge viewer resumed {:?} after the republish", resumed - republished);
+    println!(
+        "same edge viewer resumed {:?} after the republish",
+        resumed - republished
+    );
     std::thread::sleep(Duration::from_secs(2));
     {
         let tags = tags.lock().unwrap();
-        let after: Vec<_> = tags.iter().filter(|t| t.0 > republished && t.1 == 9).collect();
-        assert!(after.len() >= 25, "only {} video tags after the republish", after.len());
+        let after: Vec<_> = tags
+            .iter()
+            .filter(|t| t.0 > republished && t.1 == 9)
+            .collect();
+        assert!(
+            after.len() >= 25,
+            "only {} video tags after the republish",
+            after.len()
+        );
         let video: Vec<u32> = tags.iter().filter(|t| t.1 == 9).map(|t| t.2).collect();
-        assert!(video.windows(2).all(|w| w[1] >= w[0]), "video timestamps went backwards");
+        assert!(
+            video.windows(2).all(|w| w[1] >= w[0]),
+            "video timestamps went backwards"
+        );
     }
     assert!(edge.metric("ferrolive_upstream_repulls_total") >= 1);
     assert_eq!(edge.metric("ferrolive_upstream_pulls_total"), 1);
@@ -225,6 +320,10 @@ fn edge_viewers_survive_origin_loss() {
     reader.join().unwrap();
     let (at, clean) = ended.lock().unwrap().expect("reader finished");
     assert!(clean, "viewer connection broke instead of ending");
-    assert!(at - stopped < Duration::from_secs(12), "stream end took {:?}", at - stopped);
+    assert!(
+        at - stopped < Duration::from_secs(12),
+        "stream end took {:?}",
+        at - stopped
+    );
     wait_metric(&edge, "ferrolive_upstreams", 0, Duration::from_secs(3));
 }

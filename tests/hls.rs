@@ -19,7 +19,13 @@ struct Playlist {
 
 fn parse_playlist(text: &str) -> Playlist {
     assert!(text.starts_with("#EXTM3U"), "not a playlist: {text}");
-    let mut p = Playlist { media_sequence: 0, discontinuity_sequence: 0, target_duration: 0, segments: vec![], ended: false };
+    let mut p = Playlist {
+        media_sequence: 0,
+        discontinuity_sequence: 0,
+        target_duration: 0,
+        segments: vec![],
+        ended: false,
+    };
     let mut duration = None;
     let mut discontinuity = false;
     for line in text.lines() {
@@ -36,7 +42,11 @@ fn parse_playlist(text: &str) -> Playlist {
         } else if line == "#EXT-X-ENDLIST" {
             p.ended = true;
         } else if !line.starts_with('#') && !line.is_empty() {
-            p.segments.push((duration.take().expect("EXTINF before URI"), line.to_owned(), discontinuity));
+            p.segments.push((
+                duration.take().expect("EXTINF before URI"),
+                line.to_owned(),
+                discontinuity,
+            ));
             discontinuity = false;
         }
     }
@@ -46,7 +56,11 @@ fn parse_playlist(text: &str) -> Playlist {
 fn get_playlist(server: &Server, room: &str) -> Playlist {
     let r = http_get(server.http, &format!("/live/{room}.m3u8")).expect("playlist response");
     assert_eq!(r.status, 200, "playlist status");
-    assert!(r.head.contains("application/vnd.apple.mpegurl"), "{}", r.head);
+    assert!(
+        r.head.contains("application/vnd.apple.mpegurl"),
+        "{}",
+        r.head
+    );
     assert!(r.head.contains("Cache-Control: max-age=1"), "{}", r.head);
     assert!(r.head.contains("Access-Control-Allow-Origin: *"));
     parse_playlist(&String::from_utf8(r.body).unwrap())
@@ -61,8 +75,20 @@ fn segment_starts_with_keyframe(data: &[u8], name: &str) -> bool {
     let path = temp_dir("hls").join(name);
     std::fs::write(&path, data).unwrap();
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-read_intervals", "%+#1"])
-        .args(["-show_entries", "frame=key_frame,pict_type", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-read_intervals",
+            "%+#1",
+        ])
+        .args([
+            "-show_entries",
+            "frame=key_frame,pict_type",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -79,7 +105,11 @@ fn hls_plays_and_every_segment_starts_with_a_keyframe() {
 
     let started = Instant::now();
     let first = get_playlist(&server, "tv");
-    assert!(started.elapsed() < Duration::from_secs(8), "first playlist took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "first playlist took {:?}",
+        started.elapsed()
+    );
     assert!(!first.segments.is_empty());
 
     let d = decode(&hls_url(&server, "tv"), 6.0);
@@ -91,14 +121,24 @@ fn hls_plays_and_every_segment_starts_with_a_keyframe() {
     assert!(playlist.media_sequence >= first.media_sequence);
     assert!(playlist.segments.len() >= 3, "{playlist:?}");
     for (duration, uri, _) in &playlist.segments {
-        assert!(duration.ceil() as u64 <= playlist.target_duration, "EXTINF {duration} > target {}", playlist.target_duration);
-        assert!(*duration >= 1.9, "segment shorter than the target: {duration}");
+        assert!(
+            duration.ceil() as u64 <= playlist.target_duration,
+            "EXTINF {duration} > target {}",
+            playlist.target_duration
+        );
+        assert!(
+            *duration >= 1.9,
+            "segment shorter than the target: {duration}"
+        );
         let r = http_get(server.http, &format!("/live/{uri}")).expect("segment");
         assert_eq!(r.status, 200, "segment {uri}");
         assert!(r.head.contains("video/mp2t"));
         assert!(r.head.contains("max-age=86400"));
         assert_eq!(r.body.len() % 188, 0);
-        assert!(segment_starts_with_keyframe(&r.body, &uri.replace('/', "_")), "segment {uri} does not start with a keyframe");
+        assert!(
+            segment_starts_with_keyframe(&r.body, &uri.replace('/', "_")),
+            "segment {uri} does not start with a keyframe"
+        );
     }
 }
 
@@ -116,14 +156,20 @@ fn publisher_reconnect_is_a_discontinuity_and_the_sequence_keeps_growing() {
     let mut last_sequence = before.media_sequence;
     let after = loop {
         let p = get_playlist(&server, "news");
-        assert!(p.media_sequence >= last_sequence, "media sequence went back");
+        assert!(
+            p.media_sequence >= last_sequence,
+            "media sequence went back"
+        );
         last_sequence = p.media_sequence;
         // Wait for the window to slide too: with few segments since `before` it may not yet.
         let slid = p.media_sequence > before.media_sequence;
         if slid && p.segments.iter().any(|s| s.2) && p.segments.last().is_some_and(|s| !s.2) {
             break p;
         }
-        assert!(Instant::now() < deadline, "no discontinuity after the reconnect: {p:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity after the reconnect: {p:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(after.media_sequence > before.media_sequence);
@@ -141,7 +187,10 @@ fn publisher_reconnect_is_a_discontinuity_and_the_sequence_keeps_growing() {
         if r.status == 200 && parse_playlist(&String::from_utf8_lossy(&r.body)).ended {
             break;
         }
-        assert!(Instant::now() < deadline, "no ENDLIST after the stream ended");
+        assert!(
+            Instant::now() < deadline,
+            "no ENDLIST after the stream ended"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -157,24 +206,48 @@ fn audio_only_and_video_only_streams_play_over_hls() {
     get_playlist(&server, "silent");
     let d = decode(&hls_url(&server, "radio"), 3.0);
     assert!(d.errors.trim().is_empty(), "radio errors: {}", d.errors);
-    assert!(d.audio >= 100 && d.video == 0, "radio: {} audio, {} video", d.audio, d.video);
+    assert!(
+        d.audio >= 100 && d.video == 0,
+        "radio: {} audio, {} video",
+        d.audio,
+        d.video
+    );
     let d = decode(&hls_url(&server, "silent"), 3.0);
     assert!(d.errors.trim().is_empty(), "silent errors: {}", d.errors);
-    assert!(d.video >= 60 && d.audio == 0, "silent: {} audio, {} video", d.audio, d.video);
+    assert!(
+        d.video >= 60 && d.audio == 0,
+        "silent: {} audio, {} video",
+        d.audio,
+        d.video
+    );
 }
 
 #[test]
 fn unknown_rooms_segments_and_path_tricks_are_404() {
     let server = Server::start(&[]);
-    for path in ["/live/nobody.m3u8", "/live/nobody/1.ts", "/live/../../etc/passwd.m3u8", "/live/a/../b.m3u8", "/live/x/abc.ts"] {
+    for path in [
+        "/live/nobody.m3u8",
+        "/live/nobody/1.ts",
+        "/live/../../etc/passwd.m3u8",
+        "/live/a/../b.m3u8",
+        "/live/x/abc.ts",
+    ] {
         let started = Instant::now();
         let r = http_get(server.http, path).unwrap();
         assert_eq!(r.status, 404, "{path}");
-        assert!(started.elapsed() < Duration::from_secs(1), "{path} was not answered at once");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} was not answered at once"
+        );
     }
     let _p = publish(&server.rtmp_url("real"), Source::AudioVideo, 25, 0);
     server.wait_live("real");
     let p = get_playlist(&server, "real");
     let next = p.media_sequence + p.segments.len() as u64 + 100;
-    assert_eq!(http_get(server.http, &format!("/live/real/{next}.ts")).unwrap().status, 404);
+    assert_eq!(
+        http_get(server.http, &format!("/live/real/{next}.ts"))
+            .unwrap()
+            .status,
+        404
+    );
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -21,10 +21,22 @@ fn rtmp_and_http_flv_playback_decode_video_and_audio() {
 
     for url in [server.rtmp_url("movie"), server.flv_url("movie")] {
         let d = decode(&url, 3.0);
-        assert!(d.errors.trim().is_empty(), "{url}: decoder errors: {}", d.errors);
+        assert!(
+            d.errors.trim().is_empty(),
+            "{url}: decoder errors: {}",
+            d.errors
+        );
         // 3 s at 25 fps; allow for the start-up of the player.
-        assert!(d.video >= 65, "{url}: only {} video frames decoded", d.video);
-        assert!(d.audio >= 100, "{url}: only {} audio frames decoded", d.audio);
+        assert!(
+            d.video >= 65,
+            "{url}: only {} video frames decoded",
+            d.video
+        );
+        assert!(
+            d.audio >= 100,
+            "{url}: only {} audio frames decoded",
+            d.audio
+        );
     }
     assert_eq!(server.metric("ferrolive_streams"), 1);
     assert!(server.metric("ferrolive_bytes_out_total") > 100_000);
@@ -57,26 +69,49 @@ fn late_joiner_starts_with_a_keyframe_within_100ms() {
             }
         }
         let (kind, elapsed) = first_picture.unwrap();
-        assert!(video_header_seen, "sequence header must precede the first picture");
-        assert_eq!(kind, VideoFrameKind::Key, "attempt {attempt}: first picture is not a keyframe");
-        assert!(elapsed < Duration::from_millis(100), "attempt {attempt}: first picture after {elapsed:?}");
+        assert!(
+            video_header_seen,
+            "sequence header must precede the first picture"
+        );
+        assert_eq!(
+            kind,
+            VideoFrameKind::Key,
+            "attempt {attempt}: first picture is not a keyframe"
+        );
+        assert!(
+            elapsed < Duration::from_millis(100),
+            "attempt {attempt}: first picture after {elapsed:?}"
+        );
         let header = header.or(viewer.flv_header()).expect("flv header");
         assert!(header.has_audio && header.has_video);
     }
 
     // The same over RTMP, as ffprobe sees it.
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-read_intervals", "%+#1", "-show_entries", "frame=key_frame"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "frame=key_frame",
+        ])
         .args(["-of", "csv=p=0", &server.rtmp_url("late")])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().next().map(str::trim), Some("1"), "first RTMP video frame: {text:?}");
+    assert_eq!(
+        text.lines().next().map(str::trim),
+        Some("1"),
+        "first RTMP video frame: {text:?}"
+    );
 }
 
 /// Synthetic H.264-tagged frames: a counter after the 5-byte AVC header, then filler.
 fn synthetic_frame(n: u32, size: usize) -> Vec<u8> {
-    let mut v = vec![if n % 25 == 0 { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+    let mut v = vec![if n.is_multiple_of(25) { 0x17 } else { 0x27 }, 1, 0, 0, 0];
     v.extend_from_slice(&n.to_be_bytes());
     v.resize(size, 0x5A);
     v
@@ -90,7 +125,13 @@ fn viewers_that_never_read_do_not_slow_a_normal_viewer() {
     let server = Server::start(&["--viewer-backlog", "64", "--viewer-send-buffer", "65536"]);
     let mut publisher = RtmpClient::connect(server.rtmp, "live");
     assert!(publisher.publish("fan"));
-    publisher.send(6, 9, 1, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe0, 0xe0]);
+    publisher.send(
+        6,
+        9,
+        1,
+        0,
+        &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe0, 0xe0],
+    );
 
     let rejected_before = server.metric("ferrolive_connections_rejected_total");
     let mut stalled = Vec::new();
@@ -148,18 +189,37 @@ fn viewers_that_never_read_do_not_slow_a_normal_viewer() {
         let due = started + Duration::from_millis(40 * u64::from(n));
         late = late.max(Instant::now().saturating_duration_since(due));
     }
-    assert_eq!(expected, Some(FRAMES), "the normal viewer did not get to the end");
-    assert!(late < Duration::from_millis(500), "the normal viewer fell {late:?} behind");
+    assert_eq!(
+        expected,
+        Some(FRAMES),
+        "the normal viewer did not get to the end"
+    );
+    assert!(
+        late < Duration::from_millis(500),
+        "the normal viewer fell {late:?} behind"
+    );
     let _publisher = sender.join().unwrap();
 
-    assert!(server.metric("ferrolive_frames_skipped_total") > 0, "the slow viewer should have skipped frames");
-    assert!(server.metric("ferrolive_viewers_dropped_slow_total") >= 1, "the slow viewer should be dropped");
+    assert!(
+        server.metric("ferrolive_frames_skipped_total") > 0,
+        "the slow viewer should have skipped frames"
+    );
+    assert!(
+        server.metric("ferrolive_viewers_dropped_slow_total") >= 1,
+        "the slow viewer should be dropped"
+    );
     let received = slow_reader.join().unwrap();
-    assert!(received < 20_000_000, "the slow viewer cannot have received the whole stream ({received} bytes)");
+    assert!(
+        received < 20_000_000,
+        "the slow viewer cannot have received the whole stream ({received} bytes)"
+    );
     // Viewers that never read are cut off by the write timeout.
     let deadline = Instant::now() + Duration::from_secs(15);
     while server.metric("ferrolive_connections_rejected_total") < rejected_before + 40 {
-        assert!(Instant::now() < deadline, "stalled viewers were not disconnected");
+        assert!(
+            Instant::now() < deadline,
+            "stalled viewers were not disconnected"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     drop(stalled);
@@ -179,12 +239,18 @@ fn publisher_reconnect_keeps_the_viewer_connected() {
             let tag = viewer.next_tag().expect("viewer was disconnected");
             let track = usize::from(tag.tag_type == TAG_VIDEO);
             if tag.tag_type == TAG_AUDIO || tag.tag_type == TAG_VIDEO {
-                assert!(tag.timestamp >= last_ts[track], "timestamps went back: {} < {}", tag.timestamp, last_ts[track]);
+                assert!(
+                    tag.timestamp >= last_ts[track],
+                    "timestamps went back: {} < {}",
+                    tag.timestamp,
+                    last_ts[track]
+                );
                 last_ts[track] = tag.timestamp;
                 tags += 1;
             }
             if tag.tag_type == TAG_VIDEO
-                && parse_video_tag(&tag.payload).is_some_and(|i| i.packet == VideoPacketKind::SequenceHeader)
+                && parse_video_tag(&tag.payload)
+                    .is_some_and(|i| i.packet == VideoPacketKind::SequenceHeader)
             {
                 video_headers += 1;
             }
@@ -199,7 +265,10 @@ fn publisher_reconnect_keeps_the_viewer_connected() {
     first.kill();
     let _second = publish(&server.rtmp_url("relay"), Source::AudioVideo, 25, 0);
     let (after, headers) = read_for(&mut viewer, Duration::from_secs(4), &mut last);
-    assert!(after > 80, "viewer received only {after} tags after the reconnect");
+    assert!(
+        after > 80,
+        "viewer received only {after} tags after the reconnect"
+    );
     assert!(headers >= 1, "new sequence headers must reach the viewer");
 }
 
@@ -214,7 +283,10 @@ fn second_publisher_is_refused_while_the_first_is_live() {
         if let Some(status) = second.0.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "second publisher was not refused");
+        assert!(
+            Instant::now() < deadline,
+            "second publisher was not refused"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
@@ -234,7 +306,10 @@ fn viewers_are_closed_when_the_publisher_ends() {
         .collect();
     for player in players {
         let ((d, ended), url) = player.join().unwrap();
-        assert!(ended, "{url}: player was not closed when the publisher ended");
+        assert!(
+            ended,
+            "{url}: player was not closed when the publisher ended"
+        );
         assert!(d.video > 50, "{url}: {} frames", d.video);
     }
 }
@@ -258,9 +333,19 @@ fn audio_only_and_video_only_streams_play_with_truthful_flv_headers() {
     assert!(!h.has_audio && h.has_video, "video-only header: {h:?}");
 
     let d = decode(&server.flv_url("radio"), 2.0);
-    assert!(d.audio >= 60 && d.video == 0, "radio: {} audio, {} video", d.audio, d.video);
+    assert!(
+        d.audio >= 60 && d.video == 0,
+        "radio: {} audio, {} video",
+        d.audio,
+        d.video
+    );
     let d = decode(&server.rtmp_url("silent"), 2.0);
-    assert!(d.video >= 40 && d.audio == 0, "silent: {} audio, {} video", d.audio, d.video);
+    assert!(
+        d.video >= 40 && d.audio == 0,
+        "silent: {} audio, {} video",
+        d.audio,
+        d.video
+    );
 }
 
 #[test]
@@ -270,7 +355,10 @@ fn http_answers_404_cors_preflight_health_and_metrics() {
     let r = http_get(server.http, "/live/nothing.flv").unwrap();
     assert_eq!(r.status, 404);
     assert!(started.elapsed() < Duration::from_millis(500));
-    assert_eq!(http_get(server.http, "/live/..%2f.flv").unwrap().status, 404);
+    assert_eq!(
+        http_get(server.http, "/live/..%2f.flv").unwrap().status,
+        404
+    );
 
     let r = http_request(
         server.http,
@@ -286,7 +374,10 @@ fn http_answers_404_cors_preflight_health_and_metrics() {
     server.wait_live("m");
     let r = FlvViewer::connect(server.http, "m");
     assert!(r.head.contains("Access-Control-Allow-Origin: *"));
-    assert!(r.head.to_ascii_lowercase().contains("transfer-encoding: chunked"));
+    assert!(r
+        .head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked"));
     assert!(server.metric("ferrolive_publishes_total") >= 1);
     assert!(server.metric("ferrolive_viewers") >= 1);
     assert!(server.metric("ferrolive_bytes_in_total") > 0);
@@ -327,7 +418,10 @@ fn malformed_clients_do_not_hurt_a_healthy_viewer() {
                 .collect(),
             {
                 let mut v = vec![0x03, 0, 0, 0, 0, 0, 0x10, 0x14, 0, 0, 0, 0];
-                v.extend_from_slice(&[0x05, 0xEE, 0xEE, 0x99, 0x12, 0x00, 0xFF, 0x13, 0x44, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+                v.extend_from_slice(&[
+                    0x05, 0xEE, 0xEE, 0x99, 0x12, 0x00, 0xFF, 0x13, 0x44, 0x12, 0x00, 0x00, 0x00,
+                    0x00, 0x00, 0x00,
+                ]);
                 v
             },
         ];
@@ -355,12 +449,18 @@ fn malformed_clients_do_not_hurt_a_healthy_viewer() {
     let d = decode(&server.flv_url("sturdy"), 5.0);
     let _kept = attackers.join().unwrap();
     assert!(d.errors.trim().is_empty(), "decoder errors: {}", d.errors);
-    assert!(d.video >= 110, "healthy viewer decoded only {} frames", d.video);
+    assert!(
+        d.video >= 110,
+        "healthy viewer decoded only {} frames",
+        d.video
+    );
     assert!(server.is_running());
     let deadline = Instant::now() + Duration::from_secs(15);
     while server.metric("ferrolive_connections_rejected_total") < rejected_before + 5 {
-        assert!(Instant::now() < deadline, "bad connections were not all closed");
+        assert!(
+            Instant::now() < deadline,
+            "bad connections were not all closed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = Stdio::null();
 }

@@ -56,7 +56,13 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Histogram { counts: vec![0; BUCKETS], count: 0, sum: 0, min: u64::MAX, max: 0 }
+        Histogram {
+            counts: vec![0; BUCKETS],
+            count: 0,
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+        }
     }
 
     pub fn record(&mut self, v: u64) {
@@ -209,7 +215,12 @@ mod tests {
         }
         assert_eq!(h.count(), 100_000);
         let close = |got: u64, want: f64| (got as f64 - want).abs() / want < 0.02;
-        for (q, want) in [(0.5, 50_000.0), (0.9, 90_000.0), (0.99, 99_000.0), (0.999, 99_900.0)] {
+        for (q, want) in [
+            (0.5, 50_000.0),
+            (0.9, 90_000.0),
+            (0.99, 99_000.0),
+            (0.999, 99_900.0),
+        ] {
             let got = h.percentile(q).unwrap();
             assert!(close(got, want), "p{q}: {got} vs {want}");
         }
@@ -255,7 +266,11 @@ mod tests {
         let mut all = Histogram::new();
         for v in 0..5_000u64 {
             let x = v * v % 77_777;
-            if v % 3 == 0 { a.record(x) } else { b.record(x) }
+            if v % 3 == 0 {
+                a.record(x)
+            } else {
+                b.record(x)
+            }
             all.record(x);
         }
         a.merge(&b);

@@ -21,7 +21,9 @@ pub struct Url {
 
 impl Url {
     pub fn parse(s: &str) -> anyhow::Result<Url> {
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| anyhow!("not a URL: {s}"))?;
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| anyhow!("not a URL: {s}"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "http" => 80,
@@ -41,7 +43,12 @@ impl Url {
         if host.is_empty() {
             bail!("no host in {s}");
         }
-        Ok(Url { scheme, host: host.trim_matches(['[', ']']).to_owned(), port, path: path.to_owned() })
+        Ok(Url {
+            scheme,
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port,
+            path: path.to_owned(),
+        })
     }
 
     /// `host:port` for connecting.
@@ -65,7 +72,10 @@ impl Url {
             let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
             format!("{dir}{reference}")
         };
-        Ok(Url { path, ..self.clone() })
+        Ok(Url {
+            path,
+            ..self.clone()
+        })
     }
 }
 
@@ -87,8 +97,15 @@ pub struct Head {
 }
 
 /// Sends a GET and reads the response head; body bytes already read stay in `buf`.
-pub async fn get(stream: &mut TcpStream, url: &Url, keep_alive: bool, buf: &mut BytesMut) -> anyhow::Result<Head> {
-    stream.write_all(request(url, keep_alive).as_bytes()).await?;
+pub async fn get(
+    stream: &mut TcpStream,
+    url: &Url,
+    keep_alive: bool,
+    buf: &mut BytesMut,
+) -> anyhow::Result<Head> {
+    stream
+        .write_all(request(url, keep_alive).as_bytes())
+        .await?;
     loop {
         if let Some(head) = parse_head(buf)? {
             return Ok(head);
@@ -134,7 +151,11 @@ pub fn parse_head(buf: &mut BytesMut) -> anyhow::Result<Option<Head>> {
         Body::UntilClose
     };
     buf.advance(len);
-    Ok(Some(Head { status, body, keep_alive }))
+    Ok(Some(Head {
+        status,
+        body,
+        keep_alive,
+    }))
 }
 
 /// Incremental body decoder.
@@ -157,7 +178,11 @@ pub enum Chunk {
 impl Body {
     /// Decodes what `raw` holds, consuming it and passing body bytes to `sink`. Returns true
     /// once the body is complete (never for `UntilClose`: the caller ends it at EOF).
-    pub fn feed(&mut self, raw: &mut BytesMut, sink: &mut impl FnMut(&[u8])) -> anyhow::Result<bool> {
+    pub fn feed(
+        &mut self,
+        raw: &mut BytesMut,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> anyhow::Result<bool> {
         loop {
             match self {
                 Body::UntilClose => {
@@ -185,7 +210,11 @@ impl Body {
                         }
                         sink(&raw[..n]);
                         raw.advance(n);
-                        *state = if left == n as u64 { Chunk::DataEnd } else { Chunk::Data(left - n as u64) };
+                        *state = if left == n as u64 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left - n as u64)
+                        };
                     }
                     Chunk::DataEnd => {
                         if raw.len() < 2 {
@@ -206,11 +235,20 @@ impl Body {
                         };
                         let line = std::str::from_utf8(&raw[..pos]).context("chunk size line")?;
                         if *state == Chunk::Trailer {
-                            *state = if line.is_empty() { Chunk::Done } else { Chunk::Trailer };
+                            *state = if line.is_empty() {
+                                Chunk::Done
+                            } else {
+                                Chunk::Trailer
+                            };
                         } else {
                             let hex = line.split(';').next().unwrap_or("").trim();
-                            let size = u64::from_str_radix(hex, 16).with_context(|| format!("chunk size {hex:?}"))?;
-                            *state = if size == 0 { Chunk::Trailer } else { Chunk::Data(size) };
+                            let size = u64::from_str_radix(hex, 16)
+                                .with_context(|| format!("chunk size {hex:?}"))?;
+                            *state = if size == 0 {
+                                Chunk::Trailer
+                            } else {
+                                Chunk::Data(size)
+                            };
                         }
                         raw.advance(pos + 2);
                     }
@@ -227,7 +265,10 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("http://127.0.0.1:8080/live/room.m3u8?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8080, "/live/room.m3u8?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8080, "/live/room.m3u8?x=1")
+        );
         assert_eq!(u.join("room/5.ts").unwrap().path, "/live/room/5.ts");
         assert_eq!(u.join("/a/b.ts").unwrap().path, "/a/b.ts");
         assert_eq!(u.join("http://other:81/c.ts").unwrap().addr(), "other:81");
@@ -249,7 +290,10 @@ mod tests {
                     head = parse_head(&mut raw).unwrap();
                 }
                 if let Some(h) = head.as_mut() {
-                    done = h.body.feed(&mut raw, &mut |d: &[u8]| out.extend_from_slice(d)).unwrap();
+                    done = h
+                        .body
+                        .feed(&mut raw, &mut |d: &[u8]| out.extend_from_slice(d))
+                        .unwrap();
                 }
             }
             assert!(done, "split {split}");
@@ -265,7 +309,10 @@ mod tests {
         assert_eq!(head.status, 200);
         assert!(head.keep_alive);
         let mut out = Vec::new();
-        assert!(head.body.feed(&mut raw, &mut |d: &[u8]| out.extend_from_slice(d)).unwrap());
+        assert!(head
+            .body
+            .feed(&mut raw, &mut |d: &[u8]| out.extend_from_slice(d))
+            .unwrap());
         assert_eq!(out, b"abc");
         assert_eq!(&raw[..], b"HTTP");
     }

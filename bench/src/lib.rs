@@ -82,7 +82,7 @@ pub struct BenchArgs {
 
 impl Default for BenchArgs {
     fn default() -> Self {
-        use clap::{FromArgMatches, Args as _};
+        use clap::{Args as _, FromArgMatches};
         let cmd = BenchArgs::augment_args(clap::Command::new("bench"));
         BenchArgs::from_arg_matches(&cmd.get_matches_from(["bench"])).expect("defaults parse")
     }
@@ -91,9 +91,14 @@ impl Default for BenchArgs {
 /// Runs the bench on its own runtime (`--threads`), prints the table and writes `--json`.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
     };
     let report = runtime.block_on(run(args))?;
     report.print_table();
@@ -139,16 +144,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         Some(url) => {
             let url = rtmp::RtmpUrl::parse(url)?;
             let source = if args.source == "synthetic" {
-                source::Source::Synthetic(source::Synthetic::new(args.bitrate_kbps, args.fps, args.gop_secs)?)
+                source::Source::Synthetic(source::Synthetic::new(
+                    args.bitrate_kbps,
+                    args.fps,
+                    args.gop_secs,
+                )?)
             } else {
-                source::Source::File(source::FileSource::open(std::path::Path::new(&args.source))?)
+                source::Source::File(source::FileSource::open(std::path::Path::new(
+                    &args.source,
+                ))?)
             };
-            let (conn, sid) = tokio::time::timeout(Duration::from_secs(10), rtmp::start_publish(&url))
-                .await
-                .map_err(|_| anyhow!("publish to {}: no answer in 10 s", args.publish.as_deref().unwrap_or("")))?
-                .with_context(|| format!("publish to {}", args.publish.as_deref().unwrap_or("")))?;
+            let (conn, sid) =
+                tokio::time::timeout(Duration::from_secs(10), rtmp::start_publish(&url))
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "publish to {}: no answer in 10 s",
+                            args.publish.as_deref().unwrap_or("")
+                        )
+                    })?
+                    .with_context(|| {
+                        format!("publish to {}", args.publish.as_deref().unwrap_or(""))
+                    })?;
             let shared = shared.clone();
-            Some(tokio::spawn(async move { publish_loop(conn, sid, source, shared).await }))
+            Some(tokio::spawn(async move {
+                publish_loop(conn, sid, source, shared).await
+            }))
         }
         None => None,
     };
@@ -157,7 +178,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
     let start = Instant::now();
     let end = start + duration;
-    let stop = if publisher.is_some() { end + GRACE } else { end };
+    let stop = if publisher.is_some() {
+        end + GRACE
+    } else {
+        end
+    };
     let _ = shared.times.set((end.into_std(), stop.into_std()));
 
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, end, total)));
@@ -186,9 +211,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         handles.push(tokio::spawn(async move {
             let mut t = Tracker::new(shared, proto);
             let result = match proto {
-                Proto::Rtmp => tokio::time::timeout_at(stop, rtmp::player(rtmp_url.as_ref().expect("checked"), &mut t)).await,
-                Proto::Flv => tokio::time::timeout_at(stop, players::flv_player(flv_url.as_ref().expect("checked"), &mut t)).await,
-                Proto::Hls => tokio::time::timeout_at(stop, players::hls_player(hls_url.as_ref().expect("checked"), &mut t)).await,
+                Proto::Rtmp => {
+                    tokio::time::timeout_at(
+                        stop,
+                        rtmp::player(rtmp_url.as_ref().expect("checked"), &mut t),
+                    )
+                    .await
+                }
+                Proto::Flv => {
+                    tokio::time::timeout_at(
+                        stop,
+                        players::flv_player(flv_url.as_ref().expect("checked"), &mut t),
+                    )
+                    .await
+                }
+                Proto::Hls => {
+                    tokio::time::timeout_at(
+                        stop,
+                        players::hls_player(hls_url.as_ref().expect("checked"), &mut t),
+                    )
+                    .await
+                }
             };
             match result {
                 Err(_elapsed) => t.finish(Ok(()), false),
@@ -200,7 +243,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 Ok(Err(e)) => {
                     let early = Instant::now() < end;
                     let connected = t.first_frame_us.is_some();
-                    t.finish(if connected && !early { Ok(()) } else { Err(format!("{e:#}")) }, early)
+                    t.finish(
+                        if connected && !early {
+                            Ok(())
+                        } else {
+                            Err(format!("{e:#}"))
+                        },
+                        early,
+                    )
                 }
             }
         }));
@@ -213,7 +263,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let (published, publisher_error) = match publisher {
         Some(h) => match h.await.context("publisher task")? {
             Ok(()) => (Some(shared.sent_frames.load(Relaxed)), None),
-            Err(e) => (Some(shared.sent_frames.load(Relaxed)), Some(format!("{e:#}"))),
+            Err(e) => (
+                Some(shared.sent_frames.load(Relaxed)),
+                Some(format!("{e:#}")),
+            ),
         },
         None => (None, None),
     };
@@ -221,7 +274,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         p.abort();
     }
     if not_started > 0 {
-        eprintln!("bench: {not_started} players not started: --ramp-per-sec too low for --duration");
+        eprintln!(
+            "bench: {not_started} players not started: --ramp-per-sec too low for --duration"
+        );
     }
 
     let mut protocols = Vec::new();
@@ -237,7 +292,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let (ttff, latency) = (live.ttff.snapshot(), live.latency.snapshot());
         ttff_all.merge(&ttff);
         lat_all.merge(&latency);
-        protocols.push(stats::proto_report(proto.name(), &mine, &ttff, &latency, published, proto != Proto::Hls));
+        protocols.push(stats::proto_report(
+            proto.name(),
+            &mine,
+            &ttff,
+            &latency,
+            published,
+            proto != Proto::Hls,
+        ));
     }
     let all: Vec<&Outcome> = outcomes.iter().collect();
     let non_hls: Vec<&Outcome> = outcomes.iter().filter(|o| o.proto != Proto::Hls).collect();
@@ -260,7 +322,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         overall,
     };
     if let Some(path) = &args.json {
-        report.write_json(path).with_context(|| format!("write {}", path.display()))?;
+        report
+            .write_json(path)
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(report)
 }
@@ -274,7 +338,11 @@ async fn publish_loop(
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     for (type_id, payload) in source.headers() {
-        let csid = if type_id == rtmp::TYPE_AUDIO { rtmp::CSID_AUDIO } else { rtmp::CSID_VIDEO };
+        let csid = if type_id == rtmp::TYPE_AUDIO {
+            rtmp::CSID_AUDIO
+        } else {
+            rtmp::CSID_VIDEO
+        };
         conn.send(csid, type_id, sid, 0, payload).await?;
     }
     let origin = Instant::now();
@@ -289,7 +357,11 @@ async fn publish_loop(
         let sending = end.is_none_or(|e| Instant::now() < e);
         // Pace by media time; a timestamp going backwards is sent at once.
         let due = origin + Duration::from_millis(u64::from(item.ts.max(last_ts)));
-        let wake = if sending { due.min(end.unwrap_or(due)) } else { stop };
+        let wake = if sending {
+            due.min(end.unwrap_or(due))
+        } else {
+            stop
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             r = conn.stream.readable() => {
@@ -319,14 +391,30 @@ async fn publish_loop(
         }
         last_ts = item.ts.max(last_ts);
         match item.kind {
-            source::Kind::Video { header5, nal_length_size, rest } => {
-                let payload = marker::marked_video(&header5, seq, marker::now_us(), nal_length_size, &rest);
-                conn.send(rtmp::CSID_VIDEO, rtmp::TYPE_VIDEO, sid, item.ts, payload.into()).await?;
+            source::Kind::Video {
+                header5,
+                nal_length_size,
+                rest,
+            } => {
+                let payload =
+                    marker::marked_video(&header5, seq, marker::now_us(), nal_length_size, &rest);
+                conn.send(
+                    rtmp::CSID_VIDEO,
+                    rtmp::TYPE_VIDEO,
+                    sid,
+                    item.ts,
+                    payload.into(),
+                )
+                .await?;
                 seq += 1;
                 shared.sent_frames.store(seq, Relaxed);
             }
             source::Kind::Raw { type_id, payload } => {
-                let csid = if type_id == rtmp::TYPE_AUDIO { rtmp::CSID_AUDIO } else { rtmp::CSID_VIDEO };
+                let csid = if type_id == rtmp::TYPE_AUDIO {
+                    rtmp::CSID_AUDIO
+                } else {
+                    rtmp::CSID_VIDEO
+                };
                 conn.send(csid, type_id, sid, item.ts, payload).await?;
             }
         }
@@ -353,7 +441,9 @@ async fn progress(shared: Arc<Shared>, start: Instant, end: Instant, total: usiz
             lat.merge(&l.latency.snapshot());
         }
         let window = lat.since(&prev_lat);
-        let p99 = window.percentile(0.99).map_or("-".to_owned(), |us| format!("{:.1} ms", us as f64 / 1000.0));
+        let p99 = window
+            .percentile(0.99)
+            .map_or("-".to_owned(), |us| format!("{:.1} ms", us as f64 / 1000.0));
         let elapsed = start.elapsed().as_secs_f64();
         eprintln!(
             "[{elapsed:5.1}s] players {connected}/{started} of {total} playing, {failed} failed | {} frames/s | {:.1} Mbit/s | p99 latency {p99}",

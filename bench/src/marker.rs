@@ -66,7 +66,13 @@ pub fn put_sei(seq: u64, send_us: u64, nal_length_size: u8, out: &mut Vec<u8>) {
 
 /// A video payload: `header5` (the AVC video tag header), our SEI, then `rest` (the frame's
 /// own length-prefixed NAL units).
-pub fn marked_video(header5: &[u8], seq: u64, send_us: u64, nal_length_size: u8, rest: &[u8]) -> Vec<u8> {
+pub fn marked_video(
+    header5: &[u8],
+    seq: u64,
+    send_us: u64,
+    nal_length_size: u8,
+    rest: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(header5.len() + 4 + SEI_NAL_LEN + rest.len());
     out.extend_from_slice(header5);
     put_sei(seq, send_us, nal_length_size, &mut out);
@@ -90,7 +96,12 @@ mod tests {
     #[test]
     fn round_trip_all_nal_length_sizes() {
         for size in [1u8, 2, 4] {
-            for (seq, t) in [(0u64, 0u64), (1, 33_333), (123_456, u64::MAX >> 1), (u64::MAX, 7)] {
+            for (seq, t) in [
+                (0u64, 0u64),
+                (1, 33_333),
+                (123_456, u64::MAX >> 1),
+                (u64::MAX, 7),
+            ] {
                 let p = marked_video(&[0x27, 1, 0, 0, 0], seq, t, size, &[0, 0, 0, 2, 0x41, 0x9A]);
                 assert_eq!(find(&p), Some((seq, t)), "size {size}");
                 // No zero bytes inside the SEI NAL (no emulation prevention needed).
@@ -103,7 +114,10 @@ mod tests {
 
     #[test]
     fn unmarked_frames_have_no_marker() {
-        assert_eq!(find(&[0x17, 1, 0, 0, 0, 0, 0, 0, 5, 0x65, 1, 2, 3, 4, 5]), None);
+        assert_eq!(
+            find(&[0x17, 1, 0, 0, 0, 0, 0, 0, 5, 0x65, 1, 2, 3, 4, 5]),
+            None
+        );
         assert_eq!(find(&[0x17]), None);
         assert_eq!(find(&[]), None);
     }

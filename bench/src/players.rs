@@ -103,7 +103,12 @@ struct Client {
 
 impl Client {
     /// GETs `url`, passing body bytes to `sink`; returns the status.
-    async fn get(&mut self, url: &Url, t: &mut Tracker, sink: &mut impl FnMut(&[u8])) -> anyhow::Result<u16> {
+    async fn get(
+        &mut self,
+        url: &Url,
+        t: &mut Tracker,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> anyhow::Result<u16> {
         for attempt in 0..2 {
             let reused = self.conn.as_ref().is_some_and(|(a, _)| *a == url.addr());
             if !reused {
@@ -171,7 +176,11 @@ fn parse_playlist(text: &str) -> anyhow::Result<Playlist> {
     if !text.starts_with("#EXTM3U") {
         bail!("not an M3U8 playlist");
     }
-    let mut p = Playlist { target: Duration::from_secs(2), media_sequence: 0, segments: Vec::new() };
+    let mut p = Playlist {
+        target: Duration::from_secs(2),
+        media_sequence: 0,
+        segments: Vec::new(),
+    };
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             p.target = Duration::from_secs_f64(v.trim().parse::<f64>().unwrap_or(2.0).max(0.1));
@@ -188,13 +197,19 @@ fn parse_playlist(text: &str) -> anyhow::Result<Playlist> {
 
 /// One HLS poller: fetches the playlist every target-duration/2 and downloads new segments.
 pub async fn hls_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
-    let mut client = Client { conn: None, raw: BytesMut::with_capacity(READ_SIZE) };
+    let mut client = Client {
+        conn: None,
+        raw: BytesMut::with_capacity(READ_SIZE),
+    };
     let mut text = Vec::with_capacity(1024);
     let mut last: Option<u64> = None;
     loop {
         let started = Instant::now();
         text.clear();
-        let status = client.get(url, t, &mut |d: &[u8]| text.extend_from_slice(d)).await.context("playlist")?;
+        let status = client
+            .get(url, t, &mut |d: &[u8]| text.extend_from_slice(d))
+            .await
+            .context("playlist")?;
         if status != 200 {
             bail!("playlist: HTTP {status}");
         }
@@ -212,7 +227,10 @@ pub async fn hls_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
             }
             let seg_url = url.join(uri)?;
             let mut ts = TsCounter::default();
-            let status = client.get(&seg_url, t, &mut |d: &[u8]| ts.feed(d)).await.context("segment")?;
+            let status = client
+                .get(&seg_url, t, &mut |d: &[u8]| ts.feed(d))
+                .await
+                .context("segment")?;
             if status != 200 {
                 bail!("segment {uri}: HTTP {status}");
             }

@@ -51,7 +51,11 @@ impl RtmpUrl {
             .rsplit_once('/')
             .filter(|(a, s)| !a.is_empty() && !s.is_empty())
             .ok_or_else(|| anyhow!("RTMP URL needs /app/stream: {s}"))?;
-        Ok(RtmpUrl { app: app.to_owned(), stream: stream.to_owned(), url })
+        Ok(RtmpUrl {
+            app: app.to_owned(),
+            stream: stream.to_owned(),
+            url,
+        })
     }
 
     pub fn tc_url(&self) -> String {
@@ -78,7 +82,9 @@ fn string(s: &str) -> Amf0Value {
 impl RtmpConn {
     /// TCP connect, handshake, `connect` command; returns once the server accepted it.
     pub async fn connect(url: &RtmpUrl) -> anyhow::Result<RtmpConn> {
-        let mut stream = TcpStream::connect(url.url.addr()).await.context("connect")?;
+        let mut stream = TcpStream::connect(url.url.addr())
+            .await
+            .context("connect")?;
         let _ = stream.set_nodelay(true);
         let mut random = [0u8; 1528];
         fastrand::fill(&mut random);
@@ -117,7 +123,10 @@ impl RtmpConn {
         let props = Amf0Value::Object(vec![
             ("app".into(), string(&url.app)),
             ("type".into(), string("nonprivate")),
-            ("flashVer".into(), string("FMLE/3.0 (compatible; ferrolive-bench)")),
+            (
+                "flashVer".into(),
+                string("FMLE/3.0 (compatible; ferrolive-bench)"),
+            ),
             ("tcUrl".into(), string(&url.tc_url())),
             ("fpad".into(), Amf0Value::Boolean(false)),
             ("capabilities".into(), Amf0Value::Number(15.0)),
@@ -126,13 +135,27 @@ impl RtmpConn {
             ("videoFunction".into(), Amf0Value::Number(1.0)),
             ("objectEncoding".into(), Amf0Value::Number(0.0)),
         ]);
-        conn.command(0, vec![string("connect"), Amf0Value::Number(1.0), props]).await?;
+        conn.command(0, vec![string("connect"), Amf0Value::Number(1.0), props])
+            .await?;
         conn.wait_result(1.0).await.context("connect")?;
         Ok(conn)
     }
 
-    pub async fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, payload: Bytes) -> anyhow::Result<()> {
-        let msg = RtmpMessage { csid, timestamp, type_id, stream_id, payload };
+    pub async fn send(
+        &mut self,
+        csid: u32,
+        type_id: u8,
+        stream_id: u32,
+        timestamp: u32,
+        payload: Bytes,
+    ) -> anyhow::Result<()> {
+        let msg = RtmpMessage {
+            csid,
+            timestamp,
+            type_id,
+            stream_id,
+            payload,
+        };
         self.writer.write(&msg, &mut self.wbuf);
         self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
@@ -140,17 +163,30 @@ impl RtmpConn {
     }
 
     pub async fn command(&mut self, stream_id: u32, values: Vec<Amf0Value>) -> anyhow::Result<()> {
-        let csid = if stream_id == 0 { CSID_COMMAND } else { CSID_STREAM };
-        self.send(csid, TYPE_COMMAND_AMF0, stream_id, 0, amf::encode_all(&values).into()).await
+        let csid = if stream_id == 0 {
+            CSID_COMMAND
+        } else {
+            CSID_STREAM
+        };
+        self.send(
+            csid,
+            TYPE_COMMAND_AMF0,
+            stream_id,
+            0,
+            amf::encode_all(&values).into(),
+        )
+        .await
     }
 
     async fn control(&mut self, type_id: u8, body: &[u8]) -> anyhow::Result<()> {
-        self.send(CSID_CONTROL, type_id, 0, 0, Bytes::copy_from_slice(body)).await
+        self.send(CSID_CONTROL, type_id, 0, 0, Bytes::copy_from_slice(body))
+            .await
     }
 
     /// Announce our outgoing chunk size and switch to it.
     pub async fn set_chunk_size(&mut self, size: u32) -> anyhow::Result<()> {
-        self.control(TYPE_SET_CHUNK_SIZE, &size.to_be_bytes()).await?;
+        self.control(TYPE_SET_CHUNK_SIZE, &size.to_be_bytes())
+            .await?;
         self.writer.set_chunk_size(size);
         Ok(())
     }
@@ -160,7 +196,8 @@ impl RtmpConn {
         self.received += n as u64;
         if self.window > 0 && self.received - self.acked >= u64::from(self.window) {
             self.acked = self.received;
-            self.control(TYPE_ACK, &(self.received as u32).to_be_bytes()).await?;
+            self.control(TYPE_ACK, &(self.received as u32).to_be_bytes())
+                .await?;
         }
         Ok(())
     }
@@ -224,7 +261,9 @@ impl RtmpConn {
     pub async fn wait_result(&mut self, tid: f64) -> anyhow::Result<Vec<Amf0Value>> {
         loop {
             let msg = self.next_message().await?;
-            let Some(values) = command_values(&msg) else { continue };
+            let Some(values) = command_values(&msg) else {
+                continue;
+            };
             let name = values.first().and_then(Amf0Value::as_str).unwrap_or("");
             let id = values.get(1).and_then(Amf0Value::as_f64).unwrap_or(-1.0);
             match name {
@@ -240,7 +279,9 @@ impl RtmpConn {
     pub async fn wait_status(&mut self, code: &str) -> anyhow::Result<()> {
         loop {
             let msg = self.next_message().await?;
-            let Some(values) = command_values(&msg) else { continue };
+            let Some(values) = command_values(&msg) else {
+                continue;
+            };
             if values.first().and_then(Amf0Value::as_str) == Some("onStatus") {
                 check_status(&values)?;
                 if status_code(&values) == Some(code) {
@@ -252,9 +293,20 @@ impl RtmpConn {
 
     /// createStream; returns the message stream id.
     pub async fn create_stream(&mut self, tid: f64) -> anyhow::Result<u32> {
-        self.command(0, vec![string("createStream"), Amf0Value::Number(tid), Amf0Value::Null]).await?;
+        self.command(
+            0,
+            vec![
+                string("createStream"),
+                Amf0Value::Number(tid),
+                Amf0Value::Null,
+            ],
+        )
+        .await?;
         let values = self.wait_result(tid).await.context("createStream")?;
-        let id = values.get(3).and_then(Amf0Value::as_f64).ok_or_else(|| anyhow!("createStream result without id"))?;
+        let id = values
+            .get(3)
+            .and_then(Amf0Value::as_f64)
+            .ok_or_else(|| anyhow!("createStream result without id"))?;
         Ok(id as u32)
     }
 }
@@ -269,12 +321,19 @@ fn command_values(msg: &RtmpMessage) -> Option<Vec<Amf0Value>> {
 }
 
 fn status_code(values: &[Amf0Value]) -> Option<&str> {
-    values.iter().skip(2).find_map(|v| v.get("code")).and_then(Amf0Value::as_str)
+    values
+        .iter()
+        .skip(2)
+        .find_map(|v| v.get("code"))
+        .and_then(Amf0Value::as_str)
 }
 
 fn check_status(values: &[Amf0Value]) -> anyhow::Result<()> {
     let info = values.iter().skip(2).find(|v| v.get("code").is_some());
-    let level = info.and_then(|v| v.get("level")).and_then(Amf0Value::as_str).unwrap_or("");
+    let level = info
+        .and_then(|v| v.get("level"))
+        .and_then(Amf0Value::as_str)
+        .unwrap_or("");
     if level == "error" {
         bail!("{}", describe(values));
     }
@@ -282,14 +341,22 @@ fn check_status(values: &[Amf0Value]) -> anyhow::Result<()> {
 }
 
 fn describe(values: &[Amf0Value]) -> String {
-    status_code(values).map(str::to_owned).unwrap_or_else(|| format!("{values:?}"))
+    status_code(values)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{values:?}"))
 }
 
 /// One RTMP player: plays until the caller's timeout drops it, feeding `t`.
 pub async fn player(url: &RtmpUrl, t: &mut Tracker) -> anyhow::Result<()> {
     let mut conn = RtmpConn::connect(url).await?;
     let sid = conn.create_stream(2.0).await?;
-    let play = vec![string("play"), Amf0Value::Number(0.0), Amf0Value::Null, string(&url.stream), Amf0Value::Number(-2.0)];
+    let play = vec![
+        string("play"),
+        Amf0Value::Number(0.0),
+        Amf0Value::Null,
+        string(&url.stream),
+        Amf0Value::Number(-2.0),
+    ];
     conn.command(sid, play).await?;
     // SetBufferLength (3 s) as Flash/ffmpeg send it; some servers wait for it.
     let mut set_buffer = [0u8; 10];
@@ -327,11 +394,41 @@ pub async fn start_publish(url: &RtmpUrl) -> anyhow::Result<(RtmpConn, u32)> {
     let mut conn = RtmpConn::connect(url).await?;
     conn.set_chunk_size(PUBLISH_CHUNK_SIZE).await?;
     let name = string(&url.stream);
-    conn.command(0, vec![string("releaseStream"), Amf0Value::Number(2.0), Amf0Value::Null, name.clone()]).await?;
-    conn.command(0, vec![string("FCPublish"), Amf0Value::Number(3.0), Amf0Value::Null, name.clone()]).await?;
+    conn.command(
+        0,
+        vec![
+            string("releaseStream"),
+            Amf0Value::Number(2.0),
+            Amf0Value::Null,
+            name.clone(),
+        ],
+    )
+    .await?;
+    conn.command(
+        0,
+        vec![
+            string("FCPublish"),
+            Amf0Value::Number(3.0),
+            Amf0Value::Null,
+            name.clone(),
+        ],
+    )
+    .await?;
     let sid = conn.create_stream(4.0).await?;
-    conn.command(sid, vec![string("publish"), Amf0Value::Number(5.0), Amf0Value::Null, name, string("live")]).await?;
-    conn.wait_status("NetStream.Publish.Start").await.context("publish")?;
+    conn.command(
+        sid,
+        vec![
+            string("publish"),
+            Amf0Value::Number(5.0),
+            Amf0Value::Null,
+            name,
+            string("live"),
+        ],
+    )
+    .await?;
+    conn.wait_status("NetStream.Publish.Start")
+        .await
+        .context("publish")?;
     Ok((conn, sid))
 }
 
@@ -354,7 +451,10 @@ mod tests {
         assert_eq!((u.app.as_str(), u.stream.as_str()), ("live", "room"));
         assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1935/live");
         let u = RtmpUrl::parse("rtmp://h/a/b/key?x=1").unwrap();
-        assert_eq!((u.app.as_str(), u.stream.as_str(), u.url.port), ("a/b", "key?x=1", 1935));
+        assert_eq!(
+            (u.app.as_str(), u.stream.as_str(), u.url.port),
+            ("a/b", "key?x=1", 1935)
+        );
         assert!(RtmpUrl::parse("rtmp://h/onlyapp").is_err());
     }
 }

@@ -11,8 +11,9 @@ use crate::rtmp::{TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO};
 
 /// A real AVCDecoderConfigurationRecord (x264, 1280x720, constrained baseline, level 3.1).
 pub const AVC_RECORD: [u8; 38] = [
-    0x01, 0x42, 0xc0, 0x1f, 0xff, 0xe1, 0x00, 0x17, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40,
-    0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8, 0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
+    0x01, 0x42, 0xc0, 0x1f, 0xff, 0xe1, 0x00, 0x17, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16,
+    0xec, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0f, 0x23, 0xc6, 0x0c, 0xa8, 0x01,
+    0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
 ];
 
 /// AAC-LC, 44.1 kHz, stereo AudioSpecificConfig.
@@ -34,7 +35,11 @@ pub struct Item {
 #[derive(Debug, Clone)]
 pub enum Kind {
     /// An AVC coded frame: the marker goes between `header5` and `rest`.
-    Video { header5: [u8; 5], nal_length_size: u8, rest: Bytes },
+    Video {
+        header5: [u8; 5],
+        nal_length_size: u8,
+        rest: Bytes,
+    },
     /// Sent as is.
     Raw { type_id: u8, payload: Bytes },
 }
@@ -76,7 +81,10 @@ pub struct Synthetic {
 /// Bytes without zeros (so no accidental start codes) of pseudo-random content.
 fn filler(len: usize) -> Bytes {
     let mut rng = fastrand::Rng::with_seed(0x5EED);
-    (0..len).map(|_| rng.u8(1..=255)).collect::<Vec<u8>>().into()
+    (0..len)
+        .map(|_| rng.u8(1..=255))
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 impl Synthetic {
@@ -115,13 +123,22 @@ impl Synthetic {
             ("height".into(), Amf0Value::Number(720.0)),
             ("framerate".into(), Amf0Value::Number(self.fps)),
             ("videocodecid".into(), Amf0Value::Number(7.0)),
-            ("videodatarate".into(), Amf0Value::Number((self.bitrate_kbps - AUDIO_KBPS.min(self.bitrate_kbps)) as f64)),
+            (
+                "videodatarate".into(),
+                Amf0Value::Number((self.bitrate_kbps - AUDIO_KBPS.min(self.bitrate_kbps)) as f64),
+            ),
             ("audiocodecid".into(), Amf0Value::Number(10.0)),
             ("audiodatarate".into(), Amf0Value::Number(AUDIO_KBPS as f64)),
-            ("audiosamplerate".into(), Amf0Value::Number(AUDIO_RATE as f64)),
+            (
+                "audiosamplerate".into(),
+                Amf0Value::Number(AUDIO_RATE as f64),
+            ),
             ("audiosamplesize".into(), Amf0Value::Number(16.0)),
             ("stereo".into(), Amf0Value::Boolean(true)),
-            ("encoder".into(), Amf0Value::String("ferrolive-bench synthetic".into())),
+            (
+                "encoder".into(),
+                Amf0Value::String("ferrolive-bench synthetic".into()),
+            ),
         ]);
         let script = amf::encode_all(&[Amf0Value::String("onMetaData".into()), meta]);
         let mut video = vec![0x17, 0, 0, 0, 0];
@@ -147,9 +164,15 @@ impl Synthetic {
         let (vts, ats) = (self.video_ts(self.video_n), self.audio_ts(self.audio_n));
         if ats < vts {
             self.audio_n += 1;
-            return Item { ts: ats as u32, kind: Kind::Raw { type_id: TYPE_AUDIO, payload: self.audio.clone() } };
+            return Item {
+                ts: ats as u32,
+                kind: Kind::Raw {
+                    type_id: TYPE_AUDIO,
+                    payload: self.audio.clone(),
+                },
+            };
         }
-        let key = self.video_n % self.gop_frames == 0;
+        let key = self.video_n.is_multiple_of(self.gop_frames);
         self.video_n += 1;
         let size = if key { self.key_size } else { self.inter_size };
         // One slice NAL (IDR or non-IDR) filling the frame to its size.
@@ -159,7 +182,14 @@ impl Synthetic {
         rest.push(if key { 0x65 } else { 0x41 });
         rest.extend_from_slice(&self.filler[..nal_len - 1]);
         let header5 = [if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-        Item { ts: vts as u32, kind: Kind::Video { header5, nal_length_size: 4, rest: rest.into() } }
+        Item {
+            ts: vts as u32,
+            kind: Kind::Video {
+                header5,
+                nal_length_size: 4,
+                rest: rest.into(),
+            },
+        }
     }
 }
 
@@ -187,10 +217,11 @@ impl FileSource {
         let mut first_ts = None;
         while let Some(tag) = reader.read(&mut buf)? {
             match tag.tag_type {
-                TAG_SCRIPT => {
-                    if headers.iter().all(|(t, _)| *t != TYPE_DATA_AMF0) {
-                        headers.insert(0, (TYPE_DATA_AMF0, crate::rtmp::set_data_frame(&tag.payload)));
-                    }
+                TAG_SCRIPT if headers.iter().all(|(t, _)| *t != TYPE_DATA_AMF0) => {
+                    headers.insert(
+                        0,
+                        (TYPE_DATA_AMF0, crate::rtmp::set_data_frame(&tag.payload)),
+                    );
                 }
                 TAG_VIDEO | TAG_AUDIO => {
                     let video = tag.tag_type == TAG_VIDEO;
@@ -198,7 +229,9 @@ impl FileSource {
                         if let Some(info) = parse_video_tag(&tag.payload) {
                             if info.packet == VideoPacketKind::SequenceHeader {
                                 if info.codec == VideoCodec::Avc && !info.enhanced {
-                                    if let Ok(cfg) = AvcConfig::parse(&tag.payload[info.data_offset..]) {
+                                    if let Ok(cfg) =
+                                        AvcConfig::parse(&tag.payload[info.data_offset..])
+                                    {
                                         nal_length_size = cfg.nal_length_size;
                                     }
                                 }
@@ -208,7 +241,10 @@ impl FileSource {
                                 continue;
                             }
                         }
-                    } else if tag.payload.len() >= 2 && tag.payload[0] >> 4 == 10 && tag.payload[1] == 0 {
+                    } else if tag.payload.len() >= 2
+                        && tag.payload[0] >> 4 == 10
+                        && tag.payload[1] == 0
+                    {
                         if headers.iter().all(|(t, _)| *t != TYPE_AUDIO) {
                             headers.push((TYPE_AUDIO, tag.payload));
                         }
@@ -218,12 +254,24 @@ impl FileSource {
                     let ts = tag.timestamp.saturating_sub(first);
                     let info = video.then(|| parse_video_tag(&tag.payload)).flatten();
                     let kind = match info {
-                        Some(i) if i.codec == VideoCodec::Avc && !i.enhanced && i.packet == VideoPacketKind::Frame && tag.payload.len() >= 5 => {
+                        Some(i)
+                            if i.codec == VideoCodec::Avc
+                                && !i.enhanced
+                                && i.packet == VideoPacketKind::Frame
+                                && tag.payload.len() >= 5 =>
+                        {
                             let mut header5 = [0u8; 5];
                             header5.copy_from_slice(&tag.payload[..5]);
-                            Kind::Video { header5, nal_length_size, rest: tag.payload.slice(5..) }
+                            Kind::Video {
+                                header5,
+                                nal_length_size,
+                                rest: tag.payload.slice(5..),
+                            }
                         }
-                        _ => Kind::Raw { type_id: tag.tag_type, payload: tag.payload },
+                        _ => Kind::Raw {
+                            type_id: tag.tag_type,
+                            payload: tag.payload,
+                        },
                     };
                     items.push(Item { ts, kind });
                 }
@@ -236,7 +284,13 @@ impl FileSource {
         let last = items.iter().map(|i| u64::from(i.ts)).max().unwrap_or(0);
         // Loop after the last tag plus one typical frame interval.
         let span = last + 40;
-        Ok(FileSource { headers, items, pos: 0, offset: 0, span })
+        Ok(FileSource {
+            headers,
+            items,
+            pos: 0,
+            offset: 0,
+            span,
+        })
     }
 
     fn next_item(&mut self) -> Item {
@@ -251,6 +305,13 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    #[cfg(test)]
+    fn headers(&self) -> &[(u8, Bytes)] {
+        &self.headers
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +321,10 @@ mod tests {
     fn avc_record_is_valid() {
         let cfg = AvcConfig::parse(&AVC_RECORD).unwrap();
         assert_eq!(cfg.nal_length_size, 4);
-        assert_eq!(media::codec::avc_sps_resolution(&cfg.sps[0]).unwrap(), (1280, 720));
+        assert_eq!(
+            media::codec::avc_sps_resolution(&cfg.sps[0]).unwrap(),
+            (1280, 720)
+        );
     }
 
     #[test]
@@ -277,17 +341,31 @@ mod tests {
             assert!(item.ts >= last_ts, "timestamps go forward");
             last_ts = item.ts;
             match item.kind {
-                Kind::Video { header5, nal_length_size, rest } => {
+                Kind::Video {
+                    header5,
+                    nal_length_size,
+                    rest,
+                } => {
                     // What the publisher sends: marked with a sequence number and send time.
-                    let payload = marker::marked_video(&header5, frames, 1_000_000 + frames, nal_length_size, &rest);
+                    let payload = marker::marked_video(
+                        &header5,
+                        frames,
+                        1_000_000 + frames,
+                        nal_length_size,
+                        &rest,
+                    );
                     let info = parse_video_tag(&payload).unwrap();
                     assert_eq!(info.packet, VideoPacketKind::Frame);
                     assert_eq!(marker::find(&payload), Some((frames, 1_000_000 + frames)));
                     // Still a well-formed AVCC access unit: NAL lengths add up.
-                    let nalus: Vec<&[u8]> = media::codec::length_prefixed_nalus(&payload[5..], 4).collect();
+                    let nalus: Vec<&[u8]> =
+                        media::codec::length_prefixed_nalus(&payload[5..], 4).collect();
                     assert_eq!(nalus.len(), 2);
                     assert_eq!(nalus[0][0] & 0x1F, 6);
-                    assert_eq!(nalus.iter().map(|n| n.len() + 4).sum::<usize>(), payload.len() - 5);
+                    assert_eq!(
+                        nalus.iter().map(|n| n.len() + 4).sum::<usize>(),
+                        payload.len() - 5
+                    );
                     if header5[0] == 0x17 {
                         keys += 1;
                     }
@@ -322,12 +400,5 @@ mod tests {
         assert_eq!(f.headers().len(), 1);
         let ts: Vec<u32> = (0..6).map(|_| f.next_item().ts).collect();
         assert_eq!(ts, [0, 40, 80, 120, 160, 200]);
-    }
-}
-
-impl FileSource {
-    #[cfg(test)]
-    fn headers(&self) -> &[(u8, Bytes)] {
-        &self.headers
     }
 }

@@ -136,7 +136,9 @@ impl Tracker {
 
     /// An RTMP/FLV video payload: counts coded frames, and reads the bench marker if present.
     pub fn video(&mut self, payload: &[u8]) {
-        let Some(info) = parse_video_tag(payload) else { return };
+        let Some(info) = parse_video_tag(payload) else {
+            return;
+        };
         if info.packet != VideoPacketKind::Frame {
             return;
         }
@@ -330,16 +332,30 @@ pub fn proto_report(
         failed: (outcomes.len() - connected.len()) as u64,
         dropped: outcomes.iter().filter(|o| o.dropped).count() as u64,
         ttff_ms: Quantiles::of(ttff),
-        bitrate_kbps_mean: (!rates.is_empty()).then(|| round2(rates.iter().sum::<f64>() / rates.len() as f64)),
+        bitrate_kbps_mean: (!rates.is_empty())
+            .then(|| round2(rates.iter().sum::<f64>() / rates.len() as f64)),
         bitrate_kbps_min: rates.iter().copied().reduce(f64::min).map(round2),
         frames_received: outcomes.iter().map(|o| o.frames).sum(),
         frames_expected: measured.then_some(expected),
-        frames_received_pct: (measured && expected > 0).then(|| round2(100.0 * got as f64 / expected as f64)),
+        frames_received_pct: (measured && expected > 0)
+            .then(|| round2(100.0 * got as f64 / expected as f64)),
         frames_received_pct_worst_player: if measured { worst.map(round2) } else { None },
-        stalls: if measure_frames { outcomes.iter().map(|o| u64::from(o.stalls)).sum() } else { 0 },
-        players_with_stalls: if measure_frames { outcomes.iter().filter(|o| o.stalls > 0).count() as u64 } else { 0 },
+        stalls: if measure_frames {
+            outcomes.iter().map(|o| u64::from(o.stalls)).sum()
+        } else {
+            0
+        },
+        players_with_stalls: if measure_frames {
+            outcomes.iter().filter(|o| o.stalls > 0).count() as u64
+        } else {
+            0
+        },
         max_gap_ms: if measure_frames {
-            connected.iter().map(|o| o.max_gap_us).max().map(|us| round2(us as f64 / 1000.0))
+            connected
+                .iter()
+                .map(|o| o.max_gap_us)
+                .max()
+                .map(|us| round2(us as f64 / 1000.0))
         } else {
             None
         },
@@ -369,36 +385,75 @@ impl Report {
         let w = |s: &mut String, cols: [String; 11]| {
             s.push_str(&format!(
                 "{:<9} {:>7} {:>6} {:>5} {:>5} {:>15} {:>13} {:>17} {:>7} {:>7} {:>20}\n",
-                cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9], cols[10]
+                cols[0],
+                cols[1],
+                cols[2],
+                cols[3],
+                cols[4],
+                cols[5],
+                cols[6],
+                cols[7],
+                cols[8],
+                cols[9],
+                cols[10]
             ));
         };
-        w(&mut s, [
-            "protocol", "players", "ok", "fail", "drop", "ttff p50/p99 ms", "kbps mean/min", "frames recv/sent", "recv %",
-            "stalls", "latency p50/p99/max",
-        ]
-        .map(String::from));
+        w(
+            &mut s,
+            [
+                "protocol",
+                "players",
+                "ok",
+                "fail",
+                "drop",
+                "ttff p50/p99 ms",
+                "kbps mean/min",
+                "frames recv/sent",
+                "recv %",
+                "stalls",
+                "latency p50/p99/max",
+            ]
+            .map(String::from),
+        );
         for r in self.protocols.iter().chain(std::iter::once(&self.overall)) {
             let frames = match r.frames_expected {
                 Some(e) => format!("{}/{}", r.frames_received, e),
                 None => r.frames_received.to_string(),
             };
-            let stalls = if r.protocol == "hls" { "-".to_owned() } else { r.stalls.to_string() };
-            w(&mut s, [
-                r.protocol.clone(),
-                r.players.to_string(),
-                r.connected.to_string(),
-                r.failed.to_string(),
-                r.dropped.to_string(),
-                r.ttff_ms.map_or("-".into(), |q| format!("{:.1}/{:.1}", q.p50_ms, q.p99_ms)),
-                format!("{}/{}", opt(r.bitrate_kbps_mean, 0), opt(r.bitrate_kbps_min, 0)),
-                frames,
-                opt(r.frames_received_pct, 2),
-                stalls,
-                r.latency_ms.map_or("-".into(), |q| format!("{:.1}/{:.1}/{:.1}", q.p50_ms, q.p99_ms, q.max_ms)),
-            ]);
+            let stalls = if r.protocol == "hls" {
+                "-".to_owned()
+            } else {
+                r.stalls.to_string()
+            };
+            w(
+                &mut s,
+                [
+                    r.protocol.clone(),
+                    r.players.to_string(),
+                    r.connected.to_string(),
+                    r.failed.to_string(),
+                    r.dropped.to_string(),
+                    r.ttff_ms
+                        .map_or("-".into(), |q| format!("{:.1}/{:.1}", q.p50_ms, q.p99_ms)),
+                    format!(
+                        "{}/{}",
+                        opt(r.bitrate_kbps_mean, 0),
+                        opt(r.bitrate_kbps_min, 0)
+                    ),
+                    frames,
+                    opt(r.frames_received_pct, 2),
+                    stalls,
+                    r.latency_ms.map_or("-".into(), |q| {
+                        format!("{:.1}/{:.1}/{:.1}", q.p50_ms, q.p99_ms, q.max_ms)
+                    }),
+                ],
+            );
         }
         if let Some(n) = self.frames_published {
-            s.push_str(&format!("published: {n} video frames in {:.0} s", self.duration_secs));
+            s.push_str(&format!(
+                "published: {n} video frames in {:.0} s",
+                self.duration_secs
+            ));
             if let Some(e) = &self.publisher_error {
                 s.push_str(&format!(" (publisher error: {e})"));
             }

@@ -8,14 +8,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn ferrolive_binary() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    ["debug", "release"].iter().map(|p| target.join(p).join("ferrolive")).find(|p| p.exists())
+    ["debug", "release"]
+        .iter()
+        .map(|p| target.join(p).join("ferrolive"))
+        .find(|p| p.exists())
 }
 
 struct Server(Child);
@@ -38,14 +45,26 @@ async fn bench_against_ferrolive() {
     std::fs::create_dir_all(&data).unwrap();
     let child = Command::new(&bin)
         .args(["standalone", "--rtmp-noauth", "--log", "warn"])
-        .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp}"), "--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--api-addr", &format!("127.0.0.1:{api}"), "--data-dir", data.to_str().unwrap()])
+        .args([
+            "--rtmp-addr",
+            &format!("127.0.0.1:{rtmp}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args([
+            "--api-addr",
+            &format!("127.0.0.1:{api}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("start ferrolive");
     let _server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err() || std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
+    {
         assert!(Instant::now() < deadline, "ferrolive did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -64,19 +83,40 @@ async fn bench_against_ferrolive() {
     let report = bench::run(args).await.expect("bench runs");
     report.print_table();
 
-    assert!(report.publisher_error.is_none(), "{:?}", report.publisher_error);
+    assert!(
+        report.publisher_error.is_none(),
+        "{:?}",
+        report.publisher_error
+    );
     let published = report.frames_published.unwrap();
     assert!(published >= 5 * 30 - 5, "published {published} frames");
     for p in &report.protocols {
-        assert_eq!((p.players, p.connected, p.failed), (20, 20, 0), "{}: {:?}", p.protocol, p.errors);
-        assert!(p.frames_received_pct.unwrap() >= 95.0, "{}: {:?}", p.protocol, p.frames_received_pct);
+        assert_eq!(
+            (p.players, p.connected, p.failed),
+            (20, 20, 0),
+            "{}: {:?}",
+            p.protocol,
+            p.errors
+        );
+        assert!(
+            p.frames_received_pct.unwrap() >= 95.0,
+            "{}: {:?}",
+            p.protocol,
+            p.frames_received_pct
+        );
         let lat = p.latency_ms.expect("latency measured");
         assert!(lat.p99_ms < 200.0, "{}: latency {lat:?}", p.protocol);
         assert!(p.ttff_ms.is_some());
-        assert!(p.bitrate_kbps_mean.unwrap() > 1000.0, "{}: {:?}", p.protocol, p.bitrate_kbps_mean);
+        assert!(
+            p.bitrate_kbps_mean.unwrap() > 1000.0,
+            "{}: {:?}",
+            p.protocol,
+            p.bitrate_kbps_mean
+        );
     }
     assert_eq!(report.overall.connected, 40);
-    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(written["overall"]["connected"], 40);
     let _ = std::fs::remove_dir_all(&data);
 }

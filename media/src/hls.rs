@@ -181,10 +181,14 @@ impl HlsPackager {
         // Tracks are settled when the first segment opens; after that the program stays
         // as it is (a PMT change mid-stream would need every player to reset).
         let settled = self.muxer.is_some();
-        if (settled && self.tracks.video.is_none()) || self.video_header.as_ref() == Some(&frame.payload) {
+        if (settled && self.tracks.video.is_none())
+            || self.video_header.as_ref() == Some(&frame.payload)
+        {
             return;
         }
-        let Some(info) = codec::parse_video_tag(&frame.payload) else { return };
+        let Some(info) = codec::parse_video_tag(&frame.payload) else {
+            return;
+        };
         let record = &frame.payload[info.data_offset..];
         let (avc, hevc) = match info.codec {
             VideoCodec::Avc => (AvcConfig::parse(record).ok(), None),
@@ -199,7 +203,11 @@ impl HlsPackager {
             self.break_stream();
         }
         self.video_header = Some(frame.payload.clone());
-        let video = Some(if hevc.is_some() { TsVideo::H265 } else { TsVideo::H264 });
+        let video = Some(if hevc.is_some() {
+            TsVideo::H265
+        } else {
+            TsVideo::H264
+        });
         if self.tracks.video != video {
             self.tracks.video = video;
             self.muxer = None;
@@ -212,11 +220,15 @@ impl HlsPackager {
         if self.audio_header.as_ref() == Some(&frame.payload) {
             return;
         }
-        let Some(info) = codec::parse_audio_tag(&frame.payload) else { return };
+        let Some(info) = codec::parse_audio_tag(&frame.payload) else {
+            return;
+        };
         if info.codec != codec::AudioCodec::Aac {
             return;
         }
-        let Ok(config) = AacConfig::parse(&frame.payload[info.data_offset..]) else { return };
+        let Ok(config) = AacConfig::parse(&frame.payload[info.data_offset..]) else {
+            return;
+        };
         if self.muxer.is_none() {
             self.tracks.audio = true;
         } else if !self.tracks.audio {
@@ -230,7 +242,9 @@ impl HlsPackager {
     }
 
     fn on_video(&mut self, frame: &Frame) {
-        let Some(info) = codec::parse_video_tag(&frame.payload) else { return };
+        let Some(info) = codec::parse_video_tag(&frame.payload) else {
+            return;
+        };
         let configured = self.avc.is_some() || self.hevc.is_some();
         if info.packet != VideoPacketKind::Frame || self.tracks.video.is_none() || !configured {
             return;
@@ -239,7 +253,8 @@ impl HlsPackager {
         let key = frame.key;
         if key {
             let long_enough = self.open.as_ref().is_some_and(|s| {
-                frame.timestamp.saturating_sub(s.start_ms) >= self.config.target_duration.as_millis() as u64
+                frame.timestamp.saturating_sub(s.start_ms)
+                    >= self.config.target_duration.as_millis() as u64
             });
             if long_enough {
                 self.close_segment(Some(frame.timestamp));
@@ -255,10 +270,18 @@ impl HlsPackager {
             // No usable sequence header yet: nothing decodable to write.
             (None, None) => return,
         }
-        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else { return };
+        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
+            return;
+        };
         let dts = frame.timestamp * 90;
         let pts = (frame.timestamp as i64 + i64::from(info.composition_time)).max(0) as u64 * 90;
-        Self::flush_audio(open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+        Self::flush_audio(
+            open,
+            muxer,
+            &mut self.audio_pes,
+            &mut self.audio_pes_frames,
+            self.audio_pes_pts,
+        );
         muxer.write_video(&mut open.data, pts, dts, key, &self.scratch);
         if frame.timestamp > open.last_ms {
             self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
@@ -268,11 +291,14 @@ impl HlsPackager {
 
     fn on_audio(&mut self, frame: &Frame) {
         let Some(config) = self.aac else { return };
-        let Some(info) = codec::parse_audio_tag(&frame.payload) else { return };
+        let Some(info) = codec::parse_audio_tag(&frame.payload) else {
+            return;
+        };
         if self.tracks.video.is_none() && self.tracks.audio {
             // Audio-only: any frame may start a segment.
             let long_enough = self.open.as_ref().is_some_and(|s| {
-                frame.timestamp.saturating_sub(s.start_ms) >= self.config.target_duration.as_millis() as u64
+                frame.timestamp.saturating_sub(s.start_ms)
+                    >= self.config.target_duration.as_millis() as u64
             });
             if long_enough {
                 self.close_segment(Some(frame.timestamp));
@@ -281,14 +307,22 @@ impl HlsPackager {
                 self.open_segment(frame.timestamp);
             }
         }
-        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else { return };
+        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
+            return;
+        };
         if !self.tracks.audio {
             return;
         }
         if self.audio_pes_frames == 0 {
             self.audio_pes_pts = frame.timestamp * 90;
         }
-        if ts::aac_to_adts(&config, &frame.payload[info.data_offset..], &mut self.audio_pes).is_err() {
+        if ts::aac_to_adts(
+            &config,
+            &frame.payload[info.data_offset..],
+            &mut self.audio_pes,
+        )
+        .is_err()
+        {
             // Too long for an ADTS header: not an AAC frame any decoder would take.
             return;
         }
@@ -298,11 +332,23 @@ impl HlsPackager {
         }
         open.last_ms = open.last_ms.max(frame.timestamp);
         if self.audio_pes_frames >= AUDIO_FRAMES_PER_PES {
-            Self::flush_audio(open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+            Self::flush_audio(
+                open,
+                muxer,
+                &mut self.audio_pes,
+                &mut self.audio_pes_frames,
+                self.audio_pes_pts,
+            );
         }
     }
 
-    fn flush_audio(open: &mut OpenSegment, muxer: &mut TsMuxer, pes: &mut Vec<u8>, frames: &mut usize, pts: u64) {
+    fn flush_audio(
+        open: &mut OpenSegment,
+        muxer: &mut TsMuxer,
+        pes: &mut Vec<u8>,
+        frames: &mut usize,
+        pts: u64,
+    ) {
         if *frames > 0 {
             muxer.write_audio(&mut open.data, pts, pes);
             pes.clear();
@@ -326,9 +372,17 @@ impl HlsPackager {
     /// Close the open segment; `next_start_ms` is where the next one begins (its duration's
     /// end), or `None` when the stream stops or breaks here.
     fn close_segment(&mut self, next_start_ms: Option<u64>) {
-        let Some(mut open) = self.open.take() else { return };
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
         if let Some(muxer) = self.muxer.as_mut() {
-            Self::flush_audio(&mut open, muxer, &mut self.audio_pes, &mut self.audio_pes_frames, self.audio_pes_pts);
+            Self::flush_audio(
+                &mut open,
+                muxer,
+                &mut self.audio_pes,
+                &mut self.audio_pes_frames,
+                self.audio_pes_pts,
+            );
         }
         // Without a next segment, the last frame lasts about as long as the ones before it.
         let end = next_start_ms.unwrap_or(open.last_ms + self.frame_interval_ms);
@@ -344,7 +398,10 @@ impl HlsPackager {
         self.segments.push_back(segment);
         // The segment that just left the listed window takes its discontinuity with it.
         let leaving = self.segments.len().checked_sub(self.config.window + 1);
-        if leaving.and_then(|i| self.segments.get(i)).is_some_and(|s| s.discontinuity) {
+        if leaving
+            .and_then(|i| self.segments.get(i))
+            .is_some_and(|s| s.discontinuity)
+        {
             self.discontinuity_sequence += 1;
         }
         while self.segments.len() > self.config.window + self.config.retain_extra {
@@ -366,7 +423,12 @@ impl HlsPackager {
             if s.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = write!(out, "#EXTINF:{:.3},\n{}\n", s.duration_ms as f64 / 1000.0, uri(s.sequence));
+            let _ = write!(
+                out,
+                "#EXTINF:{:.3},\n{}\n",
+                s.duration_ms as f64 / 1000.0,
+                uri(s.sequence)
+            );
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");

@@ -19,7 +19,9 @@ use tokio::sync::broadcast;
 use crate::codec::{self, VideoFrameKind, VideoPacketKind};
 use crate::flv;
 use crate::rtmp::chunk;
-use crate::rtmp::session::{msg_type, MediaKind, CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM_ID, OUT_CHUNK_SIZE};
+use crate::rtmp::session::{
+    msg_type, MediaKind, CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM_ID, OUT_CHUNK_SIZE,
+};
 use crate::timestamp::TrackClock;
 
 #[derive(Debug, Clone)]
@@ -101,7 +103,8 @@ impl Frame {
 
     /// The frame as RTMP chunks on [`MEDIA_STREAM_ID`] at [`OUT_CHUNK_SIZE`], built once.
     pub fn rtmp_chunks(&self) -> &Bytes {
-        self.rtmp.get_or_init(|| self.rtmp_chunks_for(MEDIA_STREAM_ID))
+        self.rtmp
+            .get_or_init(|| self.rtmp_chunks_for(MEDIA_STREAM_ID))
     }
 
     /// RTMP chunks for another message stream id (a client that created several streams).
@@ -162,7 +165,9 @@ impl PublishStats {
         }
         match kind {
             MediaKind::Video => {
-                let Some(info) = codec::parse_video_tag(payload) else { return };
+                let Some(info) = codec::parse_video_tag(payload) else {
+                    return;
+                };
                 self.video_codec = Some(match info.codec {
                     codec::VideoCodec::Avc => "h264",
                     codec::VideoCodec::Hevc => "h265",
@@ -171,14 +176,18 @@ impl PublishStats {
                     codec::VideoCodec::Other(_) => "other",
                 });
                 let record = &payload[info.data_offset..];
-                let resolution = codec::AvcConfig::parse(record)
-                    .ok()
-                    .and_then(|c| c.sps.first().and_then(|sps| codec::avc_sps_resolution(sps).ok()));
+                let resolution = codec::AvcConfig::parse(record).ok().and_then(|c| {
+                    c.sps
+                        .first()
+                        .and_then(|sps| codec::avc_sps_resolution(sps).ok())
+                });
                 self.width = resolution.map(|r| r.0);
                 self.height = resolution.map(|r| r.1);
             }
             MediaKind::Audio => {
-                let Some(info) = codec::parse_audio_tag(payload) else { return };
+                let Some(info) = codec::parse_audio_tag(payload) else {
+                    return;
+                };
                 self.audio_codec = Some(match info.codec {
                     codec::AudioCodec::Aac => "aac",
                     codec::AudioCodec::Mp3 => "mp3",
@@ -441,7 +450,8 @@ impl StreamState {
         };
         let mut frame = Frame::new(kind, timestamp, payload);
         frame.generation = self.generation;
-        self.stats.observe(kind, frame.sequence_header, &frame.payload);
+        self.stats
+            .observe(kind, frame.sequence_header, &frame.payload);
         match kind {
             MediaKind::Audio => {
                 self.has_audio = true;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use media::hub::Publisher;
 use registry::{
-    now_ms, redact_key, LeaseOutcome, NodeAddrs, NodeInfo, NodeRole, RefreshOutcome, Registry, RegistryError,
-    StreamLease,
+    now_ms, redact_key, LeaseOutcome, NodeAddrs, NodeInfo, NodeRole, RefreshOutcome, Registry,
+    RegistryError, StreamLease,
 };
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -111,12 +111,21 @@ impl Drop for Registration {
 /// Claim the lease of `stream` for a publisher that the local hub accepted. Another
 /// node's live lease refuses the publish; an unreachable registry does not (the lease is
 /// retried in the background).
-pub async fn register(node: &Arc<Node>, control: &ControlConfig, publisher: &Publisher) -> Result<Registration, Refusal> {
+pub async fn register(
+    node: &Arc<Node>,
+    control: &ControlConfig,
+    publisher: &Publisher,
+) -> Result<Registration, Refusal> {
     let stream = publisher.name().to_owned();
     let lease = StreamLease {
         stream: stream.clone(),
         node_id: control.node_id.clone(),
-        session: format!("{}-{}-{:08x}", control.node_id, publisher.generation(), fastrand::u32(..)),
+        session: format!(
+            "{}-{}-{:08x}",
+            control.node_id,
+            publisher.generation(),
+            fastrand::u32(..)
+        ),
         addrs: control.addrs.clone(),
         started_at_ms: now_ms(),
         ..StreamLease::default()
@@ -126,21 +135,40 @@ pub async fn register(node: &Arc<Node>, control: &ControlConfig, publisher: &Pub
         Ok(LeaseOutcome::Acquired) => acquired = true,
         Ok(LeaseOutcome::HeldBy(other)) if other.node_id == control.node_id => {
             // Our own earlier session of this stream, which the hub just let us take over.
-            let _ = control.registry.release_lease(&stream, &other.session).await;
-            acquired = matches!(control.registry.acquire_lease(&lease, LEASE_TTL).await, Ok(LeaseOutcome::Acquired));
+            let _ = control
+                .registry
+                .release_lease(&stream, &other.session)
+                .await;
+            acquired = matches!(
+                control.registry.acquire_lease(&lease, LEASE_TTL).await,
+                Ok(LeaseOutcome::Acquired)
+            );
         }
         Ok(LeaseOutcome::HeldBy(other)) => {
             info!(stream = %stream, owner = %other.node_id, "publish refused: live on another node");
-            return Err(Refusal::bad_name(format!("Stream is live on node {}", other.node_id)));
+            return Err(Refusal::bad_name(format!(
+                "Stream is live on node {}",
+                other.node_id
+            )));
         }
-        Err(e) => warn!(stream = %stream, error = %e, "registry unavailable; will register the stream when it is back"),
+        Err(e) => {
+            warn!(stream = %stream, error = %e, "registry unavailable; will register the stream when it is back")
+        }
     }
     let (stop, stopped) = watch::channel(false);
     let eviction = Eviction::default();
     let stats_source = publisher.stats_handle();
     // Listed before the keeper starts, so that a shutdown from now on waits for its release.
     let held = HeldLease::new(node.clone(), &lease);
-    tokio::spawn(keep_lease(control.clone(), lease, acquired, stats_source, stopped, eviction.clone(), held));
+    tokio::spawn(keep_lease(
+        control.clone(),
+        lease,
+        acquired,
+        stats_source,
+        stopped,
+        eviction.clone(),
+        held,
+    ));
     Ok(Registration { stop, eviction })
 }
 
@@ -155,7 +183,10 @@ impl HeldLease {
         node.leases.send_modify(|held| {
             held.insert(lease.session.clone(), lease.stream.clone());
         });
-        HeldLease { node, session: lease.session.clone() }
+        HeldLease {
+            node,
+            session: lease.session.clone(),
+        }
     }
 
     /// Resolves when the node starts shutting down.
@@ -195,7 +226,8 @@ async fn keep_lease(
         }
         let s = stats.get();
         let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
-        lease.bitrate_kbps = ((s.bytes_in.saturating_sub(last_bytes)) as f64 * 8.0 / 1000.0 / elapsed) as u64;
+        lease.bitrate_kbps =
+            ((s.bytes_in.saturating_sub(last_bytes)) as f64 * 8.0 / 1000.0 / elapsed) as u64;
         last_bytes = s.bytes_in;
         last_at = tokio::time::Instant::now();
         lease.video_codec = s.video_codec.map(str::to_owned);
@@ -217,10 +249,15 @@ async fn keep_lease(
                 // Expired (a registry that restarted empty, a long outage) or never taken:
                 // claim it again unless another session has it now.
                 reacquired = false;
-                outcome = control.registry.acquire_lease(&lease, LEASE_TTL).await.map(|o| match o {
-                    LeaseOutcome::Acquired => RefreshOutcome::Refreshed,
-                    LeaseOutcome::HeldBy(_) => RefreshOutcome::Lost,
-                });
+                outcome =
+                    control
+                        .registry
+                        .acquire_lease(&lease, LEASE_TTL)
+                        .await
+                        .map(|o| match o {
+                            LeaseOutcome::Acquired => RefreshOutcome::Refreshed,
+                            LeaseOutcome::HeldBy(_) => RefreshOutcome::Lost,
+                        });
             }
             (outcome, reacquired)
         };
@@ -249,11 +286,17 @@ async fn keep_lease(
                 eviction.evict();
                 return;
             }
-            Err(RegistryError::Unavailable(e)) => warn!(stream = %lease.stream, error = %e, "lease refresh failed; retrying"),
+            Err(RegistryError::Unavailable(e)) => {
+                warn!(stream = %lease.stream, error = %e, "lease refresh failed; retrying")
+            }
             Err(e) => warn!(stream = %lease.stream, error = %e, "lease refresh failed"),
         }
     }
-    if let Err(e) = control.registry.release_lease(&lease.stream, &lease.session).await {
+    if let Err(e) = control
+        .registry
+        .release_lease(&lease.stream, &lease.session)
+        .await
+    {
         warn!(stream = %lease.stream, error = %e, "could not release the lease; it expires by itself");
     } else {
         debug!(stream = %lease.stream, "lease released");
@@ -267,14 +310,22 @@ pub async fn heartbeat(node: Arc<Node>, control: ControlConfig) {
     let mut last_at = tokio::time::Instant::now();
     let mut failing = false;
     loop {
-        let out = node.metrics.bytes_out_total.load(std::sync::atomic::Ordering::Relaxed);
+        let out = node
+            .metrics
+            .bytes_out_total
+            .load(std::sync::atomic::Ordering::Relaxed);
         let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
         let info = NodeInfo {
             id: control.node_id.clone(),
             role: control.role,
             region: control.region.clone(),
             addrs: control.addrs.clone(),
-            viewers: node.hub.list().into_iter().map(|s| (s.name, s.viewers as u64)).collect(),
+            viewers: node
+                .hub
+                .list()
+                .into_iter()
+                .map(|s| (s.name, s.viewers as u64))
+                .collect(),
             egress_bps: ((out - last_out) as f64 / elapsed) as u64,
             updated_at_ms: now_ms(),
         };

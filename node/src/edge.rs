@@ -136,12 +136,17 @@ struct Local {
 impl Local {
     /// Whether nobody has watched for `grace`.
     fn idle(&mut self, grace: Duration) -> bool {
-        let Some(stats) = &self.stats else { return false };
+        let Some(stats) = &self.stats else {
+            return false;
+        };
         if stats.get().viewers > 0 {
             self.unwatched_since = None;
             return false;
         }
-        self.unwatched_since.get_or_insert_with(Instant::now).elapsed() >= grace
+        self.unwatched_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            >= grace
     }
 }
 
@@ -169,7 +174,12 @@ pub struct Edge {
 }
 
 impl Edge {
-    pub fn new(config: EdgeConfig, registry: Arc<dyn Registry>, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Result<Arc<Edge>, PullError> {
+    pub fn new(
+        config: EdgeConfig,
+        registry: Arc<dyn Registry>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Edge>, PullError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -258,7 +268,9 @@ impl Edge {
                 Err(e) => {
                     debug!(stream = %key, error = %e, "upstream not available yet");
                     let closing = self.is_closing();
-                    let gave_up = self.retire(&key, &pull, &mut local, || !closing && Instant::now() < pull.start_until());
+                    let gave_up = self.retire(&key, &pull, &mut local, || {
+                        !closing && Instant::now() < pull.start_until()
+                    });
                     if gave_up {
                         debug!(stream = %key, "pull abandoned: not live");
                         return;
@@ -273,7 +285,10 @@ impl Edge {
                 self.retire(&key, &pull, &mut local, || false);
                 return;
             }
-            match self.stream(&key, &pull, response, &mut local, started).await {
+            match self
+                .stream(&key, &pull, response, &mut local, started)
+                .await
+            {
                 Upstream::Ended => {
                     info!(stream = %key, "origin ended the stream");
                     self.retire(&key, &pull, &mut local, || false);
@@ -287,7 +302,9 @@ impl Edge {
                     info!(stream = %key, "shutting down; pulled stream ended");
                     return;
                 }
-                Upstream::Lost(e) => warn!(stream = %key, error = %e, "upstream lost; holding viewers and re-pulling"),
+                Upstream::Lost(e) => {
+                    warn!(stream = %key, error = %e, "upstream lost; holding viewers and re-pulling")
+                }
             }
             // Dropping without finish: the hub keeps the viewers of the orphaned stream.
             local.publisher = None;
@@ -304,7 +321,12 @@ impl Edge {
 
     /// After a loss: look the owner up again and connect, with backoff, until the upstream
     /// grace runs out or nobody watches any more. `None`: the pull was retired.
-    async fn repull(&self, key: &str, pull: &Arc<Pull>, local: &mut Local) -> Option<reqwest::Response> {
+    async fn repull(
+        &self,
+        key: &str,
+        pull: &Arc<Pull>,
+        local: &mut Local,
+    ) -> Option<reqwest::Response> {
         let lost_at = Instant::now();
         let mut backoff = BACKOFF_FIRST;
         loop {
@@ -405,7 +427,9 @@ impl Edge {
                     _ => continue,
                 };
                 if ready {
-                    if let Err(e) = self.feed(key, local, kind, tag.timestamp, tag.payload, last_data) {
+                    if let Err(e) =
+                        self.feed(key, local, kind, tag.timestamp, tag.payload, last_data)
+                    {
                         return Upstream::Lost(e);
                     }
                     continue;
@@ -420,7 +444,8 @@ impl Edge {
                 // Publish locally only once the tracks are known, so that the first viewers
                 // get an FLV header that announces them and their sequence headers.
                 let header = reader.header();
-                let tracks_seen = header.is_some_and(|h| (!h.has_audio || seen_audio) && (!h.has_video || seen_video));
+                let tracks_seen = header
+                    .is_some_and(|h| (!h.has_audio || seen_audio) && (!h.has_video || seen_video));
                 let waited = first_tag.is_some_and(|t| t.elapsed() >= READY_AFTER);
                 if tracks_seen || waited || pending_bytes > MAX_PENDING {
                     ready = true;
@@ -437,23 +462,42 @@ impl Edge {
     }
 
     /// One upstream tag into the hub, publishing the local stream on the first.
-    fn feed(&self, key: &str, local: &mut Local, kind: MediaKind, timestamp: u32, payload: Bytes, now: Instant) -> Result<(), PullError> {
+    fn feed(
+        &self,
+        key: &str,
+        local: &mut Local,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), PullError> {
         let publisher = match &mut local.publisher {
             Some(publisher) => publisher,
             None => {
-                let publisher = self.hub.publish(key, now).map_err(|_| PullError::Replaced)?;
+                let publisher = self
+                    .hub
+                    .publish(key, now)
+                    .map_err(|_| PullError::Replaced)?;
                 local.generation = Some(publisher.generation());
                 local.stats = Some(publisher.stats_handle());
                 local.publisher.insert(publisher)
             }
         };
-        publisher.push(kind, timestamp, payload, now).map_err(|_| PullError::Replaced)
+        publisher
+            .push(kind, timestamp, payload, now)
+            .map_err(|_| PullError::Replaced)
     }
 
     /// Take the pull out of the map and end its local stream, unless `keep()` (evaluated
     /// under the map's lock, so no viewer can attach in between) says otherwise. True
     /// when retired.
-    fn retire(&self, key: &str, pull: &Arc<Pull>, local: &mut Local, keep: impl FnOnce() -> bool) -> bool {
+    fn retire(
+        &self,
+        key: &str,
+        pull: &Arc<Pull>,
+        local: &mut Local,
+        keep: impl FnOnce() -> bool,
+    ) -> bool {
         let mut pulls = self.pulls();
         if keep() {
             return false;
@@ -476,7 +520,9 @@ impl Edge {
     /// Retire an idle pull unless a viewer attached since the last look.
     fn retire_idle(&self, key: &str, pull: &Arc<Pull>, local: &mut Local) -> bool {
         let stats = local.stats.clone();
-        let retired = self.retire(key, pull, local, || stats.is_some_and(|s| s.get().viewers > 0));
+        let retired = self.retire(key, pull, local, || {
+            stats.is_some_and(|s| s.get().viewers > 0)
+        });
         if !retired {
             local.unwatched_since = None;
         }

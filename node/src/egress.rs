@@ -41,10 +41,19 @@ pub struct SlowViewerGuard {
 
 impl SlowViewerGuard {
     /// Record a skip of `frames`; an error when the viewer keeps falling behind.
-    pub fn skipped(&mut self, frames: u64, metrics: &Metrics, now: Instant) -> Result<(), EgressError> {
+    pub fn skipped(
+        &mut self,
+        frames: u64,
+        metrics: &Metrics,
+        now: Instant,
+    ) -> Result<(), EgressError> {
         Metrics::add(&metrics.frames_skipped_total, frames);
         self.skips.push_back(now);
-        while self.skips.front().is_some_and(|t| now.duration_since(*t) > SKIP_WINDOW) {
+        while self
+            .skips
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > SKIP_WINDOW)
+        {
             self.skips.pop_front();
         }
         if self.skips.len() as u32 >= MAX_SKIPS {
@@ -64,7 +73,10 @@ pub struct TrackFilter {
 
 impl Default for TrackFilter {
     fn default() -> Self {
-        TrackFilter { audio: true, video: true }
+        TrackFilter {
+            audio: true,
+            video: true,
+        }
     }
 }
 
@@ -91,7 +103,10 @@ pub async fn next_batch(
     slow: &mut SlowViewerGuard,
     metrics: &Metrics,
 ) -> Result<Batch, EgressError> {
-    let mut batch = Batch { frames: Vec::new(), ended: false };
+    let mut batch = Batch {
+        frames: Vec::new(),
+        ended: false,
+    };
     let mut delivery = Some(sub.next().await);
     while let Some(d) = delivery {
         match d {
@@ -123,7 +138,11 @@ pub async fn write_units<W: AsyncWrite + Unpin>(
     let mut dropped = 0;
     let mut front_started = false;
     while !bufs.is_empty() {
-        let slices: Vec<IoSlice<'_>> = bufs.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+        let slices: Vec<IoSlice<'_>> = bufs
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|b| IoSlice::new(b))
+            .collect();
         let n = match tokio::time::timeout(WRITE_TIMEOUT, writer.write_vectored(&slices)).await {
             Ok(result) => result?,
             Err(_) => return Err(EgressError::WriteTimeout(WRITE_TIMEOUT)),

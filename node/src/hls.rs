@@ -35,7 +35,10 @@ impl Packaging {
     }
 
     fn idle_for(&self) -> Duration {
-        self.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+        self.last_request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 }
 
@@ -59,7 +62,12 @@ impl Hls {
 
     /// The playlist of `key`, starting its packager if needed and waiting (bounded) for
     /// the first segment. `None`: the stream is not live (or produced nothing in time).
-    pub async fn playlist(self: &Arc<Self>, node: &Node, key: &str, uri: impl Fn(u64) -> String) -> Option<String> {
+    pub async fn playlist(
+        self: &Arc<Self>,
+        node: &Node,
+        key: &str,
+        uri: impl Fn(u64) -> String,
+    ) -> Option<String> {
         let existing = self.streams().get(key).cloned();
         let packaging = match existing {
             // An ended stream that is live again gets a fresh packager.
@@ -69,7 +77,8 @@ impl Hls {
         };
         packaging.touch();
         // The first segment needs a keyframe after the target duration; allow for a long GOP.
-        let deadline = tokio::time::Instant::now() + self.config.target_duration * 3 + Duration::from_secs(4);
+        let deadline =
+            tokio::time::Instant::now() + self.config.target_duration * 3 + Duration::from_secs(4);
         loop {
             let notified = packaging.progress.notified();
             {
@@ -100,7 +109,9 @@ impl Hls {
             return p.clone();
         }
         // Never number below what an earlier packager of this stream served.
-        let first = previous.map_or(0, |p| p.packager().next_sequence()).max(first_sequence());
+        let first = previous
+            .map_or(0, |p| p.packager().next_sequence())
+            .max(first_sequence());
         let packaging = Arc::new(Packaging {
             packager: Mutex::new(HlsPackager::new(
                 self.config.clone(),
@@ -152,7 +163,10 @@ impl Hls {
                 }
             }
             let mut streams = hls.streams();
-            if streams.get(&key).is_some_and(|p| Arc::ptr_eq(p, &packaging)) {
+            if streams
+                .get(&key)
+                .is_some_and(|p| Arc::ptr_eq(p, &packaging))
+            {
                 streams.remove(&key);
             }
             debug!(stream = %key, "hls packaging stopped");
@@ -166,5 +180,7 @@ impl Hls {
 /// stream comes back) always numbers beyond any segment an earlier one served: segment
 /// URLs are never reused, and a CDN may cache them for long.
 fn first_sequence() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -69,16 +69,32 @@ struct Request {
     keep_alive: bool,
 }
 
-async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -> Result<(), HttpError> {
+async fn connection(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    node: &Arc<Node>,
+) -> Result<(), HttpError> {
     let _ = socket.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(1024);
     for served in 0..MAX_REQUESTS_PER_CONNECTION {
-        let wait = if served == 0 { FIRST_REQUEST_TIMEOUT } else { KEEP_ALIVE_TIMEOUT };
+        let wait = if served == 0 {
+            FIRST_REQUEST_TIMEOUT
+        } else {
+            KEEP_ALIVE_TIMEOUT
+        };
         let request = match tokio::time::timeout(wait, read_request(&mut socket, &mut buf)).await {
             Ok(Ok(Some(request))) => request,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(HttpError::Malformed(why))) => {
-                respond(&mut socket, "400 Bad Request", "text/plain", why.as_bytes(), false, false).await?;
+                respond(
+                    &mut socket,
+                    "400 Bad Request",
+                    "text/plain",
+                    why.as_bytes(),
+                    false,
+                    false,
+                )
+                .await?;
                 return Err(HttpError::Malformed(why));
             }
             Ok(Err(e)) => return Err(e),
@@ -99,11 +115,27 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                 socket.write_all(head.as_bytes()).await?;
             }
             ("GET" | "HEAD", "/healthz") => {
-                respond(&mut socket, "200 OK", "text/plain", b"ok\n", head_only, keep).await?;
+                respond(
+                    &mut socket,
+                    "200 OK",
+                    "text/plain",
+                    b"ok\n",
+                    head_only,
+                    keep,
+                )
+                .await?;
             }
             ("GET" | "HEAD", "/metrics") => {
                 let body = node.metrics.render(&node.hub);
-                respond(&mut socket, "200 OK", "text/plain; version=0.0.4", body.as_bytes(), head_only, keep).await?;
+                respond(
+                    &mut socket,
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    body.as_bytes(),
+                    head_only,
+                    keep,
+                )
+                .await?;
             }
             ("GET" | "HEAD", p) if p.ends_with(".flv") => {
                 let sub = match flv_stream_key(p) {
@@ -111,7 +143,15 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                     None => None,
                 };
                 let Some(sub) = sub else {
-                    respond(&mut socket, "404 Not Found", "text/plain", b"stream not found\n", head_only, keep).await?;
+                    respond(
+                        &mut socket,
+                        "404 Not Found",
+                        "text/plain",
+                        b"stream not found\n",
+                        head_only,
+                        keep,
+                    )
+                    .await?;
                     if keep {
                         continue;
                     }
@@ -134,23 +174,82 @@ async fn connection(mut socket: TcpStream, peer: SocketAddr, node: &Arc<Node>) -
                 };
                 match playlist {
                     // Short-lived: a live playlist changes every segment.
-                    Some(body) => respond_cached(&mut socket, "200 OK", "application/vnd.apple.mpegurl", "max-age=1", body.as_bytes(), head_only, keep).await?,
-                    None => respond(&mut socket, "404 Not Found", "text/plain", b"stream not found\n", head_only, keep).await?,
+                    Some(body) => {
+                        respond_cached(
+                            &mut socket,
+                            "200 OK",
+                            "application/vnd.apple.mpegurl",
+                            "max-age=1",
+                            body.as_bytes(),
+                            head_only,
+                            keep,
+                        )
+                        .await?
+                    }
+                    None => {
+                        respond(
+                            &mut socket,
+                            "404 Not Found",
+                            "text/plain",
+                            b"stream not found\n",
+                            head_only,
+                            keep,
+                        )
+                        .await?
+                    }
                 }
             }
             ("GET" | "HEAD", p) if p.ends_with(".ts") => {
-                let segment = hls_segment(p).and_then(|(key, sequence)| node.hls.segment(&key, sequence));
+                let segment =
+                    hls_segment(p).and_then(|(key, sequence)| node.hls.segment(&key, sequence));
                 match segment {
                     // A segment URL is never reused for other content: cache it for long.
-                    Some(segment) => respond_cached(&mut socket, "200 OK", "video/mp2t", "public, max-age=86400, immutable", &segment.data, head_only, keep).await?,
-                    None => respond(&mut socket, "404 Not Found", "text/plain", b"segment not found\n", head_only, keep).await?,
+                    Some(segment) => {
+                        respond_cached(
+                            &mut socket,
+                            "200 OK",
+                            "video/mp2t",
+                            "public, max-age=86400, immutable",
+                            &segment.data,
+                            head_only,
+                            keep,
+                        )
+                        .await?
+                    }
+                    None => {
+                        respond(
+                            &mut socket,
+                            "404 Not Found",
+                            "text/plain",
+                            b"segment not found\n",
+                            head_only,
+                            keep,
+                        )
+                        .await?
+                    }
                 }
             }
             ("GET" | "HEAD", _) => {
-                respond(&mut socket, "404 Not Found", "text/plain", b"not found\n", head_only, keep).await?;
+                respond(
+                    &mut socket,
+                    "404 Not Found",
+                    "text/plain",
+                    b"not found\n",
+                    head_only,
+                    keep,
+                )
+                .await?;
             }
             _ => {
-                respond(&mut socket, "405 Method Not Allowed", "text/plain", b"method not allowed\n", false, false).await?;
+                respond(
+                    &mut socket,
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    b"method not allowed\n",
+                    false,
+                    false,
+                )
+                .await?;
                 return Ok(());
             }
         }
@@ -199,7 +298,16 @@ async fn respond(
     head_only: bool,
     keep_alive: bool,
 ) -> Result<(), HttpError> {
-    respond_cached(socket, status, content_type, "no-cache", body, head_only, keep_alive).await
+    respond_cached(
+        socket,
+        status,
+        content_type,
+        "no-cache",
+        body,
+        head_only,
+        keep_alive,
+    )
+    .await
 }
 
 async fn respond_cached(
@@ -225,7 +333,10 @@ async fn respond_cached(
 }
 
 /// Read one request head. `Ok(None)` when the peer closed before sending anything.
-async fn read_request(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
+async fn read_request(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Request>, HttpError> {
     loop {
         if let Some(end) = find_head_end(buf) {
             let head = buf.split_to(end);
@@ -235,7 +346,11 @@ async fn read_request(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Opti
             return Err(HttpError::TooLarge);
         }
         if socket.read_buf(buf).await? == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(HttpError::Malformed("truncated request")) };
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HttpError::Malformed("truncated request"))
+            };
         }
     }
 }
@@ -283,7 +398,12 @@ fn flv_response_head() -> String {
 }
 
 /// Stream a live FLV as HTTP chunked transfer until the stream ends or the viewer leaves.
-async fn stream_flv(mut socket: TcpStream, peer: SocketAddr, mut sub: Subscriber, node: &Arc<Node>) -> Result<(), HttpError> {
+async fn stream_flv(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    mut sub: Subscriber,
+    node: &Arc<Node>,
+) -> Result<(), HttpError> {
     let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
     crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
     debug!(stream = %sub.name(), %peer, "http-flv viewer start");
@@ -312,7 +432,13 @@ async fn stream_flv(mut socket: TcpStream, peer: SocketAddr, mut sub: Subscriber
             if batch.ended {
                 bufs.push_back(Bytes::from_static(b"0\r\n\r\n"));
             }
-            let dropped = egress::write_units(&mut socket, &mut bufs, |pending| sub.is_behind(pending), &node.metrics).await?;
+            let dropped = egress::write_units(
+                &mut socket,
+                &mut bufs,
+                |pending| sub.is_behind(pending),
+                &node.metrics,
+            )
+            .await?;
             if dropped > 0 {
                 sub.skip_to_keyframe(dropped as u64);
                 slow.skipped(dropped as u64, &node.metrics, std::time::Instant::now())?;
@@ -340,7 +466,10 @@ mod tests {
 
     #[test]
     fn flv_paths_map_to_stream_keys() {
-        assert_eq!(flv_stream_key("/live/room1.flv").as_deref(), Some("live/room1"));
+        assert_eq!(
+            flv_stream_key("/live/room1.flv").as_deref(),
+            Some("live/room1")
+        );
         assert_eq!(flv_stream_key("/live/../x.flv"), None);
         assert_eq!(flv_stream_key("/live/a/b.flv"), None);
         assert_eq!(flv_stream_key("/room.flv"), None);
@@ -348,9 +477,15 @@ mod tests {
 
     #[test]
     fn hls_paths_map_to_streams_and_segments() {
-        assert_eq!(hls_stream("/live/room.m3u8", ".m3u8"), Some(("live/room".into(), "room")));
+        assert_eq!(
+            hls_stream("/live/room.m3u8", ".m3u8"),
+            Some(("live/room".into(), "room"))
+        );
         assert_eq!(hls_stream("/live/../etc.m3u8", ".m3u8"), None);
-        assert_eq!(hls_segment("/live/room/1700000000.ts"), Some(("live/room".into(), 1_700_000_000)));
+        assert_eq!(
+            hls_segment("/live/room/1700000000.ts"),
+            Some(("live/room".into(), 1_700_000_000))
+        );
         assert_eq!(hls_segment("/live/room/x.ts"), None);
         assert_eq!(hls_segment("/live/a/b/1.ts"), None);
         assert_eq!(hls_segment("/live/../1.ts"), None);
@@ -359,7 +494,10 @@ mod tests {
     #[test]
     fn request_heads_parse_and_refuse_bodies() {
         let r = parse_head(b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((r.method.as_str(), r.path.as_str(), r.keep_alive), ("GET", "/live/a.flv", true));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str(), r.keep_alive),
+            ("GET", "/live/a.flv", true)
+        );
         let r = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         assert!(!r.keep_alive);
         assert!(parse_head(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());

@@ -104,7 +104,8 @@ pub fn stream_key(app: &str, room: &str) -> Option<String> {
         !s.is_empty()
             && s.len() <= MAX_NAME
             && !s.starts_with('.')
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
     };
     (valid(app) && valid(room)).then(|| format!("{app}/{room}"))
 }
@@ -129,11 +130,19 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let edge = match (&config.edge, &control) {
         (Some(edge), Some(control)) => Some(
-            Edge::new(edge.clone(), control.registry.clone(), hub.clone(), metrics.clone())
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            Edge::new(
+                edge.clone(),
+                control.registry.clone(),
+                hub.clone(),
+                metrics.clone(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
         ),
         (Some(_), None) => {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "an edge needs a registry to find origins"))
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an edge needs a registry to find origins",
+            ))
         }
         (None, _) => None,
     };
@@ -147,7 +156,10 @@ pub async fn run(
         shutdown: watch::channel(false).0,
         leases: watch::channel(HashMap::new()).0,
     });
-    let heartbeat = node.control.clone().map(|c| tokio::spawn(control::heartbeat(node.clone(), c)));
+    let heartbeat = node
+        .control
+        .clone()
+        .map(|c| tokio::spawn(control::heartbeat(node.clone(), c)));
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));
     let http_task = tokio::spawn(http::serve(http, node.clone()));
     shutdown.await;
@@ -186,7 +198,10 @@ async fn graceful_shutdown(
     if let Some(edge) = &node.edge {
         edge.close();
     }
-    let control_deadline = deadline.checked_sub(DRAIN_RESERVE.min(grace / 4)).unwrap_or(deadline).max(started);
+    let control_deadline = deadline
+        .checked_sub(DRAIN_RESERVE.min(grace / 4))
+        .unwrap_or(deadline)
+        .max(started);
     let end_streams = async {
         // Streams whose publisher vanished (held for a reconnect that will not come here)
         // end now; live publishers end themselves on the shutdown signal.
@@ -214,10 +229,17 @@ async fn graceful_shutdown(
         }
     };
     let steps = async { tokio::join!(end_streams, release_leases, remove_node) };
-    if tokio::time::timeout_at(control_deadline, steps).await.is_err() {
+    if tokio::time::timeout_at(control_deadline, steps)
+        .await
+        .is_err()
+    {
         let held: Vec<String> = node.leases.borrow().values().cloned().collect();
         let live: Vec<String> = node.hub.list().into_iter().map(|s| s.name).collect();
-        warn!(?held, ?live, "shutdown steps did not finish in time; leases left expire by themselves");
+        warn!(
+            ?held,
+            ?live,
+            "shutdown steps did not finish in time; leases left expire by themselves"
+        );
     }
     // Let viewers receive the end of their streams (bounded by the grace).
     while node.metrics.viewers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -234,8 +256,20 @@ mod tests {
 
     #[test]
     fn stream_names_are_checked() {
-        assert_eq!(stream_key("live", "room-1_a.b~").as_deref(), Some("live/room-1_a.b~"));
-        for bad in ["", "..", ".hidden", "a/b", "a b", "a%2f", "a\n", &"x".repeat(129)] {
+        assert_eq!(
+            stream_key("live", "room-1_a.b~").as_deref(),
+            Some("live/room-1_a.b~")
+        );
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "a%2f",
+            "a\n",
+            &"x".repeat(129),
+        ] {
             assert_eq!(stream_key("live", bad), None, "{bad:?}");
         }
         assert_eq!(stream_key("", "room"), None);

@@ -56,34 +56,119 @@ impl Metrics {
     pub fn render(&self, hub: &Hub) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         let get = |c: &AtomicU64| c.load(Relaxed);
         let streams = hub.list();
         let published = streams.iter().filter(|s| s.has_publisher).count() as u64;
-        metric("ferrolive_streams", "gauge", "Streams with a live publisher.", published);
-        metric("ferrolive_viewers", "gauge", "Viewers attached to streams (all protocols).", get(&self.viewers));
-        metric("ferrolive_rtmp_connections", "gauge", "Open RTMP connections.", get(&self.rtmp_connections));
-        metric("ferrolive_rtmp_connections_total", "counter", "RTMP connections accepted.", get(&self.rtmp_connections_total));
-        metric("ferrolive_http_connections", "gauge", "Open player HTTP connections.", get(&self.http_connections));
-        metric("ferrolive_http_connections_total", "counter", "Player HTTP connections accepted.", get(&self.http_connections_total));
-        metric("ferrolive_connections_rejected_total", "counter", "Connections closed for bad input, a timeout or a stalled peer.", get(&self.connections_rejected_total));
-        metric("ferrolive_publishes_total", "counter", "Publish sessions accepted.", get(&self.publishes_total));
-        metric("ferrolive_bytes_in_total", "counter", "Bytes received from clients.", get(&self.bytes_in_total));
-        metric("ferrolive_bytes_out_total", "counter", "Bytes sent to clients.", get(&self.bytes_out_total));
-        metric("ferrolive_frames_skipped_total", "counter", "Frames dropped for viewers that fell behind.", get(&self.frames_skipped_total));
-        metric("ferrolive_viewers_dropped_slow_total", "counter", "Viewers disconnected for staying behind.", get(&self.viewers_dropped_slow_total));
-        metric("ferrolive_upstream_pulls_total", "counter", "Edge: pulls of a stream from its origin started on a miss.", get(&self.upstream_pulls_total));
-        metric("ferrolive_upstreams", "gauge", "Edge: streams being pulled from origins now.", get(&self.upstreams));
-        metric("ferrolive_upstream_repulls_total", "counter", "Edge: upstreams re-established after losing the origin.", get(&self.upstream_repulls_total));
+        metric(
+            "ferrolive_streams",
+            "gauge",
+            "Streams with a live publisher.",
+            published,
+        );
+        metric(
+            "ferrolive_viewers",
+            "gauge",
+            "Viewers attached to streams (all protocols).",
+            get(&self.viewers),
+        );
+        metric(
+            "ferrolive_rtmp_connections",
+            "gauge",
+            "Open RTMP connections.",
+            get(&self.rtmp_connections),
+        );
+        metric(
+            "ferrolive_rtmp_connections_total",
+            "counter",
+            "RTMP connections accepted.",
+            get(&self.rtmp_connections_total),
+        );
+        metric(
+            "ferrolive_http_connections",
+            "gauge",
+            "Open player HTTP connections.",
+            get(&self.http_connections),
+        );
+        metric(
+            "ferrolive_http_connections_total",
+            "counter",
+            "Player HTTP connections accepted.",
+            get(&self.http_connections_total),
+        );
+        metric(
+            "ferrolive_connections_rejected_total",
+            "counter",
+            "Connections closed for bad input, a timeout or a stalled peer.",
+            get(&self.connections_rejected_total),
+        );
+        metric(
+            "ferrolive_publishes_total",
+            "counter",
+            "Publish sessions accepted.",
+            get(&self.publishes_total),
+        );
+        metric(
+            "ferrolive_bytes_in_total",
+            "counter",
+            "Bytes received from clients.",
+            get(&self.bytes_in_total),
+        );
+        metric(
+            "ferrolive_bytes_out_total",
+            "counter",
+            "Bytes sent to clients.",
+            get(&self.bytes_out_total),
+        );
+        metric(
+            "ferrolive_frames_skipped_total",
+            "counter",
+            "Frames dropped for viewers that fell behind.",
+            get(&self.frames_skipped_total),
+        );
+        metric(
+            "ferrolive_viewers_dropped_slow_total",
+            "counter",
+            "Viewers disconnected for staying behind.",
+            get(&self.viewers_dropped_slow_total),
+        );
+        metric(
+            "ferrolive_upstream_pulls_total",
+            "counter",
+            "Edge: pulls of a stream from its origin started on a miss.",
+            get(&self.upstream_pulls_total),
+        );
+        metric(
+            "ferrolive_upstreams",
+            "gauge",
+            "Edge: streams being pulled from origins now.",
+            get(&self.upstreams),
+        );
+        metric(
+            "ferrolive_upstream_repulls_total",
+            "counter",
+            "Edge: upstreams re-established after losing the origin.",
+            get(&self.upstream_repulls_total),
+        );
         let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
         for s in &streams {
-            let _ = writeln!(out, "ferrolive_stream_viewers{{stream=\"{}\"}} {}", escape_label(&s.name), s.viewers);
+            let _ = writeln!(
+                out,
+                "ferrolive_stream_viewers{{stream=\"{}\"}} {}",
+                escape_label(&s.name),
+                s.viewers
+            );
         }
         out
     }
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

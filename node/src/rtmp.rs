@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
+use crate::control::{self, Registration};
 use crate::egress::{self, EgressError, SlowViewerGuard, TrackFilter};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::control::{self, Registration};
 use crate::{stream_key, Node};
 
 /// Time allowed for the handshake and for each read before publish/play is agreed.
@@ -108,7 +108,8 @@ impl Connection {
         let result = self.drive().await;
         // A publisher that leaves without unpublishing keeps its viewers for a grace period,
         // so a broadcaster that reconnects does not lose them.
-        if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Closing) {
+        if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Closing)
+        {
             let (name, generation) = (publisher.name().to_owned(), publisher.generation());
             drop(publisher);
             let hub = self.node.hub.clone();
@@ -212,12 +213,17 @@ impl Connection {
                         };
                     }
                     None => {
-                        self.session.reject_play("NetStream.Play.StreamNotFound", "Stream not found");
+                        self.session
+                            .reject_play("NetStream.Play.StreamNotFound", "Stream not found");
                         self.role = Role::Closing;
                     }
                 }
             }
-            SessionEvent::Media { kind, timestamp, payload } => {
+            SessionEvent::Media {
+                kind,
+                timestamp,
+                payload,
+            } => {
                 if let Role::Publishing { publisher, .. } = &mut self.role {
                     publisher
                         .push(kind, timestamp, payload, Instant::now())
@@ -251,7 +257,10 @@ impl Connection {
     async fn on_publish(&mut self, app: &str, name: &str) -> Result<(), ConnError> {
         if self.node.is_edge() {
             info!(peer = %self.peer, "publish refused: this is an edge");
-            self.refuse_publish("NetStream.Publish.BadName", "This is an edge: publish to an origin");
+            self.refuse_publish(
+                "NetStream.Publish.BadName",
+                "This is an edge: publish to an origin",
+            );
             return Ok(());
         }
         if self.node.is_shutting_down() {
@@ -295,13 +304,20 @@ impl Connection {
         info!(stream = %key, peer = %self.peer, "publish start");
         Metrics::add(&self.node.metrics.publishes_total, 1);
         self.session.accept_publish();
-        self.role = Role::Publishing { publisher, registration };
+        self.role = Role::Publishing {
+            publisher,
+            registration,
+        };
         Ok(())
     }
 
     /// The stream ends cleanly: its viewers are closed and its lease released.
     fn end_publish(&mut self, why: &str) {
-        if let Role::Publishing { publisher, registration } = std::mem::replace(&mut self.role, Role::Negotiating) {
+        if let Role::Publishing {
+            publisher,
+            registration,
+        } = std::mem::replace(&mut self.role, Role::Negotiating)
+        {
             info!(stream = %publisher.name(), peer = %self.peer, "{why}");
             publisher.finish(&self.node.hub);
             if let Some(registration) = registration {
@@ -347,7 +363,13 @@ impl Connection {
         let Role::Playing { sub, slow, .. } = &mut self.role else {
             return Ok(());
         };
-        let dropped = egress::write_units(&mut self.socket, &mut bufs, |pending| sub.is_behind(pending), &self.node.metrics).await?;
+        let dropped = egress::write_units(
+            &mut self.socket,
+            &mut bufs,
+            |pending| sub.is_behind(pending),
+            &self.node.metrics,
+        )
+        .await?;
         if dropped > 0 {
             sub.skip_to_keyframe(dropped as u64);
             slow.skipped(dropped as u64, &self.node.metrics, Instant::now())?;

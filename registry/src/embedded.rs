@@ -30,7 +30,9 @@ pub struct EmbeddedRegistry {
 
 impl std::fmt::Debug for EmbeddedRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedRegistry").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedRegistry")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,7 +57,11 @@ impl Keys {
             let corrupt = |what: &str| {
                 RegistryError::Corrupt(format!("{}: {what} {:?}", path.display(), room.room))
             };
-            if keys.by_key.insert(room.key.clone(), room.room.clone()).is_some() {
+            if keys
+                .by_key
+                .insert(room.key.clone(), room.room.clone())
+                .is_some()
+            {
                 return Err(corrupt("key used twice, again by room"));
             }
             if keys.rooms.contains_key(&room.room) {
@@ -74,7 +80,11 @@ impl Keys {
         self.by_key.insert(key.clone(), room.to_owned());
         self.rooms.insert(
             room.to_owned(),
-            Room { room: room.to_owned(), key, key_created_ms: now_ms() },
+            Room {
+                room: room.to_owned(),
+                key,
+                key_created_ms: now_ms(),
+            },
         );
     }
 
@@ -109,15 +119,14 @@ impl EmbeddedRegistry {
     /// file that cannot be read is `Unavailable`.
     pub async fn open(data_dir: impl AsRef<Path>) -> Result<Self> {
         let dir = data_dir.as_ref();
-        tokio::fs::create_dir_all(dir).await.map_err(|e| {
-            RegistryError::Unavailable(format!("creating {}: {e}", dir.display()))
-        })?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(KEYS_FILE);
         let keys = match tokio::fs::read(&path).await {
             Ok(bytes) => {
-                let file: KeysFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    RegistryError::Corrupt(format!("{}: {e}", path.display()))
-                })?;
+                let file: KeysFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| RegistryError::Corrupt(format!("{}: {e}", path.display())))?;
                 if file.version != 1 {
                     return Err(RegistryError::Corrupt(format!(
                         "{}: unknown version {}",
@@ -129,13 +138,19 @@ impl EmbeddedRegistry {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Keys::default(),
             Err(e) => {
-                return Err(RegistryError::Unavailable(format!("reading {}: {e}", path.display())))
+                return Err(RegistryError::Unavailable(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )))
             }
         };
         Ok(EmbeddedRegistry {
             path: Some(path),
             writer: tokio::sync::Mutex::new(()),
-            state: Mutex::new(State { keys, ..State::default() }),
+            state: Mutex::new(State {
+                keys,
+                ..State::default()
+            }),
         })
     }
 
@@ -151,12 +166,17 @@ impl EmbeddedRegistry {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-changed (every change
         // is a single assignment or insert), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Apply a change to keys and rooms: compute it on a copy, persist the copy, then make it
     /// current. A failed write leaves the registry unchanged.
-    async fn change_keys<T>(&self, change: impl FnOnce(&mut Keys) -> Option<T>) -> Result<Option<T>> {
+    async fn change_keys<T>(
+        &self,
+        change: impl FnOnce(&mut Keys) -> Option<T>,
+    ) -> Result<Option<T>> {
         let _writer = self.writer.lock().await;
         let mut keys = self.state().keys.clone();
         let Some(out) = change(&mut keys) else {
@@ -172,7 +192,10 @@ impl EmbeddedRegistry {
 
 /// Write `keys` to `path` atomically: a temporary file, synced, then renamed over `path`.
 async fn persist(path: &Path, keys: &Keys) -> Result<()> {
-    let file = KeysFile { version: 1, rooms: keys.rooms.values().cloned().collect() };
+    let file = KeysFile {
+        version: 1,
+        rooms: keys.rooms.values().cloned().collect(),
+    };
     let json = serde_json::to_vec_pretty(&file)
         .map_err(|e| RegistryError::Corrupt(format!("encoding {}: {e}", path.display())))?;
     let path = path.to_owned();
@@ -261,7 +284,11 @@ impl Registry for EmbeddedRegistry {
         };
         state.leases.insert(
             lease.stream.clone(),
-            LeaseEntry { lease: lease.clone(), expires: now + ttl, kicked },
+            LeaseEntry {
+                lease: lease.clone(),
+                expires: now + ttl,
+                kicked,
+            },
         );
         Ok(LeaseOutcome::Acquired)
     }
@@ -307,7 +334,11 @@ impl Registry for EmbeddedRegistry {
     async fn lease(&self, stream: &str) -> Result<Option<StreamLease>> {
         let now = Instant::now();
         let state = self.state();
-        Ok(state.leases.get(stream).filter(|e| e.expires > now).map(|e| e.lease.clone()))
+        Ok(state
+            .leases
+            .get(stream)
+            .filter(|e| e.expires > now)
+            .map(|e| e.lease.clone()))
     }
 
     async fn leases(&self) -> Result<Vec<StreamLease>> {
@@ -333,7 +364,9 @@ impl Registry for EmbeddedRegistry {
 
     async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()> {
         let expires = Instant::now() + ttl;
-        self.state().nodes.insert(node.id.clone(), (node.clone(), expires));
+        self.state()
+            .nodes
+            .insert(node.id.clone(), (node.clone(), expires));
         Ok(())
     }
 
@@ -431,12 +464,23 @@ mod tests {
 
         let reg = EmbeddedRegistry::open(&dir).await.expect("reopen");
         assert_eq!(reg.get_or_create_key("a").await.expect("a"), key_a);
-        assert_eq!(reg.room_for_key(&key_a).await.expect("lookup").as_deref(), Some("a"));
-        assert_eq!(reg.room_for_key(&key_b).await.expect("lookup").as_deref(), Some("b"));
+        assert_eq!(
+            reg.room_for_key(&key_a).await.expect("lookup").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            reg.room_for_key(&key_b).await.expect("lookup").as_deref(),
+            Some("b")
+        );
         assert_eq!(reg.room_for_key(&key_b_old).await.expect("lookup"), None);
         assert_eq!(reg.room("gone").await.expect("room"), None);
-        let names: Vec<String> =
-            reg.rooms().await.expect("rooms").into_iter().map(|r| r.room).collect();
+        let names: Vec<String> = reg
+            .rooms()
+            .await
+            .expect("rooms")
+            .into_iter()
+            .map(|r| r.room)
+            .collect();
         assert_eq!(names, ["a", "b"]);
         let b = reg.room("b").await.expect("room").expect("b exists");
         assert_eq!(b.key, key_b);
@@ -463,7 +507,10 @@ mod tests {
                                       {"room":"b","key":"sk_x","key_created_ms":2}]}"#,
         )
         .expect("write");
-        assert!(matches!(EmbeddedRegistry::open(&dir).await, Err(RegistryError::Corrupt(_))));
+        assert!(matches!(
+            EmbeddedRegistry::open(&dir).await,
+            Err(RegistryError::Corrupt(_))
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

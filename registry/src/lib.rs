@@ -168,7 +168,9 @@ pub fn is_valid_room(room: &str) -> bool {
         && room.len() <= 64
         && !room.starts_with('.')
         && !room.starts_with(KEY_PREFIX)
-        && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// A key as it may appear in logs: the prefix and the first four characters.

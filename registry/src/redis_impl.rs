@@ -229,7 +229,9 @@ impl RedisRegistry {
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: String = self
-            .bounded("PING", async move { redis::cmd("PING").query_async(&mut conn).await })
+            .bounded("PING", async move {
+                redis::cmd("PING").query_async(&mut conn).await
+            })
             .await?;
         Ok(())
     }
@@ -256,8 +258,10 @@ impl RedisRegistry {
 
     async fn get_string(&self, what: &str, key: String) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        self.bounded(what, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
-            .await
+        self.bounded(what, async move {
+            redis::cmd("GET").arg(key).query_async(&mut conn).await
+        })
+        .await
     }
 
     async fn smembers(&self, set: &str) -> Result<Vec<String>> {
@@ -282,7 +286,9 @@ impl RedisRegistry {
         let keys: Vec<String> = members.iter().map(|m| self.k(kind, m)).collect();
         let mut conn = self.conn.clone();
         let values: Vec<Option<String>> = self
-            .bounded("MGET", async move { redis::cmd("MGET").arg(keys).query_async(&mut conn).await })
+            .bounded("MGET", async move {
+                redis::cmd("MGET").arg(keys).query_async(&mut conn).await
+            })
             .await?;
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
@@ -303,17 +309,27 @@ impl RedisRegistry {
         let mut inv = self.scripts.prune.key(self.set_key(set));
         inv.arg(format!("{}{kind}:", self.prefix)).arg(members);
         let mut conn = self.conn.clone();
-        let _: i64 = self.bounded("prune", async move { inv.invoke_async(&mut conn).await }).await?;
+        let _: i64 = self
+            .bounded("prune", async move { inv.invoke_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
     /// Run the get-or-create or the reset script, retrying on (astronomically unlikely) key
     /// collisions.
     async fn key_script(&self, reset: bool, room: &str) -> Result<String> {
-        let what = if reset { "reset_key" } else { "get_or_create_key" };
+        let what = if reset {
+            "reset_key"
+        } else {
+            "get_or_create_key"
+        };
         for _ in 0..KEY_ATTEMPTS {
             let key = new_key();
-            let script = if reset { &self.scripts.reset_key } else { &self.scripts.get_or_create_key };
+            let script = if reset {
+                &self.scripts.reset_key
+            } else {
+                &self.scripts.get_or_create_key
+            };
             let mut inv = script.key(self.k("room", room));
             inv.key(self.set_key("rooms"))
                 .key(self.k("key", &key))
@@ -324,12 +340,16 @@ impl RedisRegistry {
                 inv.arg(&self.prefix);
             }
             let mut conn = self.conn.clone();
-            let got: Option<String> =
-                self.bounded(what, async move { inv.invoke_async(&mut conn).await }).await?;
+            let got: Option<String> = self
+                .bounded(what, async move { inv.invoke_async(&mut conn).await })
+                .await?;
             if let Some(key) = got {
                 return Ok(key);
             }
-            tracing::warn!(room, "new channel key collided with an existing one; retrying");
+            tracing::warn!(
+                room,
+                "new channel key collided with an existing one; retrying"
+            );
         }
         Err(RegistryError::Corrupt(format!(
             "{what}: {KEY_ATTEMPTS} fresh keys all collided with existing keys"
@@ -372,8 +392,12 @@ impl Registry for RedisRegistry {
         let mut inv = self.scripts.delete_room.key(self.k("room", room));
         inv.key(self.set_key("rooms")).arg(room).arg(&self.prefix);
         let mut conn = self.conn.clone();
-        let existed: i64 =
-            self.bounded("delete_room", async move { inv.invoke_async(&mut conn).await }).await?;
+        let existed: i64 = self
+            .bounded(
+                "delete_room",
+                async move { inv.invoke_async(&mut conn).await },
+            )
+            .await?;
         Ok(existed > 0)
     }
 
@@ -386,7 +410,9 @@ impl Registry for RedisRegistry {
         let mut conn = self.conn.clone();
         let k = hkey.clone();
         let fields: HashMap<String, String> = self
-            .bounded("HGETALL", async move { redis::cmd("HGETALL").arg(k).query_async(&mut conn).await })
+            .bounded("HGETALL", async move {
+                redis::cmd("HGETALL").arg(k).query_async(&mut conn).await
+            })
             .await?;
         room_from_fields(&hkey, room, &fields)
     }
@@ -426,8 +452,12 @@ impl Registry for RedisRegistry {
             .arg(ttl_ms(ttl))
             .arg(&lease.stream);
         let mut conn = self.conn.clone();
-        let holder: Option<String> =
-            self.bounded("acquire_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        let holder: Option<String> = self
+            .bounded(
+                "acquire_lease",
+                async move { inv.invoke_async(&mut conn).await },
+            )
+            .await?;
         match holder {
             None => Ok(LeaseOutcome::Acquired),
             Some(json) => Ok(LeaseOutcome::HeldBy(from_json(&skey, &json)?)),
@@ -444,13 +474,19 @@ impl Registry for RedisRegistry {
             .arg(ttl_ms(ttl))
             .arg(&lease.stream);
         let mut conn = self.conn.clone();
-        let outcome: String =
-            self.bounded("refresh_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        let outcome: String = self
+            .bounded(
+                "refresh_lease",
+                async move { inv.invoke_async(&mut conn).await },
+            )
+            .await?;
         match outcome.as_str() {
             "refreshed" => Ok(RefreshOutcome::Refreshed),
             "lost" => Ok(RefreshOutcome::Lost),
             "kicked" => Ok(RefreshOutcome::Kicked),
-            other => Err(RegistryError::Corrupt(format!("refresh_lease: unexpected answer {other:?}"))),
+            other => Err(RegistryError::Corrupt(format!(
+                "refresh_lease: unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -461,8 +497,12 @@ impl Registry for RedisRegistry {
             .arg(session)
             .arg(stream);
         let mut conn = self.conn.clone();
-        let deleted: i64 =
-            self.bounded("release_lease", async move { inv.invoke_async(&mut conn).await }).await?;
+        let deleted: i64 = self
+            .bounded(
+                "release_lease",
+                async move { inv.invoke_async(&mut conn).await },
+            )
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -487,7 +527,9 @@ impl Registry for RedisRegistry {
         let mut inv = self.scripts.kick.key(&skey);
         inv.key(self.k("kick", stream));
         let mut conn = self.conn.clone();
-        let r: i64 = self.bounded("kick", async move { inv.invoke_async(&mut conn).await }).await?;
+        let r: i64 = self
+            .bounded("kick", async move { inv.invoke_async(&mut conn).await })
+            .await?;
         match r {
             1 => Ok(true),
             0 => Ok(false),
@@ -510,8 +552,10 @@ impl Registry for RedisRegistry {
             .arg(&node.id)
             .ignore();
         let mut conn = self.conn.clone();
-        self.bounded("heartbeat", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.bounded("heartbeat", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
     }
 
     async fn remove_node(&self, id: &str) -> Result<()> {
@@ -525,8 +569,10 @@ impl Registry for RedisRegistry {
             .arg(id)
             .ignore();
         let mut conn = self.conn.clone();
-        self.bounded("remove_node", async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        self.bounded("remove_node", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>> {
@@ -539,7 +585,11 @@ impl Registry for RedisRegistry {
 }
 
 /// A room from its hash (`None` when the hash is empty, i.e. the room does not exist).
-fn room_from_fields(hkey: &str, room: &str, fields: &HashMap<String, String>) -> Result<Option<Room>> {
+fn room_from_fields(
+    hkey: &str,
+    room: &str,
+    fields: &HashMap<String, String>,
+) -> Result<Option<Room>> {
     if fields.is_empty() {
         return Ok(None);
     }
@@ -552,5 +602,9 @@ fn room_from_fields(hkey: &str, room: &str, fields: &HashMap<String, String>) ->
     let key_created_ms = created
         .parse::<u64>()
         .map_err(|e| RegistryError::Corrupt(format!("{hkey}: key_created_ms {created:?}: {e}")))?;
-    Ok(Some(Room { room: room.to_owned(), key: key.clone(), key_created_ms }))
+    Ok(Some(Room {
+        room: room.to_owned(),
+        key: key.clone(),
+        key_created_ms,
+    }))
 }

@@ -46,7 +46,10 @@ impl RedisServer {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -73,14 +76,18 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // Never leave a stopped server behind.
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
         }
         self.kill();
     }
 }
 
 async fn registry(server: &RedisServer, prefix: &str) -> RedisRegistry {
-    RedisRegistry::connect(&server.url(), prefix).await.expect("connect")
+    RedisRegistry::connect(&server.url(), prefix)
+        .await
+        .expect("connect")
 }
 
 /// A raw connection for looking at the schema directly.
@@ -129,51 +136,109 @@ async fn schema_and_px_expiry() {
     let mut raw = raw(&server).await;
 
     let key = reg.get_or_create_key("movie").await.unwrap();
-    let room: Option<String> =
-        redis::cmd("GET").arg(format!("ferrolive:key:{key}")).query_async(&mut raw).await.unwrap();
+    let room: Option<String> = redis::cmd("GET")
+        .arg(format!("ferrolive:key:{key}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(room.as_deref(), Some("movie"));
-    let stored: String =
-        redis::cmd("HGET").arg("ferrolive:room:movie").arg("key").query_async(&mut raw).await.unwrap();
+    let stored: String = redis::cmd("HGET")
+        .arg("ferrolive:room:movie")
+        .arg("key")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(stored, key);
-    let rooms: Vec<String> = redis::cmd("SMEMBERS").arg("ferrolive:rooms").query_async(&mut raw).await.unwrap();
+    let rooms: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("ferrolive:rooms")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(rooms, ["movie"]);
 
     // The lease is JSON with a PX ttl; Redis expires it.
     let l = common::lease("live/movie", "s1");
     let ttl = Duration::from_millis(300);
-    assert_eq!(reg.acquire_lease(&l, ttl).await.unwrap(), LeaseOutcome::Acquired);
-    let pttl: i64 = redis::cmd("PTTL").arg("ferrolive:stream:live/movie").query_async(&mut raw).await.unwrap();
+    assert_eq!(
+        reg.acquire_lease(&l, ttl).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("ferrolive:stream:live/movie")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(pttl > 0 && pttl <= 300, "pttl {pttl}");
-    let json: String = redis::cmd("GET").arg("ferrolive:stream:live/movie").query_async(&mut raw).await.unwrap();
+    let json: String = redis::cmd("GET")
+        .arg("ferrolive:stream:live/movie")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let parsed: StreamLease = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed, l);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let exists: i64 = redis::cmd("EXISTS").arg("ferrolive:stream:live/movie").query_async(&mut raw).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("ferrolive:stream:live/movie")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(exists, 0);
     assert_eq!(reg.lease("live/movie").await.unwrap(), None);
     // Listing pruned the dead member from the streams set.
     assert!(reg.leases().await.unwrap().is_empty());
-    let streams: Vec<String> = redis::cmd("SMEMBERS").arg("ferrolive:streams").query_async(&mut raw).await.unwrap();
+    let streams: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("ferrolive:streams")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(streams.is_empty(), "{streams:?}");
 
     // Node heartbeats likewise.
-    reg.heartbeat(&common::node("n1"), Duration::from_millis(100)).await.unwrap();
-    let pttl: i64 = redis::cmd("PTTL").arg("ferrolive:node:n1").query_async(&mut raw).await.unwrap();
+    reg.heartbeat(&common::node("n1"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("ferrolive:node:n1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(pttl > 0 && pttl <= 100, "pttl {pttl}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(reg.nodes().await.unwrap().is_empty());
-    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg("ferrolive:nodes").query_async(&mut raw).await.unwrap();
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("ferrolive:nodes")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(nodes.is_empty(), "{nodes:?}");
 
     // Garbage in Redis is reported as Corrupt, not a panic.
-    let _: () = redis::cmd("SET").arg("ferrolive:stream:live/bad").arg("not json").query_async(&mut raw).await.unwrap();
-    assert!(matches!(reg.lease("live/bad").await, Err(RegistryError::Corrupt(_))));
+    let _: () = redis::cmd("SET")
+        .arg("ferrolive:stream:live/bad")
+        .arg("not json")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert!(matches!(
-        reg.acquire_lease(&common::lease("live/bad", "s1"), ttl).await,
+        reg.lease("live/bad").await,
         Err(RegistryError::Corrupt(_))
     ));
-    let _: () = redis::cmd("HSET").arg("ferrolive:room:broken").arg("key").arg("sk_x").query_async(&mut raw).await.unwrap();
-    assert!(matches!(reg.room("broken").await, Err(RegistryError::Corrupt(_))));
+    assert!(matches!(
+        reg.acquire_lease(&common::lease("live/bad", "s1"), ttl)
+            .await,
+        Err(RegistryError::Corrupt(_))
+    ));
+    let _: () = redis::cmd("HSET")
+        .arg("ferrolive:room:broken")
+        .arg("key")
+        .arg("sk_x")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.room("broken").await,
+        Err(RegistryError::Corrupt(_))
+    ));
 }
 
 /// Assert that `op` fails with Unavailable, within the registry's timeout (plus slack).
@@ -184,7 +249,10 @@ async fn assert_unavailable<T: std::fmt::Debug>(
     let start = Instant::now();
     let r = op.await;
     let took = start.elapsed();
-    assert!(matches!(r, Err(RegistryError::Unavailable(_))), "expected Unavailable, got {r:?}");
+    assert!(
+        matches!(r, Err(RegistryError::Unavailable(_))),
+        "expected Unavailable, got {r:?}"
+    );
     assert!(took < timeout + Duration::from_millis(500), "took {took:?}");
 }
 
@@ -206,7 +274,12 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
         .unwrap();
     let key = reg.get_or_create_key("movie").await.unwrap();
     let l = common::lease("live/movie", "s1");
-    assert_eq!(reg.acquire_lease(&l, Duration::from_secs(10)).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&l, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
+    );
 
     // Killed mid-test: every kind of operation fails fast with Unavailable.
     server.kill();
@@ -216,7 +289,11 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     assert_unavailable(timeout, reg.refresh_lease(&l, Duration::from_secs(10))).await;
     assert_unavailable(timeout, reg.rooms()).await;
     assert_unavailable(timeout, reg.nodes()).await;
-    assert_unavailable(timeout, reg.heartbeat(&common::node("n1"), Duration::from_secs(1))).await;
+    assert_unavailable(
+        timeout,
+        reg.heartbeat(&common::node("n1"), Duration::from_secs(1)),
+    )
+    .await;
     assert_unavailable(timeout, reg.ping()).await;
 
     // Back on the same port (empty: no persistence): the same registry works again.
@@ -224,10 +301,23 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     wait_until_available(&reg).await;
     assert_eq!(reg.room_for_key(&key).await.unwrap(), None);
     let key2 = reg.get_or_create_key("movie").await.unwrap();
-    assert_eq!(reg.room_for_key(&key2).await.unwrap().as_deref(), Some("movie"));
+    assert_eq!(
+        reg.room_for_key(&key2).await.unwrap().as_deref(),
+        Some("movie")
+    );
     // Scripts are reloaded transparently after the restart emptied the script cache.
-    assert_eq!(reg.acquire_lease(&l, Duration::from_secs(10)).await.unwrap(), LeaseOutcome::Acquired);
-    assert_eq!(reg.refresh_lease(&l, Duration::from_secs(10)).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        reg.acquire_lease(&l, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.refresh_lease(&l, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        RefreshOutcome::Refreshed
+    );
 
     // A server that accepts but never answers (stopped): bounded by the timeout.
     server.signal("STOP");
@@ -235,7 +325,10 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     assert_unavailable(timeout, reg.acquire_lease(&l, Duration::from_secs(10))).await;
     server.signal("CONT");
     wait_until_available(&reg).await;
-    assert_eq!(reg.room_for_key(&key2).await.unwrap().as_deref(), Some("movie"));
+    assert_eq!(
+        reg.room_for_key(&key2).await.unwrap().as_deref(),
+        Some("movie")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +345,10 @@ async fn node_starts_while_redis_is_down() {
     server.restart();
     wait_until_available(&reg).await;
     let key = reg.get_or_create_key("movie").await.unwrap();
-    assert_eq!(reg.room_for_key(&key).await.unwrap().as_deref(), Some("movie"));
+    assert_eq!(
+        reg.room_for_key(&key).await.unwrap().as_deref(),
+        Some("movie")
+    );
 }
 
 #[tokio::test]

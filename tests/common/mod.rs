@@ -12,13 +12,24 @@ use bytes::BytesMut;
 use media::flv::{FlvReader, FlvTag};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn require_ffmpeg() {
     for tool in ["ffmpeg", "ffprobe"] {
-        let ok = Command::new(tool).arg("-version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-        assert!(ok, "{tool} is required: run the test command from README.md, which installs it");
+        let ok = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "{tool} is required: run the test command from README.md, which installs it"
+        );
     }
 }
 
@@ -49,12 +60,23 @@ impl Server {
     }
 
     /// The same on given addresses (to restart a node where it was).
-    pub fn spawn_at(subcommand: &str, args: &[&str], rtmp: SocketAddr, http: SocketAddr, api: SocketAddr) -> Server {
+    pub fn spawn_at(
+        subcommand: &str,
+        args: &[&str],
+        rtmp: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Server {
         require_ffmpeg();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolive"));
         cmd.arg(subcommand);
         if subcommand != "control-api" {
-            cmd.args(["--rtmp-addr", &rtmp.to_string(), "--http-addr", &http.to_string()]);
+            cmd.args([
+                "--rtmp-addr",
+                &rtmp.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ]);
         }
         if subcommand != "origin" && subcommand != "edge" {
             cmd.args(["--api-addr", &api.to_string()]);
@@ -66,8 +88,17 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start ferrolive");
-        let server = Server { child, rtmp, http, api };
-        let (probe, path) = if subcommand == "control-api" { (api, "/healthz") } else { (http, "/healthz") };
+        let server = Server {
+            child,
+            rtmp,
+            http,
+            api,
+        };
+        let (probe, path) = if subcommand == "control-api" {
+            (api, "/healthz")
+        } else {
+            (http, "/healthz")
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(probe, path).map(|r| r.status) != Some(200) {
             assert!(Instant::now() < deadline, "{subcommand} did not come up");
@@ -84,7 +115,10 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit (bounded).
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -114,7 +148,9 @@ impl Server {
 
     /// A JSON body from the control API (`method` GET/POST/DELETE), with its status.
     pub fn api(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let r = http_request(
             self.api,
             &format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"),
@@ -162,10 +198,21 @@ impl Redis {
 
     pub fn start_on(port: u16) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server is required: run the test command from README.md, which installs it");
+            .expect(
+                "redis-server is required: run the test command from README.md, which installs it",
+            );
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -250,13 +297,25 @@ pub fn publish(url: &str, source: Source, gop: u32, seconds: u32) -> Proc {
     }
     if source != Source::AudioOnly {
         let gop = gop.to_string();
-        cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]);
+        cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+        ]);
         cmd.args(["-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0"]);
     }
     if source != Source::VideoOnly {
         cmd.args(["-c:a", "aac", "-b:a", "64k"]);
     }
-    cmd.args(["-f", "flv", url]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     Proc(cmd.spawn().expect("start ffmpeg publisher"))
 }
 
@@ -271,7 +330,15 @@ pub struct Decoded {
 pub fn decode(url: &str, seconds: f32) -> Decoded {
     let started = Instant::now();
     let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-rw_timeout", "10000000", "-i", url])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+            url,
+        ])
         .args(["-t", &seconds.to_string(), "-f", "framecrc", "-"])
         .stdin(Stdio::null())
         .output()
@@ -283,7 +350,16 @@ pub fn decode(url: &str, seconds: f32) -> Decoded {
 pub fn decode_to_end(url: &str, limit: Duration) -> (Decoded, bool) {
     let started = Instant::now();
     let mut child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i", url, "-f", "framecrc", "-"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            url,
+            "-f",
+            "framecrc",
+            "-",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -310,7 +386,12 @@ fn decoded_from(out: Output, elapsed: Duration) -> Decoded {
     } else {
         (count("0,"), count("1,"))
     };
-    Decoded { video, audio, errors: String::from_utf8_lossy(&out.stderr).into_owned(), elapsed }
+    Decoded {
+        video,
+        audio,
+        errors: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed,
+    }
 }
 
 /// A plain HTTP response, body read until close or content-length.
@@ -338,14 +419,28 @@ pub fn http_request(addr: SocketAddr, request: &str) -> Option<Response> {
             let status = head.split(' ').nth(1)?.parse().ok()?;
             let length = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
                 .and_then(Result::ok);
             match length {
                 Some(len) if buf.len() >= end + 4 + len => {
-                    return Some(Response { status, head, body: buf[end + 4..end + 4 + len].to_vec() })
+                    return Some(Response {
+                        status,
+                        head,
+                        body: buf[end + 4..end + 4 + len].to_vec(),
+                    })
                 }
                 // Streams (no content-length): the head is all we want.
-                None => return Some(Response { status, head, body: buf[end + 4..].to_vec() }),
+                None => {
+                    return Some(Response {
+                        status,
+                        head,
+                        body: buf[end + 4..].to_vec(),
+                    })
+                }
                 _ => {}
             }
         }
@@ -354,7 +449,10 @@ pub fn http_request(addr: SocketAddr, request: &str) -> Option<Response> {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<Response> {
-    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"))
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// A raw HTTP-FLV viewer: decodes chunked transfer and FLV tags with the project's demuxer.
@@ -371,17 +469,39 @@ pub struct FlvViewer {
 impl FlvViewer {
     pub fn connect(addr: SocketAddr, room: &str) -> FlvViewer {
         let mut socket = TcpStream::connect(addr).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(socket, "GET /live/{room}.flv HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-        let mut viewer =
-            FlvViewer { socket, raw: Vec::new(), body: BytesMut::new(), flv: FlvReader::new(), head: String::new(), chunk_left: 0, ended: false };
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            socket,
+            "GET /live/{room}.flv HTTP/1.1\r\nHost: test\r\n\r\n"
+        )
+        .unwrap();
+        let mut viewer = FlvViewer {
+            socket,
+            raw: Vec::new(),
+            body: BytesMut::new(),
+            flv: FlvReader::new(),
+            head: String::new(),
+            chunk_left: 0,
+            ended: false,
+        };
         while !viewer.raw.windows(4).any(|w| w == b"\r\n\r\n") {
             assert!(viewer.fill(), "connection closed before response head");
         }
-        let end = viewer.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let end = viewer
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
         viewer.head = String::from_utf8_lossy(&viewer.raw[..end]).into_owned();
         viewer.raw.drain(..end);
-        assert!(viewer.head.starts_with("HTTP/1.1 200"), "unexpected response: {}", viewer.head);
+        assert!(
+            viewer.head.starts_with("HTTP/1.1 200"),
+            "unexpected response: {}",
+            viewer.head
+        );
         viewer
     }
 
@@ -410,7 +530,9 @@ impl FlvViewer {
                 continue;
             }
             // A size line, preceded by the CRLF that ends the previous chunk's data.
-            let Some(pos) = self.raw.windows(2).position(|w| w == b"\r\n") else { return true };
+            let Some(pos) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return true;
+            };
             if pos == 0 {
                 self.raw.drain(..2);
                 continue;
@@ -476,7 +598,9 @@ impl RtmpClient {
     pub fn connect(addr: SocketAddr, app: &str) -> RtmpClient {
         use media::amf::Amf0Value::*;
         let mut socket = TcpStream::connect(addr).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut out = BytesMut::new();
         let mut hs = media::rtmp::handshake::ClientHandshake::new([7; 1528]);
         hs.start(&mut out);
@@ -489,9 +613,17 @@ impl RtmpClient {
             assert!(n > 0, "server closed during handshake");
             input.extend_from_slice(&buf[..n]);
         }
-        let mut client = RtmpClient { socket, writer: Default::default(), out, seen: input.to_vec() };
+        let mut client = RtmpClient {
+            socket,
+            writer: Default::default(),
+            out,
+            seen: input.to_vec(),
+        };
         let tc_url = format!("rtmp://{addr}/{app}");
-        let props = Object(vec![("app".into(), String(app.into())), ("tcUrl".into(), String(tc_url))]);
+        let props = Object(vec![
+            ("app".into(), String(app.into())),
+            ("tcUrl".into(), String(tc_url)),
+        ]);
         client.command(0, vec![String("connect".into()), Number(1.0), props]);
         client.command(0, vec![String("createStream".into()), Number(2.0), Null]);
         client
@@ -520,7 +652,11 @@ impl RtmpClient {
     pub fn wait_for(&mut self, needle: &str) -> bool {
         let mut buf = [0u8; 8192];
         loop {
-            if self.seen.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            if self
+                .seen
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
                 return true;
             }
             match self.socket.read(&mut buf) {
@@ -533,17 +669,42 @@ impl RtmpClient {
     /// Publish `room`; true when the server answered Publish.Start.
     pub fn publish(&mut self, room: &str) -> bool {
         use media::amf::Amf0Value::*;
-        self.command(1, vec![String("publish".into()), Number(0.0), Null, String(room.into()), String("live".into())]);
+        self.command(
+            1,
+            vec![
+                String("publish".into()),
+                Number(0.0),
+                Null,
+                String(room.into()),
+                String("live".into()),
+            ],
+        );
         self.wait_for("NetStream.Publish.Start")
     }
 
     pub fn play(&mut self, room: &str) {
         use media::amf::Amf0Value::*;
-        self.command(1, vec![String("play".into()), Number(0.0), Null, String(room.into())]);
+        self.command(
+            1,
+            vec![
+                String("play".into()),
+                Number(0.0),
+                Null,
+                String(room.into()),
+            ],
+        );
     }
 
     pub fn unpublish(&mut self) {
         use media::amf::Amf0Value::*;
-        self.command(0, vec![String("deleteStream".into()), Number(0.0), Null, Number(1.0)]);
+        self.command(
+            0,
+            vec![
+                String("deleteStream".into()),
+                Number(0.0),
+                Null,
+                Number(1.0),
+            ],
+        );
     }
 }

@@ -1135,7 +1135,10 @@ fn audio_only_stream() {
 #[test]
 fn video_only_stream() {
     let mut h = Harness::new(config(2_000, 6, 4), 0, false, true);
-    h.feed(&[Ev::VideoHeader { ts: 0, sps: &SPS_720P }]);
+    h.feed(&[Ev::VideoHeader {
+        ts: 0,
+        sps: &SPS_720P,
+    }]);
     h.feed(&media(0, 7_000, true, false, gop(1_000)));
     h.end();
     let infos = h.check_media();

@@ -94,15 +94,21 @@ struct Feed<'a> {
 
 impl Feed<'_> {
     fn video(&mut self, ts: u32, p: Bytes) -> &mut Self {
-        self.publisher.push(MediaKind::Video, ts, p, self.now).unwrap();
+        self.publisher
+            .push(MediaKind::Video, ts, p, self.now)
+            .unwrap();
         self
     }
     fn audio(&mut self, ts: u32, p: Bytes) -> &mut Self {
-        self.publisher.push(MediaKind::Audio, ts, p, self.now).unwrap();
+        self.publisher
+            .push(MediaKind::Audio, ts, p, self.now)
+            .unwrap();
         self
     }
     fn meta(&mut self, p: Bytes) -> &mut Self {
-        self.publisher.push(MediaKind::Metadata, 0, p, self.now).unwrap();
+        self.publisher
+            .push(MediaKind::Metadata, 0, p, self.now)
+            .unwrap();
         self
     }
 }
@@ -134,7 +140,9 @@ fn new_subscriber_gets_metadata_headers_then_gop_from_last_keyframe() {
         drain(&mut sub),
         frames(&[meta(3), vseq(1), aseq(2), vkey(7), araw(8), vinter(9)])
     );
-    feed(&mut p, now).video(133, vinter(10)).audio(140, araw(11));
+    feed(&mut p, now)
+        .video(133, vinter(10))
+        .audio(140, araw(11));
     assert_eq!(drain(&mut sub), frames(&[vinter(10), araw(11)]));
 }
 
@@ -175,8 +183,15 @@ fn subscriber_joining_without_cached_keyframe_waits_for_one() {
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vinter(2));
     let mut sub = hub.subscribe("room").unwrap();
-    feed(&mut p, now).video(40, vinter(3)).audio(40, araw(4)).video(80, vkey(5)).video(120, vinter(6));
-    assert_eq!(drain(&mut sub), frames(&[vseq(1), araw(4), vkey(5), vinter(6)]));
+    feed(&mut p, now)
+        .video(40, vinter(3))
+        .audio(40, araw(4))
+        .video(80, vkey(5))
+        .video(120, vinter(6));
+    assert_eq!(
+        drain(&mut sub),
+        frames(&[vseq(1), araw(4), vkey(5), vinter(6)])
+    );
     assert_eq!(sub.skipped(), 1);
 }
 
@@ -206,7 +221,9 @@ fn check_enhanced_gop(fourcc: &[u8; 4], key_body: &[u8]) {
     assert!(got[1].key && !got[1].sequence_header);
     assert!(!got[2].key);
 
-    feed(&mut p, now).video(160, key_x.clone()).video(200, inter_x.clone());
+    feed(&mut p, now)
+        .video(160, key_x.clone())
+        .video(200, inter_x.clone());
     let mut late = hub.subscribe("room").unwrap();
     assert_eq!(drain(&mut late), frames(&[seq, key_x, inter_x]));
 }
@@ -243,7 +260,10 @@ fn list_reports_streams() {
     let list = hub.list();
     assert_eq!(list.len(), 1);
     let info = &list[0];
-    assert_eq!((info.name.as_str(), info.viewers, info.generation), ("room", 2, 1));
+    assert_eq!(
+        (info.name.as_str(), info.viewers, info.generation),
+        ("room", 2, 1)
+    );
     assert!(info.has_publisher && info.has_audio && !info.has_video);
     drop(p);
     assert!(!hub.list()[0].has_publisher);
@@ -256,11 +276,18 @@ fn second_publisher_while_first_is_active_is_refused() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    assert_eq!(hub.publish("room", now).err(), Some(PublishError::AlreadyPublishing));
+    assert_eq!(
+        hub.publish("room", now).err(),
+        Some(PublishError::AlreadyPublishing)
+    );
     let later = now + Duration::from_secs(1);
     feed(&mut p, later).audio(0, araw(1));
-    let almost_stale = later + HubConfig::default().publisher_stale_after - Duration::from_millis(1);
-    assert_eq!(hub.publish("room", almost_stale).err(), Some(PublishError::AlreadyPublishing));
+    let almost_stale =
+        later + HubConfig::default().publisher_stale_after - Duration::from_millis(1);
+    assert_eq!(
+        hub.publish("room", almost_stale).err(),
+        Some(PublishError::AlreadyPublishing)
+    );
     assert!(hub.publish("other", now).is_ok());
 }
 
@@ -270,15 +297,24 @@ fn stale_publisher_is_replaced_and_viewers_follow_the_new_one() {
     let now = Instant::now();
     let mut old = hub.publish("room", now).unwrap();
     assert_eq!(old.generation(), 1);
-    feed(&mut old, now).video(0, vseq(1)).audio(0, aseq(2)).video(0, vkey(3));
+    feed(&mut old, now)
+        .video(0, vseq(1))
+        .audio(0, aseq(2))
+        .video(0, vkey(3));
     let mut sub = hub.subscribe("room").unwrap();
     drain(&mut sub);
 
     let stale = now + hub.config.publisher_stale_after;
     let mut new = hub.publish("room", stale).unwrap();
     assert_eq!(new.generation(), 2);
-    assert_eq!(old.push(MediaKind::Video, 40, vinter(4), stale), Err(Replaced));
-    feed(&mut new, stale).video(0, vseq(5)).audio(0, aseq(6)).video(0, vkey(7));
+    assert_eq!(
+        old.push(MediaKind::Video, 40, vinter(4), stale),
+        Err(Replaced)
+    );
+    feed(&mut new, stale)
+        .video(0, vseq(5))
+        .audio(0, aseq(6))
+        .video(0, vkey(7));
 
     let got = drain_frames(&mut sub);
     let payloads: Vec<Bytes> = got.iter().map(|f| f.payload.clone()).collect();
@@ -288,12 +324,18 @@ fn stale_publisher_is_replaced_and_viewers_follow_the_new_one() {
 
     // The replaced publisher going away does not unseat the new one.
     drop(old);
-    assert_eq!(hub.publish("room", stale).err(), Some(PublishError::AlreadyPublishing));
+    assert_eq!(
+        hub.publish("room", stale).err(),
+        Some(PublishError::AlreadyPublishing)
+    );
     feed(&mut new, stale).video(40, vinter(8));
     assert_eq!(drain(&mut sub), frames(&[vinter(8)]));
     // A new viewer gets the new headers.
     let mut late = hub.subscribe("room").unwrap();
-    assert_eq!(drain(&mut late), frames(&[vseq(5), aseq(6), vkey(7), vinter(8)]));
+    assert_eq!(
+        drain(&mut late),
+        frames(&[vseq(5), aseq(6), vkey(7), vinter(8)])
+    );
 }
 
 #[test]
@@ -383,7 +425,11 @@ fn audio_and_video_clocks_are_separate() {
     let mut p = hub.publish("room", now).unwrap();
     let mut sub = hub.subscribe("room").unwrap();
     // Interleaving with slightly out-of-order tracks must not hold either clock.
-    feed(&mut p, now).video(100, vkey(1)).audio(90, araw(2)).video(140, vinter(3)).audio(113, araw(4));
+    feed(&mut p, now)
+        .video(100, vkey(1))
+        .audio(90, araw(2))
+        .video(140, vinter(3))
+        .audio(113, araw(4));
     let ts: Vec<u64> = drain_frames(&mut sub).iter().map(|f| f.timestamp).collect();
     assert_eq!(ts, [0, 0, 40, 23]);
 }
@@ -407,7 +453,10 @@ fn vanished_publisher_keeps_stream_until_end_if_orphaned() {
     assert!(!hub.is_live("room"));
     assert!(hub.subscribe("room").is_none());
     assert!(hub.list().is_empty());
-    assert_eq!(drain(&mut sub), [Got::Frame(vseq(1)), Got::Frame(vkey(2)), Got::End]);
+    assert_eq!(
+        drain(&mut sub),
+        [Got::Frame(vseq(1)), Got::Frame(vkey(2)), Got::End]
+    );
     assert_eq!(drain(&mut waiting), [Got::End]);
 }
 
@@ -448,20 +497,34 @@ fn finish_ends_the_stream_after_queued_frames() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     let mut sub = hub.subscribe("room").unwrap();
-    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2)).audio(0, araw(3));
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .video(0, vkey(2))
+        .audio(0, araw(3));
     let first_generation = p.generation();
     p.finish(&hub);
     assert!(!hub.is_live("room"));
     assert!(hub.subscribe("room").is_none());
     assert_eq!(
         drain(&mut sub),
-        [Got::Frame(vseq(1)), Got::Frame(vkey(2)), Got::Frame(araw(3)), Got::End]
+        [
+            Got::Frame(vseq(1)),
+            Got::Frame(vkey(2)),
+            Got::Frame(araw(3)),
+            Got::End
+        ]
     );
     // The name is free again, as a fresh stream.
     let p2 = hub.publish("room", now).unwrap();
-    assert!(p2.generation() > first_generation, "generations are never reused");
+    assert!(
+        p2.generation() > first_generation,
+        "generations are never reused"
+    );
     let mut fresh = hub.subscribe("room").unwrap();
-    assert!(drain(&mut fresh).is_empty(), "nothing of the ended stream is replayed");
+    assert!(
+        drain(&mut fresh).is_empty(),
+        "nothing of the ended stream is replayed"
+    );
 }
 
 // --- slow viewers ---
@@ -471,7 +534,10 @@ fn lagging_subscriber_skips_to_a_keyframe_with_headers_resent() {
     let hub = Hub::new(config(16));
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    feed(&mut p, now).video(0, vseq(1)).audio(0, aseq(2)).video(0, vkey(100));
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .audio(0, aseq(2))
+        .video(0, vkey(100));
     let mut sub = hub.subscribe("room").unwrap();
     for i in 0..40u8 {
         let f = if i % 10 == 0 { vkey(i) } else { vinter(i) };
@@ -483,13 +549,19 @@ fn lagging_subscriber_skips_to_a_keyframe_with_headers_resent() {
     }
     let got = drain(&mut sub);
     assert_eq!(got[..3], frames(&[vseq(1), aseq(2), vkey(100)]));
-    let Got::Skipped(n) = got[3] else { panic!("{:?}", got[3]) };
+    let Got::Skipped(n) = got[3] else {
+        panic!("{:?}", got[3])
+    };
     assert_eq!(n, 41 - 16, "the ring keeps the last 16 of 41 frames");
     // The current headers, then straight to the next keyframe.
     let mut expected = frames(&[vseq(3), aseq(2), vkey(30)]);
     expected.extend((31..40).map(|i| Got::Frame(vinter(i))));
     assert_eq!(got[4..], expected);
-    assert_eq!(sub.skipped(), n + 6, "inter frames 24..=29 were dropped too");
+    assert_eq!(
+        sub.skipped(),
+        n + 6,
+        "inter frames 24..=29 were dropped too"
+    );
 }
 
 #[test]
@@ -502,8 +574,14 @@ fn lagging_subscriber_never_gets_inter_video_before_a_keyframe() {
         let mut sub = hub.subscribe("room").unwrap();
         drain(&mut sub);
         for i in 1..=200u32 {
-            let f = if i % 7 == 0 { vkey(i as u8) } else { vinter(i as u8) };
-            feed(&mut p, now).video(i * 40, f).audio(i * 40, araw(i as u8));
+            let f = if i % 7 == 0 {
+                vkey(i as u8)
+            } else {
+                vinter(i as u8)
+            };
+            feed(&mut p, now)
+                .video(i * 40, f)
+                .audio(i * 40, araw(i as u8));
         }
         let mut saw_skip = false;
         let mut need_key = false;
@@ -514,7 +592,10 @@ fn lagging_subscriber_never_gets_inter_video_before_a_keyframe() {
                     need_key = true;
                 }
                 Delivery::Frame(f) if f.kind == MediaKind::Video && !f.sequence_header => {
-                    assert!(!need_key || f.key, "backlog {backlog}: inter frame after a skip");
+                    assert!(
+                        !need_key || f.key,
+                        "backlog {backlog}: inter frame after a skip"
+                    );
                     need_key = false;
                 }
                 Delivery::Frame(_) => {}
@@ -533,13 +614,22 @@ fn skip_to_keyframe_after_dropping_in_flight_frames() {
     feed(&mut p, now).video(0, vseq(1)).audio(0, aseq(2));
     let mut sub = hub.subscribe("room").unwrap();
     drain(&mut sub);
-    feed(&mut p, now).video(0, vkey(3)).video(40, vinter(4)).audio(40, araw(5));
+    feed(&mut p, now)
+        .video(0, vkey(3))
+        .video(40, vinter(4))
+        .audio(40, araw(5));
     assert_eq!(drain(&mut sub).len(), 3);
     assert!(sub.is_behind(8) && !sub.is_behind(7));
     // The driver dropped those 3 frames unsent.
     sub.skip_to_keyframe(3);
-    feed(&mut p, now).video(80, vinter(6)).audio(80, araw(7)).video(120, vkey(8));
-    assert_eq!(drain(&mut sub), frames(&[vseq(1), aseq(2), araw(7), vkey(8)]));
+    feed(&mut p, now)
+        .video(80, vinter(6))
+        .audio(80, araw(7))
+        .video(120, vkey(8));
+    assert_eq!(
+        drain(&mut sub),
+        frames(&[vseq(1), aseq(2), araw(7), vkey(8)])
+    );
     assert_eq!(sub.skipped(), 4);
 }
 
@@ -598,7 +688,10 @@ fn audio_is_not_key_once_there_is_video() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     let mut sub = hub.subscribe("room").unwrap();
-    feed(&mut p, now).audio(0, araw(1)).video(0, vkey(2)).audio(20, araw(3));
+    feed(&mut p, now)
+        .audio(0, araw(1))
+        .video(0, vkey(2))
+        .audio(20, araw(3));
     let keys: Vec<bool> = drain_frames(&mut sub).iter().map(|f| f.key).collect();
     assert_eq!(keys, [true, true, false]);
 }
@@ -613,16 +706,28 @@ fn gop_longer_than_max_frames_is_dropped() {
     });
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2)).video(40, vinter(3)).video(80, vinter(4));
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .video(0, vkey(2))
+        .video(40, vinter(3))
+        .video(80, vinter(4));
     let mut full = hub.subscribe("room").unwrap();
-    assert_eq!(drain(&mut full), frames(&[vseq(1), vkey(2), vinter(3), vinter(4)]));
+    assert_eq!(
+        drain(&mut full),
+        frames(&[vseq(1), vkey(2), vinter(3), vinter(4)])
+    );
 
-    feed(&mut p, now).video(120, vinter(5)).video(160, vinter(6));
+    feed(&mut p, now)
+        .video(120, vinter(5))
+        .video(160, vinter(6));
     let mut late = hub.subscribe("room").unwrap();
     feed(&mut p, now).video(200, vinter(7)).video(240, vkey(8));
     assert_eq!(drain(&mut late), frames(&[vseq(1), vkey(8)]));
     // Live viewers are not affected.
-    assert_eq!(drain(&mut full), frames(&[vinter(5), vinter(6), vinter(7), vkey(8)]));
+    assert_eq!(
+        drain(&mut full),
+        frames(&[vinter(5), vinter(6), vinter(7), vkey(8)])
+    );
 }
 
 #[test]
@@ -718,9 +823,17 @@ fn reader_at_4096() -> ChunkReader {
 #[test]
 fn rtmp_chunks_decode_to_the_original_message() {
     use crate::rtmp::session::msg_type;
-    let big: Bytes = (0..10_000u32).map(|i| (i * 31) as u8).collect::<Vec<_>>().into();
+    let big: Bytes = (0..10_000u32)
+        .map(|i| (i * 31) as u8)
+        .collect::<Vec<_>>()
+        .into();
     for (kind, type_id, ts, payload) in [
-        (MediaKind::Video, msg_type::VIDEO, 0x0100_0005u64, big.clone()),
+        (
+            MediaKind::Video,
+            msg_type::VIDEO,
+            0x0100_0005u64,
+            big.clone(),
+        ),
         (MediaKind::Audio, msg_type::AUDIO, 1234, araw(1)),
         (MediaKind::Metadata, msg_type::DATA_AMF0, 0, meta(2)),
     ] {
@@ -729,7 +842,10 @@ fn rtmp_chunks_decode_to_the_original_message() {
         let mut buf = BytesMut::from(&frame.rtmp_chunks()[..]);
         let msg = reader.read(&mut buf).unwrap().expect("one whole message");
         assert!(buf.is_empty());
-        assert_eq!((msg.type_id, msg.timestamp, msg.stream_id), (type_id, ts as u32, MEDIA_STREAM_ID));
+        assert_eq!(
+            (msg.type_id, msg.timestamp, msg.stream_id),
+            (type_id, ts as u32, MEDIA_STREAM_ID)
+        );
         assert_eq!(msg.payload, payload);
 
         let mut reader = reader_at_4096();
@@ -758,7 +874,10 @@ fn stale_end_if_orphaned_does_not_end_a_recreated_stream() {
     let c = hub.publish("room", now).unwrap(); // A new stream under the same name.
     drop(c); // C's connection drops: C gets its own grace period.
     hub.end_if_orphaned("room", a_generation); // A's timer fires.
-    assert!(hub.is_live("room"), "A's stale timer ended C's stream before C's grace period");
+    assert!(
+        hub.is_live("room"),
+        "A's stale timer ended C's stream before C's grace period"
+    );
 }
 
 #[test]

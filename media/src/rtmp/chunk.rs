@@ -1085,7 +1085,9 @@ mod tests {
         let mut reader = ChunkReader::new();
         read_all(&mut reader, &bytes[..16 + 13]).unwrap();
         assert_eq!(reader.in_progress_bytes, 0xFF_FFFF);
-        let abort = [0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0xC2, 0, 0xC2, 0, 0xC2, 3];
+        let abort = [
+            0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0xC2, 0, 0xC2, 0, 0xC2, 3,
+        ];
         read_all(&mut reader, &abort).unwrap();
         assert_eq!(reader.in_progress_bytes, 0);
     }

@@ -81,11 +81,23 @@ pub enum MediaKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// `publish`: answer with [`ServerSession::accept_publish`] or [`ServerSession::reject_publish`].
-    Publish { app: String, name: String, query: String },
+    Publish {
+        app: String,
+        name: String,
+        query: String,
+    },
     /// `play`: answer with [`ServerSession::accept_play`] or [`ServerSession::reject_play`].
-    Play { app: String, name: String, query: String },
+    Play {
+        app: String,
+        name: String,
+        query: String,
+    },
     /// Audio, video or metadata from the accepted publisher, with the wire (32-bit) timestamp.
-    Media { kind: MediaKind, timestamp: u32, payload: Bytes },
+    Media {
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+    },
     /// The publisher ended its stream cleanly (FCUnpublish / deleteStream / closeStream).
     Unpublish,
     /// The player stopped playing (deleteStream / closeStream).
@@ -216,24 +228,25 @@ impl ServerSession {
             // Set Chunk Size and Abort are applied by the chunk reader itself.
             msg_type::SET_CHUNK_SIZE | msg_type::ABORT | msg_type::ACKNOWLEDGEMENT => {}
             msg_type::WINDOW_ACK_SIZE => {
-                let size = read_u32(&msg.payload).ok_or(SessionError::Malformed("window ack size"))?;
+                let size =
+                    read_u32(&msg.payload).ok_or(SessionError::Malformed("window ack size"))?;
                 self.peer_window = size;
             }
             msg_type::SET_PEER_BANDWIDTH => {}
             msg_type::USER_CONTROL => self.on_user_control(&msg.payload)?,
-            msg_type::AUDIO | msg_type::VIDEO => {
-                if self.publishing_on(msg.stream_id) && !msg.payload.is_empty() {
-                    let kind = if msg.type_id == msg_type::AUDIO {
-                        MediaKind::Audio
-                    } else {
-                        MediaKind::Video
-                    };
-                    events.push(SessionEvent::Media {
-                        kind,
-                        timestamp: msg.timestamp,
-                        payload: msg.payload,
-                    });
-                }
+            msg_type::AUDIO | msg_type::VIDEO
+                if self.publishing_on(msg.stream_id) && !msg.payload.is_empty() =>
+            {
+                let kind = if msg.type_id == msg_type::AUDIO {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                };
+                events.push(SessionEvent::Media {
+                    kind,
+                    timestamp: msg.timestamp,
+                    payload: msg.payload,
+                });
             }
             msg_type::DATA_AMF0 | msg_type::DATA_AMF3 => {
                 let body = strip_amf3_format_byte(msg.type_id == msg_type::DATA_AMF3, &msg.payload);
@@ -256,10 +269,8 @@ impl ServerSession {
                 })?;
                 self.on_command(msg.stream_id, values, events)?;
             }
-            msg_type::AGGREGATE => {
-                if self.publishing_on(msg.stream_id) {
-                    split_aggregate(&msg, events)?;
-                }
+            msg_type::AGGREGATE if self.publishing_on(msg.stream_id) => {
+                split_aggregate(&msg, events)?;
             }
             // Shared objects and anything unknown are not used by live streaming clients.
             _ => {}
@@ -306,10 +317,10 @@ impl ServerSession {
                 self.next_stream_id = self.next_stream_id.saturating_add(1);
                 self.send_result(tid, vec![Amf0Value::Null, Amf0Value::Number(f64::from(id))]);
             }
-            "releaseStream" | "FCPublish" | "getStreamLength" => {
+            "releaseStream" | "FCPublish" | "getStreamLength"
                 // ffmpeg and OBS fire these and mostly ignore the answers; an answer keeps
                 // strict clients from waiting for one.
-                if tid != 0.0 {
+                if tid != 0.0 => {
                     let value = if name == "getStreamLength" {
                         Amf0Value::Number(0.0)
                     } else {
@@ -317,7 +328,6 @@ impl ServerSession {
                     };
                     self.send_result(tid, vec![Amf0Value::Null, value]);
                 }
-            }
             "publish" => {
                 let raw = rest.first().and_then(Amf0Value::as_str).unwrap_or("");
                 let (name, query) = split_query(raw);
@@ -400,9 +410,18 @@ impl ServerSession {
         ]);
         let information = Amf0Value::Object(vec![
             ("level".into(), Amf0Value::String("status".into())),
-            ("code".into(), Amf0Value::String("NetConnection.Connect.Success".into())),
-            ("description".into(), Amf0Value::String("Connection succeeded.".into())),
-            ("objectEncoding".into(), Amf0Value::Number(self.object_encoding)),
+            (
+                "code".into(),
+                Amf0Value::String("NetConnection.Connect.Success".into()),
+            ),
+            (
+                "description".into(),
+                Amf0Value::String("Connection succeeded.".into()),
+            ),
+            (
+                "objectEncoding".into(),
+                Amf0Value::Number(self.object_encoding),
+            ),
         ]);
         self.send_result(tid, vec![properties, information]);
     }
@@ -474,7 +493,12 @@ impl ServerSession {
     fn send_result(&mut self, tid: f64, mut values: Vec<Amf0Value>) {
         let mut all = vec![Amf0Value::String("_result".into()), Amf0Value::Number(tid)];
         all.append(&mut values);
-        self.send(CSID_COMMAND, msg_type::COMMAND_AMF0, 0, amf::encode_all(&all));
+        self.send(
+            CSID_COMMAND,
+            msg_type::COMMAND_AMF0,
+            0,
+            amf::encode_all(&all),
+        );
     }
 
     fn send_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
@@ -551,7 +575,10 @@ fn metadata_from_data(body: &[u8]) -> Result<Option<Bytes>, SessionError> {
     let (name, object) = match first.as_ref().and_then(Amf0Value::as_str) {
         Some("@setDataFrame") => {
             let name = values.next();
-            (name.and_then(|v| v.as_str().map(str::to_owned)), values.next())
+            (
+                name.and_then(|v| v.as_str().map(str::to_owned)),
+                values.next(),
+            )
         }
         Some(name) => (Some(name.to_owned()), values.next()),
         None => (None, None),
@@ -590,7 +617,11 @@ fn split_aggregate(msg: &RtmpMessage, events: &mut Vec<SessionEvent>) -> Result<
         };
         if let Some(kind) = kind {
             if !payload.is_empty() {
-                events.push(SessionEvent::Media { kind, timestamp, payload });
+                events.push(SessionEvent::Media {
+                    kind,
+                    timestamp,
+                    payload,
+                });
             }
         } else if tag_type == 18 {
             if let Some(payload) = metadata_from_data(&payload)? {

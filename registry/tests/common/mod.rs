@@ -21,7 +21,10 @@ pub fn lease(stream: &str, session: &str) -> StreamLease {
         stream: stream.to_owned(),
         node_id: format!("node-{session}"),
         session: session.to_owned(),
-        addrs: NodeAddrs { rtmp: "10.0.0.1:1935".into(), http: "10.0.0.1:8080".into() },
+        addrs: NodeAddrs {
+            rtmp: "10.0.0.1:1935".into(),
+            http: "10.0.0.1:8080".into(),
+        },
         started_at_ms: 1_700_000_000_000,
         video_codec: Some("h264".into()),
         audio_codec: None,
@@ -37,7 +40,10 @@ pub fn node(id: &str) -> NodeInfo {
         id: id.to_owned(),
         role: NodeRole::Edge,
         region: "eu".into(),
-        addrs: NodeAddrs { rtmp: "10.0.0.2:1935".into(), http: "10.0.0.2:8080".into() },
+        addrs: NodeAddrs {
+            rtmp: "10.0.0.2:1935".into(),
+            http: "10.0.0.2:8080".into(),
+        },
         viewers: [("live/a".to_owned(), 3)].into_iter().collect(),
         egress_bps: 1_000_000,
         updated_at_ms: 1_700_000_000_000,
@@ -56,9 +62,15 @@ pub async fn check_keys_and_rooms(reg: &dyn Registry) {
     let k1 = reg.get_or_create_key("alpha").await.unwrap();
     assert!(k1.starts_with(KEY_PREFIX), "{k1}");
     assert_eq!(reg.get_or_create_key("alpha").await.unwrap(), k1);
-    assert_eq!(reg.room_for_key(&k1).await.unwrap().as_deref(), Some("alpha"));
+    assert_eq!(
+        reg.room_for_key(&k1).await.unwrap().as_deref(),
+        Some("alpha")
+    );
     let room = reg.room("alpha").await.unwrap().expect("alpha exists");
-    assert_eq!((room.room.as_str(), room.key.as_str()), ("alpha", k1.as_str()));
+    assert_eq!(
+        (room.room.as_str(), room.key.as_str()),
+        ("alpha", k1.as_str())
+    );
     assert!(room.key_created_ms > 0);
     // A room name is not a key.
     assert_eq!(reg.room_for_key("alpha").await.unwrap(), None);
@@ -68,16 +80,24 @@ pub async fn check_keys_and_rooms(reg: &dyn Registry) {
     assert_ne!(k1, k2);
     assert!(k2.starts_with(KEY_PREFIX));
     assert_eq!(reg.room_for_key(&k1).await.unwrap(), None);
-    assert_eq!(reg.room_for_key(&k2).await.unwrap().as_deref(), Some("alpha"));
+    assert_eq!(
+        reg.room_for_key(&k2).await.unwrap().as_deref(),
+        Some("alpha")
+    );
     assert_eq!(reg.get_or_create_key("alpha").await.unwrap(), k2);
     assert_eq!(reg.room("alpha").await.unwrap().expect("alpha").key, k2);
 
     // reset creates a missing room.
     let kb = reg.reset_key("beta").await.unwrap();
-    assert_eq!(reg.room_for_key(&kb).await.unwrap().as_deref(), Some("beta"));
+    assert_eq!(
+        reg.room_for_key(&kb).await.unwrap().as_deref(),
+        Some("beta")
+    );
     let rooms = reg.rooms().await.unwrap();
-    let listed: Vec<(&str, &str)> =
-        rooms.iter().map(|r| (r.room.as_str(), r.key.as_str())).collect();
+    let listed: Vec<(&str, &str)> = rooms
+        .iter()
+        .map(|r| (r.room.as_str(), r.key.as_str()))
+        .collect();
     assert_eq!(listed, [("alpha", k2.as_str()), ("beta", kb.as_str())]);
 
     // delete removes room and key; false the second time.
@@ -86,39 +106,73 @@ pub async fn check_keys_and_rooms(reg: &dyn Registry) {
     assert_eq!(reg.room("alpha").await.unwrap(), None);
     assert!(!reg.delete_room("alpha").await.unwrap());
     assert!(!reg.delete_room("never-existed").await.unwrap());
-    let names: Vec<String> = reg.rooms().await.unwrap().into_iter().map(|r| r.room).collect();
+    let names: Vec<String> = reg
+        .rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.room)
+        .collect();
     assert_eq!(names, ["beta"]);
 
     // Re-creating a deleted room issues a new key.
     let k3 = reg.get_or_create_key("alpha").await.unwrap();
     assert!(k3 != k1 && k3 != k2);
-    assert_eq!(reg.room_for_key(&k3).await.unwrap().as_deref(), Some("alpha"));
+    assert_eq!(
+        reg.room_for_key(&k3).await.unwrap().as_deref(),
+        Some("alpha")
+    );
 }
 
 /// Lease ownership: acquire, HeldBy, same-session re-acquire, refresh, release.
 pub async fn check_leases(reg: &dyn Registry) {
     let a = lease("live/a", "s1");
     assert_eq!(reg.lease("live/a").await.unwrap(), None);
-    assert_eq!(reg.acquire_lease(&a, LONG).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&a, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert_eq!(reg.lease("live/a").await.unwrap(), Some(a.clone()));
 
     // Another session is refused and told who holds it.
     let intruder = lease("live/a", "s2");
-    assert_eq!(reg.acquire_lease(&intruder, LONG).await.unwrap(), LeaseOutcome::HeldBy(a.clone()));
+    assert_eq!(
+        reg.acquire_lease(&intruder, LONG).await.unwrap(),
+        LeaseOutcome::HeldBy(a.clone())
+    );
     // The same session acquires again (e.g. after a registry hiccup), updating the lease.
-    let a2 = StreamLease { viewers: 7, ..a.clone() };
-    assert_eq!(reg.acquire_lease(&a2, LONG).await.unwrap(), LeaseOutcome::Acquired);
+    let a2 = StreamLease {
+        viewers: 7,
+        ..a.clone()
+    };
+    assert_eq!(
+        reg.acquire_lease(&a2, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert_eq!(reg.lease("live/a").await.unwrap(), Some(a2.clone()));
 
     // Only the owner refreshes; refresh updates the stats.
-    assert_eq!(reg.refresh_lease(&intruder, LONG).await.unwrap(), RefreshOutcome::Lost);
-    let a3 = StreamLease { bitrate_kbps: 4000, viewers: 9, ..a.clone() };
-    assert_eq!(reg.refresh_lease(&a3, LONG).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        reg.refresh_lease(&intruder, LONG).await.unwrap(),
+        RefreshOutcome::Lost
+    );
+    let a3 = StreamLease {
+        bitrate_kbps: 4000,
+        viewers: 9,
+        ..a.clone()
+    };
+    assert_eq!(
+        reg.refresh_lease(&a3, LONG).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
     assert_eq!(reg.lease("live/a").await.unwrap(), Some(a3.clone()));
 
     // A second stream; listing is sorted by stream.
     let b = lease("live/b", "s3");
-    assert_eq!(reg.acquire_lease(&b, LONG).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&b, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert_eq!(reg.leases().await.unwrap(), [a3.clone(), b.clone()]);
 
     // Release is compare-and-delete by session.
@@ -127,37 +181,61 @@ pub async fn check_leases(reg: &dyn Registry) {
     assert!(reg.release_lease("live/a", "s1").await.unwrap());
     assert_eq!(reg.lease("live/a").await.unwrap(), None);
     assert!(!reg.release_lease("live/a", "s1").await.unwrap());
-    assert_eq!(reg.refresh_lease(&a3, LONG).await.unwrap(), RefreshOutcome::Lost);
+    assert_eq!(
+        reg.refresh_lease(&a3, LONG).await.unwrap(),
+        RefreshOutcome::Lost
+    );
     assert!(!reg.release_lease("live/none", "s1").await.unwrap());
     assert_eq!(reg.leases().await.unwrap(), std::slice::from_ref(&b));
 
     // Once released, another session takes it.
-    assert_eq!(reg.acquire_lease(&intruder, LONG).await.unwrap(), LeaseOutcome::Acquired);
-    assert_eq!(reg.refresh_lease(&a3, LONG).await.unwrap(), RefreshOutcome::Lost);
+    assert_eq!(
+        reg.acquire_lease(&intruder, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.refresh_lease(&a3, LONG).await.unwrap(),
+        RefreshOutcome::Lost
+    );
 }
 
 /// Leases expire after their ttl unless refreshed.
 pub async fn check_lease_expiry(reg: &dyn Registry) {
     let short = Duration::from_millis(50);
     let a = lease("live/exp", "s1");
-    assert_eq!(reg.acquire_lease(&a, short).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&a, short).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert!(reg.lease("live/exp").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(reg.lease("live/exp").await.unwrap(), None);
     assert!(reg.leases().await.unwrap().is_empty());
-    assert_eq!(reg.refresh_lease(&a, short).await.unwrap(), RefreshOutcome::Lost);
+    assert_eq!(
+        reg.refresh_lease(&a, short).await.unwrap(),
+        RefreshOutcome::Lost
+    );
     assert!(!reg.release_lease("live/exp", "s1").await.unwrap());
     assert!(!reg.kick("live/exp").await.unwrap());
     let b = lease("live/exp", "s2");
-    assert_eq!(reg.acquire_lease(&b, short).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&b, short).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
 
     // Refreshing keeps a lease alive well past its ttl.
     let c = lease("live/kept", "s3");
     let ttl = Duration::from_millis(300);
-    assert_eq!(reg.acquire_lease(&c, ttl).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&c, ttl).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(reg.refresh_lease(&c, ttl).await.unwrap(), RefreshOutcome::Refreshed);
+        assert_eq!(
+            reg.refresh_lease(&c, ttl).await.unwrap(),
+            RefreshOutcome::Refreshed
+        );
     }
     assert_eq!(reg.lease("live/kept").await.unwrap(), Some(c));
 }
@@ -166,29 +244,55 @@ pub async fn check_lease_expiry(reg: &dyn Registry) {
 pub async fn check_kick(reg: &dyn Registry) {
     assert!(!reg.kick("live/k").await.unwrap());
     let a = lease("live/k", "s1");
-    assert_eq!(reg.acquire_lease(&a, LONG).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        reg.acquire_lease(&a, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert!(reg.kick("live/k").await.unwrap());
     // The lease stays until the owner notices.
     assert_eq!(reg.lease("live/k").await.unwrap(), Some(a.clone()));
     // Another session's refresh neither sees nor consumes the kick.
-    assert_eq!(reg.refresh_lease(&lease("live/k", "s2"), LONG).await.unwrap(), RefreshOutcome::Lost);
-    assert_eq!(reg.refresh_lease(&a, LONG).await.unwrap(), RefreshOutcome::Kicked);
+    assert_eq!(
+        reg.refresh_lease(&lease("live/k", "s2"), LONG)
+            .await
+            .unwrap(),
+        RefreshOutcome::Lost
+    );
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Kicked
+    );
     // Kicked: the session no longer owns the stream, and the kick is consumed.
     assert_eq!(reg.lease("live/k").await.unwrap(), None);
-    assert_eq!(reg.refresh_lease(&a, LONG).await.unwrap(), RefreshOutcome::Lost);
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Lost
+    );
     assert!(!reg.kick("live/k").await.unwrap());
 
     // A new publisher is not affected by the kick of the previous one.
     let b = lease("live/k", "s2");
-    assert_eq!(reg.acquire_lease(&b, LONG).await.unwrap(), LeaseOutcome::Acquired);
-    assert_eq!(reg.refresh_lease(&b, LONG).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        reg.acquire_lease(&b, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.refresh_lease(&b, LONG).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
 
     // A kicked publisher that releases leaves no kick behind for the next one.
     assert!(reg.kick("live/k").await.unwrap());
     assert!(reg.release_lease("live/k", "s2").await.unwrap());
     let c = lease("live/k", "s3");
-    assert_eq!(reg.acquire_lease(&c, LONG).await.unwrap(), LeaseOutcome::Acquired);
-    assert_eq!(reg.refresh_lease(&c, LONG).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        reg.acquire_lease(&c, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.refresh_lease(&c, LONG).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
 }
 
 /// Node heartbeats: listed sorted by id, updated by the next heartbeat, expire, removable.
@@ -199,7 +303,11 @@ pub async fn check_nodes(reg: &dyn Registry) {
     reg.heartbeat(&n2, LONG).await.unwrap();
     reg.heartbeat(&n1, Duration::from_millis(60)).await.unwrap();
     assert_eq!(reg.nodes().await.unwrap(), [n1.clone(), n2.clone()]);
-    let n2b = NodeInfo { egress_bps: 42, updated_at_ms: n2.updated_at_ms + 1, ..n2.clone() };
+    let n2b = NodeInfo {
+        egress_bps: 42,
+        updated_at_ms: n2.updated_at_ms + 1,
+        ..n2.clone()
+    };
     reg.heartbeat(&n2b, LONG).await.unwrap();
     assert_eq!(reg.nodes().await.unwrap(), [n1.clone(), n2b.clone()]);
 

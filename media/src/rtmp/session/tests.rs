@@ -17,11 +17,21 @@ fn n(v: f64) -> Amf0Value {
 }
 
 fn obj(props: &[(&str, Amf0Value)]) -> Amf0Value {
-    Amf0Value::Object(props.iter().map(|(k, v)| ((*k).into(), v.clone())).collect())
+    Amf0Value::Object(
+        props
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect(),
+    )
 }
 
 fn ecma(props: &[(&str, Amf0Value)]) -> Amf0Value {
-    Amf0Value::EcmaArray(props.iter().map(|(k, v)| ((*k).into(), v.clone())).collect())
+    Amf0Value::EcmaArray(
+        props
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect(),
+    )
 }
 
 /// Chunk stream ids as ffmpeg picks them.
@@ -125,7 +135,12 @@ impl Client {
         let mut values = vec![s(name), n(self.next_tid)];
         self.next_tid += 1.0;
         values.extend(args);
-        self.write(msg_type::COMMAND_AMF0, stream_id, 0, amf::encode_all(&values));
+        self.write(
+            msg_type::COMMAND_AMF0,
+            stream_id,
+            0,
+            amf::encode_all(&values),
+        );
     }
 
     /// Feed the session once with what is pending.
@@ -168,7 +183,10 @@ impl Client {
 }
 
 fn decode(msg: &RtmpMessage) -> Vec<Amf0Value> {
-    assert!(matches!(msg.type_id, msg_type::COMMAND_AMF0 | msg_type::DATA_AMF0));
+    assert!(matches!(
+        msg.type_id,
+        msg_type::COMMAND_AMF0 | msg_type::DATA_AMF0
+    ));
     amf::decode_all(&msg.payload).unwrap()
 }
 
@@ -190,7 +208,10 @@ fn user_control(msg: &RtmpMessage) -> Option<(u16, u32)> {
         return None;
     }
     let p = &msg.payload;
-    Some((u16::from_be_bytes([p[0], p[1]]), u32::from_be_bytes([p[2], p[3], p[4], p[5]])))
+    Some((
+        u16::from_be_bytes([p[0], p[1]]),
+        u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+    ))
 }
 
 fn media(kind: MediaKind, timestamp: u32, payload: &[u8]) -> SessionEvent {
@@ -221,7 +242,13 @@ fn handshake_answers_s0_s1_s2_and_holds_following_bytes() {
     // C2 and connect in one read: the connect must be parsed right after C2.
     let mut writer = ChunkWriter::new();
     let connect = amf::encode_all(&[s("connect"), n(1.0), obj(&[("app", s("live"))])]);
-    let msg = RtmpMessage { csid: 3, timestamp: 0, type_id: 20, stream_id: 0, payload: connect.into() };
+    let msg = RtmpMessage {
+        csid: 3,
+        timestamp: 0,
+        type_id: 20,
+        stream_id: 0,
+        payload: connect.into(),
+    };
     writer.write(&msg, &mut c2);
     session.feed(&mut c2, &mut events).unwrap();
     assert!(c2.is_empty());
@@ -231,7 +258,11 @@ fn handshake_answers_s0_s1_s2_and_holds_following_bytes() {
 #[test]
 fn connect_answers_window_bandwidth_chunk_size_and_success() {
     let mut c = Client::new();
-    let events = c.command(0, "connect", vec![obj(&[("app", s("live")), ("objectEncoding", n(0.0))])]);
+    let events = c.command(
+        0,
+        "connect",
+        vec![obj(&[("app", s("live")), ("objectEncoding", n(0.0))])],
+    );
     assert!(events.is_empty());
     assert_eq!(c.session.app(), Some("live"));
     let replies = c.replies_sized();
@@ -248,7 +279,10 @@ fn connect_answers_window_bandwidth_chunk_size_and_success() {
     let values = decode(result);
     assert_eq!(values[0], s("_result"));
     assert_eq!(values[1], n(1.0));
-    assert_eq!(values[3].get("code"), Some(&s("NetConnection.Connect.Success")));
+    assert_eq!(
+        values[3].get("code"),
+        Some(&s("NetConnection.Connect.Success"))
+    );
     assert_eq!(values[3].get("level"), Some(&s("status")));
     // Sent after Set Chunk Size: one chunk (12-byte header) though it is over 128 bytes.
     assert!(result.payload.len() > 128);
@@ -259,7 +293,14 @@ fn connect_answers_window_bandwidth_chunk_size_and_success() {
 #[test]
 fn connect_app_loses_query_and_slashes_and_echoes_object_encoding() {
     let mut c = Client::new();
-    c.command(0, "connect", vec![obj(&[("app", s("/live/?vhost=a")), ("objectEncoding", n(3.0))])]);
+    c.command(
+        0,
+        "connect",
+        vec![obj(&[
+            ("app", s("/live/?vhost=a")),
+            ("objectEncoding", n(3.0)),
+        ])],
+    );
     assert_eq!(c.session.app(), Some("live"));
     let result = c.replies().pop().unwrap();
     assert_eq!(decode(&result)[3].get("objectEncoding"), Some(&n(3.0)));
@@ -281,7 +322,11 @@ fn output_after_connect_is_chunked_at_4096() {
         .unwrap();
     assert!(reset.0.payload.len() > 1000);
     // Either a type-0 (12) or a compressed header, but never a continuation chunk.
-    assert!(reset.1 <= 12 + reset.0.payload.len(), "{} bytes on the wire", reset.1);
+    assert!(
+        reset.1 <= 12 + reset.0.payload.len(),
+        "{} bytes on the wire",
+        reset.1
+    );
 }
 
 // --- publish ---
@@ -289,29 +334,55 @@ fn output_after_connect_is_chunked_at_4096() {
 #[test]
 fn ffmpeg_publish_sequence() {
     let mut c = Client::connected();
-    assert!(c.command(0, "releaseStream", vec![Amf0Value::Null, s("room")]).is_empty());
-    assert!(c.command(0, "FCPublish", vec![Amf0Value::Null, s("room")]).is_empty());
+    assert!(c
+        .command(0, "releaseStream", vec![Amf0Value::Null, s("room")])
+        .is_empty());
+    assert!(c
+        .command(0, "FCPublish", vec![Amf0Value::Null, s("room")])
+        .is_empty());
     let replies = c.replies();
     assert_eq!(replies.len(), 2);
     assert_eq!(decode(&replies[0])[..2], [s("_result"), n(2.0)]);
     assert_eq!(decode(&replies[1])[..2], [s("_result"), n(3.0)]);
 
-    assert!(c.command(0, "createStream", vec![Amf0Value::Null]).is_empty());
+    assert!(c
+        .command(0, "createStream", vec![Amf0Value::Null])
+        .is_empty());
     let replies = c.replies();
-    assert_eq!(decode(&replies[0]), [s("_result"), n(4.0), Amf0Value::Null, n(1.0)]);
+    assert_eq!(
+        decode(&replies[0]),
+        [s("_result"), n(4.0), Amf0Value::Null, n(1.0)]
+    );
 
-    let events = c.command(1, "publish", vec![Amf0Value::Null, s("room?token=x"), s("live")]);
+    let events = c.command(
+        1,
+        "publish",
+        vec![Amf0Value::Null, s("room?token=x"), s("live")],
+    );
     assert_eq!(
         events,
-        [SessionEvent::Publish { app: "live".into(), name: "room".into(), query: "token=x".into() }]
+        [SessionEvent::Publish {
+            app: "live".into(),
+            name: "room".into(),
+            query: "token=x".into()
+        }]
     );
-    assert!(!c.session.has_output(), "nothing is answered before the driver decides");
+    assert!(
+        !c.session.has_output(),
+        "nothing is answered before the driver decides"
+    );
 
     c.session.accept_publish();
     let replies = c.replies();
-    assert_eq!(replies.iter().filter_map(user_control).collect::<Vec<_>>(), [(0, 1)]);
+    assert_eq!(
+        replies.iter().filter_map(user_control).collect::<Vec<_>>(),
+        [(0, 1)]
+    );
     let start = replies.iter().find(|m| status_code(m).is_some()).unwrap();
-    assert_eq!(status_code(start).as_deref(), Some("NetStream.Publish.Start"));
+    assert_eq!(
+        status_code(start).as_deref(),
+        Some("NetStream.Publish.Start")
+    );
     assert_eq!(start.stream_id, 1);
     assert_eq!(decode(start)[3].get("level"), Some(&s("status")));
 }
@@ -331,10 +402,14 @@ fn reject_publish_sends_bad_name_and_drops_media() {
     c.command(0, "createStream", vec![Amf0Value::Null]);
     c.command(1, "publish", vec![Amf0Value::Null, s("room"), s("live")]);
     c.replies();
-    c.session.reject_publish("NetStream.Publish.BadName", "taken");
+    c.session
+        .reject_publish("NetStream.Publish.BadName", "taken");
     let replies = c.replies();
     assert_eq!(replies.len(), 1);
-    assert_eq!(status_code(&replies[0]).as_deref(), Some("NetStream.Publish.BadName"));
+    assert_eq!(
+        status_code(&replies[0]).as_deref(),
+        Some("NetStream.Publish.BadName")
+    );
     assert_eq!(replies[0].stream_id, 1);
     assert_eq!(decode(&replies[0])[3].get("level"), Some(&s("error")));
     assert!(c.media(msg_type::AUDIO, 0, AAC_RAW).is_empty());
@@ -355,9 +430,15 @@ fn second_publish_on_a_connection_is_refused_without_event() {
     let events = c.command(1, "publish", vec![Amf0Value::Null, s("other"), s("live")]);
     assert!(events.is_empty());
     let replies = c.replies();
-    assert_eq!(status_code(&replies[0]).as_deref(), Some("NetStream.Publish.BadName"));
+    assert_eq!(
+        status_code(&replies[0]).as_deref(),
+        Some("NetStream.Publish.BadName")
+    );
     // Still publishing the first stream.
-    assert_eq!(c.media(msg_type::AUDIO, 5, AAC_RAW), [media(MediaKind::Audio, 5, AAC_RAW)]);
+    assert_eq!(
+        c.media(msg_type::AUDIO, 5, AAC_RAW),
+        [media(MediaKind::Audio, 5, AAC_RAW)]
+    );
 }
 
 #[test]
@@ -374,7 +455,10 @@ fn media_behind_publish_in_one_feed_waits_for_the_answer() {
     let events = c.pump().unwrap();
     assert_eq!(
         events,
-        [media(MediaKind::Audio, 10, AAC_RAW), media(MediaKind::Video, 20, AVC_KEY)]
+        [
+            media(MediaKind::Audio, 10, AAC_RAW),
+            media(MediaKind::Video, 20, AVC_KEY)
+        ]
     );
     assert!(c.pending.is_empty());
 }
@@ -387,15 +471,24 @@ fn media_before_publish_is_accepted_is_dropped() {
     assert!(c.media(msg_type::VIDEO, 0, AVC_KEY).is_empty());
     c.command(1, "publish", vec![Amf0Value::Null, s("room"), s("live")]);
     c.session.accept_publish();
-    assert_eq!(c.media(msg_type::AUDIO, 1234, AAC_RAW), [media(MediaKind::Audio, 1234, AAC_RAW)]);
-    assert_eq!(c.media(msg_type::VIDEO, 1250, AVC_KEY), [media(MediaKind::Video, 1250, AVC_KEY)]);
+    assert_eq!(
+        c.media(msg_type::AUDIO, 1234, AAC_RAW),
+        [media(MediaKind::Audio, 1234, AAC_RAW)]
+    );
+    assert_eq!(
+        c.media(msg_type::VIDEO, 1250, AVC_KEY),
+        [media(MediaKind::Video, 1250, AVC_KEY)]
+    );
 }
 
 #[test]
 fn media_keeps_large_wire_timestamps() {
     let mut c = Client::publishing();
     let ts = 0xFFFF_FF00;
-    assert_eq!(c.media(msg_type::VIDEO, ts, AVC_KEY), [media(MediaKind::Video, ts, AVC_KEY)]);
+    assert_eq!(
+        c.media(msg_type::VIDEO, ts, AVC_KEY),
+        [media(MediaKind::Video, ts, AVC_KEY)]
+    );
 }
 
 #[test]
@@ -409,12 +502,20 @@ fn media_on_another_stream_id_or_empty_is_dropped() {
 // --- metadata ---
 
 fn metadata_object() -> Amf0Value {
-    ecma(&[("width", n(1280.0)), ("height", n(720.0)), ("encoder", s("Lavf61"))])
+    ecma(&[
+        ("width", n(1280.0)),
+        ("height", n(720.0)),
+        ("encoder", s("Lavf61")),
+    ])
 }
 
 fn metadata_payload_of(event: &SessionEvent) -> Vec<Amf0Value> {
     match event {
-        SessionEvent::Media { kind: MediaKind::Metadata, payload, .. } => amf::decode_all(payload).unwrap(),
+        SessionEvent::Media {
+            kind: MediaKind::Metadata,
+            payload,
+            ..
+        } => amf::decode_all(payload).unwrap(),
         other => panic!("not metadata: {other:?}"),
     }
 }
@@ -426,7 +527,10 @@ fn set_data_frame_becomes_metadata_without_the_wrapper() {
     c.write(msg_type::DATA_AMF0, 1, 0, body);
     let events = c.pump().unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(metadata_payload_of(&events[0]), [s("onMetaData"), metadata_object()]);
+    assert_eq!(
+        metadata_payload_of(&events[0]),
+        [s("onMetaData"), metadata_object()]
+    );
 }
 
 #[test]
@@ -435,24 +539,42 @@ fn plain_on_metadata_is_kept() {
     let body = amf::encode_all(&[s("onMetaData"), metadata_object()]);
     c.write(msg_type::DATA_AMF0, 1, 7, body.clone());
     let events = c.pump().unwrap();
-    assert_eq!(events, [SessionEvent::Media { kind: MediaKind::Metadata, timestamp: 7, payload: body.into() }]);
+    assert_eq!(
+        events,
+        [SessionEvent::Media {
+            kind: MediaKind::Metadata,
+            timestamp: 7,
+            payload: body.into()
+        }]
+    );
 }
 
 #[test]
 fn amf3_data_message_with_format_byte_is_metadata() {
     let mut c = Client::publishing();
     let mut body = vec![0];
-    body.extend(amf::encode_all(&[s("@setDataFrame"), s("onMetaData"), metadata_object()]));
+    body.extend(amf::encode_all(&[
+        s("@setDataFrame"),
+        s("onMetaData"),
+        metadata_object(),
+    ]));
     c.write(msg_type::DATA_AMF3, 1, 0, body);
     let events = c.pump().unwrap();
-    assert_eq!(metadata_payload_of(&events[0]), [s("onMetaData"), metadata_object()]);
+    assert_eq!(
+        metadata_payload_of(&events[0]),
+        [s("onMetaData"), metadata_object()]
+    );
 }
 
 #[test]
 fn other_data_messages_are_ignored() {
     let mut c = Client::publishing();
     for values in [
-        vec![s("@setDataFrame"), s("onTextData"), obj(&[("text", s("hi"))])],
+        vec![
+            s("@setDataFrame"),
+            s("onTextData"),
+            obj(&[("text", s("hi"))]),
+        ],
         vec![s("onCuePoint"), obj(&[("name", s("c"))])],
         vec![s("onMetaData")],
         vec![n(1.0)],
@@ -480,7 +602,11 @@ fn play_sequence() {
     let events = c.command(1, "play", vec![Amf0Value::Null, s("room?k=v"), n(-2000.0)]);
     assert_eq!(
         events,
-        [SessionEvent::Play { app: "live".into(), name: "room".into(), query: "k=v".into() }]
+        [SessionEvent::Play {
+            app: "live".into(),
+            name: "room".into(),
+            query: "k=v".into()
+        }]
     );
     assert_eq!(c.session.play_stream_id(), None);
     c.session.accept_play("room");
@@ -488,15 +614,25 @@ fn play_sequence() {
 
     let replies = c.replies();
     let controls: Vec<(u16, u32)> = replies.iter().filter_map(user_control).collect();
-    assert_eq!(controls, [(4, 1), (0, 1)], "StreamIsRecorded then StreamBegin");
+    assert_eq!(
+        controls,
+        [(4, 1), (0, 1)],
+        "StreamIsRecorded then StreamBegin"
+    );
     let codes: Vec<String> = replies.iter().filter_map(status_code).collect();
     assert_eq!(codes[..2], ["NetStream.Play.Reset", "NetStream.Play.Start"]);
     let access = replies
         .iter()
         .find(|m| m.type_id == msg_type::DATA_AMF0 && decode(m)[0] == s("|RtmpSampleAccess"))
         .expect("|RtmpSampleAccess");
-    assert_eq!(decode(access)[1..], [Amf0Value::Boolean(true), Amf0Value::Boolean(true)]);
-    for m in replies.iter().filter(|m| m.type_id != msg_type::USER_CONTROL) {
+    assert_eq!(
+        decode(access)[1..],
+        [Amf0Value::Boolean(true), Amf0Value::Boolean(true)]
+    );
+    for m in replies
+        .iter()
+        .filter(|m| m.type_id != msg_type::USER_CONTROL)
+    {
         assert_eq!(m.stream_id, 1, "{m:?}");
     }
 }
@@ -507,10 +643,14 @@ fn reject_play_sends_stream_not_found() {
     c.command(0, "createStream", vec![Amf0Value::Null]);
     c.command(1, "play", vec![Amf0Value::Null, s("nope")]);
     c.replies();
-    c.session.reject_play("NetStream.Play.StreamNotFound", "no such stream");
+    c.session
+        .reject_play("NetStream.Play.StreamNotFound", "no such stream");
     let replies = c.replies();
     assert_eq!(replies.len(), 1);
-    assert_eq!(status_code(&replies[0]).as_deref(), Some("NetStream.Play.StreamNotFound"));
+    assert_eq!(
+        status_code(&replies[0]).as_deref(),
+        Some("NetStream.Play.StreamNotFound")
+    );
     assert_eq!(replies[0].stream_id, 1);
     assert_eq!(c.session.play_stream_id(), None);
 }
@@ -521,8 +661,14 @@ fn end_play_notifies_unpublish_stop_and_eof() {
     c.session.end_play("room");
     let replies = c.replies();
     let codes: Vec<String> = replies.iter().filter_map(status_code).collect();
-    assert_eq!(codes, ["NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"]);
-    assert_eq!(replies.iter().filter_map(user_control).collect::<Vec<_>>(), [(1, 1)]);
+    assert_eq!(
+        codes,
+        ["NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"]
+    );
+    assert_eq!(
+        replies.iter().filter_map(user_control).collect::<Vec<_>>(),
+        [(1, 1)]
+    );
     assert_eq!(c.session.play_stream_id(), None);
     c.session.end_play("room");
     assert!(!c.session.has_output(), "ends once");
@@ -539,9 +685,16 @@ fn player_media_is_not_forwarded() {
 #[test]
 fn fc_unpublish_ends_publishing_and_answers() {
     let mut c = Client::publishing();
-    assert_eq!(c.command(0, "FCUnpublish", vec![Amf0Value::Null, s("room")]), [SessionEvent::Unpublish]);
+    assert_eq!(
+        c.command(0, "FCUnpublish", vec![Amf0Value::Null, s("room")]),
+        [SessionEvent::Unpublish]
+    );
     assert_eq!(decode(&c.replies()[0])[0], s("_result"));
-    assert!(c.command(0, "deleteStream", vec![Amf0Value::Null, n(1.0)]).is_empty(), "only once");
+    assert!(
+        c.command(0, "deleteStream", vec![Amf0Value::Null, n(1.0)])
+            .is_empty(),
+        "only once"
+    );
     assert!(c.media(msg_type::AUDIO, 0, AAC_RAW).is_empty());
 }
 
@@ -549,7 +702,11 @@ fn fc_unpublish_ends_publishing_and_answers() {
 fn delete_or_close_stream_unpublishes_a_publisher() {
     for cmd in ["deleteStream", "closeStream"] {
         let mut c = Client::publishing();
-        assert_eq!(c.command(0, cmd, vec![Amf0Value::Null, n(1.0)]), [SessionEvent::Unpublish], "{cmd}");
+        assert_eq!(
+            c.command(0, cmd, vec![Amf0Value::Null, n(1.0)]),
+            [SessionEvent::Unpublish],
+            "{cmd}"
+        );
     }
 }
 
@@ -557,7 +714,11 @@ fn delete_or_close_stream_unpublishes_a_publisher() {
 fn delete_or_close_stream_stops_a_player() {
     for cmd in ["deleteStream", "closeStream"] {
         let mut c = Client::playing();
-        assert_eq!(c.command(0, cmd, vec![Amf0Value::Null, n(1.0)]), [SessionEvent::StopPlay], "{cmd}");
+        assert_eq!(
+            c.command(0, cmd, vec![Amf0Value::Null, n(1.0)]),
+            [SessionEvent::StopPlay],
+            "{cmd}"
+        );
         assert_eq!(c.session.play_stream_id(), None);
     }
 }
@@ -565,15 +726,25 @@ fn delete_or_close_stream_stops_a_player() {
 #[test]
 fn teardown_when_idle_is_silent() {
     let mut c = Client::connected();
-    assert!(c.command(0, "deleteStream", vec![Amf0Value::Null, n(1.0)]).is_empty());
+    assert!(c
+        .command(0, "deleteStream", vec![Amf0Value::Null, n(1.0)])
+        .is_empty());
 }
 
 #[test]
 fn receive_audio_and_video_flags() {
     let mut c = Client::playing();
-    let ev = c.command(1, "receiveAudio", vec![Amf0Value::Null, Amf0Value::Boolean(false)]);
+    let ev = c.command(
+        1,
+        "receiveAudio",
+        vec![Amf0Value::Null, Amf0Value::Boolean(false)],
+    );
     assert_eq!(ev, [SessionEvent::ReceiveAudio(false)]);
-    let ev = c.command(1, "receiveVideo", vec![Amf0Value::Null, Amf0Value::Boolean(true)]);
+    let ev = c.command(
+        1,
+        "receiveVideo",
+        vec![Amf0Value::Null, Amf0Value::Boolean(true)],
+    );
     assert_eq!(ev, [SessionEvent::ReceiveVideo(true)]);
 }
 
@@ -583,19 +754,35 @@ fn receive_audio_and_video_flags() {
 fn amf3_command_with_format_byte_works_like_amf0() {
     let mut c = Client::new();
     let mut body = vec![0];
-    body.extend(amf::encode_all(&[s("connect"), n(1.0), obj(&[("app", s("live"))])]));
+    body.extend(amf::encode_all(&[
+        s("connect"),
+        n(1.0),
+        obj(&[("app", s("live"))]),
+    ]));
     c.write(msg_type::COMMAND_AMF3, 0, 0, body);
     assert!(c.pump().unwrap().is_empty());
     assert_eq!(c.session.app(), Some("live"));
     let result = c.replies().pop().unwrap();
-    assert_eq!(decode(&result)[3].get("code"), Some(&s("NetConnection.Connect.Success")));
+    assert_eq!(
+        decode(&result)[3].get("code"),
+        Some(&s("NetConnection.Connect.Success"))
+    );
 
     let mut body = vec![0];
-    body.extend(amf::encode_all(&[s("publish"), n(5.0), Amf0Value::Null, s("room?a=b")]));
+    body.extend(amf::encode_all(&[
+        s("publish"),
+        n(5.0),
+        Amf0Value::Null,
+        s("room?a=b"),
+    ]));
     c.write(msg_type::COMMAND_AMF3, 1, 0, body);
     assert_eq!(
         c.pump().unwrap(),
-        [SessionEvent::Publish { app: "live".into(), name: "room".into(), query: "a=b".into() }]
+        [SessionEvent::Publish {
+            app: "live".into(),
+            name: "room".into(),
+            query: "a=b".into()
+        }]
     );
 }
 
@@ -607,14 +794,22 @@ fn ping_request_gets_ping_response_with_same_timestamp() {
     c.write(msg_type::USER_CONTROL, 0, 0, body);
     assert!(c.pump().unwrap().is_empty());
     let replies = c.replies();
-    assert_eq!(replies.iter().filter_map(user_control).collect::<Vec<_>>(), [(7, 0xDEAD_BEEF)]);
+    assert_eq!(
+        replies.iter().filter_map(user_control).collect::<Vec<_>>(),
+        [(7, 0xDEAD_BEEF)]
+    );
 }
 
 #[test]
 fn other_user_control_events_are_ignored() {
     let mut c = Client::connected();
     // Set Buffer Length (3) as ffplay sends it.
-    c.write(msg_type::USER_CONTROL, 0, 0, vec![0, 3, 0, 0, 0, 1, 0, 0, 0x0B, 0xB8]);
+    c.write(
+        msg_type::USER_CONTROL,
+        0,
+        0,
+        vec![0, 3, 0, 0, 0, 1, 0, 0, 0x0B, 0xB8],
+    );
     assert!(c.pump().unwrap().is_empty());
     assert!(!c.session.has_output());
 }
@@ -629,7 +824,12 @@ fn truncated_ping_is_an_error() {
 #[test]
 fn acknowledgements_follow_the_peer_window() {
     let mut c = Client::connected();
-    c.write(msg_type::WINDOW_ACK_SIZE, 0, 0, 1000u32.to_be_bytes().to_vec());
+    c.write(
+        msg_type::WINDOW_ACK_SIZE,
+        0,
+        0,
+        1000u32.to_be_bytes().to_vec(),
+    );
     c.pump().unwrap();
     assert!(c.replies().is_empty());
     let mut acks = Vec::new();
@@ -640,9 +840,16 @@ fn acknowledgements_follow_the_peer_window() {
         for m in c.replies() {
             assert_eq!(m.type_id, msg_type::ACKNOWLEDGEMENT);
             let seq = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-            assert_eq!(u64::from(seq), c.consumed, "sequence number is the bytes received");
+            assert_eq!(
+                u64::from(seq),
+                c.consumed,
+                "sequence number is the bytes received"
+            );
             assert!(c.consumed - last_ack >= 1000);
-            assert!(c.consumed - last_ack < 1000 + 100, "sent as soon as the window is full");
+            assert!(
+                c.consumed - last_ack < 1000 + 100,
+                "sent as soon as the window is full"
+            );
             last_ack = c.consumed;
             acks.push(seq);
         }
@@ -664,9 +871,17 @@ fn no_acknowledgements_without_a_peer_window() {
 #[test]
 fn client_set_chunk_size_applies_to_following_messages() {
     let mut c = Client::publishing();
-    c.write(msg_type::SET_CHUNK_SIZE, 0, 0, 4096u32.to_be_bytes().to_vec());
+    c.write(
+        msg_type::SET_CHUNK_SIZE,
+        0,
+        0,
+        4096u32.to_be_bytes().to_vec(),
+    );
     c.writer.set_chunk_size(4096);
-    let big: Vec<u8> = [0x17, 0x01, 0, 0, 0].into_iter().chain((0..3000).map(|i| i as u8)).collect();
+    let big: Vec<u8> = [0x17, 0x01, 0, 0, 0]
+        .into_iter()
+        .chain((0..3000).map(|i| i as u8))
+        .collect();
     c.write(msg_type::VIDEO, 1, 40, big.clone());
     assert_eq!(c.pump().unwrap(), [media(MediaKind::Video, 40, &big)]);
 }
@@ -674,14 +889,21 @@ fn client_set_chunk_size_applies_to_following_messages() {
 // --- aggregate ---
 
 fn aggregate_body(tags: &[(u8, u32, &[u8])]) -> Vec<u8> {
-    tags.iter().flat_map(|&(t, ts, p)| flv::encode_tag(t, ts, p).to_vec()).collect()
+    tags.iter()
+        .flat_map(|&(t, ts, p)| flv::encode_tag(t, ts, p).to_vec())
+        .collect()
 }
 
 #[test]
 fn aggregate_is_split_with_rebased_timestamps() {
     let mut c = Client::publishing();
     let meta = amf::encode_all(&[s("onMetaData"), metadata_object()]);
-    let body = aggregate_body(&[(8, 1000, AAC_RAW), (9, 1040, AVC_KEY), (18, 1040, &meta), (8, 1023, AAC_RAW)]);
+    let body = aggregate_body(&[
+        (8, 1000, AAC_RAW),
+        (9, 1040, AVC_KEY),
+        (18, 1040, &meta),
+        (8, 1023, AAC_RAW),
+    ]);
     c.write(msg_type::AGGREGATE, 1, 5000, body);
     let events = c.pump().unwrap();
     assert_eq!(events.len(), 4);
@@ -697,13 +919,24 @@ fn aggregate_timestamps_wrap_like_wire_timestamps() {
     let body = aggregate_body(&[(8, 0, AAC_RAW), (8, 50, AAC_RAW)]);
     c.write(msg_type::AGGREGATE, 1, u32::MAX - 9, body);
     let events = c.pump().unwrap();
-    assert_eq!(events, [media(MediaKind::Audio, u32::MAX - 9, AAC_RAW), media(MediaKind::Audio, 40, AAC_RAW)]);
+    assert_eq!(
+        events,
+        [
+            media(MediaKind::Audio, u32::MAX - 9, AAC_RAW),
+            media(MediaKind::Audio, 40, AAC_RAW)
+        ]
+    );
 }
 
 #[test]
 fn aggregate_before_publish_is_dropped() {
     let mut c = Client::connected();
-    c.write(msg_type::AGGREGATE, 1, 0, aggregate_body(&[(8, 0, AAC_RAW)]));
+    c.write(
+        msg_type::AGGREGATE,
+        1,
+        0,
+        aggregate_body(&[(8, 0, AAC_RAW)]),
+    );
     assert!(c.pump().unwrap().is_empty());
 }
 
@@ -713,7 +946,10 @@ fn truncated_aggregate_is_an_error() {
     let mut body = aggregate_body(&[(8, 0, AAC_RAW), (9, 0, AVC_KEY)]);
     body.truncate(body.len() - 6);
     c.write(msg_type::AGGREGATE, 1, 0, body);
-    assert!(matches!(c.pump(), Err(SessionError::Malformed("aggregate"))));
+    assert!(matches!(
+        c.pump(),
+        Err(SessionError::Malformed("aggregate"))
+    ));
 }
 
 // --- errors ---
@@ -742,15 +978,28 @@ fn truncated_command_is_an_error() {
     let mut body = amf::encode_all(&[s("createStream"), n(2.0), Amf0Value::Null]);
     body.truncate(5);
     c.write(msg_type::COMMAND_AMF0, 0, 0, body);
-    assert!(matches!(c.pump(), Err(SessionError::Amf { what: "command", .. })));
+    assert!(matches!(
+        c.pump(),
+        Err(SessionError::Amf {
+            what: "command",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn command_without_a_name_is_an_error() {
-    for body in [amf::encode_all(&[n(1.0), s("connect")]), Vec::new(), vec![0x0E]] {
+    for body in [
+        amf::encode_all(&[n(1.0), s("connect")]),
+        Vec::new(),
+        vec![0x0E],
+    ] {
         let mut c = Client::connected();
         c.write(msg_type::COMMAND_AMF0, 0, 0, body.clone());
-        assert!(matches!(c.pump(), Err(SessionError::Malformed(_))), "{body:?}");
+        assert!(
+            matches!(c.pump(), Err(SessionError::Malformed(_))),
+            "{body:?}"
+        );
     }
 }
 
@@ -772,7 +1021,10 @@ fn short_window_ack_size_is_an_error() {
 fn bad_handshake_version_is_an_error() {
     let mut session = ServerSession::new(SERVER_RANDOM);
     let mut input = BytesMut::from(&[0x16, 0x03, 0x01][..]);
-    assert!(matches!(session.feed(&mut input, &mut Vec::new()), Err(SessionError::Handshake(_))));
+    assert!(matches!(
+        session.feed(&mut input, &mut Vec::new()),
+        Err(SessionError::Handshake(_))
+    ));
 }
 
 // --- the whole byte stream in random pieces ---
@@ -797,13 +1049,26 @@ fn publisher_byte_stream() -> BytesMut {
         consumed: 0,
         next_tid: 1.0,
     };
-    c.write_command(0, "connect", vec![obj(&[("app", s("live")), ("tcUrl", s("rtmp://h/live"))])]);
-    c.write(msg_type::SET_CHUNK_SIZE, 0, 0, 4096u32.to_be_bytes().to_vec());
+    c.write_command(
+        0,
+        "connect",
+        vec![obj(&[("app", s("live")), ("tcUrl", s("rtmp://h/live"))])],
+    );
+    c.write(
+        msg_type::SET_CHUNK_SIZE,
+        0,
+        0,
+        4096u32.to_be_bytes().to_vec(),
+    );
     c.writer.set_chunk_size(4096);
     c.write_command(0, "releaseStream", vec![Amf0Value::Null, s("room")]);
     c.write_command(0, "FCPublish", vec![Amf0Value::Null, s("room")]);
     c.write_command(0, "createStream", vec![Amf0Value::Null]);
-    c.write_command(1, "publish", vec![Amf0Value::Null, s("room?token=x"), s("live")]);
+    c.write_command(
+        1,
+        "publish",
+        vec![Amf0Value::Null, s("room?token=x"), s("live")],
+    );
     let meta = amf::encode_all(&[s("@setDataFrame"), s("onMetaData"), metadata_object()]);
     c.write(msg_type::DATA_AMF0, 1, 0, meta);
     c.write(msg_type::AUDIO, 1, 0, vec![0xAF, 0x00, 0x12, 0x10]);
@@ -867,9 +1132,18 @@ fn whole_publisher_stream_in_one_piece() {
         .iter()
         .map(|e| match e {
             SessionEvent::Publish { .. } => "publish",
-            SessionEvent::Media { kind: MediaKind::Metadata, .. } => "meta",
-            SessionEvent::Media { kind: MediaKind::Audio, .. } => "audio",
-            SessionEvent::Media { kind: MediaKind::Video, .. } => "video",
+            SessionEvent::Media {
+                kind: MediaKind::Metadata,
+                ..
+            } => "meta",
+            SessionEvent::Media {
+                kind: MediaKind::Audio,
+                ..
+            } => "audio",
+            SessionEvent::Media {
+                kind: MediaKind::Video,
+                ..
+            } => "video",
             SessionEvent::Unpublish => "unpublish",
             _ => "other",
         })
@@ -880,9 +1154,21 @@ fn whole_publisher_stream_in_one_piece() {
     }
     expected.push("unpublish");
     assert_eq!(kinds, expected);
-    assert_eq!(events[0], SessionEvent::Publish { app: "live".into(), name: "room".into(), query: "token=x".into() });
-    assert!(replies.iter().filter_map(user_control).any(|uc| uc == (7, 77)));
-    assert!(replies.iter().any(|m| status_code(m).as_deref() == Some("NetStream.Publish.Start")));
+    assert_eq!(
+        events[0],
+        SessionEvent::Publish {
+            app: "live".into(),
+            name: "room".into(),
+            query: "token=x".into()
+        }
+    );
+    assert!(replies
+        .iter()
+        .filter_map(user_control)
+        .any(|uc| uc == (7, 77)));
+    assert!(replies
+        .iter()
+        .any(|m| status_code(m).as_deref() == Some("NetStream.Publish.Start")));
 }
 
 proptest! {
