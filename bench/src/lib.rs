@@ -338,7 +338,7 @@ async fn publish_loop(
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     for (type_id, payload) in source.headers() {
-        let csid = if type_id == rtmp::TYPE_AUDIO {
+        let csid = if type_id == rtmp::msg_type::AUDIO {
             rtmp::CSID_AUDIO
         } else {
             rtmp::CSID_VIDEO
@@ -370,7 +370,7 @@ async fn publish_loop(
                     bail!("server closed the publishing connection");
                 }
                 while let Some(msg) = conn.poll_message().await? {
-                    if msg.type_id == rtmp::TYPE_COMMAND_AMF0 {
+                    if msg.type_id == rtmp::msg_type::COMMAND_AMF0 {
                         if let Ok(values) = media::amf::decode_all(&msg.payload) {
                             let text = format!("{values:?}");
                             if text.contains("\"error\"") {
@@ -400,7 +400,7 @@ async fn publish_loop(
                     marker::marked_video(&header5, seq, marker::now_us(), nal_length_size, &rest);
                 conn.send(
                     rtmp::CSID_VIDEO,
-                    rtmp::TYPE_VIDEO,
+                    rtmp::msg_type::VIDEO,
                     sid,
                     item.ts,
                     payload.into(),
@@ -410,7 +410,7 @@ async fn publish_loop(
                 shared.sent_frames.store(seq, Relaxed);
             }
             source::Kind::Raw { type_id, payload } => {
-                let csid = if type_id == rtmp::TYPE_AUDIO {
+                let csid = if type_id == rtmp::msg_type::AUDIO {
                     rtmp::CSID_AUDIO
                 } else {
                     rtmp::CSID_VIDEO

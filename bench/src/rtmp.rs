@@ -12,20 +12,8 @@ use tokio::net::TcpStream;
 use crate::http::Url;
 use crate::stats::Tracker;
 
-pub const TYPE_SET_CHUNK_SIZE: u8 = 1;
-pub const TYPE_ACK: u8 = 3;
-pub const TYPE_USER_CONTROL: u8 = 4;
-pub const TYPE_WINDOW_ACK_SIZE: u8 = 5;
-pub const TYPE_AUDIO: u8 = 8;
-pub const TYPE_VIDEO: u8 = 9;
-pub const TYPE_DATA_AMF0: u8 = 18;
-pub const TYPE_COMMAND_AMF3: u8 = 17;
-pub const TYPE_COMMAND_AMF0: u8 = 20;
-
-const CSID_CONTROL: u32 = 2;
-const CSID_COMMAND: u32 = 3;
-pub const CSID_AUDIO: u32 = 4;
-pub const CSID_VIDEO: u32 = 6;
+// The server's message types and chunk stream ids serve a client just as well.
+pub use media::rtmp::session::{msg_type, CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_VIDEO};
 const CSID_STREAM: u32 = 8;
 /// Chunk size the publisher announces (what ffmpeg and OBS use).
 const PUBLISH_CHUNK_SIZE: u32 = 4096;
@@ -170,7 +158,7 @@ impl RtmpConn {
         };
         self.send(
             csid,
-            TYPE_COMMAND_AMF0,
+            msg_type::COMMAND_AMF0,
             stream_id,
             0,
             amf::encode_all(&values).into(),
@@ -185,7 +173,7 @@ impl RtmpConn {
 
     /// Announce our outgoing chunk size and switch to it.
     pub async fn set_chunk_size(&mut self, size: u32) -> anyhow::Result<()> {
-        self.control(TYPE_SET_CHUNK_SIZE, &size.to_be_bytes())
+        self.control(msg_type::SET_CHUNK_SIZE, &size.to_be_bytes())
             .await?;
         self.writer.set_chunk_size(size);
         Ok(())
@@ -196,8 +184,11 @@ impl RtmpConn {
         self.received += n as u64;
         if self.window > 0 && self.received - self.acked >= u64::from(self.window) {
             self.acked = self.received;
-            self.control(TYPE_ACK, &(self.received as u32).to_be_bytes())
-                .await?;
+            self.control(
+                msg_type::ACKNOWLEDGEMENT,
+                &(self.received as u32).to_be_bytes(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -208,13 +199,13 @@ impl RtmpConn {
             return Ok(None);
         };
         match msg.type_id {
-            TYPE_WINDOW_ACK_SIZE if msg.payload.len() >= 4 => {
+            msg_type::WINDOW_ACK_SIZE if msg.payload.len() >= 4 => {
                 self.window = u32::from_be_bytes(msg.payload[..4].try_into().unwrap_or_default());
             }
-            TYPE_USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {
+            msg_type::USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {
                 let mut pong = [0u8, 7, 0, 0, 0, 0];
                 pong[2..].copy_from_slice(&msg.payload[2..6]);
-                self.control(TYPE_USER_CONTROL, &pong).await?;
+                self.control(msg_type::USER_CONTROL, &pong).await?;
             }
             _ => {}
         }
@@ -313,8 +304,8 @@ impl RtmpConn {
 
 fn command_values(msg: &RtmpMessage) -> Option<Vec<Amf0Value>> {
     let body = match msg.type_id {
-        TYPE_COMMAND_AMF0 => &msg.payload[..],
-        TYPE_COMMAND_AMF3 => msg.payload.get(1..)?,
+        msg_type::COMMAND_AMF0 => &msg.payload[..],
+        msg_type::COMMAND_AMF3 => msg.payload.get(1..)?,
         _ => return None,
     };
     amf::decode_all(body).ok()
@@ -363,14 +354,14 @@ pub async fn player(url: &RtmpUrl, t: &mut Tracker) -> anyhow::Result<()> {
     set_buffer[1] = 3;
     set_buffer[2..6].copy_from_slice(&sid.to_be_bytes());
     set_buffer[6..].copy_from_slice(&3000u32.to_be_bytes());
-    conn.control(TYPE_USER_CONTROL, &set_buffer).await?;
+    conn.control(msg_type::USER_CONTROL, &set_buffer).await?;
     let mut counted = conn.received;
     t.bytes(counted as usize);
     loop {
         while let Some(msg) = conn.poll_message().await? {
             match msg.type_id {
-                TYPE_VIDEO => t.video(&msg.payload),
-                TYPE_COMMAND_AMF0 | TYPE_COMMAND_AMF3 => {
+                msg_type::VIDEO => t.video(&msg.payload),
+                msg_type::COMMAND_AMF0 | msg_type::COMMAND_AMF3 => {
                     if let Some(values) = command_values(&msg) {
                         if values.first().and_then(Amf0Value::as_str) == Some("onStatus") {
                             check_status(&values)?;

@@ -7,7 +7,7 @@ use media::amf::{self, Amf0Value};
 use media::codec::{parse_video_tag, AvcConfig, VideoCodec, VideoPacketKind};
 use media::flv::{FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 
-use crate::rtmp::{TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO};
+use crate::rtmp::msg_type;
 
 /// A real AVCDecoderConfigurationRecord (x264, 1280x720, constrained baseline, level 3.1).
 pub const AVC_RECORD: [u8; 38] = [
@@ -146,9 +146,9 @@ impl Synthetic {
         let mut audio = vec![0xAF, 0x00];
         audio.extend_from_slice(&AAC_ASC);
         vec![
-            (TYPE_DATA_AMF0, crate::rtmp::set_data_frame(&script)),
-            (TYPE_VIDEO, video.into()),
-            (TYPE_AUDIO, audio.into()),
+            (msg_type::DATA_AMF0, crate::rtmp::set_data_frame(&script)),
+            (msg_type::VIDEO, video.into()),
+            (msg_type::AUDIO, audio.into()),
         ]
     }
 
@@ -167,7 +167,7 @@ impl Synthetic {
             return Item {
                 ts: ats as u32,
                 kind: Kind::Raw {
-                    type_id: TYPE_AUDIO,
+                    type_id: msg_type::AUDIO,
                     payload: self.audio.clone(),
                 },
             };
@@ -217,10 +217,13 @@ impl FileSource {
         let mut first_ts = None;
         while let Some(tag) = reader.read(&mut buf)? {
             match tag.tag_type {
-                TAG_SCRIPT if headers.iter().all(|(t, _)| *t != TYPE_DATA_AMF0) => {
+                TAG_SCRIPT if headers.iter().all(|(t, _)| *t != msg_type::DATA_AMF0) => {
                     headers.insert(
                         0,
-                        (TYPE_DATA_AMF0, crate::rtmp::set_data_frame(&tag.payload)),
+                        (
+                            msg_type::DATA_AMF0,
+                            crate::rtmp::set_data_frame(&tag.payload),
+                        ),
                     );
                 }
                 TAG_VIDEO | TAG_AUDIO => {
@@ -235,8 +238,8 @@ impl FileSource {
                                         nal_length_size = cfg.nal_length_size;
                                     }
                                 }
-                                if headers.iter().all(|(t, _)| *t != TYPE_VIDEO) {
-                                    headers.push((TYPE_VIDEO, tag.payload));
+                                if headers.iter().all(|(t, _)| *t != msg_type::VIDEO) {
+                                    headers.push((msg_type::VIDEO, tag.payload));
                                 }
                                 continue;
                             }
@@ -245,8 +248,8 @@ impl FileSource {
                         && tag.payload[0] >> 4 == 10
                         && tag.payload[1] == 0
                     {
-                        if headers.iter().all(|(t, _)| *t != TYPE_AUDIO) {
-                            headers.push((TYPE_AUDIO, tag.payload));
+                        if headers.iter().all(|(t, _)| *t != msg_type::AUDIO) {
+                            headers.push((msg_type::AUDIO, tag.payload));
                         }
                         continue;
                     }
@@ -373,7 +376,7 @@ mod tests {
                     frames += 1;
                 }
                 Kind::Raw { type_id, payload } => {
-                    assert_eq!(type_id, TYPE_AUDIO);
+                    assert_eq!(type_id, msg_type::AUDIO);
                     audio_bytes += payload.len();
                 }
             }

@@ -58,6 +58,37 @@ struct OpenSegment {
 /// or video needs to go out.
 const AUDIO_FRAMES_PER_PES: usize = 6;
 
+/// AAC frames (as ADTS) waiting to go out together in one PES.
+#[derive(Default)]
+struct PendingAudio {
+    adts: Vec<u8>,
+    frames: usize,
+    /// PTS of the first waiting frame, 90 kHz.
+    pts: u64,
+}
+
+impl PendingAudio {
+    /// Add a raw AAC frame; false when it cannot be carried in ADTS.
+    fn push(&mut self, config: &AacConfig, raw: &[u8], timestamp_ms: u64) -> bool {
+        if ts::aac_to_adts(config, raw, &mut self.adts).is_err() {
+            return false;
+        }
+        if self.frames == 0 {
+            self.pts = timestamp_ms * 90;
+        }
+        self.frames += 1;
+        true
+    }
+
+    fn flush(&mut self, open: &mut OpenSegment, muxer: &mut TsMuxer) {
+        if self.frames > 0 {
+            muxer.write_audio(&mut open.data, self.pts, &self.adts);
+            self.adts.clear();
+            self.frames = 0;
+        }
+    }
+}
+
 pub struct HlsPackager {
     config: HlsConfig,
     tracks: TsTracks,
@@ -79,9 +110,7 @@ pub struct HlsPackager {
     generation: Option<u32>,
     /// The next segment follows a break in the stream.
     pending_discontinuity: bool,
-    audio_pes: Vec<u8>,
-    audio_pes_frames: usize,
-    audio_pes_pts: u64,
+    audio: PendingAudio,
     /// Spacing of the last video frames (audio frames when there is no video).
     frame_interval_ms: u64,
     ended: bool,
@@ -113,9 +142,7 @@ impl HlsPackager {
             audio_header: None,
             generation: None,
             pending_discontinuity: false,
-            audio_pes: Vec::new(),
-            audio_pes_frames: 0,
-            audio_pes_pts: 0,
+            audio: PendingAudio::default(),
             frame_interval_ms: 40,
             ended: false,
             scratch: Vec::new(),
@@ -252,22 +279,13 @@ impl HlsPackager {
         let data = &frame.payload[info.data_offset..];
         let key = frame.key;
         if key {
-            let long_enough = self.open.as_ref().is_some_and(|s| {
-                frame.timestamp.saturating_sub(s.start_ms)
-                    >= self.config.target_duration.as_millis() as u64
-            });
-            if long_enough {
-                self.close_segment(Some(frame.timestamp));
-            }
-            if self.open.is_none() {
-                self.open_segment(frame.timestamp);
-            }
+            self.start_segment_at(frame.timestamp);
         }
         self.scratch.clear();
         match (&self.avc, &self.hevc) {
             (Some(avc), _) => ts::avc_to_annexb(avc, data, key, &mut self.scratch),
             (None, Some(hevc)) => ts::hevc_to_annexb(hevc, data, key, &mut self.scratch),
-            // No usable sequence header yet: nothing decodable to write.
+            // Excluded by `configured` above.
             (None, None) => return,
         }
         let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
@@ -275,13 +293,7 @@ impl HlsPackager {
         };
         let dts = frame.timestamp * 90;
         let pts = (frame.timestamp as i64 + i64::from(info.composition_time)).max(0) as u64 * 90;
-        Self::flush_audio(
-            open,
-            muxer,
-            &mut self.audio_pes,
-            &mut self.audio_pes_frames,
-            self.audio_pes_pts,
-        );
+        self.audio.flush(open, muxer);
         muxer.write_video(&mut open.data, pts, dts, key, &self.scratch);
         if frame.timestamp > open.last_ms {
             self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
@@ -296,16 +308,7 @@ impl HlsPackager {
         };
         if self.tracks.video.is_none() && self.tracks.audio {
             // Audio-only: any frame may start a segment.
-            let long_enough = self.open.as_ref().is_some_and(|s| {
-                frame.timestamp.saturating_sub(s.start_ms)
-                    >= self.config.target_duration.as_millis() as u64
-            });
-            if long_enough {
-                self.close_segment(Some(frame.timestamp));
-            }
-            if self.open.is_none() {
-                self.open_segment(frame.timestamp);
-            }
+            self.start_segment_at(frame.timestamp);
         }
         let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
             return;
@@ -313,46 +316,35 @@ impl HlsPackager {
         if !self.tracks.audio {
             return;
         }
-        if self.audio_pes_frames == 0 {
-            self.audio_pes_pts = frame.timestamp * 90;
-        }
-        if ts::aac_to_adts(
-            &config,
-            &frame.payload[info.data_offset..],
-            &mut self.audio_pes,
-        )
-        .is_err()
+        if !self
+            .audio
+            .push(&config, &frame.payload[info.data_offset..], frame.timestamp)
         {
             // Too long for an ADTS header: not an AAC frame any decoder would take.
             return;
         }
-        self.audio_pes_frames += 1;
         if self.tracks.video.is_none() && frame.timestamp > open.last_ms {
             self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
         }
         open.last_ms = open.last_ms.max(frame.timestamp);
-        if self.audio_pes_frames >= AUDIO_FRAMES_PER_PES {
-            Self::flush_audio(
-                open,
-                muxer,
-                &mut self.audio_pes,
-                &mut self.audio_pes_frames,
-                self.audio_pes_pts,
-            );
+        if self.audio.frames >= AUDIO_FRAMES_PER_PES {
+            self.audio.flush(open, muxer);
         }
     }
 
-    fn flush_audio(
-        open: &mut OpenSegment,
-        muxer: &mut TsMuxer,
-        pes: &mut Vec<u8>,
-        frames: &mut usize,
-        pts: u64,
-    ) {
-        if *frames > 0 {
-            muxer.write_audio(&mut open.data, pts, pes);
-            pes.clear();
-            *frames = 0;
+    /// A keyframe (audio-only: any frame) at `timestamp_ms`: close the open segment if it
+    /// reached the target duration, and open one if none is open.
+    fn start_segment_at(&mut self, timestamp_ms: u64) {
+        let target = self.config.target_duration.as_millis() as u64;
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|s| timestamp_ms.saturating_sub(s.start_ms) >= target)
+        {
+            self.close_segment(Some(timestamp_ms));
+        }
+        if self.open.is_none() {
+            self.open_segment(timestamp_ms);
         }
     }
 
@@ -376,13 +368,7 @@ impl HlsPackager {
             return;
         };
         if let Some(muxer) = self.muxer.as_mut() {
-            Self::flush_audio(
-                &mut open,
-                muxer,
-                &mut self.audio_pes,
-                &mut self.audio_pes_frames,
-                self.audio_pes_pts,
-            );
+            self.audio.flush(&mut open, muxer);
         }
         // Without a next segment, the last frame lasts about as long as the ones before it.
         let end = next_start_ms.unwrap_or(open.last_ms + self.frame_interval_ms);

@@ -138,12 +138,15 @@ pub async fn write_units<W: AsyncWrite + Unpin>(
     let mut dropped = 0;
     let mut front_started = false;
     while !bufs.is_empty() {
-        let slices: Vec<IoSlice<'_>> = bufs
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        let n = match tokio::time::timeout(WRITE_TIMEOUT, writer.write_vectored(&slices)).await {
+        // On the stack: this runs for every batch of every viewer.
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(bufs.iter()) {
+            *slot = IoSlice::new(buf);
+            count += 1;
+        }
+        let write = writer.write_vectored(&slices[..count]);
+        let n = match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Ok(result) => result?,
             Err(_) => return Err(EgressError::WriteTimeout(WRITE_TIMEOUT)),
         };

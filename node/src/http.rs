@@ -143,15 +143,7 @@ async fn connection(
                     None => None,
                 };
                 let Some(sub) = sub else {
-                    respond(
-                        &mut socket,
-                        "404 Not Found",
-                        "text/plain",
-                        b"stream not found\n",
-                        head_only,
-                        keep,
-                    )
-                    .await?;
+                    not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
                     if keep {
                         continue;
                     }
@@ -186,17 +178,7 @@ async fn connection(
                         )
                         .await?
                     }
-                    None => {
-                        respond(
-                            &mut socket,
-                            "404 Not Found",
-                            "text/plain",
-                            b"stream not found\n",
-                            head_only,
-                            keep,
-                        )
-                        .await?
-                    }
+                    None => not_found(&mut socket, b"stream not found\n", head_only, keep).await?,
                 }
             }
             ("GET" | "HEAD", p) if p.ends_with(".ts") => {
@@ -216,29 +198,11 @@ async fn connection(
                         )
                         .await?
                     }
-                    None => {
-                        respond(
-                            &mut socket,
-                            "404 Not Found",
-                            "text/plain",
-                            b"segment not found\n",
-                            head_only,
-                            keep,
-                        )
-                        .await?
-                    }
+                    None => not_found(&mut socket, b"segment not found\n", head_only, keep).await?,
                 }
             }
             ("GET" | "HEAD", _) => {
-                respond(
-                    &mut socket,
-                    "404 Not Found",
-                    "text/plain",
-                    b"not found\n",
-                    head_only,
-                    keep,
-                )
-                .await?;
+                not_found(&mut socket, b"not found\n", head_only, keep).await?;
             }
             _ => {
                 respond(
@@ -262,12 +226,10 @@ async fn connection(
 
 /// `/{app}/{room}.flv` -> the hub's stream key.
 fn flv_stream_key(path: &str) -> Option<String> {
-    let rest = path.strip_prefix('/')?.strip_suffix(".flv")?;
-    let (app, room) = rest.split_once('/')?;
-    stream_key(app, room)
+    hls_stream(path, ".flv").map(|(key, _)| key)
 }
 
-/// `/{app}/{room}.m3u8` -> (stream key, room).
+/// `/{app}/{room}{suffix}` -> (stream key, room).
 fn hls_stream<'a>(path: &'a str, suffix: &str) -> Option<(String, &'a str)> {
     let rest = path.strip_prefix('/')?.strip_suffix(suffix)?;
     let (app, room) = rest.split_once('/')?;
@@ -280,6 +242,23 @@ fn hls_segment(path: &str) -> Option<(String, u64)> {
     let (stream, sequence) = rest.rsplit_once('/')?;
     let (app, room) = stream.split_once('/')?;
     Some((stream_key(app, room)?, sequence.parse().ok()?))
+}
+
+async fn not_found(
+    socket: &mut TcpStream,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> Result<(), HttpError> {
+    respond(
+        socket,
+        "404 Not Found",
+        "text/plain",
+        body,
+        head_only,
+        keep_alive,
+    )
+    .await
 }
 
 fn connection_header(keep_alive: bool) -> &'static str {

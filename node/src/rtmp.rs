@@ -86,6 +86,8 @@ struct Connection {
     node: Arc<Node>,
     session: ServerSession,
     input: BytesMut,
+    /// Buffers of the batch being written to a player.
+    queued: VecDeque<Bytes>,
     role: Role,
 }
 
@@ -100,6 +102,7 @@ impl Connection {
             node,
             session: ServerSession::new(random),
             input: BytesMut::with_capacity(READ_BUFFER),
+            queued: VecDeque::new(),
             role: Role::Negotiating,
         }
     }
@@ -336,7 +339,8 @@ impl Connection {
             return Ok(());
         };
         let stream_id = self.session.play_stream_id().unwrap_or(MEDIA_STREAM_ID);
-        let mut bufs: VecDeque<Bytes> = VecDeque::with_capacity(batch.frames.len() + 1);
+        // Reused across batches: no allocation per batch once it has grown.
+        let mut bufs = std::mem::take(&mut self.queued);
         if self.session.has_output() {
             bufs.push_back(self.session.take_output().freeze());
         }
@@ -358,6 +362,7 @@ impl Connection {
             };
             // The stream ended: what is queued is all there is.
             egress::write_units(&mut self.socket, &mut bufs, |_| false, &self.node.metrics).await?;
+            self.queued = bufs;
             return Ok(());
         }
         let Role::Playing { sub, slow, .. } = &mut self.role else {
@@ -370,6 +375,7 @@ impl Connection {
             &self.node.metrics,
         )
         .await?;
+        self.queued = bufs;
         if dropped > 0 {
             sub.skip_to_keyframe(dropped as u64);
             slow.skipped(dropped as u64, &self.node.metrics, Instant::now())?;
