@@ -67,9 +67,15 @@ struct MediaArgs {
     /// the same stream takes over.
     #[arg(long, env = "FERROLIVE_PUBLISHER_STALE", default_value_t = 2.0)]
     publisher_stale: f64,
-    /// Frames a viewer may fall behind before it skips to the next keyframe.
-    #[arg(long, env = "FERROLIVE_VIEWER_BACKLOG", default_value_t = 1024)]
+    /// Writes (a video frame with the audio before it) a viewer may fall behind before it
+    /// skips to the next keyframe; each stream keeps this many in memory.
+    #[arg(long, env = "FERROLIVE_VIEWER_BACKLOG", default_value_t = 256)]
     viewer_backlog: usize,
+    /// Milliseconds of stream time merged into one write to each viewer. 0 writes every
+    /// video frame as it arrives; 34 writes two frames at a time at 30 fps, for fewer
+    /// syscalls at the cost of holding every other frame back one interval.
+    #[arg(long, env = "FERROLIVE_MERGE_WINDOW_MS", default_value_t = 0)]
+    merge_window_ms: u64,
     /// Kernel send buffer per viewer socket, in bytes (0: kernel autotuning). Smaller
     /// keeps slow viewers' lag low; larger suits high bit rates over long round trips.
     #[arg(long, env = "FERROLIVE_VIEWER_SEND_BUFFER", default_value_t = 256 * 1024)]
@@ -357,6 +363,7 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
         viewer_send_buffer: args.viewer_send_buffer,
         hub: HubConfig {
             backlog: args.viewer_backlog,
+            merge_window: Duration::from_millis(args.merge_window_ms),
             publisher_stale_after: seconds("publisher-stale", args.publisher_stale)?,
             ..HubConfig::default()
         },

@@ -143,7 +143,13 @@ fn new_subscriber_gets_metadata_headers_then_gop_from_last_keyframe() {
     feed(&mut p, now)
         .video(133, vinter(10))
         .audio(140, araw(11));
-    assert_eq!(drain(&mut sub), frames(&[vinter(10), araw(11)]));
+    assert_eq!(
+        drain(&mut sub),
+        frames(&[vinter(10)]),
+        "audio waits for video"
+    );
+    feed(&mut p, now).video(166, vinter(12));
+    assert_eq!(drain(&mut sub), frames(&[araw(11), vinter(12)]));
 }
 
 #[test]
@@ -158,7 +164,8 @@ fn frames_are_classified() {
         .video(0, vkey(3))
         .video(40, vinter(4))
         .audio(20, araw(5))
-        .meta(meta(6));
+        .meta(meta(6))
+        .video(80, vinter(7));
     let flags: Vec<(MediaKind, bool, bool)> = drain_frames(&mut sub)
         .iter()
         .map(|f| (f.kind, f.key, f.sequence_header))
@@ -172,6 +179,7 @@ fn frames_are_classified() {
             (MediaKind::Video, false, false),
             (MediaKind::Audio, false, false),
             (MediaKind::Metadata, false, false),
+            (MediaKind::Video, false, false),
         ]
     );
 }
@@ -384,7 +392,8 @@ fn new_publisher_continues_the_stream_clock() {
         .audio(0, araw(6))
         .video(40, vinter(7))
         .audio(23, araw(8))
-        .meta(meta(9));
+        .meta(meta(9))
+        .video(80, vinter(10));
     let got = drain_frames(&mut sub);
     let ts: Vec<(MediaKind, u64)> = got.iter().map(|f| (f.kind, f.timestamp)).collect();
     assert_eq!(
@@ -399,6 +408,7 @@ fn new_publisher_continues_the_stream_clock() {
             (MediaKind::Video, 2040),
             (MediaKind::Audio, 2023),
             (MediaKind::Metadata, 2040),
+            (MediaKind::Video, 2080),
         ]
     );
 }
@@ -429,9 +439,10 @@ fn audio_and_video_clocks_are_separate() {
         .video(100, vkey(1))
         .audio(90, araw(2))
         .video(140, vinter(3))
-        .audio(113, araw(4));
+        .audio(113, araw(4))
+        .video(180, vinter(5));
     let ts: Vec<u64> = drain_frames(&mut sub).iter().map(|f| f.timestamp).collect();
-    assert_eq!(ts, [0, 0, 40, 23]);
+    assert_eq!(ts, [0, 0, 40, 23, 80]);
 }
 
 // --- ending ---
@@ -552,7 +563,11 @@ fn lagging_subscriber_skips_to_a_keyframe_with_headers_resent() {
     let Got::Skipped(n) = got[3] else {
         panic!("{:?}", got[3])
     };
-    assert_eq!(n, 41 - 16, "the ring keeps the last 16 of 41 frames");
+    assert_eq!(
+        n,
+        40 - 16,
+        "the ring keeps the last 16 of 40 batches (the new header went with frame 6)"
+    );
     // The current headers, then straight to the next keyframe.
     let mut expected = frames(&[vseq(3), aseq(2), vkey(30)]);
     expected.extend((31..40).map(|i| Got::Frame(vinter(i))));
@@ -618,19 +633,23 @@ fn skip_to_keyframe_after_dropping_in_flight_frames() {
         .video(0, vkey(3))
         .video(40, vinter(4))
         .audio(40, araw(5));
-    assert_eq!(drain(&mut sub).len(), 3);
-    assert!(sub.is_behind(8) && !sub.is_behind(7));
-    // The driver dropped those 3 frames unsent.
-    sub.skip_to_keyframe(3);
+    assert_eq!(
+        drain(&mut sub).len(),
+        2,
+        "the audio waits for the next picture"
+    );
+    assert!(sub.is_behind(16) && !sub.is_behind(15));
+    // The driver dropped those 2 frames unsent.
+    sub.skip_to_keyframe(2);
     feed(&mut p, now)
         .video(80, vinter(6))
         .audio(80, araw(7))
         .video(120, vkey(8));
     assert_eq!(
         drain(&mut sub),
-        frames(&[vseq(1), aseq(2), araw(7), vkey(8)])
+        frames(&[vseq(1), aseq(2), araw(5), araw(7), vkey(8)])
     );
-    assert_eq!(sub.skipped(), 4);
+    assert_eq!(sub.skipped(), 3);
 }
 
 #[test]
@@ -691,9 +710,10 @@ fn audio_is_not_key_once_there_is_video() {
     feed(&mut p, now)
         .audio(0, araw(1))
         .video(0, vkey(2))
-        .audio(20, araw(3));
+        .audio(20, araw(3))
+        .video(40, vinter(4));
     let keys: Vec<bool> = drain_frames(&mut sub).iter().map(|f| f.key).collect();
-    assert_eq!(keys, [true, true, false]);
+    assert_eq!(keys, [true, true, false, false]);
 }
 
 // --- GOP bounds ---
@@ -907,4 +927,112 @@ fn publish_racing_end_if_orphaned_always_yields_a_live_stream() {
         }
     }
     assert_eq!(lost, 0, "publishers attached to an ended, unlisted stream");
+}
+
+// --- batching ---
+
+#[test]
+fn audio_goes_out_with_the_next_picture() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
+    let mut sub = hub.subscribe("room").unwrap();
+    drain(&mut sub);
+    feed(&mut p, now).audio(10, araw(3)).audio(33, araw(4));
+    assert!(
+        drain(&mut sub).is_empty(),
+        "audio is held for the next video frame"
+    );
+    feed(&mut p, now).video(33, vinter(5));
+    assert_eq!(sub.queued(), 1, "one batch in the ring");
+    assert_eq!(drain(&mut sub), frames(&[araw(3), araw(4), vinter(5)]));
+}
+
+#[test]
+fn audio_is_not_held_long_when_video_pauses() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
+    let mut sub = hub.subscribe("room").unwrap();
+    drain(&mut sub);
+    for i in 0..4u8 {
+        feed(&mut p, now).audio(u32::from(i) * 23, araw(i + 1));
+    }
+    assert!(drain(&mut sub).is_empty(), "69 ms of audio held");
+    feed(&mut p, now).audio(100, araw(5));
+    assert_eq!(
+        drain(&mut sub),
+        frames(&[araw(1), araw(2), araw(3), araw(4), araw(5)]),
+        "released after {AUDIO_HOLD_MS} ms of stream time"
+    );
+}
+
+#[test]
+fn merge_window_sends_several_pictures_per_batch() {
+    let hub = Hub::new(HubConfig {
+        merge_window: Duration::from_millis(60),
+        ..HubConfig::default()
+    });
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
+    let mut sub = hub.subscribe("room").unwrap();
+    drain(&mut sub);
+    feed(&mut p, now)
+        .video(33, vinter(3))
+        .audio(40, araw(4))
+        .video(66, vinter(5));
+    assert!(drain(&mut sub).is_empty(), "33 ms is inside the window");
+    feed(&mut p, now).video(100, vinter(6));
+    assert_eq!(
+        drain(&mut sub),
+        frames(&[vinter(3), araw(4), vinter(5), vinter(6)])
+    );
+}
+
+#[test]
+fn audio_only_streams_are_not_held() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    let mut sub = hub.subscribe("room").unwrap();
+    feed(&mut p, now).audio(0, aseq(1)).audio(0, araw(2));
+    assert_eq!(drain(&mut sub), frames(&[aseq(1), araw(2)]));
+}
+
+#[test]
+fn a_viewer_joining_mid_batch_gets_each_frame_once() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    let mut early = hub.subscribe("room").unwrap();
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .video(0, vkey(2))
+        .audio(10, araw(3));
+    let mut late = hub.subscribe("room").unwrap();
+    feed(&mut p, now).video(33, vinter(4));
+    assert_eq!(
+        drain(&mut early),
+        frames(&[vseq(1), vkey(2), araw(3), vinter(4)])
+    );
+    assert_eq!(
+        drain(&mut late),
+        frames(&[vseq(1), vkey(2), araw(3), vinter(4)])
+    );
+}
+
+#[test]
+fn ending_sends_what_is_held() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
+    let mut sub = hub.subscribe("room").unwrap();
+    drain(&mut sub);
+    feed(&mut p, now).audio(10, araw(3));
+    p.finish(&hub);
+    assert_eq!(drain(&mut sub), vec![Got::Frame(araw(3)), Got::End]);
 }
