@@ -1,11 +1,13 @@
 //! End-to-end edge tier: real redis-server, control-api, origins and edges as separate
 //! processes, ffmpeg publishing and playing. Edges pull on a miss, share one upstream per
-//! stream, keep their viewers across an origin loss, and stop pulling when nobody watches.
+//! stream, keep their viewers across an origin loss and a Redis restart, and stop pulling
+//! when nobody watches.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use common::*;
 const ACCEPT_WINDOW: Duration = Duration::from_secs(3);
 
 struct Cluster {
-    _redis: Redis,
+    redis: Redis,
     api: Server,
     url: String,
 }
@@ -24,11 +26,7 @@ impl Cluster {
         let redis = Redis::start();
         let url = redis.url();
         let api = Server::spawn("control-api", &["--redis-url", &url]);
-        Cluster {
-            _redis: redis,
-            api,
-            url,
-        }
+        Cluster { redis, api, url }
     }
 
     fn node(&self, role: &str, id: &str, extra: &[&str]) -> Server {
@@ -326,4 +324,259 @@ fn edge_viewers_survive_origin_loss() {
         at - stopped
     );
     wait_metric(&edge, "ferrolive_upstreams", 0, Duration::from_secs(3));
+}
+
+/// What one viewer received, (arrival, tag type, timestamp ms), read on its own thread.
+struct Watch {
+    name: &'static str,
+    tags: Arc<Mutex<Vec<(Instant, u8, u32)>>>,
+    /// When the viewer's stream stopped (ended or broke), if it did.
+    ended: Arc<Mutex<Option<Instant>>>,
+    _player: Option<Proc>,
+}
+
+impl Watch {
+    /// Record an HTTP-FLV viewer's tags.
+    fn flv(name: &'static str, mut viewer: FlvViewer) -> Watch {
+        viewer.set_timeout(Duration::from_secs(30));
+        let tags: Arc<Mutex<Vec<(Instant, u8, u32)>>> = Arc::default();
+        let ended = Arc::new(Mutex::new(None));
+        let (t, e) = (tags.clone(), ended.clone());
+        std::thread::spawn(move || {
+            while let Some(tag) = viewer.next_tag() {
+                t.lock()
+                    .unwrap()
+                    .push((Instant::now(), tag.tag_type, tag.timestamp));
+            }
+            *e.lock().unwrap() = Some(Instant::now());
+        });
+        Watch {
+            name,
+            tags,
+            ended,
+            _player: None,
+        }
+    }
+
+    /// Record the video packets an ffmpeg RTMP player reads from `url` (stream copy,
+    /// `framecrc` flushed per packet, so each line arrives when ffmpeg got the packet).
+    fn rtmp(name: &'static str, url: &str) -> Watch {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error"])
+            .args(["-rw_timeout", "30000000", "-i", url])
+            .args(["-map", "0:v", "-c", "copy", "-flush_packets", "1"])
+            .args(["-f", "framecrc", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run ffmpeg RTMP player");
+        let stdout = child.stdout.take().unwrap();
+        let tags: Arc<Mutex<Vec<(Instant, u8, u32)>>> = Arc::default();
+        let ended = Arc::new(Mutex::new(None));
+        let (t, e) = (tags.clone(), ended.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with('#') {
+                    continue;
+                }
+                // `stream, dts, pts, duration, size, crc`, dts in 1/1000.
+                let dts = line
+                    .split(',')
+                    .nth(1)
+                    .and_then(|d| d.trim().parse::<i64>().ok());
+                if let Some(dts) = dts {
+                    t.lock()
+                        .unwrap()
+                        .push((Instant::now(), 9, dts.max(0) as u32));
+                }
+            }
+            *e.lock().unwrap() = Some(Instant::now());
+        });
+        Watch {
+            name,
+            tags,
+            ended,
+            _player: Some(Proc(child)),
+        }
+    }
+
+    fn video_count(&self) -> usize {
+        self.tags
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.1 == 9)
+            .count()
+    }
+
+    /// Assert that the viewer received media all through `from..=to`: still connected, at
+    /// least `min_video` video frames, no silence longer than 1 s, media time advancing
+    /// with the wall clock, and timestamps of each track never going backwards.
+    /// Returns the longest silence.
+    fn assert_flowing(&self, from: Instant, to: Instant, min_video: usize) -> Duration {
+        let name = self.name;
+        if let Some(at) = *self.ended.lock().unwrap() {
+            panic!(
+                "{name}: stream stopped {:?} into the checked window",
+                at.saturating_duration_since(from)
+            );
+        }
+        let tags = self.tags.lock().unwrap();
+        let window: Vec<_> = tags.iter().filter(|t| t.0 > from && t.0 <= to).collect();
+        let video: Vec<u32> = window.iter().filter(|t| t.1 == 9).map(|t| t.2).collect();
+        assert!(
+            video.len() >= min_video,
+            "{name}: only {} video frames in {:?}",
+            video.len(),
+            to - from
+        );
+        let mut gap = Duration::ZERO;
+        let mut prev = from;
+        for t in &window {
+            gap = gap.max(t.0 - prev);
+            prev = t.0;
+        }
+        gap = gap.max(to - prev);
+        assert!(
+            gap <= Duration::from_secs(1),
+            "{name}: nothing received for {gap:?}"
+        );
+        let span = Duration::from_millis(u64::from(video[video.len() - 1] - video[0]));
+        assert!(
+            span + Duration::from_secs(1) >= to - from,
+            "{name}: media advanced {span:?} in {:?} of wall time",
+            to - from
+        );
+        for kind in [8, 9] {
+            let ts: Vec<u32> = tags.iter().filter(|t| t.1 == kind).map(|t| t.2).collect();
+            assert!(
+                ts.windows(2).all(|w| w[1] >= w[0]),
+                "{name}: timestamps of tag type {kind} went backwards"
+            );
+        }
+        gap
+    }
+}
+
+#[test]
+fn edge_viewers_survive_a_redis_restart() {
+    let mut cluster = Cluster::start();
+    let redis_port = cluster.redis.port;
+    let origin = cluster.node("origin", "origin-a", &[]);
+    let edge = cluster.node("edge", "edge-1", &[]);
+    let key = cluster.key("concert");
+    let (ok, mut publisher) = publish_accepted(&origin.rtmp_url(&key), ACCEPT_WINDOW);
+    assert!(ok, "origin refused the publish");
+    origin.wait_live("concert");
+    let listed = |api: &Server| {
+        let (status, body) = api.api("GET", "/api/v1/rooms", None);
+        status == 200 && body.contains("\"concert\"") && body.contains("origin-a")
+    };
+    assert!(
+        listed(&cluster.api),
+        "live room not listed before the outage"
+    );
+
+    // Two viewers on the edge: HTTP-FLV (audio and video) and RTMP (ffmpeg, video).
+    let (flv, _) = first_frame(&edge, "concert");
+    let flv = Watch::flv("http-flv viewer", flv);
+    let rtmp = Watch::rtmp("rtmp viewer", &edge.rtmp_url("concert"));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while rtmp.video_count() < 10 {
+        assert!(rtmp.ended.lock().unwrap().is_none(), "rtmp viewer stopped");
+        assert!(Instant::now() < deadline, "rtmp viewer got no video");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(edge.metric("ferrolive_upstream_pulls_total"), 1);
+
+    // SIGKILL Redis and stay without it longer than the lease TTL (6 s).
+    cluster.redis.stop();
+    let outage = Instant::now();
+    let (status, body) = cluster.api.api("GET", "/api/v1/rooms", None);
+    assert_eq!(status, 503, "control API still reads a registry: {body}");
+    // A viewer joining during the outage is served from the edge's own stream.
+    std::thread::sleep(Duration::from_secs(3));
+    let (joined, ttff) = first_frame(&edge, "concert");
+    println!("viewer joined the edge during the outage: first frame in {ttff:?}");
+    assert!(
+        ttff < Duration::from_secs(2),
+        "join during the outage took {ttff:?}"
+    );
+    let joined_at = Instant::now();
+    let joined = Watch::flv("viewer joined during the outage", joined);
+    std::thread::sleep((outage + Duration::from_secs(8)).saturating_duration_since(Instant::now()));
+    let now = Instant::now();
+    let gaps = [
+        flv.assert_flowing(outage, now, 150),
+        rtmp.assert_flowing(outage, now, 150),
+        joined.assert_flowing(joined_at, now, 50),
+    ];
+    println!("8 s without Redis: longest silence per viewer {gaps:?}");
+    assert!(
+        publisher.0.try_wait().unwrap().is_none(),
+        "publisher disconnected"
+    );
+    assert_eq!(origin.metric("ferrolive_publishes_total"), 1);
+    assert_eq!(
+        edge.metric("ferrolive_upstream_pulls_total"),
+        1,
+        "edge started another pull"
+    );
+    assert_eq!(
+        edge.metric("ferrolive_upstream_repulls_total"),
+        0,
+        "edge lost its upstream"
+    );
+    assert_eq!(edge.metric("ferrolive_viewers"), 3);
+
+    // Redis comes back on the same port, empty: the origin claims its lease again.
+    cluster.redis = Redis::start_on(redis_port);
+    let restarted = Instant::now();
+    while !listed(&cluster.api) {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(8),
+            "origin did not re-register the live room after Redis came back: {:?}",
+            cluster.api.api("GET", "/api/v1/rooms", None)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let registered = restarted.elapsed();
+    println!("room listed again {registered:?} after Redis restarted");
+    // Redis came back empty (the channel key is gone): the listing is the origin's new claim.
+    let (_, body) = cluster.api.api("GET", "/api/v1/rooms/concert", None);
+    assert!(
+        body.contains("\"has_key\":false") && body.contains("\"live\":true"),
+        "{body}"
+    );
+
+    // A new edge viewer plays at once, from the pull the edge kept.
+    let (late, ttff) = first_frame(&edge, "concert");
+    println!("new edge viewer after the restart: first frame in {ttff:?}");
+    assert!(ttff < Duration::from_secs(2), "new viewer took {ttff:?}");
+    let late_at = Instant::now();
+    let late = Watch::flv("viewer joined after the restart", late);
+    std::thread::sleep(Duration::from_secs(2));
+    let now = Instant::now();
+    let gaps = [
+        flv.assert_flowing(restarted, now, 50),
+        rtmp.assert_flowing(restarted, now, 50),
+        joined.assert_flowing(restarted, now, 50),
+        late.assert_flowing(late_at, now, 40),
+    ];
+    println!("after the restart: longest silence per viewer {gaps:?}");
+    // And over the whole run, for the first viewer.
+    let first = flv.tags.lock().unwrap()[0].0;
+    let min_video = (now - first).as_secs() as usize * 20;
+    let whole = flv.assert_flowing(first, now, min_video);
+    println!("first viewer, whole run: longest silence {whole:?}");
+    assert!(
+        publisher.0.try_wait().unwrap().is_none(),
+        "publisher disconnected"
+    );
+    assert_eq!(edge.metric("ferrolive_upstream_pulls_total"), 1);
+    assert_eq!(edge.metric("ferrolive_upstream_repulls_total"), 0);
+    assert_eq!(origin.metric("ferrolive_publishes_total"), 1);
 }
