@@ -31,6 +31,7 @@ Options (each also settable through the environment variable in brackets):
 
 Other environment: NGINX (nginx binary, default: nginx), RTMP_MODULE (default:
 /usr/lib/nginx/modules/ngx_rtmp_module.so), FERROLIVE_LOG (ferrolive --log, default: info),
+FERROLIVE_ARGS (more ferrolive flags, e.g. "--merge-window-ms 34"),
 SETTLE (seconds of idle between runs, default: 2).
 
 Example (small, quick): PLAYERS="50 100" DURATION=8 bench/compare.sh
@@ -217,10 +218,12 @@ start_ferrolive() {
     local dir=$1 rtmp http api
     read -r rtmp http api <<<"$(free_ports 3)"
     mkdir -p "$dir/data"
+    local extra
+    read -r -a extra <<<"${FERROLIVE_ARGS:-}"
     "$FERROLIVE" standalone --rtmp-noauth \
         --rtmp-addr "127.0.0.1:$rtmp" --http-addr "127.0.0.1:$http" \
         --api-addr "127.0.0.1:$api" --data-dir "$dir/data" --log "$FERROLIVE_LOG" \
-        >"$dir/server.log" 2>&1 </dev/null &
+        "${extra[@]}" >"$dir/server.log" 2>&1 </dev/null &
     SERVER_PID=$!
     PUBLISH_URL=rtmp://127.0.0.1:$rtmp/live/bench
     PLAY_RTMP=$PUBLISH_URL

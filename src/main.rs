@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use media::hls::HlsConfig;
-use media::hub::HubConfig;
+use media::hub::{HubConfig, Segmenting};
 use node::control::ControlConfig;
 use node::edge::EdgeConfig;
 use node::NodeConfig;
@@ -80,7 +80,8 @@ struct MediaArgs {
     /// keeps slow viewers' lag low; larger suits high bit rates over long round trips.
     #[arg(long, env = "FERROLIVE_VIEWER_SEND_BUFFER", default_value_t = 256 * 1024)]
     viewer_send_buffer: usize,
-    /// HLS: seconds a segment lasts at least (cut at the next keyframe after this).
+    /// HLS: seconds a segment lasts at least (cut at the next keyframe after this), 1 or
+    /// more. Origins decide; edges follow their origin's segments.
     #[arg(long, env = "FERROLIVE_HLS_SEGMENT", default_value_t = 2.0)]
     hls_segment: f64,
     /// HLS: segments listed in a live playlist.
@@ -288,6 +289,8 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
     };
     let mut config = node_config(&args.media)?;
+    // An edge's HLS segments are its origin's: the marks come with the pulled stream.
+    config.hub.segments = Segmenting::Upstream;
     config.edge = Some(EdgeConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
@@ -356,6 +359,12 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
     let seconds = |name: &str, v: f64| {
         Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
     };
+    // Media sequence numbers start at the Unix time in seconds; shorter segments could
+    // outrun the clock and reuse numbers when a stream is published again.
+    if args.hls_segment < 1.0 {
+        anyhow::bail!("--hls-segment must be at least 1 second");
+    }
+    let hls_segment = seconds("hls-segment", args.hls_segment)?;
     Ok(NodeConfig {
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
@@ -365,10 +374,13 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
             backlog: args.viewer_backlog,
             merge_window: Duration::from_millis(args.merge_window_ms),
             publisher_stale_after: seconds("publisher-stale", args.publisher_stale)?,
+            segments: Segmenting::Own {
+                target: hls_segment,
+            },
             ..HubConfig::default()
         },
         hls: HlsConfig {
-            target_duration: seconds("hls-segment", args.hls_segment)?,
+            target_duration: hls_segment,
             window: args.hls_window.max(1),
             ..HlsConfig::default()
         },

@@ -580,3 +580,102 @@ fn edge_viewers_survive_a_redis_restart() {
     assert_eq!(edge.metric("ferrolive_upstream_repulls_total"), 0);
     assert_eq!(origin.metric("ferrolive_publishes_total"), 1);
 }
+
+/// The playlist of `room` on `server`, once it lists at least `min` segments.
+fn playlist(server: &Server, room: &str, min: usize) -> String {
+    let started = Instant::now();
+    loop {
+        let r = http_get(server.http, &format!("/live/{room}.m3u8")).expect("playlist");
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        if r.status == 200 && text.matches("#EXTINF").count() >= min {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {min} segments on {}: {} {text}",
+            server.http,
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Fetch the playlist from every server at once, until they agree (a segment may close
+/// between two fetches). Returns the common text.
+fn agreed_playlist(servers: &[&Server], room: &str, min: usize) -> String {
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        last = servers.iter().map(|s| playlist(s, room, min)).collect();
+        if last.windows(2).all(|w| w[0] == w[1]) {
+            return last.remove(0);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("playlists never agreed:\n{}", last.join("\n----\n"));
+}
+
+#[test]
+fn hls_on_every_edge_lists_the_same_segments() {
+    require_ffmpeg();
+    let cluster = Cluster::start();
+    let origin = cluster.node(
+        "origin",
+        "origin-a",
+        &["--hls-segment", "1", "--hls-window", "4"],
+    );
+    let edge_a = cluster.node(
+        "edge",
+        "edge-a",
+        &["--hls-segment", "1", "--hls-window", "4"],
+    );
+    let edge_b = cluster.node(
+        "edge",
+        "edge-b",
+        &["--hls-segment", "1", "--hls-window", "4"],
+    );
+    let key = cluster.key("stage");
+    // 25 fps, a keyframe every 0.6 s: segments of 1.2 s, and a packager that starts
+    // between keyframes begins at one that is no segment start.
+    let _publisher = publish(&origin.rtmp_url(&key), Source::AudioVideo, 15, 0);
+    origin.wait_live("stage");
+    // Edge A packages from the start; edge B only 3.5 s later.
+    playlist(&edge_a, "stage", 1);
+    std::thread::sleep(Duration::from_millis(3_500));
+    playlist(&edge_b, "stage", 1);
+    // Once B's window is full, all three nodes list the same segments under the same
+    // numbers, and so does the origin that decided them.
+    let text = agreed_playlist(&[&origin, &edge_a, &edge_b], "stage", 4);
+    let uris: Vec<&str> = text.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert_eq!(uris.len(), 4, "{text}");
+    let sequences: Vec<u64> = uris
+        .iter()
+        .map(|u| {
+            u.trim_start_matches("stage/")
+                .trim_end_matches(".ts")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let media_sequence = format!("#EXT-X-MEDIA-SEQUENCE:{}\n", sequences[0]);
+    assert!(text.contains(&media_sequence), "{text}");
+    assert!(sequences.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
+    // The same segment holds the same frames everywhere: same size (only the MPEG-TS
+    // continuity counters may differ), and each decodes.
+    for uri in &uris {
+        let sizes: Vec<usize> = [&origin, &edge_a, &edge_b]
+            .iter()
+            .map(|s| {
+                let r = http_get(s.http, &format!("/live/{uri}")).expect("segment");
+                assert_eq!(r.status, 200, "{uri} on {}", s.http);
+                r.body.len()
+            })
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{uri}: {sizes:?}");
+    }
+    let decoded = decode(&format!("http://{}/live/stage.m3u8", edge_b.http), 3.0);
+    assert!(
+        decoded.video > 25 && decoded.audio > 25,
+        "{}",
+        decoded.errors
+    );
+}

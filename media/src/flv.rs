@@ -72,6 +72,16 @@ pub fn encode_tag(tag_type: u8, timestamp: u32, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// `data` as one chunk of HTTP chunked transfer encoding. HTTP-FLV sends each tag as its
+/// own chunk, so a viewer that falls behind can drop whole tags without breaking the framing.
+pub fn http_chunk(data: &[u8]) -> Bytes {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.reserve(data.len() + 2);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
 /// One demuxed FLV tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlvTag {

@@ -3,6 +3,10 @@
 //!
 //! Sans-IO: [`HlsPackager::push`] takes frames from the hub, [`HlsPackager::playlist`] and
 //! [`HlsPackager::segment`] answer what the HTTP side asks for.
+//!
+//! The packager does not choose where segments begin or how they are numbered: the hub
+//! marks those frames ([`crate::segment`]), so every node packaging a stream lists the same
+//! segments under the same media sequence numbers.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -14,11 +18,12 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{self, AacConfig, AvcConfig, HevcConfig, VideoCodec, VideoPacketKind};
 use crate::hub::Frame;
 use crate::rtmp::session::MediaKind;
+use crate::segment::SegmentMark;
 use crate::ts::{self, TsMuxer, TsTracks, TsVideo};
 
 #[derive(Debug, Clone)]
 pub struct HlsConfig {
-    /// A segment is cut at the first keyframe once it is this long.
+    /// The shortest EXT-X-TARGETDURATION announced (the hub's segment target).
     pub target_duration: Duration,
     /// Segments listed in the playlist.
     pub window: usize,
@@ -44,14 +49,25 @@ pub struct Segment {
     pub duration_ms: u64,
     /// Preceded by `#EXT-X-DISCONTINUITY`: the publisher changed or its codec parameters did.
     pub discontinuity: bool,
+    /// Its discontinuity sequence number (RFC 8216 section 6.2.2).
+    pub discontinuity_number: u64,
     pub data: Bytes,
 }
 
 struct OpenSegment {
+    sequence: u64,
     start_ms: u64,
     last_ms: u64,
     discontinuity: bool,
+    discontinuity_number: u64,
     data: BytesMut,
+}
+
+/// What the packager remembers of the last segment it began.
+#[derive(Clone, Copy)]
+struct Begun {
+    sequence: u64,
+    discontinuity_number: u64,
 }
 
 /// Audio frames are gathered into one PES (fewer TS packets) until this many are waiting
@@ -97,9 +113,12 @@ pub struct HlsPackager {
     muxer: Option<TsMuxer>,
     segments: VecDeque<Arc<Segment>>,
     open: Option<OpenSegment>,
-    next_sequence: u64,
-    /// Discontinuities that have left the playlist (EXT-X-DISCONTINUITY-SEQUENCE).
-    discontinuity_sequence: u64,
+    last_begun: Option<Begun>,
+    /// Added to the marks' sequence numbers once they went backwards.
+    renumber: u64,
+    /// Added to the marks' discontinuity numbers for breaks only this node saw (an edge
+    /// losing its upstream).
+    local_breaks: u64,
     /// Largest EXTINF so far, rounded up: EXT-X-TARGETDURATION never shrinks.
     target_duration_secs: u64,
     avc: Option<AvcConfig>,
@@ -118,10 +137,10 @@ pub struct HlsPackager {
 }
 
 impl HlsPackager {
-    /// `first_sequence` numbers the first segment. `has_audio`/`has_video` say which tracks
-    /// the stream is known to carry; sequence headers seen before the first segment opens
-    /// add to them, and from then on the program (PMT) is fixed.
-    pub fn new(config: HlsConfig, first_sequence: u64, has_audio: bool, has_video: bool) -> Self {
+    /// `has_audio`/`has_video` say which tracks the stream is known to carry; sequence
+    /// headers seen before the first segment opens add to them, and from then on the
+    /// program (PMT) is fixed.
+    pub fn new(config: HlsConfig, has_audio: bool, has_video: bool) -> Self {
         let target_duration_secs = config.target_duration.as_secs_f64().ceil().max(1.0) as u64;
         HlsPackager {
             config,
@@ -132,8 +151,9 @@ impl HlsPackager {
             muxer: None,
             segments: VecDeque::new(),
             open: None,
-            next_sequence: first_sequence,
-            discontinuity_sequence: 0,
+            last_begun: None,
+            renumber: 0,
+            local_breaks: 0,
             target_duration_secs,
             avc: None,
             hevc: None,
@@ -149,9 +169,13 @@ impl HlsPackager {
         }
     }
 
-    /// The sequence number the next segment will get.
-    pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+    /// The sequence number of the segment being filled, or of the next one.
+    fn next_sequence(&self) -> Option<u64> {
+        match (&self.open, self.last_begun) {
+            (Some(open), _) => Some(open.sequence),
+            (None, Some(last)) => Some(last.sequence + 1),
+            (None, None) => None,
+        }
     }
 
     pub fn is_ended(&self) -> bool {
@@ -272,14 +296,22 @@ impl HlsPackager {
         let Some(info) = codec::parse_video_tag(&frame.payload) else {
             return;
         };
+        if self.tracks.video.is_none() {
+            // An audio-only program (video came after it was fixed) still cuts where the
+            // stream's segments begin.
+            if let Some(mark) = frame.segment {
+                self.begin_segment(mark, frame.timestamp);
+            }
+            return;
+        }
         let configured = self.avc.is_some() || self.hevc.is_some();
-        if info.packet != VideoPacketKind::Frame || self.tracks.video.is_none() || !configured {
+        if info.packet != VideoPacketKind::Frame || !configured {
             return;
         }
         let data = &frame.payload[info.data_offset..];
         let key = frame.key;
-        if key {
-            self.start_segment_at(frame.timestamp);
+        if let Some(mark) = frame.segment {
+            self.begin_segment(mark, frame.timestamp);
         }
         self.scratch.clear();
         match (&self.avc, &self.hevc) {
@@ -306,9 +338,9 @@ impl HlsPackager {
         let Some(info) = codec::parse_audio_tag(&frame.payload) else {
             return;
         };
-        if self.tracks.video.is_none() && self.tracks.audio {
-            // Audio-only: any frame may start a segment.
-            self.start_segment_at(frame.timestamp);
+        if let Some(mark) = frame.segment.filter(|_| self.tracks.video.is_none()) {
+            // Audio-only: the hub marks audio frames.
+            self.begin_segment(mark, frame.timestamp);
         }
         let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
             return;
@@ -332,31 +364,49 @@ impl HlsPackager {
         }
     }
 
-    /// A keyframe (audio-only: any frame) at `timestamp_ms`: close the open segment if it
-    /// reached the target duration, and open one if none is open.
-    fn start_segment_at(&mut self, timestamp_ms: u64) {
-        let target = self.config.target_duration.as_millis() as u64;
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|s| timestamp_ms.saturating_sub(s.start_ms) >= target)
-        {
-            self.close_segment(Some(timestamp_ms));
+    /// A marked frame at `start_ms`: the open segment ends and segment `mark` begins.
+    fn begin_segment(&mut self, mark: SegmentMark, start_ms: u64) {
+        self.close_segment(Some(start_ms));
+        let mut sequence = mark.sequence + self.renumber;
+        let mut discontinuity_number = mark.discontinuity + self.local_breaks;
+        let mut discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        if let Some(last) = self.last_begun {
+            let expected = last.sequence + 1;
+            if sequence < expected {
+                // The numbers went back (a new source with a slower clock): count on.
+                self.renumber = expected - mark.sequence;
+                sequence = expected;
+                discontinuity = true;
+            } else if sequence > expected {
+                // The numbers jumped (the stream moved to another origin). A playlist
+                // cannot skip numbers, so the listing starts again from here.
+                self.segments.clear();
+                discontinuity = true;
+            }
+            discontinuity |= discontinuity_number != last.discontinuity_number;
+            if discontinuity && discontinuity_number <= last.discontinuity_number {
+                // A break the marks do not count: count it here.
+                self.local_breaks += last.discontinuity_number + 1 - discontinuity_number;
+                discontinuity_number = last.discontinuity_number + 1;
+            }
+        } else {
+            // Whatever came before, this packager's first segment starts its listing.
+            discontinuity = false;
         }
-        if self.open.is_none() {
-            self.open_segment(timestamp_ms);
-        }
-    }
-
-    fn open_segment(&mut self, start_ms: u64) {
+        self.last_begun = Some(Begun {
+            sequence,
+            discontinuity_number,
+        });
         let tracks = self.tracks;
         let muxer = self.muxer.get_or_insert_with(|| TsMuxer::new(tracks));
         let mut data = BytesMut::with_capacity(256 * 1024);
         muxer.write_tables(&mut data);
         self.open = Some(OpenSegment {
+            sequence,
             start_ms,
             last_ms: start_ms,
-            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            discontinuity,
+            discontinuity_number,
             data,
         });
     }
@@ -375,21 +425,13 @@ impl HlsPackager {
         let duration_ms = end.saturating_sub(open.start_ms).max(1);
         self.target_duration_secs = self.target_duration_secs.max(duration_ms.div_ceil(1000));
         let segment = Arc::new(Segment {
-            sequence: self.next_sequence,
+            sequence: open.sequence,
             duration_ms,
             discontinuity: open.discontinuity,
+            discontinuity_number: open.discontinuity_number,
             data: open.data.freeze(),
         });
-        self.next_sequence += 1;
         self.segments.push_back(segment);
-        // The segment that just left the listed window takes its discontinuity with it.
-        let leaving = self.segments.len().checked_sub(self.config.window + 1);
-        if leaving
-            .and_then(|i| self.segments.get(i))
-            .is_some_and(|s| s.discontinuity)
-        {
-            self.discontinuity_sequence += 1;
-        }
         while self.segments.len() > self.config.window + self.config.retain_extra {
             self.segments.pop_front();
         }
@@ -399,11 +441,19 @@ impl HlsPackager {
     pub fn playlist(&self, uri: impl Fn(u64) -> String) -> String {
         let mut out = String::with_capacity(512);
         let listed: Vec<&Arc<Segment>> = self.listed().collect();
-        let first = listed.first().map_or(self.next_sequence, |s| s.sequence);
+        // Numbers come from the segments' marks, so two nodes listing the same segments
+        // write the same header.
+        let (first, discontinuity_sequence) =
+            listed
+                .first()
+                .map_or((self.next_sequence().unwrap_or(0), 0), |s| {
+                    let tagged = u64::from(s.discontinuity);
+                    (s.sequence, s.discontinuity_number.saturating_sub(tagged))
+                });
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-            self.target_duration_secs, self.discontinuity_sequence
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n",
+            self.target_duration_secs
         );
         for s in listed {
             if s.discontinuity {

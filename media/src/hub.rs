@@ -28,6 +28,7 @@ use crate::rtmp::chunk;
 use crate::rtmp::session::{
     msg_type, MediaKind, CSID_AUDIO, CSID_DATA, CSID_VIDEO, MEDIA_STREAM_ID, OUT_CHUNK_SIZE,
 };
+use crate::segment::{SegmentMark, Segmenter};
 use crate::timestamp::TrackClock;
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct HubConfig {
     /// batch's first frame: zero sends every video frame at once; 34 ms at 30 fps sends
     /// two per write, halving writes again but holding every other frame one interval.
     pub merge_window: Duration,
+    /// Who decides where HLS segments begin.
+    pub segments: Segmenting,
     /// A publisher that sent nothing for this long may be replaced by a new one.
     pub publisher_stale_after: Duration,
     /// Largest GOP kept for new viewers; a longer GOP is dropped (new viewers then wait for
@@ -53,11 +56,24 @@ impl Default for HubConfig {
         HubConfig {
             backlog: 256,
             merge_window: Duration::ZERO,
+            segments: Segmenting::Own {
+                target: Duration::from_secs(2),
+            },
             publisher_stale_after: Duration::from_secs(2),
             gop_max_bytes: 32 * 1024 * 1024,
             gop_max_frames: 4096,
         }
     }
+}
+
+/// Where the [`SegmentMark`]s on a stream's frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segmenting {
+    /// This hub decides (an origin): a segment lasts at least `target`.
+    Own { target: Duration },
+    /// The stream's source decides (an edge): marks arrive through
+    /// [`Publisher::mark_next_segment`].
+    Upstream,
 }
 
 /// One audio, video or metadata message with its 64-bit, per-track monotonic timestamp.
@@ -72,6 +88,8 @@ pub struct Frame {
     pub sequence_header: bool,
     /// Counts publisher sessions of this stream; changes when a publisher takes over.
     pub generation: u32,
+    /// Set when an HLS segment begins with this frame.
+    pub segment: Option<SegmentMark>,
     pub payload: Bytes,
     flv_chunk: OnceLock<Bytes>,
     rtmp: OnceLock<Bytes>,
@@ -86,6 +104,7 @@ impl Frame {
             key,
             sequence_header,
             generation: 0,
+            segment: None,
             payload,
             flv_chunk: OnceLock::new(),
             rtmp: OnceLock::new(),
@@ -106,11 +125,7 @@ impl Frame {
     pub fn flv_http_chunk(&self) -> &Bytes {
         self.flv_chunk.get_or_init(|| {
             let tag = flv::encode_tag(self.flv_type(), self.timestamp as u32, &self.payload);
-            let mut out = format!("{:x}\r\n", tag.len()).into_bytes();
-            out.reserve(tag.len() + 2);
-            out.extend_from_slice(&tag);
-            out.extend_from_slice(b"\r\n");
-            Bytes::from(out)
+            flv::http_chunk(&tag)
         })
     }
 
@@ -393,6 +408,13 @@ impl Stream {
                 sender,
                 pending: Vec::new(),
                 merge_window_ms: config.merge_window.as_millis() as u64,
+                segmenter: match config.segments {
+                    Segmenting::Own { target } => {
+                        Some(Segmenter::new(target.as_millis() as u64, unix_seconds()))
+                    }
+                    Segmenting::Upstream => None,
+                },
+                upstream_mark: None,
                 publisher: None,
                 generation: 0,
                 ended: false,
@@ -434,6 +456,10 @@ struct StreamState {
     /// Frames of the batch being gathered (already in the GOP cache).
     pending: Vec<Arc<Frame>>,
     merge_window_ms: u64,
+    /// Decides segment starts, unless they come from upstream.
+    segmenter: Option<Segmenter>,
+    /// From upstream: the mark for the next keyframe.
+    upstream_mark: Option<SegmentMark>,
     publisher: Option<PublisherSlot>,
     generation: u32,
     ended: bool,
@@ -493,6 +519,11 @@ impl StreamState {
             MediaKind::Video => self.has_video = true,
             MediaKind::Metadata => {}
         }
+        frame.segment = match &mut self.segmenter {
+            Some(segmenter) => segmenter.observe(&frame),
+            None if frame.key => self.upstream_mark.take(),
+            None => None,
+        };
         let frame = Arc::new(frame);
         match kind {
             MediaKind::Metadata => self.metadata = Some(frame.clone()),
@@ -588,6 +619,12 @@ impl Publisher {
         }
         state.push(kind, wire_timestamp, payload);
         Ok(())
+    }
+
+    /// On a stream whose segments are decided upstream: the next keyframe begins the
+    /// segment `mark`.
+    pub fn mark_next_segment(&mut self, mark: SegmentMark) {
+        self.stream.lock().upstream_mark = Some(mark);
     }
 
     /// The publisher ended the stream cleanly: viewers are closed once they drained it.
@@ -770,6 +807,12 @@ impl Subscriber {
         }
         Some(Delivery::Frame(frame))
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -7,5 +7,6 @@ pub mod flv;
 pub mod hls;
 pub mod hub;
 pub mod rtmp;
+pub mod segment;
 pub mod timestamp;
 pub mod ts;

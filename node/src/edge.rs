@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use media::flv::{self, FlvError, FlvReader};
 use media::hub::{Hub, Publisher, StatsHandle, Subscriber};
 use media::rtmp::session::MediaKind;
+use media::segment::SegmentMark;
 use registry::{Registry, RegistryError};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -359,7 +360,11 @@ impl Edge {
             .await
             .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??
             .ok_or(PullError::NotLive)?;
-        let url = format!("http://{}/{key}.flv", lease.addrs.http);
+        let url = format!(
+            "http://{}/{key}.flv?{}",
+            lease.addrs.http,
+            crate::http::SEGMENT_MARKS_QUERY
+        );
         debug!(stream = %key, owner = %lease.node_id, %url, "connecting upstream");
         let response = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get(&url).send())
             .await
@@ -483,6 +488,13 @@ impl Edge {
                 local.publisher.insert(publisher)
             }
         };
+        if kind == MediaKind::Metadata {
+            if let Some(mark) = SegmentMark::from_script(&payload) {
+                // Where the origin's next HLS segment begins: ours begins there too.
+                publisher.mark_next_segment(mark);
+                return Ok(());
+            }
+        }
         publisher
             .push(kind, timestamp, payload, now)
             .map_err(|_| PullError::Replaced)

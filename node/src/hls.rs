@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use media::hls::{HlsConfig, HlsPackager, Segment};
 use media::hub::{Delivery, Subscriber};
@@ -108,14 +108,9 @@ impl Hls {
             // Another request started it meanwhile.
             return p.clone();
         }
-        // Never number below what an earlier packager of this stream served.
-        let first = previous
-            .map_or(0, |p| p.packager().next_sequence())
-            .max(first_sequence());
         let packaging = Arc::new(Packaging {
             packager: Mutex::new(HlsPackager::new(
                 self.config.clone(),
-                first,
                 sub.has_audio(),
                 sub.has_video(),
             )),
@@ -173,14 +168,4 @@ impl Hls {
         });
         packaging
     }
-}
-
-/// Media sequence numbers start at the current Unix time in seconds. Segments last at
-/// least about a second, so a packager started later (after a restart, or when the
-/// stream comes back) always numbers beyond any segment an earlier one served: segment
-/// URLs are never reused, and a CDN may cache them for long.
-fn first_sequence() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -154,7 +154,9 @@ async fn connection(
                     socket.write_all(head.as_bytes()).await?;
                     return Ok(());
                 }
-                return stream_flv(socket, peer, sub, node).await;
+                // An edge pulling the stream also wants to know where HLS segments begin.
+                let marks = request.path.contains(SEGMENT_MARKS_QUERY);
+                return stream_flv(socket, peer, sub, marks, node).await;
             }
             ("GET" | "HEAD", p) if p.ends_with(".m3u8") => {
                 let playlist = match hls_stream(p, ".m3u8") {
@@ -376,22 +378,24 @@ fn flv_response_head() -> String {
     )
 }
 
+/// In an FLV request's query: send each [`SegmentMark`] as a script tag ahead of its frame.
+pub const SEGMENT_MARKS_QUERY: &str = "segment_marks=1";
+
 /// Stream a live FLV as HTTP chunked transfer until the stream ends or the viewer leaves.
+/// With `marks`, segment marks go along (for edges; players never ask for them).
 async fn stream_flv(
     mut socket: TcpStream,
     peer: SocketAddr,
     mut sub: Subscriber,
+    marks: bool,
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
     let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
     crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
     debug!(stream = %sub.name(), %peer, "http-flv viewer start");
     let flv_header = flv::header(sub.has_audio(), sub.has_video());
-    let mut head = flv_response_head().into_bytes();
-    head.extend_from_slice(format!("{:x}\r\n", flv_header.len()).as_bytes());
-    head.extend_from_slice(&flv_header);
-    head.extend_from_slice(b"\r\n");
-    let mut bufs = VecDeque::from([Bytes::from(head)]);
+    let head = Bytes::from(flv_response_head());
+    let mut bufs = VecDeque::from([head, flv::http_chunk(&flv_header)]);
     egress::write_units(&mut socket, &mut bufs, |_| false, &node.metrics).await?;
 
     let mut slow = SlowViewerGuard::default();
@@ -407,7 +411,14 @@ async fn stream_flv(
         };
         let result = async {
             let batch = batch?;
-            bufs.extend(batch.frames.iter().map(|f| f.flv_http_chunk().clone()));
+            for frame in &batch.frames {
+                if let Some(mark) = frame.segment.filter(|_| marks) {
+                    let tag =
+                        flv::encode_tag(flv::TAG_SCRIPT, frame.timestamp as u32, &mark.to_script());
+                    bufs.push_back(flv::http_chunk(&tag));
+                }
+                bufs.push_back(frame.flv_http_chunk().clone());
+            }
             if batch.ended {
                 bufs.push_back(Bytes::from_static(b"0\r\n\r\n"));
             }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::segment::Segmenter;
 
 use std::collections::HashMap;
 
@@ -234,6 +235,9 @@ struct ExpVideo {
 
 struct Harness {
     p: HlsPackager,
+    /// Marks segment starts as the hub would.
+    segmenter: Segmenter,
+    seen_video: bool,
     cfg: HlsConfig,
     has_audio: bool,
     has_video: bool,
@@ -260,7 +264,9 @@ struct Harness {
 impl Harness {
     fn new(cfg: HlsConfig, first_sequence: u64, has_audio: bool, has_video: bool) -> Harness {
         Harness {
-            p: HlsPackager::new(cfg.clone(), first_sequence, has_audio, has_video),
+            p: HlsPackager::new(cfg.clone(), has_audio, has_video),
+            segmenter: Segmenter::new(cfg.target_duration.as_millis() as u64, first_sequence),
+            seen_video: false,
             cfg,
             has_audio,
             has_video,
@@ -268,7 +274,7 @@ impl Harness {
             generation: 0,
             first_sequence,
             all: Vec::new(),
-            last_media_sequence: first_sequence,
+            last_media_sequence: 0,
             last_discontinuity_sequence: 0,
             last_target: 0,
             playlists: Vec::new(),
@@ -289,7 +295,8 @@ impl Harness {
 
     fn push(&mut self, ev: &Ev) {
         if self.p.is_ended() {
-            self.p.push(&ev.frame(self.generation));
+            let frame = self.frame(ev);
+            self.p.push(&frame);
             self.observe();
             return;
         }
@@ -343,8 +350,25 @@ impl Harness {
                 }
             }
         }
-        self.p.push(&ev.frame(self.generation));
+        let frame = self.frame(ev);
+        self.p.push(&frame);
         self.observe();
+    }
+
+    /// The frame as the hub hands it out: audio is a place to start until there is video,
+    /// and segment starts are marked.
+    fn frame(&mut self, ev: &Ev) -> Frame {
+        let mut frame = ev.frame(self.generation);
+        self.seen_video |= frame.kind == MediaKind::Video;
+        if frame.kind == MediaKind::Audio {
+            frame.key = !self.seen_video && !frame.sequence_header;
+        }
+        frame.segment = self.segmenter.observe(&frame);
+        frame
+    }
+
+    fn next_sequence(&self) -> u64 {
+        self.p.next_sequence().unwrap_or(self.first_sequence)
     }
 
     fn end(&mut self) {
@@ -363,10 +387,10 @@ impl Harness {
             .last()
             .map_or(self.first_sequence, |s| s.sequence + 1);
         assert!(
-            self.p.next_sequence() <= next + 1,
+            self.next_sequence() <= next + 1,
             "one push closes at most one segment"
         );
-        while next < self.p.next_sequence() {
+        while next < self.next_sequence() {
             let s = self
                 .p
                 .segment(next)
@@ -394,9 +418,10 @@ impl Harness {
             .skip(self.all.len().saturating_sub(self.cfg.window))
             .collect();
         assert_eq!(pl.segments.len(), listed.len(), "{text}");
+        // Before any segment began there is no number to show (and nothing is served).
         let first = listed
             .first()
-            .map_or(self.p.next_sequence(), |s| s.sequence);
+            .map_or(self.p.next_sequence().unwrap_or(0), |s| s.sequence);
         assert_eq!(
             pl.media_sequence, first,
             "MEDIA-SEQUENCE is the first listed\n{text}"
@@ -463,7 +488,7 @@ impl Harness {
                 assert!(got.is_none(), "segment {} should be gone", s.sequence);
             }
         }
-        assert!(self.p.segment(self.p.next_sequence()).is_none());
+        assert!(self.p.segment(self.next_sequence()).is_none());
 
         if self.playlists.last() != Some(&pl) {
             self.playlists.push(pl);
@@ -898,7 +923,7 @@ fn sliding_window_and_retention() {
         .iter()
         .map(|p| (p.media_sequence, p.segments.len()))
         .collect();
-    let mut want = vec![(1_000, 0), (1_000, 1), (1_000, 2), (1_000, 3)];
+    let mut want = vec![(0, 0), (1_000, 0), (1_000, 1), (1_000, 2), (1_000, 3)];
     want.extend((1_001..=1_008).map(|s| (s, 3)));
     assert_eq!(seqs, want);
     h.end();
@@ -1100,10 +1125,10 @@ fn end_closes_the_last_segment_and_lists_endlist() {
     let n = adts_frames(&a.data).len() as u64;
     assert_eq!(a.pts.unwrap() / 90 + (n - 1) * AUDIO_MS, 5_980);
     // Nothing changes afterwards.
-    let next = h.p.next_sequence();
+    let next = h.next_sequence();
     h.feed(&media(6_000, 9_000, true, true, gop(1_000)));
     h.end();
-    assert_eq!(h.p.next_sequence(), next);
+    assert_eq!(h.next_sequence(), next);
     assert_eq!(h.p.playlist(uri), text);
 }
 
@@ -1181,7 +1206,9 @@ fn audio_only_packager_keeps_its_program() {
     // check_segment: PMT audio only, PCR on audio, segments cut on audio every ~2 s.
     let infos = h.check_media();
     let starts: Vec<u64> = infos.iter().map(|i| i.pes[0].pts.unwrap() / 90).collect();
-    assert_eq!(starts, vec![0, 2_001, 4_002, 6_003, 8_004]);
+    // Once the stream has video its segments begin at video keyframes (5, 7, 9 s: the one
+    // at 4 s is 1999 ms after the last start); the program stays audio-only.
+    assert_eq!(starts, vec![0, 2_001, 5_014, 7_015, 9_016]);
 }
 
 #[test]
@@ -1254,6 +1281,8 @@ proptest! {
         let mut n = 0u64;
         for s in steps {
             match s {
+                // A stream without a video header sends no video either.
+                Step::Video { .. } if !has_video => {}
                 Step::Video { gap, key } => {
                     video_ts += gap;
                     n += 1;
@@ -1292,4 +1321,112 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Numbering from the marks: what lets several nodes list the same segments
+// ---------------------------------------------------------------------------------------
+
+/// Frames as an origin's hub hands them out: marked by `segmenter`, generation `generation`.
+fn marked(segmenter: &mut Segmenter, evs: &[Ev], generation: u32) -> Vec<Frame> {
+    evs.iter()
+        .map(|ev| {
+            let mut frame = ev.frame(generation);
+            frame.segment = segmenter.observe(&frame);
+            frame
+        })
+        .collect()
+}
+
+fn packager(frames: &[Frame]) -> HlsPackager {
+    let mut p = HlsPackager::new(config(2_000, 4, 2), true, true);
+    for f in frames {
+        p.push(f);
+    }
+    p
+}
+
+#[test]
+fn packagers_started_apart_list_the_same_segments() {
+    let mut segmenter = Segmenter::new(2_000, 1_795_000_000);
+    let mut frames = marked(&mut segmenter, &headers(0), 1);
+    frames.extend(marked(
+        &mut segmenter,
+        &media(0, 5_000, true, true, gop(1_000)),
+        1,
+    ));
+    // The publisher reconnects: a discontinuity that will have left both windows.
+    frames.extend(marked(&mut segmenter, &headers(5_000), 2));
+    frames.extend(marked(
+        &mut segmenter,
+        &media(5_000, 30_000, true, true, gop(1_000)),
+        2,
+    ));
+    let early = packager(&frames);
+    // The second node starts packaging 13.3 s in, mid-GOP.
+    let late_start = frames.iter().position(|f| f.timestamp >= 13_300).unwrap();
+    let mut late_frames = marked(&mut Segmenter::new(2_000, 0), &headers(0), 2);
+    for f in &mut late_frames {
+        f.segment = None;
+    }
+    late_frames.extend(frames[late_start..].iter().map(|f| {
+        let mut copy = Frame::new(f.kind, f.timestamp, f.payload.clone());
+        copy.generation = f.generation;
+        copy.segment = f.segment;
+        copy
+    }));
+    let late = packager(&late_frames);
+    let text = early.playlist(uri);
+    assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    assert_eq!(late.playlist(uri), text);
+    let pl = parse_playlist(&text);
+    // Segments 0-14 closed (starts at 0, 2, 4, then 5, 7, ... 27 s), the last 4 listed.
+    assert_eq!(pl.media_sequence, 1_795_000_000 + 11);
+    assert_eq!(pl.segments.len(), 4);
+}
+
+/// Segments 100-103 (0-6.1 s) from one source, then the stream moves to another whose
+/// segments are numbered from `then`.
+fn moved_to_another_source(then: u64) -> HlsPackager {
+    let mut first = Segmenter::new(2_000, 100);
+    let mut frames = marked(&mut first, &headers(0), 1);
+    frames.extend(marked(
+        &mut first,
+        &media(0, 6_100, true, true, gop(2_000)),
+        1,
+    ));
+    let mut second = Segmenter::new(2_000, then);
+    frames.extend(marked(&mut second, &headers(6_100), 2));
+    let keys = |ts: u64| ts % 2_000 == 120;
+    frames.extend(marked(
+        &mut second,
+        &media(6_120, 10_100, true, true, keys),
+        2,
+    ));
+    packager(&frames)
+}
+
+#[test]
+fn numbers_that_jump_start_the_listing_again() {
+    // Another origin took over, numbering from its own start.
+    let p = moved_to_another_source(900);
+    let pl = parse_playlist(&p.playlist(uri));
+    assert_eq!(pl.media_sequence, 900);
+    assert!(pl.segments[0].discontinuity);
+    assert_eq!(pl.discontinuity_sequence, 0);
+    assert!(p.segment(101).is_none(), "the old listing is gone");
+    assert!(p.segment(900).is_some());
+}
+
+#[test]
+fn numbers_that_go_back_are_counted_on() {
+    let p = moved_to_another_source(50);
+    let pl = parse_playlist(&p.playlist(uri));
+    let uris: Vec<&str> = pl.segments.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        ["seg-101.ts", "seg-102.ts", "seg-103.ts", "seg-104.ts"]
+    );
+    // 100-103 from the first source (103 cut short by the break), then 50 counted as 104.
+    assert!(pl.segments[3].discontinuity && !pl.segments[2].discontinuity);
 }
