@@ -43,6 +43,40 @@ fn rtmp_and_http_flv_playback_decode_video_and_audio() {
 }
 
 #[test]
+fn http10_clients_get_flv_without_chunked_framing() {
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("old"), Source::AudioVideo, 25, 0);
+    server.wait_live("old");
+    let mut socket = TcpStream::connect(server.http).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .write_all(b"GET /live/old.flv HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    while raw.len() < 200_000 {
+        let n = socket.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(!head.contains("chunked"), "{head}");
+    // The body is a plain FLV: header, then tags back to back.
+    let mut body = BytesMut::from(&raw[end..]);
+    let mut reader = media::flv::FlvReader::new();
+    let mut video = 0;
+    while let Some(tag) = reader.read(&mut body).expect("a plain FLV body") {
+        video += usize::from(tag.tag_type == TAG_VIDEO);
+    }
+    assert!(reader.header().is_some());
+    assert!(video > 10, "{video} video tags");
+}
+
+#[test]
 fn late_joiner_starts_with_a_keyframe_within_100ms() {
     let server = Server::start(&[]);
     // 2 s GOP, joined mid-GOP: without the GOP cache the first picture would wait.
@@ -370,6 +404,7 @@ fn http_answers_404_cors_preflight_health_and_metrics() {
     assert!(r.head.contains("Access-Control-Allow-Methods"));
 
     assert_eq!(http_get(server.http, "/healthz").unwrap().status, 200);
+    assert_eq!(http_get(server.http, "/readyz").unwrap().status, 200);
     let _p = publish(&server.rtmp_url("m"), Source::AudioVideo, 25, 0);
     server.wait_live("m");
     let r = FlvViewer::connect(server.http, "m");

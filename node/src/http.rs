@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use media::flv;
-use media::hub::Subscriber;
+use media::hub::{Frame, Subscriber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
@@ -67,6 +67,8 @@ struct Request {
     method: String,
     path: String,
     keep_alive: bool,
+    /// An HTTP/1.0 client, which does not understand chunked transfer encoding.
+    http10: bool,
 }
 
 async fn connection(
@@ -125,6 +127,15 @@ async fn connection(
                 )
                 .await?;
             }
+            // Ready while accepting work; a draining node says no so balancers move on.
+            ("GET" | "HEAD", "/readyz") => {
+                let (status, body): (&str, &[u8]) = if node.is_shutting_down() {
+                    ("503 Service Unavailable", b"shutting down\n")
+                } else {
+                    ("200 OK", b"ready\n")
+                };
+                respond(&mut socket, status, "text/plain", body, head_only, keep).await?;
+            }
             ("GET" | "HEAD", "/metrics") => {
                 let body = node.metrics.render(&node.hub);
                 respond(
@@ -149,14 +160,19 @@ async fn connection(
                     }
                     return Ok(());
                 };
+                let framing = if request.http10 {
+                    FlvFraming::UntilClose
+                } else {
+                    FlvFraming::Chunked
+                };
                 if head_only {
-                    let head = flv_response_head();
+                    let head = flv_response_head(framing);
                     socket.write_all(head.as_bytes()).await?;
                     return Ok(());
                 }
                 // An edge pulling the stream also wants to know where HLS segments begin.
                 let marks = request.path.contains(SEGMENT_MARKS_QUERY);
-                return stream_flv(socket, peer, sub, marks, node).await;
+                return stream_flv(socket, peer, sub, framing, marks, node).await;
             }
             ("GET" | "HEAD", p) if p.ends_with(".m3u8") => {
                 let playlist = match hls_stream(p, ".m3u8") {
@@ -368,12 +384,48 @@ fn parse_head(head: &[u8]) -> Result<Request, HttpError> {
         method: req.method.unwrap_or("").to_owned(),
         path: req.path.unwrap_or("").to_owned(),
         keep_alive,
+        http10: version == 0,
     })
 }
 
-fn flv_response_head() -> String {
+/// How an FLV response body is framed.
+#[derive(Clone, Copy, PartialEq)]
+enum FlvFraming {
+    /// Each tag one chunk (HTTP/1.1): a viewer that falls behind drops whole chunks.
+    Chunked,
+    /// Raw tags until the connection closes, for HTTP/1.0 clients.
+    UntilClose,
+}
+
+impl FlvFraming {
+    /// `tag` (a whole FLV tag) framed for the body.
+    fn frame(self, tag: &[u8]) -> Bytes {
+        match self {
+            FlvFraming::Chunked => flv::http_chunk(tag),
+            FlvFraming::UntilClose => Bytes::copy_from_slice(tag),
+        }
+    }
+
+    /// A frame's tag framed for the body; shares the frame's bytes either way.
+    fn frame_of(self, frame: &Frame) -> Bytes {
+        let chunk = frame.flv_http_chunk();
+        match self {
+            FlvFraming::Chunked => chunk.clone(),
+            FlvFraming::UntilClose => {
+                let start = chunk.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                chunk.slice(start..chunk.len() - 2)
+            }
+        }
+    }
+}
+
+fn flv_response_head(framing: FlvFraming) -> String {
+    let (version, encoding) = match framing {
+        FlvFraming::Chunked => ("1.1", "Transfer-Encoding: chunked\r\n"),
+        FlvFraming::UntilClose => ("1.0", ""),
+    };
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\n{CORS}\
+        "HTTP/{version} 200 OK\r\nContent-Type: video/x-flv\r\n{encoding}{CORS}\
          Cache-Control: no-cache, no-store\r\nConnection: close\r\n\r\n"
     )
 }
@@ -387,6 +439,7 @@ async fn stream_flv(
     mut socket: TcpStream,
     peer: SocketAddr,
     mut sub: Subscriber,
+    framing: FlvFraming,
     marks: bool,
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
@@ -394,8 +447,8 @@ async fn stream_flv(
     crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
     debug!(stream = %sub.name(), %peer, "http-flv viewer start");
     let flv_header = flv::header(sub.has_audio(), sub.has_video());
-    let head = Bytes::from(flv_response_head());
-    let mut bufs = VecDeque::from([head, flv::http_chunk(&flv_header)]);
+    let head = Bytes::from(flv_response_head(framing));
+    let mut bufs = VecDeque::from([head, framing.frame(&flv_header)]);
     egress::write_units(&mut socket, &mut bufs, |_| false, &node.metrics).await?;
 
     let mut slow = SlowViewerGuard::default();
@@ -415,11 +468,11 @@ async fn stream_flv(
                 if let Some(mark) = frame.segment.filter(|_| marks) {
                     let tag =
                         flv::encode_tag(flv::TAG_SCRIPT, frame.timestamp as u32, &mark.to_script());
-                    bufs.push_back(flv::http_chunk(&tag));
+                    bufs.push_back(framing.frame(&tag));
                 }
-                bufs.push_back(frame.flv_http_chunk().clone());
+                bufs.push_back(framing.frame_of(frame));
             }
-            if batch.ended {
+            if batch.ended && framing == FlvFraming::Chunked {
                 bufs.push_back(Bytes::from_static(b"0\r\n\r\n"));
             }
             let dropped = egress::write_units(
