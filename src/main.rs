@@ -362,7 +362,7 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
     // Media sequence numbers start at the Unix time in seconds; shorter segments could
     // outrun the clock and reuse numbers when a stream is published again.
     if args.hls_segment < 1.0 {
-        anyhow::bail!("--hls-segment must be at least 1 second");
+        bail!("--hls-segment must be at least 1 second");
     }
     let hls_segment = seconds("hls-segment", args.hls_segment)?;
     Ok(NodeConfig {
