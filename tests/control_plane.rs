@@ -67,7 +67,13 @@ fn channel_keys_gate_publishing_and_persist_across_restarts() {
     loop {
         let (_, stat) = server.api("GET", "/stat/livestat", None);
         let (_, rooms) = server.api("GET", "/api/v1/rooms", None);
-        if stat.contains("live/movie") && rooms.contains("\"movie\"") && rooms.contains("h264") {
+        // The refreshed lease carries codecs and byte counts (livego's `*_total_bytes`).
+        let counted = !stat.contains("\"video_total_bytes\":0,");
+        if stat.contains("live/movie")
+            && counted
+            && rooms.contains("\"movie\"")
+            && rooms.contains("h264")
+        {
             assert!(!rooms.contains(&key), "keys must not be listed with rooms");
             break;
         }

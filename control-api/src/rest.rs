@@ -294,15 +294,25 @@ async fn livestat_data(state: &AppState) -> ApiResult<Value> {
         let Some(room) = room_of(&lease.stream) else {
             continue;
         };
+        // livego's speeds are bytes per millisecond: kbit/s / 8. The lease has one recent
+        // rate; it is shared out by the tracks' byte counts.
+        let total_speed = lease.bitrate_kbps / 8;
+        let total_bytes = lease.video_bytes + lease.audio_bytes;
+        let video_speed = match total_bytes {
+            0 => total_speed,
+            _ => {
+                (u128::from(total_speed) * u128::from(lease.video_bytes) / u128::from(total_bytes))
+                    as u64
+            }
+        };
         publishers.push(LivegoStream {
             key: lease.stream.clone(),
             url: format!("rtmp://{}/{APP}/{room}", lease.addrs.rtmp),
             stream_id: 0,
-            video_total_bytes: 0,
-            // We only know the whole ingest rate: kbit/s / 8 = bytes per millisecond.
-            video_speed: lease.bitrate_kbps / 8,
-            audio_total_bytes: 0,
-            audio_speed: 0,
+            video_total_bytes: lease.video_bytes,
+            video_speed,
+            audio_total_bytes: lease.audio_bytes,
+            audio_speed: total_speed - video_speed,
         });
         for (node_id, viewers) in viewers_by_node(lease, &nodes) {
             let http = match nodes_by_id.get(node_id.as_str()) {

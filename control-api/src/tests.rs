@@ -99,6 +99,8 @@ fn lease(room: &str, node: &str, session: &str) -> StreamLease {
         width: Some(1280),
         height: Some(720),
         bitrate_kbps: 2_400,
+        video_bytes: 9_000_000,
+        audio_bytes: 1_000_000,
         viewers: 2,
     }
 }
@@ -331,7 +333,8 @@ async fn livestat_lists_publishers_and_players() {
         publishers[0],
         json!({
             "key": "live/movie", "url": "rtmp://10.0.0.1:1935/live/movie", "stream_id": 0,
-            "video_total_bytes": 0, "video_speed": 300, "audio_total_bytes": 0, "audio_speed": 0
+            "video_total_bytes": 9_000_000, "video_speed": 270,
+            "audio_total_bytes": 1_000_000, "audio_speed": 30
         })
     );
     let players = body["data"]["players"].as_array().unwrap();

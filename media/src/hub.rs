@@ -180,14 +180,21 @@ pub struct PublishStats {
     pub audio_codec: Option<&'static str>,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// Payload bytes received from the publisher so far.
+    /// Payload bytes received from the publisher so far: all, video, audio.
     pub bytes_in: u64,
+    pub video_bytes_in: u64,
+    pub audio_bytes_in: u64,
     pub viewers: usize,
 }
 
 impl PublishStats {
     fn observe(&mut self, kind: MediaKind, sequence_header: bool, payload: &[u8]) {
         self.bytes_in += payload.len() as u64;
+        match kind {
+            MediaKind::Video => self.video_bytes_in += payload.len() as u64,
+            MediaKind::Audio => self.audio_bytes_in += payload.len() as u64,
+            MediaKind::Metadata => {}
+        }
         if !sequence_header {
             return;
         }

@@ -235,6 +235,8 @@ async fn keep_lease(
         lease.width = s.width;
         lease.height = s.height;
         lease.viewers = s.viewers as u64;
+        lease.video_bytes = s.video_bytes_in;
+        lease.audio_bytes = s.audio_bytes_in;
         // A shutdown or a release interrupts a refresh, so that the lease is not claimed
         // again after the release was decided.
         let held_before = acquired;

@@ -53,6 +53,11 @@ pub struct StreamLease {
     pub height: Option<u32>,
     /// Ingest bit rate over the last heartbeat period.
     pub bitrate_kbps: u64,
+    /// Video and audio payload bytes received since publishing started.
+    #[serde(default)]
+    pub video_bytes: u64,
+    #[serde(default)]
+    pub audio_bytes: u64,
     /// Viewers on the owning node.
     pub viewers: u64,
 }

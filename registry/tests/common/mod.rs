@@ -31,6 +31,8 @@ pub fn lease(stream: &str, session: &str) -> StreamLease {
         width: Some(1280),
         height: Some(720),
         bitrate_kbps: 2500,
+        video_bytes: 0,
+        audio_bytes: 0,
         viewers: 0,
     }
 }
@@ -158,6 +160,8 @@ pub async fn check_leases(reg: &dyn Registry) {
     );
     let a3 = StreamLease {
         bitrate_kbps: 4000,
+        video_bytes: 1_000_000,
+        audio_bytes: 64_000,
         viewers: 9,
         ..a.clone()
     };
