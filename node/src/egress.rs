@@ -90,23 +90,24 @@ impl TrackFilter {
     }
 }
 
-/// Frames ready to go out, gathered from what the subscriber has queued.
+/// Frames ready to go out, gathered from what the subscriber has queued. Each viewer
+/// keeps one and refills it, so batches cost no allocation.
+#[derive(Default)]
 pub struct Batch {
     pub frames: Vec<Arc<Frame>>,
     pub ended: bool,
 }
 
-/// Wait for at least one delivery, then take everything else already queued so it leaves
-/// in one write.
+/// Wait for at least one delivery, then take everything else already queued into `batch`
+/// (emptied first) so it leaves in one write.
 pub async fn next_batch(
     sub: &mut Subscriber,
     slow: &mut SlowViewerGuard,
     metrics: &Metrics,
-) -> Result<Batch, EgressError> {
-    let mut batch = Batch {
-        frames: Vec::new(),
-        ended: false,
-    };
+    batch: &mut Batch,
+) -> Result<(), EgressError> {
+    batch.frames.clear();
+    batch.ended = false;
     let mut delivery = Some(sub.next().await);
     while let Some(d) = delivery {
         match d {
@@ -122,7 +123,7 @@ pub async fn next_batch(
         }
         delivery = sub.try_next();
     }
-    Ok(batch)
+    Ok(())
 }
 
 /// Write every buffer (each a whole frame or message), as few syscalls as the socket

@@ -453,9 +453,10 @@ async fn stream_flv(
 
     let mut slow = SlowViewerGuard::default();
     let mut scratch = [0u8; 512];
+    let mut batch = egress::Batch::default();
     loop {
-        let batch = tokio::select! {
-            batch = egress::next_batch(&mut sub, &mut slow, &node.metrics) => batch,
+        let taken = tokio::select! {
+            taken = egress::next_batch(&mut sub, &mut slow, &node.metrics, &mut batch) => taken,
             read = socket.read(&mut scratch) => match read {
                 // The viewer hung up (or sent something we ignore).
                 Ok(0) | Err(_) => return Ok(()),
@@ -463,7 +464,7 @@ async fn stream_flv(
             },
         };
         let result = async {
-            let batch = batch?;
+            taken?;
             for frame in &batch.frames {
                 if let Some(mark) = frame.segment.filter(|_| marks) {
                     let tag =

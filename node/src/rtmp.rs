@@ -86,7 +86,8 @@ struct Connection {
     node: Arc<Node>,
     session: ServerSession,
     input: BytesMut,
-    /// Buffers of the batch being written to a player.
+    /// Frames taken for a player, and the buffers being written: both reused.
+    batch: egress::Batch,
     queued: VecDeque<Bytes>,
     role: Role,
 }
@@ -102,6 +103,7 @@ impl Connection {
             node,
             session: ServerSession::new(random),
             input: BytesMut::with_capacity(READ_BUFFER),
+            batch: egress::Batch::default(),
             queued: VecDeque::new(),
             role: Role::Negotiating,
         }
@@ -141,8 +143,9 @@ impl Connection {
             let n = if let Role::Playing { sub, slow, .. } = &mut self.role {
                 tokio::select! {
                     read = self.socket.read_buf(&mut self.input) => read?,
-                    batch = egress::next_batch(sub, slow, &self.node.metrics) => {
-                        self.send_batch(batch?).await?;
+                    taken = egress::next_batch(sub, slow, &self.node.metrics, &mut self.batch) => {
+                        taken?;
+                        self.send_batch().await?;
                         continue;
                     }
                 }
@@ -334,7 +337,14 @@ impl Connection {
         self.role = Role::Closing;
     }
 
-    async fn send_batch(&mut self, batch: egress::Batch) -> Result<(), ConnError> {
+    async fn send_batch(&mut self) -> Result<(), ConnError> {
+        let batch = std::mem::take(&mut self.batch);
+        let result = self.write_batch(&batch).await;
+        self.batch = batch;
+        result
+    }
+
+    async fn write_batch(&mut self, batch: &egress::Batch) -> Result<(), ConnError> {
         let Role::Playing { tracks, name, .. } = &self.role else {
             return Ok(());
         };
