@@ -27,6 +27,8 @@ pub struct SegmentMark {
 
 /// The name of the FLV script tag that carries a mark from origin to edge.
 const SCRIPT_NAME: &str = "onFerroliveSegment";
+/// 2^53: the largest of the whole numbers an f64 (AMF0's only number type) holds exactly.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
 
 impl SegmentMark {
     /// The mark as an FLV script tag payload (AMF0).
@@ -50,7 +52,11 @@ impl SegmentMark {
             [Amf0Value::String(name), Amf0Value::EcmaArray(fields)] if name == SCRIPT_NAME => {
                 let field = |key: &str| {
                     fields.iter().find_map(|(k, v)| match v {
-                        Amf0Value::Number(n) if k == key && n.is_finite() && *n >= 0.0 => {
+                        // Whole numbers an f64 holds exactly: far from overflowing anything
+                        // a packager adds to them.
+                        Amf0Value::Number(n)
+                            if k == key && *n >= 0.0 && *n <= MAX_EXACT && n.fract() == 0.0 =>
+                        {
                             Some(*n as u64)
                         }
                         _ => None,
@@ -229,5 +235,13 @@ mod tests {
         ]);
         assert_eq!(SegmentMark::from_script(&metadata), None);
         assert_eq!(SegmentMark::from_script(&[0xFF, 0x00]), None);
+        let huge = amf::encode_all(&[
+            Amf0Value::String(SCRIPT_NAME.into()),
+            Amf0Value::EcmaArray(vec![
+                ("sequence".into(), Amf0Value::Number(1e300)),
+                ("discontinuity".into(), Amf0Value::Number(0.0)),
+            ]),
+        ]);
+        assert_eq!(SegmentMark::from_script(&huge), None, "out of range");
     }
 }
