@@ -400,19 +400,51 @@ fn node_id(cluster: &ClusterArgs) -> String {
 }
 
 /// The advertised host must be reachable by other nodes: loopback and unspecified
-/// addresses are refused unless explicitly allowed.
+/// addresses are refused unless explicitly allowed. An IPv6 address comes back in
+/// brackets, ready to take a `:port`.
 fn advertised_host(cluster: &ClusterArgs) -> anyhow::Result<String> {
     let Some(host) = cluster.advertise_host.clone() else {
         bail!("--advertise-host is required: the host other nodes reach this one at");
     };
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
     let local = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        || ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified());
     if local && !cluster.allow_loopback_advertise {
         bail!("--advertise-host {host} is not reachable from other machines; pass --allow-loopback-advertise for a one-host cluster");
     }
-    Ok(host)
+    Ok(match ip {
+        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(arg: &str, allow_loopback: bool) -> anyhow::Result<String> {
+        let cli = Cli::try_parse_from(["ferrolive", "origin", "--advertise-host", arg])?;
+        let Some(Command::Origin(mut args)) = cli.command else {
+            unreachable!("parsed as origin");
+        };
+        args.cluster.allow_loopback_advertise = allow_loopback;
+        advertised_host(&args.cluster)
+    }
+
+    #[test]
+    fn advertised_hosts_take_a_port() {
+        assert_eq!(host("10.0.0.5", false).unwrap(), "10.0.0.5");
+        assert_eq!(host("edge-1.example", false).unwrap(), "edge-1.example");
+        assert_eq!(host("2001:db8::7", false).unwrap(), "[2001:db8::7]");
+        assert_eq!(host("[2001:db8::7]", false).unwrap(), "[2001:db8::7]");
+        assert!(host("::1", false).is_err() && host("[::]", false).is_err());
+        assert!(host("127.0.0.1", false).is_err() && host("localhost", false).is_err());
+        assert_eq!(host("::1", true).unwrap(), "[::1]");
+    }
 }
 
 /// SIGTERM or Ctrl-C.
