@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::amf::{self, Amf0Value};
 use crate::codec::{self, VideoFrameKind, VideoPacketKind};
 use crate::flv;
 use crate::rtmp::chunk;
@@ -337,8 +338,10 @@ impl Hub {
         initial.extend(state.gop.iter().cloned());
         // Without a cached keyframe the viewer waits for the next one before any video.
         let waiting_for_key = state.has_video && state.gop.is_empty();
-        let has_audio = state.has_audio;
-        let has_video = state.has_video;
+        // A viewer joining before the first frames still learns the tracks (for its FLV
+        // header, which players read once) from the metadata.
+        let has_audio = state.has_audio || state.declared.audio;
+        let has_video = state.has_video || state.declared.video;
         drop(state);
         Some(Subscriber {
             backlog: self.config.backlog.max(16),
@@ -434,6 +437,7 @@ impl Stream {
                 gop_max_frames: config.gop_max_frames,
                 has_audio: false,
                 has_video: false,
+                declared: DeclaredTracks::default(),
                 audio_clock: TrackClock::default(),
                 video_clock: TrackClock::default(),
                 stats: PublishStats::default(),
@@ -480,9 +484,34 @@ struct StreamState {
     gop_max_frames: usize,
     has_audio: bool,
     has_video: bool,
+    /// The tracks the publisher's metadata announces, before their frames arrive.
+    declared: DeclaredTracks,
     audio_clock: TrackClock,
     video_clock: TrackClock,
     stats: PublishStats,
+}
+
+/// Tracks named by `onMetaData` (`audiocodecid` / `videocodecid`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct DeclaredTracks {
+    audio: bool,
+    video: bool,
+}
+
+impl DeclaredTracks {
+    fn of_metadata(payload: &[u8]) -> DeclaredTracks {
+        let values = amf::decode_all(payload).unwrap_or_default();
+        let mut declared = DeclaredTracks::default();
+        for value in &values {
+            if let Amf0Value::EcmaArray(fields) | Amf0Value::Object(fields) = value {
+                for (name, _) in fields {
+                    declared.audio |= name == "audiocodecid";
+                    declared.video |= name == "videocodecid";
+                }
+            }
+        }
+        declared
+    }
 }
 
 impl StreamState {
@@ -524,7 +553,7 @@ impl StreamState {
                 frame.key = !self.has_video && !frame.sequence_header;
             }
             MediaKind::Video => self.has_video = true,
-            MediaKind::Metadata => {}
+            MediaKind::Metadata => self.declared = DeclaredTracks::of_metadata(&frame.payload),
         }
         frame.segment = match &mut self.segmenter {
             Some(segmenter) => segmenter.observe(&frame),

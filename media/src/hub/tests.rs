@@ -1036,3 +1036,30 @@ fn ending_sends_what_is_held() {
     p.finish(&hub);
     assert_eq!(drain(&mut sub), vec![Got::Frame(araw(3)), Got::End]);
 }
+
+#[test]
+fn a_viewer_joining_before_any_frame_learns_the_tracks_from_metadata() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    let announced = |fields: &[&str]| {
+        Bytes::from(amf::encode_all(&[
+            Amf0Value::String("onMetaData".into()),
+            Amf0Value::EcmaArray(
+                fields
+                    .iter()
+                    .map(|f| ((*f).to_owned(), Amf0Value::Number(7.0)))
+                    .collect(),
+            ),
+        ]))
+    };
+    feed(&mut p, now).meta(announced(&["width", "videocodecid", "audiocodecid"]));
+    let sub = hub.subscribe("room").unwrap();
+    assert!(sub.has_audio() && sub.has_video());
+    feed(&mut p, now).meta(announced(&["audiocodecid"]));
+    let radio = hub.subscribe("room").unwrap();
+    assert!(radio.has_audio() && !radio.has_video());
+    feed(&mut p, now).meta(Bytes::from_static(b"not amf"));
+    let unknown = hub.subscribe("room").unwrap();
+    assert!(!unknown.has_audio() && !unknown.has_video());
+}
