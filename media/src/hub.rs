@@ -743,6 +743,14 @@ impl Subscriber {
         self.has_video
     }
 
+    /// Catch up with the tracks the stream has shown or announced since the viewer joined
+    /// (a viewer that came before the publisher's first messages knows none).
+    pub fn refresh_tracks(&mut self) {
+        let state = self.stream.lock();
+        self.has_audio |= state.has_audio || state.declared.audio;
+        self.has_video |= state.has_video || state.declared.video;
+    }
+
     /// Frames dropped for this viewer so far.
     pub fn skipped(&self) -> u64 {
         self.skipped

@@ -430,6 +430,9 @@ fn flv_response_head(framing: FlvFraming) -> String {
     )
 }
 
+/// How long an HTTP-FLV viewer of a stream with no known track yet waits for one.
+const TRACKS_WAIT: Duration = Duration::from_secs(1);
+
 /// In an FLV request's query: send each [`SegmentMark`] as a script tag ahead of its frame.
 pub const SEGMENT_MARKS_QUERY: &str = "segment_marks=1";
 
@@ -446,6 +449,13 @@ async fn stream_flv(
     let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
     crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
     debug!(stream = %sub.name(), %peer, "http-flv viewer start");
+    // Players read the header's track flags once: a viewer that came before the
+    // publisher's first messages waits (briefly) to learn the tracks.
+    let deadline = tokio::time::Instant::now() + TRACKS_WAIT;
+    while !sub.has_audio() && !sub.has_video() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sub.refresh_tracks();
+    }
     let flv_header = flv::header(sub.has_audio(), sub.has_video());
     let head = Bytes::from(flv_response_head(framing));
     let mut bufs = VecDeque::from([head, framing.frame(&flv_header)]);
