@@ -54,9 +54,17 @@ impl Server {
         Server::spawn("standalone", &args)
     }
 
-    /// `ferrolive <subcommand>` with fresh listener ports and `args`.
+    /// `ferrolive <subcommand>` with fresh listener ports and `args`. Tests run in
+    /// parallel, so a port found free may be taken before the node binds it: then it tries
+    /// other ports.
     pub fn spawn(subcommand: &str, args: &[&str]) -> Server {
-        Server::spawn_at(subcommand, args, local_addr(), local_addr(), local_addr())
+        for _ in 0..5 {
+            let (rtmp, http, api) = (local_addr(), local_addr(), local_addr());
+            if let Some(server) = Server::try_spawn_at(subcommand, args, rtmp, http, api) {
+                return server;
+            }
+        }
+        panic!("{subcommand} did not start on any free ports");
     }
 
     /// The same on given addresses (to restart a node where it was).
@@ -67,6 +75,19 @@ impl Server {
         http: SocketAddr,
         api: SocketAddr,
     ) -> Server {
+        Server::try_spawn_at(subcommand, args, rtmp, http, api)
+            .unwrap_or_else(|| panic!("{subcommand} exited while starting (its ports taken?)"))
+    }
+
+    /// `None` when the node exits while starting (a node that cannot bind exits at once;
+    /// a check that only asks the port could be answered by another test's server).
+    fn try_spawn_at(
+        subcommand: &str,
+        args: &[&str],
+        rtmp: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Option<Server> {
         require_ffmpeg();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolive"));
         cmd.arg(subcommand);
@@ -99,12 +120,17 @@ impl Server {
         } else {
             (http, "/healthz")
         };
+        let mut server = server;
         let deadline = Instant::now() + Duration::from_secs(10);
         while http_get(probe, path).map(|r| r.status) != Some(200) {
+            if !server.is_running() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "{subcommand} did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
+        std::thread::sleep(Duration::from_millis(50));
+        server.is_running().then_some(server)
     }
 
     /// Stop the process abruptly, as a crash would.
@@ -185,6 +211,25 @@ impl Drop for Server {
     }
 }
 
+/// The process id of the redis-server answering on `port`, if one does.
+fn redis_pid(port: u16) -> Option<u32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("process_id:") || !reply.ends_with(b"\r\n") {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let line = text.lines().find_map(|l| l.strip_prefix("process_id:"))?;
+    line.trim().parse().ok()
+}
+
 /// A real redis-server on a free port, killed when dropped.
 pub struct Redis {
     child: Child,
@@ -192,12 +237,25 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// On a free port. Tests run in parallel, so a port found free may be taken before
+    /// redis-server binds it: then it tries another.
     pub fn start() -> Redis {
-        Redis::start_on(free_port())
+        for _ in 0..5 {
+            if let Some(redis) = Redis::try_start_on(free_port()) {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any free port");
     }
 
     pub fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
+        Redis::try_start_on(port).unwrap_or_else(|| panic!("redis-server did not start on {port}"))
+    }
+
+    /// `None` when another process holds the port (a check that only connects could be
+    /// answered by another test's server).
+    fn try_start_on(port: u16) -> Option<Redis> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -214,11 +272,21 @@ impl Redis {
                 "redis-server is required: run the test command from README.md, which installs it",
             );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if let Some(pid) = redis_pid(port) {
+                if pid == child.id() {
+                    return Some(Redis { child, port });
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
     }
 
     pub fn url(&self) -> String {
