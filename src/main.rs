@@ -127,9 +127,9 @@ struct StandaloneArgs {
     auth: ApiAuthArgs,
 }
 
-/// How a node joins the cluster.
+/// The cluster's Redis (origins, edges and the cluster's control API).
 #[derive(Args, Clone)]
-struct ClusterArgs {
+struct ClusterRedisArgs {
     /// The cluster's Redis.
     #[arg(
         long,
@@ -139,6 +139,21 @@ struct ClusterArgs {
     redis_url: String,
     #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
     redis_prefix: String,
+}
+
+impl ClusterRedisArgs {
+    async fn connect(&self) -> anyhow::Result<Arc<dyn Registry>> {
+        Ok(Arc::new(
+            RedisRegistry::connect(&self.redis_url, &self.redis_prefix).await?,
+        ))
+    }
+}
+
+/// How a node joins the cluster.
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    #[command(flatten)]
+    redis: ClusterRedisArgs,
     /// This node's id in the registry (default: the host name).
     #[arg(long, env = "FERROLIVE_NODE_ID")]
     node_id: Option<String>,
@@ -186,14 +201,8 @@ struct ControlApiArgs {
     /// Control API listen address (REST and gRPC).
     #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
     api_addr: SocketAddr,
-    #[arg(
-        long,
-        env = "FERROLIVE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    redis_url: String,
-    #[arg(long, env = "FERROLIVE_REDIS_PREFIX", default_value = "ferrolive:")]
-    redis_prefix: String,
+    #[command(flatten)]
+    redis: ClusterRedisArgs,
     #[arg(long, env = "FERROLIVE_LOG", default_value = "info")]
     log: String,
     #[command(flatten)]
@@ -285,9 +294,6 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let seconds = |name: &str, v: f64| {
-        Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
-    };
     let mut config = node_config(&args.media)?;
     // An edge's HLS segments are its origin's: the marks come with the pulled stream.
     config.hub.segments = Segmenting::Upstream;
@@ -310,8 +316,7 @@ async fn cluster_control(
     role: NodeRole,
     require_key: bool,
 ) -> anyhow::Result<ControlConfig> {
-    let registry: Arc<dyn Registry> =
-        Arc::new(RedisRegistry::connect(&cluster.redis_url, &cluster.redis_prefix).await?);
+    let registry = cluster.redis.connect().await?;
     let host = advertised_host(cluster)?;
     Ok(ControlConfig {
         registry,
@@ -327,8 +332,7 @@ async fn cluster_control(
 }
 
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
-    let registry: Arc<dyn Registry> =
-        Arc::new(RedisRegistry::connect(&args.redis_url, &args.redis_prefix).await?);
+    let registry = args.redis.connect().await?;
     control_api::run(
         api_config(args.api_addr, &args.auth),
         registry,
@@ -356,9 +360,6 @@ fn announce_auth(media: &MediaArgs) {
 }
 
 fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
-    let seconds = |name: &str, v: f64| {
-        Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
-    };
     // Media sequence numbers start at the Unix time in seconds; shorter segments could
     // outrun the clock and reuse numbers when a stream is published again.
     if args.hls_segment < 1.0 {
@@ -399,6 +400,11 @@ fn node_id(cluster: &ClusterArgs) -> String {
     })
 }
 
+/// A duration flag given in (fractional) seconds.
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("invalid --{name}: {v}"))
+}
+
 /// The advertised host must be reachable by other nodes: loopback and unspecified
 /// addresses are refused unless explicitly allowed. An IPv6 address comes back in
 /// brackets, ready to take a `:port`.
@@ -420,6 +426,25 @@ fn advertised_host(cluster: &ClusterArgs) -> anyhow::Result<String> {
         Some(IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => host,
     })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]
@@ -445,23 +470,4 @@ mod tests {
         assert!(host("127.0.0.1", false).is_err() && host("localhost", false).is_err());
         assert_eq!(host("::1", true).unwrap(), "[::1]");
     }
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -210,28 +210,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let (rtmp_url, flv_url, hls_url) = (rtmp_url.clone(), flv_url.clone(), hls_url.clone());
         handles.push(tokio::spawn(async move {
             let mut t = Tracker::new(shared, proto);
-            let result = match proto {
-                Proto::Rtmp => {
-                    tokio::time::timeout_at(
-                        stop,
-                        rtmp::player(rtmp_url.as_ref().expect("checked"), &mut t),
-                    )
-                    .await
+            let result = match (proto, rtmp_url, flv_url, hls_url) {
+                (Proto::Rtmp, Some(url), _, _) => {
+                    tokio::time::timeout_at(stop, rtmp::player(&url, &mut t)).await
                 }
-                Proto::Flv => {
-                    tokio::time::timeout_at(
-                        stop,
-                        players::flv_player(flv_url.as_ref().expect("checked"), &mut t),
-                    )
-                    .await
+                (Proto::Flv, _, Some(url), _) => {
+                    tokio::time::timeout_at(stop, players::flv_player(&url, &mut t)).await
                 }
-                Proto::Hls => {
-                    tokio::time::timeout_at(
-                        stop,
-                        players::hls_player(hls_url.as_ref().expect("checked"), &mut t),
-                    )
-                    .await
+                (Proto::Hls, _, _, Some(url)) => {
+                    tokio::time::timeout_at(stop, players::hls_player(&url, &mut t)).await
                 }
+                // Players are only made for protocols with a URL (checked above).
+                _ => Ok(Err(anyhow!("no URL for this protocol"))),
             };
             match result {
                 Err(_elapsed) => t.finish(Ok(()), false),

@@ -109,31 +109,29 @@ impl Client {
         t: &mut Tracker,
         sink: &mut impl FnMut(&[u8]),
     ) -> anyhow::Result<u16> {
-        for attempt in 0..2 {
-            let reused = self.conn.as_ref().is_some_and(|(a, _)| *a == url.addr());
-            if !reused {
-                let s = TcpStream::connect(url.addr()).await.context("connect")?;
-                let _ = s.set_nodelay(true);
-                self.conn = Some((url.addr(), s));
-                self.raw.clear();
-            }
-            let (_, stream) = self.conn.as_mut().expect("connected above");
-            match fetch(stream, url, &mut self.raw, t, sink).await {
+        let mut may_retry = true;
+        loop {
+            let (mut stream, reused) = match self.conn.take() {
+                Some((addr, stream)) if addr == url.addr() => (stream, true),
+                _ => {
+                    let s = TcpStream::connect(url.addr()).await.context("connect")?;
+                    let _ = s.set_nodelay(true);
+                    self.raw.clear();
+                    (s, false)
+                }
+            };
+            match fetch(&mut stream, url, &mut self.raw, t, sink).await {
                 Ok((status, keep)) => {
-                    if !keep {
-                        self.conn = None;
+                    if keep {
+                        self.conn = Some((url.addr(), stream));
                     }
                     return Ok(status);
                 }
                 // A reused connection the server closed meanwhile: retry once on a new one.
-                Err(_) if reused && attempt == 0 => self.conn = None,
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
+                Err(_) if reused && may_retry => may_retry = false,
+                Err(e) => return Err(e),
             }
         }
-        unreachable!("the second attempt returns")
     }
 }
 

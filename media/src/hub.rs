@@ -338,10 +338,7 @@ impl Hub {
         initial.extend(state.gop.iter().cloned());
         // Without a cached keyframe the viewer waits for the next one before any video.
         let waiting_for_key = state.has_video && state.gop.is_empty();
-        // A viewer joining before the first frames still learns the tracks (for its FLV
-        // header, which players read once) from the metadata.
-        let has_audio = state.has_audio || state.declared.audio;
-        let has_video = state.has_video || state.declared.video;
+        let (has_audio, has_video) = state.tracks();
         drop(state);
         Some(Subscriber {
             backlog: self.config.backlog.max(16),
@@ -515,6 +512,16 @@ impl DeclaredTracks {
 }
 
 impl StreamState {
+    /// Whether the stream has audio and video: seen, or announced by its metadata (a viewer
+    /// joining before the first frames still learns them for its FLV header, which
+    /// players read once).
+    fn tracks(&self) -> (bool, bool) {
+        (
+            self.has_audio || self.declared.audio,
+            self.has_video || self.declared.video,
+        )
+    }
+
     /// A new publisher: its timestamps restart, so both tracks rebase onto the stream clock;
     /// the old GOP is of no use to anyone joining from now on.
     fn begin_generation(&mut self) {
@@ -746,9 +753,9 @@ impl Subscriber {
     /// Catch up with the tracks the stream has shown or announced since the viewer joined
     /// (a viewer that came before the publisher's first messages knows none).
     pub fn refresh_tracks(&mut self) {
-        let state = self.stream.lock();
-        self.has_audio |= state.has_audio || state.declared.audio;
-        self.has_video |= state.has_video || state.declared.video;
+        let (audio, video) = self.stream.lock().tracks();
+        self.has_audio |= audio;
+        self.has_video |= video;
     }
 
     /// Frames dropped for this viewer so far.
