@@ -15,7 +15,7 @@
 //! most one video frame interval. [`HubConfig::merge_window`] can widen batches further.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -320,8 +320,29 @@ impl Hub {
     }
 
     /// Attach a viewer to a live stream (one with a publisher, or waiting for its publisher
-    /// to come back). `None` when nothing is published under `name`.
+    /// to come back) that takes its frames itself. `None` when nothing is published under
+    /// `name`.
     pub fn subscribe(&self, name: &str) -> Option<Subscriber> {
+        let join = self.join(name)?;
+        let (has_audio, has_video) = join.watching.tracks();
+        Some(Subscriber {
+            backlog: join.backlog,
+            stream: join.watching.0.clone(),
+            _watching: join.watching,
+            receiver: join.batches.receiver,
+            batch: Arc::default(),
+            batch_pos: 0,
+            initial: join.replay.into(),
+            waiting_for_key: join.waiting_for_key,
+            has_audio,
+            has_video,
+            skipped: 0,
+        })
+    }
+
+    /// Attach a viewer whose frames a fan-out delivers (see [`Join`]). `None` when nothing
+    /// is published under `name`.
+    pub fn join(&self, name: &str) -> Option<Join> {
         let stream = self.streams().get(name)?.clone();
         let mut state = stream.lock();
         if state.ended {
@@ -330,27 +351,24 @@ impl Hub {
         // What is pending is already in the GOP cache: send it to the viewers there are so
         // far, so that the new viewer gets it once, from the cache.
         state.flush();
-        let receiver = state.sender.subscribe();
-        let mut initial = Vec::new();
-        initial.extend(state.metadata.clone());
-        initial.extend(state.video_header.clone());
-        initial.extend(state.audio_header.clone());
-        initial.extend(state.gop.iter().cloned());
+        let mut replay = Vec::new();
+        replay.extend(state.metadata.clone());
+        replay.extend(state.video_header.clone());
+        replay.extend(state.audio_header.clone());
+        replay.extend(state.gop.iter().cloned());
         // Without a cached keyframe the viewer waits for the next one before any video.
         let waiting_for_key = state.has_video && state.gop.is_empty();
-        let (has_audio, has_video) = state.tracks();
+        let batches = BatchStream {
+            receiver: state.sender.subscribe(),
+            seq: state.batches_sent,
+        };
         drop(state);
-        Some(Subscriber {
-            backlog: self.config.backlog.max(16),
-            stream,
-            receiver,
-            batch: Arc::default(),
-            batch_pos: 0,
-            initial: initial.into(),
+        Some(Join {
+            replay,
             waiting_for_key,
-            has_audio,
-            has_video,
-            skipped: 0,
+            batches,
+            backlog: self.config.backlog.max(16),
+            watching: Watching::new(&stream),
         })
     }
 
@@ -366,7 +384,7 @@ impl Hub {
                 let state = s.lock();
                 StreamInfo {
                     name: s.name.clone(),
-                    viewers: state.sender.receiver_count(),
+                    viewers: s.watchers.load(Ordering::Relaxed),
                     has_publisher: state.publisher.is_some(),
                     has_audio: state.has_audio,
                     has_video: state.has_video,
@@ -404,6 +422,8 @@ impl Hub {
 struct Stream {
     name: String,
     state: Mutex<StreamState>,
+    /// Viewers and other consumers ([`Subscriber`]s, [`Join`]s) attached right now.
+    watchers: AtomicUsize,
 }
 
 impl Stream {
@@ -411,8 +431,10 @@ impl Stream {
         let (sender, _) = broadcast::channel(config.backlog.max(16));
         Stream {
             name: name.to_owned(),
+            watchers: AtomicUsize::new(0),
             state: Mutex::new(StreamState {
                 sender,
+                batches_sent: 0,
                 pending: Vec::new(),
                 merge_window_ms: config.merge_window.as_millis() as u64,
                 segmenter: match config.segments {
@@ -453,7 +475,7 @@ struct PublisherSlot {
 }
 
 /// Frames that go out together: a video frame and what came before it.
-type Batch = Arc<Vec<Arc<Frame>>>;
+pub type Batch = Arc<Vec<Arc<Frame>>>;
 
 /// Audio waits at most this much stream time for a video frame to go out with: a stream
 /// whose video pauses keeps its sound flowing.
@@ -461,6 +483,8 @@ const AUDIO_HOLD_MS: u64 = 100;
 
 struct StreamState {
     sender: broadcast::Sender<Batch>,
+    /// Batches sent so far: the last one's sequence number.
+    batches_sent: u64,
     /// Frames of the batch being gathered (already in the GOP cache).
     pending: Vec<Arc<Frame>>,
     merge_window_ms: u64,
@@ -600,6 +624,7 @@ impl StreamState {
             return;
         }
         let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(8));
+        self.batches_sent += 1;
         // No receivers is not an error: the stream is live with nobody watching.
         let _ = self.sender.send(Arc::new(batch));
     }
@@ -706,7 +731,7 @@ impl StatsHandle {
     pub fn get(&self) -> PublishStats {
         let state = self.0.lock();
         let mut stats = state.stats.clone();
-        stats.viewers = state.sender.receiver_count();
+        stats.viewers = self.0.watchers.load(Ordering::Relaxed);
         stats
     }
 }
@@ -722,8 +747,99 @@ pub enum Delivery {
     End,
 }
 
+/// Counts one consumer of a stream (for its viewer count) while it lives.
+pub struct Watching(Arc<Stream>);
+
+impl Watching {
+    fn new(stream: &Arc<Stream>) -> Watching {
+        stream.watchers.fetch_add(1, Ordering::Relaxed);
+        Watching(stream.clone())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Whether the stream has audio / video, seen or announced so far (for an FLV header).
+    pub fn tracks(&self) -> (bool, bool) {
+        self.0.lock().tracks()
+    }
+
+    /// Identifies the stream: a stream that ends and is published again is another one.
+    pub fn stream_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A viewer attached to a stream through a fan-out: the frames that bring it up to date,
+/// and the batches that follow them. Frames of batches up to `batches.seq()` are in
+/// `replay`; the rest are the fan-out's to deliver.
+pub struct Join {
+    /// Metadata, sequence headers and the GOP so far.
+    pub replay: Vec<Arc<Frame>>,
+    /// No keyframe is cached: video starts at the next one.
+    pub waiting_for_key: bool,
+    /// The batches after `replay`, for a fan-out that starts with this viewer.
+    pub batches: BatchStream,
+    /// How many frames the viewer may fall behind (the hub's backlog).
+    pub backlog: usize,
+    pub watching: Watching,
+}
+
+/// A stream's batches in order, numbered: what a fan-out hands to its viewers.
+pub struct BatchStream {
+    receiver: broadcast::Receiver<Batch>,
+    /// Sequence number of the last batch taken (or skipped).
+    seq: u64,
+}
+
+/// What a [`BatchStream`] yields.
+pub enum BatchEvent {
+    /// The batch numbered `seq`.
+    Batch {
+        seq: u64,
+        frames: Batch,
+    },
+    /// The fan-out fell a whole ring behind: batches up to `seq` are gone.
+    Lagged {
+        seq: u64,
+    },
+    End,
+}
+
+impl BatchStream {
+    /// Sequence number of the last batch taken (0: none sent yet).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub async fn next(&mut self) -> BatchEvent {
+        match self.receiver.recv().await {
+            Ok(frames) => {
+                self.seq += 1;
+                BatchEvent::Batch {
+                    seq: self.seq,
+                    frames,
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.seq += n;
+                BatchEvent::Lagged { seq: self.seq }
+            }
+            Err(broadcast::error::RecvError::Closed) => BatchEvent::End,
+        }
+    }
+}
+
 pub struct Subscriber {
     backlog: usize,
+    _watching: Watching,
     stream: Arc<Stream>,
     receiver: broadcast::Receiver<Batch>,
     /// The batch being handed out, from `batch_pos` on.

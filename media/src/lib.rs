@@ -6,7 +6,10 @@ pub mod codec;
 pub mod flv;
 pub mod hls;
 pub mod hub;
+pub mod outbox;
 pub mod rtmp;
 pub mod segment;
+#[cfg(test)]
+mod test_payloads;
 pub mod timestamp;
 pub mod ts;

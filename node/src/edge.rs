@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use media::flv::{self, FlvError, FlvReader};
-use media::hub::{Hub, Publisher, StatsHandle, Subscriber};
+use media::hub::{Hub, Publisher, StatsHandle};
 use media::rtmp::session::MediaKind;
 use media::segment::SegmentMark;
 use registry::{Registry, RegistryError};
@@ -215,14 +215,19 @@ impl Edge {
         self.pulls().len()
     }
 
-    /// A viewer of `key`: the local stream if there is one, else start (or join) its pull
-    /// and wait up to [`EdgeConfig::play_wait`] for it. `None`: not live anywhere.
-    pub async fn subscribe(self: &Arc<Self>, key: &str) -> Option<Subscriber> {
+    /// Attach a viewer of `key` with `attach` (a hub method): to the local stream if there
+    /// is one, else start (or join) its pull and wait up to [`EdgeConfig::play_wait`] for
+    /// it. `None`: not live anywhere.
+    pub async fn attach<T>(
+        self: &Arc<Self>,
+        key: &str,
+        attach: impl Fn(&Hub, &str) -> Option<T>,
+    ) -> Option<T> {
         let deadline = Instant::now() + self.config.play_wait;
         let mut phase = {
             let mut pulls = self.pulls();
-            if let Some(sub) = self.hub.subscribe(key) {
-                return Some(sub);
+            if let Some(viewer) = attach(&self.hub, key) {
+                return Some(viewer);
             }
             let pull = match pulls.get(key) {
                 Some(pull) => pull.clone(),
@@ -253,7 +258,7 @@ impl Edge {
             }
         }
         let _pulls = self.pulls();
-        self.hub.subscribe(key)
+        attach(&self.hub, key)
     }
 
     /// One stream's pull, from the first look-up until it is retired.

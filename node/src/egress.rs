@@ -1,15 +1,28 @@
-//! Sending a stream to one viewer: batching queued frames into vectored writes, skipping
-//! ahead for a viewer that fell behind, and dropping one that stays behind.
+//! Fan-out: sending a stream to its RTMP and HTTP-FLV viewers.
+//!
+//! Each stream with viewers has one fan-out task. It takes each batch of frames from the
+//! hub once and, for every viewer in turn, queues the batch in the viewer's [`Outbox`] and
+//! writes it at once with one non-blocking vectored write. A viewer whose socket takes it
+//! all costs one syscall per batch and nothing else. A viewer whose socket is full keeps
+//! the rest queued: its own connection task finishes the write when the socket drains, and
+//! until then the fan-out only queues for it. A viewer that falls further behind skips to
+//! the next keyframe; one that keeps falling behind, or takes nothing for
+//! [`WRITE_TIMEOUT`], is dropped.
+//!
+//! Why one task per stream rather than per viewer: on loopback and LANs the cost of
+//! fan-out is almost all per write, and a task per viewer adds a wake-up, a poll and a
+//! ring read to every write: a fifth of the server's CPU with 1000 viewers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-use media::hub::{Delivery, Frame, Subscriber};
-use media::rtmp::session::MediaKind;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use media::hub::{Batch, BatchEvent, BatchStream, Join, Watching};
+use media::outbox::{Format, Outbox, Tracks, MAX_IOVECS};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -19,8 +32,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// its link cannot carry the stream.
 const MAX_SKIPS: u32 = 3;
 const SKIP_WINDOW: Duration = Duration::from_secs(60);
-/// Upper bound on the buffers handed to one `writev` call.
-const MAX_IOVECS: usize = 64;
+/// Batches a fan-out remembers, so that a viewer whose join raced with it misses none.
+const RECENT_BATCHES: usize = 16;
 
 /// Why a viewer's stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,115 +77,396 @@ impl SlowViewerGuard {
     }
 }
 
-/// Which tracks a viewer asked for (RTMP receiveAudio / receiveVideo).
-#[derive(Clone, Copy)]
-pub struct TrackFilter {
-    pub audio: bool,
-    pub video: bool,
-}
-
-impl Default for TrackFilter {
-    fn default() -> Self {
-        TrackFilter {
-            audio: true,
-            video: true,
-        }
-    }
-}
-
-impl TrackFilter {
-    pub fn wants(&self, frame: &Frame) -> bool {
-        match frame.kind {
-            MediaKind::Audio => self.audio,
-            MediaKind::Video => self.video,
-            MediaKind::Metadata => true,
-        }
-    }
-}
-
-/// Frames ready to go out, gathered from what the subscriber has queued. Each viewer
-/// keeps one and refills it, so batches cost no allocation.
+/// The fan-outs of a node, one per stream being watched.
 #[derive(Default)]
-pub struct Batch {
-    pub frames: Vec<Arc<Frame>>,
-    pub ended: bool,
+pub struct Lanes {
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
 }
 
-/// Wait for at least one delivery, then take everything else already queued into `batch`
-/// (emptied first) so it leaves in one write.
-pub async fn next_batch(
-    sub: &mut Subscriber,
-    slow: &mut SlowViewerGuard,
-    metrics: &Metrics,
-    batch: &mut Batch,
-) -> Result<(), EgressError> {
-    batch.frames.clear();
-    batch.ended = false;
-    let mut delivery = Some(sub.next().await);
-    while let Some(d) = delivery {
-        match d {
-            Delivery::Frame(frame) => batch.frames.push(frame),
-            Delivery::Skipped(n) => slow.skipped(n, metrics, Instant::now())?,
-            Delivery::End => {
-                batch.ended = true;
+/// One stream's fan-out, as viewers see it.
+struct Lane {
+    /// The hub stream it serves ([`Watching::stream_id`]).
+    stream_id: usize,
+    state: Mutex<LaneState>,
+}
+
+struct LaneState {
+    /// The last batch the fan-out took.
+    last_taken: u64,
+    recent: VecDeque<(u64, Batch)>,
+    /// Viewers admitted since the fan-out last looked.
+    joining: Vec<Arc<Member>>,
+    /// The fan-out stopped: admit nobody.
+    closed: bool,
+}
+
+/// A viewer as the fan-out sees it.
+struct Member {
+    socket: Arc<TcpStream>,
+    state: Mutex<MemberState>,
+    /// Raised when the viewer's connection task has something to do: write what the
+    /// fan-out could not, or finish.
+    wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+struct MemberState {
+    outbox: Outbox,
+    /// Batches up to this one came with the viewer's join replay.
+    skip_until: u64,
+    status: Status,
+    slow: SlowViewerGuard,
+}
+
+enum Status {
+    Playing,
+    /// The stream ended: the connection closes once the outbox is written.
+    Ended,
+    Failed(EgressError),
+    /// The connection stopped playing.
+    Left,
+}
+
+/// What a viewer's connection waits for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pump {
+    /// Everything is written: wait for the fan-out.
+    Idle,
+    /// The socket is full: wait until it drains.
+    Blocked,
+    /// The stream ended and everything is written.
+    Ended,
+}
+
+impl Lanes {
+    /// Hand a viewer to its stream's fan-out, once everything its protocol sends before
+    /// the media is written: from now on the fan-out writes its replay and the batches
+    /// after it to `socket`, and the connection writes only through the [`Membership`].
+    pub fn attach(
+        self: &Arc<Self>,
+        join: Join,
+        socket: Arc<TcpStream>,
+        format: Format,
+        metrics: &Arc<Metrics>,
+    ) -> Membership {
+        let Join {
+            replay,
+            waiting_for_key,
+            batches,
+            backlog,
+            watching,
+        } = join;
+        let mut outbox = Outbox::new(format, backlog);
+        outbox.replay(&replay, waiting_for_key);
+        let member = Arc::new(Member {
+            socket,
+            state: Mutex::new(MemberState {
+                outbox,
+                skip_until: batches.seq(),
+                status: Status::Playing,
+                slow: SlowViewerGuard::default(),
+            }),
+            wake: Notify::new(),
+            metrics: metrics.clone(),
+        });
+        // The replay is the connection's to write.
+        member.wake.notify_one();
+        loop {
+            let lane = {
+                let mut lanes = self.lock();
+                match lanes.get(watching.name()) {
+                    Some(lane) if lane.stream_id == watching.stream_id() => lane.clone(),
+                    _ => {
+                        // A new fan-out starts with this viewer, from the batch after its
+                        // replay: nothing to catch up.
+                        let lane = Arc::new(Lane {
+                            stream_id: watching.stream_id(),
+                            state: Mutex::new(LaneState {
+                                last_taken: batches.seq(),
+                                recent: VecDeque::new(),
+                                joining: vec![member.clone()],
+                                closed: false,
+                            }),
+                        });
+                        let name = watching.name().to_owned();
+                        lanes.insert(name.clone(), lane.clone());
+                        tokio::spawn(fan_out(self.clone(), name, lane, batches, metrics.clone()));
+                        break;
+                    }
+                }
+            };
+            if lane.admit(&member) {
                 break;
             }
+            // That fan-out just stopped for want of viewers: start another.
         }
-        if batch.frames.len() >= MAX_IOVECS {
-            break;
+        Membership {
+            member,
+            _watching: watching,
         }
-        delivery = sub.try_next();
     }
-    Ok(())
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Lane>>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stop `lane` (with `only_if_idle`, unless a viewer is joining): returns the viewers
+    /// that were joining, `None` if it did not stop.
+    fn close(&self, name: &str, lane: &Arc<Lane>, only_if_idle: bool) -> Option<Vec<Arc<Member>>> {
+        let mut lanes = self.lock();
+        let mut state = lane.lock();
+        if only_if_idle && !state.joining.is_empty() {
+            return None;
+        }
+        state.closed = true;
+        if lanes
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, lane))
+        {
+            lanes.remove(name);
+        }
+        Some(std::mem::take(&mut state.joining))
+    }
 }
 
-/// Write every buffer (each a whole frame or message), as few syscalls as the socket
-/// allows. When `behind(units left)` says the viewer is not keeping up, the buffers not yet started
-/// are dropped and their count returned, so the caller skips to the next keyframe instead
-/// of sending stale video. A socket that takes nothing for [`WRITE_TIMEOUT`] is an error.
-pub async fn write_units<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    bufs: &mut VecDeque<Bytes>,
-    behind: impl Fn(usize) -> bool,
-    metrics: &Metrics,
-) -> Result<usize, EgressError> {
-    let mut dropped = 0;
-    let mut front_started = false;
-    while !bufs.is_empty() {
-        // On the stack: this runs for every batch of every viewer.
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (slot, buf) in slices.iter_mut().zip(bufs.iter()) {
-            *slot = IoSlice::new(buf);
-            count += 1;
+impl Lane {
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a viewer whose replay ends at its `skip_until`. False if the lane stopped.
+    fn admit(&self, member: &Arc<Member>) -> bool {
+        let mut lane = self.lock();
+        if lane.closed {
+            return false;
         }
-        let write = writer.write_vectored(&slices[..count]);
-        let n = match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(result) => result?,
-            Err(_) => return Err(EgressError::WriteTimeout(WRITE_TIMEOUT)),
-        };
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-        }
-        Metrics::add(&metrics.bytes_out_total, n as u64);
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = bufs.front_mut() else { break };
-            if front.len() <= left {
-                left -= front.len();
-                bufs.pop_front();
-                front_started = false;
+        let mut viewer = member.lock();
+        if lane.last_taken > viewer.skip_until {
+            // The fan-out already went past the viewer's replay: catch up from the
+            // batches it remembers, or, if they do not reach back, skip to a keyframe.
+            let reaches = lane
+                .recent
+                .front()
+                .is_some_and(|(seq, _)| *seq <= viewer.skip_until + 1);
+            if reaches {
+                let after = viewer.skip_until;
+                for (_, frames) in lane.recent.iter().filter(|(seq, _)| *seq > after) {
+                    viewer.outbox.push(frames);
+                }
             } else {
-                front.advance(left);
-                front_started = true;
-                left = 0;
+                viewer.outbox.skip();
             }
+            viewer.skip_until = lane.last_taken;
         }
-        if bufs.len() > 1 && behind(bufs.len()) {
-            let keep = usize::from(front_started);
-            dropped += bufs.len() - keep;
-            bufs.truncate(keep);
+        drop(viewer);
+        lane.joining.push(member.clone());
+        true
+    }
+}
+
+/// A stream's fan-out task: runs until the stream ends or nobody watches.
+async fn fan_out(
+    lanes: Arc<Lanes>,
+    name: String,
+    lane: Arc<Lane>,
+    mut batches: BatchStream,
+    metrics: Arc<Metrics>,
+) {
+    let mut members: Vec<Arc<Member>> = Vec::new();
+    loop {
+        let (seq, frames) = match batches.next().await {
+            BatchEvent::Batch { seq, frames } => (seq, Some(frames)),
+            BatchEvent::Lagged { seq } => (seq, None),
+            BatchEvent::End => break,
+        };
+        {
+            let mut state = lane.lock();
+            state.last_taken = seq;
+            match &frames {
+                Some(frames) => {
+                    if state.recent.len() == RECENT_BATCHES {
+                        state.recent.pop_front();
+                    }
+                    state.recent.push_back((seq, frames.clone()));
+                }
+                None => state.recent.clear(),
+            }
+            members.append(&mut state.joining);
+        }
+        let mut written = 0;
+        let mut i = 0;
+        while i < members.len() {
+            if members[i].deliver(seq, frames.as_ref(), &mut written) {
+                i += 1;
+            } else {
+                members.swap_remove(i);
+            }
+            // Writing to a thousand viewers takes milliseconds: let the worker's other
+            // tasks (players starting, the publisher) in every so often.
+            tokio::task::consume_budget().await;
+        }
+        Metrics::add(&metrics.bytes_out_total, written);
+        if members.is_empty() && lanes.close(&name, &lane, true).is_some() {
+            return;
         }
     }
-    Ok(dropped)
+    let joining = lanes.close(&name, &lane, false).unwrap_or_default();
+    for member in members.iter().chain(&joining) {
+        member.end();
+    }
+}
+
+impl Member {
+    fn lock(&self) -> MutexGuard<'_, MemberState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue batch `seq` (`None`: the fan-out lost it) and write it if the viewer was
+    /// keeping up. False when the viewer is gone.
+    fn deliver(&self, seq: u64, frames: Option<&Batch>, written: &mut u64) -> bool {
+        let mut state = self.lock();
+        if !matches!(state.status, Status::Playing) {
+            return false;
+        }
+        if seq <= state.skip_until {
+            return true;
+        }
+        let was_idle = state.outbox.is_empty();
+        match frames {
+            Some(frames) => {
+                let dropped = state.outbox.push(frames);
+                if dropped > 0 {
+                    if let Err(e) = state.slow.skipped(dropped, &self.metrics, Instant::now()) {
+                        return self.fail(&mut state, e);
+                    }
+                }
+            }
+            None => {
+                let dropped = state.outbox.skip();
+                Metrics::add(&self.metrics.frames_skipped_total, dropped);
+            }
+        }
+        // A viewer with something queued is being written by its own task.
+        if was_idle {
+            match self.write_some(&mut state) {
+                Ok(n) => *written += n,
+                Err(e) => return self.fail(&mut state, e.into()),
+            }
+            if !state.outbox.is_empty() {
+                self.wake.notify_one();
+            }
+        }
+        true
+    }
+
+    fn fail(&self, state: &mut MemberState, error: EgressError) -> bool {
+        state.status = Status::Failed(error);
+        self.wake.notify_one();
+        false
+    }
+
+    fn end(&self) {
+        let mut state = self.lock();
+        if matches!(state.status, Status::Playing) {
+            state.status = Status::Ended;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Write as much of the outbox as the socket takes without waiting.
+    fn write_some(&self, state: &mut MemberState) -> io::Result<u64> {
+        let mut total = 0;
+        while !state.outbox.is_empty() {
+            // On the stack: this runs for every batch of every viewer.
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = state.outbox.io_slices(&mut slices);
+            let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
+            match self.socket.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    state.outbox.advance(n);
+                    total += n as u64;
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// A viewer's place in its stream's fan-out, held by its connection. Dropping it leaves.
+pub struct Membership {
+    member: Arc<Member>,
+    _watching: Watching,
+}
+
+impl Membership {
+    /// Write what the fan-out left for this viewer; says what to wait for next.
+    pub fn pump(&self) -> Result<Pump, EgressError> {
+        let member = &self.member;
+        let mut state = member.lock();
+        if matches!(state.status, Status::Failed(_)) {
+            if let Status::Failed(e) = std::mem::replace(&mut state.status, Status::Left) {
+                return Err(e);
+            }
+        }
+        let written = member.write_some(&mut state)?;
+        Metrics::add(&member.metrics.bytes_out_total, written);
+        Ok(if !state.outbox.is_empty() {
+            Pump::Blocked
+        } else if matches!(state.status, Status::Ended) {
+            Pump::Ended
+        } else {
+            Pump::Idle
+        })
+    }
+
+    /// Wait until pumping again may get somewhere.
+    pub async fn ready(&self, pump: Pump) -> Result<(), EgressError> {
+        match pump {
+            Pump::Idle => self.member.wake.notified().await,
+            Pump::Blocked => {
+                tokio::time::timeout(WRITE_TIMEOUT, self.member.socket.writable())
+                    .await
+                    .map_err(|_| EgressError::WriteTimeout(WRITE_TIMEOUT))??;
+            }
+            Pump::Ended => {}
+        }
+        Ok(())
+    }
+
+    /// Send one of the connection's own messages, in order with the media.
+    pub fn send(&self, bytes: Bytes) -> Result<(), EgressError> {
+        let member = &self.member;
+        let mut state = member.lock();
+        let was_idle = state.outbox.is_empty();
+        state.outbox.push_bytes(bytes);
+        if was_idle {
+            let written = member.write_some(&mut state)?;
+            Metrics::add(&member.metrics.bytes_out_total, written);
+        }
+        Ok(())
+    }
+
+    pub fn set_tracks(&self, tracks: Tracks) {
+        self.member.lock().outbox.set_tracks(tracks);
+    }
+
+    /// Stop playing; returns the rest of a message the fan-out started writing, which
+    /// must go out before anything else on the connection.
+    pub fn leave(self) -> Option<Bytes> {
+        let mut state = self.member.lock();
+        state.status = Status::Left;
+        state.outbox.take_started()
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.member.lock().status = Status::Left;
+    }
 }

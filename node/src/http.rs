@@ -5,21 +5,21 @@
 //! frame buffers straight to the socket with vectored writes, with nothing per viewer
 //! beyond the chunk-size line.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use media::flv;
-use media::hub::{Frame, Subscriber};
+use media::hub::Join;
+use media::outbox::{FlvFraming, Format};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::egress::{self, EgressError, SlowViewerGuard};
+use crate::egress::{EgressError, Pump};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::{stream_key, Node};
+use crate::{read_some, stream_key, write_all, Node};
 
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
@@ -149,11 +149,11 @@ async fn connection(
                 .await?;
             }
             ("GET" | "HEAD", p) if p.ends_with(".flv") => {
-                let sub = match flv_stream_key(p) {
-                    Some(key) => node.subscribe(&key).await,
+                let join = match flv_stream_key(p) {
+                    Some(key) => node.join(&key).await,
                     None => None,
                 };
-                let Some(sub) = sub else {
+                let Some(join) = join else {
                     not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
                     if keep {
                         continue;
@@ -172,7 +172,7 @@ async fn connection(
                 }
                 // An edge pulling the stream also wants to know where HLS segments begin.
                 let marks = request.path.contains(SEGMENT_MARKS_QUERY);
-                return stream_flv(socket, peer, sub, framing, marks, node).await;
+                return stream_flv(socket, peer, join, framing, marks, node).await;
             }
             ("GET" | "HEAD", p) if p.ends_with(".m3u8") => {
                 let playlist = match hls_stream(p, ".m3u8") {
@@ -388,37 +388,6 @@ fn parse_head(head: &[u8]) -> Result<Request, HttpError> {
     })
 }
 
-/// How an FLV response body is framed.
-#[derive(Clone, Copy, PartialEq)]
-enum FlvFraming {
-    /// Each tag one chunk (HTTP/1.1): a viewer that falls behind drops whole chunks.
-    Chunked,
-    /// Raw tags until the connection closes, for HTTP/1.0 clients.
-    UntilClose,
-}
-
-impl FlvFraming {
-    /// `tag` (a whole FLV tag) framed for the body.
-    fn frame(self, tag: &[u8]) -> Bytes {
-        match self {
-            FlvFraming::Chunked => flv::http_chunk(tag),
-            FlvFraming::UntilClose => Bytes::copy_from_slice(tag),
-        }
-    }
-
-    /// A frame's tag framed for the body; shares the frame's bytes either way.
-    fn frame_of(self, frame: &Frame) -> Bytes {
-        let chunk = frame.flv_http_chunk();
-        match self {
-            FlvFraming::Chunked => chunk.clone(),
-            FlvFraming::UntilClose => {
-                let start = chunk.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-                chunk.slice(start..chunk.len() - 2)
-            }
-        }
-    }
-}
-
 fn flv_response_head(framing: FlvFraming) -> String {
     let (version, encoding) = match framing {
         FlvFraming::Chunked => ("1.1", "Transfer-Encoding: chunked\r\n"),
@@ -436,82 +405,66 @@ const TRACKS_WAIT: Duration = Duration::from_secs(1);
 /// In an FLV request's query: send each [`SegmentMark`] as a script tag ahead of its frame.
 pub const SEGMENT_MARKS_QUERY: &str = "segment_marks=1";
 
-/// Stream a live FLV as HTTP chunked transfer until the stream ends or the viewer leaves.
-/// With `marks`, segment marks go along (for edges; players never ask for them).
+/// Stream a live FLV until the stream ends or the viewer leaves. With `marks`, segment
+/// marks go along (for edges; players never ask for them).
 async fn stream_flv(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
-    mut sub: Subscriber,
+    join: Join,
     framing: FlvFraming,
     marks: bool,
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
     let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
     crate::limit_send_buffer(&socket, node.config.viewer_send_buffer);
-    debug!(stream = %sub.name(), %peer, "http-flv viewer start");
+    let name = join.watching.name().to_owned();
+    debug!(stream = %name, %peer, "http-flv viewer start");
     // Players read the header's track flags once: a viewer that came before the
     // publisher's first messages waits (briefly) to learn the tracks.
     let deadline = tokio::time::Instant::now() + TRACKS_WAIT;
-    while !sub.has_audio() && !sub.has_video() && tokio::time::Instant::now() < deadline {
+    let mut tracks = join.watching.tracks();
+    while tracks == (false, false) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        sub.refresh_tracks();
+        tracks = join.watching.tracks();
     }
-    let flv_header = flv::header(sub.has_audio(), sub.has_video());
-    let head = Bytes::from(flv_response_head(framing));
-    let mut bufs = VecDeque::from([head, framing.frame(&flv_header)]);
-    egress::write_units(&mut socket, &mut bufs, |_| false, &node.metrics).await?;
+    let mut head = BytesMut::from(flv_response_head(framing).as_bytes());
+    head.extend_from_slice(&framing.frame(&flv::header(tracks.0, tracks.1)));
+    write_all(&socket, &head, &node.metrics).await?;
 
-    let mut slow = SlowViewerGuard::default();
-    let mut scratch = [0u8; 512];
-    let mut batch = egress::Batch::default();
-    loop {
-        let taken = tokio::select! {
-            taken = egress::next_batch(&mut sub, &mut slow, &node.metrics, &mut batch) => taken,
-            read = socket.read(&mut scratch) => match read {
+    // From here the stream's fan-out writes the media.
+    let socket = Arc::new(socket);
+    let format = Format::Flv { framing, marks };
+    let membership = node
+        .lanes
+        .attach(join, socket.clone(), format, &node.metrics);
+    let mut scratch = BytesMut::with_capacity(512);
+    let result = loop {
+        let pump = match membership.pump() {
+            Ok(Pump::Ended) => break Ok(()),
+            Ok(pump) => pump,
+            Err(e) => break Err(e),
+        };
+        tokio::select! {
+            ready = membership.ready(pump) => if let Err(e) = ready {
+                break Err(e);
+            },
+            read = read_some(&socket, &mut scratch) => match read {
                 // The viewer hung up (or sent something we ignore).
                 Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => continue,
+                Ok(_) => scratch.clear(),
             },
-        };
-        let result = async {
-            taken?;
-            for frame in &batch.frames {
-                if let Some(mark) = frame.segment.filter(|_| marks) {
-                    let tag =
-                        flv::encode_tag(flv::TAG_SCRIPT, frame.timestamp as u32, &mark.to_script());
-                    bufs.push_back(framing.frame(&tag));
-                }
-                bufs.push_back(framing.frame_of(frame));
-            }
-            if batch.ended && framing == FlvFraming::Chunked {
-                bufs.push_back(Bytes::from_static(b"0\r\n\r\n"));
-            }
-            let dropped = egress::write_units(
-                &mut socket,
-                &mut bufs,
-                |pending| sub.is_behind(pending),
-                &node.metrics,
-            )
-            .await?;
-            if dropped > 0 {
-                sub.skip_to_keyframe(dropped as u64);
-                slow.skipped(dropped as u64, &node.metrics, std::time::Instant::now())?;
-            }
-            Ok::<bool, EgressError>(batch.ended)
-        };
-        match result.await {
-            Ok(false) => {}
-            Ok(true) => {
-                debug!(stream = %sub.name(), %peer, "stream ended; closing http-flv viewer");
-                let _ = socket.shutdown().await;
-                return Ok(());
-            }
-            Err(e) => {
-                info!(stream = %sub.name(), %peer, error = %e, "dropping http-flv viewer");
-                return Err(e.into());
-            }
         }
+    };
+    if let Err(e) = result {
+        info!(stream = %name, %peer, error = %e, "dropping http-flv viewer");
+        return Err(e.into());
     }
+    debug!(stream = %name, %peer, "stream ended; closing http-flv viewer");
+    if framing == FlvFraming::Chunked {
+        write_all(&socket, b"0\r\n\r\n", &node.metrics).await?;
+    }
+    let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use media::hls::HlsConfig;
-use media::hub::{Hub, HubConfig, Subscriber};
+use media::hub::{Hub, HubConfig, Join, Subscriber};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::control::ControlConfig;
 use crate::edge::{Edge, EdgeConfig};
+use crate::egress::Lanes;
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 
@@ -53,6 +54,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub hub: Arc<Hub>,
     pub hls: Arc<Hls>,
+    /// The fan-outs that write streams to RTMP and HTTP-FLV viewers.
+    pub lanes: Arc<Lanes>,
     pub metrics: Arc<Metrics>,
     /// Key checks, leases and heartbeats; `None` runs without a registry.
     pub control: Option<ControlConfig>,
@@ -69,8 +72,16 @@ impl Node {
     /// its origin (starting or joining the pull and waiting a bounded time for it).
     pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
         match &self.edge {
-            Some(edge) => edge.subscribe(key).await,
+            Some(edge) => edge.attach(key, Hub::subscribe).await,
             None => self.hub.subscribe(key),
+        }
+    }
+
+    /// Like [`Node::subscribe`], for a viewer the fan-out serves (see [`Lanes::attach`]).
+    pub async fn join(&self, key: &str) -> Option<Join> {
+        match &self.edge {
+            Some(edge) => edge.attach(key, Hub::join).await,
+            None => self.hub.join(key),
         }
     }
 
@@ -117,6 +128,44 @@ pub(crate) fn limit_send_buffer(socket: &tokio::net::TcpStream, bytes: usize) {
     }
 }
 
+/// Read what `socket` has (waiting for something): the count, 0 at end of stream. Through a
+/// shared reference, since a viewer's socket is also written by its stream's fan-out.
+pub(crate) async fn read_some(
+    socket: &tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Write all of `data` to `socket`, giving up after [`egress::WRITE_TIMEOUT`] without progress.
+pub(crate) async fn write_all(
+    socket: &tokio::net::TcpStream,
+    mut data: &[u8],
+    metrics: &Metrics,
+) -> Result<(), egress::EgressError> {
+    while !data.is_empty() {
+        tokio::time::timeout(egress::WRITE_TIMEOUT, socket.writable())
+            .await
+            .map_err(|_| egress::EgressError::WriteTimeout(egress::WRITE_TIMEOUT))??;
+        match socket.try_write(data) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(n) => {
+                Metrics::add(&metrics.bytes_out_total, n as u64);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Bind the listeners and serve until `shutdown` resolves.
 pub async fn run(
     config: NodeConfig,
@@ -149,6 +198,7 @@ pub async fn run(
     let node = Arc::new(Node {
         hub,
         hls: Arc::new(Hls::new(config.hls.clone())),
+        lanes: Arc::default(),
         metrics,
         config,
         control,

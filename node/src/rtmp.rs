@@ -1,21 +1,20 @@
 //! The RTMP listener: a thin tokio driver around [`media::rtmp::session::ServerSession`].
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use media::hub::{Publisher, Subscriber};
+use bytes::BytesMut;
+use media::hub::Publisher;
+use media::outbox::{Format, Tracks};
 use media::rtmp::session::{ServerSession, SessionEvent, MEDIA_STREAM_ID};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::control::{self, Registration};
-use crate::egress::{self, EgressError, SlowViewerGuard, TrackFilter};
+use crate::egress::{EgressError, Membership, Pump};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::{stream_key, Node};
+use crate::{read_some, stream_key, write_all, Node};
 
 /// Time allowed for the handshake and for each read before publish/play is agreed.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,10 +69,9 @@ enum Role {
         registration: Option<Registration>,
     },
     Playing {
-        sub: Subscriber,
+        membership: Membership,
         name: String,
-        tracks: TrackFilter,
-        slow: SlowViewerGuard,
+        tracks: Tracks,
         _viewer: GaugeGuard,
     },
     /// Answered with an error status; close once it is sent.
@@ -81,14 +79,12 @@ enum Role {
 }
 
 struct Connection {
-    socket: TcpStream,
+    /// Shared with the stream's fan-out while playing.
+    socket: Arc<TcpStream>,
     peer: SocketAddr,
     node: Arc<Node>,
     session: ServerSession,
     input: BytesMut,
-    /// Frames taken for a player, and the buffers being written: both reused.
-    batch: egress::Batch,
-    queued: VecDeque<Bytes>,
     role: Role,
 }
 
@@ -98,13 +94,11 @@ impl Connection {
         let mut random = [0u8; 1528];
         fastrand::fill(&mut random);
         Connection {
-            socket,
+            socket: Arc::new(socket),
             peer,
             node,
             session: ServerSession::new(random),
             input: BytesMut::with_capacity(READ_BUFFER),
-            batch: egress::Batch::default(),
-            queued: VecDeque::new(),
             role: Role::Negotiating,
         }
     }
@@ -140,12 +134,16 @@ impl Connection {
                 Role::Publishing { .. } => Some(PUBLISH_IDLE_TIMEOUT),
                 _ => None,
             };
-            let n = if let Role::Playing { sub, slow, .. } = &mut self.role {
+            let n = if let Role::Playing { membership, .. } = &self.role {
+                let pump = membership.pump()?;
+                if pump == Pump::Ended {
+                    self.end_play().await?;
+                    continue;
+                }
                 tokio::select! {
-                    read = self.socket.read_buf(&mut self.input) => read?,
-                    taken = egress::next_batch(sub, slow, &self.node.metrics, &mut self.batch) => {
-                        taken?;
-                        self.send_batch().await?;
+                    read = read_some(&self.socket, &mut self.input) => read?,
+                    ready = membership.ready(pump) => {
+                        ready?;
                         continue;
                     }
                 }
@@ -158,7 +156,7 @@ impl Connection {
                     }
                 };
                 tokio::select! {
-                    read = tokio::time::timeout(PUBLISH_IDLE_TIMEOUT, self.socket.read_buf(&mut self.input)) => {
+                    read = tokio::time::timeout(PUBLISH_IDLE_TIMEOUT, read_some(&self.socket, &mut self.input)) => {
                         read.map_err(|_| ConnError::Timeout(PUBLISH_IDLE_TIMEOUT))??
                     }
                     _ = evicted => return Err(ConnError::Evicted),
@@ -169,7 +167,7 @@ impl Connection {
                     }
                 }
             } else {
-                let read = self.socket.read_buf(&mut self.input);
+                let read = read_some(&self.socket, &mut self.input);
                 match read_timeout {
                     Some(limit) => tokio::time::timeout(limit, read)
                         .await
@@ -201,21 +199,30 @@ impl Connection {
         match event {
             SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
             SessionEvent::Play { app, name, .. } => {
-                let sub = match stream_key(&app, &name) {
-                    Some(key) => self.node.subscribe(&key).await,
+                let join = match stream_key(&app, &name) {
+                    Some(key) => self.node.join(&key).await,
                     None => None,
                 };
-                match sub {
-                    Some(sub) => {
-                        debug!(stream = %sub.name(), peer = %self.peer, "play start");
+                match join {
+                    Some(join) => {
+                        debug!(stream = %join.watching.name(), peer = %self.peer, "play start");
+                        let _viewer = GaugeGuard::new(self.node.metrics.clone(), |m| &m.viewers);
                         self.session.accept_play(&name);
                         crate::limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
+                        // The play replies go first; from here the fan-out writes the media.
+                        self.flush().await?;
+                        let stream_id = self.session.play_stream_id().unwrap_or(MEDIA_STREAM_ID);
+                        let membership = self.node.lanes.attach(
+                            join,
+                            self.socket.clone(),
+                            Format::Rtmp { stream_id },
+                            &self.node.metrics,
+                        );
                         self.role = Role::Playing {
-                            sub,
+                            membership,
                             name,
-                            tracks: TrackFilter::default(),
-                            slow: SlowViewerGuard::default(),
-                            _viewer: GaugeGuard::new(self.node.metrics.clone(), |m| &m.viewers),
+                            tracks: Tracks::default(),
+                            _viewer,
                         };
                     }
                     None => {
@@ -241,17 +248,32 @@ impl Connection {
             }
             SessionEvent::StopPlay => {
                 if matches!(self.role, Role::Playing { .. }) {
-                    self.role = Role::Negotiating;
+                    if let Role::Playing { membership, .. } =
+                        std::mem::replace(&mut self.role, Role::Negotiating)
+                    {
+                        // A message the fan-out began must end before the stop replies.
+                        if let Some(rest) = membership.leave() {
+                            write_all(&self.socket, &rest, &self.node.metrics).await?;
+                        }
+                    }
                 }
             }
             SessionEvent::ReceiveAudio(on) => {
-                if let Role::Playing { tracks, .. } = &mut self.role {
+                if let Role::Playing {
+                    tracks, membership, ..
+                } = &mut self.role
+                {
                     tracks.audio = on;
+                    membership.set_tracks(*tracks);
                 }
             }
             SessionEvent::ReceiveVideo(on) => {
-                if let Role::Playing { tracks, .. } = &mut self.role {
+                if let Role::Playing {
+                    tracks, membership, ..
+                } = &mut self.role
+                {
                     tracks.video = on;
+                    membership.set_tracks(*tracks);
                 }
             }
         }
@@ -337,69 +359,30 @@ impl Connection {
         self.role = Role::Closing;
     }
 
-    async fn send_batch(&mut self) -> Result<(), ConnError> {
-        let batch = std::mem::take(&mut self.batch);
-        let result = self.write_batch(&batch).await;
-        self.batch = batch;
-        result
-    }
-
-    async fn write_batch(&mut self, batch: &egress::Batch) -> Result<(), ConnError> {
-        let Role::Playing { tracks, name, .. } = &self.role else {
+    /// The stream ended and its last frames are written: tell the player, then close.
+    async fn end_play(&mut self) -> Result<(), ConnError> {
+        let Role::Playing { name, .. } = &self.role else {
             return Ok(());
         };
-        let stream_id = self.session.play_stream_id().unwrap_or(MEDIA_STREAM_ID);
-        // Reused across batches: no allocation per batch once it has grown.
-        let mut bufs = std::mem::take(&mut self.queued);
-        if self.session.has_output() {
-            bufs.push_back(self.session.take_output().freeze());
-        }
-        for frame in batch.frames.iter().filter(|f| tracks.wants(f)) {
-            bufs.push_back(if stream_id == MEDIA_STREAM_ID {
-                frame.rtmp_chunks().clone()
-            } else {
-                frame.rtmp_chunks_for(stream_id)
-            });
-        }
-        if batch.ended {
-            let name = name.clone();
-            self.session.end_play(&name);
-            bufs.push_back(self.session.take_output().freeze());
-            // Still counted as a viewer until the end is written (a shutdown waits for it).
-            let _viewer = match std::mem::replace(&mut self.role, Role::Closing) {
-                Role::Playing { _viewer, .. } => Some(_viewer),
-                _ => None,
-            };
-            // The stream ended: what is queued is all there is.
-            egress::write_units(&mut self.socket, &mut bufs, |_| false, &self.node.metrics).await?;
-            self.queued = bufs;
-            return Ok(());
-        }
-        let Role::Playing { sub, slow, .. } = &mut self.role else {
-            return Ok(());
-        };
-        let dropped = egress::write_units(
-            &mut self.socket,
-            &mut bufs,
-            |pending| sub.is_behind(pending),
-            &self.node.metrics,
-        )
-        .await?;
-        self.queued = bufs;
-        if dropped > 0 {
-            sub.skip_to_keyframe(dropped as u64);
-            slow.skipped(dropped as u64, &self.node.metrics, Instant::now())?;
-        }
+        let name = name.clone();
+        self.session.end_play(&name);
+        let out = self.session.take_output();
+        // Still counted as a viewer until the end is written (a shutdown waits for it).
+        write_all(&self.socket, &out, &self.node.metrics).await?;
+        self.role = Role::Closing;
         Ok(())
     }
 
+    /// Send the session's replies: through the fan-out's queue while playing, so they
+    /// keep their place among the media.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        if self.session.has_output() {
-            let out = self.session.take_output();
-            tokio::time::timeout(egress::WRITE_TIMEOUT, self.socket.write_all(&out))
-                .await
-                .map_err(|_| ConnError::Timeout(egress::WRITE_TIMEOUT))??;
-            Metrics::add(&self.node.metrics.bytes_out_total, out.len() as u64);
+        if !self.session.has_output() {
+            return Ok(());
+        }
+        let out = self.session.take_output();
+        match &self.role {
+            Role::Playing { membership, .. } => membership.send(out.freeze())?,
+            _ => write_all(&self.socket, &out, &self.node.metrics).await?,
         }
         Ok(())
     }

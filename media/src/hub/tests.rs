@@ -3,30 +3,8 @@
 use super::*;
 use crate::amf::{self, Amf0Value};
 use crate::rtmp::chunk::{ChunkReader, ChunkWriter, RtmpMessage};
+use crate::test_payloads::*;
 use bytes::BytesMut;
-
-// Payloads end with an id byte so every frame is recognisable.
-fn vseq(id: u8) -> Bytes {
-    Bytes::from(vec![0x17, 0x00, 0, 0, 0, 0x01, 0x64, id])
-}
-fn vkey(id: u8) -> Bytes {
-    Bytes::from(vec![0x17, 0x01, 0, 0, 0, 0x65, id])
-}
-fn vinter(id: u8) -> Bytes {
-    Bytes::from(vec![0x27, 0x01, 0, 0, 0, 0x41, id])
-}
-fn aseq(id: u8) -> Bytes {
-    Bytes::from(vec![0xAF, 0x00, 0x12, 0x10, id])
-}
-fn araw(id: u8) -> Bytes {
-    Bytes::from(vec![0xAF, 0x01, 0x21, id])
-}
-fn meta(id: u8) -> Bytes {
-    Bytes::from(amf::encode_all(&[
-        Amf0Value::String("onMetaData".into()),
-        Amf0Value::EcmaArray(vec![("id".into(), Amf0Value::Number(f64::from(id)))]),
-    ]))
-}
 
 /// Enhanced RTMP video: IsExHeader | frame type << 4 | packet type, FourCC, body.
 fn enhanced(frame_type: u8, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {

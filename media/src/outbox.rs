@@ -1,0 +1,300 @@
+//! What one viewer has yet to receive: its frames encoded for its protocol, queued as
+//! shared buffers, and the policy for a viewer that falls behind (drop what it has not
+//! started and resume at the next keyframe). Sans-IO: the caller writes the buffers
+//! [`Outbox::io_slices`] hands out and reports how much went with [`Outbox::advance`].
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::flv;
+use crate::hub::Frame;
+use crate::rtmp::session::{MediaKind, MEDIA_STREAM_ID};
+
+/// How a viewer's frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// RTMP messages on the viewer's play stream.
+    Rtmp { stream_id: u32 },
+    /// FLV tags in an HTTP body; `marks` sends each HLS segment mark as a script tag
+    /// ahead of its frame (for edges).
+    Flv { framing: FlvFraming, marks: bool },
+}
+
+/// How an FLV response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlvFraming {
+    /// Each tag one chunk (HTTP/1.1): a viewer that falls behind drops whole chunks.
+    Chunked,
+    /// Raw tags until the connection closes, for HTTP/1.0 clients.
+    UntilClose,
+}
+
+impl FlvFraming {
+    /// `tag` (a whole FLV tag) framed for the body.
+    pub fn frame(self, tag: &[u8]) -> Bytes {
+        match self {
+            FlvFraming::Chunked => flv::http_chunk(tag),
+            FlvFraming::UntilClose => Bytes::copy_from_slice(tag),
+        }
+    }
+
+    /// A frame's tag framed for the body; shares the frame's bytes either way.
+    pub fn frame_of(self, frame: &Frame) -> Bytes {
+        let chunk = frame.flv_http_chunk();
+        match self {
+            FlvFraming::Chunked => chunk.clone(),
+            FlvFraming::UntilClose => {
+                let start = chunk.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+                chunk.slice(start..chunk.len() - 2)
+            }
+        }
+    }
+}
+
+/// Which tracks a viewer asked for (RTMP receiveAudio / receiveVideo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracks {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl Default for Tracks {
+    fn default() -> Self {
+        Tracks {
+            audio: true,
+            video: true,
+        }
+    }
+}
+
+/// Upper bound on the buffers handed to one vectored write.
+pub const MAX_IOVECS: usize = 64;
+
+struct Unit {
+    bytes: Bytes,
+    kind: UnitKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UnitKind {
+    /// Brings a new viewer up to date; does not count as falling behind.
+    Replay,
+    /// A live frame: counts toward the limit.
+    Live,
+    /// The connection's own message (an RTMP command reply): never dropped.
+    Own,
+}
+
+pub struct Outbox {
+    format: Format,
+    tracks: Tracks,
+    units: VecDeque<Unit>,
+    /// The front unit is partly written: it must be finished before anything else.
+    front_started: bool,
+    /// Live units queued.
+    live: usize,
+    /// Live units queued beyond this mean the viewer is not keeping up.
+    limit: usize,
+    /// What [`Outbox::push_frame`] queues frames as.
+    pushing: UnitKind,
+    waiting_for_key: bool,
+    /// The latest sequence headers seen, resent ahead of the keyframe after a skip.
+    video_header: Option<Arc<Frame>>,
+    audio_header: Option<Arc<Frame>>,
+}
+
+impl Outbox {
+    /// An outbox that lets a viewer fall `limit` frames behind before it skips.
+    pub fn new(format: Format, limit: usize) -> Outbox {
+        Outbox {
+            format,
+            tracks: Tracks::default(),
+            units: VecDeque::new(),
+            front_started: false,
+            live: 0,
+            limit: limit.max(1),
+            pushing: UnitKind::Live,
+            waiting_for_key: false,
+            video_header: None,
+            audio_header: None,
+        }
+    }
+
+    pub fn set_tracks(&mut self, tracks: Tracks) {
+        let audio_back = tracks.audio && !self.tracks.audio;
+        let video_back = tracks.video && !self.tracks.video;
+        self.tracks = tracks;
+        // A track turned back on starts at what it can be decoded from.
+        if video_back {
+            self.waiting_for_key = true;
+        } else if let Some(header) = self.audio_header.clone().filter(|_| audio_back) {
+            self.encode(&header);
+        }
+    }
+
+    /// Queue what brings a new viewer up to date (metadata, headers, the GOP so far);
+    /// with `waiting_for_key`, its video starts at the next keyframe.
+    pub fn replay(&mut self, frames: &[Arc<Frame>], waiting_for_key: bool) {
+        self.waiting_for_key = waiting_for_key;
+        self.pushing = UnitKind::Replay;
+        for frame in frames {
+            self.push_frame(frame);
+        }
+        self.pushing = UnitKind::Live;
+    }
+
+    /// Queue a batch of live frames. When the viewer has fallen too far behind, everything
+    /// not yet started is dropped and it resumes at the next keyframe: returns the number
+    /// of frames dropped (0 normally).
+    pub fn push(&mut self, frames: &[Arc<Frame>]) -> u64 {
+        for frame in frames {
+            self.push_frame(frame);
+        }
+        if self.live > self.limit {
+            self.skip()
+        } else {
+            0
+        }
+    }
+
+    /// Queue one of the connection's own messages, after everything queued so far.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.units.push_back(Unit {
+                bytes,
+                kind: UnitKind::Own,
+            });
+        }
+    }
+
+    /// Drop the media not yet started and resume at the next keyframe (also when the
+    /// stream's source lost frames for this viewer). Returns the frames dropped.
+    pub fn skip(&mut self) -> u64 {
+        let keep_front = usize::from(self.front_started);
+        let mut dropped = 0;
+        let mut index = 0;
+        self.units.retain(|unit| {
+            let keep = index < keep_front || unit.kind == UnitKind::Own;
+            index += 1;
+            dropped += u64::from(!keep);
+            keep
+        });
+        self.live = self
+            .units
+            .iter()
+            .filter(|unit| unit.kind == UnitKind::Live)
+            .count();
+        self.waiting_for_key = true;
+        dropped
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// The queued buffers, front first, into `out`; returns how many.
+    pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slot, unit) in out.iter_mut().zip(self.units.iter()) {
+            *slot = IoSlice::new(&unit.bytes);
+            count += 1;
+        }
+        count
+    }
+
+    /// `n` bytes from the front were written.
+    pub fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.units.front_mut() else {
+                return;
+            };
+            if front.bytes.len() <= n {
+                n -= front.bytes.len();
+                if front.kind == UnitKind::Live {
+                    self.live -= 1;
+                }
+                self.units.pop_front();
+                self.front_started = false;
+            } else {
+                front.bytes.advance(n);
+                self.front_started = true;
+                n = 0;
+            }
+        }
+    }
+
+    /// What remains of a partly written unit (to finish before the connection writes
+    /// anything else itself), dropping everything else.
+    pub fn take_started(&mut self) -> Option<Bytes> {
+        let started = self.front_started;
+        self.front_started = false;
+        self.live = 0;
+        let front = self.units.pop_front();
+        self.units.clear();
+        front.filter(|_| started).map(|unit| unit.bytes)
+    }
+
+    fn push_frame(&mut self, frame: &Arc<Frame>) {
+        match frame.kind {
+            MediaKind::Video if frame.sequence_header => self.video_header = Some(frame.clone()),
+            MediaKind::Audio if frame.sequence_header => self.audio_header = Some(frame.clone()),
+            _ => {}
+        }
+        if self.waiting_for_key && frame.kind == MediaKind::Video && !frame.sequence_header {
+            if !frame.key {
+                return;
+            }
+            self.waiting_for_key = false;
+            // Headers may have changed in what was skipped: the current ones go first.
+            for header in [self.video_header.clone(), self.audio_header.clone()]
+                .into_iter()
+                .flatten()
+            {
+                self.encode(&header);
+            }
+        }
+        self.encode(frame);
+    }
+
+    fn encode(&mut self, frame: &Frame) {
+        let wanted = match frame.kind {
+            MediaKind::Audio => self.tracks.audio,
+            MediaKind::Video => self.tracks.video,
+            MediaKind::Metadata => true,
+        };
+        if !wanted {
+            return;
+        }
+        let bytes = match self.format {
+            Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => {
+                frame.rtmp_chunks().clone()
+            }
+            Format::Rtmp { stream_id } => frame.rtmp_chunks_for(stream_id),
+            Format::Flv { framing, marks } => match frame.segment.filter(|_| marks) {
+                // One unit with its frame, so that falling behind cannot drop one of the
+                // two: a mark without its keyframe would mark the wrong one downstream.
+                Some(mark) => {
+                    let tag =
+                        flv::encode_tag(flv::TAG_SCRIPT, frame.timestamp as u32, &mark.to_script());
+                    let mut both = BytesMut::from(&framing.frame(&tag)[..]);
+                    both.extend_from_slice(&framing.frame_of(frame));
+                    both.freeze()
+                }
+                None => framing.frame_of(frame),
+            },
+        };
+        if self.pushing == UnitKind::Live {
+            self.live += 1;
+        }
+        self.units.push_back(Unit {
+            bytes,
+            kind: self.pushing,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
