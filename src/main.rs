@@ -67,8 +67,8 @@ struct MediaArgs {
     /// the same stream takes over.
     #[arg(long, env = "FERROLIVE_PUBLISHER_STALE", default_value_t = 2.0)]
     publisher_stale: f64,
-    /// Writes (a video frame with the audio before it) a viewer may fall behind before it
-    /// skips to the next keyframe; each stream keeps this many in memory.
+    /// Frames a viewer may have waiting (beyond what its socket buffers) before it skips
+    /// to the next keyframe; each stream's shared ring also keeps this many writes.
     #[arg(long, env = "FERROLIVE_VIEWER_BACKLOG", default_value_t = 256)]
     viewer_backlog: usize,
     /// Milliseconds of stream time merged into one write to each viewer. 0 writes every

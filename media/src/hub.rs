@@ -15,7 +15,7 @@
 //! most one video frame interval. [`HubConfig::merge_window`] can widen batches further.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -252,6 +252,8 @@ pub struct Hub {
     config: HubConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     generations: AtomicU32,
+    /// Numbers streams: one that ends and is published again gets a new number.
+    streams_created: AtomicU64,
 }
 
 /// What the hub knows of a live stream, for stats and metrics.
@@ -271,6 +273,7 @@ impl Hub {
             config,
             streams: Mutex::default(),
             generations: AtomicU32::new(0),
+            streams_created: AtomicU64::new(0),
         })
     }
 
@@ -287,7 +290,8 @@ impl Hub {
         let stream = match streams.get(name) {
             Some(stream) if !stream.lock().ended => stream.clone(),
             _ => {
-                let stream = Arc::new(Stream::new(name, &self.config));
+                let id = self.streams_created.fetch_add(1, Ordering::Relaxed) + 1;
+                let stream = Arc::new(Stream::new(id, name, &self.config));
                 streams.insert(name.to_owned(), stream.clone());
                 stream
             }
@@ -420,6 +424,8 @@ impl Hub {
 }
 
 struct Stream {
+    /// Unique in the hub, growing: a stream with a larger id is newer.
+    id: u64,
     name: String,
     state: Mutex<StreamState>,
     /// Viewers and other consumers ([`Subscriber`]s, [`Join`]s) attached right now.
@@ -427,9 +433,10 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(name: &str, config: &HubConfig) -> Stream {
+    fn new(id: u64, name: &str, config: &HubConfig) -> Stream {
         let (sender, _) = broadcast::channel(config.backlog.max(16));
         Stream {
+            id,
             name: name.to_owned(),
             watchers: AtomicUsize::new(0),
             state: Mutex::new(StreamState {
@@ -765,9 +772,10 @@ impl Watching {
         self.0.lock().tracks()
     }
 
-    /// Identifies the stream: a stream that ends and is published again is another one.
-    pub fn stream_id(&self) -> usize {
-        Arc::as_ptr(&self.0) as usize
+    /// Identifies the stream: a stream that ends and is published again is another one,
+    /// with a larger id.
+    pub fn stream_id(&self) -> u64 {
+        self.0.id
     }
 }
 
@@ -820,7 +828,23 @@ impl BatchStream {
     }
 
     pub async fn next(&mut self) -> BatchEvent {
-        match self.receiver.recv().await {
+        let received = self.receiver.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => broadcast::error::TryRecvError::Lagged(n),
+            broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
+        });
+        self.event(received)
+    }
+
+    /// The next batch if one is waiting.
+    pub fn try_next(&mut self) -> Option<BatchEvent> {
+        match self.receiver.try_recv() {
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            received => Some(self.event(received)),
+        }
+    }
+
+    fn event(&mut self, received: Result<Batch, broadcast::error::TryRecvError>) -> BatchEvent {
+        match received {
             Ok(frames) => {
                 self.seq += 1;
                 BatchEvent::Batch {
@@ -828,11 +852,11 @@ impl BatchStream {
                     frames,
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
                 self.seq += n;
                 BatchEvent::Lagged { seq: self.seq }
             }
-            Err(broadcast::error::RecvError::Closed) => BatchEvent::End,
+            Err(_) => BatchEvent::End,
         }
     }
 }

@@ -139,6 +139,12 @@ impl Outbox {
     /// with `waiting_for_key`, its video starts at the next keyframe.
     pub fn replay(&mut self, frames: &[Arc<Frame>], waiting_for_key: bool) {
         self.waiting_for_key = waiting_for_key;
+        self.catch_up(frames);
+    }
+
+    /// Queue batches that went by between a viewer's join and its first live batch: like
+    /// the replay, they bring it up to date and do not count as falling behind.
+    pub fn catch_up(&mut self, frames: &[Arc<Frame>]) {
         self.pushing = UnitKind::Replay;
         for frame in frames {
             self.push_frame(frame);

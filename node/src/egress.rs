@@ -32,8 +32,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// its link cannot carry the stream.
 const MAX_SKIPS: u32 = 3;
 const SKIP_WINDOW: Duration = Duration::from_secs(60);
-/// Batches a fan-out remembers, so that a viewer whose join raced with it misses none.
-const RECENT_BATCHES: usize = 16;
 
 /// Why a viewer's stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +84,13 @@ pub struct Lanes {
 /// One stream's fan-out, as viewers see it.
 struct Lane {
     /// The hub stream it serves ([`Watching::stream_id`]).
-    stream_id: usize,
+    stream_id: u64,
     state: Mutex<LaneState>,
 }
 
 struct LaneState {
     /// The last batch the fan-out took.
     last_taken: u64,
-    recent: VecDeque<(u64, Batch)>,
     /// Viewers admitted since the fan-out last looked.
     joining: Vec<Arc<Member>>,
     /// The fan-out stopped: admit nobody.
@@ -112,6 +109,9 @@ struct Member {
 
 struct MemberState {
     outbox: Outbox,
+    /// The socket took less than offered last time: the connection task writes the rest
+    /// once it drains, and the fan-out only queues.
+    blocked: bool,
     /// Batches up to this one came with the viewer's join replay.
     skip_until: u64,
     status: Status,
@@ -152,7 +152,7 @@ impl Lanes {
         let Join {
             replay,
             waiting_for_key,
-            batches,
+            mut batches,
             backlog,
             watching,
         } = join;
@@ -162,6 +162,7 @@ impl Lanes {
             socket,
             state: Mutex::new(MemberState {
                 outbox,
+                blocked: false,
                 skip_until: batches.seq(),
                 status: Status::Playing,
                 slow: SlowViewerGuard::default(),
@@ -169,36 +170,45 @@ impl Lanes {
             wake: Notify::new(),
             metrics: metrics.clone(),
         });
-        // The replay is the connection's to write.
+        // The connection writes the replay now; the fan-out only comes with its next batch.
         member.wake.notify_one();
         loop {
-            let lane = {
-                let mut lanes = self.lock();
-                match lanes.get(watching.name()) {
-                    Some(lane) if lane.stream_id == watching.stream_id() => lane.clone(),
-                    _ => {
-                        // A new fan-out starts with this viewer, from the batch after its
-                        // replay: nothing to catch up.
-                        let lane = Arc::new(Lane {
-                            stream_id: watching.stream_id(),
-                            state: Mutex::new(LaneState {
-                                last_taken: batches.seq(),
-                                recent: VecDeque::new(),
-                                joining: vec![member.clone()],
-                                closed: false,
-                            }),
-                        });
-                        let name = watching.name().to_owned();
-                        lanes.insert(name.clone(), lane.clone());
-                        tokio::spawn(fan_out(self.clone(), name, lane, batches, metrics.clone()));
-                        break;
+            let lane = self.lock().get(watching.name()).cloned();
+            match lane {
+                Some(lane) if lane.stream_id == watching.stream_id() => {
+                    match lane.admit(&member, batches) {
+                        Ok(()) => break,
+                        // That fan-out just stopped for want of viewers: start another.
+                        Err(returned) => batches = returned,
                     }
                 }
-            };
-            if lane.admit(&member) {
-                break;
+                // A newer stream of that name exists, so ours ended: the replay is all.
+                Some(lane) if lane.stream_id > watching.stream_id() => {
+                    member.end();
+                    break;
+                }
+                _ => {
+                    let mut lanes = self.lock();
+                    let current = lanes.get(watching.name());
+                    if current.is_some_and(|lane| lane.stream_id >= watching.stream_id()) {
+                        continue; // another viewer started it meanwhile
+                    }
+                    // A new fan-out starts with this viewer, from the batch after its
+                    // replay: nothing to catch up.
+                    let lane = Arc::new(Lane {
+                        stream_id: watching.stream_id(),
+                        state: Mutex::new(LaneState {
+                            last_taken: batches.seq(),
+                            joining: vec![member.clone()],
+                            closed: false,
+                        }),
+                    });
+                    let name = watching.name().to_owned();
+                    lanes.insert(name.clone(), lane.clone());
+                    tokio::spawn(fan_out(self.clone(), name, lane, batches, metrics.clone()));
+                    break;
+                }
             }
-            // That fan-out just stopped for want of viewers: start another.
         }
         Membership {
             member,
@@ -208,6 +218,11 @@ impl Lanes {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Lane>>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(test)]
+    fn lane_count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Stop `lane` (with `only_if_idle`, unless a viewer is joining): returns the viewers
@@ -234,33 +249,32 @@ impl Lane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a viewer whose replay ends at its `skip_until`. False if the lane stopped.
-    fn admit(&self, member: &Arc<Member>) -> bool {
+    /// Add a viewer whose replay ends at its `skip_until`, and `batches` right after it;
+    /// gives `batches` back if the lane stopped.
+    fn admit(&self, member: &Arc<Member>, mut batches: BatchStream) -> Result<(), BatchStream> {
         let mut lane = self.lock();
         if lane.closed {
-            return false;
+            return Err(batches);
         }
         let mut viewer = member.lock();
-        if lane.last_taken > viewer.skip_until {
-            // The fan-out already went past the viewer's replay: catch up from the
-            // batches it remembers, or, if they do not reach back, skip to a keyframe.
-            let reaches = lane
-                .recent
-                .front()
-                .is_some_and(|(seq, _)| *seq <= viewer.skip_until + 1);
-            if reaches {
-                let after = viewer.skip_until;
-                for (_, frames) in lane.recent.iter().filter(|(seq, _)| *seq > after) {
-                    viewer.outbox.push(frames);
+        // The fan-out may have gone past the viewer's replay (its connection wrote a
+        // response in between): catch up from the viewer's own place in the ring.
+        while batches.seq() < lane.last_taken {
+            let dropped = match batches.try_next() {
+                Some(BatchEvent::Batch { frames, .. }) => {
+                    viewer.outbox.catch_up(&frames);
+                    0
                 }
-            } else {
-                viewer.outbox.skip();
-            }
-            viewer.skip_until = lane.last_taken;
+                Some(BatchEvent::Lagged { .. }) => viewer.outbox.skip(),
+                // The fan-out ends every viewer when it sees the end.
+                Some(BatchEvent::End) | None => break,
+            };
+            Metrics::add(&member.metrics.frames_skipped_total, dropped);
         }
+        viewer.skip_until = viewer.skip_until.max(lane.last_taken);
         drop(viewer);
         lane.joining.push(member.clone());
-        true
+        Ok(())
     }
 }
 
@@ -282,15 +296,6 @@ async fn fan_out(
         {
             let mut state = lane.lock();
             state.last_taken = seq;
-            match &frames {
-                Some(frames) => {
-                    if state.recent.len() == RECENT_BATCHES {
-                        state.recent.pop_front();
-                    }
-                    state.recent.push_back((seq, frames.clone()));
-                }
-                None => state.recent.clear(),
-            }
             members.append(&mut state.joining);
         }
         let mut written = 0;
@@ -331,7 +336,6 @@ impl Member {
         if seq <= state.skip_until {
             return true;
         }
-        let was_idle = state.outbox.is_empty();
         match frames {
             Some(frames) => {
                 let dropped = state.outbox.push(frames);
@@ -346,13 +350,12 @@ impl Member {
                 Metrics::add(&self.metrics.frames_skipped_total, dropped);
             }
         }
-        // A viewer with something queued is being written by its own task.
-        if was_idle {
+        if !state.blocked {
             match self.write_some(&mut state) {
                 Ok(n) => *written += n,
                 Err(e) => return self.fail(&mut state, e.into()),
             }
-            if !state.outbox.is_empty() {
+            if state.blocked {
                 self.wake.notify_one();
             }
         }
@@ -376,6 +379,7 @@ impl Member {
     /// Write as much of the outbox as the socket takes without waiting.
     fn write_some(&self, state: &mut MemberState) -> io::Result<u64> {
         let mut total = 0;
+        state.blocked = false;
         while !state.outbox.is_empty() {
             // On the stack: this runs for every batch of every viewer.
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -387,10 +391,14 @@ impl Member {
                     state.outbox.advance(n);
                     total += n as u64;
                     if n < offered {
+                        state.blocked = true;
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    state.blocked = true;
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -429,11 +437,13 @@ impl Membership {
     pub async fn ready(&self, pump: Pump) -> Result<(), EgressError> {
         match pump {
             Pump::Idle => self.member.wake.notified().await,
-            Pump::Blocked => {
-                tokio::time::timeout(WRITE_TIMEOUT, self.member.socket.writable())
-                    .await
-                    .map_err(|_| EgressError::WriteTimeout(WRITE_TIMEOUT))??;
-            }
+            // Or a wake-up: the fan-out may have given up on this viewer.
+            Pump::Blocked => tokio::select! {
+                writable = tokio::time::timeout(WRITE_TIMEOUT, self.member.socket.writable()) => {
+                    writable.map_err(|_| EgressError::WriteTimeout(WRITE_TIMEOUT))??;
+                }
+                _ = self.member.wake.notified() => {}
+            },
             Pump::Ended => {}
         }
         Ok(())
@@ -443,9 +453,8 @@ impl Membership {
     pub fn send(&self, bytes: Bytes) -> Result<(), EgressError> {
         let member = &self.member;
         let mut state = member.lock();
-        let was_idle = state.outbox.is_empty();
         state.outbox.push_bytes(bytes);
-        if was_idle {
+        if !state.blocked {
             let written = member.write_some(&mut state)?;
             Metrics::add(&member.metrics.bytes_out_total, written);
         }
@@ -470,3 +479,6 @@ impl Drop for Membership {
         self.member.lock().status = Status::Left;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -199,6 +199,8 @@ impl Connection {
         match event {
             SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
             SessionEvent::Play { app, name, .. } => {
+                // A second play replaces the first.
+                self.stop_playing().await?;
                 let join = match stream_key(&app, &name) {
                     Some(key) => self.node.join(&key).await,
                     None => None,
@@ -246,18 +248,7 @@ impl Connection {
             SessionEvent::Unpublish => {
                 self.end_publish("publish end");
             }
-            SessionEvent::StopPlay => {
-                if matches!(self.role, Role::Playing { .. }) {
-                    if let Role::Playing { membership, .. } =
-                        std::mem::replace(&mut self.role, Role::Negotiating)
-                    {
-                        // A message the fan-out began must end before the stop replies.
-                        if let Some(rest) = membership.leave() {
-                            write_all(&self.socket, &rest, &self.node.metrics).await?;
-                        }
-                    }
-                }
-            }
+            SessionEvent::StopPlay => self.stop_playing().await?,
             SessionEvent::ReceiveAudio(on) => {
                 if let Role::Playing {
                     tracks, membership, ..
@@ -357,6 +348,22 @@ impl Connection {
     fn refuse_publish(&mut self, code: &str, description: &str) {
         self.session.reject_publish(code, description);
         self.role = Role::Closing;
+    }
+
+    /// Leave the stream being played, if any.
+    async fn stop_playing(&mut self) -> Result<(), ConnError> {
+        if !matches!(self.role, Role::Playing { .. }) {
+            return Ok(());
+        }
+        if let Role::Playing { membership, .. } =
+            std::mem::replace(&mut self.role, Role::Negotiating)
+        {
+            // A message the fan-out began must end before anything else is written.
+            if let Some(rest) = membership.leave() {
+                write_all(&self.socket, &rest, &self.node.metrics).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The stream ended and its last frames are written: tell the player, then close.
