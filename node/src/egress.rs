@@ -15,7 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -205,7 +206,13 @@ impl Lanes {
                     });
                     let name = watching.name().to_owned();
                     lanes.insert(name.clone(), lane.clone());
-                    tokio::spawn(fan_out(self.clone(), name, lane, batches, metrics.clone()));
+                    fan_out_thread().spawn(fan_out(
+                        self.clone(),
+                        name,
+                        lane,
+                        batches,
+                        metrics.clone(),
+                    ));
                     break;
                 }
             }
@@ -278,6 +285,35 @@ impl Lane {
     }
 }
 
+/// Where the next fan-out runs. Fan-outs have threads of their own, one per core, apart
+/// from the runtime that drives connections: writing a batch to a thousand viewers takes
+/// milliseconds, which would hold up every connection task queued behind it on a worker
+/// (players starting, publishers), and yielding in between would let a busy runtime
+/// starve the fan-out instead. The OS shares the cores between the two fairly.
+fn fan_out_thread() -> tokio::runtime::Handle {
+    static THREADS: OnceLock<Vec<tokio::runtime::Handle>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let threads = THREADS.get_or_init(|| {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..count)
+            .filter_map(|i| {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().ok()?;
+                let handle = runtime.handle().clone();
+                std::thread::Builder::new()
+                    .name(format!("fan-out-{i}"))
+                    .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                    .ok()?;
+                Some(handle)
+            })
+            .collect()
+    });
+    match threads.get(NEXT.fetch_add(1, Ordering::Relaxed) % threads.len().max(1)) {
+        Some(handle) => handle.clone(),
+        // No thread could be started: run on the caller's runtime.
+        None => tokio::runtime::Handle::current(),
+    }
+}
+
 /// A stream's fan-out task: runs until the stream ends or nobody watches.
 async fn fan_out(
     lanes: Arc<Lanes>,
@@ -299,17 +335,7 @@ async fn fan_out(
             members.append(&mut state.joining);
         }
         let mut written = 0;
-        let mut i = 0;
-        while i < members.len() {
-            if members[i].deliver(seq, frames.as_ref(), &mut written) {
-                i += 1;
-            } else {
-                members.swap_remove(i);
-            }
-            // Writing to a thousand viewers takes milliseconds: let the worker's other
-            // tasks (players starting, the publisher) in every so often.
-            tokio::task::consume_budget().await;
-        }
+        members.retain(|member| member.deliver(seq, frames.as_ref(), &mut written));
         Metrics::add(&metrics.bytes_out_total, written);
         if members.is_empty() && lanes.close(&name, &lane, true).is_some() {
             return;

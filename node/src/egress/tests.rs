@@ -44,7 +44,11 @@ fn sequence_header() -> Bytes {
 
 /// Picture `index` (a keyframe every [`GOP`]) of `len` bytes.
 fn picture(index: u32, len: usize) -> Bytes {
-    let frame_type = if index.is_multiple_of(GOP) { 0x17 } else { 0x27 };
+    let frame_type = if index.is_multiple_of(GOP) {
+        0x17
+    } else {
+        0x27
+    };
     let mut payload = vec![frame_type, 0x01, 0, 0, 0];
     payload.extend_from_slice(&index.to_be_bytes());
     payload.resize(len.max(payload.len()), 0xAB);
@@ -476,8 +480,8 @@ async fn a_lane_closes_when_its_viewers_leave_and_a_new_viewer_starts_another() 
     assert_eq!(lanes.lane_count(), 0);
 }
 
-// Single-threaded, so that the old stream's fan-out cannot run between the steps below
-// that contain no await: the new viewer comes while the old lane is still in place.
+// The new viewer usually comes while the old lane is still in place (its fan-out, on a
+// thread of its own, has yet to see the end); either way it must get the new stream.
 #[tokio::test(flavor = "current_thread")]
 async fn a_stream_published_again_gets_a_new_fan_out() {
     let (hub, lanes, metrics) = setup(HubConfig::default());
@@ -493,7 +497,6 @@ async fn a_stream_published_again_gets_a_new_fan_out() {
     let mut new = hub.publish(NAME, Instant::now()).unwrap();
     push_header(&mut new);
     push_pictures(&mut new, AGAIN..=AGAIN + 2, SMALL);
-    assert_eq!(lanes.lane_count(), 1, "the old lane should still be there");
     let new_viewer = attach_viewer(&lanes, hub.join(NAME).unwrap(), server, client, &metrics);
 
     let (got, driven) = old_viewer.finish().await;
@@ -602,8 +605,8 @@ async fn a_viewer_that_joined_before_the_lane_started_gets_its_whole_replay() {
 /// viewer must get a fan-out of its own, not join the old lane (which would end it as
 /// soon as the old fan-out sees the old stream's end). Lanes are matched to streams by
 /// [`Watching::stream_id`], which a new stream never shares with an old one.
-// Single-threaded: the old fan-out must not run between the stream's end and the new
-// viewer's attach (on a busy server it might well not).
+// Whether the old fan-out has run between the stream's end and the new viewer's attach
+// depends on its thread; the new viewer must get the new stream either way.
 #[tokio::test(flavor = "current_thread")]
 async fn a_stream_published_again_after_its_viewers_left_gets_a_new_fan_out() {
     let (hub, lanes, metrics) = setup(HubConfig::default());
