@@ -1,15 +1,18 @@
 //! The stream hub: one publisher and any number of viewers per stream.
 //!
 //! A stream keeps its metadata, sequence headers and the current GOP so that a new viewer
-//! starts with a keyframe. Frames go to viewers through a bounded ring shared by all of them
-//! (`tokio::sync::broadcast`): the publisher never waits, a viewer that falls more than the
-//! ring behind is told how much it missed and skips to the next keyframe.
+//! starts with a keyframe. Frames leave through a bounded ring (`tokio::sync::broadcast`):
+//! the publisher never waits. Players are attached with [`Hub::join`] and served by their
+//! stream's fan-out (in `node`), which reads the ring once for all of them; other
+//! consumers (the HLS packager) take frames themselves with a [`Subscriber`], which is
+//! told how much it missed when it falls more than the ring behind and skips to the next
+//! keyframe.
 //!
-//! Each frame is serialized at most once per output format ([`Frame::flv_tag`],
+//! Each frame is serialized at most once per output format ([`Frame::flv_http_chunk`],
 //! [`Frame::rtmp_chunks`]) and those bytes are shared by every viewer.
 //!
 //! Frames go into the ring in batches, not one by one: audio (and metadata) joins the next
-//! video frame, so a viewer wakes and writes once per video frame instead of once per
+//! video frame, so each viewer gets one write per video frame instead of one per
 //! message. On loopback and LANs the cost of fan-out is almost all per write (one TCP
 //! segment each), so this halves the server's CPU at the price of holding audio back by at
 //! most one video frame interval. [`HubConfig::merge_window`] can widen batches further.

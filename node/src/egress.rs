@@ -15,7 +15,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -76,11 +75,20 @@ impl SlowViewerGuard {
     }
 }
 
-/// The fan-outs of a node, one per stream being watched.
+/// The fan-outs of a node: for each stream being watched, a lane on one fan-out thread,
+/// or on several for a large audience (see [`SPREAD_AT`]), so that it uses every core.
 #[derive(Default)]
 pub struct Lanes {
-    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    lanes: Mutex<HashMap<LaneKey, Arc<Lane>>>,
 }
+
+/// A stream's lanes take up to this many viewers each before the stream gets a lane on
+/// another fan-out thread; once it has one on every thread, new viewers go to the lane
+/// with the fewest.
+const SPREAD_AT: usize = 256;
+
+/// A stream's name and the fan-out thread of its lane.
+type LaneKey = (String, usize);
 
 /// One stream's fan-out, as viewers see it.
 struct Lane {
@@ -92,6 +100,8 @@ struct Lane {
 struct LaneState {
     /// The last batch the fan-out took.
     last_taken: u64,
+    /// Viewers served or joining.
+    viewers: usize,
     /// Viewers admitted since the fan-out last looked.
     joining: Vec<Arc<Member>>,
     /// The fan-out stopped: admit nobody.
@@ -173,8 +183,9 @@ impl Lanes {
         });
         // The connection writes the replay now; the fan-out only comes with its next batch.
         member.wake.notify_one();
+        let threads = fan_out_threads();
         loop {
-            let lane = self.lock().get(watching.name()).cloned();
+            let (key, lane) = self.pick(watching.name(), threads.len().max(1));
             match lane {
                 Some(lane) if lane.stream_id == watching.stream_id() => {
                     match lane.admit(&member, batches) {
@@ -190,7 +201,7 @@ impl Lanes {
                 }
                 _ => {
                     let mut lanes = self.lock();
-                    let current = lanes.get(watching.name());
+                    let current = lanes.get(&key);
                     if current.is_some_and(|lane| lane.stream_id >= watching.stream_id()) {
                         continue; // another viewer started it meanwhile
                     }
@@ -200,19 +211,18 @@ impl Lanes {
                         stream_id: watching.stream_id(),
                         state: Mutex::new(LaneState {
                             last_taken: batches.seq(),
+                            viewers: 1,
                             joining: vec![member.clone()],
                             closed: false,
                         }),
                     });
-                    let name = watching.name().to_owned();
-                    lanes.insert(name.clone(), lane.clone());
-                    fan_out_thread().spawn(fan_out(
-                        self.clone(),
-                        name,
-                        lane,
-                        batches,
-                        metrics.clone(),
-                    ));
+                    lanes.insert(key.clone(), lane.clone());
+                    let runtime = threads.get(key.1).cloned();
+                    let task = fan_out(self.clone(), key, lane, batches, metrics.clone());
+                    // No thread could be started: run on the caller's runtime.
+                    runtime
+                        .unwrap_or_else(tokio::runtime::Handle::current)
+                        .spawn(task);
                     break;
                 }
             }
@@ -223,7 +233,35 @@ impl Lanes {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Lane>>> {
+    /// The lane a new viewer of `name` goes to (`None`: start one there), out of one per
+    /// fan-out thread.
+    fn pick(&self, name: &str, threads: usize) -> (LaneKey, Option<Arc<Lane>>) {
+        let lanes = self.lock();
+        let mut fewest: Option<(usize, &Arc<Lane>, usize)> = None;
+        let mut free = None;
+        for thread in 0..threads {
+            match lanes.get(&(name.to_owned(), thread)) {
+                Some(lane) => {
+                    let viewers = lane.lock().viewers;
+                    if fewest.is_none_or(|(_, _, least)| viewers < least) {
+                        fewest = Some((thread, lane, viewers));
+                    }
+                }
+                None => {
+                    free.get_or_insert(thread);
+                }
+            }
+        }
+        let (thread, lane) = match (fewest, free) {
+            (Some((thread, lane, viewers)), _) if viewers < SPREAD_AT => (thread, Some(lane)),
+            (_, Some(thread)) => (thread, None),
+            (Some((thread, lane, _)), None) => (thread, Some(lane)),
+            (None, None) => (0, None),
+        };
+        ((name.to_owned(), thread), lane.cloned())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<LaneKey, Arc<Lane>>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -234,7 +272,12 @@ impl Lanes {
 
     /// Stop `lane` (with `only_if_idle`, unless a viewer is joining): returns the viewers
     /// that were joining, `None` if it did not stop.
-    fn close(&self, name: &str, lane: &Arc<Lane>, only_if_idle: bool) -> Option<Vec<Arc<Member>>> {
+    fn close(
+        &self,
+        key: &LaneKey,
+        lane: &Arc<Lane>,
+        only_if_idle: bool,
+    ) -> Option<Vec<Arc<Member>>> {
         let mut lanes = self.lock();
         let mut state = lane.lock();
         if only_if_idle && !state.joining.is_empty() {
@@ -242,10 +285,10 @@ impl Lanes {
         }
         state.closed = true;
         if lanes
-            .get(name)
+            .get(key)
             .is_some_and(|current| Arc::ptr_eq(current, lane))
         {
-            lanes.remove(name);
+            lanes.remove(key);
         }
         Some(std::mem::take(&mut state.joining))
     }
@@ -281,19 +324,19 @@ impl Lane {
         viewer.skip_until = viewer.skip_until.max(lane.last_taken);
         drop(viewer);
         lane.joining.push(member.clone());
+        lane.viewers += 1;
         Ok(())
     }
 }
 
-/// Where the next fan-out runs. Fan-outs have threads of their own, one per core, apart
-/// from the runtime that drives connections: writing a batch to a thousand viewers takes
-/// milliseconds, which would hold up every connection task queued behind it on a worker
-/// (players starting, publishers), and yielding in between would let a busy runtime
-/// starve the fan-out instead. The OS shares the cores between the two fairly.
-fn fan_out_thread() -> tokio::runtime::Handle {
+/// Where fan-outs run: threads of their own, one per core, apart from the runtime that
+/// drives connections. Writing a batch to a thousand viewers takes milliseconds, which
+/// would hold up every connection task queued behind it on a worker (players starting,
+/// publishers), and yielding in between would let a busy runtime starve the fan-out
+/// instead. The OS shares the cores between the two fairly.
+fn fan_out_threads() -> &'static [tokio::runtime::Handle] {
     static THREADS: OnceLock<Vec<tokio::runtime::Handle>> = OnceLock::new();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let threads = THREADS.get_or_init(|| {
+    THREADS.get_or_init(|| {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         (0..count)
             .filter_map(|i| {
@@ -306,18 +349,13 @@ fn fan_out_thread() -> tokio::runtime::Handle {
                 Some(handle)
             })
             .collect()
-    });
-    match threads.get(NEXT.fetch_add(1, Ordering::Relaxed) % threads.len().max(1)) {
-        Some(handle) => handle.clone(),
-        // No thread could be started: run on the caller's runtime.
-        None => tokio::runtime::Handle::current(),
-    }
+    })
 }
 
 /// A stream's fan-out task: runs until the stream ends or nobody watches.
 async fn fan_out(
     lanes: Arc<Lanes>,
-    name: String,
+    key: LaneKey,
     lane: Arc<Lane>,
     mut batches: BatchStream,
     metrics: Arc<Metrics>,
@@ -335,13 +373,17 @@ async fn fan_out(
             members.append(&mut state.joining);
         }
         let mut written = 0;
+        let before = members.len();
         members.retain(|member| member.deliver(seq, frames.as_ref(), &mut written));
         Metrics::add(&metrics.bytes_out_total, written);
-        if members.is_empty() && lanes.close(&name, &lane, true).is_some() {
+        if members.len() < before {
+            lane.lock().viewers -= before - members.len();
+        }
+        if members.is_empty() && lanes.close(&key, &lane, true).is_some() {
             return;
         }
     }
-    let joining = lanes.close(&name, &lane, false).unwrap_or_default();
+    let joining = lanes.close(&key, &lane, false).unwrap_or_default();
     for member in members.iter().chain(&joining) {
         member.end();
     }

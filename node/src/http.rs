@@ -1,9 +1,9 @@
 //! The player HTTP port: HTTP-FLV streams, HLS playlists and segments, `/metrics` and
 //! `/healthz`.
 //!
-//! A small HTTP/1.1 server of our own rather than a framework: the FLV path writes shared
-//! frame buffers straight to the socket with vectored writes, with nothing per viewer
-//! beyond the chunk-size line.
+//! A small HTTP/1.1 server of our own rather than a framework: an FLV viewer is handed to
+//! its stream's fan-out, which writes shared frame buffers (each already an HTTP chunk)
+//! straight to the socket with vectored writes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
