@@ -1,0 +1,102 @@
+//! A viewer's outbox under any sequence of operations: live batches, catch-up, replay,
+//! the connection's own messages, partial writes, skips, track changes and leaving. Nothing
+//! panics, every write reported is of bytes actually queued, and what a skip drops is
+//! never the connection's own messages.
+//! Each record is `op | arg | count`, followed for frame ops by `count` frame kinds.
+#![no_main]
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use media::hub::Frame;
+use media::outbox::{FlvFraming, Format, Outbox, Tracks, MAX_IOVECS};
+use media::rtmp::session::MediaKind;
+use media::segment::SegmentMark;
+
+fn frame(kind: u8, ts: u64) -> Arc<Frame> {
+    let (media_kind, payload): (MediaKind, &'static [u8]) = match kind % 6 {
+        0 => (MediaKind::Video, &[0x17, 0x00, 0, 0, 0, 0x01, 0x64]),
+        1 => (MediaKind::Video, &[0x17, 0x01, 0, 0, 0, 0x65, 0x88]),
+        2 => (MediaKind::Video, &[0x27, 0x01, 0, 0, 0, 0x41, 0x9a]),
+        3 => (MediaKind::Audio, &[0xAF, 0x00, 0x12, 0x10]),
+        4 => (MediaKind::Audio, &[0xAF, 0x01, 0x21, 0x00]),
+        _ => (MediaKind::Metadata, &[0x02, 0x00, 0x01, b'x']),
+    };
+    let mut frame = Frame::new(media_kind, ts, Bytes::from_static(payload));
+    if kind & 0x80 != 0 {
+        frame.segment = Some(SegmentMark {
+            sequence: ts,
+            discontinuity: 0,
+        });
+    }
+    Arc::new(frame)
+}
+
+fn queued(outbox: &Outbox) -> usize {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let count = outbox.io_slices(&mut slices);
+    slices[..count].iter().map(|s| s.len()).sum()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let format = match first % 3 {
+        0 => Format::Rtmp { stream_id: 1 },
+        1 => Format::Rtmp { stream_id: 7 },
+        _ => Format::Flv {
+            framing: if first & 4 == 0 { FlvFraming::Chunked } else { FlvFraming::UntilClose },
+            marks: first & 8 != 0,
+        },
+    };
+    let mut outbox = Outbox::new(format, usize::from(first >> 4));
+    let mut ts = 0u64;
+    while rest.len() >= 3 {
+        let (op, arg, count) = (rest[0], rest[1], usize::from(rest[2] % 16));
+        rest = &rest[3..];
+        let kinds = &rest[..count.min(rest.len())];
+        rest = &rest[kinds.len()..];
+        let frames: Vec<Arc<Frame>> = kinds
+            .iter()
+            .map(|&k| {
+                ts += u64::from(arg);
+                frame(k, ts)
+            })
+            .collect();
+        match op % 8 {
+            0 => {
+                outbox.push(&frames);
+            }
+            1 => outbox.catch_up(&frames),
+            2 => outbox.replay(&frames, arg & 1 != 0),
+            3 => outbox.push_bytes(Bytes::from(vec![0xEE; usize::from(arg)])),
+            4 => {
+                // A partial write of up to what is offered.
+                let offered = queued(&outbox);
+                let written = usize::from(arg).min(offered);
+                outbox.advance(written);
+            }
+            5 => {
+                outbox.skip();
+            }
+            6 => outbox.set_tracks(Tracks {
+                audio: arg & 1 != 0,
+                video: arg & 2 != 0,
+            }),
+            _ => {
+                let _ = outbox.take_started();
+                assert!(outbox.is_empty());
+            }
+        }
+        assert_eq!(outbox.is_empty(), queued(&outbox) == 0);
+    }
+    // Writing everything empties the outbox.
+    while !outbox.is_empty() {
+        let offered = queued(&outbox);
+        assert!(offered > 0);
+        outbox.advance(offered);
+    }
+});
