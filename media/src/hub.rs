@@ -333,7 +333,6 @@ impl Hub {
         let join = self.join(name)?;
         let (has_audio, has_video) = join.watching.tracks();
         Some(Subscriber {
-            backlog: join.backlog,
             stream: join.watching.0.clone(),
             _watching: join.watching,
             receiver: join.batches.receiver,
@@ -865,7 +864,6 @@ impl BatchStream {
 }
 
 pub struct Subscriber {
-    backlog: usize,
     _watching: Watching,
     stream: Arc<Stream>,
     receiver: broadcast::Receiver<Batch>,
@@ -893,14 +891,6 @@ impl Subscriber {
         self.has_video
     }
 
-    /// Catch up with the tracks the stream has shown or announced since the viewer joined
-    /// (a viewer that came before the publisher's first messages knows none).
-    pub fn refresh_tracks(&mut self) {
-        let (audio, video) = self.stream.lock().tracks();
-        self.has_audio |= audio;
-        self.has_video |= video;
-    }
-
     /// Frames dropped for this viewer so far.
     pub fn skipped(&self) -> u64 {
         self.skipped
@@ -911,15 +901,8 @@ impl Subscriber {
         self.receiver.len() + self.initial.len()
     }
 
-    /// Half the backlog is waiting, counting `in_flight` frames the viewer took but has not
-    /// sent: it is not keeping up and should drop those rather than fall further behind.
-    /// (A batch holds one video frame and the audio before it, about two frames.)
-    pub fn is_behind(&self, in_flight: usize) -> bool {
-        self.receiver.len() + in_flight / 2 >= self.backlog / 2
-    }
-
     /// The viewer dropped `frames` it had taken but not sent: resume at the next keyframe.
-    pub fn skip_to_keyframe(&mut self, frames: u64) {
+    fn skip_to_keyframe(&mut self, frames: u64) {
         // What is left of the GOP replay goes too: its inter frames need the frames before.
         let rest_of_batch = self.batch.len() - self.batch_pos;
         self.skipped += frames + (self.initial.len() + rest_of_batch) as u64;
