@@ -333,8 +333,7 @@ impl Hub {
         let join = self.join(name)?;
         let (has_audio, has_video) = join.watching.tracks();
         Some(Subscriber {
-            stream: join.watching.0.clone(),
-            _watching: join.watching,
+            watching: join.watching,
             receiver: join.batches.receiver,
             batch: Arc::default(),
             batch_pos: 0,
@@ -864,8 +863,8 @@ impl BatchStream {
 }
 
 pub struct Subscriber {
-    _watching: Watching,
-    stream: Arc<Stream>,
+    /// Counts this subscriber as a viewer, and is its way to the stream.
+    watching: Watching,
     receiver: broadcast::Receiver<Batch>,
     /// The batch being handed out, from `batch_pos` on.
     batch: Batch,
@@ -879,7 +878,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn name(&self) -> &str {
-        &self.stream.name
+        self.watching.name()
     }
 
     /// Whether the stream had audio / video when the viewer joined (for the FLV header).
@@ -911,7 +910,7 @@ impl Subscriber {
         self.waiting_for_key = true;
         // Sequence headers may have changed in what was skipped: resend the current ones
         // ahead of the keyframe the viewer resumes at.
-        let state = self.stream.lock();
+        let state = self.watching.0.lock();
         self.initial.extend(state.video_header.clone());
         self.initial.extend(state.audio_header.clone());
     }

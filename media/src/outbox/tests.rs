@@ -15,6 +15,17 @@ fn audio(ts: u64, payload: Bytes) -> Arc<Frame> {
 fn metadata(payload: Bytes) -> Arc<Frame> {
     Arc::new(Frame::new(MediaKind::Metadata, 0, payload))
 }
+/// Metadata, both sequence headers, a keyframe, audio and an inter frame.
+fn stream_start() -> [Arc<Frame>; 6] {
+    [
+        metadata(meta(1)),
+        video(0, vseq(2)),
+        audio(0, aseq(3)),
+        video(0, vkey(4)),
+        audio(20, araw(5)),
+        video(40, vinter(6)),
+    ]
+}
 fn marked(ts: u64, payload: Bytes, mark: SegmentMark) -> Arc<Frame> {
     let mut frame = Frame::new(MediaKind::Video, ts, payload);
     frame.segment = Some(mark);
@@ -74,14 +85,7 @@ const MARK: SegmentMark = SegmentMark {
 
 #[test]
 fn rtmp_on_media_stream_queues_each_frames_shared_chunks_in_order() {
-    let frames = [
-        metadata(meta(1)),
-        video(0, vseq(2)),
-        audio(0, aseq(3)),
-        video(0, vkey(4)),
-        audio(20, araw(5)),
-        video(40, vinter(6)),
-    ];
+    let frames = stream_start();
     let mut outbox = rtmp(100);
     assert_eq!(outbox.push(&frames), 0);
 
@@ -283,14 +287,7 @@ fn take_started_is_none_when_the_front_was_not_started() {
 
 #[test]
 fn a_track_turned_off_is_not_queued_and_metadata_always_is() {
-    let frames = [
-        metadata(meta(1)),
-        video(0, vseq(2)),
-        audio(0, aseq(3)),
-        video(0, vkey(4)),
-        audio(20, araw(5)),
-        video(40, vinter(6)),
-    ];
+    let frames = stream_start();
     let cases: [(Tracks, &[usize]); 2] = [
         (
             Tracks {

@@ -33,6 +33,10 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// Every this many pictures is a keyframe (by index).
 const GOP: u32 = 30;
 const SMALL: usize = 16;
+/// Pictures too large for a [`SMALL_LINK`] socket: its viewer falls behind unless it reads.
+const LARGE: usize = 20 * 1024;
+/// Kernel buffers, each way, of a viewer on a small link.
+const SMALL_LINK: usize = 8 * 1024;
 /// First index of a stream published again, so its frames cannot pass for the old ones'.
 const AGAIN: u32 = 3000;
 
@@ -187,6 +191,14 @@ fn attach_viewer(
     }
 }
 
+/// A new viewer of [`NAME`] whose socket buffers hold less than one [`LARGE`] picture.
+async fn small_link_viewer(hub: &Hub, lanes: &Arc<Lanes>, metrics: &Arc<Metrics>) -> Viewer {
+    let (server, client) = socket_pair(Some(SMALL_LINK as u32)).await;
+    crate::limit_send_buffer(&server, SMALL_LINK);
+    let join = hub.join(NAME).expect("stream is live");
+    attach_viewer(lanes, join, server, client, metrics)
+}
+
 /// A new viewer of the live stream [`NAME`].
 async fn new_viewer(hub: &Hub, lanes: &Arc<Lanes>, metrics: &Arc<Metrics>) -> Viewer {
     let (server, client) = socket_pair(None).await;
@@ -301,6 +313,14 @@ async fn eventually(what: &str, condition: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// A hub whose viewers may fall only 32 frames behind, so slow viewers show quickly.
+fn setup_short_backlog() -> (Arc<Hub>, Arc<Lanes>, Arc<Metrics>) {
+    setup(HubConfig {
+        backlog: 32,
+        ..HubConfig::default()
+    })
 }
 
 fn setup(config: HubConfig) -> (Arc<Hub>, Arc<Lanes>, Arc<Metrics>) {
@@ -512,22 +532,12 @@ async fn a_stream_published_again_gets_a_new_fan_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_does_not_read_falls_behind_without_holding_up_others() {
     const FRAMES: u32 = 300;
-    const LARGE: usize = 20 * 1024;
-    const SOCKET_BUFFER: usize = 8 * 1024;
-    let (hub, lanes, metrics) = setup(HubConfig {
-        backlog: 32,
-        ..HubConfig::default()
-    });
+    let (hub, lanes, metrics) = setup_short_backlog();
     let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
     // Both on links too small for a frame: the fan-out leaves most of each write to the
     // viewer's connection task.
-    let small_link = || async {
-        let (server, client) = socket_pair(Some(SOCKET_BUFFER as u32)).await;
-        crate::limit_send_buffer(&server, SOCKET_BUFFER);
-        attach_viewer(&lanes, hub.join(NAME).unwrap(), server, client, &metrics)
-    };
-    let reading = small_link().await;
-    let mut stalled = small_link().await;
+    let reading = small_link_viewer(&hub, &lanes, &metrics).await;
+    let mut stalled = small_link_viewer(&hub, &lanes, &metrics).await;
 
     let publishing = tokio::spawn({
         let hub = hub.clone();
@@ -638,16 +648,9 @@ async fn a_stream_published_again_after_its_viewers_left_gets_a_new_fan_out() {
 /// in every count of viewers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_dropped_for_falling_behind_is_disconnected_at_once() {
-    const LARGE: usize = 20 * 1024;
-    const SOCKET_BUFFER: usize = 8 * 1024;
-    let (hub, lanes, metrics) = setup(HubConfig {
-        backlog: 32,
-        ..HubConfig::default()
-    });
+    let (hub, lanes, metrics) = setup_short_backlog();
     let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
-    let (server, client) = socket_pair(Some(SOCKET_BUFFER as u32)).await;
-    crate::limit_send_buffer(&server, SOCKET_BUFFER);
-    let mut stalled = attach_viewer(&lanes, hub.join(NAME).unwrap(), server, client, &metrics);
+    let mut stalled = small_link_viewer(&hub, &lanes, &metrics).await;
 
     push_header(&mut publisher);
     let dropped = || metrics.viewers_dropped_slow_total.load(Ordering::Relaxed) == 1;
