@@ -31,7 +31,7 @@ Options (each also settable through the environment variable in brackets):
 
 Other environment: NGINX (nginx binary, default: nginx), RTMP_MODULE (default:
 /usr/lib/nginx/modules/ngx_rtmp_module.so), FERROLIVE_LOG (ferrolive --log, default: info),
-FERROLIVE_ARGS (more ferrolive flags, e.g. "--merge-window-ms 34"),
+FERROLIVE_ARGS (more ferrolive flags, e.g. "--merge-window-ms 0"),
 SETTLE (seconds of idle between runs, default: 2).
 
 Example (small, quick): PLAYERS="50 100" DURATION=8 bench/compare.sh

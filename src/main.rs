@@ -71,10 +71,10 @@ struct MediaArgs {
     /// to the next keyframe; each stream's shared ring also keeps this many writes.
     #[arg(long, env = "FERROLIVE_VIEWER_BACKLOG", default_value_t = 256)]
     viewer_backlog: usize,
-    /// Milliseconds of stream time merged into one write to each viewer. 0 writes every
-    /// video frame as it arrives; 34 writes two frames at a time at 30 fps, for fewer
-    /// syscalls at the cost of holding every other frame back one interval.
-    #[arg(long, env = "FERROLIVE_MERGE_WINDOW_MS", default_value_t = 0)]
+    /// Milliseconds a viewer's picture may wait for the next one to share its write. 40
+    /// writes two pictures at a time at 30 fps (half the syscalls; every other picture
+    /// waits one frame interval); 0 writes each picture as it arrives.
+    #[arg(long, env = "FERROLIVE_MERGE_WINDOW_MS", default_value_t = 40)]
     merge_window_ms: u64,
     /// Kernel send buffer per viewer socket, in bytes (0: kernel autotuning). Smaller
     /// keeps slow viewers' lag low; larger suits high bit rates over long round trips.
@@ -371,9 +371,9 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
         http_addr: args.http_addr,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
         viewer_send_buffer: args.viewer_send_buffer,
+        merge_window: Duration::from_millis(args.merge_window_ms),
         hub: HubConfig {
             backlog: args.viewer_backlog,
-            merge_window: Duration::from_millis(args.merge_window_ms),
             publisher_stale_after: seconds("publisher-stale", args.publisher_stale)?,
             segments: Segmenting::Own {
                 target: hls_segment,

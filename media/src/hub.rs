@@ -15,7 +15,8 @@
 //! video frame, so each viewer gets one write per video frame instead of one per
 //! message. On loopback and LANs the cost of fan-out is almost all per write (one TCP
 //! segment each), so this halves the server's CPU at the price of holding audio back by at
-//! most one video frame interval. [`HubConfig::merge_window`] can widen batches further.
+//! most one video frame interval. (The fan-out can merge batches further, viewer by
+//! viewer.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -41,10 +42,6 @@ pub struct HubConfig {
     /// must skip to the next keyframe. The ring keeps this many batches alive, so it is
     /// also the stream's fixed memory cost.
     pub backlog: usize,
-    /// A batch closes at the first video frame at least this much stream time after the
-    /// batch's first frame: zero sends every video frame at once; 34 ms at 30 fps sends
-    /// two per write, halving writes again but holding every other frame one interval.
-    pub merge_window: Duration,
     /// Who decides where HLS segments begin.
     pub segments: Segmenting,
     /// A publisher that sent nothing for this long may be replaced by a new one.
@@ -59,7 +56,6 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             backlog: 256,
-            merge_window: Duration::ZERO,
             segments: Segmenting::Own {
                 target: Duration::from_secs(2),
             },
@@ -444,7 +440,6 @@ impl Stream {
                 sender,
                 batches_sent: 0,
                 pending: Vec::new(),
-                merge_window_ms: config.merge_window.as_millis() as u64,
                 segmenter: match config.segments {
                     Segmenting::Own { target } => {
                         Some(Segmenter::new(target.as_millis() as u64, unix_seconds()))
@@ -495,7 +490,6 @@ struct StreamState {
     batches_sent: u64,
     /// Frames of the batch being gathered (already in the GOP cache).
     pending: Vec<Arc<Frame>>,
-    merge_window_ms: u64,
     /// Decides segment starts, unless they come from upstream.
     segmenter: Option<Segmenter>,
     /// From upstream: the mark for the next keyframe.
@@ -623,8 +617,7 @@ impl StreamState {
             .first()
             .map_or(0, |first| frame.timestamp.saturating_sub(first.timestamp));
         let is_picture = frame.kind == MediaKind::Video && !frame.sequence_header;
-        (is_picture && held >= self.merge_window_ms)
-            || held >= AUDIO_HOLD_MS.max(self.merge_window_ms)
+        is_picture || held >= AUDIO_HOLD_MS
     }
 
     fn flush(&mut self) {
@@ -828,6 +821,7 @@ impl BatchStream {
         self.seq
     }
 
+    /// The next batch. Cancel-safe: dropping the future before it completes loses nothing.
     pub async fn next(&mut self) -> BatchEvent {
         let received = self.receiver.recv().await.map_err(|e| match e {
             broadcast::error::RecvError::Lagged(n) => broadcast::error::TryRecvError::Lagged(n),

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// a slow viewer's lag visible to us, so it skips ahead instead of hiding seconds of
     /// video in the kernel, and bounds kernel memory per viewer.
     pub viewer_send_buffer: usize,
+    /// How long a viewer's picture may wait for the next one to share its write (zero:
+    /// each is written at once); see [`egress`].
+    pub merge_window: Duration,
     pub hub: HubConfig,
     pub hls: HlsConfig,
     /// Run as an edge: pull streams from their origins on a miss (needs a registry).
@@ -198,7 +201,7 @@ pub async fn run(
     let node = Arc::new(Node {
         hub,
         hls: Arc::new(Hls::new(config.hls.clone())),
-        lanes: Arc::default(),
+        lanes: Arc::new(Lanes::new(config.merge_window)),
         metrics,
         config,
         control,

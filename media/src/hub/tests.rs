@@ -947,29 +947,6 @@ fn audio_is_not_held_long_when_video_pauses() {
 }
 
 #[test]
-fn merge_window_sends_several_pictures_per_batch() {
-    let hub = Hub::new(HubConfig {
-        merge_window: Duration::from_millis(60),
-        ..HubConfig::default()
-    });
-    let now = Instant::now();
-    let mut p = hub.publish("room", now).unwrap();
-    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
-    let mut sub = hub.subscribe("room").unwrap();
-    drain(&mut sub);
-    feed(&mut p, now)
-        .video(33, vinter(3))
-        .audio(40, araw(4))
-        .video(66, vinter(5));
-    assert!(drain(&mut sub).is_empty(), "33 ms is inside the window");
-    feed(&mut p, now).video(100, vinter(6));
-    assert_eq!(
-        drain(&mut sub),
-        frames(&[vinter(3), araw(4), vinter(5), vinter(6)])
-    );
-}
-
-#[test]
 fn audio_only_streams_are_not_held() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();

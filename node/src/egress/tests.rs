@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use media::flv;
-use media::hub::{Hub, HubConfig, Join, Publisher};
+use media::hub::{Hub, HubConfig, Join, Publisher, Segmenting};
 use media::outbox::{FlvFraming, Format};
 use media::rtmp::session::MediaKind;
 use tokio::io::AsyncReadExt;
@@ -175,6 +175,17 @@ fn attach_viewer(
     client: TcpStream,
     metrics: &Arc<Metrics>,
 ) -> Viewer {
+    attach_viewer_as(FORMAT, lanes, join, server, client, metrics)
+}
+
+fn attach_viewer_as(
+    format: Format,
+    lanes: &Arc<Lanes>,
+    join: Join,
+    server: TcpStream,
+    client: TcpStream,
+    metrics: &Arc<Metrics>,
+) -> Viewer {
     let replay_key = join
         .replay
         .iter()
@@ -183,7 +194,7 @@ fn attach_viewer(
             _ => None,
         });
     let server = Arc::new(server);
-    let membership = lanes.attach(join, server.clone(), FORMAT, metrics);
+    let membership = lanes.attach(join, server.clone(), format, metrics);
     Viewer {
         driver: tokio::spawn(drive(membership, server)),
         client: TagReader::new(client),
@@ -666,4 +677,199 @@ async fn a_viewer_dropped_for_falling_behind_is_disconnected_at_once() {
         .expect("the connection still waits for its socket")
         .unwrap();
     assert!(matches!(driven, Err(EgressError::TooSlow(_))), "{driven:?}");
+}
+
+// ---- Merge window -------------------------------------------------------------------------
+
+/// Stream time between the pictures of the merge tests: under a second, so the fan-out
+/// takes it for the stream's rate.
+const MERGE_INTERVAL_MS: u32 = 999;
+/// Fits one interval, not two: a write covers two pictures.
+const MERGE_WINDOW: Duration = Duration::from_millis(1900);
+
+fn push_picture(publisher: &mut Publisher, index: u32) {
+    publisher
+        .push(
+            MediaKind::Video,
+            index * MERGE_INTERVAL_MS,
+            picture(index, SMALL),
+            Instant::now(),
+        )
+        .unwrap();
+}
+
+/// What a viewer received and when, read in the background.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<std::sync::Mutex<Vec<(Video, Instant)>>>);
+
+impl Arrivals {
+    fn record(mut client: TagReader) -> (Arrivals, JoinHandle<()>) {
+        let arrivals = Arrivals::default();
+        let recording = tokio::spawn({
+            let arrivals = arrivals.clone();
+            async move {
+                while let Some(video) = client.next().await {
+                    arrivals.lock().push((video, Instant::now()));
+                }
+            }
+        });
+        (arrivals, recording)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Video, Instant)>> {
+        self.0.lock().unwrap()
+    }
+
+    /// When picture `index` arrived, if it did.
+    fn picture(&self, index: u32) -> Option<Instant> {
+        let wanted = Video::of_index(index);
+        self.lock()
+            .iter()
+            .find_map(|(video, at)| (*video == wanted).then_some(*at))
+    }
+
+    fn videos(&self) -> Vec<Video> {
+        self.lock().iter().map(|(video, _)| *video).collect()
+    }
+}
+
+/// How many batches a write covers under a window, from the stream time between batches.
+#[test]
+fn turns_fit_the_batches_of_a_window() {
+    let batch = |timestamp: u64| -> Batch {
+        let frame = media::hub::Frame::new(MediaKind::Video, timestamp, picture(1, SMALL));
+        Arc::new(vec![Arc::new(frame)])
+    };
+    let covered = |window_ms: u64, timestamps: &[u64]| -> Vec<u64> {
+        let mut turns = Turns::new(Duration::from_millis(window_ms));
+        timestamps.iter().map(|&t| turns.next(&batch(t))).collect()
+    };
+    // The first batch says nothing of the rate; then 30 fps stream time (33 or 34 ms).
+    assert_eq!(covered(40, &[0, 33, 67, 100, 133]), [1, 2, 2, 2, 2]);
+    assert_eq!(covered(0, &[0, 33, 67, 100]), [1, 1, 1, 1], "no window");
+    assert_eq!(
+        covered(30, &[0, 33, 67, 100]),
+        [1, 1, 1, 1],
+        "under one interval"
+    );
+    assert_eq!(
+        covered(100, &[0, 33, 67, 100]),
+        [1, 4, 4, 4],
+        "three intervals fit"
+    );
+    // A jump in stream time (a publisher restarting) leaves the rate as it was.
+    assert_eq!(covered(40, &[0, 33, 67, 60_000, 60_033]), [1, 2, 2, 2, 2]);
+    assert_eq!(
+        covered(60_000, &[0, 1, 2]),
+        [1, Turns::MAX, Turns::MAX],
+        "bounded"
+    );
+}
+
+/// A merging viewer's picture waits for the next picture (or at most the window) to share
+/// its write, and viewers take turns: while one holds a picture, the other has it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merging_viewers_take_turns_and_a_held_picture_waits_at_most_the_window() {
+    let (hub, _, metrics) = setup(HubConfig::default());
+    let lanes = Arc::new(Lanes::new(MERGE_WINDOW));
+    let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
+    push_header(&mut publisher);
+    push_picture(&mut publisher, 0);
+    let mut viewers = Vec::new();
+    for _ in 0..2 {
+        let Viewer { driver, client, .. } = new_viewer(&hub, &lanes, &metrics).await;
+        let (arrivals, recording) = Arrivals::record(client);
+        viewers.push((arrivals, recording, driver));
+    }
+    let (a, b) = (viewers[0].0.clone(), viewers[1].0.clone());
+
+    // The fan-out's first batch tells it nothing of the stream's rate: written at once.
+    push_picture(&mut publisher, 1);
+    eventually("both viewers have picture 1", || {
+        a.picture(1).is_some() && b.picture(1).is_some()
+    })
+    .await;
+
+    let pushed_2 = Instant::now();
+    push_picture(&mut publisher, 2);
+    eventually("a viewer has picture 2", || {
+        a.picture(2).is_some() || b.picture(2).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (at_once, held) = match (a.picture(2), b.picture(2)) {
+        (Some(_), None) => (&a, &b),
+        (None, Some(_)) => (&b, &a),
+        both => panic!("one viewer should hold picture 2, not {both:?}"),
+    };
+
+    let pushed_3 = Instant::now();
+    push_picture(&mut publisher, 3);
+    eventually("the held picture 2 goes out with picture 3", || {
+        held.picture(3).is_some()
+    })
+    .await;
+    let held_2 = held.picture(2).expect("picture 2 before picture 3");
+    assert!(held_2 >= pushed_3, "picture 2 was not held");
+    assert!(
+        held_2 < pushed_2 + MERGE_WINDOW,
+        "picture 2 waited for the window, not for picture 3"
+    );
+
+    eventually("picture 3 leaves when its window ends", || {
+        at_once.picture(3).is_some()
+    })
+    .await;
+    assert!(
+        at_once.picture(3).unwrap() >= pushed_3 + MERGE_WINDOW,
+        "the viewer that had picture 2 at once should hold picture 3"
+    );
+
+    publisher.finish(&hub);
+    for (n, (arrivals, recording, driver)) in viewers.into_iter().enumerate() {
+        timeout(PATIENCE, recording).await.unwrap().unwrap();
+        timeout(PATIENCE, driver).await.unwrap().unwrap().unwrap();
+        assert_whole_stream(&arrivals.videos(), 0, 3, &format!("viewer {n}"));
+    }
+}
+
+/// An edge pulling a stream is never held back by the merge window: its own viewers would
+/// wait twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_pulling_a_stream_is_never_held_back() {
+    // An edge's marks come from upstream; none here, so the edge reads only video tags.
+    let (hub, _, metrics) = setup(HubConfig {
+        segments: Segmenting::Upstream,
+        ..HubConfig::default()
+    });
+    let lanes = Arc::new(Lanes::new(MERGE_WINDOW));
+    let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
+    push_header(&mut publisher);
+    push_picture(&mut publisher, 0);
+    let (server, client) = socket_pair(None).await;
+    let join = hub.join(NAME).expect("stream is live");
+    let edge_pull = Format::Flv {
+        framing: FlvFraming::UntilClose,
+        marks: true,
+    };
+    let Viewer { driver, client, .. } =
+        attach_viewer_as(edge_pull, &lanes, join, server, client, &metrics);
+    let (edge, recording) = Arrivals::record(client);
+
+    for index in 1..=4 {
+        let pushed = Instant::now();
+        push_picture(&mut publisher, index);
+        eventually(&format!("the edge has picture {index}"), || {
+            edge.picture(index).is_some()
+        })
+        .await;
+        assert!(
+            edge.picture(index).unwrap() < pushed + MERGE_WINDOW,
+            "picture {index} was held"
+        );
+    }
+    publisher.finish(&hub);
+    timeout(PATIENCE, recording).await.unwrap().unwrap();
+    timeout(PATIENCE, driver).await.unwrap().unwrap().unwrap();
+    assert_whole_stream(&edge.videos(), 0, 4, "edge");
 }
