@@ -456,6 +456,9 @@ impl ServerSession {
             self.send_status(id, "status", "NetStream.Play.Reset", &reset);
             let start = format!("Started playing {name}.");
             self.send_status(id, "status", "NetStream.Play.Start", &start);
+            // A play before this one on the connection may have had media metadata sent on
+            // this chunk stream as shared chunks this writer never saw.
+            self.writer.forget_csid(CSID_DATA);
             let access = amf::encode_all(&[
                 Amf0Value::String("|RtmpSampleAccess".into()),
                 Amf0Value::Boolean(true),

@@ -637,6 +637,39 @@ fn play_sequence() {
     }
 }
 
+/// Media metadata goes out on the data chunk stream as shared chunks the session's writer
+/// never sees: playing again on the connection must not compress the new play's data
+/// messages against the old play's.
+#[test]
+fn playing_again_after_media_sends_data_messages_with_full_headers() {
+    let mut c = Client::playing();
+    let metadata = crate::rtmp::chunk::encode_standalone(
+        CSID_DATA,
+        5000,
+        msg_type::DATA_AMF0,
+        1,
+        &amf::encode_all(&[s("onMetaData"), metadata_object()]),
+        OUT_CHUNK_SIZE,
+    );
+    let mut metadata = BytesMut::from(&metadata[..]);
+    assert!(c.reader.read(&mut metadata).unwrap().is_some());
+    assert_eq!(
+        c.command(1, "closeStream", vec![Amf0Value::Null]),
+        [SessionEvent::StopPlay]
+    );
+    c.command(1, "play", vec![Amf0Value::Null, s("room")]);
+    c.session.accept_play("room");
+    let data: Vec<RtmpMessage> = c
+        .replies()
+        .into_iter()
+        .filter(|m| m.csid == CSID_DATA)
+        .collect();
+    assert_eq!(data.len(), 2, "|RtmpSampleAccess and NetStream.Data.Start");
+    for m in data {
+        assert_eq!(m.timestamp, 0, "{:?}", decode(&m)[0]);
+    }
+}
+
 #[test]
 fn reject_play_sends_stream_not_found() {
     let mut c = Client::connected();
