@@ -612,12 +612,11 @@ impl StreamState {
         if !self.has_video {
             return true;
         }
-        let held = self
-            .pending
-            .first()
-            .map_or(0, |first| frame.timestamp.saturating_sub(first.timestamp));
         let is_picture = frame.kind == MediaKind::Video && !frame.sequence_header;
-        is_picture || held >= AUDIO_HOLD_MS
+        is_picture
+            || self.pending.first().is_some_and(|first| {
+                frame.timestamp.saturating_sub(first.timestamp) >= AUDIO_HOLD_MS
+            })
     }
 
     fn flush(&mut self) {

@@ -123,6 +123,10 @@ impl Outbox {
         }
     }
 
+    pub fn tracks(&self) -> Tracks {
+        self.tracks
+    }
+
     pub fn set_tracks(&mut self, tracks: Tracks) {
         let audio_back = tracks.audio && !self.tracks.audio;
         let video_back = tracks.video && !self.tracks.video;

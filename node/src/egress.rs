@@ -427,12 +427,10 @@ async fn fan_out(
             turns: per_write,
             now: Instant::now(),
         };
-        let mut written = 0;
-        let mut oldest = None;
+        let mut pass = Pass::default();
         let before = members.len();
-        members.retain(|member| member.deliver(&delivery, &mut written, &mut oldest));
-        Metrics::add(&metrics.bytes_out_total, written);
-        flush_at = oldest.map(|held| (held + lanes.merge_window).into());
+        members.retain(|member| member.deliver(&delivery, &mut pass));
+        flush_at = pass.finish(lanes.merge_window, &metrics);
         if members.len() < before {
             lane.lock().viewers -= before - members.len();
         }
@@ -453,14 +451,32 @@ fn flush_held(
     window: Duration,
     metrics: &Metrics,
 ) -> Option<tokio::time::Instant> {
-    let mut written = 0;
-    let mut oldest = None;
+    let mut pass = Pass::default();
     let now = Instant::now();
     for member in members {
-        member.flush_held(now, window, &mut written, &mut oldest);
+        member.flush_held(now, window, &mut pass);
     }
-    Metrics::add(&metrics.bytes_out_total, written);
-    oldest.map(|held| (held + window).into())
+    pass.finish(window, metrics)
+}
+
+/// One pass of a fan-out over its viewers: the bytes it wrote, and since when the batch
+/// held back longest has been held.
+#[derive(Default)]
+struct Pass {
+    written: u64,
+    oldest_hold: Option<Instant>,
+}
+
+impl Pass {
+    fn held_since(&mut self, since: Instant) {
+        self.oldest_hold = Some(self.oldest_hold.map_or(since, |t| t.min(since)));
+    }
+
+    /// Count the bytes written; returns when the window of the oldest held batch ends.
+    fn finish(self, window: Duration, metrics: &Metrics) -> Option<tokio::time::Instant> {
+        Metrics::add(&metrics.bytes_out_total, self.written);
+        self.oldest_hold.map(|held| (held + window).into())
+    }
 }
 
 /// How many batches a viewer's write may cover under a merge window: one more for each
@@ -528,14 +544,8 @@ impl Member {
     }
 
     /// Queue the batch and write it, unless the viewer's socket is full or it is not the
-    /// viewer's turn; `oldest` gets the earliest time a batch was held back. False when
-    /// the viewer is gone.
-    fn deliver(
-        &self,
-        delivery: &Delivery,
-        written: &mut u64,
-        oldest: &mut Option<Instant>,
-    ) -> bool {
+    /// viewer's turn. False when the viewer is gone.
+    fn deliver(&self, delivery: &Delivery, pass: &mut Pass) -> bool {
         let mut state = self.lock();
         if !matches!(state.status, Status::Playing) {
             return false;
@@ -564,22 +574,14 @@ impl Member {
             || delivery.frames.is_none()
             || (delivery.seq + state.turn).is_multiple_of(delivery.turns);
         if !my_turn {
-            let held = *state.held_since.get_or_insert(delivery.now);
-            *oldest = Some(oldest.map_or(held, |t| t.min(held)));
+            pass.held_since(*state.held_since.get_or_insert(delivery.now));
             return true;
         }
-        self.write_now(&mut state, written)
+        self.write_now(&mut state, pass)
     }
 
-    /// Write what was held back for longer than `window`; `oldest` gets the earliest time
-    /// a batch is still held.
-    fn flush_held(
-        &self,
-        now: Instant,
-        window: Duration,
-        written: &mut u64,
-        oldest: &mut Option<Instant>,
-    ) {
+    /// Write what was held back for `window` or longer.
+    fn flush_held(&self, now: Instant, window: Duration, pass: &mut Pass) {
         let mut state = self.lock();
         let Some(held) = state.held_since else {
             return;
@@ -588,16 +590,16 @@ impl Member {
             return;
         }
         if now.duration_since(held) >= window {
-            self.write_now(&mut state, written);
+            self.write_now(&mut state, pass);
         } else {
-            *oldest = Some(oldest.map_or(held, |t| t.min(held)));
+            pass.held_since(held);
         }
     }
 
     /// Write from the fan-out; false if that failed and the viewer is gone.
-    fn write_now(&self, state: &mut MemberState, written: &mut u64) -> bool {
+    fn write_now(&self, state: &mut MemberState, pass: &mut Pass) -> bool {
         match self.write_some(state) {
-            Ok(n) => *written += n,
+            Ok(n) => pass.written += n,
             Err(e) => return self.fail(state, e.into()),
         }
         if state.blocked {
@@ -706,8 +708,12 @@ impl Membership {
         Ok(())
     }
 
-    pub fn set_tracks(&self, tracks: Tracks) {
-        self.member.lock().outbox.set_tracks(tracks);
+    /// Change which tracks the viewer receives (RTMP receiveAudio / receiveVideo).
+    pub fn update_tracks(&self, change: impl FnOnce(&mut Tracks)) {
+        let outbox = &mut self.member.lock().outbox;
+        let mut tracks = outbox.tracks();
+        change(&mut tracks);
+        outbox.set_tracks(tracks);
     }
 
     /// Stop playing; returns the rest of a message the fan-out started writing, which

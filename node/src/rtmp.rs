@@ -71,7 +71,6 @@ enum Role {
     Playing {
         membership: Membership,
         name: String,
-        tracks: Tracks,
         _viewer: GaugeGuard,
     },
     /// Answered with an error status; close once it is sent.
@@ -223,7 +222,6 @@ impl Connection {
                         self.role = Role::Playing {
                             membership,
                             name,
-                            tracks: Tracks::default(),
                             _viewer,
                         };
                     }
@@ -249,24 +247,8 @@ impl Connection {
                 self.end_publish("publish end");
             }
             SessionEvent::StopPlay => self.stop_playing().await?,
-            SessionEvent::ReceiveAudio(on) => {
-                if let Role::Playing {
-                    tracks, membership, ..
-                } = &mut self.role
-                {
-                    tracks.audio = on;
-                    membership.set_tracks(*tracks);
-                }
-            }
-            SessionEvent::ReceiveVideo(on) => {
-                if let Role::Playing {
-                    tracks, membership, ..
-                } = &mut self.role
-                {
-                    tracks.video = on;
-                    membership.set_tracks(*tracks);
-                }
-            }
+            SessionEvent::ReceiveAudio(on) => self.update_tracks(|tracks| tracks.audio = on),
+            SessionEvent::ReceiveVideo(on) => self.update_tracks(|tracks| tracks.video = on),
         }
         Ok(())
     }
@@ -348,6 +330,12 @@ impl Connection {
     fn refuse_publish(&mut self, code: &str, description: &str) {
         self.session.reject_publish(code, description);
         self.role = Role::Closing;
+    }
+
+    fn update_tracks(&self, change: impl FnOnce(&mut Tracks)) {
+        if let Role::Playing { membership, .. } = &self.role {
+            membership.update_tracks(change);
+        }
     }
 
     /// Leave the stream being played, if any.

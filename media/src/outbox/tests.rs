@@ -41,6 +41,10 @@ fn rtmp(limit: usize) -> Outbox {
     )
 }
 
+fn flv(framing: FlvFraming, marks: bool, limit: usize) -> Outbox {
+    Outbox::new(Format::Flv { framing, marks }, limit)
+}
+
 /// What an RTMP viewer on the media stream should receive for `frames`, one unit each.
 fn chunks(frames: &[&Arc<Frame>]) -> Vec<Bytes> {
     frames.iter().map(|f| f.rtmp_chunks().clone()).collect()
@@ -131,11 +135,7 @@ fn flv_chunked_queues_each_frames_http_chunk() {
         video(0, vkey(3)),
         audio(21, araw(4)),
     ];
-    let format = Format::Flv {
-        framing: FlvFraming::Chunked,
-        marks: false,
-    };
-    let mut outbox = Outbox::new(format, 100);
+    let mut outbox = flv(FlvFraming::Chunked, false, 100);
     outbox.push(&frames);
 
     let expected: Vec<Bytes> = frames.iter().map(|f| f.flv_http_chunk().clone()).collect();
@@ -155,11 +155,7 @@ fn flv_until_close_queues_bare_tags() {
         video(0x0102_0304, big),
         audio(10, araw(3)),
     ];
-    let format = Format::Flv {
-        framing: FlvFraming::UntilClose,
-        marks: false,
-    };
-    let mut outbox = Outbox::new(format, 100);
+    let mut outbox = flv(FlvFraming::UntilClose, false, 100);
     outbox.push(&frames);
 
     let expected: Vec<Bytes> = [
@@ -177,13 +173,7 @@ fn flv_until_close_queues_bare_tags() {
 fn flv_marks_send_a_script_tag_ahead_of_the_marked_frame() {
     for framing in [FlvFraming::Chunked, FlvFraming::UntilClose] {
         let frames = [marked(4000, vkey(1), MARK), video(4040, vinter(2))];
-        let mut outbox = Outbox::new(
-            Format::Flv {
-                framing,
-                marks: true,
-            },
-            100,
-        );
+        let mut outbox = flv(framing, true, 100);
         outbox.push(&frames);
 
         // The mark and its keyframe are one unit, so that no skip can part them.
@@ -198,11 +188,7 @@ fn flv_marks_send_a_script_tag_ahead_of_the_marked_frame() {
 #[test]
 fn flv_without_marks_sends_the_marked_frame_alone() {
     let frames = [marked(4000, vkey(1), MARK), video(4040, vinter(2))];
-    let format = Format::Flv {
-        framing: FlvFraming::Chunked,
-        marks: false,
-    };
-    let mut outbox = Outbox::new(format, 100);
+    let mut outbox = flv(FlvFraming::Chunked, false, 100);
     outbox.push(&frames);
 
     let expected: Vec<Bytes> = frames.iter().map(|f| f.flv_http_chunk().clone()).collect();
@@ -511,13 +497,7 @@ fn video_turned_back_on_starts_at_a_keyframe() {
 #[test]
 fn falling_behind_never_parts_a_segment_mark_from_its_keyframe() {
     let framing = FlvFraming::Chunked;
-    let mut outbox = Outbox::new(
-        Format::Flv {
-            framing,
-            marks: true,
-        },
-        2,
-    );
+    let mut outbox = flv(framing, true, 2);
     let key = marked(0, vkey(1), MARK);
     outbox.push(std::slice::from_ref(&key));
     outbox.advance(1);

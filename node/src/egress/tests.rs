@@ -525,17 +525,28 @@ async fn a_stream_published_again_gets_a_new_fan_out() {
     let (server, client) = socket_pair(None).await;
 
     old.finish(&hub);
-    let mut new = hub.publish(NAME, Instant::now()).unwrap();
-    push_header(&mut new);
-    push_pictures(&mut new, AGAIN..=AGAIN + 2, SMALL);
+    let new = publish_again(&hub);
     let new_viewer = attach_viewer(&lanes, hub.join(NAME).unwrap(), server, client, &metrics);
 
     let (got, driven) = old_viewer.finish().await;
     assert_eq!(got, [], "old viewer after the end");
     driven.unwrap();
+    finish_again(new, &hub, new_viewer).await;
+}
+
+/// The stream [`NAME`] published again, with its first pictures from [`AGAIN`] on.
+fn publish_again(hub: &Hub) -> Publisher {
+    let mut new = hub.publish(NAME, Instant::now()).unwrap();
+    push_header(&mut new);
+    push_pictures(&mut new, AGAIN..=AGAIN + 2, SMALL);
+    new
+}
+
+/// The rest of a stream published again, up to its end; `viewer` must get all of it.
+async fn finish_again(mut new: Publisher, hub: &Hub, viewer: Viewer) {
     push_pictures(&mut new, AGAIN + 3..=AGAIN + 40, SMALL);
-    new.finish(&hub);
-    let (got, driven) = new_viewer.finish().await;
+    new.finish(hub);
+    let (got, driven) = viewer.finish().await;
     assert_whole_stream(&got, AGAIN, AGAIN + 40, "new viewer");
     driven.unwrap();
 }
@@ -640,17 +651,10 @@ async fn a_stream_published_again_after_its_viewers_left_gets_a_new_fan_out() {
     let (server, client) = socket_pair(None).await;
 
     old.finish(&hub);
-    let mut new = hub.publish(NAME, Instant::now()).unwrap();
-    push_header(&mut new);
-    push_pictures(&mut new, AGAIN..=AGAIN + 2, SMALL);
+    let new = publish_again(&hub);
     let join = hub.join(NAME).unwrap();
     let new_viewer = attach_viewer(&lanes, join, server, client, &metrics);
-    push_pictures(&mut new, AGAIN + 3..=AGAIN + 40, SMALL);
-    new.finish(&hub);
-
-    let (got, driven) = new_viewer.finish().await;
-    assert_whole_stream(&got, AGAIN, AGAIN + 40, "new viewer");
-    driven.unwrap();
+    finish_again(new, &hub, new_viewer).await;
 }
 
 /// The fan-out gives up on a viewer that keeps falling behind and wakes its connection,
@@ -677,6 +681,38 @@ async fn a_viewer_dropped_for_falling_behind_is_disconnected_at_once() {
         .expect("the connection still waits for its socket")
         .unwrap();
     assert!(matches!(driven, Err(EgressError::TooSlow(_))), "{driven:?}");
+}
+
+/// RTMP's receiveVideo: a viewer that turns video off gets none, and when it turns it
+/// back on, video resumes at the next keyframe behind its sequence header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_turned_off_and_on_resumes_at_a_keyframe() {
+    let (hub, lanes, metrics) = setup(HubConfig::default());
+    let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
+    push_header(&mut publisher);
+    push_pictures(&mut publisher, 0..=0, SMALL);
+    let (server, client) = socket_pair(None).await;
+    let join = hub.join(NAME).expect("stream is live");
+    let server = Arc::new(server);
+    let membership = lanes.attach(join, server.clone(), FORMAT, &metrics);
+
+    membership.update_tracks(|tracks| tracks.video = false);
+    push_pictures(&mut publisher, 1..=GOP - 1, SMALL);
+    membership.update_tracks(|tracks| tracks.video = true);
+    push_pictures(&mut publisher, GOP..=GOP + 1, SMALL);
+    publisher.finish(&hub);
+
+    let driver = tokio::spawn(drive(membership, server));
+    let got = TagReader::new(client).read_to_end().await;
+    let expected = [
+        Video::Header,
+        Video::Key(0),
+        Video::Header,
+        Video::Key(GOP),
+        Video::Inter(GOP + 1),
+    ];
+    assert_eq!(got, expected);
+    timeout(PATIENCE, driver).await.unwrap().unwrap().unwrap();
 }
 
 // ---- Merge window -------------------------------------------------------------------------
