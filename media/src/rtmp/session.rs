@@ -456,9 +456,6 @@ impl ServerSession {
             self.send_status(id, "status", "NetStream.Play.Reset", &reset);
             let start = format!("Started playing {name}.");
             self.send_status(id, "status", "NetStream.Play.Start", &start);
-            // A play before this one on the connection may have had media metadata sent on
-            // this chunk stream as shared chunks this writer never saw.
-            self.writer.forget_csid(CSID_DATA);
             let access = amf::encode_all(&[
                 Amf0Value::String("|RtmpSampleAccess".into()),
                 Amf0Value::Boolean(true),
@@ -525,6 +522,12 @@ impl ServerSession {
     }
 
     fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, payload: Vec<u8>) {
+        if csid == CSID_DATA {
+            // Media metadata goes out on this chunk stream too, as shared chunks this
+            // writer never sees: compressing against our own last message there would
+            // leave the client reading the metadata's header fields.
+            self.writer.forget_csid(csid);
+        }
         let msg = RtmpMessage {
             csid,
             timestamp: 0,
