@@ -44,11 +44,17 @@ impl FlvFraming {
     /// A frame's tag framed for the body; shares the frame's bytes either way.
     pub fn frame_of(self, frame: &Frame) -> Bytes {
         let chunk = frame.flv_http_chunk();
+        chunk.slice_ref(self.framed(frame))
+    }
+
+    /// A frame's tag framed for the body, borrowed from the frame.
+    fn framed(self, frame: &Frame) -> &[u8] {
+        let chunk = frame.flv_http_chunk();
         match self {
-            FlvFraming::Chunked => chunk.clone(),
+            FlvFraming::Chunked => chunk,
             FlvFraming::UntilClose => {
                 let start = chunk.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-                chunk.slice(start..chunk.len() - 2)
+                &chunk[start..chunk.len() - 2]
             }
         }
     }
@@ -170,6 +176,58 @@ impl Outbox {
         }
     }
 
+    /// For a viewer with nothing queued: the buffers [`Outbox::push`] would queue for
+    /// `frames`, borrowed from the frames themselves, into `out`; returns how many. A
+    /// viewer that keeps up is written to straight from these and never queues anything.
+    /// `None` when a frame needs encoding for this viewer alone (a track turned off, a
+    /// stream id of its own, a segment mark for an edge, waiting for a keyframe), or when
+    /// they need more buffers than `out` holds. Whatever the write leaves must be queued with
+    /// [`Outbox::push_unwritten`].
+    pub fn shared_slices<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a Arc<Frame>>,
+        out: &mut [IoSlice<'a>],
+    ) -> Option<usize> {
+        if !self.units.is_empty() || self.waiting_for_key || self.tracks != Tracks::default() {
+            return None;
+        }
+        let mut count = 0;
+        for frame in frames {
+            let bytes: &[u8] = match self.format {
+                Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => frame.rtmp_chunks(),
+                // A frame that starts a segment gets its mark ahead of it (see `encode`).
+                Format::Flv { framing, marks } if !marks || frame.segment.is_none() => {
+                    framing.framed(frame)
+                }
+                _ => return None,
+            };
+            *out.get_mut(count)? = IoSlice::new(bytes);
+            count += 1;
+            self.note_header(frame);
+        }
+        Some(count)
+    }
+
+    /// After writing `written` bytes of the [`Outbox::shared_slices`] of `frames`: queue
+    /// the rest, as if they had been pushed before the write. Returns the frames dropped,
+    /// as [`Outbox::push`] does.
+    pub fn push_unwritten<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a Arc<Frame>>,
+        written: usize,
+    ) -> u64 {
+        for frame in frames {
+            self.push_frame(frame);
+        }
+        // Before the limit: a viewer that falls behind keeps the frame it has started.
+        self.advance(written);
+        if self.live > self.limit {
+            self.skip()
+        } else {
+            0
+        }
+    }
+
     /// Queue one of the connection's own messages, after everything queued so far.
     pub fn push_bytes(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
@@ -247,12 +305,17 @@ impl Outbox {
         front.filter(|_| started).map(|unit| unit.bytes)
     }
 
-    fn push_frame(&mut self, frame: &Arc<Frame>) {
+    /// Remember the latest sequence headers, to resend after a skip.
+    fn note_header(&mut self, frame: &Arc<Frame>) {
         match frame.kind {
             MediaKind::Video if frame.sequence_header => self.video_header = Some(frame.clone()),
             MediaKind::Audio if frame.sequence_header => self.audio_header = Some(frame.clone()),
             _ => {}
         }
+    }
+
+    fn push_frame(&mut self, frame: &Arc<Frame>) {
+        self.note_header(frame);
         if self.waiting_for_key && frame.kind == MediaKind::Video && !frame.sequence_header {
             if !frame.key {
                 return;

@@ -1,11 +1,11 @@
 //! Fan-out: sending a stream to its RTMP and HTTP-FLV viewers.
 //!
 //! Each stream with viewers has one fan-out task. It takes each batch of frames from the
-//! hub once and, for every viewer in turn, queues the batch in the viewer's [`Outbox`] and
-//! writes it at once with one non-blocking vectored write. A viewer whose socket takes it
-//! all costs one syscall per batch and nothing else. A viewer whose socket is full keeps
-//! the rest queued: its own connection task finishes the write when the socket drains, and
-//! until then the fan-out only queues for it. A viewer that falls further behind skips to
+//! hub once and, for every viewer in turn, writes it with one non-blocking vectored write
+//! straight from the frames' shared buffers. A viewer whose socket takes it all costs one
+//! syscall per batch and nothing else: nothing is queued or copied for it. What a full
+//! socket leaves goes into the viewer's [`Outbox`]: its own connection task finishes the
+//! write when the socket drains, and until then the fan-out only queues for it. A viewer that falls further behind skips to
 //! the next keyframe; one that keeps falling behind, or takes nothing for
 //! [`WRITE_TIMEOUT`], is dropped.
 //!
@@ -18,7 +18,9 @@
 //! turns (at 30 fps with a 40 ms window, half write on even batches and half on odd ones),
 //! so each batch is written to only part of the audience and the last viewer of a batch
 //! is not held up behind everyone else's writes. Edges pulling a stream are never held:
-//! their viewers would wait twice.
+//! their viewers would wait twice. A held batch stays with the fan-out, not in the
+//! viewer's outbox, so a message the connection sends meanwhile (see
+//! [`Membership::send`]) may go out ahead of it.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
@@ -111,14 +113,14 @@ struct LaneState {
     /// Viewers served or joining.
     viewers: usize,
     /// Viewers admitted since the fan-out last looked.
-    joining: Vec<Arc<Member>>,
+    joining: Vec<Seat>,
     /// The turn of the next viewer admitted (see [`Turns`]).
     next_turn: u64,
     /// The fan-out stopped: admit nobody.
     closed: bool,
 }
 
-/// A viewer as the fan-out sees it.
+/// A viewer as the fan-out and the viewer's connection share it.
 struct Member {
     socket: Arc<TcpStream>,
     state: Mutex<MemberState>,
@@ -126,8 +128,6 @@ struct Member {
     /// fan-out could not, or finish.
     wake: Notify,
     metrics: Arc<Metrics>,
-    /// Writes may wait for the merge window (not for edges pulling the stream).
-    merges: bool,
 }
 
 struct MemberState {
@@ -135,14 +135,22 @@ struct MemberState {
     /// The socket took less than offered last time: the connection task writes the rest
     /// once it drains, and the fan-out only queues.
     blocked: bool,
-    /// Batches up to this one came with the viewer's join replay.
-    skip_until: u64,
-    /// Which batches the fan-out writes at once when merging (see [`Turns`]).
-    turn: u64,
-    /// When the fan-out first held back a batch not written yet, to share a later write.
-    held_since: Option<Instant>,
     status: Status,
     slow: SlowViewerGuard,
+}
+
+/// A viewer as its lane's fan-out keeps it: what the fan-out needs to decide, batch by
+/// batch, whether to give the viewer anything, without touching the member it shares
+/// with the connection. With 1000 viewers that memory is cold by the next batch, and a
+/// viewer's turn comes only every few batches.
+struct Seat {
+    member: Arc<Member>,
+    /// Writes may wait for the merge window (not for edges pulling the stream).
+    merges: bool,
+    /// Which batches are written at once when merging (see [`Turns`]).
+    turn: u64,
+    /// The first batch the viewer has not been given: its replay had those before.
+    next: u64,
 }
 
 enum Status {
@@ -200,15 +208,11 @@ impl Lanes {
             state: Mutex::new(MemberState {
                 outbox,
                 blocked: false,
-                skip_until: batches.seq(),
-                turn: 0,
-                held_since: None,
                 status: Status::Playing,
                 slow: SlowViewerGuard::default(),
             }),
             wake: Notify::new(),
             metrics: metrics.clone(),
-            merges,
         });
         // The connection writes the replay now; the fan-out only comes with its next batch.
         member.wake.notify_one();
@@ -217,7 +221,7 @@ impl Lanes {
             let (key, lane) = self.pick(watching.name(), threads.len().max(1));
             match lane {
                 Some(lane) if lane.stream_id == watching.stream_id() => {
-                    match lane.admit(&member, batches) {
+                    match lane.admit(&member, merges, batches) {
                         Ok(()) => break,
                         // That fan-out just stopped for want of viewers: start another.
                         Err(returned) => batches = returned,
@@ -241,7 +245,12 @@ impl Lanes {
                         state: Mutex::new(LaneState {
                             last_taken: batches.seq(),
                             viewers: 1,
-                            joining: vec![member.clone()],
+                            joining: vec![Seat {
+                                member: member.clone(),
+                                merges,
+                                turn: 0,
+                                next: batches.seq() + 1,
+                            }],
                             next_turn: 1,
                             closed: false,
                         }),
@@ -302,12 +311,7 @@ impl Lanes {
 
     /// Stop `lane` (with `only_if_idle`, unless a viewer is joining): returns the viewers
     /// that were joining, `None` if it did not stop.
-    fn close(
-        &self,
-        key: &LaneKey,
-        lane: &Arc<Lane>,
-        only_if_idle: bool,
-    ) -> Option<Vec<Arc<Member>>> {
+    fn close(&self, key: &LaneKey, lane: &Arc<Lane>, only_if_idle: bool) -> Option<Vec<Seat>> {
         let mut lanes = self.lock();
         let mut state = lane.lock();
         if only_if_idle && !state.joining.is_empty() {
@@ -329,9 +333,14 @@ impl Lane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a viewer whose replay ends at its `skip_until`, and `batches` right after it;
-    /// gives `batches` back if the lane stopped.
-    fn admit(&self, member: &Arc<Member>, mut batches: BatchStream) -> Result<(), BatchStream> {
+    /// Add a viewer whose replay ends where `batches` starts; gives `batches` back if the
+    /// lane stopped.
+    fn admit(
+        &self,
+        member: &Arc<Member>,
+        merges: bool,
+        mut batches: BatchStream,
+    ) -> Result<(), BatchStream> {
         let mut lane = self.lock();
         if lane.closed {
             return Err(batches);
@@ -351,11 +360,15 @@ impl Lane {
             };
             Metrics::add(&member.metrics.frames_skipped_total, dropped);
         }
-        viewer.skip_until = viewer.skip_until.max(lane.last_taken);
-        viewer.turn = lane.next_turn;
-        lane.next_turn += 1;
         drop(viewer);
-        lane.joining.push(member.clone());
+        let seat = Seat {
+            member: member.clone(),
+            merges,
+            turn: lane.next_turn,
+            next: batches.seq().max(lane.last_taken) + 1,
+        };
+        lane.next_turn += 1;
+        lane.joining.push(seat);
         lane.viewers += 1;
         Ok(())
     }
@@ -395,8 +408,11 @@ async fn fan_out(
     mut batches: BatchStream,
     metrics: Arc<Metrics>,
 ) {
-    let mut members: Vec<Arc<Member>> = Vec::new();
-    let mut turns = Turns::new(lanes.merge_window);
+    let window = lanes.merge_window;
+    let mut seats: Vec<Seat> = Vec::new();
+    // The batches taken that some viewer has not been given yet, oldest first.
+    let mut taken: VecDeque<Taken> = VecDeque::new();
+    let mut turns = Turns::new(window);
     // The end of the merge window of the batch held longest, while one is held.
     let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
@@ -404,7 +420,12 @@ async fn fan_out(
             Some(deadline) => match tokio::time::timeout_at(deadline, batches.next()).await {
                 Ok(event) => event,
                 Err(_) => {
-                    flush_at = flush_held(&members, lanes.merge_window, &metrics);
+                    let now = Instant::now();
+                    let mut pass = Pass::default();
+                    pass.serve_all(&mut seats, &taken, |_, oldest| {
+                        now.duration_since(oldest.at) >= window
+                    });
+                    flush_at = pass.finish(&mut taken, window, &metrics);
                     continue;
                 }
             },
@@ -418,63 +439,101 @@ async fn fan_out(
         {
             let mut state = lane.lock();
             state.last_taken = seq;
-            members.append(&mut state.joining);
+            seats.append(&mut state.joining);
         }
         let per_write = frames.as_ref().map_or(1, |frames| turns.next(frames));
-        let delivery = Delivery {
+        taken.push_back(Taken {
             seq,
-            frames: frames.as_ref(),
-            turns: per_write,
-            now: Instant::now(),
-        };
+            frames,
+            at: Instant::now(),
+        });
         let mut pass = Pass::default();
-        let before = members.len();
-        members.retain(|member| member.deliver(&delivery, &mut pass));
-        flush_at = pass.finish(lanes.merge_window, &metrics);
-        if members.len() < before {
-            lane.lock().viewers -= before - members.len();
+        let before = seats.len();
+        pass.serve_all(&mut seats, &taken, |seat, _| {
+            !seat.merges || (seq + seat.turn).is_multiple_of(per_write)
+        });
+        flush_at = pass.finish(&mut taken, window, &metrics);
+        if seats.len() < before {
+            lane.lock().viewers -= before - seats.len();
         }
-        if members.is_empty() && lanes.close(&key, &lane, true).is_some() {
+        if seats.is_empty() && lanes.close(&key, &lane, true).is_some() {
             return;
         }
     }
     let joining = lanes.close(&key, &lane, false).unwrap_or_default();
-    for member in members.iter().chain(&joining) {
-        member.end();
-    }
-}
-
-/// Write what a lane's viewers held back for `window` or longer; returns when the next
-/// held batch's window ends.
-fn flush_held(
-    members: &[Arc<Member>],
-    window: Duration,
-    metrics: &Metrics,
-) -> Option<tokio::time::Instant> {
     let mut pass = Pass::default();
-    let now = Instant::now();
-    for member in members {
-        member.flush_held(now, window, &mut pass);
+    pass.serve_all(&mut seats, &taken, |_, _| true);
+    pass.finish(&mut taken, window, &metrics);
+    for seat in seats.iter().chain(&joining) {
+        seat.member.end();
     }
-    pass.finish(window, metrics)
 }
 
-/// One pass of a fan-out over its viewers: the bytes it wrote, and since when the batch
-/// held back longest has been held.
+/// A batch a fan-out took, kept until each of its viewers has been given it.
+struct Taken {
+    seq: u64,
+    /// `None`: the fan-out lost it.
+    frames: Option<Batch>,
+    /// When the fan-out took it.
+    at: Instant,
+}
+
+/// One pass of a fan-out over its viewers: the bytes it wrote, when the oldest batch a
+/// viewer still holds was taken, and the oldest batch any viewer still needs.
 #[derive(Default)]
 struct Pass {
     written: u64,
     oldest_hold: Option<Instant>,
+    keep_from: Option<u64>,
 }
 
 impl Pass {
-    fn held_since(&mut self, since: Instant) {
-        self.oldest_hold = Some(self.oldest_hold.map_or(since, |t| t.min(since)));
+    /// Serve every seat (see [`Pass::serve`]), dropping those whose viewer is gone.
+    fn serve_all(
+        &mut self,
+        seats: &mut Vec<Seat>,
+        taken: &VecDeque<Taken>,
+        due: impl Fn(&Seat, &Taken) -> bool,
+    ) {
+        seats.retain_mut(|seat| self.serve(seat, taken, &due));
     }
 
-    /// Count the bytes written; returns when the window of the oldest held batch ends.
-    fn finish(self, window: Duration, metrics: &Metrics) -> Option<tokio::time::Instant> {
+    /// Give `seat` the batches it has not had, if `due` says so for the oldest of them
+    /// (a lost batch always is); otherwise it holds them. False when the viewer is gone.
+    fn serve(
+        &mut self,
+        seat: &mut Seat,
+        taken: &VecDeque<Taken>,
+        due: impl FnOnce(&Seat, &Taken) -> bool,
+    ) -> bool {
+        let first = taken.partition_point(|batch| batch.seq < seat.next);
+        let mut alive = true;
+        if let Some(oldest) = taken.get(first) {
+            // A lost batch is everybody's turn: each viewer skips to a keyframe at once.
+            if due(seat, oldest) || taken.range(first..).any(|batch| batch.frames.is_none()) {
+                alive = seat.member.deliver(taken.range(first..), self);
+                seat.next = taken.back().map_or(seat.next, |batch| batch.seq + 1);
+            } else {
+                self.oldest_hold = Some(self.oldest_hold.map_or(oldest.at, |t| t.min(oldest.at)));
+            }
+        }
+        self.keep_from = Some(self.keep_from.map_or(seat.next, |k| k.min(seat.next)));
+        alive
+    }
+
+    /// Count the bytes written and forget the batches every viewer has had; returns
+    /// when the window of the oldest held batch ends.
+    fn finish(
+        self,
+        taken: &mut VecDeque<Taken>,
+        window: Duration,
+        metrics: &Metrics,
+    ) -> Option<tokio::time::Instant> {
         Metrics::add(&metrics.bytes_out_total, self.written);
+        let keep_from = self.keep_from.unwrap_or(u64::MAX);
+        while taken.front().is_some_and(|batch| batch.seq < keep_from) {
+            taken.pop_front();
+        }
         self.oldest_hold.map(|held| (held + window).into())
     }
 }
@@ -528,71 +587,86 @@ impl Turns {
     }
 }
 
-/// One batch on its way to every viewer of a lane.
-struct Delivery<'a> {
-    seq: u64,
-    /// `None`: the fan-out lost it.
-    frames: Option<&'a Batch>,
-    /// How many batches one write covers ([`Turns::next`]).
-    turns: u64,
-    now: Instant,
-}
-
 impl Member {
     fn lock(&self) -> MutexGuard<'_, MemberState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue the batch and write it, unless the viewer's socket is full or it is not the
-    /// viewer's turn. False when the viewer is gone.
-    fn deliver(&self, delivery: &Delivery, pass: &mut Pass) -> bool {
+    /// Give the viewer `batches` and write them, unless its socket is full. False when
+    /// the viewer is gone.
+    fn deliver<'a>(
+        &self,
+        batches: impl Iterator<Item = &'a Taken> + Clone,
+        pass: &mut Pass,
+    ) -> bool {
         let mut state = self.lock();
         if !matches!(state.status, Status::Playing) {
             return false;
         }
-        if delivery.seq <= state.skip_until {
-            return true;
+        let state = &mut *state;
+        let frames = batches
+            .clone()
+            .flat_map(|batch| batch.frames.iter().flat_map(|frames| frames.iter()));
+        if !state.blocked && batches.clone().all(|batch| batch.frames.is_some()) {
+            // On the stack: this runs for every write to every viewer.
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            if let Some(count) = state.outbox.shared_slices(frames.clone(), &mut slices) {
+                let written = match self.write_direct(&slices[..count]) {
+                    Ok(written) => written,
+                    Err(e) => return self.fail(state, e.into()),
+                };
+                pass.written += written as u64;
+                if written == slices[..count].iter().map(|s| s.len()).sum::<usize>() {
+                    return true;
+                }
+                let dropped = state.outbox.push_unwritten(frames, written);
+                if let Err(e) = self.note_skip(state, dropped) {
+                    return self.fail(state, e);
+                }
+                state.blocked = true;
+                self.wake.notify_one();
+                return true;
+            }
         }
-        match delivery.frames {
-            Some(frames) => {
-                let dropped = state.outbox.push(frames);
-                if dropped > 0 {
-                    if let Err(e) = state.slow.skipped(dropped, &self.metrics, Instant::now()) {
-                        return self.fail(&mut state, e);
+        for batch in batches {
+            match &batch.frames {
+                Some(frames) => {
+                    let dropped = state.outbox.push(frames);
+                    if let Err(e) = self.note_skip(state, dropped) {
+                        return self.fail(state, e);
                     }
                 }
-            }
-            None => {
-                let dropped = state.outbox.skip();
-                Metrics::add(&self.metrics.frames_skipped_total, dropped);
+                // The fan-out's loss, not the viewer's: it does not count as falling behind.
+                None => {
+                    let dropped = state.outbox.skip();
+                    Metrics::add(&self.metrics.frames_skipped_total, dropped);
+                }
             }
         }
         if state.blocked {
             return true;
         }
-        let my_turn = !self.merges
-            || delivery.frames.is_none()
-            || (delivery.seq + state.turn).is_multiple_of(delivery.turns);
-        if !my_turn {
-            pass.held_since(*state.held_since.get_or_insert(delivery.now));
-            return true;
-        }
-        self.write_now(&mut state, pass)
+        self.write_now(state, pass)
     }
 
-    /// Write what was held back for `window` or longer.
-    fn flush_held(&self, now: Instant, window: Duration, pass: &mut Pass) {
-        let mut state = self.lock();
-        let Some(held) = state.held_since else {
-            return;
-        };
-        if state.blocked || !matches!(state.status, Status::Playing) {
-            return;
+    /// Count frames the viewer skipped; an error when it keeps falling behind.
+    fn note_skip(&self, state: &mut MemberState, dropped: u64) -> Result<(), EgressError> {
+        if dropped == 0 {
+            return Ok(());
         }
-        if now.duration_since(held) >= window {
-            self.write_now(&mut state, pass);
-        } else {
-            pass.held_since(held);
+        state.slow.skipped(dropped, &self.metrics, Instant::now())
+    }
+
+    /// One non-blocking write from the fan-out, straight to the socket: returns what it
+    /// took (0 when full). It skips tokio's readiness check, which costs a cache miss per
+    /// viewer; the connection task, which waits for the socket to drain, writes through
+    /// tokio, so that tokio still learns when the socket is full.
+    fn write_direct(&self, slices: &[IoSlice]) -> io::Result<usize> {
+        match socket2::SockRef::from(&*self.socket).send_vectored(slices) {
+            Ok(0) if slices.iter().any(|s| !s.is_empty()) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
         }
     }
 
@@ -626,9 +700,8 @@ impl Member {
     fn write_some(&self, state: &mut MemberState) -> io::Result<u64> {
         let mut total = 0;
         state.blocked = false;
-        state.held_since = None;
         while !state.outbox.is_empty() {
-            // On the stack: this runs for every batch of every viewer.
+            // On the stack: this runs for every write a full socket left.
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = state.outbox.io_slices(&mut slices);
             let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
@@ -696,7 +769,8 @@ impl Membership {
         Ok(())
     }
 
-    /// Send one of the connection's own messages, in order with the media.
+    /// Send one of the connection's own messages, after the media queued so far (a batch
+    /// the fan-out holds for the merge window may follow it).
     pub fn send(&self, bytes: Bytes) -> Result<(), EgressError> {
         let member = &self.member;
         let mut state = member.lock();

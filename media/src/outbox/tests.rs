@@ -506,3 +506,136 @@ fn falling_behind_never_parts_a_segment_mark_from_its_keyframe() {
     assert_eq!(units.len(), 1, "only the started unit is left");
     assert!(units[0].ends_with(&framing.frame_of(&key)));
 }
+
+// --- writing straight from the frames ---
+
+/// The bytes of `out[..count]`, copied.
+fn copied(out: &[IoSlice], count: usize) -> Vec<Bytes> {
+    out[..count]
+        .iter()
+        .map(|s| Bytes::copy_from_slice(s))
+        .collect()
+}
+
+#[test]
+fn shared_slices_are_what_push_would_queue_borrowed_from_the_frames() {
+    let mut frames = stream_start().to_vec();
+    // An edge gets an unmarked frame as it is; only a marked one needs its own encoding.
+    frames.push(video(80, vinter(7)));
+    for make in [
+        || rtmp(100),
+        || flv(FlvFraming::Chunked, false, 100),
+        || flv(FlvFraming::UntilClose, false, 100),
+        || flv(FlvFraming::Chunked, true, 100),
+    ] {
+        let mut pushed = make();
+        pushed.push(&frames);
+        let expected = drain(&mut pushed);
+
+        let mut outbox = make();
+        let mut out = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = outbox.shared_slices(&frames, &mut out).expect("shared");
+        assert_eq!(copied(&out, count), expected);
+        assert!(outbox.is_empty(), "nothing queued");
+    }
+
+    let mut out = [IoSlice::new(&[]); MAX_IOVECS];
+    rtmp(100).shared_slices(&frames, &mut out);
+    assert_eq!(
+        out[0].as_ptr(),
+        frames[0].rtmp_chunks().as_ptr(),
+        "not copied"
+    );
+}
+
+#[test]
+fn shared_slices_is_none_when_a_viewer_needs_frames_of_its_own() {
+    let frames = [video(0, vkey(1)), audio(20, araw(2))];
+    let mut out = [IoSlice::new(&[]); MAX_IOVECS];
+
+    let mut queued = rtmp(100);
+    queued.push_bytes(Bytes::from_static(b"reply"));
+    let mut no_audio = rtmp(100);
+    no_audio.set_tracks(Tracks {
+        audio: false,
+        video: true,
+    });
+    let mut waiting = rtmp(100);
+    waiting.skip();
+    let mut cases = [
+        ("something queued", queued),
+        ("a track off", no_audio),
+        ("waiting for a keyframe", waiting),
+        (
+            "a stream id of its own",
+            Outbox::new(Format::Rtmp { stream_id: 3 }, 100),
+        ),
+    ];
+    for (why, outbox) in &mut cases {
+        assert_eq!(outbox.shared_slices(&frames, &mut out), None, "{why}");
+    }
+
+    let marked_key = [marked(0, vkey(3), MARK)];
+    let mut edge = flv(FlvFraming::Chunked, true, 100);
+    assert_eq!(
+        edge.shared_slices(&marked_key, &mut out),
+        None,
+        "a marked frame"
+    );
+
+    let mut one_slot = [IoSlice::new(&[])];
+    assert_eq!(
+        rtmp(100).shared_slices(&frames, &mut one_slot),
+        None,
+        "too many"
+    );
+}
+
+#[test]
+fn push_unwritten_queues_what_a_write_left_as_if_pushed_before_it() {
+    let frames = stream_start();
+    let whole: Vec<u8> = chunks(&frames.iter().collect::<Vec<_>>()).concat();
+    let first = frames[0].rtmp_chunks().len();
+    for written in [0, 1, first, first + 3, whole.len() - 1] {
+        let mut outbox = rtmp(100);
+        let mut out = [IoSlice::new(&[]); MAX_IOVECS];
+        outbox.shared_slices(&frames, &mut out).expect("shared");
+        assert_eq!(outbox.push_unwritten(&frames, written), 0);
+        assert_eq!(drain(&mut outbox).concat(), whole[written..], "{written}");
+    }
+
+    // Mid-frame, the rest of that frame must go out before anything else.
+    let mut outbox = rtmp(100);
+    outbox.push_unwritten(&frames, 1);
+    assert_eq!(
+        outbox.take_started(),
+        Some(frames[0].rtmp_chunks().slice(1..))
+    );
+}
+
+#[test]
+fn push_unwritten_beyond_the_limit_keeps_the_frame_the_write_started() {
+    let frames = stream_start();
+    let mut outbox = rtmp(2);
+    let started = frames[3].rtmp_chunks();
+    let before: usize = frames[..3].iter().map(|f| f.rtmp_chunks().len()).sum();
+    assert_eq!(
+        outbox.push_unwritten(&frames, before + 5),
+        2,
+        "two frames dropped"
+    );
+    assert_eq!(drain(&mut outbox), vec![started.slice(5..)]);
+}
+
+#[test]
+fn headers_seen_only_in_shared_slices_come_back_after_a_skip() {
+    let frames = stream_start();
+    let mut outbox = rtmp(100);
+    let mut out = [IoSlice::new(&[]); MAX_IOVECS];
+    outbox.shared_slices(&frames, &mut out).expect("shared");
+    // All of it written: nothing queued, but the headers are remembered.
+    outbox.skip();
+    let key = video(80, vkey(9));
+    outbox.push(std::slice::from_ref(&key));
+    assert_eq!(drain(&mut outbox), chunks(&[&frames[1], &frames[2], &key]));
+}
