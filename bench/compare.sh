@@ -26,6 +26,8 @@ Options (each also settable through the environment variable in brackets):
   --cache-dir DIR     where the generated stream is kept [CACHE_DIR, default: ~/.cache/ferrolive-bench]
   --ramp N            players started per second      [RAMP, default: 200]
   --threads N         bench runtime threads           [BENCH_THREADS, default: 1]
+  --floor             also measure the write floor at each N (see bench/README.md)
+                      [FLOOR=1; needs: cargo build --release -p bench --example write_floor]
   --install           apt-get install nginx and libnginx-mod-rtmp if missing (root only)
   -h, --help          this text
 
@@ -54,6 +56,8 @@ NGINX=${NGINX:-nginx}
 RTMP_MODULE=${RTMP_MODULE:-/usr/lib/nginx/modules/ngx_rtmp_module.so}
 FERROLIVE_LOG=${FERROLIVE_LOG:-info}
 SETTLE=${SETTLE:-2}
+FLOOR=${FLOOR:-0}
+WRITE_FLOOR=${WRITE_FLOOR:-$REPO_ROOT/target/release/examples/write_floor}
 INSTALL=0
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
@@ -71,6 +75,7 @@ while (($#)); do
         --cache-dir) CACHE_DIR=${2:?}; shift ;;
         --ramp) RAMP=${2:?}; shift ;;
         --threads) BENCH_THREADS=${2:?}; shift ;;
+        --floor) FLOOR=1 ;;
         --install) INSTALL=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
@@ -95,6 +100,11 @@ has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
 command -v python3 >/dev/null || die "python3 is needed (sudo apt-get install -y python3)"
 [[ -x $FERROLIVE ]] || die "no ferrolive binary at $FERROLIVE
   build it first: (cd $REPO_ROOT && cargo build --release), or pass --ferrolive PATH"
+
+if ((FLOOR)); then
+    [[ -x $WRITE_FLOOR ]] || die "no write_floor at $WRITE_FLOOR
+  build it first: (cd $REPO_ROOT && cargo build --release -p bench --example write_floor)"
+fi
 
 if has_server nginx; then
     if ! command -v "$NGINX" >/dev/null || [[ ! -f $RTMP_MODULE ]]; then
@@ -410,6 +420,22 @@ run_one() {
     fi
 }
 
+# The CPU the kernel alone needs to write the stream to N loopback sockets, one write per
+# viewer every two pictures (a 40 ms merge window at 30 fps): 15 writes a second of a
+# 2.67 Mbit/s stream's 22 KB.
+run_floor() {
+    local n=$1 dir=$OUTDIR/runs/floor-$n
+    mkdir -p "$dir"
+    log "write floor, $n viewers"
+    local cpu=""
+    if "$WRITE_FLOOR" "$n" 22000 15 "${DURATION%.*}" >"$dir/floor.log" 2>&1; then
+        cpu=$(sed -n 's/.*writer CPU \([0-9.]*\) s.*/\1/p' "$dir/floor.log")
+    fi
+    local status=ok
+    [[ -n $cpu ]] || status="write_floor failed"
+    printf '%s\t%s\t%s\t%s\t%s\t\t\t\t\n' floor - "$n" "$status" "$cpu" >>"$RESULTS"
+}
+
 # ---------------------------------------------------------------- all runs
 
 for n in $PLAYERS; do
@@ -428,6 +454,10 @@ for n in $PLAYERS; do
             sleep "$SETTLE"
         done
     done
+    if ((FLOOR)); then
+        run_floor "$n"
+        sleep "$SETTLE"
+    fi
 done
 
 # ---------------------------------------------------------------- table
@@ -462,11 +492,18 @@ lines = [
 ]
 notes = []
 saturated = False
+floor = False
 for r in rows:
-    name = "nginx-rtmp" if r["server"] == "nginx" else r["server"]
+    name = {"nginx": "nginx-rtmp", "floor": "write floor"}.get(r["server"], r["server"])
     head = f"| {name} | {r['protocol']} | {r['players']} "
     if r["status"] != "ok":
         lines.append(head + f"| {r['status']} |" + " - |" * 8)
+        continue
+    if r["server"] == "floor":
+        floor = True
+        cpu, base = num(r["cpu_s"]), ref.get(r["players"])
+        rel = f"{cpu / base:.2f}x" if base else "-"
+        lines.append(head + f"| - | {cpu:.2f} | {rel} |" + " - |" * 6)
         continue
     rep = json.load(open(r["json"]))
     p = next((x for x in rep["protocols"] if x["protocol"] == r["protocol"]), rep["overall"])
@@ -497,6 +534,14 @@ lines += [
     "Server CPU: utime+stime of all the server's processes from just before the bench "
     "starts to just after it ends. Peak RSS: VmHWM summed over those processes.",
 ]
+if floor:
+    lines.append(
+        "Write floor: the CPU of a program that only writes 22 KB to each of N loopback "
+        "sockets 15 times a second (one write per viewer every two pictures, what the "
+        "default 40 ms merge window gives at 30 fps), measured for the writing thread "
+        "alone, with every viewer connected throughout. A server writing that often "
+        "cannot use less."
+    )
 if saturated:
     lines.append(
         "**Warning:** the bench used about all of its threads' CPU in some runs: there the "
