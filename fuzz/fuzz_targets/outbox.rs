@@ -1,7 +1,8 @@
 //! A viewer's outbox under any sequence of operations: live batches, catch-up, replay,
-//! the connection's own messages, partial writes, skips, track changes and leaving. Nothing
-//! panics, every write reported is of bytes actually queued, and what a skip drops is
-//! never the connection's own messages.
+//! the connection's own messages, partial writes, skips, track changes, leaving, and writes
+//! straight from the frames' shared buffers. Nothing panics, every write reported is of
+//! bytes actually queued, what a skip drops is never the connection's own messages, and
+//! the shared buffers are exactly what the outbox would have queued.
 //! Each record is `op | arg | count`, followed for frame ops by `count` frame kinds.
 #![no_main]
 
@@ -32,6 +33,19 @@ fn frame(kind: u8, ts: u64) -> Arc<Frame> {
         });
     }
     Arc::new(frame)
+}
+
+/// Everything queued, front first (writing it out).
+fn drained(outbox: &mut Outbox) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while !outbox.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = outbox.io_slices(&mut slices);
+        slices[..count].iter().for_each(|s| bytes.extend_from_slice(s));
+        let offered = slices[..count].iter().map(|s| s.len()).sum();
+        outbox.advance(offered);
+    }
+    bytes
 }
 
 fn queued(outbox: &Outbox) -> usize {
@@ -66,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                 frame(k, ts)
             })
             .collect();
-        match op % 8 {
+        match op % 9 {
             0 => {
                 outbox.push(&frames);
             }
@@ -86,6 +100,22 @@ fuzz_target!(|data: &[u8]| {
                 audio: arg & 1 != 0,
                 video: arg & 2 != 0,
             }),
+            7 => {
+                // Written straight from the frames, `arg` bytes of it taken.
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                if let Some(count) = outbox.shared_slices(&frames, &mut slices) {
+                    let shared: Vec<u8> = slices[..count].iter().flat_map(|s| s.iter().copied()).collect();
+                    // Only offered with nothing queued and nothing of its own to encode: a
+                    // fresh outbox would queue the same.
+                    let mut fresh = Outbox::new(format, usize::MAX);
+                    fresh.push(&frames);
+                    assert_eq!(shared, drained(&mut fresh));
+                    let written = usize::from(arg).min(shared.len());
+                    if outbox.push_unwritten(&frames, written) == 0 {
+                        assert_eq!(queued(&outbox), shared.len() - written);
+                    }
+                }
+            }
             _ => {
                 let _ = outbox.take_started();
                 assert!(outbox.is_empty());
