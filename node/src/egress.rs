@@ -5,9 +5,9 @@
 //! straight from the frames' shared buffers. A viewer whose socket takes it all costs one
 //! syscall per batch and nothing else: nothing is queued or copied for it. What a full
 //! socket leaves goes into the viewer's [`Outbox`]: its own connection task finishes the
-//! write when the socket drains, and until then the fan-out only queues for it. A viewer that falls further behind skips to
-//! the next keyframe; one that keeps falling behind, or takes nothing for
-//! [`WRITE_TIMEOUT`], is dropped.
+//! write when the socket drains, and until then the fan-out only queues for it. A viewer
+//! that falls further behind skips to the next keyframe; one that keeps falling behind, or
+//! takes nothing for [`WRITE_TIMEOUT`], is dropped.
 //!
 //! Why one task per stream rather than per viewer: on loopback and LANs the cost of
 //! fan-out is almost all per write, and a task per viewer adds a wake-up, a poll and a
@@ -142,7 +142,7 @@ struct MemberState {
 /// A viewer as its lane's fan-out keeps it: what the fan-out needs to decide, batch by
 /// batch, whether to give the viewer anything, without touching the member it shares
 /// with the connection. With 1000 viewers that memory is cold by the next batch, and a
-/// viewer's turn comes only every few batches.
+/// viewer's turn comes only every other batch at 30 fps.
 struct Seat {
     member: Arc<Member>,
     /// Writes may wait for the merge window (not for edges pulling the stream).
