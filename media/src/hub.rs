@@ -349,14 +349,25 @@ impl Hub {
         if state.ended {
             return None;
         }
-        // What is pending is already in the GOP cache: send it to the viewers there are so
-        // far, so that the new viewer gets it once, from the cache.
-        state.flush();
+        // The batch being gathered reaches the new viewer with everyone else's, so the
+        // replay leaves out what of it the GOP cache has (its tail). Sending the batch early
+        // instead would split it: with viewers joining faster than audio frames come, every
+        // audio frame would cost each viewer a write of its own. A batch holding anything
+        // else (a header or metadata, which the replay has too, or frames from before the
+        // first keyframe) does go out now, so that the new viewer gets it once.
+        let mut gathered = (state.pending.iter().rev())
+            .zip(state.gop.iter().rev())
+            .take_while(|(pending, cached)| Arc::ptr_eq(pending, cached))
+            .count();
+        if gathered < state.pending.len() {
+            state.flush();
+            gathered = 0;
+        }
         let mut replay = Vec::new();
         replay.extend(state.metadata.clone());
         replay.extend(state.video_header.clone());
         replay.extend(state.audio_header.clone());
-        replay.extend(state.gop.iter().cloned());
+        replay.extend(state.gop[..state.gop.len() - gathered].iter().cloned());
         // Without a cached keyframe the viewer waits for the next one before any video.
         let waiting_for_key = state.has_video && state.gop.is_empty();
         let batches = BatchStream {

@@ -979,6 +979,40 @@ fn a_viewer_joining_mid_batch_gets_each_frame_once() {
 }
 
 #[test]
+fn a_viewer_joining_mid_batch_does_not_split_it() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    let mut early = hub.join("room").unwrap().batches;
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .video(0, vkey(2))
+        .audio(10, araw(3));
+    let late = hub.join("room").unwrap();
+    feed(&mut p, now).video(33, vinter(4));
+
+    let payloads = |frames: &[Arc<Frame>]| -> Vec<Bytes> {
+        frames.iter().map(|f| f.payload.clone()).collect()
+    };
+    let mut batches = Vec::new();
+    while let Some(BatchEvent::Batch { frames, .. }) = early.try_next() {
+        batches.push(payloads(&frames));
+    }
+    assert_eq!(
+        batches,
+        vec![vec![vseq(1), vkey(2)], vec![araw(3), vinter(4)]],
+        "the audio still goes out with the next picture"
+    );
+    // The late viewer's replay stops short of the batch it gets with everyone else.
+    assert_eq!(payloads(&late.replay), vec![vseq(1), vkey(2)]);
+    let mut batches = late.batches;
+    let Some(BatchEvent::Batch { frames, .. }) = batches.try_next() else {
+        panic!("the late viewer gets the batch");
+    };
+    assert_eq!(payloads(&frames), vec![araw(3), vinter(4)]);
+}
+
+#[test]
 fn ending_sends_what_is_held() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
