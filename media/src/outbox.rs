@@ -181,8 +181,8 @@ impl Outbox {
     /// viewer that keeps up is written to straight from these and never queues anything.
     /// `None` when a frame needs encoding for this viewer alone (a track turned off, a
     /// stream id of its own, a segment mark for an edge, waiting for a keyframe), or when
-    /// they need more buffers than `out` holds. Whatever the write leaves must be queued with
-    /// [`Outbox::push_unwritten`].
+    /// they need more buffers than `out` holds. Whatever the write leaves must be queued
+    /// with [`Outbox::push_unwritten`].
     pub fn shared_slices<'a>(
         &mut self,
         frames: impl IntoIterator<Item = &'a Arc<Frame>>,
