@@ -499,7 +499,8 @@ struct StreamState {
     sender: broadcast::Sender<Batch>,
     /// Batches sent so far: the last one's sequence number.
     batches_sent: u64,
-    /// Frames of the batch being gathered (already in the GOP cache).
+    /// Frames of the batch being gathered (those after a keyframe are in the GOP cache
+    /// too).
     pending: Vec<Arc<Frame>>,
     /// Decides segment starts, unless they come from upstream.
     segmenter: Option<Segmenter>,

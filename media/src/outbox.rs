@@ -41,13 +41,7 @@ impl FlvFraming {
         }
     }
 
-    /// A frame's tag framed for the body; shares the frame's bytes either way.
-    pub fn frame_of(self, frame: &Frame) -> Bytes {
-        let chunk = frame.flv_http_chunk();
-        chunk.slice_ref(self.framed(frame))
-    }
-
-    /// A frame's tag framed for the body, borrowed from the frame.
+    /// A frame's tag framed for the body, borrowed from the frame's HTTP chunk.
     fn framed(self, frame: &Frame) -> &[u8] {
         let chunk = frame.flv_http_chunk();
         match self {
@@ -193,14 +187,7 @@ impl Outbox {
         }
         let mut count = 0;
         for frame in frames {
-            let bytes: &[u8] = match self.format {
-                Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => frame.rtmp_chunks(),
-                // A frame that starts a segment gets its mark ahead of it (see `encode`).
-                Format::Flv { framing, marks } if !marks || frame.segment.is_none() => {
-                    framing.framed(frame)
-                }
-                _ => return None,
-            };
+            let (_, bytes) = self.shared(frame)?;
             *out.get_mut(count)? = IoSlice::new(bytes);
             count += 1;
             self.note_header(frame);
@@ -305,6 +292,22 @@ impl Outbox {
         front.filter(|_| started).map(|unit| unit.bytes)
     }
 
+    /// `frame` as this viewer gets it, when that is the encoding every such viewer shares:
+    /// the frame's buffer and the bytes of it to send. `None` when the viewer needs an
+    /// encoding of its own (a stream id of its own, a segment mark for an edge).
+    fn shared<'f>(&self, frame: &'f Frame) -> Option<(&'f Bytes, &'f [u8])> {
+        match self.format {
+            Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => {
+                let chunks = frame.rtmp_chunks();
+                Some((chunks, chunks))
+            }
+            Format::Flv { framing, marks } if !marks || frame.segment.is_none() => {
+                Some((frame.flv_http_chunk(), framing.framed(frame)))
+            }
+            _ => None,
+        }
+    }
+
     /// Remember the latest sequence headers, to resend after a skip.
     fn note_header(&mut self, frame: &Arc<Frame>) {
         match frame.kind {
@@ -341,23 +344,22 @@ impl Outbox {
         if !wanted {
             return;
         }
-        let bytes = match self.format {
-            Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => {
-                frame.rtmp_chunks().clone()
-            }
-            Format::Rtmp { stream_id } => frame.rtmp_chunks_for(stream_id),
-            Format::Flv { framing, marks } => match frame.segment.filter(|_| marks) {
-                // One unit with its frame, so that falling behind cannot drop one of the
-                // two: a mark without its keyframe would mark the wrong one downstream.
-                Some(mark) => {
+        let bytes = match (self.shared(frame), self.format) {
+            (Some((buffer, bytes)), _) => buffer.slice_ref(bytes),
+            (None, Format::Rtmp { stream_id }) => frame.rtmp_chunks_for(stream_id),
+            // A frame starting a segment, for an edge: the mark goes ahead of it in one
+            // unit, so that falling behind cannot drop one of the two (a mark without its
+            // keyframe would mark the wrong one downstream).
+            (None, Format::Flv { framing, .. }) => {
+                let mut both = BytesMut::new();
+                if let Some(mark) = frame.segment {
                     let tag =
                         flv::encode_tag(flv::TAG_SCRIPT, frame.timestamp as u32, &mark.to_script());
-                    let mut both = BytesMut::from(&framing.frame(&tag)[..]);
-                    both.extend_from_slice(&framing.frame_of(frame));
-                    both.freeze()
+                    both.extend_from_slice(&framing.frame(&tag));
                 }
-                None => framing.frame_of(frame),
-            },
+                both.extend_from_slice(framing.framed(frame));
+                both.freeze()
+            }
         };
         if self.pushing == UnitKind::Live {
             self.live += 1;

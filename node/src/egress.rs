@@ -441,6 +441,8 @@ async fn fan_out(
             state.last_taken = seq;
             seats.append(&mut state.joining);
         }
+        // A lost batch is everybody's turn: each viewer skips to a keyframe at once.
+        let lost = frames.is_none();
         let per_write = frames.as_ref().map_or(1, |frames| turns.next(frames));
         taken.push_back(Taken {
             seq,
@@ -450,7 +452,7 @@ async fn fan_out(
         let mut pass = Pass::default();
         let before = seats.len();
         pass.serve_all(&mut seats, &taken, |seat, _| {
-            !seat.merges || (seq + seat.turn).is_multiple_of(per_write)
+            lost || !seat.merges || (seq + seat.turn).is_multiple_of(per_write)
         });
         flush_at = pass.finish(&mut taken, window, &metrics);
         if seats.len() < before {
@@ -498,8 +500,8 @@ impl Pass {
         seats.retain_mut(|seat| self.serve(seat, taken, &due));
     }
 
-    /// Give `seat` the batches it has not had, if `due` says so for the oldest of them
-    /// (a lost batch always is); otherwise it holds them. False when the viewer is gone.
+    /// Give `seat` the batches it has not had, if `due` says so for the oldest of them;
+    /// otherwise it holds them. False when the viewer is gone.
     fn serve(
         &mut self,
         seat: &mut Seat,
@@ -509,8 +511,7 @@ impl Pass {
         let first = taken.partition_point(|batch| batch.seq < seat.next);
         let mut alive = true;
         if let Some(oldest) = taken.get(first) {
-            // A lost batch is everybody's turn: each viewer skips to a keyframe at once.
-            if due(seat, oldest) || taken.range(first..).any(|batch| batch.frames.is_none()) {
+            if due(seat, oldest) {
                 alive = seat.member.deliver(taken.range(first..), self);
                 seat.next = taken.back().map_or(seat.next, |batch| batch.seq + 1);
             } else {

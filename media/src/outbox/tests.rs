@@ -178,9 +178,12 @@ fn flv_marks_send_a_script_tag_ahead_of_the_marked_frame() {
 
         // The mark and its keyframe are one unit, so that no skip can part them.
         let mut marked_key = BytesMut::from(&script_tag(framing, 4000, MARK)[..]);
-        marked_key.extend_from_slice(&framing.frame_of(&frames[0]));
+        marked_key.extend_from_slice(framing.framed(&frames[0]));
         let units = drain(&mut outbox);
-        let expected = vec![marked_key.freeze(), framing.frame_of(&frames[1])];
+        let expected = vec![
+            marked_key.freeze(),
+            Bytes::copy_from_slice(framing.framed(&frames[1])),
+        ];
         assert_eq!(units, expected, "{framing:?}");
     }
 }
@@ -370,14 +373,7 @@ fn skip_waits_for_the_next_keyframe() {
 
 #[test]
 fn replay_does_not_count_toward_the_limit() {
-    let replay = [
-        metadata(meta(1)),
-        video(0, vseq(2)),
-        audio(0, aseq(3)),
-        video(0, vkey(4)),
-        video(40, vinter(5)),
-        audio(40, araw(6)),
-    ];
+    let replay = stream_start();
     let mut outbox = rtmp(2);
     outbox.replay(&replay, false);
     let live = video(80, vinter(7));
@@ -504,7 +500,7 @@ fn falling_behind_never_parts_a_segment_mark_from_its_keyframe() {
     outbox.push(&[video(40, vinter(2)), video(80, vinter(3))]);
     let units = drain(&mut outbox);
     assert_eq!(units.len(), 1, "only the started unit is left");
-    assert!(units[0].ends_with(&framing.frame_of(&key)));
+    assert!(units[0].ends_with(framing.framed(&key)));
 }
 
 // --- writing straight from the frames ---
