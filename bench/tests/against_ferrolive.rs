@@ -118,5 +118,24 @@ async fn bench_against_ferrolive() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(written["overall"]["connected"], 40);
+
+    // 40 players of one stream: past 16, its fan-out sends from tapes (sendfile).
+    let metrics = http_get(http, "/metrics");
+    let zero_copy: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ferrolive_bytes_out_zero_copy_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no zero-copy counter in {metrics}"));
+    assert!(zero_copy > 0, "nothing sent from tapes");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The body of `GET path` from the player HTTP port.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(socket, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    response
 }

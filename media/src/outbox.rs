@@ -54,6 +54,50 @@ impl FlvFraming {
     }
 }
 
+/// An encoding of frames that many viewers share byte for byte: what goes out for a frame
+/// is the same slice of the frame's cached buffers for each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// RTMP messages on [`MEDIA_STREAM_ID`].
+    Rtmp,
+    /// FLV tags framed for an HTTP body.
+    Flv(FlvFraming),
+}
+
+impl Shared {
+    /// Every shared encoding, in [`Shared::index`] order.
+    pub const ALL: [Shared; 3] = [
+        Shared::Rtmp,
+        Shared::Flv(FlvFraming::Chunked),
+        Shared::Flv(FlvFraming::UntilClose),
+    ];
+
+    /// Its place in [`Shared::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Shared::Rtmp => 0,
+            Shared::Flv(FlvFraming::Chunked) => 1,
+            Shared::Flv(FlvFraming::UntilClose) => 2,
+        }
+    }
+
+    /// The bytes that go out for `frame`.
+    pub fn bytes(self, frame: &Frame) -> &[u8] {
+        match self {
+            Shared::Rtmp => frame.rtmp_chunks(),
+            Shared::Flv(framing) => framing.framed(frame),
+        }
+    }
+
+    /// The frame's buffer that [`Shared::bytes`] borrows from.
+    fn buffer(self, frame: &Frame) -> &Bytes {
+        match self {
+            Shared::Rtmp => frame.rtmp_chunks(),
+            Shared::Flv(_) => frame.flv_http_chunk(),
+        }
+    }
+}
+
 /// Which tracks a viewer asked for (RTMP receiveAudio / receiveVideo).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracks {
@@ -297,14 +341,21 @@ impl Outbox {
     /// encoding of its own (a stream id of its own, a segment mark for an edge).
     fn shared<'f>(&self, frame: &'f Frame) -> Option<(&'f Bytes, &'f [u8])> {
         match self.format {
-            Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => {
-                let chunks = frame.rtmp_chunks();
-                Some((chunks, chunks))
+            Format::Flv { marks: true, .. } if frame.segment.is_some() => None,
+            _ => {
+                let encoding = self.shares()?;
+                Some((encoding.buffer(frame), encoding.bytes(frame)))
             }
-            Format::Flv { framing, marks } if !marks || frame.segment.is_none() => {
-                Some((frame.flv_http_chunk(), framing.framed(frame)))
-            }
-            _ => None,
+        }
+    }
+
+    /// The encoding this viewer shares with others, frame by frame (but for the frames
+    /// [`Outbox::shared`] excludes); `None` when it has one of its own.
+    pub fn shares(&self) -> Option<Shared> {
+        match self.format {
+            Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => Some(Shared::Rtmp),
+            Format::Rtmp { .. } => None,
+            Format::Flv { framing, .. } => Some(Shared::Flv(framing)),
         }
     }
 

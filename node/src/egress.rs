@@ -9,6 +9,12 @@
 //! that falls further behind skips to the next keyframe; one that keeps falling behind, or
 //! takes nothing for [`WRITE_TIMEOUT`], is dropped.
 //!
+//! A stream with many viewers ([`TAPE_AT`]) also puts each batch on a tape, once per
+//! encoding its viewers share (see [`crate::tape`]). Such a viewer's write is then one
+//! `sendfile` of a span of the tape, and the kernel queues references to the tape's pages
+//! instead of copying the bytes into every viewer's socket: that copy was over a quarter
+//! of the server's CPU with 1000 viewers.
+//!
 //! Why one task per stream rather than per viewer: on loopback and LANs the cost of
 //! fan-out is almost all per write, and a task per viewer adds a wake-up, a poll and a
 //! ring read to every write: a fifth of the server's CPU with 1000 viewers.
@@ -24,16 +30,18 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::hub::{Batch, BatchEvent, BatchStream, Join, Watching};
-use media::outbox::{Format, Outbox, Tracks, MAX_IOVECS};
+use media::outbox::{Format, Outbox, Shared, Tracks, MAX_IOVECS};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::tape::Tape;
 
 /// A viewer whose socket accepts nothing for this long is gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,10 +94,11 @@ impl SlowViewerGuard {
 
 /// The fan-outs of a node: for each stream being watched, a lane on one fan-out thread,
 /// or on several for a large audience (see [`SPREAD_AT`]), so that it uses every core.
-#[derive(Default)]
 pub struct Lanes {
     lanes: Mutex<HashMap<LaneKey, Arc<Lane>>>,
     merge_window: Duration,
+    /// A lane puts its batches on tapes once it has this many viewers ([`TAPE_AT`]).
+    tape_at: usize,
 }
 
 /// A stream's lanes take up to this many viewers each before the stream gets a lane on
@@ -149,6 +158,8 @@ struct Seat {
     merges: bool,
     /// Which batches are written at once when merging (see [`Turns`]).
     turn: u64,
+    /// The encoding it shares with other viewers, if any: it is sent from that tape.
+    shares: Option<Shared>,
     /// The first batch the viewer has not been given: its replay had those before.
     next: u64,
 }
@@ -178,8 +189,18 @@ impl Lanes {
     /// share its write (zero: write each batch at once).
     pub fn new(merge_window: Duration) -> Self {
         Lanes {
+            lanes: Mutex::default(),
             merge_window,
-            ..Lanes::default()
+            tape_at: TAPE_AT,
+        }
+    }
+
+    /// Lanes whose batches go on tapes from their `viewers`th viewer on.
+    #[cfg(test)]
+    fn with_tapes_at(self, viewers: usize) -> Self {
+        Lanes {
+            tape_at: viewers,
+            ..self
         }
     }
 
@@ -203,6 +224,7 @@ impl Lanes {
         let merges = !matches!(format, Format::Flv { marks: true, .. });
         let mut outbox = Outbox::new(format, backlog);
         outbox.replay(&replay, waiting_for_key);
+        let shares = outbox.shares();
         let member = Arc::new(Member {
             socket,
             state: Mutex::new(MemberState {
@@ -221,7 +243,7 @@ impl Lanes {
             let (key, lane) = self.pick(watching.name(), threads.len().max(1));
             match lane {
                 Some(lane) if lane.stream_id == watching.stream_id() => {
-                    match lane.admit(&member, merges, batches) {
+                    match lane.admit(&member, merges, shares, batches) {
                         Ok(()) => break,
                         // That fan-out just stopped for want of viewers: start another.
                         Err(returned) => batches = returned,
@@ -249,6 +271,7 @@ impl Lanes {
                                 member: member.clone(),
                                 merges,
                                 turn: 0,
+                                shares,
                                 next: batches.seq() + 1,
                             }],
                             next_turn: 1,
@@ -339,6 +362,7 @@ impl Lane {
         &self,
         member: &Arc<Member>,
         merges: bool,
+        shares: Option<Shared>,
         mut batches: BatchStream,
     ) -> Result<(), BatchStream> {
         let mut lane = self.lock();
@@ -365,6 +389,7 @@ impl Lane {
             member: member.clone(),
             merges,
             turn: lane.next_turn,
+            shares,
             next: batches.seq().max(lane.last_taken) + 1,
         };
         lane.next_turn += 1;
@@ -413,6 +438,7 @@ async fn fan_out(
     // The batches taken that some viewer has not been given yet, oldest first.
     let mut taken: VecDeque<Taken> = VecDeque::new();
     let mut turns = Turns::new(window);
+    let mut tapes = Tapes::default();
     // The end of the merge window of the batch held longest, while one is held.
     let mut flush_at: Option<tokio::time::Instant> = None;
     loop {
@@ -422,10 +448,10 @@ async fn fan_out(
                 Err(_) => {
                     let now = Instant::now();
                     let mut pass = Pass::default();
-                    pass.serve_all(&mut seats, &taken, |_, oldest| {
+                    pass.serve_all(&mut seats, &taken, &tapes, |_, oldest| {
                         now.duration_since(oldest.at) >= window
                     });
-                    flush_at = pass.finish(&mut taken, window, &metrics);
+                    flush_at = pass.finish(&mut taken, &mut tapes, window, &metrics);
                     continue;
                 }
             },
@@ -436,25 +462,31 @@ async fn fan_out(
             BatchEvent::Lagged { seq } => (seq, None),
             BatchEvent::End => break,
         };
-        {
+        let joined = {
             let mut state = lane.lock();
             state.last_taken = seq;
+            let joined = !state.joining.is_empty();
             seats.append(&mut state.joining);
+            joined
+        };
+        if joined && seats.len() >= lanes.tape_at {
+            tapes.open_for(&seats);
         }
         // A lost batch is everybody's turn: each viewer skips to a keyframe at once.
         let lost = frames.is_none();
         let per_write = frames.as_ref().map_or(1, |frames| turns.next(frames));
         taken.push_back(Taken {
             seq,
+            spans: tapes.record(frames.as_ref()),
             frames,
             at: Instant::now(),
         });
         let mut pass = Pass::default();
         let before = seats.len();
-        pass.serve_all(&mut seats, &taken, |seat, _| {
+        pass.serve_all(&mut seats, &taken, &tapes, |seat, _| {
             lost || !seat.merges || (seq + seat.turn).is_multiple_of(per_write)
         });
-        flush_at = pass.finish(&mut taken, window, &metrics);
+        flush_at = pass.finish(&mut taken, &mut tapes, window, &metrics);
         if seats.len() < before {
             lane.lock().viewers -= before - seats.len();
         }
@@ -464,8 +496,8 @@ async fn fan_out(
     }
     let joining = lanes.close(&key, &lane, false).unwrap_or_default();
     let mut pass = Pass::default();
-    pass.serve_all(&mut seats, &taken, |_, _| true);
-    pass.finish(&mut taken, window, &metrics);
+    pass.serve_all(&mut seats, &taken, &tapes, |_, _| true);
+    pass.finish(&mut taken, &mut tapes, window, &metrics);
     for seat in seats.iter().chain(&joining) {
         seat.member.end();
     }
@@ -476,6 +508,8 @@ struct Taken {
     seq: u64,
     /// `None`: the fan-out lost it.
     frames: Option<Batch>,
+    /// Where its frames are on each tape ([`Shared::index`]), if on that tape.
+    spans: [Option<Range<u64>>; 3],
     /// When the fan-out took it.
     at: Instant,
 }
@@ -485,6 +519,8 @@ struct Taken {
 #[derive(Default)]
 struct Pass {
     written: u64,
+    /// Of which sent from a tape.
+    written_from_tape: u64,
     oldest_hold: Option<Instant>,
     keep_from: Option<u64>,
 }
@@ -495,9 +531,10 @@ impl Pass {
         &mut self,
         seats: &mut Vec<Seat>,
         taken: &VecDeque<Taken>,
+        tapes: &Tapes,
         due: impl Fn(&Seat, &Taken) -> bool,
     ) {
-        seats.retain_mut(|seat| self.serve(seat, taken, &due));
+        seats.retain_mut(|seat| self.serve(seat, taken, tapes, &due));
     }
 
     /// Give `seat` the batches it has not had, if `due` says so for the oldest of them;
@@ -506,13 +543,15 @@ impl Pass {
         &mut self,
         seat: &mut Seat,
         taken: &VecDeque<Taken>,
+        tapes: &Tapes,
         due: impl FnOnce(&Seat, &Taken) -> bool,
     ) -> bool {
         let first = taken.partition_point(|batch| batch.seq < seat.next);
         let mut alive = true;
         if let Some(oldest) = taken.get(first) {
             if due(seat, oldest) {
-                alive = seat.member.deliver(taken.range(first..), self);
+                let tape = seat.shares.and_then(|shares| tapes.get(shares));
+                alive = seat.member.deliver(taken.range(first..), self, tape);
                 seat.next = taken.back().map_or(seat.next, |batch| batch.seq + 1);
             } else {
                 self.oldest_hold = Some(self.oldest_hold.map_or(oldest.at, |t| t.min(oldest.at)));
@@ -527,14 +566,17 @@ impl Pass {
     fn finish(
         self,
         taken: &mut VecDeque<Taken>,
+        tapes: &mut Tapes,
         window: Duration,
         metrics: &Metrics,
     ) -> Option<tokio::time::Instant> {
         Metrics::add(&metrics.bytes_out_total, self.written);
+        Metrics::add(&metrics.bytes_out_zero_copy_total, self.written_from_tape);
         let keep_from = self.keep_from.unwrap_or(u64::MAX);
         while taken.front().is_some_and(|batch| batch.seq < keep_from) {
             taken.pop_front();
         }
+        tapes.release(taken);
         self.oldest_hold.map(|held| (held + window).into())
     }
 }
@@ -599,34 +641,16 @@ impl Member {
         &self,
         batches: impl Iterator<Item = &'a Taken> + Clone,
         pass: &mut Pass,
+        tape: Option<(usize, &Tape)>,
     ) -> bool {
         let mut state = self.lock();
         if !matches!(state.status, Status::Playing) {
             return false;
         }
         let state = &mut *state;
-        let frames = batches
-            .clone()
-            .flat_map(|batch| batch.frames.iter().flat_map(|frames| frames.iter()));
         if !state.blocked && batches.clone().all(|batch| batch.frames.is_some()) {
-            // On the stack: this runs for every write to every viewer.
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            if let Some(count) = state.outbox.shared_slices(frames.clone(), &mut slices) {
-                let written = match self.write_direct(&slices[..count]) {
-                    Ok(written) => written,
-                    Err(e) => return self.fail(state, e.into()),
-                };
-                pass.written += written as u64;
-                if written == slices[..count].iter().map(|s| s.len()).sum::<usize>() {
-                    return true;
-                }
-                let dropped = state.outbox.push_unwritten(frames, written);
-                if let Err(e) = self.note_skip(state, dropped) {
-                    return self.fail(state, e);
-                }
-                state.blocked = true;
-                self.wake.notify_one();
-                return true;
+            if let Some(alive) = self.write_shared(state, batches.clone(), pass, tape) {
+                return alive;
             }
         }
         for batch in batches {
@@ -648,6 +672,53 @@ impl Member {
             return true;
         }
         self.write_now(state, pass)
+    }
+
+    /// For a viewer with nothing queued: write `batches` straight from the frames' shared
+    /// buffers, or from the tape they are on, and queue only what the socket leaves.
+    /// `None` when the viewer needs an encoding of its own (see
+    /// [`Outbox::shared_slices`]); otherwise false when the viewer is gone.
+    fn write_shared<'a>(
+        &self,
+        state: &mut MemberState,
+        batches: impl Iterator<Item = &'a Taken> + Clone,
+        pass: &mut Pass,
+        tape: Option<(usize, &Tape)>,
+    ) -> Option<bool> {
+        let frames = batches
+            .clone()
+            .flat_map(|batch| batch.frames.iter().flat_map(|frames| frames.iter()));
+        // On the stack: this runs for every write to every viewer.
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = state.outbox.shared_slices(frames.clone(), &mut slices)?;
+        let slices = &slices[..count];
+        let len = slices.iter().map(|s| s.len()).sum::<usize>();
+        let on_tape = tape.and_then(|(index, tape)| Some((tape, span(batches, index)?)));
+        let from_tape = on_tape.is_some();
+        let sent = match on_tape {
+            Some((tape, span)) => {
+                debug_assert_eq!(span.end - span.start, len as u64, "tape out of step");
+                tape.send(&*self.socket, span)
+            }
+            None => self.write_direct(slices),
+        };
+        let written = match sent {
+            Ok(written) => written,
+            Err(e) => return Some(self.fail(state, e.into())),
+        };
+        pass.written += written as u64;
+        if from_tape {
+            pass.written_from_tape += written as u64;
+        }
+        if written < len {
+            let dropped = state.outbox.push_unwritten(frames, written);
+            if let Err(e) = self.note_skip(state, dropped) {
+                return Some(self.fail(state, e));
+            }
+            state.blocked = true;
+            self.wake.notify_one();
+        }
+        Some(true)
     }
 
     /// Count frames the viewer skipped; an error when it keeps falling behind.
@@ -803,6 +874,86 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.member.lock().status = Status::Left;
+    }
+}
+
+/// Where `batches` are on a tape, if they all are (they are consecutive there).
+fn span<'a>(mut batches: impl Iterator<Item = &'a Taken>, index: usize) -> Option<Range<u64>> {
+    let first = batches.next()?.spans[index].clone()?;
+    let mut end = first.end;
+    for batch in batches {
+        end = batch.spans[index].as_ref()?.end;
+    }
+    Some(first.start..end)
+}
+
+/// A lane starts putting its batches on tapes once it has this many viewers. A tape holds
+/// up to 2 MiB more than the viewers need (see [`crate::tape`]); below this, copying into
+/// each socket costs little and takes no more memory.
+const TAPE_AT: usize = 16;
+
+/// A fan-out's tapes, one per shared encoding its viewers use ([`Shared::index`]). A tape
+/// that cannot be made or written is dropped: its viewers are written to as before.
+#[derive(Default)]
+struct Tapes {
+    tapes: [Option<Tape>; 3],
+    /// A tape could not be made: do not try again.
+    failed: bool,
+}
+
+impl Tapes {
+    /// Make the tapes that the encodings of `seats` need.
+    fn open_for(&mut self, seats: &[Seat]) {
+        for shares in seats.iter().filter_map(|seat| seat.shares) {
+            let slot = &mut self.tapes[shares.index()];
+            if slot.is_none() && !self.failed {
+                match Tape::new() {
+                    Ok(tape) => *slot = Some(tape),
+                    Err(e) => {
+                        tracing::warn!("fan-out without zero-copy sends: {e}");
+                        self.failed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Put `frames` on every tape; returns where they went.
+    fn record(&mut self, frames: Option<&Batch>) -> [Option<Range<u64>>; 3] {
+        let mut spans = [None, None, None];
+        let Some(frames) = frames else {
+            return spans;
+        };
+        for (shares, slot) in Shared::ALL.into_iter().zip(&mut self.tapes) {
+            let Some(tape) = slot else { continue };
+            match tape.append(frames.iter().map(|frame| shares.bytes(frame))) {
+                Ok(span) => spans[shares.index()] = Some(span),
+                Err(e) => {
+                    tracing::warn!("fan-out stops zero-copy sends: {e}");
+                    *slot = None;
+                }
+            }
+        }
+        spans
+    }
+
+    fn get(&self, shares: Shared) -> Option<(usize, &Tape)> {
+        let index = shares.index();
+        Some((index, self.tapes[index].as_ref()?))
+    }
+
+    /// Give back what no viewer needs: everything before the batches still `taken`.
+    fn release(&mut self, taken: &VecDeque<Taken>) {
+        for (index, slot) in self.tapes.iter_mut().enumerate() {
+            let Some(tape) = slot else { continue };
+            let needed = taken
+                .iter()
+                .find_map(|batch| Some(batch.spans[index].as_ref()?.start));
+            if let Err(e) = tape.release_before(needed) {
+                tracing::warn!("fan-out stops zero-copy sends: {e}");
+                *slot = None;
+            }
+        }
     }
 }
 

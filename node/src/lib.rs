@@ -9,6 +9,7 @@ pub mod hls;
 pub mod http;
 pub mod metrics;
 pub mod rtmp;
+mod tape;
 
 use std::collections::HashMap;
 use std::future::Future;

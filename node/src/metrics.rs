@@ -19,6 +19,8 @@ pub struct Metrics {
     pub viewers: AtomicU64,
     pub bytes_in_total: AtomicU64,
     pub bytes_out_total: AtomicU64,
+    /// Of `bytes_out_total`, sent to viewers from a stream's tape without a copy.
+    pub bytes_out_zero_copy_total: AtomicU64,
     pub frames_skipped_total: AtomicU64,
     pub viewers_dropped_slow_total: AtomicU64,
     /// Edge: streams pulled from an origin on a miss (one per pull, however many viewers).
@@ -123,6 +125,12 @@ impl Metrics {
             "counter",
             "Bytes sent to clients.",
             get(&self.bytes_out_total),
+        );
+        metric(
+            "ferrolive_bytes_out_zero_copy_total",
+            "counter",
+            "Of the bytes sent, those sent to viewers from a stream's shared copy (sendfile).",
+            get(&self.bytes_out_zero_copy_total),
         );
         metric(
             "ferrolive_frames_skipped_total",

@@ -337,7 +337,7 @@ fn setup_short_backlog() -> (Arc<Hub>, Arc<Lanes>, Arc<Metrics>) {
 fn setup(config: HubConfig) -> (Arc<Hub>, Arc<Lanes>, Arc<Metrics>) {
     (
         Hub::new(config),
-        Arc::new(Lanes::default()),
+        Arc::new(Lanes::new(Duration::ZERO)),
         Arc::new(Metrics::default()),
     )
 }
@@ -416,6 +416,8 @@ async fn viewers_joining_while_frames_flow_get_every_frame_once_in_order() {
     }
     timeout(PATIENCE, publishing).await.unwrap().unwrap();
     assert_eq!(lanes.lane_count(), 0, "the lane outlived its stream");
+    // Past TAPE_AT viewers, the lane sent from tapes.
+    assert!(metrics.bytes_out_zero_copy_total.load(Ordering::Relaxed) > 0);
 }
 
 /// Between its join and its attach a viewer's connection writes its response head, so the
@@ -553,13 +555,29 @@ async fn finish_again(mut new: Publisher, hub: &Hub, viewer: Viewer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_does_not_read_falls_behind_without_holding_up_others() {
-    const FRAMES: u32 = 300;
     let (hub, lanes, metrics) = setup_short_backlog();
+    one_viewer_stalls(hub, lanes, &metrics).await;
+    assert_eq!(metrics.bytes_out_zero_copy_total.load(Ordering::Relaxed), 0);
+}
+
+/// The same with the lane's batches on tapes: what a full socket leaves of a write from
+/// a tape is queued as the rest of the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_does_not_read_falls_behind_without_holding_up_others_on_tapes() {
+    let (hub, lanes, metrics) = setup_short_backlog();
+    let lanes = Arc::new(Arc::into_inner(lanes).unwrap().with_tapes_at(1));
+    one_viewer_stalls(hub, lanes, &metrics).await;
+    assert!(metrics.bytes_out_zero_copy_total.load(Ordering::Relaxed) > 0);
+}
+
+/// Two viewers on links too small for a frame; one reads, the other does not.
+async fn one_viewer_stalls(hub: Arc<Hub>, lanes: Arc<Lanes>, metrics: &Arc<Metrics>) {
+    const FRAMES: u32 = 300;
     let mut publisher = hub.publish(NAME, Instant::now()).unwrap();
     // Both on links too small for a frame: the fan-out leaves most of each write to the
     // viewer's connection task.
-    let reading = small_link_viewer(&hub, &lanes, &metrics).await;
-    let mut stalled = small_link_viewer(&hub, &lanes, &metrics).await;
+    let reading = small_link_viewer(&hub, &lanes, metrics).await;
+    let mut stalled = small_link_viewer(&hub, &lanes, metrics).await;
 
     let publishing = tokio::spawn({
         let hub = hub.clone();
