@@ -539,8 +539,8 @@ if floor:
         "Write floor: the CPU of a program that only writes 22 KB to each of N loopback "
         "sockets 15 times a second (one write per viewer every two pictures, what the "
         "default 40 ms merge window gives at 30 fps), measured for the writing thread "
-        "alone, with every viewer connected throughout. A server writing that often "
-        "cannot use less."
+        "alone, with every viewer connected throughout. A server that writes that often, "
+        "copying each write into the socket, cannot use less."
     )
 if saturated:
     lines.append(
