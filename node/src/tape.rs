@@ -6,7 +6,8 @@
 //!
 //! Bytes once written are never changed, and space is only given back behind the oldest
 //! byte any viewer still needs, a whole huge page at a time: a socket may still hold
-//! references to freed pages, and the kernel keeps such a page as it was.
+//! references to pages given back, and the kernel keeps such a page as it was, whereas
+//! punching a hole in part of a larger page would zero that part in place.
 
 use std::io;
 use std::ops::Range;
@@ -15,7 +16,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 
 /// Space is given back in steps of this much, aligned to it: the largest page a tmpfs file
-/// may use, so that giving it back never touches a page part of which is still needed.
+/// may use (a PMD on x86_64 and on arm64 with 4 KiB pages), so that giving space back
+/// never cuts into a page.
 const RELEASE_STEP: u64 = 2 << 20;
 
 pub struct Tape {
@@ -55,8 +57,8 @@ impl Tape {
         Ok(start..self.end)
     }
 
-    /// Send `range` of the tape to `socket` without waiting: returns how much it took (0
-    /// when full).
+    /// Send `range` of the tape to `socket`, which must be non-blocking: returns how much
+    /// it took (0 when full).
     pub fn send(&self, socket: impl AsFd, range: Range<u64>) -> io::Result<usize> {
         let mut offset = range.start;
         let count = (range.end - range.start) as usize;
