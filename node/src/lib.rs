@@ -9,6 +9,10 @@ pub mod hls;
 pub mod http;
 pub mod metrics;
 pub mod rtmp;
+#[cfg(target_os = "linux")]
+mod tape;
+#[cfg(not(target_os = "linux"))]
+#[path = "tape_unsupported.rs"]
 mod tape;
 
 use std::collections::HashMap;
