@@ -218,12 +218,20 @@ fn main() -> anyhow::Result<()> {
         Command::Edge(a) => &a.media.log,
         Command::ControlApi(a) => &a.log,
         // Its own runtime and output: a table on stdout, progress on stderr.
-        Command::Bench(args) => return bench::main(args.clone()),
+        Command::Bench(args) => {
+            let _ = raise_open_files_limit();
+            return bench::main(args.clone());
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(log).context("invalid --log filter")?)
         .with_writer(std::io::stderr)
         .init();
+    match raise_open_files_limit() {
+        Ok(Some((from, to))) => info!(from, to, "open files limit raised"),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "could not raise the open files limit"),
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async move {
         match command {
@@ -238,6 +246,27 @@ fn main() -> anyhow::Result<()> {
     // whatever is left (blocking look-ups, connections past the grace).
     runtime.shutdown_background();
     result
+}
+
+/// Every player is an open file, and most systems start a process with a soft limit of
+/// 1024 of them: about a thousand players. Take the hard limit instead, as nginx's
+/// `worker_rlimit_nofile` and Go programs do. Returns the soft limit before and after, if
+/// it changed (`u64::MAX`: unlimited).
+fn raise_open_files_limit() -> std::io::Result<Option<(u64, u64)>> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return Ok(None);
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            ..limit
+        },
+    )?;
+    let count = |n: Option<u64>| n.unwrap_or(u64::MAX);
+    Ok(Some((count(limit.current), count(limit.maximum))))
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
