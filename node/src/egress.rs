@@ -897,7 +897,9 @@ const TAPE_AT: usize = 16;
 #[derive(Default)]
 struct Tapes {
     tapes: [Option<Tape>; 3],
-    /// A tape could not be made: do not try again.
+    /// A tape could not be made or written: make no more. (A new tape in the place of one
+    /// dropped would also put batches at offsets that the batches taken before mean on
+    /// the old one.)
     failed: bool,
 }
 
@@ -931,6 +933,7 @@ impl Tapes {
                 Err(e) => {
                     tracing::warn!("fan-out stops zero-copy sends: {e}");
                     *slot = None;
+                    self.failed = true;
                 }
             }
         }
@@ -952,6 +955,7 @@ impl Tapes {
             if let Err(e) = tape.release_before(needed) {
                 tracing::warn!("fan-out stops zero-copy sends: {e}");
                 *slot = None;
+                self.failed = true;
             }
         }
     }
