@@ -506,27 +506,9 @@ fn malformed_clients_do_not_hurt_a_healthy_viewer() {
 #[test]
 fn a_node_raises_its_open_files_limit_to_the_hard_limit() {
     let soft = 256;
-    let (rtmp, http) = (free_port(), free_port());
-    let data = temp_dir(&format!("limits-{rtmp}"));
-    let child = Command::new("sh")
-        .args(["-c", &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\"")])
-        .arg(env!("CARGO_BIN_EXE_ferrolive"))
-        .args(["standalone", "--rtmp-noauth", "--log", "warn"])
-        .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--api-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .spawn()
-        .expect("start ferrolive under sh");
-    let node = KillOnDrop(child);
-    let health = format!("127.0.0.1:{http}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(health, "/healthz").map(|r| r.status) != Some(200) {
-        assert!(Instant::now() < deadline, "the node did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let node = Server::start_after(Some(&format!("ulimit -Sn {soft}")), &[]);
 
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.0.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", node.pid())).unwrap();
     let line = limits
         .lines()
         .find(|line| line.starts_with("Max open files"))
@@ -535,13 +517,4 @@ fn a_node_raises_its_open_files_limit_to_the_hard_limit() {
     let (now, hard) = (values[0], values[1]);
     assert_eq!(now, hard, "{line}");
     assert_ne!(now, soft.to_string(), "{line}");
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -120,7 +122,14 @@ async fn bench_against_ferrolive() {
     assert_eq!(written["overall"]["connected"], 40);
 
     // 40 players of one stream: past 16, its fan-out sends from tapes (sendfile).
-    let metrics = http_get(http, "/metrics");
+    let url = bench::http::Url::parse(&format!("http://127.0.0.1:{http}/metrics")).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(url.addr()).await.unwrap();
+    let mut body = bytes::BytesMut::new();
+    bench::http::get(&mut socket, &url, false, &mut body)
+        .await
+        .unwrap();
+    while socket.read_buf(&mut body).await.unwrap() > 0 {}
+    let metrics = String::from_utf8_lossy(&body);
     let zero_copy: u64 = metrics
         .lines()
         .find_map(|line| line.strip_prefix("ferrolive_bytes_out_zero_copy_total "))
@@ -128,14 +137,4 @@ async fn bench_against_ferrolive() {
         .unwrap_or_else(|| panic!("no zero-copy counter in {metrics}"));
     assert!(zero_copy > 0, "nothing sent from tapes");
     let _ = std::fs::remove_dir_all(&data);
-}
-
-/// The body of `GET path` from the player HTTP port.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(socket, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).unwrap();
-    response
 }

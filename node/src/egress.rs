@@ -462,15 +462,16 @@ async fn fan_out(
             BatchEvent::Lagged { seq } => (seq, None),
             BatchEvent::End => break,
         };
-        let joined = {
+        let seated = seats.len();
+        {
             let mut state = lane.lock();
             state.last_taken = seq;
-            let joined = !state.joining.is_empty();
             seats.append(&mut state.joining);
-            joined
-        };
-        if joined && seats.len() >= lanes.tape_at {
-            tapes.open_for(&seats);
+        }
+        if seats.len() >= lanes.tape_at {
+            // Reaching the threshold, every viewer's encoding counts; past it, the new ones'.
+            let from = if seated >= lanes.tape_at { seated } else { 0 };
+            tapes.open_for(&seats[from..]);
         }
         // A lost batch is everybody's turn: each viewer skips to a keyframe at once.
         let lost = frames.is_none();

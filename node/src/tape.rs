@@ -61,7 +61,7 @@ impl Tape {
     /// it took (0 when full).
     pub fn send(&self, socket: impl AsFd, range: Range<u64>) -> io::Result<usize> {
         let mut offset = range.start;
-        let count = (range.end - range.start) as usize;
+        let count = range.end.saturating_sub(range.start) as usize;
         match rustix::fs::sendfile(socket, &self.file, Some(&mut offset), count) {
             Ok(0) if count > 0 => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => Ok(n),

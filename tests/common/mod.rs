@@ -48,19 +48,28 @@ fn local_addr() -> SocketAddr {
 impl Server {
     /// `ferrolive standalone` publishing by room name (no channel keys), fresh data dir.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_after(None, extra)
+    }
+
+    /// The same, started by `sh` after the shell command `setup` (say, a `ulimit`).
+    pub fn start_after(setup: Option<&str>, extra: &[&str]) -> Server {
         let data = temp_dir(&format!("data-{}", free_port()));
         let mut args = vec!["--rtmp-noauth", "--data-dir", data.to_str().unwrap()];
         args.extend_from_slice(extra);
-        Server::spawn("standalone", &args)
+        Server::spawn_after(setup, "standalone", &args)
     }
 
     /// `ferrolive <subcommand>` with fresh listener ports and `args`. Tests run in
     /// parallel, so a port found free may be taken before the node binds it: then it tries
     /// other ports.
     pub fn spawn(subcommand: &str, args: &[&str]) -> Server {
+        Server::spawn_after(None, subcommand, args)
+    }
+
+    fn spawn_after(setup: Option<&str>, subcommand: &str, args: &[&str]) -> Server {
         for _ in 0..5 {
             let (rtmp, http, api) = (local_addr(), local_addr(), local_addr());
-            if let Some(server) = Server::try_spawn_at(subcommand, args, rtmp, http, api) {
+            if let Some(server) = Server::try_spawn_at(setup, subcommand, args, rtmp, http, api) {
                 return server;
             }
         }
@@ -75,13 +84,14 @@ impl Server {
         http: SocketAddr,
         api: SocketAddr,
     ) -> Server {
-        Server::try_spawn_at(subcommand, args, rtmp, http, api)
+        Server::try_spawn_at(None, subcommand, args, rtmp, http, api)
             .unwrap_or_else(|| panic!("{subcommand} exited while starting (its ports taken?)"))
     }
 
     /// `None` when the node exits while starting (a node that cannot bind exits at once;
     /// a check that only asks the port could be answered by another test's server).
     fn try_spawn_at(
+        setup: Option<&str>,
         subcommand: &str,
         args: &[&str],
         rtmp: SocketAddr,
@@ -89,7 +99,16 @@ impl Server {
         api: SocketAddr,
     ) -> Option<Server> {
         require_ffmpeg();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolive"));
+        let binary = env!("CARGO_BIN_EXE_ferrolive");
+        let mut cmd = match setup {
+            Some(setup) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("{setup} && exec \"$0\" \"$@\"")]);
+                sh.arg(binary);
+                sh
+            }
+            None => Command::new(binary),
+        };
         cmd.arg(subcommand);
         if subcommand != "control-api" {
             cmd.args([
@@ -131,6 +150,11 @@ impl Server {
         }
         std::thread::sleep(Duration::from_millis(50));
         server.is_running().then_some(server)
+    }
+
+    /// The node's process id (`sh` execs it, so also under [`Server::start_after`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stop the process abruptly, as a crash would.
