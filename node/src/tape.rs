@@ -13,7 +13,7 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{FallocateFlags, MemfdFlags};
+use rustix::fs::{FallocateFlags, MemfdFlags, OFlags};
 
 /// Space is given back in steps of this much, aligned to it: the largest page a tmpfs file
 /// may use (a PMD on x86_64 and on arm64 with 4 KiB pages), so that giving space back
@@ -31,6 +31,9 @@ pub struct Tape {
 impl Tape {
     pub fn new() -> io::Result<Tape> {
         let file = rustix::fs::memfd_create("ferrolive-tape", MemfdFlags::CLOEXEC)?;
+        // Otherwise every send checks whether to update the tape's access time (1% of the
+        // CPU with 1000 viewers). Only a saving: the tape works without it.
+        let _ = rustix::fs::fcntl_setfl(&file, OFlags::NOATIME);
         Ok(Tape {
             file,
             end: 0,
@@ -151,6 +154,13 @@ mod tests {
 
         tape.release_before(None).unwrap();
         assert_eq!(tape.released, tape.end / RELEASE_STEP * RELEASE_STEP);
+    }
+
+    #[test]
+    fn sends_leave_the_access_time_alone() {
+        let tape = Tape::new().unwrap();
+        let flags = rustix::fs::fcntl_getfl(&tape.file).unwrap();
+        assert!(flags.contains(OFlags::NOATIME));
     }
 
     #[test]
