@@ -20,7 +20,12 @@ use crate::{read_some, stream_key, write_all, Node};
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publisher that sends nothing for this long is dropped (its viewers wait for it).
 const PUBLISH_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much a publisher's connection reads at once.
 const READ_BUFFER: usize = 64 * 1024;
+/// The same for other connections, which only send a handshake and small commands: a
+/// player's connection needs little, and a thousand of them at 64 KiB made the heap grow
+/// and shrink with every player joining.
+const SMALL_READ_BUFFER: usize = 4 * 1024;
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
@@ -97,7 +102,7 @@ impl Connection {
             peer,
             node,
             session: ServerSession::new(random),
-            input: BytesMut::with_capacity(READ_BUFFER),
+            input: BytesMut::with_capacity(SMALL_READ_BUFFER),
             role: Role::Negotiating,
         }
     }
@@ -188,8 +193,12 @@ impl Connection {
                 }
             }
             self.flush().await?;
-            if self.input.capacity() < READ_BUFFER / 4 {
-                self.input.reserve(READ_BUFFER);
+            let wanted = match self.role {
+                Role::Publishing { .. } => READ_BUFFER,
+                _ => SMALL_READ_BUFFER,
+            };
+            if self.input.capacity() < wanted / 4 {
+                self.input.reserve(wanted);
             }
         }
     }
