@@ -559,8 +559,8 @@ impl Pass {
         if let Some(oldest) = taken.get(first) {
             if due(seat, oldest) {
                 let tape = seat.shares.and_then(|shares| tapes.get(shares));
-                // SAFETY: the seat's member owns the socket, so the fd stays open while
-                // the seat lives, which is longer than this borrow.
+                // SAFETY: `seat.member` holds an `Arc` of the socket, so the fd stays
+                // open while the seat lives, which outlasts this borrow.
                 let socket = unsafe { BorrowedFd::borrow_raw(seat.fd) };
                 alive = seat
                     .member
