@@ -169,6 +169,25 @@ struct Seat {
     next: u64,
 }
 
+impl Seat {
+    fn new(
+        member: &Arc<Member>,
+        merges: bool,
+        shares: Option<Shared>,
+        turn: u64,
+        next: u64,
+    ) -> Self {
+        Seat {
+            member: member.clone(),
+            fd: member.socket.as_raw_fd(),
+            merges,
+            turn,
+            shares,
+            next,
+        }
+    }
+}
+
 enum Status {
     Playing,
     /// The stream ended: the connection closes once the outbox is written.
@@ -272,14 +291,7 @@ impl Lanes {
                         state: Mutex::new(LaneState {
                             last_taken: batches.seq(),
                             viewers: 1,
-                            joining: vec![Seat {
-                                member: member.clone(),
-                                fd: member.socket.as_raw_fd(),
-                                merges,
-                                turn: 0,
-                                shares,
-                                next: batches.seq() + 1,
-                            }],
+                            joining: vec![Seat::new(&member, merges, shares, 0, batches.seq() + 1)],
                             next_turn: 1,
                             closed: false,
                         }),
@@ -391,14 +403,8 @@ impl Lane {
             Metrics::add(&member.metrics.frames_skipped_total, dropped);
         }
         drop(viewer);
-        let seat = Seat {
-            member: member.clone(),
-            fd: member.socket.as_raw_fd(),
-            merges,
-            turn: lane.next_turn,
-            shares,
-            next: batches.seq().max(lane.last_taken) + 1,
-        };
+        let next = batches.seq().max(lane.last_taken) + 1;
+        let seat = Seat::new(member, merges, shares, lane.next_turn, next);
         lane.next_turn += 1;
         lane.joining.push(seat);
         lane.viewers += 1;
@@ -558,13 +564,15 @@ impl Pass {
         let mut alive = true;
         if let Some(oldest) = taken.get(first) {
             if due(seat, oldest) {
-                let tape = seat.shares.and_then(|shares| tapes.get(shares));
+                let batches = taken.range(first..);
+                let on_tape = seat.shares.and_then(|shares| {
+                    let tape = tapes.get(shares)?;
+                    Some((tape, span(batches.clone(), shares.index())?))
+                });
                 // SAFETY: `seat.member` holds an `Arc` of the socket, so the fd stays
                 // open while the seat lives, which outlasts this borrow.
                 let socket = unsafe { BorrowedFd::borrow_raw(seat.fd) };
-                alive = seat
-                    .member
-                    .deliver(socket, taken.range(first..), self, tape);
+                alive = seat.member.deliver(socket, batches, self, on_tape);
                 seat.next = taken.back().map_or(seat.next, |batch| batch.seq + 1);
             } else {
                 self.oldest_hold = Some(self.oldest_hold.map_or(oldest.at, |t| t.min(oldest.at)));
@@ -655,7 +663,7 @@ impl Member {
         socket: BorrowedFd,
         batches: impl Iterator<Item = &'a Taken> + Clone,
         pass: &mut Pass,
-        tape: Option<(usize, &Tape)>,
+        on_tape: Option<(&Tape, Range<u64>)>,
     ) -> bool {
         let mut state = self.lock();
         if !matches!(state.status, Status::Playing) {
@@ -663,7 +671,7 @@ impl Member {
         }
         let state = &mut *state;
         if !state.blocked && batches.clone().all(|batch| batch.frames.is_some()) {
-            if let Some(alive) = self.write_shared(socket, state, batches.clone(), pass, tape) {
+            if let Some(alive) = self.write_shared(socket, state, batches.clone(), pass, on_tape) {
                 return alive;
             }
         }
@@ -689,7 +697,8 @@ impl Member {
     }
 
     /// For a viewer with nothing queued: write `batches` straight from the frames' shared
-    /// buffers, or from the tape they are on, and queue only what the socket leaves.
+    /// buffers, or from `on_tape`, where they are on its tape, and queue only what the
+    /// socket leaves.
     /// `None` when the viewer needs an encoding of its own (see
     /// [`Outbox::shared_slices`]); otherwise false when the viewer is gone.
     fn write_shared<'a>(
@@ -698,17 +707,14 @@ impl Member {
         state: &mut MemberState,
         batches: impl Iterator<Item = &'a Taken> + Clone,
         pass: &mut Pass,
-        tape: Option<(usize, &Tape)>,
+        on_tape: Option<(&Tape, Range<u64>)>,
     ) -> Option<bool> {
-        let frames = batches
-            .clone()
-            .flat_map(|batch| batch.frames.iter().flat_map(|frames| frames.iter()));
+        let frames = batches.flat_map(|batch| batch.frames.iter().flat_map(|frames| frames.iter()));
         // On the stack: this runs for every write to every viewer.
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let count = state.outbox.shared_slices(frames.clone(), &mut slices)?;
         let slices = &slices[..count];
         let len = slices.iter().map(|s| s.len()).sum::<usize>();
-        let on_tape = tape.and_then(|(index, tape)| Some((tape, span(batches, index)?)));
         let from_tape = on_tape.is_some();
         let sent = match on_tape {
             Some((tape, span)) => {
@@ -955,9 +961,8 @@ impl Tapes {
         spans
     }
 
-    fn get(&self, shares: Shared) -> Option<(usize, &Tape)> {
-        let index = shares.index();
-        Some((index, self.tapes[index].as_ref()?))
+    fn get(&self, shares: Shared) -> Option<&Tape> {
+        self.tapes[shares.index()].as_ref()
     }
 
     /// Give back what no viewer needs: everything before the batches still `taken`.
