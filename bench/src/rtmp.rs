@@ -13,7 +13,7 @@ use crate::http::Url;
 use crate::stats::Tracker;
 
 // The server's message types and chunk stream ids serve a client just as well.
-pub use media::rtmp::session::{msg_type, CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_VIDEO};
+pub use media::rtmp::message::{msg_type, CSID_AUDIO, CSID_COMMAND, CSID_CONTROL, CSID_VIDEO};
 const CSID_STREAM: u32 = 8;
 /// Chunk size the publisher announces (what ffmpeg and OBS use).
 const PUBLISH_CHUNK_SIZE: u32 = 4096;

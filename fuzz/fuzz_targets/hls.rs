@@ -11,7 +11,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use media::hls::{HlsConfig, HlsPackager};
 use media::hub::{Delivery, Hub, HubConfig, Subscriber};
-use media::rtmp::session::MediaKind;
+use media::frame::MediaKind;
 
 const AVC_HEADER: &[u8] = &[
     0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1F, 0xFF, 0xE1, 0x00, 0x1A, 0x67, 0x64, 0x00,

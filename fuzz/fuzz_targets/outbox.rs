@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use media::hub::Frame;
-use media::outbox::{FlvFraming, Format, Outbox, Tracks, MAX_IOVECS};
-use media::rtmp::session::MediaKind;
-use media::segment::SegmentMark;
+use media::frame::{Frame, Tracks};
+use media::outbox::{FlvFraming, Format, Outbox, MAX_IOVECS};
+use media::frame::MediaKind;
+use media::frame::SegmentMark;
 
 fn frame(kind: u8, ts: u64) -> Arc<Frame> {
     let (media_kind, payload): (MediaKind, &'static [u8]) = match kind % 6 {

@@ -5,6 +5,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::frame::{Frame, MediaKind};
+
 /// Tag type of an audio tag (same value as the RTMP audio message type).
 pub const TAG_AUDIO: u8 = 8;
 /// Tag type of a video tag (same value as the RTMP video message type).
@@ -80,6 +82,27 @@ pub fn http_chunk(data: &[u8]) -> Bytes {
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)
+}
+
+impl Frame {
+    /// The FLV tag type of the frame's kind.
+    pub fn flv_tag_type(&self) -> u8 {
+        match self.kind {
+            MediaKind::Audio => TAG_AUDIO,
+            MediaKind::Video => TAG_VIDEO,
+            MediaKind::Metadata => TAG_SCRIPT,
+        }
+    }
+
+    /// The frame as one FLV tag (header, payload, previous-tag-size) wrapped in one HTTP
+    /// chunk, built once. Each frame being a whole chunk lets a viewer that falls behind
+    /// drop queued frames without breaking the chunked framing.
+    pub fn flv_http_chunk(&self) -> &Bytes {
+        self.flv_chunk.get_or_init(|| {
+            let tag = encode_tag(self.flv_tag_type(), self.timestamp as u32, &self.payload);
+            http_chunk(&tag)
+        })
+    }
 }
 
 /// One demuxed FLV tag.

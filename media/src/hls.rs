@@ -16,9 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, AacConfig, AvcConfig, HevcConfig, VideoCodec, VideoPacketKind};
-use crate::hub::Frame;
-use crate::rtmp::session::MediaKind;
-use crate::segment::SegmentMark;
+use crate::frame::{Frame, MediaKind, SegmentMark};
 use crate::ts::{self, TsMuxer, TsTracks, TsVideo};
 
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 pub mod amf;
 pub mod codec;
 pub mod flv;
+pub mod frame;
 pub mod hls;
 pub mod hub;
 pub mod outbox;

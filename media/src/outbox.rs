@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::flv;
-use crate::hub::Frame;
-use crate::rtmp::session::{MediaKind, MEDIA_STREAM_ID};
+use crate::frame::{Frame, MediaKind, Tracks};
+use crate::rtmp::message::MEDIA_STREAM_ID;
 
 /// How a viewer's frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,22 +94,6 @@ impl Shared {
         match self {
             Shared::Rtmp => frame.rtmp_chunks(),
             Shared::Flv(_) => frame.flv_http_chunk(),
-        }
-    }
-}
-
-/// Which tracks a viewer asked for (RTMP receiveAudio / receiveVideo).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tracks {
-    pub audio: bool,
-    pub video: bool,
-}
-
-impl Default for Tracks {
-    fn default() -> Self {
-        Tracks {
-            audio: true,
-            video: true,
         }
     }
 }
@@ -226,7 +210,7 @@ impl Outbox {
         frames: impl IntoIterator<Item = &'a Arc<Frame>>,
         out: &mut [IoSlice<'a>],
     ) -> Option<usize> {
-        if !self.units.is_empty() || self.waiting_for_key || self.tracks != Tracks::default() {
+        if !self.units.is_empty() || self.waiting_for_key || self.tracks != Tracks::BOTH {
             return None;
         }
         let mut count = 0;

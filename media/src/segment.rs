@@ -12,18 +12,7 @@
 use bytes::Bytes;
 
 use crate::amf::{self, Amf0Value};
-use crate::hub::Frame;
-use crate::rtmp::session::MediaKind;
-
-/// Stamped on the frame that begins an HLS segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentMark {
-    /// The segment's media sequence number.
-    pub sequence: u64,
-    /// Breaks in the stream so far (publisher takeovers, codec changes): the segment's
-    /// discontinuity sequence number.
-    pub discontinuity: u64,
-}
+use crate::frame::{Frame, MediaKind, SegmentMark};
 
 /// The name of the FLV script tag that carries a mark from origin to edge.
 const SCRIPT_NAME: &str = "onFerroliveSegment";

@@ -36,8 +36,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use media::hub::{Batch, BatchEvent, BatchStream, Join, Watching};
-use media::outbox::{Format, Outbox, Shared, Tracks, MAX_IOVECS};
+use media::frame::Batch;
+use media::hub::{BatchEvent, BatchStream, Join, Watching};
+use media::frame::Tracks;
+use media::outbox::{Format, Outbox, Shared, MAX_IOVECS};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use media::flv;
+use media::frame::Tracks;
 use media::hub::Join;
 use media::outbox::{FlvFraming, Format};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -423,12 +424,12 @@ async fn stream_flv(
     // publisher's first messages waits (briefly) to learn the tracks.
     let deadline = tokio::time::Instant::now() + TRACKS_WAIT;
     let mut tracks = join.watching.tracks();
-    while tracks == (false, false) && tokio::time::Instant::now() < deadline {
+    while tracks == Tracks::NONE && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
         tracks = join.watching.tracks();
     }
     let mut head = BytesMut::from(flv_response_head(framing).as_bytes());
-    head.extend_from_slice(&framing.frame(&flv::header(tracks.0, tracks.1)));
+    head.extend_from_slice(&framing.frame(&flv::header(tracks.audio, tracks.video)));
     write_all(&socket, &head, &node.metrics).await?;
 
     // From here the stream's fan-out writes the media.

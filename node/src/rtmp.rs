@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use media::hub::Publisher;
-use media::outbox::{Format, Tracks};
-use media::rtmp::session::{ServerSession, SessionEvent, MEDIA_STREAM_ID};
+use media::frame::Tracks;
+use media::outbox::Format;
+use media::rtmp::message::MEDIA_STREAM_ID;
+use media::rtmp::session::{ServerSession, SessionEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 

@@ -2,9 +2,16 @@
 
 use super::*;
 use crate::amf::{self, Amf0Value};
+use crate::flv;
+use crate::frame::{Frame, MediaKind};
 use crate::rtmp::chunk::{ChunkReader, ChunkWriter, RtmpMessage};
+use crate::rtmp::message::MEDIA_STREAM_ID;
 use crate::test_payloads::*;
+use bytes::Bytes;
 use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stream::AUDIO_HOLD_MS;
 
 /// Enhanced RTMP video: IsExHeader | frame type << 4 | packet type, FourCC, body.
 fn enhanced(frame_type: u8, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {
@@ -807,7 +814,7 @@ fn reader_at_4096() -> ChunkReader {
     let msg = RtmpMessage {
         csid: 2,
         timestamp: 0,
-        type_id: crate::rtmp::session::msg_type::SET_CHUNK_SIZE,
+        type_id: crate::rtmp::message::msg_type::SET_CHUNK_SIZE,
         stream_id: 0,
         payload: Bytes::copy_from_slice(&4096u32.to_be_bytes()),
     };
@@ -819,7 +826,7 @@ fn reader_at_4096() -> ChunkReader {
 
 #[test]
 fn rtmp_chunks_decode_to_the_original_message() {
-    use crate::rtmp::session::msg_type;
+    use crate::rtmp::message::msg_type;
     let big: Bytes = (0..10_000u32)
         .map(|i| (i * 31) as u8)
         .collect::<Vec<_>>()

@@ -1,8 +1,8 @@
 //! Tests for the per-viewer outbox: encoding, partial writes, track filtering and skipping.
 
 use super::*;
+use crate::frame::SegmentMark;
 use crate::rtmp::chunk::ChunkReader;
-use crate::segment::SegmentMark;
 use crate::test_payloads::*;
 use bytes::BytesMut;
 

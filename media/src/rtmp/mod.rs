@@ -1,5 +1,7 @@
-//! RTMP: handshake, chunk stream and the server session state machine.
+//! RTMP: handshake, chunk stream, the messages both ends name, and the server session
+//! state machine.
 
 pub mod chunk;
 pub mod handshake;
+pub mod message;
 pub mod session;

@@ -10,47 +10,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::chunk::{ChunkError, ChunkReader, ChunkWriter, RtmpMessage};
 use super::handshake::{HandshakeError, ServerHandshake};
+use super::message::{
+    msg_type, user_control, CSID_COMMAND, CSID_CONTROL, CSID_DATA, MEDIA_STREAM_ID, OUT_CHUNK_SIZE,
+    WINDOW_ACK_SIZE,
+};
 use crate::amf::{self, Amf0Value, AmfError};
-
-/// Chunk size we announce and use for everything we send.
-pub const OUT_CHUNK_SIZE: u32 = 4096;
-/// The message stream id given to the first `createStream`: media for every viewer is
-/// chunked once for this id, so a client that uses it shares the pre-encoded bytes.
-pub const MEDIA_STREAM_ID: u32 = 1;
-/// Chunk stream ids we send on (any consistent choice works; these are what FMS uses).
-pub const CSID_CONTROL: u32 = 2;
-pub const CSID_COMMAND: u32 = 3;
-pub const CSID_AUDIO: u32 = 4;
-pub const CSID_DATA: u32 = 5;
-pub const CSID_VIDEO: u32 = 6;
-
-const WINDOW_ACK_SIZE: u32 = 2_500_000;
-
-pub mod msg_type {
-    pub const SET_CHUNK_SIZE: u8 = 1;
-    pub const ABORT: u8 = 2;
-    pub const ACKNOWLEDGEMENT: u8 = 3;
-    pub const USER_CONTROL: u8 = 4;
-    pub const WINDOW_ACK_SIZE: u8 = 5;
-    pub const SET_PEER_BANDWIDTH: u8 = 6;
-    pub const AUDIO: u8 = 8;
-    pub const VIDEO: u8 = 9;
-    pub const DATA_AMF3: u8 = 15;
-    pub const SHARED_OBJECT_AMF3: u8 = 16;
-    pub const COMMAND_AMF3: u8 = 17;
-    pub const DATA_AMF0: u8 = 18;
-    pub const SHARED_OBJECT_AMF0: u8 = 19;
-    pub const COMMAND_AMF0: u8 = 20;
-    pub const AGGREGATE: u8 = 22;
-}
-
-mod user_control {
-    pub const STREAM_BEGIN: u16 = 0;
-    pub const STREAM_EOF: u16 = 1;
-    pub const STREAM_IS_RECORDED: u16 = 4;
-    pub const PING_REQUEST: u16 = 6;
-    pub const PING_RESPONSE: u16 = 7;
-}
+use crate::frame::MediaKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -67,15 +32,6 @@ pub enum SessionError {
     Malformed(&'static str),
     #[error("command {0:?} before connect")]
     NotConnected(String),
-}
-
-/// Kind of media carried by a publisher's message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    /// `onMetaData` as AMF0 (the `@setDataFrame` wrapper removed).
-    Metadata,
 }
 
 #[derive(Debug, Clone, PartialEq)]

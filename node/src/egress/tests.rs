@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use media::flv;
 use media::hub::{Hub, HubConfig, Join, Publisher, Segmenting};
 use media::outbox::{FlvFraming, Format};
-use media::rtmp::session::MediaKind;
+use media::frame::MediaKind;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -791,7 +791,7 @@ impl Arrivals {
 #[test]
 fn turns_fit_the_batches_of_a_window() {
     let batch = |timestamp: u64| -> Batch {
-        let frame = media::hub::Frame::new(MediaKind::Video, timestamp, picture(1, SMALL));
+        let frame = media::frame::Frame::new(MediaKind::Video, timestamp, picture(1, SMALL));
         Arc::new(vec![Arc::new(frame)])
     };
     let covered = |window_ms: u64, timestamps: &[u64]| -> Vec<u64> {

@@ -1,0 +1,191 @@
+//! H.264: the decoder configuration record, the resolution an SPS gives, and the NAL units
+//! of a length-prefixed (AVCC) frame.
+
+use bytes::Bytes;
+
+use super::bits::{unescape_rbsp, BitReader, ByteReader};
+use super::CodecError;
+
+/// ISO 14496-15 AVCDecoderConfigurationRecord (the AVC sequence header payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    pub profile: u8,
+    pub compatibility: u8,
+    pub level: u8,
+    /// Size in bytes of the NALU length prefixes in coded frames (1, 2 or 4 per
+    /// spec; 3 is passed through since [`length_prefixed_nalus`] copes with it).
+    pub nal_length_size: u8,
+    pub sps: Vec<Bytes>,
+    pub pps: Vec<Bytes>,
+}
+
+impl AvcConfig {
+    /// Parse an avcC record. Trailing high-profile extension fields are ignored.
+    pub fn parse(record: &[u8]) -> Result<Self, CodecError> {
+        let mut r = ByteReader::new(record);
+        let version = r.u8()?;
+        if version != 1 {
+            return Err(CodecError::UnsupportedVersion(version));
+        }
+        let profile = r.u8()?;
+        let compatibility = r.u8()?;
+        let level = r.u8()?;
+        let nal_length_size = (r.u8()? & 0x03) + 1;
+        let num_sps = usize::from(r.u8()? & 0x1F);
+        let mut sps = Vec::new();
+        r.param_sets(num_sps, &mut sps)?;
+        let num_pps = usize::from(r.u8()?);
+        let mut pps = Vec::new();
+        r.param_sets(num_pps, &mut pps)?;
+        Ok(Self {
+            profile,
+            compatibility,
+            level,
+            nal_length_size,
+            sps,
+            pps,
+        })
+    }
+}
+
+/// Skip one scaling_list() of `size` coefficients (H.264 7.3.2.1.1.1).
+pub(super) fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), CodecError> {
+    let mut last: i64 = 8;
+    let mut next: i64 = 8;
+    for _ in 0..size {
+        if next != 0 {
+            let delta = r.se()?;
+            next = (last + delta).rem_euclid(256);
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Ok(())
+}
+
+/// Display width and height from an H.264 SPS NAL unit (with its 1-byte NAL header),
+/// applying frame cropping. Handles emulation prevention bytes, the high-profile
+/// chroma/bit-depth/scaling-list fields, and interlaced (field) coding.
+pub fn avc_sps_resolution(sps: &[u8]) -> Result<(u32, u32), CodecError> {
+    let nal_header = *sps.first().ok_or(CodecError::Truncated)?;
+    if nal_header & 0x1F != 7 {
+        return Err(CodecError::NotSps(nal_header & 0x1F));
+    }
+    let rbsp = unescape_rbsp(&sps[1..]);
+    let mut r = BitReader::new(&rbsp);
+
+    let profile_idc = r.bits(8)?;
+    let _constraints_and_level = r.bits(16)?;
+    let _sps_id = r.ue()?;
+    let mut chroma_format_idc = 1;
+    let mut separate_colour_plane = false;
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format_idc = r.ue()?;
+        if chroma_format_idc > 3 {
+            return Err(CodecError::Invalid("chroma_format_idc"));
+        }
+        if chroma_format_idc == 3 {
+            separate_colour_plane = r.flag()?;
+        }
+        let _bit_depth_luma = r.ue()?;
+        let _bit_depth_chroma = r.ue()?;
+        let _qpprime_y_zero_transform_bypass = r.flag()?;
+        if r.flag()? {
+            // seq_scaling_matrix_present_flag
+            let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.flag()? {
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    let _log2_max_frame_num = r.ue()?;
+    match r.ue()? {
+        0 => {
+            let _log2_max_poc_lsb = r.ue()?;
+        }
+        1 => {
+            let _delta_pic_order_always_zero = r.flag()?;
+            let _offset_for_non_ref_pic = r.se()?;
+            let _offset_for_top_to_bottom_field = r.se()?;
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return Err(CodecError::Invalid("num_ref_frames_in_pic_order_cnt_cycle"));
+            }
+            for _ in 0..cycle {
+                let _offset_for_ref_frame = r.se()?;
+            }
+        }
+        2 => {}
+        _ => return Err(CodecError::Invalid("pic_order_cnt_type")),
+    }
+    let _max_num_ref_frames = r.ue()?;
+    let _gaps_in_frame_num_allowed = r.flag()?;
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_map_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = r.flag()?;
+    if !frame_mbs_only {
+        let _mb_adaptive_frame_field = r.flag()?;
+    }
+    let _direct_8x8_inference = r.flag()?;
+    let field_factor: u64 = if frame_mbs_only { 1 } else { 2 };
+    let width = width_mbs * 16;
+    let height = height_map_units * 16 * field_factor;
+
+    let (mut crop_x, mut crop_y) = (0u64, 0u64);
+    if r.flag()? {
+        let left = u64::from(r.ue()?);
+        let right = u64::from(r.ue()?);
+        let top = u64::from(r.ue()?);
+        let bottom = u64::from(r.ue()?);
+        // Crop offsets are in chroma sample units (H.264 eq. 7-19 .. 7-22).
+        let chroma_array_type = if separate_colour_plane {
+            0
+        } else {
+            chroma_format_idc
+        };
+        let (unit_x, unit_y) = match chroma_array_type {
+            1 => (2, 2 * field_factor),
+            2 => (2, field_factor),
+            _ => (1, field_factor),
+        };
+        crop_x = unit_x * (left + right);
+        crop_y = unit_y * (top + bottom);
+    }
+    if crop_x >= width || crop_y >= height {
+        return Err(CodecError::Invalid("cropping exceeds picture size"));
+    }
+    let to_u32 = |v: u64| u32::try_from(v).map_err(|_| CodecError::Invalid("picture size"));
+    Ok((to_u32(width - crop_x)?, to_u32(height - crop_y)?))
+}
+
+/// NAL units of an AVCC/HVCC buffer (each prefixed by a big-endian length of
+/// `nal_length_size` bytes, 1..=4). Empty units are skipped; iteration ends at the
+/// first truncated length or unit, and yields nothing for an invalid length size.
+pub fn length_prefixed_nalus(data: &[u8], nal_length_size: u8) -> impl Iterator<Item = &[u8]> {
+    let size = usize::from(nal_length_size);
+    let mut rest: &[u8] = if (1..=4).contains(&size) { data } else { &[] };
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() || rest.len() < size {
+            return None;
+        }
+        let (prefix, tail) = rest.split_at(size);
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        if tail.len() < len {
+            rest = &[];
+            return None;
+        }
+        let (nalu, after) = tail.split_at(len);
+        rest = after;
+        if !nalu.is_empty() {
+            return Some(nalu);
+        }
+    })
+}

@@ -1,0 +1,99 @@
+//! The right to publish one stream, and a handle on what it sends.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::stats::PublishStats;
+use super::stream::Stream;
+use super::{Hub, Replaced};
+use crate::frame::{MediaKind, SegmentMark};
+
+/// The right to publish one stream. Dropping it without [`Publisher::finish`] means the
+/// publisher vanished: viewers stay attached, waiting for a new publisher.
+pub struct Publisher {
+    pub(super) stream: Arc<Stream>,
+    pub(super) session: u32,
+    pub(super) finished: bool,
+}
+
+impl Publisher {
+    pub fn name(&self) -> &str {
+        &self.stream.name
+    }
+
+    /// Reads this stream's [`PublishStats`] from elsewhere (the task keeping its lease).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.stream.clone())
+    }
+
+    /// The publisher session number, also the frames' `generation`.
+    pub fn generation(&self) -> u32 {
+        self.session
+    }
+
+    /// Hand one message to every viewer. Fails once another publisher took over.
+    pub fn push(
+        &mut self,
+        kind: MediaKind,
+        wire_timestamp: u32,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), Replaced> {
+        let mut state = self.stream.lock();
+        match &mut state.publisher {
+            Some(slot) if slot.session == self.session => slot.last_activity = now,
+            _ => return Err(Replaced),
+        }
+        state.push(kind, wire_timestamp, payload);
+        Ok(())
+    }
+
+    /// On a stream whose segments are decided upstream: the next keyframe begins the
+    /// segment `mark`.
+    pub fn mark_next_segment(&mut self, mark: SegmentMark) {
+        self.stream.lock().upstream_mark = Some(mark);
+    }
+
+    /// The publisher ended the stream cleanly: viewers are closed once they drained it.
+    pub fn finish(mut self, hub: &Hub) {
+        self.finished = true;
+        let ended = {
+            let mut state = self.stream.lock();
+            let owner = matches!(&state.publisher, Some(slot) if slot.session == self.session);
+            if owner {
+                state.end();
+            }
+            owner
+        };
+        if ended {
+            hub.remove_if_ended(&self.stream);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.stream.lock();
+        if matches!(&state.publisher, Some(slot) if slot.session == self.session) {
+            state.publisher = None;
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Stream>);
+
+impl StatsHandle {
+    pub fn get(&self) -> PublishStats {
+        let state = self.0.lock();
+        let mut stats = state.stats.clone();
+        stats.viewers = self.0.watchers.load(Ordering::Relaxed);
+        stats
+    }
+}

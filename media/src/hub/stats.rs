@@ -1,0 +1,66 @@
+//! What a publisher is sending, for operators: codecs, resolution, volume.
+
+use crate::codec;
+use crate::frame::MediaKind;
+
+/// What a publisher is sending, for operators (codecs, resolution, volume).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    pub video_codec: Option<&'static str>,
+    pub audio_codec: Option<&'static str>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Payload bytes received from the publisher so far: all, video, audio.
+    pub bytes_in: u64,
+    pub video_bytes_in: u64,
+    pub audio_bytes_in: u64,
+    pub viewers: usize,
+}
+
+impl PublishStats {
+    pub(super) fn observe(&mut self, kind: MediaKind, sequence_header: bool, payload: &[u8]) {
+        self.bytes_in += payload.len() as u64;
+        match kind {
+            MediaKind::Video => self.video_bytes_in += payload.len() as u64,
+            MediaKind::Audio => self.audio_bytes_in += payload.len() as u64,
+            MediaKind::Metadata => {}
+        }
+        if !sequence_header {
+            return;
+        }
+        match kind {
+            MediaKind::Video => {
+                let Some(info) = codec::parse_video_tag(payload) else {
+                    return;
+                };
+                self.video_codec = Some(match info.codec {
+                    codec::VideoCodec::Avc => "h264",
+                    codec::VideoCodec::Hevc => "h265",
+                    codec::VideoCodec::Av1 => "av1",
+                    codec::VideoCodec::Vp9 => "vp9",
+                    codec::VideoCodec::Other(_) => "other",
+                });
+                let record = &payload[info.data_offset..];
+                let resolution = codec::AvcConfig::parse(record).ok().and_then(|c| {
+                    c.sps
+                        .first()
+                        .and_then(|sps| codec::avc_sps_resolution(sps).ok())
+                });
+                self.width = resolution.map(|r| r.0);
+                self.height = resolution.map(|r| r.1);
+            }
+            MediaKind::Audio => {
+                let Some(info) = codec::parse_audio_tag(payload) else {
+                    return;
+                };
+                self.audio_codec = Some(match info.codec {
+                    codec::AudioCodec::Aac => "aac",
+                    codec::AudioCodec::Mp3 => "mp3",
+                    codec::AudioCodec::Opus => "opus",
+                    codec::AudioCodec::Other(_) => "other",
+                });
+            }
+            MediaKind::Metadata => {}
+        }
+    }
+}

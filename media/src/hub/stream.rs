@@ -1,0 +1,243 @@
+//! One stream's state: its clocks, sequence headers and GOP cache, and the batch being
+//! gathered for the ring.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::stats::PublishStats;
+use super::{unix_seconds, HubConfig, Segmenting};
+use crate::amf::{self, Amf0Value};
+use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
+use crate::segment::Segmenter;
+use crate::timestamp::TrackClock;
+
+pub(super) struct Stream {
+    /// Unique in the hub, growing: a stream with a larger id is newer.
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) state: Mutex<StreamState>,
+    /// Viewers and other consumers ([`Subscriber`]s, [`Join`]s) attached right now.
+    pub(super) watchers: AtomicUsize,
+}
+
+impl Stream {
+    pub(super) fn new(id: u64, name: &str, config: &HubConfig) -> Stream {
+        let (sender, _) = broadcast::channel(config.backlog.max(16));
+        Stream {
+            id,
+            name: name.to_owned(),
+            watchers: AtomicUsize::new(0),
+            state: Mutex::new(StreamState {
+                sender,
+                batches_sent: 0,
+                pending: Vec::new(),
+                segmenter: match config.segments {
+                    Segmenting::Own { target } => {
+                        Some(Segmenter::new(target.as_millis() as u64, unix_seconds()))
+                    }
+                    Segmenting::Upstream => None,
+                },
+                upstream_mark: None,
+                publisher: None,
+                generation: 0,
+                ended: false,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                gop_max_bytes: config.gop_max_bytes,
+                gop_max_frames: config.gop_max_frames,
+                has_audio: false,
+                has_video: false,
+                declared: DeclaredTracks::default(),
+                audio_clock: TrackClock::default(),
+                video_clock: TrackClock::default(),
+                stats: PublishStats::default(),
+            }),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(super) struct PublisherSlot {
+    pub(super) session: u32,
+    pub(super) last_activity: Instant,
+}
+
+/// Audio waits at most this much stream time for a video frame to go out with: a stream
+/// whose video pauses keeps its sound flowing.
+pub(super) const AUDIO_HOLD_MS: u64 = 100;
+
+pub(super) struct StreamState {
+    pub(super) sender: broadcast::Sender<Batch>,
+    /// Batches sent so far: the last one's sequence number.
+    pub(super) batches_sent: u64,
+    /// Frames of the batch being gathered (those after a keyframe are in the GOP cache
+    /// too).
+    pub(super) pending: Vec<Arc<Frame>>,
+    /// Decides segment starts, unless they come from upstream.
+    segmenter: Option<Segmenter>,
+    /// From upstream: the mark for the next keyframe.
+    pub(super) upstream_mark: Option<SegmentMark>,
+    pub(super) publisher: Option<PublisherSlot>,
+    pub(super) generation: u32,
+    pub(super) ended: bool,
+    pub(super) metadata: Option<Arc<Frame>>,
+    pub(super) video_header: Option<Arc<Frame>>,
+    pub(super) audio_header: Option<Arc<Frame>>,
+    /// Frames since the last video keyframe, starting with it.
+    pub(super) gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
+    gop_max_bytes: usize,
+    gop_max_frames: usize,
+    pub(super) has_audio: bool,
+    pub(super) has_video: bool,
+    /// The tracks the publisher's metadata announces, before their frames arrive.
+    declared: DeclaredTracks,
+    audio_clock: TrackClock,
+    video_clock: TrackClock,
+    pub(super) stats: PublishStats,
+}
+
+/// Tracks named by `onMetaData` (`audiocodecid` / `videocodecid`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct DeclaredTracks {
+    audio: bool,
+    video: bool,
+}
+
+impl DeclaredTracks {
+    fn of_metadata(payload: &[u8]) -> DeclaredTracks {
+        let values = amf::decode_all(payload).unwrap_or_default();
+        let mut declared = DeclaredTracks::default();
+        for value in &values {
+            if let Amf0Value::EcmaArray(fields) | Amf0Value::Object(fields) = value {
+                for (name, _) in fields {
+                    declared.audio |= name == "audiocodecid";
+                    declared.video |= name == "videocodecid";
+                }
+            }
+        }
+        declared
+    }
+}
+
+impl StreamState {
+    /// Whether the stream has audio and video: seen, or announced by its metadata (a viewer
+    /// joining before the first frames still learns them for its FLV header, which
+    /// players read once).
+    pub(super) fn tracks(&self) -> Tracks {
+        Tracks {
+            audio: self.has_audio || self.declared.audio,
+            video: self.has_video || self.declared.video,
+        }
+    }
+
+    /// A new publisher: its timestamps restart, so both tracks rebase onto the stream clock;
+    /// the old GOP is of no use to anyone joining from now on.
+    pub(super) fn begin_generation(&mut self) {
+        self.flush();
+        let resume_at = self.audio_clock.last().max(self.video_clock.last());
+        self.audio_clock.rebase(resume_at);
+        self.video_clock.rebase(resume_at);
+        self.gop.clear();
+        self.gop_bytes = 0;
+    }
+
+    pub(super) fn end(&mut self) {
+        self.flush();
+        self.ended = true;
+        self.publisher = None;
+        self.gop.clear();
+        // Viewers see the channel close once they drained what was sent before.
+        let (sender, _) = broadcast::channel(1);
+        self.sender = sender;
+    }
+
+    pub(super) fn push(&mut self, kind: MediaKind, wire_timestamp: u32, payload: Bytes) {
+        let timestamp = match kind {
+            MediaKind::Audio => self.audio_clock.extend(wire_timestamp),
+            MediaKind::Video => self.video_clock.extend(wire_timestamp),
+            MediaKind::Metadata => self.audio_clock.last().max(self.video_clock.last()),
+        };
+        let mut frame = Frame::new(kind, timestamp, payload);
+        frame.generation = self.generation;
+        self.stats
+            .observe(kind, frame.sequence_header, &frame.payload);
+        match kind {
+            MediaKind::Audio => {
+                self.has_audio = true;
+                // In an audio-only stream every frame is a place to start.
+                frame.key = !self.has_video && !frame.sequence_header;
+            }
+            MediaKind::Video => self.has_video = true,
+            MediaKind::Metadata => self.declared = DeclaredTracks::of_metadata(&frame.payload),
+        }
+        frame.segment = match &mut self.segmenter {
+            Some(segmenter) => segmenter.observe(&frame),
+            None if frame.key => self.upstream_mark.take(),
+            None => None,
+        };
+        let frame = Arc::new(frame);
+        match kind {
+            MediaKind::Metadata => self.metadata = Some(frame.clone()),
+            MediaKind::Video if frame.sequence_header => self.video_header = Some(frame.clone()),
+            MediaKind::Audio if frame.sequence_header => self.audio_header = Some(frame.clone()),
+            _ => self.cache_gop(&frame),
+        }
+        let closes = self.closes_batch(&frame);
+        self.pending.push(frame);
+        if closes {
+            self.flush();
+        }
+    }
+
+    /// Whether the pending batch goes out once `frame` joins it.
+    fn closes_batch(&self, frame: &Frame) -> bool {
+        if !self.has_video {
+            return true;
+        }
+        let is_picture = frame.kind == MediaKind::Video && !frame.sequence_header;
+        is_picture
+            || self.pending.first().is_some_and(|first| {
+                frame.timestamp.saturating_sub(first.timestamp) >= AUDIO_HOLD_MS
+            })
+    }
+
+    pub(super) fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(8));
+        self.batches_sent += 1;
+        // No receivers is not an error: the stream is live with nobody watching.
+        let _ = self.sender.send(Arc::new(batch));
+    }
+
+    fn cache_gop(&mut self, frame: &Arc<Frame>) {
+        if frame.kind == MediaKind::Video && frame.key {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty() {
+            // Nothing before the first keyframe is worth replaying.
+            return;
+        }
+        if self.gop.len() >= self.gop_max_frames
+            || self.gop_bytes + frame.payload.len() > self.gop_max_bytes
+        {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        self.gop_bytes += frame.payload.len();
+        self.gop.push(frame.clone());
+    }
+}
