@@ -6,7 +6,7 @@
 //!   right, key creation is rate-limited per client IP);
 //! - a resource API under `/api/v1` (live rooms with their stats, one room, rotate key,
 //!   delete room, kick publisher, play URLs on the best edge and their redirect form)
-//!   described by `/api/v1/openapi.json`;
+//!   described by `/api/v1/openapi.json` (the checked-in `openapi.json`);
 //! - gRPC `ferrolive.v1.Control` (same operations plus a `WatchRooms` event stream), gRPC
 //!   health and reflection;
 //! - `/healthz` and `/readyz`.
@@ -17,7 +17,6 @@
 
 mod auth;
 mod grpc;
-mod openapi;
 mod ratelimit;
 mod rest;
 mod rooms;

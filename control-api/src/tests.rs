@@ -1,7 +1,7 @@
 //! REST (in process, through the router) and gRPC (over a real listener) against the
 //! embedded registry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -604,6 +604,185 @@ async fn openapi_lists_every_endpoint() {
     }
     // Path parameters are declared.
     assert!(paths["/api/v1/rooms/{room}"]["parameters"].is_array());
+}
+
+// --- the OpenAPI document against the real routes ---
+
+/// The keys of an OpenAPI 3.0 path item that hold operations (the others are `parameters`,
+/// `summary` and the like).
+const OPENAPI_METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// The document's operations as (METHOD, path template), e.g. `("GET", "/api/v1/rooms")`.
+fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let paths = doc["paths"].as_object().expect("`paths` is an object");
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let item = item.as_object().expect("a path item is an object");
+            item.keys()
+                .filter(|key| OPENAPI_METHODS.contains(&key.as_str()))
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// `ROUTES` in the shape of [`documented_operations`].
+fn routes() -> BTreeSet<(String, String)> {
+    crate::rest::ROUTES
+        .iter()
+        .map(|&(method, path)| (method.to_owned(), path.to_owned()))
+        .collect()
+}
+
+/// A URI for a path template: `{room}` becomes a room name (the only parameter there is).
+fn concrete(path: &str) -> String {
+    let uri = path.replace("{room}", "movie");
+    assert!(
+        !uri.contains('{'),
+        "{path}: a path parameter this test cannot fill in"
+    );
+    uri
+}
+
+const ADMIN_TOKEN: &str = "routes-admin-token";
+
+/// Every call carries the admin token: without it a guarded path answers 401 before the
+/// router could say 405, which would hide a method it does not serve.
+async fn api_with_admin_token() -> Api {
+    api(ApiConfig {
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..config()
+    })
+    .await
+}
+
+/// The router's answer for no route at this path; a handler's own 404 (`room not found`)
+/// has another body.
+fn is_fallback(status: StatusCode, body: &Value, uri: &str) -> bool {
+    status == StatusCode::NOT_FOUND
+        && *body == json!({ "error": format!("no such endpoint: {uri}") })
+}
+
+/// `method path` reaches a handler: neither 405 (the path exists, the method does not) nor
+/// the fallback's 404 (no such path), nor refused for want of credentials.
+async fn assert_served(api: &Api, method: &str, path: &str) {
+    let uri = concrete(path);
+    let (status, body) = api
+        .call(method.parse().unwrap(), &uri, Some(ADMIN_TOKEN))
+        .await;
+    assert_ne!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{method} {path}: {body}"
+    );
+    assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+    assert!(
+        !is_fallback(status, &body, &uri),
+        "{method} {path}: {status} {body}"
+    );
+}
+
+/// What the probes in `assert_served` rely on: an unknown path is the fallback's 404, a
+/// known path with another method is 405 (with the token), and a handler's 404 is neither.
+/// (TRACE as the other method: no route will ever want it.)
+#[tokio::test]
+async fn route_probes_tell_unserved_from_served() {
+    let api = api_with_admin_token().await;
+    let unknown = "/api/v1/rooms/movie/nope";
+    let (status, body) = api.call(Method::GET, unknown, Some(ADMIN_TOKEN)).await;
+    assert!(is_fallback(status, &body, unknown), "{status} {body}");
+    let (status, _) = api
+        .call(Method::TRACE, "/api/v1/rooms/movie", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // Without the token the guard answers first, whatever the method.
+    let (status, _) = api.call(Method::TRACE, "/api/v1/rooms/movie", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api
+        .call(Method::GET, "/api/v1/rooms/movie", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!is_fallback(status, &body, "/api/v1/rooms/movie"), "{body}");
+}
+
+/// openapi.json documents exactly `ROUTES`: a route added without its operation, or an
+/// operation for a route that does not exist, fails here.
+#[tokio::test]
+async fn openapi_documents_exactly_the_routes() {
+    let (status, doc) = api(config()).await.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let routes = routes();
+    assert_eq!(
+        routes.len(),
+        crate::rest::ROUTES.len(),
+        "ROUTES lists a route twice"
+    );
+    let documented = documented_operations(&doc);
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    let not_routed: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        undocumented.is_empty() && not_routed.is_empty(),
+        "routes missing from openapi.json: {undocumented:?}; \
+         operations in openapi.json that are not in ROUTES: {not_routed:?}"
+    );
+}
+
+/// Every operation in the served document reaches a handler of the real router.
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let api = api_with_admin_token().await;
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let operations = documented_operations(&doc);
+    assert!(!operations.is_empty());
+    for (method, path) in &operations {
+        assert_served(&api, method, path).await;
+    }
+}
+
+/// The router serves every entry of `ROUTES` and, on those paths, no other method (HEAD
+/// only where GET is served: axum answers it with the GET handler).
+#[tokio::test]
+async fn router_serves_exactly_the_routes() {
+    let api = api_with_admin_token().await;
+    for &(method, path) in crate::rest::ROUTES {
+        assert_served(&api, method, path).await;
+    }
+    let paths: BTreeSet<&str> = crate::rest::ROUTES.iter().map(|&(_, path)| path).collect();
+    for path in paths {
+        for method in OPENAPI_METHODS.iter().map(|m| m.to_uppercase()) {
+            let routed = |method: &str| crate::rest::ROUTES.contains(&(method, path));
+            if routed(&method) || (method == "HEAD" && routed("GET")) {
+                continue;
+            }
+            let (status, body) = api
+                .call(method.parse().unwrap(), &concrete(path), Some(ADMIN_TOKEN))
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is served but not in ROUTES: {body}"
+            );
+        }
+    }
+}
+
+/// The document is served byte for byte as checked in, as JSON, and its version is the
+/// crate's (the file cannot follow a version bump by itself).
+#[tokio::test]
+async fn openapi_is_served_as_checked_in() {
+    let api = api(config()).await;
+    let (status, headers, body) = api
+        .call_raw(Method::GET, "/api/v1/openapi.json", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let checked_in = include_str!("../openapi.json");
+    assert_eq!(body, checked_in.as_bytes());
+    let doc: Value = serde_json::from_str(checked_in).unwrap();
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 }
 
 // --- play URLs ---
