@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use edge::{EdgeConfig, PullConfig};
 use media::hls::HlsConfig;
 use media::hub::{HubConfig, Segmenting};
-use node::control::ControlConfig;
-use node::edge::EdgeConfig;
-use node::NodeConfig;
-use registry::{EmbeddedRegistry, NodeAddrs, NodeRole, RedisRegistry, Registry};
+use origin::OriginConfig;
+use registry::{EmbeddedRegistry, NodeAddrs, NodeIdentity, NodeRole, RedisRegistry, Registry};
+use serve::NodeConfig;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -278,86 +278,89 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the key store in {}", args.data_dir.display()))?,
         ),
     };
-    let config = node_config(&args.media)?;
-    let control = ControlConfig {
-        registry: registry.clone(),
-        require_key: !args.media.rtmp_noauth,
-        node_id: "standalone".into(),
+    let node = node_config(&args.media)?;
+    let identity = NodeIdentity {
+        id: "standalone".into(),
         role: NodeRole::Standalone,
         region: "default".into(),
         addrs: NodeAddrs {
-            rtmp: config.rtmp_addr.to_string(),
-            http: config.http_addr.to_string(),
+            rtmp: node.rtmp_addr.to_string(),
+            http: node.http_addr.to_string(),
         },
+    };
+    let config = OriginConfig {
+        node,
+        registry: registry.clone(),
+        require_key: !args.media.rtmp_noauth,
+        identity,
     };
     announce_auth(&args.media);
     let api = api_config(args.api_addr, &args.auth);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
-    let node = node::run(config, Some(control), shutdown_signal());
-    tokio::pin!(node);
+    let origin = origin::run(config, shutdown_signal());
+    tokio::pin!(origin);
     tokio::select! {
-        result = &mut node => result.context("node failed")?,
+        result = &mut origin => result?,
         result = api_task => {
             result.context("control API task")?.context("control API failed")?;
             // The API stopped on the signal: let the node finish its own graceful shutdown.
-            node.await.context("node failed")?;
+            origin.await?;
         }
     }
     Ok(())
 }
 
 async fn origin(args: OriginArgs) -> anyhow::Result<()> {
-    let config = node_config(&args.media)?;
-    let control = cluster_control(
-        &args.cluster,
-        &config,
-        NodeRole::Origin,
-        !args.media.rtmp_noauth,
-    )
-    .await?;
-    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "origin advertises");
+    let node = node_config(&args.media)?;
+    let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
+    info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
     announce_auth(&args.media);
-    node::run(config, Some(control), shutdown_signal())
-        .await
-        .context("node failed")
+    let config = OriginConfig {
+        node,
+        registry,
+        require_key: !args.media.rtmp_noauth,
+        identity,
+    };
+    Ok(origin::run(config, shutdown_signal()).await?)
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let mut config = node_config(&args.media)?;
-    // An edge's HLS segments are its origin's: the marks come with the pulled stream.
-    config.hub.segments = Segmenting::Upstream;
-    config.edge = Some(EdgeConfig {
+    let node = node_config(&args.media)?;
+    let pull = PullConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
         idle_grace: seconds("edge-idle-grace", args.edge_idle_grace)?,
-    });
-    let control = cluster_control(&args.cluster, &config, NodeRole::Edge, true).await?;
-    info!(node = %control.node_id, rtmp = %control.addrs.rtmp, http = %control.addrs.http, "edge advertises");
-    node::run(config, Some(control), shutdown_signal())
-        .await
-        .context("node failed")
+    };
+    let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Edge).await?;
+    info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "edge advertises");
+    let config = EdgeConfig {
+        node,
+        registry,
+        identity,
+        pull,
+    };
+    Ok(edge::run(config, shutdown_signal()).await?)
 }
 
-/// How a cluster node registers: Redis, its id, and the addresses it advertises.
-async fn cluster_control(
+/// How a cluster node registers: Redis, and who it is there (its id and the addresses
+/// it advertises).
+async fn cluster_identity(
     cluster: &ClusterArgs,
-    config: &NodeConfig,
+    node: &NodeConfig,
     role: NodeRole,
-    require_key: bool,
-) -> anyhow::Result<ControlConfig> {
+) -> anyhow::Result<(Arc<dyn Registry>, NodeIdentity)> {
     let registry = cluster.redis.connect().await?;
     let host = advertised_host(cluster)?;
-    Ok(ControlConfig {
-        registry,
-        require_key,
-        node_id: node_id(cluster),
+    let identity = NodeIdentity {
+        id: node_id(cluster),
         role,
         region: cluster.region.clone(),
         addrs: NodeAddrs {
-            rtmp: format!("{host}:{}", config.rtmp_addr.port()),
-            http: format!("{host}:{}", config.http_addr.port()),
+            rtmp: format!("{host}:{}", node.rtmp_addr.port()),
+            http: format!("{host}:{}", node.http_addr.port()),
         },
-    })
+    };
+    Ok((registry, identity))
 }
 
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
@@ -414,7 +417,6 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
             window: args.hls_window.max(1),
             ..HlsConfig::default()
         },
-        edge: None,
         shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
     })
 }

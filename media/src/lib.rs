@@ -1,11 +1,15 @@
-//! Media protocols without I/O: AMF, RTMP, FLV, codec configurations, and the stream hub
-//! that fans one publisher out to many viewers.
+//! Media protocols and formats without I/O: AMF, RTMP, FLV, codec configurations, MPEG-TS,
+//! HLS, HTTP request heads, and the stream hub that fans one publisher out to many viewers.
+//!
+//! [`frame`] is the vocabulary at the bottom that every format shares; nothing in it names
+//! a format, the hub or a protocol session.
 
 pub mod amf;
 pub mod codec;
 pub mod flv;
 pub mod frame;
 pub mod hls;
+pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod rtmp;

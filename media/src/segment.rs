@@ -14,6 +14,10 @@ use bytes::Bytes;
 use crate::amf::{self, Amf0Value};
 use crate::frame::{Frame, MediaKind, SegmentMark};
 
+/// In an HTTP-FLV request's query: send each mark as a script tag ahead of its frame. Edges
+/// ask for it when they pull a stream; players never do.
+pub const MARKS_QUERY: &str = "segment_marks=1";
+
 /// The name of the FLV script tag that carries a mark from origin to edge.
 const SCRIPT_NAME: &str = "onFerroliveSegment";
 /// 2^53: the largest of the whole numbers an f64 (AMF0's only number type) holds exactly.

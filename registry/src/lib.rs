@@ -1,11 +1,12 @@
 //! The registry every node shares: channel keys and rooms, live stream leases and node
-//! heartbeats. [`RedisRegistry`] backs a cluster; [`EmbeddedRegistry`] backs a standalone
+//! heartbeats ([`Heartbeat`]). [`RedisRegistry`] backs a cluster; [`EmbeddedRegistry`] backs a standalone
 //! node (keys persisted in a local data directory, leases and nodes in memory).
 //!
 //! Keys and rooms are separate namespaces: a key is never a room name and a room name is
 //! never a key. Every change to a key/room pair is atomic.
 
 mod embedded;
+pub mod heartbeat;
 mod redis_impl;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedRegistry;
+pub use heartbeat::{Heartbeat, Load, NodeIdentity};
 pub use redis_impl::RedisRegistry;
 
 #[derive(Debug, thiserror::Error)]

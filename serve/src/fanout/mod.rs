@@ -10,7 +10,7 @@
 //! takes nothing for [`WRITE_TIMEOUT`], is dropped.
 //!
 //! A stream with many viewers ([`TAPE_AT`]) also puts each batch on a tape, once per
-//! encoding its viewers share (see [`crate::tape`]). Such a viewer's write is then one
+//! encoding its viewers share (see [`tape`]). Such a viewer's write is then one
 //! `sendfile` of a span of the tape, and the kernel queues references to the tape's pages
 //! instead of copying the bytes into every viewer's socket: that copy was over a quarter
 //! of the server's CPU with 1000 viewers.
@@ -37,14 +37,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::frame::Batch;
-use media::hub::{BatchEvent, BatchStream, Join, Watching};
 use media::frame::Tracks;
+use media::hub::{BatchEvent, BatchStream, Join, Watching};
 use media::outbox::{Format, Outbox, Shared, MAX_IOVECS};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use self::tape::Tape;
 use crate::metrics::Metrics;
-use crate::tape::Tape;
+
+#[cfg(target_os = "linux")]
+mod tape;
+#[cfg(not(target_os = "linux"))]
+#[path = "tape_unsupported.rs"]
+mod tape;
 
 /// A viewer whose socket accepts nothing for this long is gone.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -911,7 +917,7 @@ fn span<'a>(mut batches: impl Iterator<Item = &'a Taken>, index: usize) -> Optio
 }
 
 /// A lane starts putting its batches on tapes once it has this many viewers. A tape holds
-/// up to 2 MiB more than the viewers need (see [`crate::tape`]); below this, copying into
+/// up to 2 MiB more than the viewers need (see [`tape`]); below this, copying into
 /// each socket costs little and takes no more memory.
 const TAPE_AT: usize = 16;
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use media::flv;
+use media::frame::MediaKind;
 use media::hub::{Hub, HubConfig, Join, Publisher, Segmenting};
 use media::outbox::{FlvFraming, Format};
-use media::frame::MediaKind;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -205,7 +205,7 @@ fn attach_viewer_as(
 /// A new viewer of [`NAME`] whose socket buffers hold less than one [`LARGE`] picture.
 async fn small_link_viewer(hub: &Hub, lanes: &Arc<Lanes>, metrics: &Arc<Metrics>) -> Viewer {
     let (server, client) = socket_pair(Some(SMALL_LINK as u32)).await;
-    crate::limit_send_buffer(&server, SMALL_LINK);
+    crate::io::limit_send_buffer(&server, SMALL_LINK);
     let join = hub.join(NAME).expect("stream is live");
     attach_viewer(lanes, join, server, client, metrics)
 }

@@ -1,12 +1,8 @@
-//! The edge: pull on miss.
-//!
-//! A viewer asking an edge for a stream its hub does not have makes the edge look the
-//! stream's lease up in the registry and pull it from the owning origin over HTTP-FLV. The
-//! pulled tags go into the local hub as an ordinary [`Publisher`], so every player protocol
-//! (RTMP, HTTP-FLV, HLS) serves pulled streams exactly as published ones.
+//! Pull on miss: the async driver of an edge's pulls.
 //!
 //! One pull per stream however many viewers: pulls live in a map, and viewers that arrive
-//! while a pull is starting wait on it (bounded). A pull's life:
+//! while a pull is starting wait on it (bounded). A pull's life (its timing rules are
+//! [`PullPolicy`]'s):
 //! - starting: look up the owner and connect, retrying while some viewer still waits;
 //! - live: demux the upstream body into the hub;
 //! - lost (error, stall, EOF without the chunked terminator): the local publisher is
@@ -27,53 +23,24 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use media::flv::{self, FlvError, FlvReader};
+use media::frame::{MediaKind, SegmentMark};
 use media::hub::{Hub, Publisher, StatsHandle};
-use media::frame::MediaKind;
-use media::frame::SegmentMark;
+use media::segment::MARKS_QUERY;
 use registry::{Registry, RegistryError};
+use serve::metrics::{GaugeGuard, Metrics};
+use serve::Shared;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{GaugeGuard, Metrics};
-
-/// How an edge pulls.
-#[derive(Debug, Clone)]
-pub struct EdgeConfig {
-    /// How long a viewer of a stream that is not (yet) live waits before a 404.
-    pub play_wait: Duration,
-    /// How long viewers are held and the owner re-pulled after the upstream broke.
-    pub upstream_grace: Duration,
-    /// A pulled stream nobody watches for this long is stopped.
-    pub idle_grace: Duration,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        EdgeConfig {
-            play_wait: Duration::from_secs(3),
-            upstream_grace: Duration::from_secs(15),
-            idle_grace: Duration::from_secs(10),
-        }
-    }
-}
+use crate::policy::{Check, PullPolicy, Readiness, Repull};
+use crate::PullConfig;
 
 /// Registry look-up, connect and response head, each.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// An upstream that sends nothing for this long is lost (a live stream sends every few ms).
-const UPSTREAM_STALL: Duration = Duration::from_secs(10);
-/// While a pull starts: how often the owner is looked up again.
-const START_RETRY: Duration = Duration::from_millis(200);
-const BACKOFF_FIRST: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often a live pull checks its viewers and its upstream's silence.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Largest FLV tag accepted from an origin.
 const MAX_TAG: usize = 16 * 1024 * 1024;
-/// A new pull counts as ready for viewers once every track the FLV header announces has
-/// sent something, or this long after its first tag.
-const READY_AFTER: Duration = Duration::from_millis(1000);
-/// Bytes held back while a new pull waits for its tracks.
-const MAX_PENDING: usize = 32 * 1024 * 1024;
 
 /// Why an upstream could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +70,7 @@ enum Phase {
     Gone,
 }
 
-/// One stream being pulled (or about to be).
+/// One stream being pulled (or about to be), as the viewers waiting for it see it.
 struct Pull {
     phase: watch::Sender<Phase>,
     /// A starting pull keeps trying until then; every waiting viewer pushes it on.
@@ -130,24 +97,11 @@ struct Local {
     generation: Option<u32>,
     /// Viewer count of the hub stream (kept across upstreams).
     stats: Option<StatsHandle>,
-    /// Since when nobody watches.
-    unwatched_since: Option<Instant>,
 }
 
 impl Local {
-    /// Whether nobody has watched for `grace`.
-    fn idle(&mut self, grace: Duration) -> bool {
-        let Some(stats) = &self.stats else {
-            return false;
-        };
-        if stats.get().viewers > 0 {
-            self.unwatched_since = None;
-            return false;
-        }
-        self.unwatched_since
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            >= grace
+    fn viewers(&self) -> usize {
+        self.stats.as_ref().map_or(0, |stats| stats.get().viewers)
     }
 }
 
@@ -163,8 +117,8 @@ enum Upstream {
 }
 
 /// The pulls of one edge node.
-pub struct Edge {
-    config: EdgeConfig,
+pub(crate) struct Pulls {
+    config: PullConfig,
     registry: Arc<dyn Registry>,
     client: reqwest::Client,
     hub: Arc<Hub>,
@@ -174,24 +128,23 @@ pub struct Edge {
     closing: watch::Sender<bool>,
 }
 
-impl Edge {
-    pub fn new(
-        config: EdgeConfig,
+impl Pulls {
+    pub(crate) fn new(
+        config: PullConfig,
         registry: Arc<dyn Registry>,
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Edge>, PullError> {
+        shared: &Shared,
+    ) -> Result<Arc<Pulls>, PullError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(0)
             .build()?;
-        Ok(Arc::new(Edge {
+        Ok(Arc::new(Pulls {
             config,
             registry,
             client,
-            hub,
-            metrics,
+            hub: shared.hub.clone(),
+            metrics: shared.metrics.clone(),
             pulls: Mutex::default(),
             closing: watch::channel(false).0,
         }))
@@ -202,7 +155,7 @@ impl Edge {
     }
 
     /// Shut down: every pull ends its local stream (its viewers get the end) and stops.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.send_replace(true);
     }
 
@@ -211,23 +164,23 @@ impl Edge {
     }
 
     /// Streams being pulled right now (starting, live or re-pulling).
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.pulls().len()
     }
 
-    /// Attach a viewer of `key` with `attach` (a hub method): to the local stream if there
-    /// is one, else start (or join) its pull and wait up to [`EdgeConfig::play_wait`] for
-    /// it. `None`: not live anywhere.
-    pub async fn attach<T>(
+    /// Attach a viewer of `key` with `attach`: to the local stream if there is one, else
+    /// start (or join) its pull and wait up to [`PullConfig::play_wait`] for it. False:
+    /// not live anywhere.
+    pub(crate) async fn attach(
         self: &Arc<Self>,
         key: &str,
-        attach: impl Fn(&Hub, &str) -> Option<T>,
-    ) -> Option<T> {
+        attach: &mut (dyn FnMut() -> bool + Send),
+    ) -> bool {
         let deadline = Instant::now() + self.config.play_wait;
         let mut phase = {
             let mut pulls = self.pulls();
-            if let Some(viewer) = attach(&self.hub, key) {
-                return Some(viewer);
+            if attach() {
+                return true;
             }
             let pull = match pulls.get(key) {
                 Some(pull) => pull.clone(),
@@ -248,7 +201,7 @@ impl Edge {
             let now = *phase.borrow_and_update();
             match now {
                 Phase::Live => break,
-                Phase::Gone => return None,
+                Phase::Gone => return false,
                 Phase::Starting => {}
             }
             match tokio::time::timeout_at(deadline.into(), phase.changed()).await {
@@ -258,7 +211,7 @@ impl Edge {
             }
         }
         let _pulls = self.pulls();
-        attach(&self.hub, key)
+        attach()
     }
 
     /// One stream's pull, from the first look-up until it is retired.
@@ -267,6 +220,7 @@ impl Edge {
         let _active = GaugeGuard::new(self.metrics.clone(), |m| &m.upstreams);
         let mut local = Local::default();
         let started = Instant::now();
+        let mut policy = PullPolicy::new(&self.config, started);
         // Starting: retry while some viewer still waits.
         let mut response = loop {
             match self.connect(&key).await {
@@ -274,14 +228,18 @@ impl Edge {
                 Err(e) => {
                     debug!(stream = %key, error = %e, "upstream not available yet");
                     let closing = self.is_closing();
+                    let mut retry = None;
                     let gave_up = self.retire(&key, &pull, &mut local, || {
-                        !closing && Instant::now() < pull.start_until()
+                        retry = policy.start_retry(Instant::now(), pull.start_until());
+                        !closing && retry.is_some()
                     });
-                    if gave_up {
-                        debug!(stream = %key, "pull abandoned: not live");
-                        return;
+                    match retry {
+                        Some(wait) if !gave_up => tokio::time::sleep(wait).await,
+                        _ => {
+                            debug!(stream = %key, "pull abandoned: not live");
+                            return;
+                        }
                     }
-                    tokio::time::sleep(START_RETRY).await;
                 }
             }
         };
@@ -291,8 +249,9 @@ impl Edge {
                 self.retire(&key, &pull, &mut local, || false);
                 return;
             }
+            policy.connected(Instant::now());
             match self
-                .stream(&key, &pull, response, &mut local, started)
+                .stream(&key, &pull, response, &mut local, &mut policy, started)
                 .await
             {
                 Upstream::Ended => {
@@ -314,7 +273,8 @@ impl Edge {
             }
             // Dropping without finish: the hub keeps the viewers of the orphaned stream.
             local.publisher = None;
-            match self.repull(&key, &pull, &mut local).await {
+            policy.lost(Instant::now());
+            match self.repull(&key, &pull, &mut local, &mut policy).await {
                 Some(next) => {
                     Metrics::add(&self.metrics.upstream_repulls_total, 1);
                     info!(stream = %key, "re-pulled after upstream loss");
@@ -332,30 +292,33 @@ impl Edge {
         key: &str,
         pull: &Arc<Pull>,
         local: &mut Local,
+        policy: &mut PullPolicy,
     ) -> Option<reqwest::Response> {
-        let lost_at = Instant::now();
-        let mut backoff = BACKOFF_FIRST;
         loop {
             if self.is_closing() {
                 self.retire(key, pull, local, || false);
                 return None;
             }
-            if local.idle(self.config.idle_grace) && self.retire_idle(key, pull, local) {
-                info!(stream = %key, "no viewers; pull stopped while re-pulling");
-                return None;
-            }
-            let left = self.config.upstream_grace.saturating_sub(lost_at.elapsed());
-            if left.is_zero() {
-                info!(stream = %key, "upstream did not come back; ending the stream");
-                self.retire(key, pull, local, || false);
-                return None;
+            match policy.repull(Instant::now(), local.viewers()) {
+                Repull::Attempt => {}
+                Repull::Idle => {
+                    if self.retire_idle(key, pull, local, policy) {
+                        info!(stream = %key, "no viewers; pull stopped while re-pulling");
+                        return None;
+                    }
+                    continue;
+                }
+                Repull::GiveUp => {
+                    info!(stream = %key, "upstream did not come back; ending the stream");
+                    self.retire(key, pull, local, || false);
+                    return None;
+                }
             }
             match self.connect(key).await {
                 Ok(response) => return Some(response),
                 Err(e) => debug!(stream = %key, error = %e, "re-pull failed"),
             }
-            tokio::time::sleep(backoff.min(left)).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::time::sleep(policy.repull_failed(Instant::now())).await;
         }
     }
 
@@ -365,11 +328,7 @@ impl Edge {
             .await
             .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??
             .ok_or(PullError::NotLive)?;
-        let url = format!(
-            "http://{}/{key}.flv?{}",
-            lease.addrs.http,
-            crate::http::SEGMENT_MARKS_QUERY
-        );
+        let url = format!("http://{}/{key}.flv?{MARKS_QUERY}", lease.addrs.http);
         debug!(stream = %key, owner = %lease.node_id, %url, "connecting upstream");
         let response = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get(&url).send())
             .await
@@ -387,18 +346,16 @@ impl Edge {
         pull: &Arc<Pull>,
         mut response: reqwest::Response,
         local: &mut Local,
+        policy: &mut PullPolicy,
         started: Instant,
     ) -> Upstream {
         let mut reader = FlvReader::with_max_tag_size(MAX_TAG);
         let mut buf = BytesMut::new();
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_data = Instant::now();
-        let mut first_tag: Option<Instant> = None;
-        let (mut seen_audio, mut seen_video) = (false, false);
         let mut ready = *pull.phase.borrow() == Phase::Live;
+        let mut readiness = Readiness::default();
         let mut pending: Vec<(MediaKind, u32, Bytes)> = Vec::new();
-        let mut pending_bytes = 0usize;
         let mut closing = self.closing.subscribe();
         loop {
             let chunk = tokio::select! {
@@ -408,11 +365,17 @@ impl Edge {
                     return Upstream::Closed;
                 }
                 _ = check.tick() => {
-                    if last_data.elapsed() >= UPSTREAM_STALL {
-                        return Upstream::Lost(PullError::Stalled(UPSTREAM_STALL));
-                    }
-                    if local.idle(self.config.idle_grace) && self.retire_idle(key, pull, local) {
-                        return Upstream::Idle;
+                    match policy.check(Instant::now(), local.viewers()) {
+                        Check::Continue => {}
+                        Check::Stalled => {
+                            let stall = crate::policy::UPSTREAM_STALL;
+                            return Upstream::Lost(PullError::Stalled(stall));
+                        }
+                        Check::Idle => {
+                            if self.retire_idle(key, pull, local, policy) {
+                                return Upstream::Idle;
+                            }
+                        }
                     }
                     continue;
                 }
@@ -422,7 +385,8 @@ impl Edge {
                 Ok(None) => return Upstream::Ended,
                 Err(e) => return Upstream::Lost(e.into()),
             };
-            last_data = Instant::now();
+            let now = Instant::now();
+            policy.received(now);
             buf.extend_from_slice(&chunk);
             loop {
                 let tag = match reader.read(&mut buf) {
@@ -437,36 +401,26 @@ impl Edge {
                     _ => continue,
                 };
                 if ready {
-                    if let Err(e) =
-                        self.feed(key, local, kind, tag.timestamp, tag.payload, last_data)
-                    {
+                    if let Err(e) = self.feed(key, local, kind, tag.timestamp, tag.payload, now) {
                         return Upstream::Lost(e);
                     }
                     continue;
                 }
-                first_tag.get_or_insert(last_data);
-                seen_audio |= kind == MediaKind::Audio;
-                seen_video |= kind == MediaKind::Video;
-                pending_bytes += tag.payload.len();
+                readiness.held(kind, tag.payload.len(), now);
                 pending.push((kind, tag.timestamp, tag.payload));
             }
-            if !ready {
-                // Publish locally only once the tracks are known, so that the first viewers
-                // get an FLV header that announces them and their sequence headers.
-                let header = reader.header();
-                let tracks_seen = header
-                    .is_some_and(|h| (!h.has_audio || seen_audio) && (!h.has_video || seen_video));
-                let waited = first_tag.is_some_and(|t| t.elapsed() >= READY_AFTER);
-                if tracks_seen || waited || pending_bytes > MAX_PENDING {
-                    ready = true;
-                    for (kind, timestamp, payload) in pending.drain(..) {
-                        if let Err(e) = self.feed(key, local, kind, timestamp, payload, last_data) {
-                            return Upstream::Lost(e);
-                        }
+            // Publish locally only once the tracks are known, so that the first viewers
+            // get an FLV header that announces them and their sequence headers.
+            let tracks = reader.header().map(|h| (h.has_audio, h.has_video));
+            if !ready && readiness.is_ready(tracks, now) {
+                ready = true;
+                for (kind, timestamp, payload) in pending.drain(..) {
+                    if let Err(e) = self.feed(key, local, kind, timestamp, payload, now) {
+                        return Upstream::Lost(e);
                     }
-                    debug!(stream = %key, after = ?started.elapsed(), "pulled stream ready");
-                    pull.phase.send_replace(Phase::Live);
                 }
+                debug!(stream = %key, after = ?started.elapsed(), "pulled stream ready");
+                pull.phase.send_replace(Phase::Live);
             }
         }
     }
@@ -535,13 +489,19 @@ impl Edge {
     }
 
     /// Retire an idle pull unless a viewer attached since the last look.
-    fn retire_idle(&self, key: &str, pull: &Arc<Pull>, local: &mut Local) -> bool {
+    fn retire_idle(
+        &self,
+        key: &str,
+        pull: &Arc<Pull>,
+        local: &mut Local,
+        policy: &mut PullPolicy,
+    ) -> bool {
         let stats = local.stats.clone();
         let retired = self.retire(key, pull, local, || {
             stats.is_some_and(|s| s.get().viewers > 0)
         });
         if !retired {
-            local.unwatched_since = None;
+            policy.watched();
         }
         retired
     }

@@ -5,18 +5,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use media::hub::Publisher;
 use media::frame::Tracks;
+use media::hub::Publisher;
 use media::outbox::Format;
 use media::rtmp::message::MEDIA_STREAM_ID;
 use media::rtmp::session::{ServerSession, SessionEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use crate::control::{self, Registration};
-use crate::egress::{EgressError, Membership, Pump};
+use crate::fanout::{EgressError, Membership, Pump};
+use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::{read_some, stream_key, write_all, Node};
+use crate::{stream_key, Hold, Node, Publishing};
 
 /// Time allowed for the handshake and for each read before publish/play is agreed.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,10 +69,10 @@ enum ConnError {
 
 enum Role {
     Negotiating,
+    /// What the role holds for the stream (an origin: its lease) goes with the publisher.
     Publishing {
         publisher: Publisher,
-        /// The stream's lease when the node has a control plane.
-        registration: Option<Registration>,
+        hold: Hold,
     },
     Playing {
         membership: Membership,
@@ -152,19 +152,12 @@ impl Connection {
                         continue;
                     }
                 }
-            } else if let Role::Publishing { registration, .. } = &self.role {
-                let eviction = registration.as_ref().map(|r| r.eviction.clone());
-                let evicted = async {
-                    match eviction {
-                        Some(eviction) => eviction.wait().await,
-                        None => std::future::pending().await,
-                    }
-                };
+            } else if let Role::Publishing { hold, .. } = &self.role {
                 tokio::select! {
                     read = tokio::time::timeout(PUBLISH_IDLE_TIMEOUT, read_some(&self.socket, &mut self.input)) => {
                         read.map_err(|_| ConnError::Timeout(PUBLISH_IDLE_TIMEOUT))??
                     }
-                    _ = evicted => return Err(ConnError::Evicted),
+                    _ = hold.evicted() => return Err(ConnError::Evicted),
                     _ = self.node.shutting_down() => {
                         // The node stops: end the stream for its viewers and give the lease back.
                         self.end_publish("node shutting down");
@@ -219,7 +212,7 @@ impl Connection {
                         debug!(stream = %join.watching.name(), peer = %self.peer, "play start");
                         let _viewer = GaugeGuard::new(self.node.metrics.clone(), |m| &m.viewers);
                         self.session.accept_play(&name);
-                        crate::limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
+                        limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
                         // The play replies go first; from here the fan-out writes the media.
                         self.flush().await?;
                         let stream_id = self.session.play_stream_id().unwrap_or(MEDIA_STREAM_ID);
@@ -263,77 +256,36 @@ impl Connection {
         Ok(())
     }
 
-    /// Admit a publisher: its name must be a valid stream (a channel key when the node
-    /// checks keys), free locally, and not live on another node.
+    /// Ask the node's role whether this client may publish; it claims the stream.
     async fn on_publish(&mut self, app: &str, name: &str) -> Result<(), ConnError> {
-        if self.node.is_edge() {
-            info!(peer = %self.peer, "publish refused: this is an edge");
-            self.refuse_publish(
-                "NetStream.Publish.BadName",
-                "This is an edge: publish to an origin",
-            );
-            return Ok(());
-        }
         if self.node.is_shutting_down() {
             self.refuse_publish("NetStream.Publish.Failed", "Server shutting down");
             return Ok(());
         }
-        let room = match &self.node.control {
-            Some(control) => control::admit(control, name).await,
-            None => Ok(name.to_owned()),
-        };
-        let key = match room {
-            Ok(room) => stream_key(app, &room),
-            Err(refusal) => {
-                self.refuse_publish(refusal.code, &refusal.description);
-                return Ok(());
-            }
-        };
-        let Some(key) = key else {
-            self.refuse_publish("NetStream.Publish.BadName", "Invalid stream name");
-            return Ok(());
-        };
-        let publisher = match self.node.hub.publish(&key, Instant::now()) {
-            Ok(publisher) => publisher,
-            Err(e) => {
-                info!(stream = %key, peer = %self.peer, "publish refused: {e}");
-                self.refuse_publish("NetStream.Publish.BadName", "Stream already publishing");
-                return Ok(());
-            }
-        };
-        let registration = match &self.node.control {
-            Some(control) => match control::register(&self.node, control, &publisher).await {
-                Ok(registration) => Some(registration),
+        let Publishing { publisher, hold } =
+            match self.node.role.publish(app, name, self.peer).await {
+                Ok(publishing) => publishing,
                 Err(refusal) => {
-                    publisher.finish(&self.node.hub);
                     self.refuse_publish(refusal.code, &refusal.description);
                     return Ok(());
                 }
-            },
-            None => None,
-        };
-        info!(stream = %key, peer = %self.peer, "publish start");
+            };
+        info!(stream = %publisher.name(), peer = %self.peer, "publish start");
         Metrics::add(&self.node.metrics.publishes_total, 1);
         self.session.accept_publish();
-        self.role = Role::Publishing {
-            publisher,
-            registration,
-        };
+        self.role = Role::Publishing { publisher, hold };
         Ok(())
     }
 
-    /// The stream ends cleanly: its viewers are closed and its lease released.
+    /// The stream ends cleanly: its viewers are closed and what the role held for it is
+    /// given back.
     fn end_publish(&mut self, why: &str) {
-        if let Role::Publishing {
-            publisher,
-            registration,
-        } = std::mem::replace(&mut self.role, Role::Negotiating)
+        if let Role::Publishing { publisher, hold } =
+            std::mem::replace(&mut self.role, Role::Negotiating)
         {
             info!(stream = %publisher.name(), peer = %self.peer, "{why}");
             publisher.finish(&self.node.hub);
-            if let Some(registration) = registration {
-                registration.release();
-            }
+            drop(hold);
         }
     }
 

@@ -1,0 +1,213 @@
+//! HTTP/1.x request heads, sans-IO: take one complete head off the front of what a
+//! connection has read, or say that more is needed. The player port's server (in `serve`)
+//! reads into a buffer and calls [`take_head`] until it yields a head.
+//!
+//! Only what the player port needs is kept: method, target, keep-alive, HTTP/1.0 or not.
+//! Requests with a body are refused: nothing on the player port takes one, and a body we
+//! did not read would be taken for the next request.
+
+use bytes::{Buf, BytesMut};
+
+/// Most headers accepted in one request.
+pub const MAX_HEADERS: usize = 32;
+
+/// One parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// The request target as sent: path and query.
+    pub target: String,
+    /// The connection stays open after the response (HTTP/1.1 default; `Connection`
+    /// header).
+    pub keep_alive: bool,
+    /// An HTTP/1.0 client, which does not understand chunked transfer encoding.
+    pub http10: bool,
+}
+
+impl RequestHead {
+    /// The target's path (before any `?`).
+    pub fn path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(&self.target, |(path, _)| path)
+    }
+
+    /// The target's query (after the `?`; empty without one).
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, query)| query)
+    }
+
+    /// Whether the query has `param` (a `name=value` pair or a bare name) as one of its
+    /// `&`-separated parts.
+    pub fn query_has(&self, param: &str) -> bool {
+        self.query().split('&').any(|part| part == param)
+    }
+}
+
+/// Why a request head was refused. Each comes with the status that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The request line alone did not fit in the limit.
+    #[error("request line over {0} bytes")]
+    LineTooLong(usize),
+    /// The head (request line and headers) did not fit in the limit.
+    #[error("request head over {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+}
+
+impl HeadError {
+    /// The HTTP status that answers this error.
+    pub fn status(&self) -> &'static str {
+        match self {
+            HeadError::LineTooLong(_) => "414 URI Too Long",
+            HeadError::HeadTooLarge(_) => "431 Request Header Fields Too Large",
+            HeadError::Malformed(_) => "400 Bad Request",
+        }
+    }
+}
+
+/// Take one request head off the front of `buf`, whose heads may be at most `max_head`
+/// bytes: `Ok(None)` while the head is incomplete (read more and call again), the head once
+/// it is complete (its bytes are consumed, what follows stays in `buf`).
+pub fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<RequestHead>, HeadError> {
+    let end = find_head_end(buf);
+    if end.map_or(buf.len() >= max_head, |end| end > max_head) {
+        // Which limit the client ran into: the request line alone, or the whole head.
+        let line_end = buf.iter().position(|&b| b == b'\n');
+        return Err(match line_end {
+            Some(p) if p < max_head => HeadError::HeadTooLarge(max_head),
+            _ => HeadError::LineTooLong(max_head),
+        });
+    }
+    let Some(end) = end else {
+        return Ok(None);
+    };
+    let head = parse_head(&buf[..end]);
+    buf.advance(end);
+    head.map(Some)
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(HeadError::Malformed("unparsable request head")),
+    }
+    let version = req.version.unwrap_or(0);
+    let mut keep_alive = version == 1;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        }
+        let has_body = (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || h.name.eq_ignore_ascii_case("transfer-encoding");
+        if has_body {
+            return Err(HeadError::Malformed("request bodies are not accepted here"));
+        }
+    }
+    Ok(RequestHead {
+        method: req.method.unwrap_or("").to_owned(),
+        target: req.path.unwrap_or("").to_owned(),
+        keep_alive,
+        http10: version == 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn take(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+        take_head(&mut BytesMut::from(bytes), 8192)
+    }
+
+    #[test]
+    fn request_heads_parse_and_refuse_bodies() {
+        let r = take(b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path(), r.keep_alive),
+            ("GET", "/live/a.flv", true)
+        );
+        let r = take(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!r.keep_alive && r.http10);
+        assert!(take(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
+        assert!(take(b"\x00\x01garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn connection_headers_decide_keep_alive() {
+        let head = |h: &str| take(h.as_bytes()).unwrap().unwrap().keep_alive;
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn queries_are_split_from_paths() {
+        let r = take(b"GET /live/a.flv?segment_marks=1&x HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.path(), r.query()), ("/live/a.flv", "segment_marks=1&x"));
+        assert!(r.query_has("segment_marks=1") && r.query_has("x"));
+        assert!(!r.query_has("segment_marks") && !r.query_has("marks=1"));
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more_and_leaves_the_rest() {
+        let mut buf = BytesMut::from(&b"GET /a HTTP/1.1\r\nHost: x\r\n"[..]);
+        assert_eq!(take_head(&mut buf, 8192), Ok(None));
+        buf.extend_from_slice(b"\r\nGET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(take_head(&mut buf, 8192).unwrap().unwrap().path(), "/a");
+        assert_eq!(take_head(&mut buf, 8192).unwrap().unwrap().path(), "/b");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversized_heads_say_which_limit() {
+        let line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200));
+        assert_eq!(
+            take_head(&mut BytesMut::from(line.as_bytes()), 100),
+            Err(HeadError::LineTooLong(100))
+        );
+        let head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(200));
+        assert_eq!(
+            take_head(&mut BytesMut::from(head.as_bytes()), 100),
+            Err(HeadError::HeadTooLarge(100))
+        );
+        assert_eq!(HeadError::LineTooLong(1).status(), "414 URI Too Long");
+    }
+
+    proptest! {
+        /// However the bytes arrive, the same heads come out, in order.
+        #[test]
+        fn split_reads_give_the_same_heads(cut in 0usize..80, paths in proptest::collection::vec("[a-z]{1,12}", 1..4)) {
+            let wire: String = paths.iter().map(|p| format!("GET /{p} HTTP/1.1\r\nHost: h\r\n\r\n")).collect();
+            let cut = cut.min(wire.len());
+            let mut buf = BytesMut::from(&wire.as_bytes()[..cut]);
+            let mut got = Vec::new();
+            while let Some(head) = take_head(&mut buf, 8192).unwrap() {
+                got.push(head.path().to_owned());
+            }
+            buf.extend_from_slice(&wire.as_bytes()[cut..]);
+            while let Some(head) = take_head(&mut buf, 8192).unwrap() {
+                got.push(head.path().to_owned());
+            }
+            let want: Vec<String> = paths.iter().map(|p| format!("/{p}")).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}

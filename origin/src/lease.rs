@@ -1,0 +1,253 @@
+//! Stream leases: a publishing stream holds `stream:{app}/{room}` in the registry, set only
+//! if free or held by the same publish session, refreshed with the stream's stats every
+//! [`LEASE_REFRESH`], and released (compare-and-delete) when the publish ends. A lease
+//! that is lost (taken over, or kicked by an operator) disconnects its publisher.
+//!
+//! The registry may be unreachable: streams already live keep streaming and their leases
+//! are retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use media::hub::{Publisher, StatsHandle};
+use registry::{
+    now_ms, LeaseOutcome, NodeAddrs, RefreshOutcome, Registry, RegistryError, StreamLease,
+};
+use serve::{Eviction, Hold, Refusal};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// A lease lives this long without a refresh: a node that dies loses its streams within it.
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+const LEASE_REFRESH: Duration = Duration::from_secs(2);
+
+/// The leases of one node's streams.
+pub(crate) struct Leases {
+    registry: Arc<dyn Registry>,
+    node_id: String,
+    addrs: NodeAddrs,
+    /// The leases held (session -> stream), while their keepers run.
+    held: watch::Sender<HashMap<String, String>>,
+    /// Raised when the node shuts down: every keeper releases its lease and stops.
+    closing: watch::Sender<bool>,
+}
+
+/// What a publish holds while live: dropping it stops the lease's keeper, which releases
+/// the lease.
+struct Release(watch::Sender<bool>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Leases {
+    pub(crate) fn new(registry: Arc<dyn Registry>, node_id: String, addrs: NodeAddrs) -> Leases {
+        Leases {
+            registry,
+            node_id,
+            addrs,
+            held: watch::channel(HashMap::new()).0,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Claim the lease of `publisher`'s stream, which the local hub accepted. Another
+    /// node's live lease refuses the publish; an unreachable registry does not (the lease
+    /// is retried in the background).
+    pub(crate) async fn claim(self: &Arc<Self>, publisher: &Publisher) -> Result<Hold, Refusal> {
+        let stream = publisher.name().to_owned();
+        let lease = StreamLease {
+            stream: stream.clone(),
+            node_id: self.node_id.clone(),
+            session: format!(
+                "{}-{}-{:08x}",
+                self.node_id,
+                publisher.generation(),
+                fastrand::u32(..)
+            ),
+            addrs: self.addrs.clone(),
+            started_at_ms: now_ms(),
+            ..StreamLease::default()
+        };
+        let mut acquired = false;
+        match self.registry.acquire_lease(&lease, LEASE_TTL).await {
+            Ok(LeaseOutcome::Acquired) => acquired = true,
+            Ok(LeaseOutcome::HeldBy(other)) if other.node_id == self.node_id => {
+                // Our own earlier session of this stream, which the hub just let us take over.
+                let _ = self.registry.release_lease(&stream, &other.session).await;
+                acquired = matches!(
+                    self.registry.acquire_lease(&lease, LEASE_TTL).await,
+                    Ok(LeaseOutcome::Acquired)
+                );
+            }
+            Ok(LeaseOutcome::HeldBy(other)) => {
+                info!(stream = %stream, owner = %other.node_id, "publish refused: live on another node");
+                return Err(Refusal::bad_name(format!(
+                    "Stream is live on node {}",
+                    other.node_id
+                )));
+            }
+            Err(e) => {
+                warn!(stream = %stream, error = %e, "registry unavailable; will register the stream when it is back")
+            }
+        }
+        let (stop, stopped) = watch::channel(false);
+        let eviction = Eviction::default();
+        // Listed before the keeper starts, so that a shutdown from now on waits for its release.
+        let listed = Listed::new(self.clone(), &lease);
+        tokio::spawn(keep(
+            listed,
+            lease,
+            acquired,
+            publisher.stats_handle(),
+            stopped,
+            eviction.clone(),
+        ));
+        Ok(Hold::new(eviction, Release(stop)))
+    }
+
+    /// The node shuts down: every keeper releases its lease.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when no lease is held any more.
+    pub(crate) async fn released(&self) {
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| held.is_empty()).await;
+    }
+
+    /// The streams whose leases are still held.
+    pub(crate) fn held(&self) -> Vec<String> {
+        self.held.borrow().values().cloned().collect()
+    }
+}
+
+/// A lease listed in [`Leases::held`] while its keeper runs; unlisted when dropped.
+struct Listed {
+    leases: Arc<Leases>,
+    session: String,
+}
+
+impl Listed {
+    fn new(leases: Arc<Leases>, lease: &StreamLease) -> Self {
+        leases.held.send_modify(|held| {
+            held.insert(lease.session.clone(), lease.stream.clone());
+        });
+        Listed {
+            leases,
+            session: lease.session.clone(),
+        }
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.leases.held.send_modify(|held| {
+            held.remove(&self.session);
+        });
+    }
+}
+
+/// Refresh the lease until its publish ends (the hold is dropped), the node shuts down, or
+/// the lease is lost; then release it (compare-and-delete by session).
+async fn keep(
+    listed: Listed,
+    mut lease: StreamLease,
+    mut acquired: bool,
+    stats: StatsHandle,
+    mut stopped: watch::Receiver<bool>,
+    eviction: Eviction,
+) {
+    let registry = listed.leases.registry.clone();
+    let mut closing = listed.leases.closing.subscribe();
+    let mut last_bytes = 0u64;
+    let mut last_at = tokio::time::Instant::now();
+    let shutdown = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEASE_REFRESH) => {}
+            _ = stopped.changed() => break,
+            _ = &mut shutdown => break,
+        }
+        let s = stats.get();
+        let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
+        lease.bitrate_kbps =
+            ((s.bytes_in.saturating_sub(last_bytes)) as f64 * 8.0 / 1000.0 / elapsed) as u64;
+        last_bytes = s.bytes_in;
+        last_at = tokio::time::Instant::now();
+        lease.video_codec = s.video_codec.map(str::to_owned);
+        lease.audio_codec = s.audio_codec.map(str::to_owned);
+        lease.width = s.width;
+        lease.height = s.height;
+        lease.viewers = s.viewers as u64;
+        lease.video_bytes = s.video_bytes_in;
+        lease.audio_bytes = s.audio_bytes_in;
+        // A shutdown or a release interrupts a refresh, so that the lease is not claimed
+        // again after the release was decided.
+        let held_before = acquired;
+        let refresh = async {
+            let mut outcome = if held_before {
+                registry.refresh_lease(&lease, LEASE_TTL).await
+            } else {
+                Ok(RefreshOutcome::Lost)
+            };
+            let mut reacquired = held_before;
+            if matches!(outcome, Ok(RefreshOutcome::Lost)) {
+                // Expired (a registry that restarted empty, a long outage) or never taken:
+                // claim it again unless another session has it now.
+                reacquired = false;
+                outcome = registry
+                    .acquire_lease(&lease, LEASE_TTL)
+                    .await
+                    .map(|o| match o {
+                        LeaseOutcome::Acquired => RefreshOutcome::Refreshed,
+                        LeaseOutcome::HeldBy(_) => RefreshOutcome::Lost,
+                    });
+            }
+            (outcome, reacquired)
+        };
+        let outcome = tokio::select! {
+            (outcome, reacquired) = refresh => {
+                acquired = reacquired;
+                outcome
+            }
+            _ = stopped.changed() => break,
+            _ = &mut shutdown => break,
+        };
+        match outcome {
+            Ok(RefreshOutcome::Refreshed) => {
+                if !acquired {
+                    info!(stream = %lease.stream, "stream registered");
+                }
+                acquired = true;
+            }
+            Ok(RefreshOutcome::Kicked) => {
+                info!(stream = %lease.stream, "publisher kicked by an operator");
+                eviction.evict();
+                break;
+            }
+            Ok(RefreshOutcome::Lost) => {
+                warn!(stream = %lease.stream, "stream lease lost to another session; disconnecting the publisher");
+                eviction.evict();
+                return;
+            }
+            Err(RegistryError::Unavailable(e)) => {
+                warn!(stream = %lease.stream, error = %e, "lease refresh failed; retrying")
+            }
+            Err(e) => warn!(stream = %lease.stream, error = %e, "lease refresh failed"),
+        }
+    }
+    if let Err(e) = registry.release_lease(&lease.stream, &lease.session).await {
+        warn!(stream = %lease.stream, error = %e, "could not release the lease; it expires by itself");
+    } else {
+        debug!(stream = %lease.stream, "lease released");
+    }
+    drop(listed);
+}

@@ -1,0 +1,155 @@
+//! The origin role: where broadcasters publish. A publish name is a channel key, checked
+//! against the registry and mapped to its room; an admitted stream holds a lease in the
+//! registry (see [`lease`]) that edges find it by and that an operator can kick; the node
+//! heartbeats its load. Standalone is an origin with an embedded registry and the control
+//! API in the same process.
+//!
+//! The registry may be unreachable: streams already live keep streaming and their leases
+//! are retried; new publishes cannot be checked and are refused with a clear status.
+
+mod lease;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use media::hub::Hub;
+use registry::{redact_key, Heartbeat, Load, NodeIdentity, Registry};
+use serve::{stream_key, NodeConfig, Publishing, Refusal, Role, Shared, StartError};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use lease::Leases;
+pub use lease::LEASE_TTL;
+
+/// How an origin runs.
+#[derive(Clone)]
+pub struct OriginConfig {
+    pub node: NodeConfig,
+    pub registry: Arc<dyn Registry>,
+    /// Publish names are channel keys (the default) or, when false, room names.
+    pub require_key: bool,
+    /// Who the node is in the registry (role origin or standalone).
+    pub identity: NodeIdentity,
+}
+
+/// Serve as an origin until `shutdown` resolves, then shut down gracefully.
+pub async fn run(
+    config: OriginConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let shared = serve::shared(&config.node);
+    let origin = Origin::start(&config, &shared);
+    serve::run(config.node, shared, origin, shutdown).await
+}
+
+/// The origin's side of a node: admission, leases, heartbeat.
+pub struct Origin {
+    registry: Arc<dyn Registry>,
+    require_key: bool,
+    hub: Arc<Hub>,
+    leases: Arc<Leases>,
+    heartbeat: Heartbeat,
+}
+
+impl Origin {
+    /// The origin of a node serving `shared`; starts its heartbeat.
+    pub fn start(config: &OriginConfig, shared: &Shared) -> Arc<Origin> {
+        let load = {
+            let shared = shared.clone();
+            move || Load {
+                viewers: shared.viewers_by_stream().collect(),
+                bytes_out: shared.bytes_out(),
+            }
+        };
+        let identity = &config.identity;
+        Arc::new(Origin {
+            registry: config.registry.clone(),
+            require_key: config.require_key,
+            hub: shared.hub.clone(),
+            leases: Arc::new(Leases::new(
+                config.registry.clone(),
+                identity.id.clone(),
+                identity.addrs.clone(),
+            )),
+            heartbeat: Heartbeat::start(config.registry.clone(), identity.clone(), load),
+        })
+    }
+
+    /// The room a publish name stands for: the channel key's room, or the name itself when
+    /// keys are not required.
+    async fn admit(&self, name: &str) -> Result<String, Refusal> {
+        if !self.require_key {
+            return Ok(name.to_owned());
+        }
+        match self.registry.room_for_key(name).await {
+            Ok(Some(room)) => Ok(room),
+            Ok(None) => {
+                info!(key = %redact_key(name), "publish refused: unknown or revoked key");
+                Err(Refusal::bad_name("Unknown or revoked channel key"))
+            }
+            Err(e) => {
+                warn!(error = %e, "publish refused: cannot check the key");
+                Err(Refusal::failed(format!(
+                    "Cannot check the channel key now: {e}"
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Role for Origin {
+    /// Admit a publisher: its name must be a valid stream (a channel key when the node
+    /// checks keys), free locally, and not live on another node.
+    async fn publish(
+        &self,
+        app: &str,
+        name: &str,
+        peer: SocketAddr,
+    ) -> Result<Publishing, Refusal> {
+        let room = self.admit(name).await?;
+        let Some(key) = stream_key(app, &room) else {
+            return Err(Refusal::bad_name("Invalid stream name"));
+        };
+        let publisher = match self.hub.publish(&key, std::time::Instant::now()) {
+            Ok(publisher) => publisher,
+            Err(e) => {
+                info!(stream = %key, %peer, "publish refused: {e}");
+                return Err(Refusal::bad_name("Stream already publishing"));
+            }
+        };
+        match self.leases.claim(&publisher).await {
+            Ok(hold) => Ok(Publishing { publisher, hold }),
+            Err(refusal) => {
+                publisher.finish(&self.hub);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Streams are published here: the local hub has them or nobody does.
+    async fn attach(&self, _stream: &str, attach: &mut (dyn FnMut() -> bool + Send)) -> bool {
+        attach()
+    }
+
+    /// Publishers end their streams on the node's shutdown signal and drop their leases;
+    /// keepers release them, while the heartbeat is removed.
+    async fn shut_down(&self, deadline: Instant) {
+        self.leases.close();
+        let released = async {
+            if tokio::time::timeout_at(deadline, self.leases.released())
+                .await
+                .is_err()
+            {
+                let held = self.leases.held();
+                warn!(
+                    ?held,
+                    "leases not released in time; they expire by themselves"
+                );
+            }
+        };
+        let removed = tokio::time::timeout_at(deadline, self.heartbeat.stop());
+        let _ = tokio::join!(released, removed);
+    }
+}

@@ -1,0 +1,265 @@
+//! The player HTTP port: HTTP-FLV streams, HLS playlists and segments, `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! A small HTTP/1.1 server of our own rather than a framework: an FLV viewer is handed to
+//! its stream's fan-out, which writes shared frame buffers (each already an HTTP chunk)
+//! straight to the socket with vectored writes. Request heads are parsed by
+//! [`media::http`]; [`routes`] maps each to a handler here.
+
+mod flv;
+mod respond;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use media::http::{take_head, HeadError, RequestHead};
+use media::outbox::FlvFraming;
+use media::segment::MARKS_QUERY;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use self::flv::{flv_response_head, stream_flv};
+use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
+use self::routes::{route, Route};
+use crate::fanout::EgressError;
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::Node;
+
+const MAX_HEAD: usize = 8 * 1024;
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.http_connections);
+            Metrics::add(&node.metrics.http_connections_total, 1);
+            if let Err(e) = connection(socket, peer, &node).await {
+                Metrics::add(&node.metrics.connections_rejected_total, 1);
+                debug!(%peer, error = %e, "http connection closed");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    #[error("no request in time")]
+    Timeout,
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+}
+
+async fn connection(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    node: &Arc<Node>,
+) -> Result<(), HttpError> {
+    let _ = socket.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(1024);
+    for served in 0..MAX_REQUESTS_PER_CONNECTION {
+        let wait = if served == 0 {
+            FIRST_REQUEST_TIMEOUT
+        } else {
+            KEEP_ALIVE_TIMEOUT
+        };
+        let request = match tokio::time::timeout(wait, read_request(&mut socket, &mut buf)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(HttpError::Head(e @ HeadError::Malformed(why)))) => {
+                respond(
+                    &mut socket,
+                    e.status(),
+                    "text/plain",
+                    why.as_bytes(),
+                    false,
+                    false,
+                )
+                .await?;
+                return Err(e.into());
+            }
+            Ok(Err(e)) => return Err(e),
+            // An idle keep-alive connection simply ends.
+            Err(_) if served > 0 => return Ok(()),
+            Err(_) => return Err(HttpError::Timeout),
+        };
+        match handle(socket, peer, &request, node).await? {
+            Some(returned) if request.keep_alive => socket = returned,
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Answer one request. Gives the socket back for the next request, unless the answer was a
+/// stream (which took it) or closes the connection.
+async fn handle(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    request: &RequestHead,
+    node: &Arc<Node>,
+) -> Result<Option<TcpStream>, HttpError> {
+    let head_only = request.method == "HEAD";
+    let keep = request.keep_alive;
+    match route(&request.method, request.path()) {
+        Route::Preflight => {
+            let head = format!(
+                "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+                 Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
+                connection_header(keep)
+            );
+            socket.write_all(head.as_bytes()).await?;
+        }
+        Route::Health => {
+            respond(
+                &mut socket,
+                "200 OK",
+                "text/plain",
+                b"ok\n",
+                head_only,
+                keep,
+            )
+            .await?;
+        }
+        // Ready while accepting work; a draining node says no so balancers move on.
+        Route::Ready => {
+            let (status, body): (&str, &[u8]) = if node.is_shutting_down() {
+                ("503 Service Unavailable", b"shutting down\n")
+            } else {
+                ("200 OK", b"ready\n")
+            };
+            respond(&mut socket, status, "text/plain", body, head_only, keep).await?;
+        }
+        Route::Metrics => {
+            let body = node.metrics.render(&node.hub);
+            respond(
+                &mut socket,
+                "200 OK",
+                "text/plain; version=0.0.4",
+                body.as_bytes(),
+                head_only,
+                keep,
+            )
+            .await?;
+        }
+        Route::Flv { stream } => {
+            let join = match stream {
+                Some(key) => node.join(&key).await,
+                None => None,
+            };
+            let Some(join) = join else {
+                not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
+                return Ok(Some(socket));
+            };
+            let framing = if request.http10 {
+                FlvFraming::UntilClose
+            } else {
+                FlvFraming::Chunked
+            };
+            if head_only {
+                let head = flv_response_head(framing);
+                socket.write_all(head.as_bytes()).await?;
+                return Ok(None);
+            }
+            // An edge pulling the stream also wants to know where HLS segments begin.
+            let marks = request.query_has(MARKS_QUERY);
+            stream_flv(socket, peer, join, framing, marks, node).await?;
+            return Ok(None);
+        }
+        Route::Playlist { stream, room } => {
+            let playlist = match stream {
+                Some(key) => {
+                    let uri = |sequence: u64| format!("{room}/{sequence}.ts");
+                    node.hls.playlist(node, &key, uri).await
+                }
+                None => None,
+            };
+            match playlist {
+                // Short-lived: a live playlist changes every segment.
+                Some(body) => {
+                    respond_cached(
+                        &mut socket,
+                        "200 OK",
+                        "application/vnd.apple.mpegurl",
+                        "max-age=1",
+                        body.as_bytes(),
+                        head_only,
+                        keep,
+                    )
+                    .await?
+                }
+                None => not_found(&mut socket, b"stream not found\n", head_only, keep).await?,
+            }
+        }
+        Route::Segment { stream } => {
+            let segment = stream.and_then(|(key, sequence)| node.hls.segment(&key, sequence));
+            match segment {
+                // A segment URL is never reused for other content: cache it for long.
+                Some(segment) => {
+                    respond_cached(
+                        &mut socket,
+                        "200 OK",
+                        "video/mp2t",
+                        "public, max-age=86400, immutable",
+                        &segment.data,
+                        head_only,
+                        keep,
+                    )
+                    .await?
+                }
+                None => not_found(&mut socket, b"segment not found\n", head_only, keep).await?,
+            }
+        }
+        Route::NotFound => not_found(&mut socket, b"not found\n", head_only, keep).await?,
+        Route::MethodNotAllowed => {
+            respond(
+                &mut socket,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"method not allowed\n",
+                false,
+                false,
+            )
+            .await?;
+            return Ok(None);
+        }
+    }
+    Ok(Some(socket))
+}
+
+/// Read one request head. `Ok(None)` when the peer closed before sending anything.
+async fn read_request(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Option<RequestHead>, HttpError> {
+    loop {
+        if let Some(head) = take_head(buf, MAX_HEAD)? {
+            return Ok(Some(head));
+        }
+        if socket.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Malformed("truncated request").into())
+            };
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The player port's routes: which request goes to which handler, decided from the method
+//! and path alone. Kept apart from the handlers so that the whole URL space reads in one
+//! place and can be tested without a socket.
+//!
+//! | method | path | route |
+//! |---|---|---|
+//! | OPTIONS | any | [`Route::Preflight`] (CORS) |
+//! | GET, HEAD | `/healthz`, `/readyz`, `/metrics` | [`Route::Health`], [`Route::Ready`], [`Route::Metrics`] |
+//! | GET, HEAD | `/{app}/{room}.flv` | [`Route::Flv`] |
+//! | GET, HEAD | `/{app}/{room}.m3u8` | [`Route::Playlist`] |
+//! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
+//! | GET, HEAD | anything else | [`Route::NotFound`] |
+//! | other | any | [`Route::MethodNotAllowed`] |
+
+use crate::stream_key;
+
+/// Where a request goes. Stream routes carry the hub key of the stream asked for, or
+/// `None` when the path names no valid stream (answered like a stream that is not live).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    Preflight,
+    Health,
+    Ready,
+    Metrics,
+    /// An HTTP-FLV stream.
+    Flv {
+        stream: Option<String>,
+    },
+    /// A TS HLS playlist; `room` names its segments (`{room}/{sequence}.ts`).
+    Playlist {
+        stream: Option<String>,
+        room: &'a str,
+    },
+    /// A TS HLS segment.
+    Segment {
+        stream: Option<(String, u64)>,
+    },
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// The route of a request for `path` (without the query) with `method`.
+pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
+    match method {
+        "OPTIONS" => return Route::Preflight,
+        "GET" | "HEAD" => {}
+        _ => return Route::MethodNotAllowed,
+    }
+    match path {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        "/metrics" => Route::Metrics,
+        p if p.ends_with(".flv") => Route::Flv {
+            stream: stream_of(p, ".flv").map(|(key, _)| key),
+        },
+        p if p.ends_with(".m3u8") => match stream_of(p, ".m3u8") {
+            Some((key, room)) => Route::Playlist {
+                stream: Some(key),
+                room,
+            },
+            None => Route::Playlist {
+                stream: None,
+                room: "",
+            },
+        },
+        p if p.ends_with(".ts") => Route::Segment {
+            stream: segment_of(p),
+        },
+        _ => Route::NotFound,
+    }
+}
+
+/// `/{app}/{room}{suffix}` -> (stream key, room).
+fn stream_of<'a>(path: &'a str, suffix: &str) -> Option<(String, &'a str)> {
+    let rest = path.strip_prefix('/')?.strip_suffix(suffix)?;
+    let (app, room) = rest.split_once('/')?;
+    Some((stream_key(app, room)?, room))
+}
+
+/// `/{app}/{room}/{sequence}.ts` -> (stream key, sequence).
+fn segment_of(path: &str) -> Option<(String, u64)> {
+    let rest = path.strip_prefix('/')?.strip_suffix(".ts")?;
+    let (stream, sequence) = rest.rsplit_once('/')?;
+    let (app, room) = stream.split_once('/')?;
+    Some((stream_key(app, room)?, sequence.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flv(path: &str) -> Option<String> {
+        match route("GET", path) {
+            Route::Flv { stream } => stream,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flv_paths_map_to_stream_keys() {
+        assert_eq!(flv("/live/room1.flv").as_deref(), Some("live/room1"));
+        assert_eq!(flv("/live/../x.flv"), None);
+        assert_eq!(flv("/live/a/b.flv"), None);
+        assert_eq!(flv("/room.flv"), None);
+    }
+
+    #[test]
+    fn hls_paths_map_to_streams_and_segments() {
+        assert_eq!(
+            route("GET", "/live/room.m3u8"),
+            Route::Playlist {
+                stream: Some("live/room".into()),
+                room: "room"
+            }
+        );
+        assert!(matches!(
+            route("HEAD", "/live/../etc.m3u8"),
+            Route::Playlist { stream: None, .. }
+        ));
+        let segment = |p| match route("GET", p) {
+            Route::Segment { stream } => stream,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(
+            segment("/live/room/1700000000.ts"),
+            Some(("live/room".into(), 1_700_000_000))
+        );
+        assert_eq!(segment("/live/room/x.ts"), None);
+        assert_eq!(segment("/live/a/b/1.ts"), None);
+        assert_eq!(segment("/live/../1.ts"), None);
+    }
+
+    #[test]
+    fn methods_and_fixed_paths() {
+        assert_eq!(route("OPTIONS", "/anything"), Route::Preflight);
+        assert_eq!(route("POST", "/live/a.flv"), Route::MethodNotAllowed);
+        assert_eq!(route("HEAD", "/healthz"), Route::Health);
+        assert_eq!(route("GET", "/readyz"), Route::Ready);
+        assert_eq!(route("GET", "/metrics"), Route::Metrics);
+        assert_eq!(route("GET", "/"), Route::NotFound);
+    }
+}

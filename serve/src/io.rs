@@ -1,0 +1,51 @@
+//! Socket helpers shared by the listeners. Sockets are used through shared references,
+//! since a viewer's socket is also written by its stream's fan-out.
+
+use tokio::net::TcpStream;
+
+use crate::fanout::{EgressError, WRITE_TIMEOUT};
+use crate::metrics::Metrics;
+
+/// Apply [`crate::NodeConfig::viewer_send_buffer`] to a socket that starts playing.
+pub(crate) fn limit_send_buffer(socket: &TcpStream, bytes: usize) {
+    if bytes > 0 {
+        let _ = socket2::SockRef::from(socket).set_send_buffer_size(bytes);
+    }
+}
+
+/// Read what `socket` has (waiting for something): the count, 0 at end of stream.
+pub(crate) async fn read_some(
+    socket: &TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Write all of `data` to `socket`, giving up after [`WRITE_TIMEOUT`] without progress.
+pub(crate) async fn write_all(
+    socket: &TcpStream,
+    mut data: &[u8],
+    metrics: &Metrics,
+) -> Result<(), EgressError> {
+    while !data.is_empty() {
+        tokio::time::timeout(WRITE_TIMEOUT, socket.writable())
+            .await
+            .map_err(|_| EgressError::WriteTimeout(WRITE_TIMEOUT))??;
+        match socket.try_write(data) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(n) => {
+                Metrics::add(&metrics.bytes_out_total, n as u64);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

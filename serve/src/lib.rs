@@ -1,0 +1,262 @@
+//! What every ferrolive node serves, whatever its role: the RTMP listener (publish and
+//! play), the player HTTP port (HTTP-FLV, HLS, metrics, health), each stream's fan-out to
+//! its viewers and the tapes it sends from, around one [`media::hub::Hub`].
+//!
+//! A node's role plugs in through [`Role`]: whether a client may publish, and where the
+//! stream a viewer asks for comes from. This crate depends on no role; `origin` and `edge`
+//! implement one each.
+
+pub mod fanout;
+pub mod hls;
+pub mod http;
+mod io;
+pub mod metrics;
+mod role;
+pub mod rtmp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use media::hls::HlsConfig;
+use media::hub::{Hub, HubConfig, Join, Subscriber};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::fanout::Lanes;
+use crate::hls::Hls;
+use crate::metrics::Metrics;
+pub use crate::role::{Eviction, Hold, Publishing, Refusal, Role, Shared};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub rtmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// How long viewers wait for a publisher that vanished without unpublishing.
+    pub reconnect_grace: Duration,
+    /// Kernel send buffer for each viewer socket (0: the kernel's autotuning). A bound keeps
+    /// a slow viewer's lag visible to us, so it skips ahead instead of hiding seconds of
+    /// video in the kernel, and bounds kernel memory per viewer.
+    pub viewer_send_buffer: usize,
+    /// How long a viewer's picture may wait for the next one to share its write (zero:
+    /// each is written at once); see [`fanout`].
+    pub merge_window: Duration,
+    pub hub: HubConfig,
+    pub hls: HlsConfig,
+    /// How long a graceful shutdown may take at most (stop accepting, end streams, release
+    /// what the role holds); after it [`run`] returns anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The node's role could not start.
+    #[error("{0}")]
+    Role(String),
+}
+
+/// State shared by every connection of a node.
+pub struct Node {
+    pub config: NodeConfig,
+    pub hub: Arc<Hub>,
+    pub hls: Arc<Hls>,
+    /// The fan-outs that write streams to RTMP and HTTP-FLV viewers.
+    pub lanes: Arc<Lanes>,
+    pub metrics: Arc<Metrics>,
+    pub role: Arc<dyn Role>,
+    /// Raised once when the node starts shutting down; connections watch it.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Attach a viewer to `key`, the stream the role finds or starts for it.
+    pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
+        let mut subscriber = None;
+        let hub = &self.hub;
+        self.role
+            .attach(key, &mut || {
+                subscriber = hub.subscribe(key);
+                subscriber.is_some()
+            })
+            .await;
+        subscriber
+    }
+
+    /// Like [`Node::subscribe`], for a viewer the fan-out serves (see [`Lanes::attach`]).
+    pub async fn join(&self, key: &str) -> Option<Join> {
+        let mut joined = None;
+        let hub = &self.hub;
+        self.role
+            .attach(key, &mut || {
+                joined = hub.join(key);
+                joined.is_some()
+            })
+            .await;
+        joined
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once the node starts shutting down (at once if it already did).
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+}
+
+/// The hub and counters a node of `config` serves, to hand to its role before [`run`].
+pub fn shared(config: &NodeConfig) -> Shared {
+    Shared {
+        hub: Hub::new(config.hub.clone()),
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
+/// Longest app or room name accepted.
+const MAX_NAME: usize = 128;
+
+/// The hub key of `app`/`room`, or `None` when either is not a safe name: ASCII letters,
+/// digits and `-_.~`, not starting with a dot, at most [`MAX_NAME`] bytes. The same rule on
+/// every protocol keeps names usable in URLs and free of path tricks.
+pub fn stream_key(app: &str, room: &str) -> Option<String> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_NAME
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    };
+    (valid(app) && valid(room)).then(|| format!("{app}/{room}"))
+}
+
+/// Bind the listeners and serve `shared`'s streams, with `role` deciding, until `shutdown`
+/// resolves; then shut down gracefully.
+pub async fn run(
+    config: NodeConfig,
+    shared: Shared,
+    role: Arc<dyn Role>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let rtmp = bind("RTMP", config.rtmp_addr).await?;
+    let http = bind("player HTTP", config.http_addr).await?;
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
+    info!(rtmp = %local(&rtmp), http = %local(&http), "listening");
+    let node = Arc::new(Node {
+        hub: shared.hub,
+        hls: Arc::new(Hls::new(config.hls.clone())),
+        lanes: Arc::new(Lanes::new(config.merge_window)),
+        metrics: shared.metrics,
+        role,
+        config,
+        shutdown: watch::channel(false).0,
+    });
+    let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));
+    let http_task = tokio::spawn(http::serve(http, node.clone()));
+    shutdown.await;
+    graceful_shutdown(&node, [rtmp_task, http_task]).await;
+    Ok(())
+}
+
+/// Time kept at the end of the grace for viewers to receive the end of their streams.
+const DRAIN_RESERVE: Duration = Duration::from_millis(500);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+/// Stop accepting, end every stream (publishers are finished, so players get their end:
+/// UnpublishNotify, the chunked terminator, ENDLIST), let the role give back what it holds
+/// (leases, the node's heartbeat) and let viewers drain: all within
+/// [`NodeConfig::shutdown_grace`], even with the registry unreachable (every step is
+/// bounded; past the grace we give up).
+async fn graceful_shutdown(node: &Arc<Node>, listeners: [tokio::task::JoinHandle<()>; 2]) {
+    let started = Instant::now();
+    let grace = node.config.shutdown_grace;
+    let deadline = started + grace;
+    info!(?grace, "shutting down");
+    // Stop accepting: the accept loops own the listeners, which close as the tasks end.
+    for task in listeners {
+        task.abort();
+        let _ = tokio::time::timeout_at(deadline, task).await;
+    }
+    // Publisher connections finish their streams and drop what the role holds for them.
+    node.shutdown.send_replace(true);
+    let role_deadline = deadline
+        .checked_sub(DRAIN_RESERVE.min(grace / 4))
+        .unwrap_or(deadline)
+        .max(started);
+    let end_streams = async {
+        // Streams whose publisher vanished (held for a reconnect that will not come here)
+        // end now; live publishers end themselves on the shutdown signal.
+        loop {
+            for stream in node.hub.list() {
+                if !stream.has_publisher {
+                    node.hub.end_if_orphaned(&stream.name, stream.generation);
+                }
+            }
+            if node.hub.list().is_empty() {
+                break;
+            }
+            tokio::time::sleep(SHUTDOWN_POLL).await;
+        }
+    };
+    let steps = async { tokio::join!(end_streams, node.role.shut_down(role_deadline)) };
+    if tokio::time::timeout_at(role_deadline, steps).await.is_err() {
+        let live: Vec<String> = node.hub.list().into_iter().map(|s| s.name).collect();
+        warn!(?live, "shutdown steps did not finish in time");
+    }
+    // Let viewers receive the end of their streams (bounded by the grace).
+    while node.metrics.viewers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(SHUTDOWN_POLL).await;
+    }
+    // The last writes of the connections that just ended.
+    tokio::time::sleep_until((Instant::now() + SHUTDOWN_POLL * 5).min(deadline)).await;
+    info!(after = ?started.elapsed(), "shut down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_key;
+
+    #[test]
+    fn stream_names_are_checked() {
+        assert_eq!(
+            stream_key("live", "room-1_a.b~").as_deref(),
+            Some("live/room-1_a.b~")
+        );
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "a%2f",
+            "a\n",
+            &"x".repeat(129),
+        ] {
+            assert_eq!(stream_key("live", bad), None, "{bad:?}");
+        }
+        assert_eq!(stream_key("", "room"), None);
+    }
+}
