@@ -22,7 +22,11 @@ use media::frame::Batch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
     /// Batch `seq` arrived; one write covers `per_write` batches now.
-    Batch { seq: u64, per_write: u64, lost: bool },
+    Batch {
+        seq: u64,
+        per_write: u64,
+        lost: bool,
+    },
     /// The window of the batch held longest may have ended: it is `now`.
     WindowEnd { now: Instant },
     /// The stream ended: everyone gets what is left.
@@ -134,32 +138,37 @@ mod tests {
         }
     }
 
+    /// How many batches a write covers under a window, from the stream time between
+    /// batches.
     #[test]
-    fn writes_cover_what_fits_in_the_window() {
-        for (window_ms, frame_ms, expected) in [
-            (0, 33, 1),
-            (40, 33, 2),
-            (40, 20, 3),
-            (100, 33, 4),
-            (10_000, 33, Schedule::MAX_PER_WRITE),
-        ] {
+    fn turns_fit_the_batches_of_a_window() {
+        let covered = |window_ms: u64, timestamps: &[u64]| -> Vec<u64> {
             let mut schedule = Schedule::new(Duration::from_millis(window_ms));
-            let mut got = 0;
-            for i in 0..50 {
-                got = per_write(&mut schedule, i * frame_ms);
-            }
-            assert_eq!(got, expected, "window {window_ms} ms, frames every {frame_ms} ms");
-        }
-    }
-
-    #[test]
-    fn a_jump_in_stream_time_does_not_change_the_rate() {
-        let mut schedule = Schedule::new(Duration::from_millis(40));
-        for i in 0..20 {
-            per_write(&mut schedule, i * 33);
-        }
-        assert_eq!(per_write(&mut schedule, 1_000_000), 2);
-        assert_eq!(per_write(&mut schedule, 1_000_033), 2);
+            timestamps
+                .iter()
+                .map(|&t| per_write(&mut schedule, t))
+                .collect()
+        };
+        // The first batch says nothing of the rate; then 30 fps stream time (33 or 34 ms).
+        assert_eq!(covered(40, &[0, 33, 67, 100, 133]), [1, 2, 2, 2, 2]);
+        assert_eq!(covered(0, &[0, 33, 67, 100]), [1, 1, 1, 1], "no window");
+        assert_eq!(
+            covered(30, &[0, 33, 67, 100]),
+            [1, 1, 1, 1],
+            "under one interval"
+        );
+        assert_eq!(
+            covered(100, &[0, 33, 67, 100]),
+            [1, 4, 4, 4],
+            "three intervals fit"
+        );
+        // A jump in stream time (a publisher restarting) leaves the rate as it was.
+        assert_eq!(covered(40, &[0, 33, 67, 60_000, 60_033]), [1, 2, 2, 2, 2]);
+        assert_eq!(
+            covered(60_000, &[0, 1, 2]),
+            [1, Schedule::MAX_PER_WRITE, Schedule::MAX_PER_WRITE],
+            "bounded"
+        );
     }
 
     #[test]
@@ -167,7 +176,13 @@ mod tests {
         let mut schedule = Schedule::new(Duration::from_millis(40));
         let now = Instant::now();
         let lost = schedule.batch(7, None);
-        assert!(lost == Due::Batch { seq: 7, per_write: 1, lost: true });
+        assert!(
+            lost == Due::Batch {
+                seq: 7,
+                per_write: 1,
+                lost: true
+            }
+        );
         for turn in 0..4 {
             assert!(schedule.is_due(lost, true, turn, now));
             let held = Due::Batch {
@@ -228,7 +243,7 @@ mod tests {
             let t0 = Instant::now();
             // Per viewer: when its oldest unwritten batch was taken, if any.
             let mut held: Vec<Option<Instant>> = vec![None; turns.len()];
-            let mut pass = |due: Due, now: Instant, held: &mut Vec<Option<Instant>>, schedule: &Schedule| -> Result<(), TestCaseError> {
+            let pass = |due: Due, now: Instant, held: &mut Vec<Option<Instant>>, schedule: &Schedule| -> Result<(), TestCaseError> {
                 for (viewer, turn) in turns.iter().enumerate() {
                     if let Some(since) = held[viewer] {
                         if schedule.is_due(due, true, *turn, since) {

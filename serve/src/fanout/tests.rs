@@ -787,39 +787,6 @@ impl Arrivals {
     }
 }
 
-/// How many batches a write covers under a window, from the stream time between batches.
-#[test]
-fn turns_fit_the_batches_of_a_window() {
-    let batch = |timestamp: u64| -> Batch {
-        let frame = media::frame::Frame::new(MediaKind::Video, timestamp, picture(1, SMALL));
-        Arc::new(vec![Arc::new(frame)])
-    };
-    let covered = |window_ms: u64, timestamps: &[u64]| -> Vec<u64> {
-        let mut turns = Turns::new(Duration::from_millis(window_ms));
-        timestamps.iter().map(|&t| turns.next(&batch(t))).collect()
-    };
-    // The first batch says nothing of the rate; then 30 fps stream time (33 or 34 ms).
-    assert_eq!(covered(40, &[0, 33, 67, 100, 133]), [1, 2, 2, 2, 2]);
-    assert_eq!(covered(0, &[0, 33, 67, 100]), [1, 1, 1, 1], "no window");
-    assert_eq!(
-        covered(30, &[0, 33, 67, 100]),
-        [1, 1, 1, 1],
-        "under one interval"
-    );
-    assert_eq!(
-        covered(100, &[0, 33, 67, 100]),
-        [1, 4, 4, 4],
-        "three intervals fit"
-    );
-    // A jump in stream time (a publisher restarting) leaves the rate as it was.
-    assert_eq!(covered(40, &[0, 33, 67, 60_000, 60_033]), [1, 2, 2, 2, 2]);
-    assert_eq!(
-        covered(60_000, &[0, 1, 2]),
-        [1, Turns::MAX, Turns::MAX],
-        "bounded"
-    );
-}
-
 /// A merging viewer's picture waits for the next picture (or at most the window) to share
 /// its write, and viewers take turns: while one holds a picture, the other has it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
