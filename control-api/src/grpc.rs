@@ -29,10 +29,18 @@ pub async fn routes(state: AppState) -> axum::Router {
     health_reporter
         .set_serving::<ControlServer<ControlService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and newer tools ask v1, many others (Postman,
+    // grpc_cli, older grpcurl) still ask v1alpha only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the descriptor sets are built with the crate");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the descriptor sets are built with the crate");
     let auth = state.auth.clone();
     let control =
@@ -48,7 +56,8 @@ pub async fn routes(state: AppState) -> axum::Router {
         });
     tonic::service::Routes::new(control)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .prepare()
         .into_axum_router()
 }

@@ -1631,6 +1631,30 @@ mod grpc {
         assert!(names.contains(&"ferrolive.v1.Control"), "{names:?}");
         assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
+        // The same over v1alpha, which many tools still speak.
+        {
+            use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+            let mut reflection = ServerReflectionClient::new(channel.clone());
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut replies = reflection
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .expect("v1alpha reflection is served")
+                .into_inner();
+            let reply = replies.message().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+                panic!("{reply:?}")
+            };
+            let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+            assert!(names.contains(&"ferrolive.v1.Control"), "{names:?}");
+        }
+
         // Control needs the token.
         let mut client = ControlClient::new(channel);
         let status = client
