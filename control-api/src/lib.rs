@@ -17,6 +17,7 @@
 
 mod auth;
 mod grpc;
+mod outage;
 mod ratelimit;
 mod rest;
 mod rooms;
@@ -158,6 +159,7 @@ pub async fn serve(
     tracing::info!(addr = %local, auth = config.auth().describe(), "control API listening (REST + gRPC)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let outage = AbortOnDrop(tokio::spawn(outage::watch(registry.clone())));
     let app = app(AppState::new(&config, registry, stop_rx.clone())).await;
 
     let mut graceful = stop_rx.clone();
@@ -178,12 +180,23 @@ pub async fn serve(
         // Keep the sender alive until here so that `graceful` does not end early.
         drop(stop_tx);
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
             tracing::warn!(addr = %local, "control API: requests still open after the grace period, closing");
             Ok(())
         }
+    };
+    drop(outage);
+    result
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -227,9 +227,8 @@ impl RedisRegistry {
 
     /// Check that Redis answers (`Unavailable` otherwise).
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn.clone();
         let _: String = self
-            .bounded("PING", async move {
+            .bounded("PING", move |mut conn| async move {
                 redis::cmd("PING").query_async(&mut conn).await
             })
             .await?;
@@ -244,9 +243,25 @@ impl RedisRegistry {
         format!("{}{name}", self.prefix)
     }
 
-    /// Run one Redis exchange, bounded by the timeout, mapping errors.
-    async fn bounded<T>(&self, what: &str, fut: impl Future<Output = RedisResult<T>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
+    /// Run one Redis exchange (`exchange` on a connection), bounded by the timeout, mapping
+    /// errors. A connection found dropped (Redis restarted since the last exchange) is
+    /// tried once more: the manager reconnects for it, so the first call after Redis is
+    /// back succeeds instead of failing with a broken pipe. Nothing is retried otherwise.
+    async fn bounded<T, F>(
+        &self,
+        what: &str,
+        exchange: impl Fn(ConnectionManager) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let attempts = async {
+            match exchange(self.conn.clone()).await {
+                Err(e) if e.is_connection_dropped() => exchange(self.conn.clone()).await,
+                result => result,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_err(what, e)),
             Err(_) => Err(RegistryError::Unavailable(format!(
@@ -257,18 +272,18 @@ impl RedisRegistry {
     }
 
     async fn get_string(&self, what: &str, key: String) -> Result<Option<String>> {
-        let mut conn = self.conn.clone();
-        self.bounded(what, async move {
+        let key = &key;
+        self.bounded(what, move |mut conn| async move {
             redis::cmd("GET").arg(key).query_async(&mut conn).await
         })
         .await
     }
 
     async fn smembers(&self, set: &str) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
         let key = self.set_key(set);
+        let key = &key;
         let mut members: Vec<String> = self
-            .bounded("SMEMBERS", async move {
+            .bounded("SMEMBERS", move |mut conn| async move {
                 redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await
             })
             .await?;
@@ -284,9 +299,9 @@ impl RedisRegistry {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = members.iter().map(|m| self.k(kind, m)).collect();
-        let mut conn = self.conn.clone();
+        let keys = &keys;
         let values: Vec<Option<String>> = self
-            .bounded("MGET", async move {
+            .bounded("MGET", move |mut conn| async move {
                 redis::cmd("MGET").arg(keys).query_async(&mut conn).await
             })
             .await?;
@@ -308,9 +323,11 @@ impl RedisRegistry {
         }
         let mut inv = self.scripts.prune.key(self.set_key(set));
         inv.arg(format!("{}{kind}:", self.prefix)).arg(members);
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let _: i64 = self
-            .bounded("prune", async move { inv.invoke_async(&mut conn).await })
+            .bounded("prune", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         Ok(())
     }
@@ -339,9 +356,11 @@ impl RedisRegistry {
             if reset {
                 inv.arg(&self.prefix);
             }
-            let mut conn = self.conn.clone();
+            let inv = &inv;
             let got: Option<String> = self
-                .bounded(what, async move { inv.invoke_async(&mut conn).await })
+                .bounded(what, move |mut conn| async move {
+                    inv.invoke_async(&mut conn).await
+                })
                 .await?;
             if let Some(key) = got {
                 return Ok(key);
@@ -391,12 +410,11 @@ impl Registry for RedisRegistry {
     async fn delete_room(&self, room: &str) -> Result<bool> {
         let mut inv = self.scripts.delete_room.key(self.k("room", room));
         inv.key(self.set_key("rooms")).arg(room).arg(&self.prefix);
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let existed: i64 = self
-            .bounded(
-                "delete_room",
-                async move { inv.invoke_async(&mut conn).await },
-            )
+            .bounded("delete_room", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         Ok(existed > 0)
     }
@@ -407,10 +425,10 @@ impl Registry for RedisRegistry {
 
     async fn room(&self, room: &str) -> Result<Option<Room>> {
         let hkey = self.k("room", room);
-        let mut conn = self.conn.clone();
         let k = hkey.clone();
+        let k = &k;
         let fields: HashMap<String, String> = self
-            .bounded("HGETALL", async move {
+            .bounded("HGETALL", move |mut conn| async move {
                 redis::cmd("HGETALL").arg(k).query_async(&mut conn).await
             })
             .await?;
@@ -426,9 +444,11 @@ impl Registry for RedisRegistry {
         for m in &members {
             pipe.cmd("HGETALL").arg(self.k("room", m));
         }
-        let mut conn = self.conn.clone();
+        let pipe = &pipe;
         let all: Vec<HashMap<String, String>> = self
-            .bounded("HGETALL", async move { pipe.query_async(&mut conn).await })
+            .bounded("HGETALL", move |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await?;
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
@@ -451,12 +471,11 @@ impl Registry for RedisRegistry {
             .arg(json)
             .arg(ttl_ms(ttl))
             .arg(&lease.stream);
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let holder: Option<String> = self
-            .bounded(
-                "acquire_lease",
-                async move { inv.invoke_async(&mut conn).await },
-            )
+            .bounded("acquire_lease", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         match holder {
             None => Ok(LeaseOutcome::Acquired),
@@ -473,12 +492,11 @@ impl Registry for RedisRegistry {
             .arg(json)
             .arg(ttl_ms(ttl))
             .arg(&lease.stream);
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let outcome: String = self
-            .bounded(
-                "refresh_lease",
-                async move { inv.invoke_async(&mut conn).await },
-            )
+            .bounded("refresh_lease", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         match outcome.as_str() {
             "refreshed" => Ok(RefreshOutcome::Refreshed),
@@ -496,12 +514,11 @@ impl Registry for RedisRegistry {
             .key(self.set_key("streams"))
             .arg(session)
             .arg(stream);
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let deleted: i64 = self
-            .bounded(
-                "release_lease",
-                async move { inv.invoke_async(&mut conn).await },
-            )
+            .bounded("release_lease", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         Ok(deleted > 0)
     }
@@ -526,9 +543,11 @@ impl Registry for RedisRegistry {
         let skey = self.k("stream", stream);
         let mut inv = self.scripts.kick.key(&skey);
         inv.key(self.k("kick", stream));
-        let mut conn = self.conn.clone();
+        let inv = &inv;
         let r: i64 = self
-            .bounded("kick", async move { inv.invoke_async(&mut conn).await })
+            .bounded("kick", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         match r {
             1 => Ok(true),
@@ -551,8 +570,8 @@ impl Registry for RedisRegistry {
             .arg(self.set_key("nodes"))
             .arg(&node.id)
             .ignore();
-        let mut conn = self.conn.clone();
-        self.bounded("heartbeat", async move {
+        let pipe = &pipe;
+        self.bounded("heartbeat", move |mut conn| async move {
             pipe.query_async::<()>(&mut conn).await
         })
         .await
@@ -568,8 +587,8 @@ impl Registry for RedisRegistry {
             .arg(self.set_key("nodes"))
             .arg(id)
             .ignore();
-        let mut conn = self.conn.clone();
-        self.bounded("remove_node", async move {
+        let pipe = &pipe;
+        self.bounded("remove_node", move |mut conn| async move {
             pipe.query_async::<()>(&mut conn).await
         })
         .await
