@@ -11,6 +11,7 @@ pub mod frame;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod names;
 pub mod outbox;
 pub mod rtmp;
 pub mod segment;

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedRegistry;
 pub use heartbeat::{Heartbeat, Load, NodeIdentity};
+/// Room names and the channel-key prefix follow the one rule every node uses.
+pub use media::names::{is_valid_room, KEY_PREFIX};
 pub use redis_impl::RedisRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,21 +165,6 @@ pub fn new_key() -> String {
         key.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
     }
     key
-}
-
-/// Every channel key starts with this; no valid room name does.
-pub const KEY_PREFIX: &str = "sk_";
-
-/// Room names: 1 to 64 ASCII letters, digits, `-`, `_` or `.`; not starting with `.` and
-/// not starting with [`KEY_PREFIX`] (so rooms and keys never collide).
-pub fn is_valid_room(room: &str) -> bool {
-    !room.is_empty()
-        && room.len() <= 64
-        && !room.starts_with('.')
-        && !room.starts_with(KEY_PREFIX)
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// A key as it may appear in logs: the prefix and the first four characters.

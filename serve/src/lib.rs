@@ -31,6 +31,7 @@ use crate::fanout::Lanes;
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 pub use crate::role::{Eviction, Hold, Publishing, Refusal, Role, Shared};
+pub use media::names::stream_key;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -128,23 +129,6 @@ pub fn shared(config: &NodeConfig) -> Shared {
     }
 }
 
-/// Longest app or room name accepted.
-const MAX_NAME: usize = 128;
-
-/// The hub key of `app`/`room`, or `None` when either is not a safe name: ASCII letters,
-/// digits and `-_.~`, not starting with a dot, at most [`MAX_NAME`] bytes. The same rule on
-/// every protocol keeps names usable in URLs and free of path tricks.
-pub fn stream_key(app: &str, room: &str) -> Option<String> {
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= MAX_NAME
-            && !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
-    };
-    (valid(app) && valid(room)).then(|| format!("{app}/{room}"))
-}
-
 /// Bind the listeners and serve `shared`'s streams, with `role` deciding, until `shutdown`
 /// resolves; then shut down gracefully.
 pub async fn run(
@@ -233,30 +217,4 @@ async fn graceful_shutdown(node: &Arc<Node>, listeners: [tokio::task::JoinHandle
     // The last writes of the connections that just ended.
     tokio::time::sleep_until((Instant::now() + SHUTDOWN_POLL * 5).min(deadline)).await;
     info!(after = ?started.elapsed(), "shut down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stream_key;
-
-    #[test]
-    fn stream_names_are_checked() {
-        assert_eq!(
-            stream_key("live", "room-1_a.b~").as_deref(),
-            Some("live/room-1_a.b~")
-        );
-        for bad in [
-            "",
-            "..",
-            ".hidden",
-            "a/b",
-            "a b",
-            "a%2f",
-            "a\n",
-            &"x".repeat(129),
-        ] {
-            assert_eq!(stream_key("live", bad), None, "{bad:?}");
-        }
-        assert_eq!(stream_key("", "room"), None);
-    }
 }
