@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use media::flv::{self, FlvError, FlvReader};
 use media::frame::{MediaKind, SegmentMark};
-use media::hub::{Hub, Publisher, StatsHandle};
+use media::hub::{Hub, Publisher, Pushed, StatsHandle};
 use media::segment::MARKS_QUERY;
 use registry::{Registry, RegistryError};
 use serve::metrics::{GaugeGuard, Metrics};
@@ -454,9 +454,15 @@ impl Pulls {
                 return Ok(());
             }
         }
-        publisher
+        let pushed = publisher
             .push(kind, timestamp, payload, now)
-            .map_err(|_| PullError::Replaced)
+            .map_err(|_| PullError::Replaced)?;
+        if let Pushed::Refused(invalid) = pushed {
+            // The origin drops these already; an upstream that sends them is not ours.
+            Metrics::add(&self.metrics.invalid_media_total, 1);
+            debug!(stream = %key, error = %invalid, "upstream sent media that cannot be valid");
+        }
+        Ok(())
     }
 
     /// Take the pull out of the map and end its local stream, unless `keep()` (evaluated

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use media::hls::{HlsConfig, HlsPackager};
-use media::hub::{Delivery, Hub, HubConfig, Subscriber};
+use media::hub::{Audience, Delivery, Hub, HubConfig, Subscriber};
 use media::frame::MediaKind;
 
 const AVC_HEADER: &[u8] = &[
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let now = Instant::now();
     let mut publisher = hub.publish("live/fuzz", now).unwrap();
-    let mut sub = hub.subscribe("live/fuzz").unwrap();
+    let mut sub = hub.subscribe("live/fuzz", Audience::Viewer).unwrap();
     let config = HlsConfig {
         window: 3,
         retain_extra: 1,

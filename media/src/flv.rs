@@ -99,7 +99,7 @@ impl Frame {
     /// drop queued frames without breaking the chunked framing.
     pub fn flv_http_chunk(&self) -> &Bytes {
         self.flv_chunk.get_or_init(|| {
-            let tag = encode_tag(self.flv_tag_type(), self.timestamp as u32, &self.payload);
+            let tag = encode_tag(self.flv_tag_type(), self.wire_timestamp(), &self.payload);
             http_chunk(&tag)
         })
     }
@@ -308,6 +308,36 @@ mod tests {
             out.push(tag);
         }
         Ok(out)
+    }
+
+    /// libavformat takes a script tag with a non-zero timestamp for a subtitle stream, so
+    /// metadata goes out at 0 however late in the stream it comes, in FLV and in RTMP.
+    #[test]
+    fn metadata_goes_out_at_time_zero() {
+        use crate::frame::{Frame, MediaKind};
+        use crate::rtmp::chunk::ChunkReader;
+        let meta = Frame::new(
+            MediaKind::Metadata,
+            324_028,
+            Bytes::from_static(b"\x02\x00\x00"),
+        );
+        let video = Frame::new(
+            MediaKind::Video,
+            324_028,
+            Bytes::from_static(&[0x27, 1, 0, 0, 0, 9]),
+        );
+        for (frame, expected) in [(&meta, 0), (&video, 324_028)] {
+            let chunk = frame.flv_http_chunk();
+            let start = chunk.iter().position(|&b| b == b'\n').unwrap() + 1;
+            let tag = &chunk[start..chunk.len() - 2];
+            let mut buf = BytesMut::from(&header(true, true)[..]);
+            buf.extend_from_slice(tag);
+            let tags = read_all(&mut FlvReader::new(), &mut buf).unwrap();
+            assert_eq!(tags[0].timestamp, expected);
+            let mut chunks = BytesMut::from(&frame.rtmp_chunks()[..]);
+            let message = ChunkReader::default().read(&mut chunks).unwrap().unwrap();
+            assert_eq!(message.timestamp, expected);
+        }
     }
 
     #[test]

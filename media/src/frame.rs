@@ -58,6 +58,16 @@ impl Frame {
             rtmp: OnceLock::new(),
         }
     }
+
+    /// The timestamp the frame goes out with in FLV and RTMP. Metadata goes out at 0:
+    /// libavformat (ffplay, ffprobe, VLC, OBS) takes a script tag with any other timestamp
+    /// for a subtitle stream, and players would show a phantom third track.
+    pub fn wire_timestamp(&self) -> u32 {
+        match self.kind {
+            MediaKind::Metadata => 0,
+            _ => self.timestamp as u32,
+        }
+    }
 }
 
 /// Whether a payload is a keyframe and whether it is a sequence header.

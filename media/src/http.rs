@@ -22,7 +22,13 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// An HTTP/1.0 client, which does not understand chunked transfer encoding.
     pub http10: bool,
+    /// The `User-Agent` header, cut to [`MAX_USER_AGENT`] bytes (with the client address,
+    /// it tells HLS players apart, whose requests come on any connection).
+    pub user_agent: String,
 }
+
+/// The longest `User-Agent` kept.
+pub const MAX_USER_AGENT: usize = 256;
 
 impl RequestHead {
     /// The target's path (before any `?`).
@@ -102,7 +108,12 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     }
     let version = req.version.unwrap_or(0);
     let mut keep_alive = version == 1;
+    let mut user_agent = String::new();
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("user-agent") {
+            let value = &h.value[..h.value.len().min(MAX_USER_AGENT)];
+            user_agent = String::from_utf8_lossy(value).into_owned();
+        }
         if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             if v.contains("close") {
@@ -122,6 +133,7 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         target: req.path.unwrap_or("").to_owned(),
         keep_alive,
         http10: version == 0,
+        user_agent,
     })
 }
 

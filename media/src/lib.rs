@@ -11,6 +11,7 @@ pub mod frame;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod metadata;
 pub mod names;
 pub mod outbox;
 pub mod rtmp;

@@ -5,8 +5,11 @@ use bytes::Bytes;
 
 use crate::amf::{self, Amf0Value};
 
+/// An AVC sequence header whose record parses (one 1-byte SPS, no PPS); the id trails it.
 pub fn vseq(id: u8) -> Bytes {
-    Bytes::from(vec![0x17, 0x00, 0, 0, 0, 0x01, 0x64, id])
+    Bytes::from(vec![
+        0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1F, 0xFF, 0xE1, 0, 1, 0x67, 0, id,
+    ])
 }
 pub fn vkey(id: u8) -> Bytes {
     Bytes::from(vec![0x17, 0x01, 0, 0, 0, 0x65, id])

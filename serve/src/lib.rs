@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use media::hls::HlsConfig;
-use media::hub::{Hub, HubConfig, Join, Subscriber};
+use media::hub::{Audience, Hub, HubConfig, Join, Subscriber};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -81,26 +81,28 @@ pub struct Node {
 }
 
 impl Node {
-    /// Attach a viewer to `key`, the stream the role finds or starts for it.
+    /// Take the frames of `key`, the stream the role finds or starts for it, for one of the
+    /// node's own consumers (the HLS packager: not a viewer).
     pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
         let mut subscriber = None;
         let hub = &self.hub;
         self.role
             .attach(key, &mut || {
-                subscriber = hub.subscribe(key);
+                subscriber = hub.subscribe(key, Audience::Internal);
                 subscriber.is_some()
             })
             .await;
         subscriber
     }
 
-    /// Like [`Node::subscribe`], for a viewer the fan-out serves (see [`Lanes::attach`]).
-    pub async fn join(&self, key: &str) -> Option<Join> {
+    /// Attach a viewer the fan-out serves (see [`Lanes::attach`]) to `key`, the stream the
+    /// role finds or starts for it.
+    pub async fn join(&self, key: &str, audience: Audience) -> Option<Join> {
         let mut joined = None;
         let hub = &self.hub;
         self.role
             .attach(key, &mut || {
-                joined = hub.join(key);
+                joined = hub.join(key, audience);
                 joined.is_some()
             })
             .await;
@@ -210,8 +212,11 @@ async fn graceful_shutdown(node: &Arc<Node>, listeners: [tokio::task::JoinHandle
         let live: Vec<String> = node.hub.list().into_iter().map(|s| s.name).collect();
         warn!(?live, "shutdown steps did not finish in time");
     }
-    // Let viewers receive the end of their streams (bounded by the grace).
-    while node.metrics.viewers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    // Let viewers and relays receive the end of their streams (bounded by the grace).
+    let watching = || {
+        node.metrics.viewers.load(Ordering::Relaxed) + node.metrics.relays.load(Ordering::Relaxed)
+    };
+    while watching() > 0 && Instant::now() < deadline {
         tokio::time::sleep(SHUTDOWN_POLL).await;
     }
     // The last writes of the connections that just ended.

@@ -16,12 +16,17 @@ pub struct Metrics {
     /// Connections closed for a protocol error, a timeout or a peer that would not read.
     pub connections_rejected_total: AtomicU64,
     pub publishes_total: AtomicU64,
+    /// Players attached now (RTMP, HTTP-FLV, HLS sessions).
     pub viewers: AtomicU64,
+    /// Other nodes pulling streams from this one now.
+    pub relays: AtomicU64,
     pub bytes_in_total: AtomicU64,
     pub bytes_out_total: AtomicU64,
     /// Of `bytes_out_total`, sent to viewers from a stream's tape without a copy.
     pub bytes_out_zero_copy_total: AtomicU64,
     pub frames_skipped_total: AtomicU64,
+    /// Audio and video messages dropped because they cannot be valid for their codec.
+    pub invalid_media_total: AtomicU64,
     pub viewers_dropped_slow_total: AtomicU64,
     /// Edge: streams pulled from an origin on a miss (one per pull, however many viewers).
     pub upstream_pulls_total: AtomicU64,
@@ -75,8 +80,14 @@ impl Metrics {
         metric(
             "ferrolive_viewers",
             "gauge",
-            "Viewers attached to streams (all protocols).",
+            "Players attached to streams (all protocols).",
             get(&self.viewers),
+        );
+        metric(
+            "ferrolive_relays",
+            "gauge",
+            "Other nodes (edges) pulling streams from this one.",
+            get(&self.relays),
         );
         metric(
             "ferrolive_rtmp_connections",
@@ -137,6 +148,12 @@ impl Metrics {
             "counter",
             "Frames dropped for viewers that fell behind.",
             get(&self.frames_skipped_total),
+        );
+        metric(
+            "ferrolive_invalid_media_total",
+            "counter",
+            "Audio and video messages dropped because they cannot be valid for their codec.",
+            get(&self.invalid_media_total),
         );
         metric(
             "ferrolive_viewers_dropped_slow_total",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use media::frame::Tracks;
-use media::hub::Publisher;
+use media::hub::{Audience, Publisher, Pushed};
 use media::outbox::Format;
 use media::rtmp::message::MEDIA_STREAM_ID;
 use media::rtmp::session::{ServerSession, SessionEvent};
@@ -43,9 +43,13 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
         tokio::spawn(async move {
             let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.rtmp_connections);
             Metrics::add(&node.metrics.rtmp_connections_total, 1);
-            if let Err(e) = Connection::new(socket, peer, node.clone()).run().await {
-                Metrics::add(&node.metrics.connections_rejected_total, 1);
-                info!(%peer, error = %e, "rtmp connection closed");
+            match Connection::new(socket, peer, node.clone()).run().await {
+                Ok(()) => {}
+                Err(e) if e.is_rejection() => {
+                    Metrics::add(&node.metrics.connections_rejected_total, 1);
+                    info!(%peer, error = %e, "rtmp connection rejected");
+                }
+                Err(e) => debug!(%peer, error = %e, "rtmp connection closed"),
             }
         });
     }
@@ -65,6 +69,18 @@ enum ConnError {
     Replaced,
     #[error("publisher kicked or its stream moved")]
     Evicted,
+}
+
+impl ConnError {
+    /// Whether the connection was closed for what the peer did wrong (bad input, a stall),
+    /// rather than ended by the peer or by us.
+    fn is_rejection(&self) -> bool {
+        match self {
+            ConnError::Session(_) | ConnError::Timeout(_) => true,
+            ConnError::Egress(e) => e.is_stall(),
+            ConnError::Io(_) | ConnError::Replaced | ConnError::Evicted => false,
+        }
+    }
 }
 
 enum Role {
@@ -91,6 +107,8 @@ struct Connection {
     session: ServerSession,
     input: BytesMut,
     role: Role,
+    /// Media that cannot be valid was dropped and logged: it is logged once per publisher.
+    told_invalid: bool,
 }
 
 impl Connection {
@@ -105,6 +123,7 @@ impl Connection {
             session: ServerSession::new(random),
             input: BytesMut::with_capacity(SMALL_READ_BUFFER),
             role: Role::Negotiating,
+            told_invalid: false,
         }
     }
 
@@ -204,7 +223,7 @@ impl Connection {
                 // A second play replaces the first.
                 self.stop_playing().await?;
                 let join = match stream_key(&app, &name) {
-                    Some(key) => self.node.join(&key).await,
+                    Some(key) => self.node.join(&key, Audience::Viewer).await,
                     None => None,
                 };
                 match join {
@@ -241,9 +260,16 @@ impl Connection {
                 payload,
             } => {
                 if let Role::Publishing { publisher, .. } = &mut self.role {
-                    publisher
+                    let pushed = publisher
                         .push(kind, timestamp, payload, Instant::now())
                         .map_err(|_| ConnError::Replaced)?;
+                    if let Pushed::Refused(invalid) = pushed {
+                        Metrics::add(&self.node.metrics.invalid_media_total, 1);
+                        if !std::mem::replace(&mut self.told_invalid, true) {
+                            let stream = publisher.name();
+                            warn!(%stream, peer = %self.peer, error = %invalid, "dropping media that cannot be valid for its codec (said once per publisher)");
+                        }
+                    }
                 }
             }
             SessionEvent::Unpublish => {

@@ -6,12 +6,14 @@
 //! Everything here reads borrowed slices and never panics on malformed input.
 //!
 //! Files: [`tag`] reads the codec header at the start of an FLV/RTMP audio or video payload;
-//! [`avc`], [`hevc`] and [`aac`] the configuration records of those codecs; `bits` the
-//! bounds-checked byte and bit readers they share.
+//! [`avc`], [`hevc`] and [`aac`] the configuration records of those codecs; [`check`] whether
+//! a message can be valid for its codec; `bits` the bounds-checked byte and bit readers they
+//! share.
 
 pub mod aac;
 pub mod avc;
 mod bits;
+pub mod check;
 pub mod hevc;
 pub mod tag;
 

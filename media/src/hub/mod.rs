@@ -32,7 +32,7 @@ mod stats;
 mod stream;
 mod viewer;
 
-pub use publisher::{Publisher, StatsHandle};
+pub use publisher::{Publisher, Pushed, StatsHandle};
 pub use stats::PublishStats;
 pub use viewer::{BatchEvent, BatchStream, Delivery, Join, Subscriber, Watching};
 
@@ -98,11 +98,24 @@ pub struct Hub {
     streams_created: AtomicU64,
 }
 
+/// Who watches a stream, for its counts: players are what operators and edge choice care
+/// about; edges pulling it are not players (their own players are counted on the edge),
+/// and the node's own consumers (the HLS packager) are neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Viewer,
+    Relay,
+    Internal,
+}
+
 /// What the hub knows of a live stream, for stats and metrics.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
     pub name: String,
+    /// Players watching now ([`Audience::Viewer`]).
     pub viewers: usize,
+    /// Other nodes pulling the stream now ([`Audience::Relay`]).
+    pub relays: usize,
     pub has_publisher: bool,
     pub has_audio: bool,
     pub has_video: bool,
@@ -168,8 +181,8 @@ impl Hub {
     /// Attach a viewer to a live stream (one with a publisher, or waiting for its publisher
     /// to come back) that takes its frames itself. `None` when nothing is published under
     /// `name`.
-    pub fn subscribe(&self, name: &str) -> Option<Subscriber> {
-        let join = self.join(name)?;
+    pub fn subscribe(&self, name: &str, audience: Audience) -> Option<Subscriber> {
+        let join = self.join(name, audience)?;
         let tracks = join.watching.tracks();
         Some(Subscriber {
             watching: join.watching,
@@ -186,7 +199,7 @@ impl Hub {
 
     /// Attach a viewer whose frames a fan-out delivers (see [`Join`]). `None` when nothing
     /// is published under `name`.
-    pub fn join(&self, name: &str) -> Option<Join> {
+    pub fn join(&self, name: &str, audience: Audience) -> Option<Join> {
         let stream = self.streams().get(name)?.clone();
         let mut state = stream.lock();
         if state.ended {
@@ -223,8 +236,16 @@ impl Hub {
             waiting_for_key,
             batches,
             backlog: self.config.backlog.max(16),
-            watching: Watching::new(&stream),
+            watching: Watching::new(&stream, audience),
         })
+    }
+
+    /// Count one more of `audience` on a live stream while the returned handle lives,
+    /// without taking any frames (an HLS player, whose segments come from the packager).
+    pub fn watch(&self, name: &str, audience: Audience) -> Option<Watching> {
+        let stream = self.streams().get(name)?.clone();
+        let ended = stream.lock().ended;
+        (!ended).then(|| Watching::new(&stream, audience))
     }
 
     pub fn is_live(&self, name: &str) -> bool {
@@ -239,7 +260,8 @@ impl Hub {
                 let state = s.lock();
                 StreamInfo {
                     name: s.name.clone(),
-                    viewers: s.watchers.load(Ordering::Relaxed),
+                    viewers: s.viewers.load(Ordering::Relaxed),
+                    relays: s.relays.load(Ordering::Relaxed),
                     has_publisher: state.publisher.is_some(),
                     has_audio: state.has_audio,
                     has_video: state.has_video,

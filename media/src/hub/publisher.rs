@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::stats::PublishStats;
 use super::stream::Stream;
 use super::{Hub, Replaced};
+use crate::codec::check::{self, Invalid};
 use crate::frame::{MediaKind, SegmentMark};
 
 /// The right to publish one stream. Dropping it without [`Publisher::finish`] means the
@@ -34,21 +35,32 @@ impl Publisher {
         self.session
     }
 
-    /// Hand one message to every viewer. Fails once another publisher took over.
+    /// Hand one message to every viewer, unless it cannot be valid for its codec (see
+    /// [`check`]): then nobody gets it and it is counted in the stream's stats. Fails once
+    /// another publisher took over.
     pub fn push(
         &mut self,
         kind: MediaKind,
         wire_timestamp: u32,
         payload: Bytes,
         now: Instant,
-    ) -> Result<(), Replaced> {
+    ) -> Result<Pushed, Replaced> {
+        let valid = match kind {
+            MediaKind::Video => check::check_video(&payload),
+            MediaKind::Audio => check::check_audio(&payload),
+            MediaKind::Metadata => Ok(()),
+        };
         let mut state = self.stream.lock();
         match &mut state.publisher {
             Some(slot) if slot.session == self.session => slot.last_activity = now,
             _ => return Err(Replaced),
         }
+        if let Err(invalid) = valid {
+            state.stats.invalid_messages += 1;
+            return Ok(Pushed::Refused(invalid));
+        }
         state.push(kind, wire_timestamp, payload);
-        Ok(())
+        Ok(Pushed::Taken)
     }
 
     /// On a stream whose segments are decided upstream: the next keyframe begins the
@@ -93,7 +105,16 @@ impl StatsHandle {
     pub fn get(&self) -> PublishStats {
         let state = self.0.lock();
         let mut stats = state.stats.clone();
-        stats.viewers = self.0.watchers.load(Ordering::Relaxed);
+        stats.viewers = self.0.viewers.load(Ordering::Relaxed);
+        stats.relays = self.0.relays.load(Ordering::Relaxed);
         stats
     }
+}
+
+/// What became of a message handed to [`Publisher::push`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    Taken,
+    /// It cannot be valid for its codec: nobody gets it.
+    Refused(Invalid),
 }

@@ -14,7 +14,11 @@ pub struct PublishStats {
     pub bytes_in: u64,
     pub video_bytes_in: u64,
     pub audio_bytes_in: u64,
+    /// Messages refused because they cannot be valid for their codec.
+    pub invalid_messages: u64,
+    /// Players watching now, and other nodes pulling the stream (see [`super::Audience`]).
     pub viewers: usize,
+    pub relays: usize,
 }
 
 impl PublishStats {

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::stats::PublishStats;
-use super::{unix_seconds, HubConfig, Segmenting};
-use crate::amf::{self, Amf0Value};
+use super::{unix_seconds, Audience, HubConfig, Segmenting};
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
+use crate::metadata;
 use crate::segment::Segmenter;
 use crate::timestamp::TrackClock;
 
@@ -20,8 +20,10 @@ pub(super) struct Stream {
     pub(super) id: u64,
     pub(super) name: String,
     pub(super) state: Mutex<StreamState>,
-    /// Viewers and other consumers ([`Subscriber`]s, [`Join`]s) attached right now.
-    pub(super) watchers: AtomicUsize,
+    /// Players watching right now (see [`Audience`]).
+    pub(super) viewers: AtomicUsize,
+    /// Other nodes pulling the stream right now.
+    pub(super) relays: AtomicUsize,
 }
 
 impl Stream {
@@ -30,7 +32,8 @@ impl Stream {
         Stream {
             id,
             name: name.to_owned(),
-            watchers: AtomicUsize::new(0),
+            viewers: AtomicUsize::new(0),
+            relays: AtomicUsize::new(0),
             state: Mutex::new(StreamState {
                 sender,
                 batches_sent: 0,
@@ -54,7 +57,7 @@ impl Stream {
                 gop_max_frames: config.gop_max_frames,
                 has_audio: false,
                 has_video: false,
-                declared: DeclaredTracks::default(),
+                declared: Tracks::NONE,
                 audio_clock: TrackClock::default(),
                 video_clock: TrackClock::default(),
                 stats: PublishStats::default(),
@@ -64,6 +67,15 @@ impl Stream {
 
     pub(super) fn lock(&self) -> MutexGuard<'_, StreamState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The counter of `audience`, if it is counted.
+    pub(super) fn count(&self, audience: Audience) -> Option<&AtomicUsize> {
+        match audience {
+            Audience::Viewer => Some(&self.viewers),
+            Audience::Relay => Some(&self.relays),
+            Audience::Internal => None,
+        }
     }
 }
 
@@ -101,33 +113,10 @@ pub(super) struct StreamState {
     pub(super) has_audio: bool,
     pub(super) has_video: bool,
     /// The tracks the publisher's metadata announces, before their frames arrive.
-    declared: DeclaredTracks,
+    declared: Tracks,
     audio_clock: TrackClock,
     video_clock: TrackClock,
     pub(super) stats: PublishStats,
-}
-
-/// Tracks named by `onMetaData` (`audiocodecid` / `videocodecid`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct DeclaredTracks {
-    audio: bool,
-    video: bool,
-}
-
-impl DeclaredTracks {
-    fn of_metadata(payload: &[u8]) -> DeclaredTracks {
-        let values = amf::decode_all(payload).unwrap_or_default();
-        let mut declared = DeclaredTracks::default();
-        for value in &values {
-            if let Amf0Value::EcmaArray(fields) | Amf0Value::Object(fields) = value {
-                for (name, _) in fields {
-                    declared.audio |= name == "audiocodecid";
-                    declared.video |= name == "videocodecid";
-                }
-            }
-        }
-        declared
-    }
 }
 
 impl StreamState {
@@ -168,6 +157,10 @@ impl StreamState {
             MediaKind::Video => self.video_clock.extend(wire_timestamp),
             MediaKind::Metadata => self.audio_clock.last().max(self.video_clock.last()),
         };
+        let payload = match kind {
+            MediaKind::Metadata => metadata::for_live(payload),
+            _ => payload,
+        };
         let mut frame = Frame::new(kind, timestamp, payload);
         frame.generation = self.generation;
         self.stats
@@ -179,7 +172,7 @@ impl StreamState {
                 frame.key = !self.has_video && !frame.sequence_header;
             }
             MediaKind::Video => self.has_video = true,
-            MediaKind::Metadata => self.declared = DeclaredTracks::of_metadata(&frame.payload),
+            MediaKind::Metadata => self.declared = metadata::declared_tracks(&frame.payload),
         }
         frame.segment = match &mut self.segmenter {
             Some(segmenter) => segmenter.observe(&frame),

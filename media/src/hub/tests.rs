@@ -119,7 +119,7 @@ fn new_subscriber_gets_metadata_headers_then_gop_from_last_keyframe() {
         .video(66, vkey(7))
         .audio(70, araw(8))
         .video(100, vinter(9));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(sub.has_audio() && sub.has_video());
     assert_eq!(
         drain(&mut sub),
@@ -142,7 +142,7 @@ fn frames_are_classified() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .video(0, vseq(1))
         .audio(0, aseq(2))
@@ -175,7 +175,7 @@ fn subscriber_joining_without_cached_keyframe_waits_for_one() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vinter(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .video(40, vinter(3))
         .audio(40, araw(4))
@@ -192,7 +192,9 @@ fn check_enhanced_gop(fourcc: &[u8; 4], key_body: &[u8]) {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let seq = enhanced(1, 0, fourcc, &[1, 2, 3, 4]);
+    // A configuration record every codec's check accepts (an HEVC one with no arrays).
+    let record = [&[1u8][..], &[0; 20], &[0x03, 0]].concat();
+    let seq = enhanced(1, 0, fourcc, &record);
     let key1 = enhanced(1, 1, fourcc, &[key_body, &[1]].concat());
     let inter = enhanced(2, 1, fourcc, &[key_body, &[2]].concat());
     let key2 = enhanced(1, 1, fourcc, &[key_body, &[3]].concat());
@@ -206,7 +208,7 @@ fn check_enhanced_gop(fourcc: &[u8; 4], key_body: &[u8]) {
         .video(40, inter)
         .video(80, key2.clone())
         .video(120, inter2.clone());
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     let got = drain_frames(&mut sub);
     let payloads: Vec<Bytes> = got.iter().map(|f| f.payload.clone()).collect();
     assert_eq!(payloads, [seq.clone(), key2, inter2]);
@@ -217,7 +219,7 @@ fn check_enhanced_gop(fourcc: &[u8; 4], key_body: &[u8]) {
     feed(&mut p, now)
         .video(160, key_x.clone())
         .video(200, inter_x.clone());
-    let mut late = hub.subscribe("room").unwrap();
+    let mut late = hub.subscribe("room", Audience::Viewer).unwrap();
     assert_eq!(drain(&mut late), frames(&[seq, key_x, inter_x]));
 }
 
@@ -235,11 +237,11 @@ fn enhanced_av1_sequence_start_and_keyframes_make_a_gop() {
 #[test]
 fn subscribe_to_unknown_stream_is_none() {
     let hub = Hub::new(HubConfig::default());
-    assert!(hub.subscribe("nope").is_none());
+    assert!(hub.subscribe("nope", Audience::Viewer).is_none());
     assert!(!hub.is_live("nope"));
     let _p = hub.publish("room", Instant::now()).unwrap();
-    assert!(hub.subscribe("nope").is_none());
-    assert!(hub.subscribe("room").is_some());
+    assert!(hub.subscribe("nope", Audience::Viewer).is_none());
+    assert!(hub.subscribe("room", Audience::Viewer).is_some());
 }
 
 #[test]
@@ -248,8 +250,8 @@ fn list_reports_streams() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).audio(0, araw(1));
-    let _a = hub.subscribe("room").unwrap();
-    let _b = hub.subscribe("room").unwrap();
+    let _a = hub.subscribe("room", Audience::Viewer).unwrap();
+    let _b = hub.subscribe("room", Audience::Viewer).unwrap();
     let list = hub.list();
     assert_eq!(list.len(), 1);
     let info = &list[0];
@@ -294,7 +296,7 @@ fn stale_publisher_is_replaced_and_viewers_follow_the_new_one() {
         .video(0, vseq(1))
         .audio(0, aseq(2))
         .video(0, vkey(3));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     drain(&mut sub);
 
     let stale = now + hub.config.publisher_stale_after;
@@ -324,7 +326,7 @@ fn stale_publisher_is_replaced_and_viewers_follow_the_new_one() {
     feed(&mut new, stale).video(40, vinter(8));
     assert_eq!(drain(&mut sub), frames(&[vinter(8)]));
     // A new viewer gets the new headers.
-    let mut late = hub.subscribe("room").unwrap();
+    let mut late = hub.subscribe("room", Audience::Viewer).unwrap();
     assert_eq!(
         drain(&mut late),
         frames(&[vseq(5), aseq(6), vkey(7), vinter(8)])
@@ -336,7 +338,7 @@ fn first_generation_frames_are_numbered_one() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now).audio(0, araw(1));
     assert_eq!(drain_frames(&mut sub)[0].generation, 1);
 }
@@ -348,7 +350,7 @@ fn replaced_publisher_finish_does_not_end_the_stream() {
     let old = hub.publish("room", now).unwrap();
     let stale = now + hub.config.publisher_stale_after;
     let mut new = hub.publish("room", stale).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     old.finish(&hub);
     assert!(hub.is_live("room"));
     feed(&mut new, stale).audio(0, araw(1));
@@ -363,7 +365,7 @@ fn new_publisher_continues_the_stream_clock() {
     let now = Instant::now();
     let mut sub = {
         let mut p = hub.publish("room", now).unwrap();
-        let sub = hub.subscribe("room").unwrap();
+        let sub = hub.subscribe("room", Audience::Viewer).unwrap();
         feed(&mut p, now)
             .video(5000, vkey(1))
             .audio(5000, araw(2))
@@ -403,7 +405,7 @@ fn wire_timestamp_wrap_stays_monotonic() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .video(u32::MAX - 50, vkey(1))
         .video(u32::MAX - 10, vinter(2))
@@ -418,7 +420,7 @@ fn audio_and_video_clocks_are_separate() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     // Interleaving with slightly out-of-order tracks must not hold either clock.
     feed(&mut p, now)
         .video(100, vkey(1))
@@ -438,16 +440,18 @@ fn vanished_publisher_keeps_stream_until_end_if_orphaned() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     let generation = p.generation();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
     drop(p);
     assert!(hub.is_live("room"));
-    let mut waiting = hub.subscribe("room").expect("still subscribable");
+    let mut waiting = hub
+        .subscribe("room", Audience::Viewer)
+        .expect("still subscribable");
     assert_eq!(drain(&mut waiting), frames(&[vseq(1), vkey(2)]));
 
     hub.end_if_orphaned("room", generation);
     assert!(!hub.is_live("room"));
-    assert!(hub.subscribe("room").is_none());
+    assert!(hub.subscribe("room", Audience::Viewer).is_none());
     assert!(hub.list().is_empty());
     assert_eq!(
         drain(&mut sub),
@@ -464,7 +468,7 @@ fn end_if_orphaned_ignores_a_stream_that_was_taken_over() {
     let generation = p.generation();
     drop(p);
     let mut p2 = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     hub.end_if_orphaned("room", generation);
     assert!(hub.is_live("room"));
     feed(&mut p2, now).audio(0, araw(1));
@@ -492,7 +496,7 @@ fn finish_ends_the_stream_after_queued_frames() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .video(0, vseq(1))
         .video(0, vkey(2))
@@ -500,7 +504,7 @@ fn finish_ends_the_stream_after_queued_frames() {
     let first_generation = p.generation();
     p.finish(&hub);
     assert!(!hub.is_live("room"));
-    assert!(hub.subscribe("room").is_none());
+    assert!(hub.subscribe("room", Audience::Viewer).is_none());
     assert_eq!(
         drain(&mut sub),
         [
@@ -516,7 +520,7 @@ fn finish_ends_the_stream_after_queued_frames() {
         p2.generation() > first_generation,
         "generations are never reused"
     );
-    let mut fresh = hub.subscribe("room").unwrap();
+    let mut fresh = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(
         drain(&mut fresh).is_empty(),
         "nothing of the ended stream is replayed"
@@ -534,7 +538,7 @@ fn lagging_subscriber_skips_to_a_keyframe_with_headers_resent() {
         .video(0, vseq(1))
         .audio(0, aseq(2))
         .video(0, vkey(100));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     for i in 0..40u8 {
         let f = if i % 10 == 0 { vkey(i) } else { vinter(i) };
         feed(&mut p, now).video(40 * u32::from(i + 1), f);
@@ -571,7 +575,7 @@ fn lagging_subscriber_never_gets_inter_video_before_a_keyframe() {
         let now = Instant::now();
         let mut p = hub.publish("room", now).unwrap();
         feed(&mut p, now).video(0, vseq(1)).video(0, vkey(0));
-        let mut sub = hub.subscribe("room").unwrap();
+        let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
         drain(&mut sub);
         for i in 1..=200u32 {
             let f = if i % 7 == 0 {
@@ -612,7 +616,7 @@ fn skip_to_keyframe_after_dropping_in_flight_frames() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).audio(0, aseq(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     drain(&mut sub);
     feed(&mut p, now)
         .video(0, vkey(3))
@@ -645,7 +649,7 @@ fn skip_to_keyframe_while_replaying_the_gop_does_not_send_its_inter_frames() {
     for i in 3..10u8 {
         feed(&mut p, now).video(40 * u32::from(i), vinter(i));
     }
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     // The driver takes the header and the keyframe, cannot send them and drops them.
     assert_eq!(got(sub.try_next().unwrap()), Got::Frame(vseq(1)));
     assert_eq!(got(sub.try_next().unwrap()), Got::Frame(vkey(2)));
@@ -665,12 +669,12 @@ fn audio_only_stream_frames_are_all_keys() {
     let now = Instant::now();
     let mut p = hub.publish("radio", now).unwrap();
     feed(&mut p, now).audio(0, aseq(1));
-    let mut sub = hub.subscribe("radio").unwrap();
+    let mut sub = hub.subscribe("radio", Audience::Viewer).unwrap();
     assert!(sub.has_audio() && !sub.has_video());
     for i in 0..40u8 {
         feed(&mut p, now).audio(23 * u32::from(i), araw(i));
     }
-    let mut late = hub.subscribe("radio").unwrap();
+    let mut late = hub.subscribe("radio", Audience::Viewer).unwrap();
     assert_eq!(drain(&mut late), frames(&[aseq(1)]), "no GOP for audio");
 
     let got = drain(&mut sub);
@@ -690,7 +694,7 @@ fn audio_is_not_key_once_there_is_video() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .audio(0, araw(1))
         .video(0, vkey(2))
@@ -715,7 +719,7 @@ fn gop_longer_than_max_frames_is_dropped() {
         .video(0, vkey(2))
         .video(40, vinter(3))
         .video(80, vinter(4));
-    let mut full = hub.subscribe("room").unwrap();
+    let mut full = hub.subscribe("room", Audience::Viewer).unwrap();
     assert_eq!(
         drain(&mut full),
         frames(&[vseq(1), vkey(2), vinter(3), vinter(4)])
@@ -724,7 +728,7 @@ fn gop_longer_than_max_frames_is_dropped() {
     feed(&mut p, now)
         .video(120, vinter(5))
         .video(160, vinter(6));
-    let mut late = hub.subscribe("room").unwrap();
+    let mut late = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now).video(200, vinter(7)).video(240, vkey(8));
     assert_eq!(drain(&mut late), frames(&[vseq(1), vkey(8)]));
     // Live viewers are not affected.
@@ -744,10 +748,10 @@ fn gop_larger_than_max_bytes_is_dropped() {
     let mut p = hub.publish("room", now).unwrap();
     // Seven bytes each: two fit, the third does not.
     feed(&mut p, now).video(0, vkey(1)).video(40, vinter(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     assert_eq!(drain(&mut sub), frames(&[vkey(1), vinter(2)]));
     feed(&mut p, now).video(80, vinter(3));
-    let mut late = hub.subscribe("room").unwrap();
+    let mut late = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(drain(&mut late).is_empty());
 }
 
@@ -762,7 +766,7 @@ fn new_publisher_drops_the_old_gop() {
     };
     drop(p);
     let mut p2 = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p2, now).video(0, vinter(3)).video(40, vkey(4));
     assert_eq!(drain(&mut sub), frames(&[vseq(1), vkey(4)]));
 }
@@ -921,7 +925,7 @@ fn audio_goes_out_with_the_next_picture() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     drain(&mut sub);
     feed(&mut p, now).audio(10, araw(3)).audio(33, araw(4));
     assert!(
@@ -939,7 +943,7 @@ fn audio_is_not_held_long_when_video_pauses() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     drain(&mut sub);
     for i in 0..4u8 {
         feed(&mut p, now).audio(u32::from(i) * 23, araw(i + 1));
@@ -958,7 +962,7 @@ fn audio_only_streams_are_not_held() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now).audio(0, aseq(1)).audio(0, araw(2));
     assert_eq!(drain(&mut sub), frames(&[aseq(1), araw(2)]));
 }
@@ -968,12 +972,12 @@ fn a_viewer_joining_mid_batch_gets_each_frame_once() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut early = hub.subscribe("room").unwrap();
+    let mut early = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now)
         .video(0, vseq(1))
         .video(0, vkey(2))
         .audio(10, araw(3));
-    let mut late = hub.subscribe("room").unwrap();
+    let mut late = hub.subscribe("room", Audience::Viewer).unwrap();
     feed(&mut p, now).video(33, vinter(4));
     assert_eq!(
         drain(&mut early),
@@ -990,12 +994,12 @@ fn a_viewer_joining_mid_batch_does_not_split_it() {
     let hub = Hub::new(HubConfig::default());
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
-    let mut early = hub.join("room").unwrap().batches;
+    let mut early = hub.join("room", Audience::Viewer).unwrap().batches;
     feed(&mut p, now)
         .video(0, vseq(1))
         .video(0, vkey(2))
         .audio(10, araw(3));
-    let late = hub.join("room").unwrap();
+    let late = hub.join("room", Audience::Viewer).unwrap();
     feed(&mut p, now).video(33, vinter(4));
 
     let payloads = |frames: &[Arc<Frame>]| -> Vec<Bytes> {
@@ -1025,7 +1029,7 @@ fn ending_sends_what_is_held() {
     let now = Instant::now();
     let mut p = hub.publish("room", now).unwrap();
     feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
-    let mut sub = hub.subscribe("room").unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
     drain(&mut sub);
     feed(&mut p, now).audio(10, araw(3));
     p.finish(&hub);
@@ -1049,12 +1053,12 @@ fn a_viewer_joining_before_any_frame_learns_the_tracks_from_metadata() {
         ]))
     };
     feed(&mut p, now).meta(announced(&["width", "videocodecid", "audiocodecid"]));
-    let sub = hub.subscribe("room").unwrap();
+    let sub = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(sub.has_audio() && sub.has_video());
     feed(&mut p, now).meta(announced(&["audiocodecid"]));
-    let radio = hub.subscribe("room").unwrap();
+    let radio = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(radio.has_audio() && !radio.has_video());
     feed(&mut p, now).meta(Bytes::from_static(b"not amf"));
-    let unknown = hub.subscribe("room").unwrap();
+    let unknown = hub.subscribe("room", Audience::Viewer).unwrap();
     assert!(!unknown.has_audio() && !unknown.has_video());
 }

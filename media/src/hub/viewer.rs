@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::stream::Stream;
+use super::Audience;
 use crate::frame::{Batch, Frame, MediaKind, Tracks};
 
 /// What a viewer receives next.
@@ -21,34 +22,44 @@ pub enum Delivery {
     End,
 }
 
-/// Counts one consumer of a stream (for its viewer count) while it lives.
-pub struct Watching(pub(super) Arc<Stream>);
+/// Counts one consumer of a stream in its [`Audience`] while it lives.
+pub struct Watching {
+    pub(super) stream: Arc<Stream>,
+    audience: Audience,
+}
 
 impl Watching {
-    pub(super) fn new(stream: &Arc<Stream>) -> Watching {
-        stream.watchers.fetch_add(1, Ordering::Relaxed);
-        Watching(stream.clone())
+    pub(super) fn new(stream: &Arc<Stream>, audience: Audience) -> Watching {
+        if let Some(count) = stream.count(audience) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Watching {
+            stream: stream.clone(),
+            audience,
+        }
     }
 
     pub fn name(&self) -> &str {
-        &self.0.name
+        &self.stream.name
     }
 
     /// Whether the stream has audio / video, seen or announced so far (for an FLV header).
     pub fn tracks(&self) -> Tracks {
-        self.0.lock().tracks()
+        self.stream.lock().tracks()
     }
 
     /// Identifies the stream: a stream that ends and is published again is another one,
     /// with a larger id.
     pub fn stream_id(&self) -> u64 {
-        self.0.id
+        self.stream.id
     }
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+        if let Some(count) = self.stream.count(self.audience) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -177,7 +188,7 @@ impl Subscriber {
         self.waiting_for_key = true;
         // Sequence headers may have changed in what was skipped: resend the current ones
         // ahead of the keyframe the viewer resumes at.
-        let state = self.watching.0.lock();
+        let state = self.watching.stream.lock();
         self.initial.extend(state.video_header.clone());
         self.initial.extend(state.audio_header.clone());
     }

@@ -64,7 +64,7 @@ impl Frame {
         };
         chunk::encode_standalone(
             csid,
-            self.timestamp as u32,
+            self.wire_timestamp(),
             type_id,
             stream_id,
             &self.payload,

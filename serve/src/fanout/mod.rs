@@ -72,6 +72,14 @@ pub enum EgressError {
     Io(#[from] io::Error),
 }
 
+impl EgressError {
+    /// The viewer stalled (took nothing, or fell behind too often), as opposed to a
+    /// connection that broke.
+    pub fn is_stall(&self) -> bool {
+        matches!(self, EgressError::TooSlow(_) | EgressError::WriteTimeout(_))
+    }
+}
+
 /// The fan-outs of a node: for each stream being watched, a lane on one fan-out thread,
 /// or on several for a large audience (see [`SPREAD_AT`]), so that it uses every core.
 pub struct Lanes {

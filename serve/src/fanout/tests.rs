@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use media::flv;
 use media::frame::MediaKind;
-use media::hub::{Hub, HubConfig, Join, Publisher, Segmenting};
+use media::hub::{Audience, Hub, HubConfig, Join, Publisher, Segmenting};
 use media::outbox::{FlvFraming, Format};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -42,8 +42,11 @@ const AGAIN: u32 = 3000;
 
 // ---- Payloads -------------------------------------------------------------------------
 
+/// An AVC sequence header whose record parses (one 1-byte SPS, no PPS).
 fn sequence_header() -> Bytes {
-    Bytes::from_static(&[0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f])
+    Bytes::from_static(&[
+        0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0, 1, 0x67, 0,
+    ])
 }
 
 /// Picture `index` (a keyframe every [`GOP`]) of `len` bytes.
@@ -206,14 +209,14 @@ fn attach_viewer_as(
 async fn small_link_viewer(hub: &Hub, lanes: &Arc<Lanes>, metrics: &Arc<Metrics>) -> Viewer {
     let (server, client) = socket_pair(Some(SMALL_LINK as u32)).await;
     crate::io::limit_send_buffer(&server, SMALL_LINK);
-    let join = hub.join(NAME).expect("stream is live");
+    let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
     attach_viewer(lanes, join, server, client, metrics)
 }
 
 /// A new viewer of the live stream [`NAME`].
 async fn new_viewer(hub: &Hub, lanes: &Arc<Lanes>, metrics: &Arc<Metrics>) -> Viewer {
     let (server, client) = socket_pair(None).await;
-    let join = hub.join(NAME).expect("stream is live");
+    let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
     attach_viewer(lanes, join, server, client, metrics)
 }
 
@@ -392,7 +395,7 @@ async fn viewers_joining_while_frames_flow_get_every_frame_once_in_order() {
             tokio::spawn(async move {
                 let (server, client) = socket_pair(None).await;
                 pushed.wait_for(|n| *n >= join_after).await.unwrap();
-                let join = hub.join(NAME).expect("stream is live");
+                let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
                 // A real connection writes its response head between joining and attaching.
                 for _ in 0..fastrand::u8(0..3) {
                     tokio::task::yield_now().await;
@@ -440,7 +443,7 @@ async fn a_viewer_attaching_long_after_its_join_catches_up_or_skips_to_a_keyfram
     let (skipping_server, skipping_client) = socket_pair(None).await;
 
     // Exactly as many batches as the ring holds go by between join and attach.
-    let join = hub.join(NAME).unwrap();
+    let join = hub.join(NAME, Audience::Viewer).unwrap();
     let last = 2 + remembered;
     // One at a time, each seen through: the fan-out keeps up, only the joined viewer's
     // place in the ring falls back.
@@ -451,7 +454,7 @@ async fn a_viewer_attaching_long_after_its_join_catches_up_or_skips_to_a_keyfram
     let caught_up = attach_viewer(&lanes, join, caught_up_server, caught_up_client, &metrics);
 
     // One more than it holds.
-    let join = hub.join(NAME).unwrap();
+    let join = hub.join(NAME, Audience::Viewer).unwrap();
     let first = last + 1;
     let last = last + remembered + 1;
     for index in first..=last {
@@ -528,7 +531,13 @@ async fn a_stream_published_again_gets_a_new_fan_out() {
 
     old.finish(&hub);
     let new = publish_again(&hub);
-    let new_viewer = attach_viewer(&lanes, hub.join(NAME).unwrap(), server, client, &metrics);
+    let new_viewer = attach_viewer(
+        &lanes,
+        hub.join(NAME, Audience::Viewer).unwrap(),
+        server,
+        client,
+        &metrics,
+    );
 
     let (got, driven) = old_viewer.finish().await;
     assert_eq!(got, [], "old viewer after the end");
@@ -628,9 +637,9 @@ async fn a_viewer_that_joined_before_the_lane_started_gets_its_whole_replay() {
     let (earlier_server, earlier_client) = socket_pair(None).await;
     let (later_server, later_client) = socket_pair(None).await;
 
-    let earlier_join = hub.join(NAME).unwrap();
+    let earlier_join = hub.join(NAME, Audience::Viewer).unwrap();
     push_pictures(&mut publisher, 3..=3, SMALL);
-    let later_join = hub.join(NAME).unwrap();
+    let later_join = hub.join(NAME, Audience::Viewer).unwrap();
     let later = attach_viewer(&lanes, later_join, later_server, later_client, &metrics);
     let earlier = attach_viewer(
         &lanes,
@@ -670,7 +679,7 @@ async fn a_stream_published_again_after_its_viewers_left_gets_a_new_fan_out() {
 
     old.finish(&hub);
     let new = publish_again(&hub);
-    let join = hub.join(NAME).unwrap();
+    let join = hub.join(NAME, Audience::Viewer).unwrap();
     let new_viewer = attach_viewer(&lanes, join, server, client, &metrics);
     finish_again(new, &hub, new_viewer).await;
 }
@@ -710,7 +719,7 @@ async fn video_turned_off_and_on_resumes_at_a_keyframe() {
     push_header(&mut publisher);
     push_pictures(&mut publisher, 0..=0, SMALL);
     let (server, client) = socket_pair(None).await;
-    let join = hub.join(NAME).expect("stream is live");
+    let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
     let server = Arc::new(server);
     let membership = lanes.attach(join, server.clone(), FORMAT, &metrics);
 
@@ -868,7 +877,7 @@ async fn an_edge_pulling_a_stream_is_never_held_back() {
     push_header(&mut publisher);
     push_picture(&mut publisher, 0);
     let (server, client) = socket_pair(None).await;
-    let join = hub.join(NAME).expect("stream is live");
+    let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
     let edge_pull = Format::Flv {
         framing: FlvFraming::UntilClose,
         marks: true,

@@ -44,7 +44,11 @@ pub(super) async fn stream_flv(
     marks: bool,
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
-    let _viewer = GaugeGuard::new(node.metrics.clone(), |m| &m.viewers);
+    // An edge pulling the stream is a relay, not a viewer.
+    let _watching = match marks {
+        true => GaugeGuard::new(node.metrics.clone(), |m| &m.relays),
+        false => GaugeGuard::new(node.metrics.clone(), |m| &m.viewers),
+    };
     limit_send_buffer(&socket, node.config.viewer_send_buffer);
     let name = join.watching.name().to_owned();
     debug!(stream = %name, %peer, "http-flv viewer start");

@@ -16,16 +16,18 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use media::http::{take_head, HeadError, RequestHead};
+use media::hub::Audience;
 use media::outbox::FlvFraming;
 use media::segment::MARKS_QUERY;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use self::flv::{flv_response_head, stream_flv};
 use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
 use self::routes::{route, Route};
 use crate::fanout::EgressError;
+use crate::hls::sessions::SessionKey;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::Node;
 
@@ -48,9 +50,13 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
         tokio::spawn(async move {
             let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.http_connections);
             Metrics::add(&node.metrics.http_connections_total, 1);
-            if let Err(e) = connection(socket, peer, &node).await {
-                Metrics::add(&node.metrics.connections_rejected_total, 1);
-                debug!(%peer, error = %e, "http connection closed");
+            match connection(socket, peer, &node).await {
+                Ok(()) => {}
+                Err(e) if e.is_rejection() => {
+                    Metrics::add(&node.metrics.connections_rejected_total, 1);
+                    info!(%peer, error = %e, "http connection rejected");
+                }
+                Err(e) => debug!(%peer, error = %e, "http connection closed"),
             }
         });
     }
@@ -66,6 +72,18 @@ enum HttpError {
     Timeout,
     #[error(transparent)]
     Egress(#[from] EgressError),
+}
+
+impl HttpError {
+    /// Whether the connection was closed for what the peer did wrong (a bad request, a
+    /// stall), rather than ended by the peer.
+    fn is_rejection(&self) -> bool {
+        match self {
+            HttpError::Head(_) | HttpError::Timeout => true,
+            HttpError::Egress(e) => e.is_stall(),
+            HttpError::Io(_) => false,
+        }
+    }
 }
 
 async fn connection(
@@ -161,8 +179,15 @@ async fn handle(
             .await?;
         }
         Route::Flv { stream } => {
+            // An edge pulling the stream also wants to know where HLS segments begin.
+            let marks = request.query_has(MARKS_QUERY);
+            let audience = if marks {
+                Audience::Relay
+            } else {
+                Audience::Viewer
+            };
             let join = match stream {
-                Some(key) => node.join(&key).await,
+                Some(key) => node.join(&key, audience).await,
                 None => None,
             };
             let Some(join) = join else {
@@ -179,8 +204,6 @@ async fn handle(
                 socket.write_all(head.as_bytes()).await?;
                 return Ok(None);
             }
-            // An edge pulling the stream also wants to know where HLS segments begin.
-            let marks = request.query_has(MARKS_QUERY);
             stream_flv(socket, peer, join, framing, marks, node).await?;
             return Ok(None);
         }
@@ -188,7 +211,8 @@ async fn handle(
             let playlist = match stream {
                 Some(key) => {
                     let uri = |sequence: u64| format!("{room}/{sequence}.ts");
-                    node.hls.playlist(node, &key, uri).await
+                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
+                    node.hls.playlist(node, &key, &client, uri).await
                 }
                 None => None,
             };
@@ -210,7 +234,10 @@ async fn handle(
             }
         }
         Route::Segment { stream } => {
-            let segment = stream.and_then(|(key, sequence)| node.hls.segment(&key, sequence));
+            let segment = stream.and_then(|(key, sequence)| {
+                let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
+                node.hls.segment(node, &key, sequence, client)
+            });
             match segment {
                 // A segment URL is never reused for other content: cache it for long.
                 Some(segment) => {

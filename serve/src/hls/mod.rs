@@ -1,17 +1,30 @@
 //! HLS on the player port: a packager per stream, started by the first playlist request
 //! and stopped when nobody has asked for the stream over HLS for a while, so streams
-//! nobody watches over HLS cost nothing.
+//! nobody watches over HLS cost nothing. HLS players count as viewers by [`sessions`].
+
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use media::hls::{HlsConfig, HlsPackager, Segment};
-use media::hub::{Delivery, Subscriber};
+use media::hub::{Audience, Delivery, Subscriber, Watching};
 use tokio::sync::Notify;
 use tracing::debug;
 
+use self::sessions::{SessionKey, Sessions};
+use crate::metrics::GaugeGuard;
 use crate::Node;
+
+/// How often a packager drops the sessions of its stream that went idle.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// What keeps an HLS player counted while its session lives.
+struct Player {
+    _watching: Watching,
+    _gauge: GaugeGuard,
+}
 
 /// A packager nobody asked for in this long is stopped.
 const IDLE_STOP: Duration = Duration::from_secs(30);
@@ -46,6 +59,7 @@ impl Packaging {
 pub struct Hls {
     config: HlsConfig,
     streams: Mutex<HashMap<String, Arc<Packaging>>>,
+    sessions: Mutex<Sessions<Player>>,
 }
 
 impl Hls {
@@ -53,7 +67,12 @@ impl Hls {
         Hls {
             config,
             streams: Mutex::default(),
+            sessions: Mutex::default(),
         }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions<Player>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<Packaging>>> {
@@ -66,8 +85,10 @@ impl Hls {
         self: &Arc<Self>,
         node: &Node,
         key: &str,
+        client: &SessionKey,
         uri: impl Fn(u64) -> String,
     ) -> Option<String> {
+        self.sessions().playlist(client, Instant::now());
         let existing = self.streams().get(key).cloned();
         let packaging = match existing {
             // An ended stream that is live again gets a fresh packager.
@@ -93,12 +114,25 @@ impl Hls {
         }
     }
 
-    /// A segment of a stream being packaged.
-    pub fn segment(&self, key: &str, sequence: u64) -> Option<Arc<Segment>> {
+    /// A segment of a stream being packaged, for the player `client`, which from now on
+    /// counts as a viewer until it stops asking.
+    pub fn segment(
+        &self,
+        node: &Node,
+        key: &str,
+        sequence: u64,
+        client: SessionKey,
+    ) -> Option<Arc<Segment>> {
         let packaging = self.streams().get(key).cloned()?;
         packaging.touch();
-        let segment = packaging.packager().segment(sequence);
-        segment
+        let segment = packaging.packager().segment(sequence)?;
+        self.sessions().segment(client, Instant::now(), || {
+            Some(Player {
+                _watching: node.hub.watch(key, Audience::Viewer)?,
+                _gauge: GaugeGuard::new(node.metrics.clone(), |m| &m.viewers),
+            })
+        });
+        Some(segment)
     }
 
     fn start(self: &Arc<Self>, mut sub: Subscriber, key: &str) -> Arc<Packaging> {
@@ -125,7 +159,12 @@ impl Hls {
         let task_packaging = packaging.clone();
         tokio::spawn(async move {
             let packaging = task_packaging;
+            let mut expired_at = Instant::now();
             loop {
+                if expired_at.elapsed() >= EXPIRE_EVERY {
+                    expired_at = Instant::now();
+                    hls.sessions().expire(&key, expired_at, false);
+                }
                 let delivery = tokio::select! {
                     d = sub.next() => d,
                     _ = tokio::time::sleep(IDLE_STOP) => {
@@ -163,6 +202,8 @@ impl Hls {
                 .is_some_and(|p| Arc::ptr_eq(p, &packaging))
             {
                 streams.remove(&key);
+                drop(streams);
+                hls.sessions().expire(&key, Instant::now(), true);
             }
             debug!(stream = %key, "hls packaging stopped");
         });
