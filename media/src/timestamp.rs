@@ -3,6 +3,12 @@
 //! Each track (audio, video) has its own clock. Wire timestamps wrap at 2^32 ms (about 49.7
 //! days) and publishers sometimes jump (encoder restarts, broken muxers); the output must
 //! stay monotonic per track so players never see time go backwards.
+//!
+//! A [`StreamClock`] holds both tracks of a stream. Each publisher (generation) is placed
+//! on the stream's timeline once, by its first frame of either track, and both tracks
+//! follow that one placement, so the publisher's own audio/video offset survives (placing
+//! each track on its own would line their first frames up and shift one against the
+//! other).
 
 /// A forward step larger than this is a jump, not elapsed time.
 const MAX_STEP_MS: i64 = 10_000;
@@ -54,9 +60,90 @@ impl TrackClock {
     }
 }
 
+/// The two tracks of a stream on one timeline.
+#[derive(Debug, Default, Clone)]
+pub struct StreamClock {
+    audio: TrackClock,
+    video: TrackClock,
+    /// Where the current publisher's timeline was placed: the wire time of its first frame
+    /// and the stream time it got. `None` until that frame.
+    anchor: Option<(u32, u64)>,
+    /// Where the current publisher's first frame lands.
+    resume_at: u64,
+}
+
+/// One of a stream's two timed tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Audio,
+    Video,
+}
+
+impl StreamClock {
+    /// Map a wire timestamp of `track` to the stream clock.
+    pub fn extend(&mut self, track: Track, wire: u32) -> u64 {
+        let resume_at = self.resume_at;
+        let anchor = *self.anchor.get_or_insert((wire, resume_at));
+        let clock = match track {
+            Track::Audio => &mut self.audio,
+            Track::Video => &mut self.video,
+        };
+        if clock.last_wire.is_none() {
+            // This track's first frame of the publisher: as far from the anchor as the
+            // publisher put it (never before anything this track handed out).
+            let (anchor_wire, anchor_at) = anchor;
+            let offset = i64::from(wire.wrapping_sub(anchor_wire) as i32);
+            clock.rebase(anchor_at.saturating_add_signed(offset));
+        }
+        clock.extend(wire)
+    }
+
+    /// A new publisher begins: its first frame (of either track) lands at `at`, or right
+    /// after the last timestamp handed out if that is later.
+    pub fn rebase(&mut self, at: u64) {
+        self.anchor = None;
+        self.resume_at = at.max(self.last());
+        self.audio.rebase(self.resume_at);
+        self.video.rebase(self.resume_at);
+    }
+
+    /// The latest timestamp handed out on either track.
+    pub fn last(&self) -> u64 {
+        self.audio.last().max(self.video.last())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_tracks_keep_the_publishers_offset() {
+        let mut c = StreamClock::default();
+        assert_eq!(c.extend(Track::Video, 1000), 0);
+        assert_eq!(c.extend(Track::Audio, 1023), 23);
+        assert_eq!(c.extend(Track::Video, 1040), 40);
+        // The next publisher starts at 500 with audio 10 ms before its video.
+        c.rebase(500);
+        assert_eq!(c.extend(Track::Audio, 0), 500);
+        assert_eq!(c.extend(Track::Video, 10), 510);
+        assert_eq!(c.extend(Track::Audio, 23), 523);
+    }
+
+    #[test]
+    fn a_track_never_goes_back_across_publishers() {
+        let mut c = StreamClock::default();
+        c.extend(Track::Audio, 0);
+        c.extend(Track::Audio, 100);
+        c.rebase(50);
+        // Asked to start before what the tracks handed out: starts after it.
+        assert_eq!(c.extend(Track::Video, 7), 100);
+        assert_eq!(
+            c.extend(Track::Audio, 0),
+            100,
+            "before the anchor, held at its last"
+        );
+    }
 
     #[test]
     fn first_frame_starts_at_base_then_follows_steps() {

@@ -10,10 +10,11 @@ use tokio::sync::broadcast;
 
 use super::stats::PublishStats;
 use super::{unix_seconds, Audience, HubConfig, Segmenting};
+use crate::codec;
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
 use crate::metadata;
 use crate::segment::Segmenter;
-use crate::timestamp::TrackClock;
+use crate::timestamp::{StreamClock, Track};
 
 pub(super) struct Stream {
     /// Unique in the hub, growing: a stream with a larger id is newer.
@@ -58,8 +59,8 @@ impl Stream {
                 has_audio: false,
                 has_video: false,
                 declared: Tracks::NONE,
-                audio_clock: TrackClock::default(),
-                video_clock: TrackClock::default(),
+                clock: StreamClock::default(),
+                ends: TrackEnds::default(),
                 stats: PublishStats::default(),
             }),
         }
@@ -114,9 +115,66 @@ pub(super) struct StreamState {
     pub(super) has_video: bool,
     /// The tracks the publisher's metadata announces, before their frames arrive.
     declared: Tracks,
-    audio_clock: TrackClock,
-    video_clock: TrackClock,
+    clock: StreamClock,
+    /// Where the current publisher's tracks end, for the next one to start after.
+    ends: TrackEnds,
     pub(super) stats: PublishStats,
+}
+
+/// Where a publisher's audio and video end: the next publisher of the stream starts one
+/// frame after both, so that its first picture does not overlap the last one shown (with
+/// B-frames a picture is shown after later-decoded ones: the video ends at its latest
+/// presentation time).
+#[derive(Debug, Default, Clone, Copy)]
+struct TrackEnds {
+    /// Latest presentation time of a picture, and the time between pictures.
+    video_shown: Option<u64>,
+    video_interval: u64,
+    last_video: Option<u64>,
+    /// Latest audio frame, and the time between audio frames.
+    last_audio: Option<u64>,
+    audio_interval: u64,
+}
+
+impl TrackEnds {
+    /// Longest gap taken for a frame's duration: anything longer is a pause, not a rate.
+    const MAX_INTERVAL: u64 = 1000;
+
+    fn video(&mut self, frame: &Frame) {
+        if frame.sequence_header {
+            return;
+        }
+        if let Some(last) = self.last_video.replace(frame.timestamp) {
+            let gap = frame.timestamp.saturating_sub(last);
+            if gap > 0 && gap <= Self::MAX_INTERVAL {
+                self.video_interval = gap;
+            }
+        }
+        let offset = codec::parse_video_tag(&frame.payload).map_or(0, |i| i.composition_time);
+        let shown = frame
+            .timestamp
+            .saturating_add_signed(i64::from(offset.max(0)));
+        self.video_shown = Some(self.video_shown.map_or(shown, |s| s.max(shown)));
+    }
+
+    fn audio(&mut self, frame: &Frame) {
+        if frame.sequence_header {
+            return;
+        }
+        if let Some(last) = self.last_audio.replace(frame.timestamp) {
+            let gap = frame.timestamp.saturating_sub(last);
+            if gap > 0 && gap <= Self::MAX_INTERVAL {
+                self.audio_interval = gap;
+            }
+        }
+    }
+
+    /// One frame after the end of both tracks (`None`: nothing was sent).
+    fn end(&self) -> Option<u64> {
+        let video = self.video_shown.map(|t| t + self.video_interval);
+        let audio = self.last_audio.map(|t| t + self.audio_interval);
+        video.max(audio)
+    }
 }
 
 impl StreamState {
@@ -134,9 +192,9 @@ impl StreamState {
     /// the old GOP is of no use to anyone joining from now on.
     pub(super) fn begin_generation(&mut self) {
         self.flush();
-        let resume_at = self.audio_clock.last().max(self.video_clock.last());
-        self.audio_clock.rebase(resume_at);
-        self.video_clock.rebase(resume_at);
+        let resume_at = self.ends.end().unwrap_or(0);
+        self.clock.rebase(resume_at);
+        self.ends = TrackEnds::default();
         self.gop.clear();
         self.gop_bytes = 0;
     }
@@ -153,9 +211,9 @@ impl StreamState {
 
     pub(super) fn push(&mut self, kind: MediaKind, wire_timestamp: u32, payload: Bytes) {
         let timestamp = match kind {
-            MediaKind::Audio => self.audio_clock.extend(wire_timestamp),
-            MediaKind::Video => self.video_clock.extend(wire_timestamp),
-            MediaKind::Metadata => self.audio_clock.last().max(self.video_clock.last()),
+            MediaKind::Audio => self.clock.extend(Track::Audio, wire_timestamp),
+            MediaKind::Video => self.clock.extend(Track::Video, wire_timestamp),
+            MediaKind::Metadata => self.clock.last(),
         };
         let payload = match kind {
             MediaKind::Metadata => metadata::for_live(payload),
@@ -170,8 +228,12 @@ impl StreamState {
                 self.has_audio = true;
                 // In an audio-only stream every frame is a place to start.
                 frame.key = !self.has_video && !frame.sequence_header;
+                self.ends.audio(&frame);
             }
-            MediaKind::Video => self.has_video = true,
+            MediaKind::Video => {
+                self.has_video = true;
+                self.ends.video(&frame);
+            }
             MediaKind::Metadata => self.declared = metadata::declared_tracks(&frame.payload),
         }
         frame.segment = match &mut self.segmenter {

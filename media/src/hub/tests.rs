@@ -771,6 +771,65 @@ fn new_publisher_drops_the_old_gop() {
     assert_eq!(drain(&mut sub), frames(&[vseq(1), vkey(4)]));
 }
 
+/// A publisher that reconnects continues one frame after the old stream ends: after its
+/// last picture is shown (B-frames show a picture after later-decoded ones), with its own
+/// audio/video offset kept.
+#[test]
+fn a_new_publisher_starts_after_the_old_stream_ends() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    // A picture with a composition time offset of `cts` ms.
+    let picture = |key: bool, cts: u8, id: u8| {
+        Bytes::from(vec![
+            if key { 0x17 } else { 0x27 },
+            1,
+            0,
+            0,
+            cts,
+            0,
+            0,
+            0,
+            1,
+            id,
+        ])
+    };
+    let mut p = hub.publish("room", now).unwrap();
+    let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
+    feed(&mut p, now)
+        .video(0, vseq(1))
+        .video(0, picture(true, 80, 2))
+        .audio(10, araw(3))
+        .video(40, picture(false, 80, 4))
+        .audio(33, araw(5))
+        .video(80, picture(false, 0, 6));
+    drop(p);
+    let mut p2 = hub.publish("room", now).unwrap();
+    // The new publisher's audio starts 10 ms before its video.
+    feed(&mut p2, now)
+        .video(5000, vseq(7))
+        .audio(4990, araw(8))
+        .video(5000, picture(true, 80, 9));
+    let times: Vec<(MediaKind, u64)> = drain_frames(&mut sub)
+        .iter()
+        .filter(|f| !f.sequence_header)
+        .map(|f| (f.kind, f.timestamp))
+        .collect();
+    // The old video is shown until 40 + 80 = 120, and a picture lasts 40 ms: the new
+    // stream starts at 160 (its audio, 10 ms earlier than its video, at 150).
+    assert_eq!(
+        times,
+        [
+            (MediaKind::Video, 0),
+            (MediaKind::Audio, 10),
+            (MediaKind::Video, 40),
+            (MediaKind::Audio, 33),
+            (MediaKind::Video, 80),
+            (MediaKind::Audio, 150),
+            (MediaKind::Video, 160),
+        ]
+    );
+}
+
 // --- serialized forms ---
 
 #[test]
