@@ -30,6 +30,8 @@ fn frame(kind: u8, ts: u64) -> Arc<Frame> {
         frame.segment = Some(SegmentMark {
             sequence: ts,
             discontinuity: 0,
+            timestamp: ts,
+            target_duration: 2,
         });
     }
     Arc::new(frame)

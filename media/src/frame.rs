@@ -103,6 +103,13 @@ pub struct SegmentMark {
     /// Breaks in the stream so far (publisher takeovers, codec changes): the segment's
     /// discontinuity sequence number.
     pub discontinuity: u64,
+    /// The marked frame's timestamp on the timeline of the node that decided the mark
+    /// (the origin). Every packager writes the segment on that timeline, so a segment is
+    /// the same bytes on the origin and on every edge, whenever each started.
+    pub timestamp: u64,
+    /// EXT-X-TARGETDURATION of the stream's playlists in seconds, decided once per stream
+    /// when its first segment ends (0 on the first mark: not decided yet).
+    pub target_duration: u64,
 }
 
 /// Which of the two tracks something has: a stream (seen or announced), or what a viewer

@@ -7,7 +7,13 @@
 //! So the origin's hub decides: it stamps each keyframe that begins a segment with a
 //! [`SegmentMark`], edges receive the marks in-band (an FLV script tag ahead of the
 //! keyframe, only on the pull connections) and stamp their copies of the frames with them,
-//! and every packager cuts exactly at marked frames and uses their numbers.
+//! and every packager cuts exactly at marked frames and uses their numbers, their
+//! timestamps and their target duration.
+//!
+//! The target duration (EXT-X-TARGETDURATION) may not change during a stream (RFC 8216):
+//! it is decided when the first segment ends, as the configured segment length or that
+//! segment's length if longer, and a later GOP longer than that is cut before it would
+//! make a segment too long.
 
 use bytes::Bytes;
 
@@ -34,6 +40,11 @@ impl SegmentMark {
                     "discontinuity".into(),
                     Amf0Value::Number(self.discontinuity as f64),
                 ),
+                ("timestamp".into(), Amf0Value::Number(self.timestamp as f64)),
+                (
+                    "targetDuration".into(),
+                    Amf0Value::Number(self.target_duration as f64),
+                ),
             ]),
         ]))
     }
@@ -58,6 +69,8 @@ impl SegmentMark {
                 Some(SegmentMark {
                     sequence: field("sequence")?,
                     discontinuity: field("discontinuity")?,
+                    timestamp: field("timestamp")?,
+                    target_duration: field("targetDuration")?,
                 })
             }
             _ => None,
@@ -65,17 +78,30 @@ impl SegmentMark {
     }
 }
 
-/// Decides segment starts for one stream: a keyframe (in an audio-only stream, any audio
-/// frame) at least the target duration after the current segment's start begins the next
-/// segment; the first keyframe after a break always does.
+/// Decides segment starts for one stream. A keyframe (in an audio-only stream, any audio
+/// frame) begins the next segment when the current one has lasted the target duration
+/// (within half a frame, so that jitter does not push a cut a whole GOP later), or when
+/// waiting for the next keyframe would make it longer than the stream's target duration
+/// allows; the first keyframe after a break always does. A GOP longer than the target
+/// duration allows is cut at the frame that would outgrow it, keyframe or not, and then the
+/// next keyframe begins a segment at once, so that cuts fall on keyframes again.
 #[derive(Debug)]
 pub struct Segmenter {
     target_ms: u64,
     next: SegmentMark,
     started_at: Option<u64>,
+    /// The last frame's timestamp and the time between frames (of the track that marks).
+    last_frame: Option<u64>,
+    frame_interval: u64,
+    /// The last keyframe's timestamp and the time between keyframes.
+    last_key: Option<u64>,
+    key_interval: u64,
     /// A break happened since the last mark: the next keyframe starts a segment and counts
     /// one discontinuity (however many breaks there were).
     broken: bool,
+    /// The current segment began at a frame that is not a keyframe (a GOP too long for
+    /// the target duration was cut).
+    cut_mid_gop: bool,
     generation: Option<u32>,
     video_header: Option<Bytes>,
     audio_header: Option<Bytes>,
@@ -92,9 +118,16 @@ impl Segmenter {
             next: SegmentMark {
                 sequence: first_sequence,
                 discontinuity: 0,
+                timestamp: 0,
+                target_duration: 0,
             },
             started_at: None,
+            last_frame: None,
+            frame_interval: 0,
+            last_key: None,
+            key_interval: 0,
             broken: false,
+            cut_mid_gop: false,
             generation: None,
             video_header: None,
             audio_header: None,
@@ -120,30 +153,82 @@ impl Segmenter {
             *slot = Some(frame.payload.clone());
             return None;
         }
+        // Frames of the track that marks: video, or audio in an audio-only stream.
+        let marking = match frame.kind {
+            MediaKind::Video => true,
+            MediaKind::Audio => self.video_header.is_none(),
+            MediaKind::Metadata => false,
+        };
+        if !marking {
+            return None;
+        }
+        if let Some(last) = self.last_frame.replace(frame.timestamp) {
+            let gap = frame.timestamp.saturating_sub(last);
+            if gap > 0 && gap <= 1000 {
+                self.frame_interval = gap;
+            }
+        }
         // Only a frame a decoder can start from: a keyframe after its track's parameters.
         let configured = match frame.kind {
             MediaKind::Video => self.video_header.is_some(),
             _ => self.audio_header.is_some(),
         };
-        if !frame.key || !configured {
+        if !configured {
             return None;
         }
+        if frame.key {
+            if let Some(last) = self.last_key.replace(frame.timestamp) {
+                self.key_interval = frame.timestamp.saturating_sub(last);
+            }
+        }
         let due = match self.started_at {
-            None => true,
-            Some(start) => self.broken || frame.timestamp.saturating_sub(start) >= self.target_ms,
+            None => frame.key,
+            Some(start) => {
+                let length = frame.timestamp.saturating_sub(start);
+                // Within half a frame of the target counts.
+                let long_enough = 2 * length + self.frame_interval >= 2 * self.target_ms;
+                let next_key_too_late = length > 0 && self.too_long(length + self.key_interval);
+                let keyframe_due =
+                    self.broken || self.cut_mid_gop || long_enough || next_key_too_late;
+                // After a break, only a keyframe will do: a decoder cannot start elsewhere.
+                let cut_here = !self.broken && self.too_long(length + self.frame_interval);
+                (frame.key && keyframe_due) || cut_here
+            }
         };
         if !due {
             return None;
+        }
+        if let Some(start) = self.started_at {
+            if self.next.target_duration == 0 {
+                // The first segment ends: the stream's target duration is fixed now.
+                let first = frame.timestamp.saturating_sub(start);
+                self.next.target_duration = rounded_seconds(self.target_ms.max(first)).max(1);
+            }
         }
         if self.broken && self.started_at.is_some() {
             self.next.discontinuity += 1;
         }
         self.broken = false;
+        self.cut_mid_gop = !frame.key;
         self.started_at = Some(frame.timestamp);
-        let mark = self.next;
+        let mut mark = self.next;
+        mark.timestamp = frame.timestamp;
         self.next.sequence += 1;
         Some(mark)
     }
+
+    /// Whether a segment `length` ms long would be too long for the stream's target
+    /// duration: its EXTINF, rounded, may not exceed it.
+    fn too_long(&self, length: u64) -> bool {
+        let target = self.next.target_duration;
+        target > 0 && length >= target * 1000 + 500
+    }
+}
+
+/// Milliseconds as whole seconds, rounded to the nearest (half up), as RFC 8216 compares
+/// EXTINF with the target duration.
+fn rounded_seconds(ms: u64) -> u64 {
+    (ms + 500) / 1000
 }
 
 #[cfg(test)]
@@ -179,7 +264,17 @@ mod tests {
         SegmentMark {
             sequence,
             discontinuity,
+            timestamp: 0,
+            target_duration: 0,
         }
+    }
+
+    /// The marks without their timestamps and target durations.
+    fn numbers(marks: Vec<(u64, SegmentMark)>) -> Vec<(u64, SegmentMark)> {
+        marks
+            .into_iter()
+            .map(|(ts, m)| (ts, mark(m.sequence, m.discontinuity)))
+            .collect()
     }
 
     #[test]
@@ -193,7 +288,7 @@ mod tests {
             .map(|ts| video(ts, ts % 1000 == 0, 1))
             .collect();
         assert_eq!(
-            marks(&mut s, &frames),
+            numbers(marks(&mut s, &frames)),
             [
                 (0, mark(100, 0)),
                 (2000, mark(101, 0)),
@@ -202,11 +297,83 @@ mod tests {
         );
     }
 
+    /// Video frames every `step` ms from `from` to `to`, keyframes where `key` says.
+    fn run(from: u64, to: u64, step: u64, key: impl Fn(u64) -> bool) -> Vec<Frame> {
+        (from..=to)
+            .step_by(step as usize)
+            .map(|ts| video(ts, key(ts), 1))
+            .collect()
+    }
+
+    #[test]
+    fn marks_carry_their_timestamp_and_the_target_duration_fixed_by_the_first_segment() {
+        let mut s = Segmenter::new(2000, 1);
+        s.observe(&header(1));
+        // A 3 s GOP: the first segment lasts 3 s, so every playlist says 3.
+        let got = marks(&mut s, &run(0, 9000, 40, |ts| ts % 3000 == 0));
+        let fields: Vec<(u64, u64)> = got
+            .iter()
+            .map(|(_, m)| (m.timestamp, m.target_duration))
+            .collect();
+        assert_eq!(fields, [(0, 0), (3000, 3), (6000, 3), (9000, 3)]);
+    }
+
+    #[test]
+    fn a_keyframe_a_little_early_still_cuts() {
+        let mut s = Segmenter::new(2000, 1);
+        s.observe(&header(1));
+        // 40 ms apart, but the keyframes come 10 ms early.
+        let mut frames = run(0, 1960, 40, |ts| ts == 0);
+        frames.push(video(1990, true, 1));
+        frames.extend(run(2030, 3950, 40, |_| false));
+        frames.push(video(3980, true, 1));
+        let got = marks(&mut s, &frames);
+        let starts: Vec<u64> = got.iter().map(|(ts, _)| *ts).collect();
+        assert_eq!(starts, [0, 1990, 3980], "within half a frame of the target");
+    }
+
+    #[test]
+    fn segments_never_outgrow_the_target_duration() {
+        let mut s = Segmenter::new(2000, 1);
+        s.observe(&header(1));
+        // 2 s GOPs fix the target duration at 2; then the GOP grows to 5 s.
+        let mut frames = run(0, 3960, 40, |ts| ts % 2000 == 0);
+        frames.extend(run(4000, 16_000, 40, |ts| ts % 5000 == 0 || ts == 4000));
+        let got = marks(&mut s, &frames);
+        let starts: Vec<(u64, bool)> = got
+            .iter()
+            .map(|(ts, _)| (*ts, frames.iter().any(|f| f.timestamp == *ts && f.key)))
+            .collect();
+        // Cut where a segment would last 2.5 s (rounded: 3 > 2), then again at the next
+        // keyframe, so that cuts fall on keyframes again.
+        assert_eq!(
+            starts,
+            [
+                (0, true),
+                (2000, true),
+                (4000, true),
+                (6480, false),
+                (8960, false),
+                (10_000, true),
+                (12_480, false),
+                (14_960, false),
+                (15_000, true),
+            ]
+        );
+        let lengths = starts.windows(2).map(|w| w[1].0 - w[0].0);
+        assert!(
+            lengths.clone().all(|l| l < 2500),
+            "{:?}",
+            lengths.collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn a_new_publisher_or_new_parameters_begin_a_segment_with_one_more_discontinuity() {
         let mut s = Segmenter::new(2000, 7);
+        let numbers = |m: Option<SegmentMark>| m.map(|m| mark(m.sequence, m.discontinuity));
         assert_eq!(s.observe(&header(1)), None);
-        assert_eq!(s.observe(&video(0, true, 1)), Some(mark(7, 0)));
+        assert_eq!(numbers(s.observe(&video(0, true, 1))), Some(mark(7, 0)));
         assert_eq!(s.observe(&header(1)), None, "the same parameters again");
         assert_eq!(s.observe(&video(500, true, 1)), None);
         // Takeover with new parameters: two breaks, one discontinuity.
@@ -214,13 +381,17 @@ mod tests {
         new_header.generation = 2;
         assert_eq!(s.observe(&new_header), None);
         assert_eq!(s.observe(&video(600, false, 2)), None, "not a keyframe");
-        assert_eq!(s.observe(&video(700, true, 2)), Some(mark(8, 1)));
-        assert_eq!(s.observe(&video(2700, true, 2)), Some(mark(9, 1)));
+        assert_eq!(numbers(s.observe(&video(700, true, 2))), Some(mark(8, 1)));
+        assert_eq!(numbers(s.observe(&video(2700, true, 2))), Some(mark(9, 1)));
     }
 
     #[test]
     fn marks_survive_the_script_tag_round_trip() {
-        let m = mark(1_795_000_123, 4);
+        let m = SegmentMark {
+            timestamp: 324_028,
+            target_duration: 2,
+            ..mark(1_795_000_123, 4)
+        };
         assert_eq!(SegmentMark::from_script(&m.to_script()), Some(m));
         let metadata = amf::encode_all(&[
             Amf0Value::String("onMetaData".into()),

@@ -259,6 +259,8 @@ struct Harness {
     accepting: bool,
     exp_video: Vec<ExpVideo>,
     exp_audio: Vec<(u64, Vec<u8>)>,
+    /// Segments the segmenter began at a frame that is not a keyframe.
+    cut_mid_gop: Vec<u64>,
 }
 
 impl Harness {
@@ -284,6 +286,7 @@ impl Harness {
             accepting: false,
             exp_video: Vec::new(),
             exp_audio: Vec::new(),
+            cut_mid_gop: Vec::new(),
         }
     }
 
@@ -364,7 +367,16 @@ impl Harness {
             frame.key = !self.seen_video && !frame.sequence_header;
         }
         frame.segment = self.segmenter.observe(&frame);
+        if let Some(mark) = frame.segment.filter(|_| !frame.key) {
+            // A GOP too long for the target duration, cut where it would outgrow it.
+            self.cut_mid_gop.push(mark.sequence);
+        }
         frame
+    }
+
+    /// Whether segment `sequence` begins at a keyframe (all do but those cut mid-GOP).
+    fn starts_on_key(&self, sequence: u64) -> bool {
+        !self.cut_mid_gop.contains(&sequence)
     }
 
     fn next_sequence(&self) -> u64 {
@@ -504,7 +516,7 @@ impl Harness {
         let infos: Vec<SegInfo> = self
             .all
             .iter()
-            .map(|s| check_segment(&s.data, self.tracks()))
+            .map(|s| check_segment(&s.data, self.tracks(), self.starts_on_key(s.sequence)))
             .collect();
         let got_video: Vec<&PesRec> = infos
             .iter()
@@ -644,7 +656,9 @@ fn adts_frames(mut data: &[u8]) -> Vec<Vec<u8>> {
 
 /// Everything a player needs from one segment on its own: PAT, PMT, continuous counters,
 /// a keyframe first, PCR where the PMT says.
-fn check_segment(data: &[u8], (video, audio): (bool, bool)) -> SegInfo {
+/// Checks one segment's structure; `on_key`: it must begin at a keyframe (all segments but
+/// those that cut a GOP too long for the target duration).
+fn check_segment(data: &[u8], (video, audio): (bool, bool), on_key: bool) -> SegInfo {
     assert_eq!(data.len() % 188, 0);
     assert!(data.chunks(188).all(|c| c[0] == 0x47));
     let packets = read_packets(data);
@@ -775,7 +789,7 @@ fn check_segment(data: &[u8], (video, audio): (bool, bool)) -> SegInfo {
             .find(|p| p.pid == VIDEO_PID)
             .expect("video segment without video");
         assert!(
-            first.rai,
+            first.rai || !on_key,
             "first video PES of a segment must be a random access point"
         );
         assert!(
@@ -1009,7 +1023,9 @@ fn generation_change_is_a_discontinuity() {
     h.end();
     let infos = h.check_media();
     let starts = video_starts(&infos);
-    assert_eq!(&starts[..5], &[0, 2_000, 4_000, 5_080, 8_000]);
+    // After 5.08 s the keyframes come at whole seconds: waiting past 7 s for one would
+    // make a segment of 2.92 s, longer than the target duration (2) allows.
+    assert_eq!(&starts[..5], &[0, 2_000, 4_000, 5_080, 7_000]);
     let disc: Vec<bool> = h.all.iter().map(|s| s.discontinuity).collect();
     assert_eq!(disc.iter().filter(|&&d| d).count(), 1);
     assert!(disc[3], "the new publisher's first segment");
@@ -1206,9 +1222,10 @@ fn audio_only_packager_keeps_its_program() {
     // check_segment: PMT audio only, PCR on audio, segments cut on audio every ~2 s.
     let infos = h.check_media();
     let starts: Vec<u64> = infos.iter().map(|i| i.pes[0].pts.unwrap() / 90).collect();
-    // Once the stream has video its segments begin at video keyframes (5, 7, 9 s: the one
-    // at 4 s is 1999 ms after the last start); the program stays audio-only.
-    assert_eq!(starts, vec![0, 2_001, 5_014, 7_015, 9_016]);
+    // Once the stream has video its segments begin at video keyframes (4, 6, 8 s: the one
+    // at 4 s is 1999 ms after the last start, within half a frame of the target); the
+    // program stays audio-only.
+    assert_eq!(starts, vec![0, 2_001, 4_002, 6_003, 8_004]);
 }
 
 #[test]
@@ -1317,7 +1334,7 @@ proptest! {
             h.check_media();
         } else {
             for s in &h.all {
-                check_segment(&s.data, h.tracks());
+                check_segment(&s.data, h.tracks(), h.starts_on_key(s.sequence));
             }
         }
     }

@@ -83,6 +83,8 @@ fn script_tag(framing: FlvFraming, ts: u64, mark: SegmentMark) -> Bytes {
 const MARK: SegmentMark = SegmentMark {
     sequence: 1_700_000_000,
     discontinuity: 2,
+    timestamp: 324_028,
+    target_duration: 2,
 };
 
 // --- encoding ---
