@@ -55,7 +55,13 @@ pub struct Segment {
 struct OpenSegment {
     sequence: u64,
     start_ms: u64,
-    last_ms: u64,
+    /// Added to this node's timestamps to write them on the timeline of the node that
+    /// marked the segment (see [`SegmentMark::timestamp`]).
+    offset: i64,
+    /// The last video and audio frames in the segment.
+    last_video_ms: Option<u64>,
+    last_audio_ms: Option<u64>,
+    muxer: TsMuxer,
     discontinuity: bool,
     discontinuity_number: u64,
     data: BytesMut,
@@ -94,9 +100,9 @@ impl PendingAudio {
         true
     }
 
-    fn flush(&mut self, open: &mut OpenSegment, muxer: &mut TsMuxer) {
+    fn flush(&mut self, open: &mut OpenSegment) {
         if self.frames > 0 {
-            muxer.write_audio(&mut open.data, self.pts, &self.adts);
+            open.muxer.write_audio(&mut open.data, self.pts, &self.adts);
             self.adts.clear();
             self.frames = 0;
         }
@@ -106,9 +112,8 @@ impl PendingAudio {
 pub struct HlsPackager {
     config: HlsConfig,
     tracks: TsTracks,
-    /// One muxer for the whole stream, so continuity counters run on across segments;
-    /// created when the first segment opens (the tracks are known by then).
-    muxer: Option<TsMuxer>,
+    /// The first segment opened: the program's tracks are fixed from then on.
+    settled: bool,
     segments: VecDeque<Arc<Segment>>,
     open: Option<OpenSegment>,
     last_begun: Option<Begun>,
@@ -117,8 +122,8 @@ pub struct HlsPackager {
     /// Added to the marks' discontinuity numbers for breaks only this node saw (an edge
     /// losing its upstream).
     local_breaks: u64,
-    /// Largest EXTINF so far, rounded up: EXT-X-TARGETDURATION never shrinks.
-    target_duration_secs: u64,
+    /// EXT-X-TARGETDURATION as the marks fix it (0: no mark said yet).
+    marked_target: u64,
     avc: Option<AvcConfig>,
     hevc: Option<HevcConfig>,
     aac: Option<AacConfig>,
@@ -128,8 +133,12 @@ pub struct HlsPackager {
     /// The next segment follows a break in the stream.
     pending_discontinuity: bool,
     audio: PendingAudio,
-    /// Spacing of the last video frames (audio frames when there is no video).
-    frame_interval_ms: u64,
+    /// Spacing of the last video frames and of the last audio frames: how long the last
+    /// frame of each lasts, at the end of the stream.
+    video_interval_ms: u64,
+    audio_interval_ms: u64,
+    /// Why the stream cannot be packaged, if it cannot (said once by the caller).
+    problem: Option<String>,
     ended: bool,
     scratch: Vec<u8>,
 }
@@ -139,20 +148,19 @@ impl HlsPackager {
     /// headers seen before the first segment opens add to them, and from then on the
     /// program (PMT) is fixed.
     pub fn new(config: HlsConfig, has_audio: bool, has_video: bool) -> Self {
-        let target_duration_secs = config.target_duration.as_secs_f64().ceil().max(1.0) as u64;
         HlsPackager {
             config,
             tracks: TsTracks {
                 video: has_video.then_some(TsVideo::H264),
                 audio: has_audio,
             },
-            muxer: None,
+            settled: false,
             segments: VecDeque::new(),
             open: None,
             last_begun: None,
             renumber: 0,
             local_breaks: 0,
-            target_duration_secs,
+            marked_target: 0,
             avc: None,
             hevc: None,
             aac: None,
@@ -161,7 +169,9 @@ impl HlsPackager {
             generation: None,
             pending_discontinuity: false,
             audio: PendingAudio::default(),
-            frame_interval_ms: 40,
+            video_interval_ms: 40,
+            audio_interval_ms: 23,
+            problem: None,
             ended: false,
             scratch: Vec::new(),
         }
@@ -180,14 +190,18 @@ impl HlsPackager {
         self.ended
     }
 
-    /// Segments listed in the playlist right now.
+    /// Segments listed in the playlist right now. None are until a mark has fixed the
+    /// target duration (the stream broke during its first segment), unless the stream
+    /// ended: a playlist's target duration may not change once it lists segments.
     pub fn listed(&self) -> impl Iterator<Item = &Arc<Segment>> {
-        let skip = self.segments.len().saturating_sub(self.config.window);
+        let listable = self.marked_target > 0 || self.ended;
+        let shown = if listable { self.segments.len() } else { 0 };
+        let skip = self.segments.len() - shown.min(self.config.window);
         self.segments.iter().skip(skip)
     }
 
     pub fn has_segments(&self) -> bool {
-        !self.segments.is_empty()
+        self.listed().next().is_some()
     }
 
     /// A segment still held (listed or recently listed).
@@ -229,8 +243,7 @@ impl HlsPackager {
     fn on_video_header(&mut self, frame: &Frame) {
         // Tracks are settled when the first segment opens; after that the program stays
         // as it is (a PMT change mid-stream would need every player to reset).
-        let settled = self.muxer.is_some();
-        if (settled && self.tracks.video.is_none())
+        if (self.settled && self.tracks.video.is_none())
             || self.video_header.as_ref() == Some(&frame.payload)
         {
             return;
@@ -242,11 +255,18 @@ impl HlsPackager {
         let (avc, hevc) = match info.codec {
             VideoCodec::Avc => (AvcConfig::parse(record).ok(), None),
             VideoCodec::Hevc => (None, HevcConfig::parse(record).ok()),
-            _ => (None, None),
+            other => {
+                self.problem = Some(format!(
+                    "its video codec ({other:?}) cannot be carried in MPEG-TS HLS (H.264 and HEVC can)"
+                ));
+                return;
+            }
         };
         if avc.is_none() && hevc.is_none() {
+            self.problem = Some("its video sequence header does not parse".into());
             return;
         }
+        self.problem = None;
         if self.video_header.is_some() {
             // New parameters mid-stream: players must reset their decoder.
             self.break_stream();
@@ -257,10 +277,8 @@ impl HlsPackager {
         } else {
             TsVideo::H264
         });
-        if self.tracks.video != video {
-            self.tracks.video = video;
-            self.muxer = None;
-        }
+        // From the next segment on, its program says so.
+        self.tracks.video = video;
         self.avc = avc;
         self.hevc = hevc;
     }
@@ -278,7 +296,7 @@ impl HlsPackager {
         let Ok(config) = AacConfig::parse(&frame.payload[info.data_offset..]) else {
             return;
         };
-        if self.muxer.is_none() {
+        if !self.settled {
             self.tracks.audio = true;
         } else if !self.tracks.audio {
             return;
@@ -303,6 +321,9 @@ impl HlsPackager {
             return;
         }
         let configured = self.avc.is_some() || self.hevc.is_some();
+        if !configured && self.problem.is_none() {
+            self.problem = Some("its video has no usable sequence header".into());
+        }
         if info.packet != VideoPacketKind::Frame || !configured {
             return;
         }
@@ -318,17 +339,17 @@ impl HlsPackager {
             // Excluded by `configured` above.
             (None, None) => return,
         }
-        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
+        let Some(open) = self.open.as_mut() else {
             return;
         };
-        let dts = frame.timestamp * 90;
-        let pts = (frame.timestamp as i64 + i64::from(info.composition_time)).max(0) as u64 * 90;
-        self.audio.flush(open, muxer);
-        muxer.write_video(&mut open.data, pts, dts, key, &self.scratch);
-        if frame.timestamp > open.last_ms {
-            self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
+        let dts = frame.timestamp.saturating_add_signed(open.offset);
+        let pts = dts.saturating_add_signed(i64::from(info.composition_time));
+        self.audio.flush(open);
+        open.muxer
+            .write_video(&mut open.data, pts * 90, dts * 90, key, &self.scratch);
+        if let Some(last) = open.last_video_ms.replace(frame.timestamp) {
+            note_interval(&mut self.video_interval_ms, last, frame.timestamp);
         }
-        open.last_ms = open.last_ms.max(frame.timestamp);
     }
 
     fn on_audio(&mut self, frame: &Frame) {
@@ -340,25 +361,25 @@ impl HlsPackager {
             // Audio-only: the hub marks audio frames.
             self.begin_segment(mark, frame.timestamp);
         }
-        let (Some(open), Some(muxer)) = (self.open.as_mut(), self.muxer.as_mut()) else {
+        let Some(open) = self.open.as_mut() else {
             return;
         };
         if !self.tracks.audio {
             return;
         }
+        let pts = frame.timestamp.saturating_add_signed(open.offset);
         if !self
             .audio
-            .push(&config, &frame.payload[info.data_offset..], frame.timestamp)
+            .push(&config, &frame.payload[info.data_offset..], pts)
         {
             // Too long for an ADTS header: not an AAC frame any decoder would take.
             return;
         }
-        if self.tracks.video.is_none() && frame.timestamp > open.last_ms {
-            self.frame_interval_ms = (frame.timestamp - open.last_ms).min(1000);
+        if let Some(last) = open.last_audio_ms.replace(frame.timestamp) {
+            note_interval(&mut self.audio_interval_ms, last, frame.timestamp);
         }
-        open.last_ms = open.last_ms.max(frame.timestamp);
         if self.audio.frames >= AUDIO_FRAMES_PER_PES {
-            self.audio.flush(open, muxer);
+            self.audio.flush(open);
         }
     }
 
@@ -395,14 +416,20 @@ impl HlsPackager {
             sequence,
             discontinuity_number,
         });
-        let tracks = self.tracks;
-        let muxer = self.muxer.get_or_insert_with(|| TsMuxer::new(tracks));
+        if mark.target_duration > 0 {
+            self.marked_target = mark.target_duration;
+        }
+        self.settled = true;
+        let mut muxer = TsMuxer::for_segment(self.tracks, sequence);
         let mut data = BytesMut::with_capacity(256 * 1024);
         muxer.write_tables(&mut data);
         self.open = Some(OpenSegment {
             sequence,
             start_ms,
-            last_ms: start_ms,
+            offset: mark.timestamp as i64 - start_ms as i64,
+            last_video_ms: None,
+            last_audio_ms: None,
+            muxer,
             discontinuity,
             discontinuity_number,
             data,
@@ -415,13 +442,16 @@ impl HlsPackager {
         let Some(mut open) = self.open.take() else {
             return;
         };
-        if let Some(muxer) = self.muxer.as_mut() {
-            self.audio.flush(&mut open, muxer);
-        }
-        // Without a next segment, the last frame lasts about as long as the ones before it.
-        let end = next_start_ms.unwrap_or(open.last_ms + self.frame_interval_ms);
+        self.audio.flush(&mut open);
+        // Without a next segment, the last frame lasts about as long as the ones before it:
+        // the segment lasts as long as its video (its audio, if it has no video), as a
+        // segment that ends at the next mark does.
+        let end = next_start_ms.unwrap_or_else(|| {
+            let video = open.last_video_ms.map(|t| t + self.video_interval_ms);
+            let audio = open.last_audio_ms.map(|t| t + self.audio_interval_ms);
+            video.or(audio).unwrap_or(open.start_ms)
+        });
         let duration_ms = end.saturating_sub(open.start_ms).max(1);
-        self.target_duration_secs = self.target_duration_secs.max(duration_ms.div_ceil(1000));
         let segment = Arc::new(Segment {
             sequence: open.sequence,
             duration_ms,
@@ -435,24 +465,49 @@ impl HlsPackager {
         }
     }
 
+    /// EXT-X-TARGETDURATION: as the marks fixed it for the stream. Before a mark says (a
+    /// stream that ended during its first segment), the configured target, or the longest
+    /// segment, rounded as EXTINF is compared.
+    pub fn target_duration(&self) -> u64 {
+        if self.marked_target > 0 {
+            return self.marked_target;
+        }
+        let configured = self.config.target_duration.as_secs_f64().ceil() as u64;
+        let longest = self
+            .segments
+            .iter()
+            .map(|s| s.duration_ms)
+            .max()
+            .unwrap_or(0);
+        configured.max(longest.div_ceil(1000)).max(1)
+    }
+
+    /// Why the stream cannot be packaged, while it cannot.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
+
     /// The media playlist; `uri` names a segment by its sequence number.
     pub fn playlist(&self, uri: impl Fn(u64) -> String) -> String {
         let mut out = String::with_capacity(512);
         let listed: Vec<&Arc<Segment>> = self.listed().collect();
         // Numbers come from the segments' marks, so two nodes listing the same segments
         // write the same header.
+        // Before any is listed, the first that will be.
+        let unlisted = self.segments.front().map(|s| s.sequence);
         let (first, discontinuity_sequence) =
             listed
                 .first()
-                .map_or((self.next_sequence().unwrap_or(0), 0), |s| {
+                .map_or((unlisted.or(self.next_sequence()).unwrap_or(0), 0), |s| {
                     let tagged = u64::from(s.discontinuity);
                     (s.sequence, s.discontinuity_number.saturating_sub(tagged))
                 });
         let _ = write!(
             out,
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n",
-            self.target_duration_secs
+            self.target_duration()
         );
+        let target = self.target_duration();
         for s in listed {
             if s.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
@@ -460,7 +515,7 @@ impl HlsPackager {
             let _ = write!(
                 out,
                 "#EXTINF:{:.3},\n{}\n",
-                s.duration_ms as f64 / 1000.0,
+                extinf_ms(s.duration_ms, target) as f64 / 1000.0,
                 uri(s.sequence)
             );
         }
@@ -468,6 +523,24 @@ impl HlsPackager {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
+    }
+}
+
+/// The EXTINF of a segment lasting `duration_ms` in a playlist whose target duration is
+/// `target` seconds. Segments are cut to fit the target duration, but a publisher that
+/// stalls mid-segment stretches one: its EXTINF is then capped at what the target allows
+/// (players place segments by their timestamps; a playlist whose target duration changed
+/// would be invalid).
+pub fn extinf_ms(duration_ms: u64, target: u64) -> u64 {
+    duration_ms.min(target * 1000 + 499)
+}
+
+/// Note the gap between two frames of a track as its frame interval (a gap of a second
+/// or more is a pause, not a frame rate).
+fn note_interval(interval: &mut u64, last: u64, now: u64) {
+    let gap = now.saturating_sub(last);
+    if gap > 0 && gap < 1000 {
+        *interval = gap;
     }
 }
 

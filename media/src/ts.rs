@@ -75,8 +75,13 @@ pub struct TsTracks {
     pub audio: bool,
 }
 
-/// Continuity counters live across segments: a player concatenating segments
-/// must see them continue, so one muxer serves the whole stream.
+/// Muxes one HLS segment. Its bytes depend only on what goes into it and on the segment's
+/// sequence number, never on earlier segments, so that every node writes the same segment
+/// the same way, whenever it started: the PAT and PMT (one each per segment) count their
+/// continuity from the sequence number, which keeps them continuous from one segment to
+/// the next; the audio and video PIDs count from 0 in each segment, and their first packet
+/// says so with the discontinuity indicator, which tells a demuxer reading segment after
+/// segment not to take the jump for lost packets.
 #[derive(Debug, Clone)]
 pub struct TsMuxer {
     tracks: TsTracks,
@@ -84,6 +89,9 @@ pub struct TsMuxer {
     cc_pmt: u8,
     cc_video: u8,
     cc_audio: u8,
+    /// No packet of the PID was written yet in this segment.
+    fresh_video: bool,
+    fresh_audio: bool,
 }
 
 /// Adaptation field contents of the first packet of a PES.
@@ -92,16 +100,22 @@ struct FirstPacket {
     /// PCR base in 90 kHz units (already masked).
     pcr: Option<u64>,
     random_access: bool,
+    /// The continuity counter does not follow on from the PID's last packet.
+    discontinuity: bool,
 }
 
 impl TsMuxer {
-    pub fn new(tracks: TsTracks) -> Self {
+    /// The muxer of segment `sequence`.
+    pub fn for_segment(tracks: TsTracks, sequence: u64) -> Self {
+        let cc = (sequence & 0x0F) as u8;
         Self {
             tracks,
-            cc_pat: 0,
-            cc_pmt: 0,
+            cc_pat: cc,
+            cc_pmt: cc,
             cc_video: 0,
             cc_audio: 0,
+            fresh_video: true,
+            fresh_audio: true,
         }
     }
 
@@ -190,6 +204,7 @@ impl TsMuxer {
         let first = FirstPacket {
             pcr: Some(dts),
             random_access: key,
+            discontinuity: std::mem::take(&mut self.fresh_video),
         };
         write_pes(
             out,
@@ -227,6 +242,7 @@ impl TsMuxer {
             let first = FirstPacket {
                 pcr: (audio_only && first_pes).then_some(pts),
                 random_access: audio_only && first_pes,
+                discontinuity: std::mem::take(&mut self.fresh_audio),
             };
             write_pes(
                 out,
@@ -346,7 +362,7 @@ fn write_pes(
             FirstPacket::default()
         };
         // Adaptation field bytes that must be present: length + flags (+ PCR).
-        let af_required = match (af.pcr, af.random_access) {
+        let af_required = match (af.pcr, af.random_access || af.discontinuity) {
             (Some(_), _) => 8,
             (None, true) => 2,
             (None, false) => 0,
@@ -362,7 +378,8 @@ fn write_pes(
             // af_size <= 184, so the length byte fits.
             out.put_u8((af_size - 1) as u8);
             if af_size > 1 {
-                let flags = if af.random_access { 0x40 } else { 0 }
+                let flags = if af.discontinuity { 0x80 } else { 0 }
+                    | if af.random_access { 0x40 } else { 0 }
                     | if af.pcr.is_some() { 0x10 } else { 0 };
                 out.put_u8(flags);
                 let mut used = 2;
@@ -524,7 +541,7 @@ mod tests {
     }
 
     fn mux(tracks: TsTracks, events: &[Event]) -> BytesMut {
-        let mut muxer = TsMuxer::new(tracks);
+        let mut muxer = TsMuxer::for_segment(tracks, 0);
         assert_eq!(muxer.tracks(), tracks);
         let mut out = BytesMut::new();
         muxer.write_tables(&mut out);
@@ -628,18 +645,27 @@ mod tests {
             }
         }
 
-        // First-packet adaptation fields: PCR and random access exactly where expected.
+        // First-packet adaptation fields: PCR and random access exactly where expected, and
+        // the discontinuity indicator on the first packet of each elementary stream only
+        // (its counter starts at 0 in every segment).
         let mut video_starts = Vec::new();
         let mut audio_starts = Vec::new();
+        let mut seen_pids = Vec::new();
         for p in &packets {
             let pid = p.header.pid.as_u16();
             let af = p.adaptation_field.as_ref();
             let pcr = af.and_then(|a| a.pcr).map(|c| c.as_u64());
             let rai = af.is_some_and(|a| a.random_access_indicator);
+            let first_of_pid = !seen_pids.contains(&pid);
+            seen_pids.push(pid);
+            let elementary = pid == VIDEO_PID || pid == AUDIO_PID;
+            assert_eq!(
+                af.is_some_and(|a| a.discontinuity_indicator),
+                elementary && first_of_pid,
+                "discontinuity indicator on pid {pid:#x}"
+            );
             if let Some(a) = af {
-                assert!(
-                    a.opcr.is_none() && a.splice_countdown.is_none() && !a.discontinuity_indicator
-                );
+                assert!(a.opcr.is_none() && a.splice_countdown.is_none());
             }
             match &p.payload {
                 Some(TsPayload::Pes(_)) if pid == VIDEO_PID => video_starts.push((pcr, rai)),
@@ -723,10 +749,13 @@ mod tests {
 
     #[test]
     fn table_packets_byte_exact() {
-        let mut muxer = TsMuxer::new(TsTracks {
-            video: Some(TsVideo::H264),
-            audio: true,
-        });
+        let mut muxer = TsMuxer::for_segment(
+            TsTracks {
+                video: Some(TsVideo::H264),
+                audio: true,
+            },
+            0,
+        );
         let mut out = BytesMut::new();
         muxer.write_tables(&mut out);
         assert_eq!(out.len(), 2 * TS_PACKET_SIZE);
@@ -777,10 +806,13 @@ mod tests {
 
     #[test]
     fn pes_header_layout() {
-        let mut muxer = TsMuxer::new(TsTracks {
-            video: Some(TsVideo::H264),
-            audio: false,
-        });
+        let mut muxer = TsMuxer::for_segment(
+            TsTracks {
+                video: Some(TsVideo::H264),
+                audio: false,
+            },
+            0,
+        );
         let mut out = BytesMut::new();
         muxer.write_video(&mut out, 93_600, 90_000, true, &[0, 0, 0, 1, 0x09, 0xF0]);
         assert_eq!(out.len(), TS_PACKET_SIZE);
@@ -789,7 +821,8 @@ mod tests {
         // AF fills what the 25-byte PES does not; its length byte excludes itself.
         let payload_len = 19 + 6;
         assert_eq!(usize::from(out[4]), PACKET_BODY - payload_len - 1);
-        assert_eq!(out[5], 0x50); // random_access + PCR flag
+        // discontinuity (the PID's first packet in the segment) + random_access + PCR flag
+        assert_eq!(out[5], 0xD0);
         assert_eq!(&out[6..12], &pcr_field(90_000));
         assert!(out[12..TS_PACKET_SIZE - payload_len]
             .iter()
@@ -909,7 +942,7 @@ mod tests {
         let out = mux(tracks, &events);
         check_stream(tracks, &events, &out);
         // Audio on a muxer without an audio track is dropped, not written to an undeclared PID.
-        let mut muxer = TsMuxer::new(tracks);
+        let mut muxer = TsMuxer::for_segment(tracks, 0);
         let mut buf = BytesMut::new();
         muxer.write_audio(&mut buf, 0, &[1, 2, 3]);
         assert!(buf.is_empty());
@@ -928,7 +961,7 @@ mod tests {
             })
             .collect();
         check_stream(tracks, &events, &mux(tracks, &events));
-        let mut muxer = TsMuxer::new(tracks);
+        let mut muxer = TsMuxer::for_segment(tracks, 0);
         let mut buf = BytesMut::new();
         muxer.write_video(&mut buf, 0, 0, true, &[1, 2, 3]);
         assert!(buf.is_empty());
@@ -941,7 +974,7 @@ mod tests {
             audio: true,
         };
         let data = pattern(150_000, 3);
-        let mut muxer = TsMuxer::new(tracks);
+        let mut muxer = TsMuxer::for_segment(tracks, 0);
         let mut out = BytesMut::new();
         muxer.write_tables(&mut out);
         muxer.write_audio(&mut out, 1234, &data);

@@ -261,6 +261,10 @@ struct Harness {
     exp_audio: Vec<(u64, Vec<u8>)>,
     /// Segments the segmenter began at a frame that is not a keyframe.
     cut_mid_gop: Vec<u64>,
+    /// A mark fixed the stream's target duration.
+    target_fixed: bool,
+    /// The publisher stalled: a segment may last longer than its target duration.
+    stalled: bool,
 }
 
 impl Harness {
@@ -287,6 +291,8 @@ impl Harness {
             exp_video: Vec::new(),
             exp_audio: Vec::new(),
             cut_mid_gop: Vec::new(),
+            target_fixed: false,
+            stalled: false,
         }
     }
 
@@ -367,6 +373,7 @@ impl Harness {
             frame.key = !self.seen_video && !frame.sequence_header;
         }
         frame.segment = self.segmenter.observe(&frame);
+        self.target_fixed |= frame.segment.is_some_and(|m| m.target_duration > 0);
         if let Some(mark) = frame.segment.filter(|_| !frame.key) {
             // A GOP too long for the target duration, cut where it would outgrow it.
             self.cut_mid_gop.push(mark.sequence);
@@ -411,7 +418,8 @@ impl Harness {
             self.all.push(s);
             next += 1;
         }
-        assert_eq!(self.p.has_segments(), !self.all.is_empty());
+        // Segments are listed once the marks fixed the target duration (or the stream ended).
+        assert!(!self.p.has_segments() || !self.all.is_empty());
 
         let text = self.p.playlist(uri);
         let pl = parse_playlist(&text);
@@ -423,17 +431,23 @@ impl Harness {
         );
         assert_eq!(pl.end_list, self.p.is_ended(), "{text}");
 
-        // Listed: the newest `window` segments, consecutive, named by sequence.
+        // Listed: the newest `window` segments, consecutive, named by sequence, once a mark
+        // has fixed the target duration (or the stream ended).
+        let listable = self.target_fixed || self.p.is_ended();
         let listed: Vec<&Arc<Segment>> = self
             .all
             .iter()
             .skip(self.all.len().saturating_sub(self.cfg.window))
+            .filter(|_| listable)
             .collect();
         assert_eq!(pl.segments.len(), listed.len(), "{text}");
         // Before any segment began there is no number to show (and nothing is served).
+        let unlisted = self.all.first().map(|s| s.sequence);
         let first = listed
             .first()
-            .map_or(self.p.next_sequence().unwrap_or(0), |s| s.sequence);
+            .map_or(unlisted.or(self.p.next_sequence()).unwrap_or(0), |s| {
+                s.sequence
+            });
         assert_eq!(
             pl.media_sequence, first,
             "MEDIA-SEQUENCE is the first listed\n{text}"
@@ -444,29 +458,38 @@ impl Harness {
         );
         self.last_media_sequence = pl.media_sequence;
 
-        let min_target = self.cfg.target_duration.as_secs_f64().ceil().max(1.0) as u64;
-        assert!(pl.target_duration >= min_target, "{text}");
-        assert!(
-            pl.target_duration >= self.last_target,
-            "TARGETDURATION shrank\n{text}"
-        );
-        self.last_target = pl.target_duration;
+        // RFC 8216 compares EXTINF, rounded to the nearest whole second, with the target
+        // duration, which may not change while a playlist lists segments.
+        let min_target = (self.cfg.target_duration.as_millis() as u64 + 500) / 1000;
+        assert!(pl.target_duration >= min_target.max(1), "{text}");
+        if !pl.segments.is_empty() {
+            assert!(
+                self.last_target == 0 || pl.target_duration == self.last_target,
+                "TARGETDURATION changed from {}\n{text}",
+                self.last_target
+            );
+            self.last_target = pl.target_duration;
+        }
         for (m, s) in pl.segments.iter().zip(&listed) {
             assert_eq!(m.uri, uri(s.sequence));
             assert!(s.duration_ms > 0);
+            let expected = super::extinf_ms(s.duration_ms, pl.target_duration);
             assert!(
-                (f64::from(m.duration) * 1000.0 - s.duration_ms as f64).abs() < 0.6,
+                (f64::from(m.duration) * 1000.0 - expected as f64).abs() < 0.6,
                 "EXTINF {} vs {} ms",
                 m.duration,
                 s.duration_ms
             );
             assert!(
-                f64::from(m.duration).ceil() as u64 <= pl.target_duration,
+                f64::from(m.duration).round() as u64 <= pl.target_duration,
                 "EXTINF {} above TARGETDURATION {}\n{text}",
                 m.duration,
                 pl.target_duration
             );
-            assert!(s.duration_ms.div_ceil(1000) <= pl.target_duration);
+            assert!(
+                s.duration_ms < pl.target_duration * 1000 + 500 || self.stalled,
+                "a segment outgrew the target duration without a stall"
+            );
             assert_eq!(m.discontinuity, s.discontinuity, "{text}");
             assert!(m.byte_range.is_none() && m.key.is_none() && m.unknown_tags.is_empty());
         }
@@ -696,6 +719,7 @@ fn check_segment(data: &[u8], (video, audio): (bool, bool), on_key: bool) -> Seg
     }
 
     let mut cc: HashMap<u16, (u8, u8)> = HashMap::new();
+    let mut seen_pids: Vec<u16> = Vec::new();
     let mut pes: Vec<PesRec> = Vec::new();
     let mut open: HashMap<u16, usize> = HashMap::new();
     for p in &packets {
@@ -721,9 +745,16 @@ fn check_segment(data: &[u8], (video, audio): (bool, bool), on_key: bool) -> Seg
             }
         }
         let af = p.adaptation_field.as_ref();
-        if let Some(a) = af {
-            assert!(!a.discontinuity_indicator);
-        }
+        // Each segment's counters stand on their own: the elementary streams' first
+        // packets say their counters restart; the tables' counters follow the sequence.
+        let elementary = pid == VIDEO_PID || pid == AUDIO_PID;
+        let first_of_pid = !seen_pids.contains(&pid);
+        seen_pids.push(pid);
+        assert_eq!(
+            af.is_some_and(|a| a.discontinuity_indicator),
+            elementary && first_of_pid,
+            "discontinuity indicator on PID {pid:#x}"
+        );
         match &p.payload {
             Some(TsPayload::Pes(x)) => {
                 open.insert(pid, pes.len());
@@ -869,7 +900,8 @@ fn segments_cut_only_at_keyframes_once_long_enough() {
     assert_eq!(&durations(&h)[..4], &[3_200; 4]);
     let pl = h.playlist();
     assert_eq!(pl.media_sequence, 7);
-    assert_eq!(pl.target_duration, 4);
+    // 3.2 s rounds to 3 (RFC 8216 compares EXTINF rounded to the nearest second).
+    assert_eq!(pl.target_duration, 3);
     for (m, want) in pl.segments.iter().zip([3.2f32; 4]) {
         assert_eq!(m.duration, want);
     }
@@ -907,9 +939,9 @@ fn irregular_keyframes_and_extinf() {
     let pl = h.playlist();
     let extinf: Vec<f32> = pl.segments.iter().map(|s| s.duration).collect();
     assert_eq!(&extinf[..4], &[4.04, 2.0, 2.4, 2.4]);
-    // 4.04 s rounds to 4 but must not exceed the target: ceil.
-    assert_eq!(pl.target_duration, 5);
-    assert_eq!(before_end.target_duration, 5);
+    // The first segment fixed it: 4.04 s rounds to 4.
+    assert_eq!(pl.target_duration, 4);
+    assert_eq!(before_end.target_duration, 4);
 }
 
 #[test]
@@ -977,25 +1009,22 @@ fn segment_transport_stream_structure() {
     }
 }
 
+/// A segment's bytes depend on nothing before it, so that every node writes the same
+/// segment the same way however late it started: the elementary streams' continuity
+/// counters start at 0 in each segment (their first packet says so), and the tables'
+/// counters follow the sequence number, which keeps them continuous.
 #[test]
-fn continuity_counters_continue_across_segments() {
-    // ts.rs: "Continuity counters live across segments: a player concatenating segments
-    // must see them continue, so one muxer serves the whole stream."
+fn continuity_counters_stand_on_their_own_in_each_segment() {
     let mut h = Harness::new(config(2_000, 6, 4), 0, true, true);
     h.feed(&headers(0));
     h.feed(&media(0, 8_000, true, true, gop(1_000)));
     h.end();
     let infos = h.check_media();
-    for (i, pair) in infos.windows(2).enumerate() {
-        for (pid, (_, last)) in &pair[0].cc {
-            let (first, _) = pair[1].cc[pid];
-            assert_eq!(
-                first,
-                (last + 1) % 16,
-                "PID {pid:#x} between segments {i} and {}",
-                i + 1
-            );
-        }
+    for (info, segment) in infos.iter().zip(&h.all) {
+        assert_eq!(info.cc[&VIDEO_PID].0, 0);
+        assert_eq!(info.cc[&AUDIO_PID].0, 0);
+        let tables = (segment.sequence % 16) as u8;
+        assert_eq!((info.cc[&0].0, info.cc[&PMT_PID].0), (tables, tables));
     }
 }
 
@@ -1161,7 +1190,7 @@ fn audio_only_stream() {
     assert_eq!(&durations(&h)[..4], &[2_001; 4]);
     let pl = h.playlist();
     assert_eq!(pl.segments[0].duration, 2.001);
-    assert_eq!(pl.target_duration, 3);
+    assert_eq!(pl.target_duration, 2);
     for info in &infos {
         assert!(info.cc.keys().all(|&pid| pid != VIDEO_PID));
         assert!(info
@@ -1325,6 +1354,7 @@ proptest! {
                 Step::Gap(ms) => {
                     video_ts += ms;
                     audio_ts += ms;
+                    h.stalled = true;
                 }
             }
         }
@@ -1400,6 +1430,44 @@ fn packagers_started_apart_list_the_same_segments() {
     // Segments 0-14 closed (starts at 0, 2, 4, then 5, 7, ... 27 s), the last 4 listed.
     assert_eq!(pl.media_sequence, 1_795_000_000 + 11);
     assert_eq!(pl.segments.len(), 4);
+}
+
+/// A segment is the same bytes on every node: an edge that started packaging later, and
+/// whose own clock runs 5 minutes behind the origin's (it placed the stream on its
+/// timeline when it began pulling), writes each segment exactly as the origin does.
+#[test]
+fn packagers_started_apart_write_the_same_bytes() {
+    let mut segmenter = Segmenter::new(2_000, 1_795_000_000);
+    let mut frames = marked(&mut segmenter, &headers(300_000), 1);
+    frames.extend(marked(
+        &mut segmenter,
+        &media(300_000, 320_000, true, true, gop(1_000)),
+        1,
+    ));
+    let origin = packager(&frames);
+    let late_start = frames.iter().position(|f| f.timestamp >= 306_700).unwrap();
+    let mut edge_frames = marked(&mut Segmenter::new(2_000, 0), &headers(0), 1);
+    for f in &mut edge_frames {
+        f.segment = None;
+    }
+    edge_frames.extend(frames[late_start..].iter().map(|f| {
+        let mut copy = Frame::new(f.kind, f.timestamp - 300_000, f.payload.clone());
+        copy.generation = f.generation;
+        copy.segment = f.segment;
+        copy
+    }));
+    let edge = packager(&edge_frames);
+    let pl = parse_playlist(&edge.playlist(uri));
+    assert_eq!(pl.segments.len(), 4);
+    for sequence in (pl.media_sequence..).take(pl.segments.len()) {
+        let (a, b) = (
+            origin.segment(sequence).unwrap(),
+            edge.segment(sequence).unwrap(),
+        );
+        assert_eq!(a.duration_ms, b.duration_ms);
+        assert!(a.data == b.data, "segment {sequence} differs");
+    }
+    assert_eq!(edge.playlist(uri), origin.playlist(uri));
 }
 
 /// Segments 100-103 (0-6.1 s) from one source, then the stream moves to another whose
