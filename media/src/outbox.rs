@@ -81,10 +81,13 @@ impl Shared {
         }
     }
 
-    /// The bytes that go out for `frame`.
+    /// The bytes that go out for `frame` in a live batch. Metadata goes to HTTP-FLV
+    /// viewers only when they start (in their replay): players such as mpegts.js take a
+    /// second onMetaData mid-stream for a broken stream.
     pub fn bytes(self, frame: &Frame) -> &[u8] {
         match self {
             Shared::Rtmp => frame.rtmp_chunks(),
+            Shared::Flv(_) if frame.kind == MediaKind::Metadata => &[],
             Shared::Flv(framing) => framing.framed(frame),
         }
     }
@@ -216,9 +219,13 @@ impl Outbox {
         let mut count = 0;
         for frame in frames {
             let (_, bytes) = self.shared(frame)?;
+            self.note_header(frame);
+            if bytes.is_empty() {
+                // Nothing of this frame goes out live (metadata over HTTP-FLV).
+                continue;
+            }
             *out.get_mut(count)? = IoSlice::new(bytes);
             count += 1;
-            self.note_header(frame);
         }
         Some(count)
     }
@@ -377,6 +384,23 @@ impl Outbox {
             MediaKind::Metadata => true,
         };
         if !wanted {
+            return;
+        }
+        let flv_metadata =
+            frame.kind == MediaKind::Metadata && matches!(self.format, Format::Flv { .. });
+        if flv_metadata {
+            // Only in the replay (see [`Shared::bytes`]).
+            if self.pushing == UnitKind::Replay {
+                let framing = match self.format {
+                    Format::Flv { framing, .. } => framing,
+                    Format::Rtmp { .. } => unreachable!("checked above"),
+                };
+                let bytes = frame.flv_http_chunk().slice_ref(framing.framed(frame));
+                self.units.push_back(Unit {
+                    bytes,
+                    kind: UnitKind::Replay,
+                });
+            }
             return;
         }
         let bytes = match (self.shared(frame), self.format) {

@@ -81,14 +81,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Take the frames of `key`, the stream the role finds or starts for it, for one of the
-    /// node's own consumers (the HLS packager: not a viewer).
+    /// Take the frames of `key`, the stream the role finds or starts for it, for the HLS
+    /// packager (not a viewer), starting with the stream's last few segments.
     pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
         let mut subscriber = None;
         let hub = &self.hub;
         self.role
             .attach(key, &mut || {
-                subscriber = hub.subscribe(key, Audience::Internal);
+                subscriber = hub.subscribe_history(key, Audience::Internal);
                 subscriber.is_some()
             })
             .await;
@@ -97,12 +97,17 @@ impl Node {
 
     /// Attach a viewer the fan-out serves (see [`Lanes::attach`]) to `key`, the stream the
     /// role finds or starts for it.
+    /// A relay (an edge pulling the stream) starts with the stream's last few HLS
+    /// segments, so that its own packager can list them at once.
     pub async fn join(&self, key: &str, audience: Audience) -> Option<Join> {
         let mut joined = None;
         let hub = &self.hub;
         self.role
             .attach(key, &mut || {
-                joined = hub.join(key, audience);
+                joined = match audience {
+                    Audience::Relay => hub.join_history(key, audience),
+                    _ => hub.join(key, audience),
+                };
                 joined.is_some()
             })
             .await;

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod history;
 mod publisher;
 mod stats;
 mod stream;
@@ -37,6 +38,8 @@ pub use stats::PublishStats;
 pub use viewer::{BatchEvent, BatchStream, Delivery, Join, Subscriber, Watching};
 
 use stream::{PublisherSlot, Stream};
+
+use crate::frame::Frame;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -52,6 +55,10 @@ pub struct HubConfig {
     /// the next keyframe) so a stream without keyframes cannot grow memory.
     pub gop_max_bytes: usize,
     pub gop_max_frames: usize,
+    /// Complete HLS segments kept as frames for packagers and edges that start cold (see
+    /// [`history`]), and the most bytes they may take.
+    pub history_segments: usize,
+    pub history_max_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -64,6 +71,8 @@ impl Default for HubConfig {
             publisher_stale_after: Duration::from_secs(2),
             gop_max_bytes: 32 * 1024 * 1024,
             gop_max_frames: 4096,
+            history_segments: 3,
+            history_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -106,6 +115,15 @@ pub enum Audience {
     Viewer,
     Relay,
     Internal,
+}
+
+/// What a new viewer is brought up to date with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// The current GOP: playback starts at once.
+    Gop,
+    /// The last few HLS segments, when the stream has them (else the GOP).
+    History,
 }
 
 /// What the hub knows of a live stream, for stats and metrics.
@@ -182,50 +200,72 @@ impl Hub {
     /// to come back) that takes its frames itself. `None` when nothing is published under
     /// `name`.
     pub fn subscribe(&self, name: &str, audience: Audience) -> Option<Subscriber> {
-        let join = self.join(name, audience)?;
-        let tracks = join.watching.tracks();
-        Some(Subscriber {
-            watching: join.watching,
-            receiver: join.batches.receiver,
-            batch: Arc::default(),
-            batch_pos: 0,
-            initial: join.replay.into(),
-            waiting_for_key: join.waiting_for_key,
-            has_audio: tracks.audio,
-            has_video: tracks.video,
-            skipped: 0,
-        })
+        Some(self.attach(name, audience, Replay::Gop)?.into_subscriber())
+    }
+
+    /// Like [`Hub::subscribe`], starting with the stream's last few HLS segments instead
+    /// of its GOP (see [`history`]): for an HLS packager.
+    pub fn subscribe_history(&self, name: &str, audience: Audience) -> Option<Subscriber> {
+        Some(
+            self.attach(name, audience, Replay::History)?
+                .into_subscriber(),
+        )
     }
 
     /// Attach a viewer whose frames a fan-out delivers (see [`Join`]). `None` when nothing
     /// is published under `name`.
     pub fn join(&self, name: &str, audience: Audience) -> Option<Join> {
+        self.attach(name, audience, Replay::Gop)
+    }
+
+    /// Like [`Hub::join`], starting with the stream's last few HLS segments instead of its
+    /// GOP: for an edge starting to pull the stream, so that its packager can list them.
+    pub fn join_history(&self, name: &str, audience: Audience) -> Option<Join> {
+        self.attach(name, audience, Replay::History)
+    }
+
+    fn attach(&self, name: &str, audience: Audience, from: Replay) -> Option<Join> {
         let stream = self.streams().get(name)?.clone();
         let mut state = stream.lock();
         if state.ended {
             return None;
         }
+        let from_history = from == Replay::History && !state.history.is_empty();
+        // What brings the viewer up to date after the metadata: sequence headers, then the
+        // cached frames (the GOP, or the last segments).
+        let (headers, cached): (Vec<Arc<Frame>>, Vec<Arc<Frame>>) = if from_history {
+            let history = &state.history;
+            (
+                history.headers().cloned().collect(),
+                history.frames().iter().cloned().collect(),
+            )
+        } else {
+            let headers = [&state.video_header, &state.audio_header];
+            (
+                headers.into_iter().flatten().cloned().collect(),
+                state.gop.clone(),
+            )
+        };
         // The batch being gathered reaches the new viewer with everyone else's, so the
-        // replay leaves out what of it the GOP cache has (its tail). Sending the batch early
+        // replay leaves out what of it the cache has (its tail). Sending the batch early
         // instead would split it: with viewers joining faster than audio frames come, every
         // audio frame would cost each viewer a write of its own. A batch holding anything
         // else (a header or metadata, which the replay has too, or frames from before the
         // first keyframe) does go out now, so that the new viewer gets it once.
         let mut gathered = (state.pending.iter().rev())
-            .zip(state.gop.iter().rev())
+            .zip(cached.iter().rev())
             .take_while(|(pending, cached)| Arc::ptr_eq(pending, cached))
             .count();
         if gathered < state.pending.len() {
             state.flush();
             gathered = 0;
         }
-        let mut replay = Vec::new();
+        let mut replay = Vec::with_capacity(1 + headers.len() + cached.len());
         replay.extend(state.metadata.clone());
-        replay.extend(state.video_header.clone());
-        replay.extend(state.audio_header.clone());
-        replay.extend(state.gop[..state.gop.len() - gathered].iter().cloned());
+        replay.extend(headers);
+        replay.extend(cached[..cached.len() - gathered].iter().cloned());
         // Without a cached keyframe the viewer waits for the next one before any video.
-        let waiting_for_key = state.has_video && state.gop.is_empty();
+        let waiting_for_key = !from_history && state.has_video && state.gop.is_empty();
         let batches = BatchStream {
             receiver: state.sender.subscribe(),
             seq: state.batches_sent,

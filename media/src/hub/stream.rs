@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::history::History;
 use super::stats::PublishStats;
 use super::{unix_seconds, Audience, HubConfig, Segmenting};
 use crate::codec;
@@ -60,6 +61,7 @@ impl Stream {
                 has_video: false,
                 declared: Tracks::NONE,
                 clock: StreamClock::default(),
+                history: History::new(config.history_segments, config.history_max_bytes),
                 ends: TrackEnds::default(),
                 stats: PublishStats::default(),
             }),
@@ -106,6 +108,8 @@ pub(super) struct StreamState {
     pub(super) metadata: Option<Arc<Frame>>,
     pub(super) video_header: Option<Arc<Frame>>,
     pub(super) audio_header: Option<Arc<Frame>>,
+    /// The last few HLS segments, for packagers and edges that start cold.
+    pub(super) history: History,
     /// Frames since the last video keyframe, starting with it.
     pub(super) gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
@@ -204,6 +208,7 @@ impl StreamState {
         self.ended = true;
         self.publisher = None;
         self.gop.clear();
+        self.history.clear();
         // Viewers see the channel close once they drained what was sent before.
         let (sender, _) = broadcast::channel(1);
         self.sender = sender;
@@ -236,12 +241,18 @@ impl StreamState {
             }
             MediaKind::Metadata => self.declared = metadata::declared_tracks(&frame.payload),
         }
+        let marks_here = !frame.sequence_header && self.marks_on(kind);
         frame.segment = match &mut self.segmenter {
             Some(segmenter) => segmenter.observe(&frame),
-            None if frame.key => self.upstream_mark.take(),
+            // The mark came just ahead of the frame it marks: the next frame of the track
+            // that marks (video, or audio without video), a keyframe unless the origin cut
+            // a GOP too long for the target duration.
+            None if marks_here => self.upstream_mark.take(),
             None => None,
         };
         let frame = Arc::new(frame);
+        self.history
+            .push(&frame, [&self.video_header, &self.audio_header]);
         match kind {
             MediaKind::Metadata => self.metadata = Some(frame.clone()),
             MediaKind::Video if frame.sequence_header => self.video_header = Some(frame.clone()),
@@ -252,6 +263,15 @@ impl StreamState {
         self.pending.push(frame);
         if closes {
             self.flush();
+        }
+    }
+
+    /// Whether frames of `kind` carry the stream's segment marks.
+    fn marks_on(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Video => true,
+            MediaKind::Audio => !self.has_video,
+            MediaKind::Metadata => false,
         }
     }
 

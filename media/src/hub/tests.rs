@@ -830,6 +830,50 @@ fn a_new_publisher_starts_after_the_old_stream_ends() {
     );
 }
 
+/// A packager or an edge starting cold gets the last few HLS segments, from a segment
+/// start, with the sequence headers in effect there: enough for a player to start three
+/// target durations behind live.
+#[test]
+fn a_history_subscriber_starts_at_the_last_segments() {
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    feed(&mut p, now).video(0, vseq(1)).audio(0, aseq(2));
+    for i in 0..250u32 {
+        let ts = i * 40;
+        let picture = if i % 25 == 0 {
+            vkey(i as u8)
+        } else {
+            vinter(i as u8)
+        };
+        feed(&mut p, now)
+            .video(ts, picture)
+            .audio(ts + 10, araw(i as u8));
+    }
+    let mut sub = hub.subscribe_history("room", Audience::Internal).unwrap();
+    let got = drain_frames(&mut sub);
+    assert!(
+        got[0].sequence_header && got[1].sequence_header,
+        "headers first"
+    );
+    let marked: Vec<u64> = got
+        .iter()
+        .filter(|f| f.segment.is_some())
+        .map(|f| f.timestamp)
+        .collect();
+    // Segments every 2 s: three complete ones and the one being filled (8 s on).
+    assert_eq!(marked, [2000, 4000, 6000, 8000]);
+    assert_eq!(got[2].timestamp, 2000);
+    assert!(got[2].key);
+    // An ordinary viewer still starts at the GOP.
+    let mut viewer = hub.subscribe("room", Audience::Viewer).unwrap();
+    let first_picture = drain_frames(&mut viewer)
+        .into_iter()
+        .find(|f| !f.sequence_header)
+        .unwrap();
+    assert_eq!(first_picture.timestamp, 9000);
+}
+
 // --- serialized forms ---
 
 #[test]

@@ -262,3 +262,21 @@ impl Subscriber {
         Some(Delivery::Frame(frame))
     }
 }
+
+impl Join {
+    /// The viewer takes its frames itself instead of through a fan-out.
+    pub(super) fn into_subscriber(self) -> Subscriber {
+        let tracks = self.watching.tracks();
+        Subscriber {
+            watching: self.watching,
+            receiver: self.batches.receiver,
+            batch: Arc::default(),
+            batch_pos: 0,
+            initial: self.replay.into(),
+            waiting_for_key: self.waiting_for_key,
+            has_audio: tracks.audio,
+            has_video: tracks.video,
+            skipped: 0,
+        }
+    }
+}

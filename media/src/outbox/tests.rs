@@ -138,10 +138,35 @@ fn flv_chunked_queues_each_frames_http_chunk() {
         audio(21, araw(4)),
     ];
     let mut outbox = flv(FlvFraming::Chunked, false, 100);
+    // Metadata reaches an HTTP-FLV viewer when it starts (in its replay), not mid-stream.
+    outbox.replay(&frames[..1], false);
     outbox.push(&frames);
 
     let expected: Vec<Bytes> = frames.iter().map(|f| f.flv_http_chunk().clone()).collect();
     assert_eq!(drain(&mut outbox), expected);
+}
+
+/// mpegts.js takes a second onMetaData mid-stream for a broken stream: live metadata
+/// (a publisher's update, a new publisher) does not go to HTTP-FLV viewers. RTMP viewers
+/// get it.
+#[test]
+fn live_metadata_goes_to_rtmp_viewers_only() {
+    let frames = [video(0, vkey(1)), metadata(meta(2)), video(40, vinter(3))];
+    let mut flv_viewer = flv(FlvFraming::Chunked, false, 100);
+    flv_viewer.push(&frames);
+    let expected: Vec<Bytes> = [&frames[0], &frames[2]]
+        .iter()
+        .map(|f| f.flv_http_chunk().clone())
+        .collect();
+    assert_eq!(drain(&mut flv_viewer), expected);
+    let mut rtmp_viewer = Outbox::new(
+        Format::Rtmp {
+            stream_id: MEDIA_STREAM_ID,
+        },
+        100,
+    );
+    rtmp_viewer.push(&frames);
+    assert_eq!(drain(&mut rtmp_viewer).len(), 3);
 }
 
 #[test]
@@ -158,6 +183,7 @@ fn flv_until_close_queues_bare_tags() {
         audio(10, araw(3)),
     ];
     let mut outbox = flv(FlvFraming::UntilClose, false, 100);
+    outbox.replay(&frames[..1], false);
     outbox.push(&frames);
 
     let expected: Vec<Bytes> = [

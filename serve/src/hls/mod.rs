@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use media::hls::{HlsConfig, HlsPackager, Segment};
 use media::hub::{Audience, Delivery, Subscriber, Watching};
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use self::sessions::{SessionKey, Sessions};
 use crate::metrics::GaugeGuard;
@@ -19,6 +19,15 @@ use crate::Node;
 
 /// How often a packager drops the sessions of its stream that went idle.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a playlist cannot be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoPlaylist {
+    /// The stream is not live (or ended before its first segment).
+    NotLive,
+    /// The stream is live but cannot be packaged as HLS, for this reason.
+    Cannot(String),
+}
 
 /// What keeps an HLS player counted while its session lives.
 struct Player {
@@ -87,14 +96,17 @@ impl Hls {
         key: &str,
         client: &SessionKey,
         uri: impl Fn(u64) -> String,
-    ) -> Option<String> {
+    ) -> Result<String, NoPlaylist> {
         self.sessions().playlist(client, Instant::now());
         let existing = self.streams().get(key).cloned();
         let packaging = match existing {
             // An ended stream that is live again gets a fresh packager.
             Some(p) if !(p.packager().is_ended() && node.hub.is_live(key)) => p,
             // The viewer's subscription (on an edge, the pull) is made before the lock.
-            _ => self.start(node.subscribe(key).await?, key),
+            _ => {
+                let sub = node.subscribe(key).await.ok_or(NoPlaylist::NotLive)?;
+                self.start(sub, key)
+            }
         };
         packaging.touch();
         // The first segment needs a keyframe after the target duration; allow for a long GOP.
@@ -104,12 +116,19 @@ impl Hls {
             let notified = packaging.progress.notified();
             {
                 let packager = packaging.packager();
-                if packager.has_segments() || packager.is_ended() {
-                    return packager.has_segments().then(|| packager.playlist(&uri));
+                if packager.has_segments() {
+                    return Ok(packager.playlist(&uri));
+                }
+                if packager.is_ended() {
+                    return Err(NoPlaylist::NotLive);
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
+                let packager = packaging.packager();
+                return Err(match packager.problem() {
+                    Some(why) => NoPlaylist::Cannot(why.to_owned()),
+                    None => NoPlaylist::NotLive,
+                });
             }
         }
     }
@@ -160,6 +179,8 @@ impl Hls {
         tokio::spawn(async move {
             let packaging = task_packaging;
             let mut expired_at = Instant::now();
+            // Why the stream cannot be packaged was logged (once per packager).
+            let mut told_problem = false;
             loop {
                 if expired_at.elapsed() >= EXPIRE_EVERY {
                     expired_at = Instant::now();
@@ -181,6 +202,10 @@ impl Hls {
                         packager.push(&frame);
                         if packager.listed().last().map(|s| s.sequence) != before {
                             packaging.progress.notify_waiters();
+                        }
+                        let problem = packager.problem();
+                        if problem.is_some() && !std::mem::replace(&mut told_problem, true) {
+                            warn!(stream = %key, problem, "stream cannot be packaged as HLS");
                         }
                     }
                     // The packager notices the gap at the next keyframe; nothing to do.

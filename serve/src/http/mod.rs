@@ -28,6 +28,7 @@ use self::respond::{connection_header, not_found, respond, respond_cached, CORS}
 use self::routes::{route, Route};
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
+use crate::hls::NoPlaylist;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::Node;
 
@@ -214,11 +215,11 @@ async fn handle(
                     let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
                     node.hls.playlist(node, &key, &client, uri).await
                 }
-                None => None,
+                None => Err(NoPlaylist::NotLive),
             };
             match playlist {
                 // Short-lived: a live playlist changes every segment.
-                Some(body) => {
+                Ok(body) => {
                     respond_cached(
                         &mut socket,
                         "200 OK",
@@ -230,7 +231,22 @@ async fn handle(
                     )
                     .await?
                 }
-                None => not_found(&mut socket, b"stream not found\n", head_only, keep).await?,
+                Err(NoPlaylist::NotLive) => {
+                    not_found(&mut socket, b"stream not found\n", head_only, keep).await?
+                }
+                // The stream is there, HLS cannot carry it: say why.
+                Err(NoPlaylist::Cannot(why)) => {
+                    let body = format!("stream cannot be packaged as HLS: {why}\n");
+                    respond(
+                        &mut socket,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        body.as_bytes(),
+                        head_only,
+                        keep,
+                    )
+                    .await?
+                }
             }
         }
         Route::Segment { stream } => {
