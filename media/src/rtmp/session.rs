@@ -418,11 +418,10 @@ impl ServerSession {
                 Amf0Value::Boolean(true),
             ]);
             self.send(CSID_DATA, msg_type::DATA_AMF0, id, access);
-            let notify = amf::encode_all(&[
-                Amf0Value::String("onStatus".into()),
-                status_object("status", "NetStream.Data.Start", "Data start"),
-            ]);
-            self.send(CSID_DATA, msg_type::DATA_AMF0, id, notify);
+            // No `onStatus` NetStream.Data.Start data message: libavformat (ffplay,
+            // ffprobe, VLC, OBS) turns a data message of any other name than onMetaData,
+            // onCuePoint or |RtmpSampleAccess into a phantom data stream, and no client
+            // needs it (nginx-rtmp does not send it either).
         }
     }
 
