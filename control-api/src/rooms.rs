@@ -49,7 +49,8 @@ impl From<RegistryError> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-pub const INVALID_ROOM: &str = "invalid room name: use 1 to 64 characters from A-Z a-z 0-9 - _ . ~ \
+pub const INVALID_ROOM: &str =
+    "invalid room name: use 1 to 64 characters from A-Z a-z 0-9 - _ . ~ \
      (not starting with '.' or with the channel key prefix 'sk_')";
 
 pub fn validate_room(room: &str) -> ApiResult<()> {
