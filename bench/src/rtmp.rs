@@ -184,7 +184,7 @@ impl RtmpConn {
 /// An error status (a refused publish or play, a refused connect) as an error.
 fn check_status(event: &ClientEvent) -> anyhow::Result<()> {
     match event {
-        ClientEvent::Status { level, code, .. } if level == "error" => bail!("{code}"),
+        ClientEvent::Status(status) if status.is_error() => bail!("{}", status.code),
         _ => Ok(()),
     }
 }

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(session.state(), ClientState::Playing);
                     assert!(session.stream_id().is_some());
                 }
-                ClientEvent::Status { level, .. } if level == "error" => {
+                ClientEvent::Status(status) if status.is_error() => {
                     if session.stream_id().is_some() {
                         session.delete_stream().unwrap();
                         // Ask again, so refusals and retries are reached too.

@@ -61,8 +61,8 @@ impl RtmpClient {
         loop {
             match client.next_event() {
                 Some(ClientEvent::Connected { .. }) => return client,
-                Some(ClientEvent::Status { level, code, .. }) if level == "error" => {
-                    panic!("server refused connect: {code}")
+                Some(ClientEvent::Status(status)) if status.is_error() => {
+                    panic!("server refused connect: {}", status.code)
                 }
                 Some(_) => {}
                 None => panic!("server closed before answering connect"),
@@ -140,7 +140,7 @@ impl RtmpClient {
         loop {
             match self.next_event() {
                 Some(ClientEvent::Publishing) => return true,
-                Some(ClientEvent::Status { level, .. }) if level == "error" => return false,
+                Some(ClientEvent::Status(status)) if status.is_error() => return false,
                 Some(_) => {}
                 None => return false,
             }
@@ -192,11 +192,7 @@ impl RtmpClient {
 /// Whether `needle` is part of a text the event carries.
 fn mentions(event: &ClientEvent, needle: &str) -> bool {
     match event {
-        ClientEvent::Status {
-            level,
-            code,
-            description,
-        } => [level, code, description]
+        ClientEvent::Status(status) => [&status.level, &status.code, &status.description]
             .iter()
             .any(|t| t.contains(needle)),
         ClientEvent::Connected {

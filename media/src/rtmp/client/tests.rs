@@ -61,6 +61,8 @@ struct Link {
     splits: Vec<usize>,
     next_split: usize,
     accept: bool,
+    /// Feed the client with `feed_with_media` (media to a closure) instead of `feed`.
+    media_to_closure: bool,
     client_events: Vec<ClientEvent>,
     server_events: Vec<SessionEvent>,
 }
@@ -77,6 +79,7 @@ impl Link {
             splits,
             next_split: 0,
             accept: true,
+            media_to_closure: false,
             client_events: Vec::new(),
             server_events: Vec::new(),
         }
@@ -117,9 +120,31 @@ impl Link {
             self.to_client.extend_from_slice(&self.server.take_output());
             let n = self.split();
             progress |= Link::move_piece(&mut self.to_client, &mut self.client_in, n);
-            self.client
-                .feed(&mut self.client_in, &mut self.client_events)
-                .unwrap();
+            if self.media_to_closure {
+                // Back into events, so that tests read both ways alike.
+                let mut media = Vec::new();
+                let before = self.client_events.len();
+                self.client
+                    .feed_with_media(&mut self.client_in, &mut self.client_events, |k, t, p| {
+                        media.push((k, t, p))
+                    })
+                    .unwrap();
+                assert!(!self.client_events[before..]
+                    .iter()
+                    .any(|e| matches!(e, ClientEvent::Media { .. })));
+                self.client_events
+                    .extend(media.into_iter().map(|(kind, timestamp, payload)| {
+                        ClientEvent::Media {
+                            kind,
+                            timestamp,
+                            payload,
+                        }
+                    }));
+            } else {
+                self.client
+                    .feed(&mut self.client_in, &mut self.client_events)
+                    .unwrap();
+            }
             if !progress && !self.client.has_output() && !self.server.has_output() {
                 assert!(self.server_in.is_empty() && self.client_in.is_empty());
                 return;
@@ -178,7 +203,7 @@ impl Link {
 }
 
 fn status<'a>(level: &'a str, code: &'a str) -> impl Fn(&ClientEvent) -> bool + 'a {
-    move |e| matches!(e, ClientEvent::Status { level: l, code: c, .. } if l == level && c == code)
+    move |e| matches!(e, ClientEvent::Status(s) if s.level == level && s.code == code)
 }
 
 fn media_events(events: &[ClientEvent]) -> Vec<(MediaKind, u32, Bytes)> {
@@ -207,6 +232,12 @@ fn server_media(events: &[SessionEvent]) -> Vec<(MediaKind, u32, Bytes)> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn events_stay_small() {
+    // Every media message a player receives is one event: see `ClientEvent`.
+    assert!(std::mem::size_of::<ClientEvent>() <= 48);
 }
 
 #[test]
@@ -347,7 +378,7 @@ fn plays_media_from_the_server_session() {
     let codes: Vec<&str> = events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Status { code, .. } => Some(code.as_str()),
+            ClientEvent::Status(status) => Some(status.code.as_str()),
             _ => None,
         })
         .collect();
@@ -686,11 +717,11 @@ fn a_refused_connect_is_the_end() {
     assert_eq!(server.client.state(), ClientState::Refused);
     assert_eq!(
         server.events,
-        [ClientEvent::Status {
+        [ClientEvent::Status(Box::new(Status {
             level: "error".into(),
             code: "NetConnection.Connect.Rejected".into(),
             description: "go away".into()
-        }]
+        }))]
     );
     assert!(server.client.play("room").is_err());
 }
@@ -773,11 +804,11 @@ fn aggregates_amf3_and_other_messages_from_the_server() {
                 timestamp: 1040,
                 payload: Bytes::from_static(&[0xAF, 1, 9])
             },
-            ClientEvent::Status {
+            ClientEvent::Status(Box::new(Status {
                 level: "status".into(),
                 code: "NetStream.Play.PublishNotify".into(),
                 description: String::new()
-            },
+            })),
             ClientEvent::Command(vec![s("onBWDone"), n(0.0), Amf0Value::Null]),
             ClientEvent::Data(vec![s("onCuePoint"), n(1.0)]),
             ClientEvent::Media {
@@ -908,8 +939,10 @@ proptest! {
         splits in splits_strategy(),
         media in media_strategy(),
         pump_every in 1usize..6,
+        media_to_closure in any::<bool>(),
     ) {
         let mut link = Link::new(splits);
+        link.media_to_closure = media_to_closure;
         link.client.connect("live", "rtmp://test/live", vec![]).unwrap();
         link.client.play("room").unwrap();
         link.pump();
