@@ -123,9 +123,30 @@ impl RtmpConn {
     /// Reads more from the socket, feeds the session (events go to `events`) and sends
     /// what it answers; returns the byte count (0 at EOF).
     pub async fn fill(&mut self, events: &mut Vec<ClientEvent>) -> anyhow::Result<usize> {
+        let n = self.read().await?;
+        self.feed(events).await?;
+        Ok(n)
+    }
+
+    /// The same for a player: media goes to `on_media` as it is parsed, the rest to
+    /// `events` (see [`ClientSession::feed_with_media`]).
+    pub async fn fill_with_media(
+        &mut self,
+        events: &mut Vec<ClientEvent>,
+        on_media: impl FnMut(MediaKind, u32, Bytes),
+    ) -> anyhow::Result<usize> {
+        let n = self.read().await?;
+        self.session
+            .feed_with_media(&mut self.rbuf, events, on_media)
+            .context("from the server")?;
+        self.flush().await?;
+        Ok(n)
+    }
+
+    async fn read(&mut self) -> anyhow::Result<usize> {
         self.reserve();
         let n = self.stream.read_buf(&mut self.rbuf).await?;
-        self.feed(n, events).await?;
+        self.received += n as u64;
         Ok(n)
     }
 
@@ -137,7 +158,8 @@ impl RtmpConn {
         self.reserve();
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(n) => {
-                self.feed(n, events).await?;
+                self.received += n as u64;
+                self.feed(events).await?;
                 Ok(Some(n))
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
@@ -151,8 +173,7 @@ impl RtmpConn {
         }
     }
 
-    async fn feed(&mut self, n: usize, events: &mut Vec<ClientEvent>) -> anyhow::Result<()> {
-        self.received += n as u64;
+    async fn feed(&mut self, events: &mut Vec<ClientEvent>) -> anyhow::Result<()> {
         self.session
             .feed(&mut self.rbuf, events)
             .context("from the server")?;
@@ -198,16 +219,15 @@ pub async fn player(url: &RtmpUrl, t: &mut Tracker) -> anyhow::Result<()> {
     t.bytes(counted as usize);
     let mut events = Vec::new();
     loop {
-        let n = conn.fill(&mut events).await?;
+        let n = conn
+            .fill_with_media(&mut events, |kind, _, payload| {
+                if kind == MediaKind::Video {
+                    t.video(&payload);
+                }
+            })
+            .await?;
         for event in events.drain(..) {
-            match event {
-                ClientEvent::Media {
-                    kind: MediaKind::Video,
-                    payload,
-                    ..
-                } => t.video(&payload),
-                event => check_status(&event)?,
-            }
+            check_status(&event)?;
         }
         if n == 0 {
             return Ok(());
