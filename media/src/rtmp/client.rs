@@ -13,7 +13,9 @@
 //! Media from the server comes out as [`ClientEvent::Media`] with wire (32-bit) timestamps,
 //! `onMetaData` as [`MediaKind::Metadata`] (the same payload a publisher's metadata has in
 //! [`super::session::SessionEvent::Media`]), so a relay can push what it plays unchanged with
-//! [`ClientSession::send_media`].
+//! [`ClientSession::send_media`]. Players that only count or forward media read with
+//! [`ClientSession::feed_with_media`] instead, which hands each media message to a closure
+//! as it is parsed.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
