@@ -1,11 +1,9 @@
 //! End-to-end control plane: channel keys gate publishing, rooms are listed, keys persist,
 //! leases live in a real Redis and vanish with their origin.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 
 const ACCEPT_WINDOW: Duration = Duration::from_secs(3);
 

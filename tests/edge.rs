@@ -3,15 +3,13 @@
 //! stream, keep their viewers across an origin loss and a Redis restart, and stop pulling
 //! when nobody watches.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 
 const ACCEPT_WINDOW: Duration = Duration::from_secs(3);
 

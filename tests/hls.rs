@@ -1,11 +1,9 @@
 //! End-to-end HLS: ffmpeg publishes over RTMP, ffmpeg and ffprobe play the HLS output.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use testkit::*;
 
 /// A media playlist, read by hand (the tests of the packager use an independent parser).
 #[derive(Debug)]

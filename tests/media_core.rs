@@ -1,17 +1,14 @@
 //! End-to-end: the real binary, ffmpeg as publisher and player.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::*;
 use media::codec::{parse_video_tag, VideoFrameKind, VideoPacketKind};
 use media::flv::{TAG_AUDIO, TAG_VIDEO};
-use media::rtmp::handshake::ClientHandshake;
+use testkit::*;
 
 #[test]
 fn rtmp_and_http_flv_playback_decode_video_and_audio() {
@@ -462,20 +459,7 @@ fn malformed_clients_do_not_hurt_a_healthy_viewer() {
             },
         ];
         for bytes in evil {
-            let mut s = TcpStream::connect(rtmp).unwrap();
-            let mut out = BytesMut::new();
-            let mut hs = ClientHandshake::new([1; 1528]);
-            hs.start(&mut out);
-            s.write_all(&out).unwrap();
-            out.clear();
-            let mut input = BytesMut::new();
-            let mut buf = [0u8; 4096];
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            while !hs.feed(&mut input, &mut out).unwrap() {
-                let n = s.read(&mut buf).unwrap();
-                input.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(&out).unwrap();
+            let mut s = RtmpClient::handshaken(rtmp).socket;
             let _ = s.write_all(&bytes);
             kept.push(s);
         }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use media::frame::MediaKind;
 use tokio::time::Instant;
 
 pub use stats::Report;
@@ -154,21 +155,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                     &args.source,
                 ))?)
             };
-            let (conn, sid) =
-                tokio::time::timeout(Duration::from_secs(10), rtmp::start_publish(&url))
-                    .await
-                    .map_err(|_| {
-                        anyhow!(
-                            "publish to {}: no answer in 10 s",
-                            args.publish.as_deref().unwrap_or("")
-                        )
-                    })?
-                    .with_context(|| {
-                        format!("publish to {}", args.publish.as_deref().unwrap_or(""))
-                    })?;
+            let conn = tokio::time::timeout(Duration::from_secs(10), rtmp::start_publish(&url))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "publish to {}: no answer in 10 s",
+                        args.publish.as_deref().unwrap_or("")
+                    )
+                })?
+                .with_context(|| format!("publish to {}", args.publish.as_deref().unwrap_or("")))?;
             let shared = shared.clone();
             Some(tokio::spawn(async move {
-                publish_loop(conn, sid, source, shared).await
+                publish_loop(conn, source, shared).await
             }))
         }
         None => None,
@@ -323,22 +321,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 /// server) until players stop, so the stream does not end under them.
 async fn publish_loop(
     mut conn: rtmp::RtmpConn,
-    sid: u32,
     mut source: source::Source,
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
-    for (type_id, payload) in source.headers() {
-        let csid = if type_id == rtmp::msg_type::AUDIO {
-            rtmp::CSID_AUDIO
-        } else {
-            rtmp::CSID_VIDEO
-        };
-        conn.send(csid, type_id, sid, 0, payload).await?;
+    for (kind, payload) in source.headers() {
+        conn.send_media(kind, 0, payload).await?;
     }
     let origin = Instant::now();
     let mut seq: u64 = 0;
     let mut item = source.next_item();
     let mut last_ts = 0u32;
+    let mut events = Vec::new();
     loop {
         let (end, stop) = match shared.times.get() {
             Some(&(end, stop)) => (Some(Instant::from_std(end)), Instant::from_std(stop)),
@@ -356,19 +349,10 @@ async fn publish_loop(
             _ = tokio::time::sleep_until(wake) => {}
             r = conn.stream.readable() => {
                 r?;
-                if conn.try_fill().await? == Some(0) {
+                if conn.try_fill(&mut events).await? == Some(0) {
                     bail!("server closed the publishing connection");
                 }
-                while let Some(msg) = conn.poll_message().await? {
-                    if msg.type_id == rtmp::msg_type::COMMAND_AMF0 {
-                        if let Ok(values) = media::amf::decode_all(&msg.payload) {
-                            let text = format!("{values:?}");
-                            if text.contains("\"error\"") {
-                                bail!("server status: {text}");
-                            }
-                        }
-                    }
-                }
+                rtmp::check_events(&mut events)?;
                 continue;
             }
         }
@@ -388,24 +372,13 @@ async fn publish_loop(
             } => {
                 let payload =
                     marker::marked_video(&header5, seq, marker::now_us(), nal_length_size, &rest);
-                conn.send(
-                    rtmp::CSID_VIDEO,
-                    rtmp::msg_type::VIDEO,
-                    sid,
-                    item.ts,
-                    payload.into(),
-                )
-                .await?;
+                conn.send_media(MediaKind::Video, item.ts, payload.into())
+                    .await?;
                 seq += 1;
                 shared.sent_frames.store(seq, Relaxed);
             }
-            source::Kind::Raw { type_id, payload } => {
-                let csid = if type_id == rtmp::msg_type::AUDIO {
-                    rtmp::CSID_AUDIO
-                } else {
-                    rtmp::CSID_VIDEO
-                };
-                conn.send(csid, type_id, sid, item.ts, payload).await?;
+            source::Kind::Raw { kind, payload } => {
+                conn.send_media(kind, item.ts, payload).await?;
             }
         }
         item = source.next_item();

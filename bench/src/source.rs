@@ -6,8 +6,7 @@ use bytes::Bytes;
 use media::amf::{self, Amf0Value};
 use media::codec::{parse_video_tag, AvcConfig, VideoCodec, VideoPacketKind};
 use media::flv::{FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
-
-use crate::rtmp::msg_type;
+use media::frame::MediaKind;
 
 /// A real AVCDecoderConfigurationRecord (x264, 1280x720, constrained baseline, level 3.1).
 pub const AVC_RECORD: [u8; 38] = [
@@ -41,7 +40,7 @@ pub enum Kind {
         rest: Bytes,
     },
     /// Sent as is.
-    Raw { type_id: u8, payload: Bytes },
+    Raw { kind: MediaKind, payload: Bytes },
 }
 
 pub enum Source {
@@ -50,8 +49,9 @@ pub enum Source {
 }
 
 impl Source {
-    /// Metadata and sequence headers, sent once before the media.
-    pub fn headers(&self) -> Vec<(u8, Bytes)> {
+    /// Metadata (`onMetaData` and its object) and sequence headers, sent once before the
+    /// media.
+    pub fn headers(&self) -> Vec<(MediaKind, Bytes)> {
         match self {
             Source::Synthetic(s) => s.headers(),
             Source::File(f) => f.headers.clone(),
@@ -117,7 +117,7 @@ impl Synthetic {
         })
     }
 
-    fn headers(&self) -> Vec<(u8, Bytes)> {
+    fn headers(&self) -> Vec<(MediaKind, Bytes)> {
         let meta = Amf0Value::EcmaArray(vec![
             ("width".into(), Amf0Value::Number(1280.0)),
             ("height".into(), Amf0Value::Number(720.0)),
@@ -146,9 +146,9 @@ impl Synthetic {
         let mut audio = vec![0xAF, 0x00];
         audio.extend_from_slice(&AAC_ASC);
         vec![
-            (msg_type::DATA_AMF0, crate::rtmp::set_data_frame(&script)),
-            (msg_type::VIDEO, video.into()),
-            (msg_type::AUDIO, audio.into()),
+            (MediaKind::Metadata, script.into()),
+            (MediaKind::Video, video.into()),
+            (MediaKind::Audio, audio.into()),
         ]
     }
 
@@ -167,7 +167,7 @@ impl Synthetic {
             return Item {
                 ts: ats as u32,
                 kind: Kind::Raw {
-                    type_id: msg_type::AUDIO,
+                    kind: MediaKind::Audio,
                     payload: self.audio.clone(),
                 },
             };
@@ -194,7 +194,7 @@ impl Synthetic {
 }
 
 pub struct FileSource {
-    headers: Vec<(u8, Bytes)>,
+    headers: Vec<(MediaKind, Bytes)>,
     items: Vec<Item>,
     pos: usize,
     /// Added to timestamps on each loop.
@@ -217,14 +217,8 @@ impl FileSource {
         let mut first_ts = None;
         while let Some(tag) = reader.read(&mut buf)? {
             match tag.tag_type {
-                TAG_SCRIPT if headers.iter().all(|(t, _)| *t != msg_type::DATA_AMF0) => {
-                    headers.insert(
-                        0,
-                        (
-                            msg_type::DATA_AMF0,
-                            crate::rtmp::set_data_frame(&tag.payload),
-                        ),
-                    );
+                TAG_SCRIPT if headers.iter().all(|(k, _)| *k != MediaKind::Metadata) => {
+                    headers.insert(0, (MediaKind::Metadata, tag.payload));
                 }
                 TAG_VIDEO | TAG_AUDIO => {
                     let video = tag.tag_type == TAG_VIDEO;
@@ -238,8 +232,8 @@ impl FileSource {
                                         nal_length_size = cfg.nal_length_size;
                                     }
                                 }
-                                if headers.iter().all(|(t, _)| *t != msg_type::VIDEO) {
-                                    headers.push((msg_type::VIDEO, tag.payload));
+                                if headers.iter().all(|(k, _)| *k != MediaKind::Video) {
+                                    headers.push((MediaKind::Video, tag.payload));
                                 }
                                 continue;
                             }
@@ -248,8 +242,8 @@ impl FileSource {
                         && tag.payload[0] >> 4 == 10
                         && tag.payload[1] == 0
                     {
-                        if headers.iter().all(|(t, _)| *t != msg_type::AUDIO) {
-                            headers.push((msg_type::AUDIO, tag.payload));
+                        if headers.iter().all(|(k, _)| *k != MediaKind::Audio) {
+                            headers.push((MediaKind::Audio, tag.payload));
                         }
                         continue;
                     }
@@ -272,7 +266,11 @@ impl FileSource {
                             }
                         }
                         _ => Kind::Raw {
-                            type_id: tag.tag_type,
+                            kind: if video {
+                                MediaKind::Video
+                            } else {
+                                MediaKind::Audio
+                            },
                             payload: tag.payload,
                         },
                     };
@@ -310,7 +308,7 @@ impl FileSource {
 
 impl FileSource {
     #[cfg(test)]
-    fn headers(&self) -> &[(u8, Bytes)] {
+    fn headers(&self) -> &[(MediaKind, Bytes)] {
         &self.headers
     }
 }
@@ -375,8 +373,8 @@ mod tests {
                     video_bytes += payload.len();
                     frames += 1;
                 }
-                Kind::Raw { type_id, payload } => {
-                    assert_eq!(type_id, msg_type::AUDIO);
+                Kind::Raw { kind, payload } => {
+                    assert_eq!(kind, MediaKind::Audio);
                     audio_bytes += payload.len();
                 }
             }

@@ -1,75 +1,19 @@
 //! Runs the bench (own synthetic publisher, RTMP + HTTP-FLV players) against a real
-//! `ferrolive standalone --rtmp-noauth`. The binary is another package's, so it is looked up
-//! in ../target/{debug,release}; the test is skipped (with a message) if it is not built.
-
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+//! `ferrolive standalone --rtmp-noauth`, started by testkit. The binary is another
+//! package's, so it is there only if the workspace was built; the test is skipped (with a
+//! message) if it is not.
 
 use tokio::io::AsyncReadExt;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ferrolive_binary() -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    ["debug", "release"]
-        .iter()
-        .map(|p| target.join(p).join("ferrolive"))
-        .find(|p| p.exists())
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn bench_against_ferrolive() {
-    let Some(bin) = ferrolive_binary() else {
+    if testkit::ferrolive_binary().is_none() {
         eprintln!("SKIPPED: ferrolive binary not built (run `cargo build` in the workspace first)");
         return;
-    };
-    let (rtmp, http, api) = (free_port(), free_port(), free_port());
-    let data = std::env::temp_dir().join(format!("ferrolive-bench-test-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
-    let child = Command::new(&bin)
-        .args(["standalone", "--rtmp-noauth", "--log", "warn"])
-        .args([
-            "--rtmp-addr",
-            &format!("127.0.0.1:{rtmp}"),
-            "--http-addr",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args([
-            "--api-addr",
-            &format!("127.0.0.1:{api}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ferrolive");
-    let _server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
-    {
-        assert!(Instant::now() < deadline, "ferrolive did not come up");
-        std::thread::sleep(Duration::from_millis(50));
     }
+    let server = testkit::Server::start(&["--log", "warn"]);
+    let (rtmp, http) = (server.rtmp.port(), server.http.port());
+    let data = testkit::temp_dir("bench-report");
 
     let json = data.join("report.json");
     let args = bench::BenchArgs {

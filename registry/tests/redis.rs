@@ -1,97 +1,23 @@
 //! Integration tests of [`RedisRegistry`] against a real `redis-server` started on a free
 //! port (no persistence) and killed when the test ends.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
 use registry::*;
+use testkit::Redis;
 
 mod common;
 
-/// A `redis-server` child process, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut server = RedisServer { port, child: None };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Start (again) on the same port and wait until it accepts connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (e.g. /usr/bin/redis-server)");
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Send a signal (`STOP`, `CONT`) to the server.
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([format!("-{sig}"), pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // Never leave a stopped server behind.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.kill();
-    }
-}
-
-async fn registry(server: &RedisServer, prefix: &str) -> RedisRegistry {
+async fn registry(server: &Redis, prefix: &str) -> RedisRegistry {
     RedisRegistry::connect(&server.url(), prefix)
         .await
         .expect("connect")
 }
 
 /// A raw connection for looking at the schema directly.
-async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+async fn raw(server: &Redis) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -101,7 +27,7 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance() {
-    let server = RedisServer::start();
+    let server = Redis::start();
     common::check_keys_and_rooms(&registry(&server, "t1:").await).await;
     common::check_leases(&registry(&server, "t2:").await).await;
     common::check_lease_expiry(&registry(&server, "t3:").await).await;
@@ -112,7 +38,7 @@ async fn conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_resets_are_atomic_repeatedly() {
-    let server = RedisServer::start();
+    let server = Redis::start();
     for i in 0..5 {
         let reg: Arc<dyn Registry> = Arc::new(registry(&server, &format!("c{i}:")).await);
         common::check_concurrent_reset(reg).await;
@@ -131,7 +57,7 @@ async fn concurrent_resets_are_atomic_repeatedly() {
 
 #[tokio::test]
 async fn schema_and_px_expiry() {
-    let server = RedisServer::start();
+    let server = Redis::start();
     let reg = registry(&server, "ferrolive:").await;
     let mut raw = raw(&server).await;
 
@@ -267,7 +193,7 @@ async fn wait_until_available(reg: &RedisRegistry) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_unavailable_within_timeout_and_recovers() {
-    let mut server = RedisServer::start();
+    let mut server = Redis::start();
     let timeout = Duration::from_millis(800);
     let reg = RedisRegistry::connect_with_timeout(&server.url(), "ferrolive:", timeout)
         .await
@@ -282,7 +208,7 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     );
 
     // Killed mid-test: every kind of operation fails fast with Unavailable.
-    server.kill();
+    server.stop();
     assert_unavailable(timeout, reg.room_for_key(&key)).await;
     assert_unavailable(timeout, reg.get_or_create_key("movie")).await;
     assert_unavailable(timeout, reg.reset_key("movie")).await;
@@ -320,10 +246,10 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     );
 
     // A server that accepts but never answers (stopped): bounded by the timeout.
-    server.signal("STOP");
+    server.pause();
     assert_unavailable(timeout, reg.room_for_key(&key2)).await;
     assert_unavailable(timeout, reg.acquire_lease(&l, Duration::from_secs(10))).await;
-    server.signal("CONT");
+    server.resume();
     wait_until_available(&reg).await;
     assert_eq!(
         reg.room_for_key(&key2).await.unwrap().as_deref(),
@@ -333,8 +259,8 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_starts_while_redis_is_down() {
-    let mut server = RedisServer::start();
-    server.kill();
+    let mut server = Redis::start();
+    server.stop();
     let timeout = Duration::from_millis(500);
     // connect succeeds without Redis; operations are Unavailable until it comes up.
     let reg = RedisRegistry::connect_with_timeout(&server.url(), "ferrolive:", timeout)

@@ -1,9 +1,11 @@
 //! RTMP messages as both ends name them: message type ids, the chunk streams and message
-//! stream id we send on, user control events, and a [`Frame`] as RTMP chunks.
+//! stream id we send on, user control events, a [`Frame`] as RTMP chunks, and the reading of
+//! data and aggregate messages that both the server and the client session need.
 
 use bytes::Bytes;
 
-use super::chunk;
+use super::chunk::{self, RtmpMessage};
+use crate::amf::{self, Amf0Value, AmfError};
 use crate::frame::{Frame, MediaKind};
 
 /// Chunk size we announce and use for everything we send.
@@ -17,6 +19,9 @@ pub const CSID_COMMAND: u32 = 3;
 pub const CSID_AUDIO: u32 = 4;
 pub const CSID_DATA: u32 = 5;
 pub const CSID_VIDEO: u32 = 6;
+/// Where a client sends commands on a media stream (publish, play): ffmpeg's choice, which
+/// keeps them off the chunk stream of the connection-level commands.
+pub const CSID_STREAM_COMMAND: u32 = 8;
 
 /// The acknowledgement window we ask peers for.
 pub const WINDOW_ACK_SIZE: u32 = 2_500_000;
@@ -44,6 +49,7 @@ pub mod user_control {
     pub const STREAM_BEGIN: u16 = 0;
     pub const STREAM_EOF: u16 = 1;
     pub const STREAM_IS_RECORDED: u16 = 4;
+    pub const SET_BUFFER_LENGTH: u16 = 3;
     pub const PING_REQUEST: u16 = 6;
     pub const PING_RESPONSE: u16 = 7;
 }
@@ -71,4 +77,93 @@ impl Frame {
             OUT_CHUNK_SIZE,
         )
     }
+}
+
+/// AMF3 command and data messages start with a format byte (0) before AMF0-encoded values.
+pub(crate) fn strip_amf3_format_byte(is_amf3: bool, payload: &[u8]) -> &[u8] {
+    if is_amf3 && payload.first() == Some(&0) {
+        &payload[1..]
+    } else {
+        payload
+    }
+}
+
+/// The `onMetaData` payload players expect from a data message's values:
+/// `@setDataFrame("onMetaData", obj)` loses its wrapper, `onMetaData(obj)` is kept as is,
+/// anything else (cue points, text, sample access) is not metadata.
+pub(crate) fn metadata_from_values(values: Vec<Amf0Value>) -> Option<Bytes> {
+    let mut values = values.into_iter();
+    let first = values.next();
+    let (name, object) = match first.as_ref().and_then(Amf0Value::as_str) {
+        Some("@setDataFrame") => {
+            let name = values.next();
+            (
+                name.and_then(|v| v.as_str().map(str::to_owned)),
+                values.next(),
+            )
+        }
+        Some(name) => (Some(name.to_owned()), values.next()),
+        None => (None, None),
+    };
+    match (name.as_deref(), object) {
+        (Some("onMetaData"), Some(object)) => Some(Bytes::from(amf::encode_all(&[
+            Amf0Value::String("onMetaData".into()),
+            object,
+        ]))),
+        _ => None,
+    }
+}
+
+/// [`metadata_from_values`] of an encoded data message body.
+pub(crate) fn metadata_from_data(body: &[u8]) -> Result<Option<Bytes>, AmfError> {
+    Ok(metadata_from_values(amf::decode_all(body)?))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AggregateError {
+    #[error("aggregate message cut inside a tag")]
+    Truncated,
+    #[error("malformed data tag in an aggregate message: {0}")]
+    Metadata(AmfError),
+}
+
+/// An aggregate message is a run of FLV tags whose timestamps are relative to the first one;
+/// the message timestamp replaces the first tag's. Audio, video and `onMetaData` tags are
+/// handed to `emit` in order; empty media and other tags are skipped, as in plain messages.
+pub(crate) fn split_aggregate(
+    msg: &RtmpMessage,
+    mut emit: impl FnMut(MediaKind, u32, Bytes),
+) -> Result<(), AggregateError> {
+    let mut rest = msg.payload.clone();
+    let mut base: Option<u32> = None;
+    while !rest.is_empty() {
+        if rest.len() < 11 {
+            return Err(AggregateError::Truncated);
+        }
+        let tag_type = rest[0] & 0x1f;
+        let size = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
+        let ts = u32::from_be_bytes([rest[7], rest[4], rest[5], rest[6]]);
+        if rest.len() < 11 + size + 4 {
+            return Err(AggregateError::Truncated);
+        }
+        let payload = rest.slice(11..11 + size);
+        let first = *base.get_or_insert(ts);
+        let timestamp = msg.timestamp.wrapping_add(ts.wrapping_sub(first));
+        let kind = match tag_type {
+            8 => Some(MediaKind::Audio),
+            9 => Some(MediaKind::Video),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            if !payload.is_empty() {
+                emit(kind, timestamp, payload);
+            }
+        } else if tag_type == 18 {
+            if let Some(payload) = metadata_from_data(&payload).map_err(AggregateError::Metadata)? {
+                emit(MediaKind::Metadata, timestamp, payload);
+            }
+        }
+        rest = rest.slice(11 + size + 4..);
+    }
+    Ok(())
 }

@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use super::chunk::{ChunkError, ChunkReader, ChunkWriter, RtmpMessage};
 use super::handshake::{HandshakeError, ServerHandshake};
 use super::message::{
-    msg_type, user_control, CSID_COMMAND, CSID_CONTROL, CSID_DATA, MEDIA_STREAM_ID, OUT_CHUNK_SIZE,
+    metadata_from_data, msg_type, split_aggregate, strip_amf3_format_byte, user_control,
+    AggregateError, CSID_COMMAND, CSID_CONTROL, CSID_DATA, MEDIA_STREAM_ID, OUT_CHUNK_SIZE,
     WINDOW_ACK_SIZE,
 };
 use crate::amf::{self, Amf0Value, AmfError};
@@ -207,7 +208,12 @@ impl ServerSession {
             msg_type::DATA_AMF0 | msg_type::DATA_AMF3 => {
                 let body = strip_amf3_format_byte(msg.type_id == msg_type::DATA_AMF3, &msg.payload);
                 if self.publishing_on(msg.stream_id) {
-                    if let Some(metadata) = metadata_from_data(body)? {
+                    let metadata =
+                        metadata_from_data(body).map_err(|source| SessionError::Amf {
+                            what: "data message",
+                            source,
+                        })?;
+                    if let Some(metadata) = metadata {
                         events.push(SessionEvent::Media {
                             kind: MediaKind::Metadata,
                             timestamp: msg.timestamp,
@@ -226,7 +232,20 @@ impl ServerSession {
                 self.on_command(msg.stream_id, values, events)?;
             }
             msg_type::AGGREGATE if self.publishing_on(msg.stream_id) => {
-                split_aggregate(&msg, events)?;
+                split_aggregate(&msg, |kind, timestamp, payload| {
+                    events.push(SessionEvent::Media {
+                        kind,
+                        timestamp,
+                        payload,
+                    })
+                })
+                .map_err(|e| match e {
+                    AggregateError::Truncated => SessionError::Malformed("aggregate"),
+                    AggregateError::Metadata(source) => SessionError::Amf {
+                        what: "data message",
+                        source,
+                    },
+                })?;
             }
             // Shared objects and anything unknown are not used by live streaming clients.
             _ => {}
@@ -506,96 +525,12 @@ fn read_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
 }
 
-/// AMF3 command and data messages start with a format byte (0) before AMF0-encoded values.
-fn strip_amf3_format_byte(is_amf3: bool, payload: &[u8]) -> &[u8] {
-    if is_amf3 && payload.first() == Some(&0) {
-        &payload[1..]
-    } else {
-        payload
-    }
-}
-
 /// Split `name?query` as publishers append tokens to stream names.
 fn split_query(raw: &str) -> (String, String) {
     match raw.split_once('?') {
         Some((name, query)) => (name.to_owned(), query.to_owned()),
         None => (raw.to_owned(), String::new()),
     }
-}
-
-/// Turn a publisher's data message into the `onMetaData` payload players expect:
-/// `@setDataFrame("onMetaData", obj)` loses its wrapper, `onMetaData(obj)` is kept as is,
-/// anything else (cue points, text) is not metadata.
-fn metadata_from_data(body: &[u8]) -> Result<Option<Bytes>, SessionError> {
-    let values = amf::decode_all(body).map_err(|source| SessionError::Amf {
-        what: "data message",
-        source,
-    })?;
-    let mut values = values.into_iter();
-    let first = values.next();
-    let (name, object) = match first.as_ref().and_then(Amf0Value::as_str) {
-        Some("@setDataFrame") => {
-            let name = values.next();
-            (
-                name.and_then(|v| v.as_str().map(str::to_owned)),
-                values.next(),
-            )
-        }
-        Some(name) => (Some(name.to_owned()), values.next()),
-        None => (None, None),
-    };
-    match (name.as_deref(), object) {
-        (Some("onMetaData"), Some(object)) => Ok(Some(Bytes::from(amf::encode_all(&[
-            Amf0Value::String("onMetaData".into()),
-            object,
-        ])))),
-        _ => Ok(None),
-    }
-}
-
-/// An aggregate message is a run of FLV tags whose timestamps are relative to the first one;
-/// the message timestamp replaces the first tag's.
-fn split_aggregate(msg: &RtmpMessage, events: &mut Vec<SessionEvent>) -> Result<(), SessionError> {
-    let mut rest = msg.payload.clone();
-    let mut base: Option<u32> = None;
-    while !rest.is_empty() {
-        if rest.len() < 11 {
-            return Err(SessionError::Malformed("aggregate"));
-        }
-        let tag_type = rest[0] & 0x1f;
-        let size = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
-        let ts = u32::from_be_bytes([rest[7], rest[4], rest[5], rest[6]]);
-        if rest.len() < 11 + size + 4 {
-            return Err(SessionError::Malformed("aggregate"));
-        }
-        let payload = rest.slice(11..11 + size);
-        let first = *base.get_or_insert(ts);
-        let timestamp = msg.timestamp.wrapping_add(ts.wrapping_sub(first));
-        let kind = match tag_type {
-            8 => Some(MediaKind::Audio),
-            9 => Some(MediaKind::Video),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            if !payload.is_empty() {
-                events.push(SessionEvent::Media {
-                    kind,
-                    timestamp,
-                    payload,
-                });
-            }
-        } else if tag_type == 18 {
-            if let Some(payload) = metadata_from_data(&payload)? {
-                events.push(SessionEvent::Media {
-                    kind: MediaKind::Metadata,
-                    timestamp,
-                    payload,
-                });
-            }
-        }
-        rest = rest.slice(11 + size + 4..);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
