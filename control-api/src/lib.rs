@@ -4,17 +4,22 @@
 //!   `/stat/livestat` (same paths, response shapes and field names as livego, without its
 //!   bugs: reset revokes the old key at once, delete removes key and room, status codes are
 //!   right, key creation is rate-limited per client IP);
-//! - a resource API under `/api/v1` (live rooms with their stats, one room, rotate key,
-//!   delete room, kick publisher, play URLs on the best edge and their redirect form)
-//!   described by `/api/v1/openapi.json` (the checked-in `openapi.json`);
+//! - a resource API under `/api/v1` (live rooms of every app with their stats, one room,
+//!   rotate key, delete room, kick publisher, play URLs on the best edge and their redirect
+//!   form) described by `/api/v1/openapi.json` (the checked-in `openapi.json`);
 //! - gRPC `ferrolive.v1.Control` (same operations plus a `WatchRooms` event stream), gRPC
 //!   health and reflection;
 //! - `/healthz` and `/readyz`.
+//!
+//! A room's key is the same whatever app it is published under; a live stream is `app/room`,
+//! so what acts on one (get, delete, kick, play) takes the app too, `live` by default
+//! (see the `apps` module).
 //!
 //! Access control: with an admin token and/or a JWT secret configured, every control
 //! endpoint needs `Authorization: Bearer <token or HS256 JWT>` (or livego's `?jwt=`). With
 //! neither, the API only listens on loopback.
 
+mod apps;
 mod auth;
 mod grpc;
 mod outage;
@@ -31,10 +36,8 @@ use registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use apps::DEFAULT_APP;
 pub use auth::Auth;
-
-/// The application name every room is published under (`rtmp://host/live/<key>`).
-pub const APP: &str = "live";
 
 /// How long a graceful shutdown waits for open requests before returning anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -88,6 +91,8 @@ impl ApiConfig {
 pub(crate) struct AppState {
     pub registry: Arc<dyn Registry>,
     pub auth: Arc<Auth>,
+    /// The apps requests may name.
+    pub apps: Arc<apps::Apps>,
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
     pub shutdown: watch::Receiver<bool>,
@@ -102,6 +107,7 @@ impl AppState {
         AppState {
             registry,
             auth: Arc::new(config.auth()),
+            apps: Arc::new(apps::Apps::default()),
             limiter: Arc::new(ratelimit::RateLimiter::per_minute(
                 config.key_rate_per_minute,
             )),
