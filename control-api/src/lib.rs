@@ -54,6 +54,10 @@ pub struct ApiConfig {
     /// Key creations per minute per client IP (token bucket, burst of the same size);
     /// 0 disables the limit.
     pub key_rate_per_minute: u32,
+    /// The apps requests may name (`?app=`, gRPC `app`); a request naming another is
+    /// refused (400). Empty: any valid app name. The default app is `live`, or the first
+    /// of these when they leave `live` out.
+    pub apps: Vec<String>,
 }
 
 /// Secrets are shown only as `Some("<redacted>")`.
@@ -65,6 +69,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("admin_token", &redacted(&self.admin_token))
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("key_rate_per_minute", &self.key_rate_per_minute)
+            .field("apps", &self.apps)
             .finish()
     }
 }
@@ -76,6 +81,7 @@ impl Default for ApiConfig {
             admin_token: None,
             jwt_secret: None,
             key_rate_per_minute: 60,
+            apps: Vec::new(),
         }
     }
 }
@@ -107,7 +113,7 @@ impl AppState {
         AppState {
             registry,
             auth: Arc::new(config.auth()),
-            apps: Arc::new(apps::Apps::default()),
+            apps: Arc::new(apps::Apps::new(&config.apps)),
             limiter: Arc::new(ratelimit::RateLimiter::per_minute(
                 config.key_rate_per_minute,
             )),
@@ -162,7 +168,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, auth = config.auth().describe(), "control API listening (REST + gRPC)");
+    let apps = match config.apps.as_slice() {
+        [] => "any".to_owned(),
+        apps => apps.join(","),
+    };
+    tracing::info!(addr = %local, auth = config.auth().describe(), apps, "control API listening (REST + gRPC)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let outage = AbortOnDrop(tokio::spawn(outage::watch(registry.clone())));

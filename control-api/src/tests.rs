@@ -1434,6 +1434,86 @@ async fn invalid_app_names_are_refused() {
     assert!(!was_kicked(reg, "game", "movie").await);
 }
 
+#[tokio::test]
+async fn apps_outside_the_configured_list_are_refused() {
+    let api = api(ApiConfig {
+        apps: vec!["live".into(), "game".into()],
+        ..config()
+    })
+    .await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    go_live_in(reg, "game", "movie").await;
+    for &(method, path) in ROUTES_WITH_APP {
+        let livego = path.starts_with("/control/");
+        let uri = if livego {
+            format!("{path}?room=movie&app=music")
+        } else {
+            format!("{}?app=music", concrete(path))
+        };
+        let (status, body) = api.call(method.parse().unwrap(), &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}");
+        let message = if livego {
+            &body["data"]
+        } else {
+            &body["error"]
+        };
+        assert_eq!(
+            message, "unknown app 'music': this server's apps are live, game",
+            "{method} {uri}"
+        );
+    }
+    assert!(api.registry.room("movie").await.unwrap().is_some());
+    // The listed apps work, `live` by default.
+    assert_eq!(api.get("/api/v1/rooms/movie").await.1["app"], "live");
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick?app=game", None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn without_live_in_the_list_the_first_app_is_the_default() {
+    let api = api(ApiConfig {
+        apps: vec!["game".into(), "music".into()],
+        ..config()
+    })
+    .await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    api.get("/control/get?room=idle").await;
+    go_live_in(reg, "game", "movie").await;
+
+    let (status, movie) = api.get("/api/v1/rooms/movie").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&movie["app"], &movie["live"]),
+        (&json!("game"), &json!(true))
+    );
+    let (_, all) = api.get("/api/v1/rooms?all=true").await;
+    let listed: Vec<_> = all["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["app"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("idle", "game"), ("movie", "game")]);
+    assert_eq!(
+        api.get("/api/v1/rooms/movie?app=live").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick", None)
+            .await,
+        (
+            StatusCode::ACCEPTED,
+            json!({"room": "movie", "app": "game", "kicked": true})
+        )
+    );
+}
+
 // --- health ---
 
 /// A registry whose store is down.
@@ -1937,6 +2017,34 @@ mod grpc {
             ("movie", "game", true)
         );
         assert!(was_kicked(reg, "game", "movie").await);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn apps_outside_the_configured_list_over_grpc() {
+        let server = start(ApiConfig {
+            apps: vec!["game".into()],
+            ..config()
+        })
+        .await;
+        let mut client = ControlClient::new(server.channel().await);
+        go_live_in(server.registry.as_ref(), "game", "movie").await;
+        let status = client
+            .kick_publisher(room_request("movie", "music"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "unknown app 'music': this server's apps are game"
+        );
+        // No app: the only configured app.
+        let room = client
+            .get_room(room_request("movie", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((room.app.as_str(), room.live), ("game", true));
         server.shutdown().await;
     }
 
