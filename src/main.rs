@@ -108,6 +108,36 @@ struct ApiAuthArgs {
     key_rate_per_minute: u32,
 }
 
+/// Which apps the control API acts on.
+#[derive(Args, Clone)]
+struct ApiAppsArgs {
+    /// Apps that exist, comma-separated (e.g. `live,game`): the control API refuses any
+    /// other in `?app=` and gRPC `app` (400). Absent or empty: any valid app name. Requests
+    /// that name no app mean `live`, or the first of these when they leave `live` out.
+    #[arg(long, env = "FERROLIVE_APPS", value_name = "LIST", value_parser = app_list)]
+    apps: Option<AppList>,
+}
+
+/// `--apps`: valid app names, without repeats, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+struct AppList(Vec<String>);
+
+fn app_list(list: &str) -> Result<AppList, String> {
+    let mut apps: Vec<String> = Vec::new();
+    for app in list.split(',').map(str::trim).filter(|app| !app.is_empty()) {
+        if !registry::is_valid_name(app) {
+            return Err(format!(
+                "{app:?} is not a valid app name (1 to 64 characters from A-Z a-z 0-9 - _ . ~, \
+                 not starting with '.')"
+            ));
+        }
+        if !apps.iter().any(|known| known == app) {
+            apps.push(app.to_owned());
+        }
+    }
+    Ok(AppList(apps))
+}
+
 #[derive(Args, Clone)]
 struct StandaloneArgs {
     #[command(flatten)]
@@ -125,6 +155,8 @@ struct StandaloneArgs {
     redis_prefix: String,
     #[command(flatten)]
     auth: ApiAuthArgs,
+    #[command(flatten)]
+    apps: ApiAppsArgs,
 }
 
 /// The cluster's Redis (origins, edges and the cluster's control API).
@@ -207,6 +239,8 @@ struct ControlApiArgs {
     log: String,
     #[command(flatten)]
     auth: ApiAuthArgs,
+    #[command(flatten)]
+    apps: ApiAppsArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -295,7 +329,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         identity,
     };
     announce_auth(&args.media);
-    let api = api_config(args.api_addr, &args.auth);
+    let api = api_config(args.api_addr, &args.auth, &args.apps);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
     let origin = origin::run(config, shutdown_signal());
     tokio::pin!(origin);
@@ -366,7 +400,7 @@ async fn cluster_identity(
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
     let registry = args.redis.connect().await?;
     control_api::run(
-        api_config(args.api_addr, &args.auth),
+        api_config(args.api_addr, &args.auth, &args.apps),
         registry,
         shutdown_signal(),
     )
@@ -374,12 +408,17 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
     .context("control API failed")
 }
 
-fn api_config(addr: SocketAddr, auth: &ApiAuthArgs) -> control_api::ApiConfig {
+fn api_config(addr: SocketAddr, auth: &ApiAuthArgs, apps: &ApiAppsArgs) -> control_api::ApiConfig {
     control_api::ApiConfig {
         addr,
         admin_token: auth.admin_token.clone(),
         jwt_secret: auth.jwt_secret.clone(),
         key_rate_per_minute: auth.key_rate_per_minute,
+        apps: apps
+            .apps
+            .clone()
+            .map(|AppList(apps)| apps)
+            .unwrap_or_default(),
     }
 }
 
@@ -489,6 +528,34 @@ mod tests {
         };
         args.cluster.allow_loopback_advertise = allow_loopback;
         advertised_host(&args.cluster)
+    }
+
+    #[test]
+    fn apps_are_a_checked_comma_separated_list() {
+        let apps = |args: &[&str]| -> Result<Vec<String>, clap::Error> {
+            let cli = Cli::try_parse_from(["ferrolive", "control-api"].iter().chain(args))?;
+            let Some(Command::ControlApi(args)) = cli.command else {
+                unreachable!("parsed as control-api");
+            };
+            Ok(api_config(args.api_addr, &args.auth, &args.apps).apps)
+        };
+        assert_eq!(apps(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(apps(&["--apps", ""]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            apps(&["--apps", "live, game,,live"]).unwrap(),
+            ["live", "game"]
+        );
+        let error = apps(&["--apps", "live,a/b"]).unwrap_err().to_string();
+        assert!(error.contains("\"a/b\" is not a valid app name"), "{error}");
+        // The standalone node takes it too.
+        let cli = Cli::try_parse_from(["ferrolive", "standalone", "--apps", "game"]).unwrap();
+        let Some(Command::Standalone(args)) = cli.command else {
+            unreachable!("parsed as standalone");
+        };
+        assert_eq!(
+            api_config(args.api_addr, &args.auth, &args.apps).apps,
+            ["game"]
+        );
     }
 
     #[test]

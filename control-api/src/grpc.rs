@@ -16,8 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::apps::{split_stream, App};
 use crate::rest::client_ip;
-use crate::rooms::{room_of, ApiError, RoomView};
+use crate::rooms::{ApiError, RoomView};
 use crate::AppState;
 
 /// How often `WatchRooms` polls the stream leases.
@@ -86,7 +87,7 @@ fn room_info(view: RoomView) -> RoomInfo {
     });
     RoomInfo {
         room: view.room,
-        app: view.app.to_owned(),
+        app: view.app,
         live: view.live,
         has_key: view.has_key,
         origin_node_id: origin.node_id,
@@ -105,6 +106,16 @@ fn room_info(view: RoomView) -> RoomInfo {
             .into_iter()
             .map(|(node_id, viewers)| NodeViewers { node_id, viewers })
             .collect(),
+    }
+}
+
+impl ControlService {
+    /// The app a request names (empty: the default app), if this server serves it.
+    fn app(&self, request: &RoomRequest) -> Result<App, Status> {
+        self.state
+            .apps
+            .resolve(Some(&request.app))
+            .map_err(|e| status(e.into()))
     }
 }
 
@@ -129,9 +140,18 @@ impl Control for ControlService {
         request: Request<RoomRequest>,
     ) -> Result<Response<DeleteRoomReply>, Status> {
         let ip = client_ip(request.extensions());
-        let room = request.into_inner().room;
-        self.state.delete_room(ip, &room).await.map_err(status)?;
-        Ok(Response::new(DeleteRoomReply { room }))
+        let request = request.into_inner();
+        let app = self.app(&request)?;
+        let kicked = self
+            .state
+            .delete_room(ip, &request.room, &app)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DeleteRoomReply {
+            room: request.room,
+            app: app.to_string(),
+            kicked,
+        }))
     }
 
     async fn list_rooms(
@@ -145,9 +165,11 @@ impl Control for ControlService {
     }
 
     async fn get_room(&self, request: Request<RoomRequest>) -> Result<Response<RoomInfo>, Status> {
+        let request = request.into_inner();
+        let app = self.app(&request)?;
         let view = self
             .state
-            .room_view(&request.into_inner().room)
+            .room_view(&request.room, &app)
             .await
             .map_err(status)?;
         Ok(Response::new(room_info(view)))
@@ -158,9 +180,16 @@ impl Control for ControlService {
         request: Request<RoomRequest>,
     ) -> Result<Response<KickReply>, Status> {
         let ip = client_ip(request.extensions());
-        let room = request.into_inner().room;
-        self.state.kick(ip, &room).await.map_err(status)?;
-        Ok(Response::new(KickReply { room }))
+        let request = request.into_inner();
+        let app = self.app(&request)?;
+        self.state
+            .kick(ip, &request.room, &app)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(KickReply {
+            room: request.room,
+            app: app.to_string(),
+        }))
     }
 
     type WatchRoomsStream = Pin<Box<dyn Stream<Item = Result<RoomEvent, Status>> + Send + 'static>>;
@@ -184,43 +213,46 @@ impl Control for ControlService {
     }
 }
 
-/// Live streams of app `live`: room -> (node id, publisher session).
-type Snapshot = HashMap<String, (String, String)>;
+/// Live streams of every app: (room, app) -> (node id, publisher session).
+type Snapshot = HashMap<(String, String), (String, String)>;
 
 fn snapshot(leases: &[StreamLease]) -> Snapshot {
     leases
         .iter()
         .filter_map(|l| {
+            let (app, room) = split_stream(&l.stream)?;
             Some((
-                room_of(&l.stream)?.to_owned(),
+                (room.to_owned(), app.to_owned()),
                 (l.node_id.clone(), l.session.clone()),
             ))
         })
         .collect()
 }
 
-/// The events that turn `old` into `new`: a room whose publisher session changed between
-/// two polls stopped (on its old node) and started again.
+/// The events that turn `old` into `new`, by room then app: a stream whose publisher
+/// session changed between two polls stopped (on its old node) and started again.
 pub(crate) fn diff(old: &Snapshot, new: &Snapshot, at_ms: u64) -> Vec<RoomEvent> {
-    let event = |kind: room_event::Kind, room: &str, node_id: &str| RoomEvent {
+    let event = |kind: room_event::Kind, (room, app): &(String, String), node_id: &str| RoomEvent {
         kind: kind as i32,
-        room: room.to_owned(),
+        room: room.clone(),
+        app: app.clone(),
         node_id: node_id.to_owned(),
         at_ms,
     };
     let mut events = Vec::new();
     let mut stopped: Vec<_> = old
         .iter()
-        .filter(|(room, owner)| new.get(*room) != Some(owner))
-        .map(|(room, (node, _))| event(room_event::Kind::Stopped, room, node))
+        .filter(|(stream, owner)| new.get(*stream) != Some(owner))
+        .map(|(stream, (node, _))| event(room_event::Kind::Stopped, stream, node))
         .collect();
     let mut started: Vec<_> = new
         .iter()
-        .filter(|(room, owner)| old.get(*room) != Some(owner))
-        .map(|(room, (node, _))| event(room_event::Kind::Started, room, node))
+        .filter(|(stream, owner)| old.get(*stream) != Some(owner))
+        .map(|(stream, (node, _))| event(room_event::Kind::Started, stream, node))
         .collect();
-    stopped.sort_by(|a, b| a.room.cmp(&b.room));
-    started.sort_by(|a, b| a.room.cmp(&b.room));
+    let by_room_then_app = |a: &RoomEvent, b: &RoomEvent| (&a.room, &a.app).cmp(&(&b.room, &b.app));
+    stopped.sort_by(by_room_then_app);
+    started.sort_by(by_room_then_app);
     events.append(&mut stopped);
     events.append(&mut started);
     events

@@ -4,17 +4,22 @@
 //!   `/stat/livestat` (same paths, response shapes and field names as livego, without its
 //!   bugs: reset revokes the old key at once, delete removes key and room, status codes are
 //!   right, key creation is rate-limited per client IP);
-//! - a resource API under `/api/v1` (live rooms with their stats, one room, rotate key,
-//!   delete room, kick publisher, play URLs on the best edge and their redirect form)
-//!   described by `/api/v1/openapi.json` (the checked-in `openapi.json`);
+//! - a resource API under `/api/v1` (live rooms of every app with their stats, one room,
+//!   rotate key, delete room, kick publisher, play URLs on the best edge and their redirect
+//!   form) described by `/api/v1/openapi.json` (the checked-in `openapi.json`);
 //! - gRPC `ferrolive.v1.Control` (same operations plus a `WatchRooms` event stream), gRPC
 //!   health and reflection;
 //! - `/healthz` and `/readyz`.
+//!
+//! A room's key is the same whatever app it is published under; a live stream is `app/room`,
+//! so what acts on one (get, delete, kick, play) takes the app too, `live` by default
+//! (see the `apps` module).
 //!
 //! Access control: with an admin token and/or a JWT secret configured, every control
 //! endpoint needs `Authorization: Bearer <token or HS256 JWT>` (or livego's `?jwt=`). With
 //! neither, the API only listens on loopback.
 
+mod apps;
 mod auth;
 mod grpc;
 mod outage;
@@ -31,10 +36,8 @@ use registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use apps::DEFAULT_APP;
 pub use auth::Auth;
-
-/// The application name every room is published under (`rtmp://host/live/<key>`).
-pub const APP: &str = "live";
 
 /// How long a graceful shutdown waits for open requests before returning anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +54,10 @@ pub struct ApiConfig {
     /// Key creations per minute per client IP (token bucket, burst of the same size);
     /// 0 disables the limit.
     pub key_rate_per_minute: u32,
+    /// The apps requests may name (`?app=`, gRPC `app`); a request naming another is
+    /// refused (400). Empty: any valid app name. The default app is `live`, or the first
+    /// of these when they leave `live` out.
+    pub apps: Vec<String>,
 }
 
 /// Secrets are shown only as `Some("<redacted>")`.
@@ -62,6 +69,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("admin_token", &redacted(&self.admin_token))
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("key_rate_per_minute", &self.key_rate_per_minute)
+            .field("apps", &self.apps)
             .finish()
     }
 }
@@ -73,6 +81,7 @@ impl Default for ApiConfig {
             admin_token: None,
             jwt_secret: None,
             key_rate_per_minute: 60,
+            apps: Vec::new(),
         }
     }
 }
@@ -88,6 +97,8 @@ impl ApiConfig {
 pub(crate) struct AppState {
     pub registry: Arc<dyn Registry>,
     pub auth: Arc<Auth>,
+    /// The apps requests may name.
+    pub apps: Arc<apps::Apps>,
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
     pub shutdown: watch::Receiver<bool>,
@@ -102,6 +113,7 @@ impl AppState {
         AppState {
             registry,
             auth: Arc::new(config.auth()),
+            apps: Arc::new(apps::Apps::new(&config.apps)),
             limiter: Arc::new(ratelimit::RateLimiter::per_minute(
                 config.key_rate_per_minute,
             )),
@@ -156,7 +168,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, auth = config.auth().describe(), "control API listening (REST + gRPC)");
+    let apps = match config.apps.as_slice() {
+        [] => "any".to_owned(),
+        apps => apps.join(","),
+    };
+    tracing::info!(addr = %local, auth = config.auth().describe(), apps, "control API listening (REST + gRPC)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let outage = AbortOnDrop(tokio::spawn(outage::watch(registry.clone())));

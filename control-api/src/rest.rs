@@ -14,9 +14,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::apps::{split_stream, App};
 use crate::auth::AuthError;
-use crate::rooms::{room_of, viewers_by_node, ApiError, ApiResult};
-use crate::{AppState, APP};
+use crate::rooms::{viewers_by_node, ApiError, ApiResult};
+use crate::AppState;
 
 /// At most this many entries in livestat's `players` (one per viewer, as livego lists them).
 const MAX_PLAYER_ENTRIES: u64 = 10_000;
@@ -252,12 +253,12 @@ async fn fallback(request: Request) -> Response {
 
 // --- livego compatibility ---
 
-/// The `room` query parameter (`None` when missing or empty).
-fn room_param(query: QueryMap) -> Option<String> {
-    let Ok(Query(mut query)) = query else {
+/// A query parameter (`None` when missing or empty).
+fn param(query: &QueryMap, name: &str) -> Option<String> {
+    let Ok(Query(query)) = query else {
         return None;
     };
-    query.remove("room").filter(|room| !room.is_empty())
+    query.get(name).filter(|value| !value.is_empty()).cloned()
 }
 
 /// livego's answer to a missing `room`.
@@ -275,7 +276,7 @@ async fn control_get(
     ClientIp(ip): ClientIp,
     query: QueryMap,
 ) -> Response {
-    let Some(room) = room_param(query) else {
+    let Some(room) = param(&query, "room") else {
         return usage("/control/get");
     };
     match state.get_key(ip, &room).await {
@@ -289,7 +290,7 @@ async fn control_reset(
     ClientIp(ip): ClientIp,
     query: QueryMap,
 ) -> Response {
-    let Some(room) = room_param(query) else {
+    let Some(room) = param(&query, "room") else {
         return usage("/control/reset");
     };
     match state.reset_key(ip, &room).await {
@@ -303,10 +304,14 @@ async fn control_delete(
     ClientIp(ip): ClientIp,
     query: QueryMap,
 ) -> Response {
-    let Some(room) = room_param(query) else {
+    let Some(room) = param(&query, "room") else {
         return usage("/control/delete");
     };
-    match state.delete_room(ip, &room).await {
+    let app = match state.apps.resolve(param(&query, "app").as_deref()) {
+        Ok(app) => app,
+        Err(e) => return livego_error(e.into()),
+    };
+    match state.delete_room(ip, &room, &app).await {
         Ok(_) => livego(StatusCode::OK, "Ok"),
         Err(e) => livego_error(e),
     }
@@ -342,7 +347,7 @@ async fn livestat_data(state: &AppState) -> ApiResult<Value> {
     let mut players = Vec::new();
     let mut player_entries = 0u64;
     for lease in &leases {
-        let Some(room) = room_of(&lease.stream) else {
+        let Some((app, room)) = split_stream(&lease.stream) else {
             continue;
         };
         // livego's speeds are bytes per millisecond: kbit/s / 8. The lease has one recent
@@ -358,7 +363,7 @@ async fn livestat_data(state: &AppState) -> ApiResult<Value> {
         };
         publishers.push(LivegoStream {
             key: lease.stream.clone(),
-            url: format!("rtmp://{}/{APP}/{room}", lease.addrs.rtmp),
+            url: format!("rtmp://{}/{app}/{room}", lease.addrs.rtmp),
             stream_id: 0,
             video_total_bytes: lease.video_bytes,
             video_speed,
@@ -374,7 +379,7 @@ async fn livestat_data(state: &AppState) -> ApiResult<Value> {
             for _ in 0..viewers.min(MAX_PLAYER_ENTRIES - player_entries) {
                 players.push(LivegoStream {
                     key: lease.stream.clone(),
-                    url: format!("http://{http}/{APP}/{room}.flv"),
+                    url: format!("http://{http}/{app}/{room}.flv"),
                     stream_id: 0,
                     video_total_bytes: 0,
                     video_speed: 0,
@@ -412,8 +417,33 @@ async fn v1_list_rooms(
     }
 }
 
-async fn v1_get_room(State(state): State<AppState>, Path(room): Path<String>) -> Response {
-    match state.room_view(&room).await {
+/// `?app=`: the app of the stream a room operation acts on.
+#[derive(Debug, serde::Deserialize)]
+struct AppQuery {
+    app: Option<String>,
+}
+
+type AppQueryResult = Result<Query<AppQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The app a request names in `?app=` (the default app when it names none), if it is one
+/// this server serves.
+fn requested_app(state: &AppState, query: AppQueryResult) -> ApiResult<App> {
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::BadRequest("bad query parameters".into()));
+    };
+    Ok(state.apps.resolve(query.app.as_deref())?)
+}
+
+async fn v1_get_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+) -> Response {
+    let view = match requested_app(&state, query) {
+        Ok(app) => state.room_view(&room, &app).await,
+        Err(e) => Err(e),
+    };
+    match view {
         Ok(view) => Json(view).into_response(),
         Err(e) => v1_error(e),
     }
@@ -434,11 +464,20 @@ async fn v1_delete_room(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(room): Path<String>,
+    query: AppQueryResult,
 ) -> Response {
-    match state.delete_room(ip, &room).await {
-        Ok(kicked) => {
-            Json(json!({ "room": room, "deleted": true, "kicked": kicked })).into_response()
-        }
+    let app = match requested_app(&state, query) {
+        Ok(app) => app,
+        Err(e) => return v1_error(e),
+    };
+    match state.delete_room(ip, &room, &app).await {
+        Ok(kicked) => Json(json!({
+            "room": room,
+            "app": app.as_str(),
+            "deleted": true,
+            "kicked": kicked
+        }))
+        .into_response(),
         Err(e) => v1_error(e),
     }
 }
@@ -447,11 +486,16 @@ async fn v1_kick(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(room): Path<String>,
+    query: AppQueryResult,
 ) -> Response {
-    match state.kick(ip, &room).await {
+    let app = match requested_app(&state, query) {
+        Ok(app) => app,
+        Err(e) => return v1_error(e),
+    };
+    match state.kick(ip, &room, &app).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "room": room, "kicked": true })),
+            Json(json!({ "room": room, "app": app.as_str(), "kicked": true })),
         )
             .into_response(),
         Err(e) => v1_error(e),
@@ -462,6 +506,8 @@ async fn v1_kick(
 struct PlayQuery {
     /// The player's region: edges there are preferred.
     region: Option<String>,
+    /// The app of the stream (the default app when absent).
+    app: Option<String>,
 }
 
 type PlayQueryResult = Result<Query<PlayQuery>, axum::extract::rejection::QueryRejection>;
@@ -489,7 +535,8 @@ async fn play_view(
     let Ok(Query(query)) = query else {
         return Err(ApiError::BadRequest("bad query parameters".into()));
     };
-    state.play(room, query.region.as_deref()).await
+    let app = state.apps.resolve(query.app.as_deref())?;
+    state.play(room, &app, query.region.as_deref()).await
 }
 
 async fn v1_play(

@@ -8,7 +8,8 @@ use std::time::Duration;
 use registry::{NodeInfo, RegistryError, Room, StreamLease};
 use serde::Serialize;
 
-use crate::{AppState, APP};
+use crate::apps::{split_stream, stream_of, App, AppError};
+use crate::AppState;
 
 /// What can go wrong in a control operation; each front end maps it to its status codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,12 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
@@ -61,13 +68,10 @@ pub fn validate_room(room: &str) -> ApiResult<()> {
     }
 }
 
-pub fn stream_of(room: &str) -> String {
-    format!("{APP}/{room}")
-}
-
-/// The room of a stream published under [`APP`].
-pub fn room_of(stream: &str) -> Option<&str> {
-    stream.strip_prefix(APP)?.strip_prefix('/')
+/// What kick and play answer when the stream is not live: it names the app, so that a
+/// request that left the app out sees which one it was taken to mean.
+fn not_live(app: &App) -> ApiError {
+    ApiError::NotFound(format!("room is not live in app '{app}'"))
 }
 
 impl AppState {
@@ -92,72 +96,82 @@ impl AppState {
         Ok(key)
     }
 
-    /// Delete the room and its key and disconnect its publisher if it is live. Returns
-    /// whether a publisher was kicked; `NotFound` when there was neither room nor stream.
-    pub async fn delete_room(&self, client: IpAddr, room: &str) -> ApiResult<bool> {
+    /// Delete the room and its key (whatever app it publishes under) and disconnect the
+    /// publisher of `app/room` if it is live. Returns whether a publisher was kicked;
+    /// `NotFound` when there was neither room nor stream.
+    pub async fn delete_room(&self, client: IpAddr, room: &str, app: &App) -> ApiResult<bool> {
         validate_room(room)?;
         let deleted = self.registry.delete_room(room).await?;
-        let kicked = self.registry.kick(&stream_of(room)).await?;
+        let kicked = self.registry.kick(&stream_of(app, room)).await?;
         if !deleted && !kicked {
             return Err(ApiError::NotFound("room not found".into()));
         }
-        tracing::info!(room, %client, kicked, "room deleted");
+        tracing::info!(room, %app, %client, kicked, "room deleted");
         Ok(kicked)
     }
 
-    /// Ask the origin to disconnect the room's publisher.
-    pub async fn kick(&self, client: IpAddr, room: &str) -> ApiResult<()> {
+    /// Ask the origin to disconnect the publisher of `app/room`.
+    pub async fn kick(&self, client: IpAddr, room: &str, app: &App) -> ApiResult<()> {
         validate_room(room)?;
-        if !self.registry.kick(&stream_of(room)).await? {
-            return Err(ApiError::NotFound("room is not live".into()));
+        if !self.registry.kick(&stream_of(app, room)).await? {
+            return Err(not_live(app));
         }
-        tracing::info!(room, %client, "publisher kicked");
+        tracing::info!(room, %app, %client, "publisher kicked");
         Ok(())
     }
 
-    /// Live rooms (and, with `all`, rooms that have a key but are not live), by name.
+    /// Live streams of every app (and, with `all`, rooms that have a key but no live
+    /// stream, under the default app), by room, then app.
     pub async fn list_rooms(&self, all: bool) -> ApiResult<Vec<RoomView>> {
         let leases = self.registry.leases().await?;
         let nodes = self.registry.nodes().await?;
-        let mut views: BTreeMap<String, RoomView> = BTreeMap::new();
+        // Keyed (room, app): the order of the list.
+        let mut views: BTreeMap<(String, String), RoomView> = BTreeMap::new();
         for lease in &leases {
-            if let Some(room) = room_of(&lease.stream) {
+            if let Some((app, room)) = split_stream(&lease.stream) {
                 views.insert(
-                    room.to_owned(),
-                    RoomView::new(room, None, Some(lease), &nodes),
+                    (room.to_owned(), app.to_owned()),
+                    RoomView::new(room, app, None, Some(lease), &nodes),
                 );
             }
         }
-        // Whether a live room has a key: one call for the list when it is wanted anyway,
-        // otherwise one cheap lookup per live room.
+        // Whether a live room has a key (one key for all its apps): one call for the list
+        // when it is wanted anyway, otherwise one cheap lookup per live room.
         if all {
             for room in self.registry.rooms().await? {
-                match views.get_mut(&room.room) {
-                    Some(view) => view.set_key(&room),
-                    None => {
-                        let name = room.room.clone();
-                        views.insert(
-                            name.clone(),
-                            RoomView::new(&name, Some(&room), None, &nodes),
-                        );
-                    }
+                let mut live_views = views
+                    .range_mut((room.room.clone(), String::new())..)
+                    .take_while(|((name, _), _)| *name == room.room)
+                    .map(|(_, view)| view)
+                    .peekable();
+                if live_views.peek().is_some() {
+                    live_views.for_each(|view| view.set_key(&room));
+                    continue;
                 }
+                let app = self.apps.default_app().to_owned();
+                let view = RoomView::new(&room.room, &app, Some(&room), None, &nodes);
+                views.insert((room.room, app), view);
             }
         } else {
+            let mut stored: HashMap<String, Option<Room>> = HashMap::new();
             for view in views.values_mut() {
-                if let Some(room) = self.registry.room(&view.room).await? {
-                    view.set_key(&room);
+                if !stored.contains_key(&view.room) {
+                    stored.insert(view.room.clone(), self.registry.room(&view.room).await?);
+                }
+                if let Some(Some(room)) = stored.get(&view.room) {
+                    view.set_key(room);
                 }
             }
         }
         Ok(views.into_values().collect())
     }
 
-    /// One room, live or not; `NotFound` when it neither has a key nor is live.
-    pub async fn room_view(&self, room: &str) -> ApiResult<RoomView> {
+    /// One room as `app` sees it: its key, and its stream in `app` if live; `NotFound`
+    /// when it neither has a key nor is live there.
+    pub async fn room_view(&self, room: &str, app: &App) -> ApiResult<RoomView> {
         validate_room(room)?;
         let stored = self.registry.room(room).await?;
-        let lease = self.registry.lease(&stream_of(room)).await?;
+        let lease = self.registry.lease(&stream_of(app, room)).await?;
         if stored.is_none() && lease.is_none() {
             return Err(ApiError::NotFound("room not found".into()));
         }
@@ -166,7 +180,13 @@ impl AppState {
         } else {
             Vec::new()
         };
-        Ok(RoomView::new(room, stored.as_ref(), lease.as_ref(), &nodes))
+        Ok(RoomView::new(
+            room,
+            app.as_str(),
+            stored.as_ref(),
+            lease.as_ref(),
+            &nodes,
+        ))
     }
 }
 
@@ -186,7 +206,9 @@ pub struct OriginView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoomView {
     pub room: String,
-    pub app: &'static str,
+    /// The app the stream is published under (for a room that is not live, the app asked
+    /// for).
+    pub app: String,
     pub live: bool,
     pub has_key: bool,
     /// Unix milliseconds the current key was issued.
@@ -209,13 +231,14 @@ pub struct RoomView {
 impl RoomView {
     pub fn new(
         room: &str,
+        app: &str,
         stored: Option<&Room>,
         lease: Option<&StreamLease>,
         nodes: &[NodeInfo],
     ) -> Self {
         let mut view = RoomView {
             room: room.to_owned(),
-            app: APP,
+            app: app.to_owned(),
             live: lease.is_some(),
             has_key: false,
             key_created_ms: None,
@@ -290,44 +313,54 @@ pub fn nodes_by_id(nodes: &[NodeInfo]) -> HashMap<&str, &NodeInfo> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlayView {
     pub room: String,
+    pub app: String,
     /// The node the URLs point at.
     pub node_id: String,
     /// That node's region (`None` for an origin without a heartbeat).
     pub region: Option<String>,
-    /// `rtmp://<node rtmp>/live/<room>`.
+    /// `rtmp://<node rtmp>/<app>/<room>`.
     pub rtmp: String,
-    /// `http://<node http>/live/<room>.flv`.
+    /// `http://<node http>/<app>/<room>.flv`.
     pub flv: String,
-    /// `http://<node http>/live/<room>.m3u8`.
+    /// `http://<node http>/<app>/<room>.m3u8`.
     pub hls: String,
 }
 
 impl PlayView {
-    fn new(room: &str, node_id: &str, region: Option<String>, rtmp: &str, http: &str) -> Self {
+    fn new(
+        room: &str,
+        app: &App,
+        node_id: &str,
+        region: Option<String>,
+        rtmp: &str,
+        http: &str,
+    ) -> Self {
         PlayView {
             room: room.to_owned(),
+            app: app.to_string(),
             node_id: node_id.to_owned(),
             region,
-            rtmp: format!("rtmp://{rtmp}/{APP}/{room}"),
-            flv: format!("http://{http}/{APP}/{room}.flv"),
-            hls: format!("http://{http}/{APP}/{room}.m3u8"),
+            rtmp: format!("rtmp://{rtmp}/{app}/{room}"),
+            flv: format!("http://{http}/{app}/{room}.flv"),
+            hls: format!("http://{http}/{app}/{room}.m3u8"),
         }
     }
 }
 
 impl AppState {
-    /// Play URLs for a live room on the best edge for a player in `region` (see
-    /// [`best_edge`]); with no edge registered, on the origin holding the room's lease.
-    /// `NotFound` when the room is not live.
-    pub async fn play(&self, room: &str, region: Option<&str>) -> ApiResult<PlayView> {
+    /// Play URLs for the live stream `app/room` on the best edge for a player in `region`
+    /// (see [`best_edge`]); with no edge registered, on the origin holding the stream's
+    /// lease. `NotFound` when the stream is not live.
+    pub async fn play(&self, room: &str, app: &App, region: Option<&str>) -> ApiResult<PlayView> {
         validate_room(room)?;
-        let Some(lease) = self.registry.lease(&stream_of(room)).await? else {
-            return Err(ApiError::NotFound("room is not live".into()));
+        let Some(lease) = self.registry.lease(&stream_of(app, room)).await? else {
+            return Err(not_live(app));
         };
         let nodes = self.registry.nodes().await?;
         if let Some(edge) = best_edge(&nodes, region) {
             return Ok(PlayView::new(
                 room,
+                app,
                 &edge.id,
                 Some(edge.region.clone()),
                 &edge.addrs.rtmp,
@@ -340,6 +373,7 @@ impl AppState {
             .map(|n| n.region.clone());
         Ok(PlayView::new(
             room,
+            app,
             &lease.node_id,
             origin_region,
             &lease.addrs.rtmp,

@@ -85,8 +85,13 @@ impl Api {
 }
 
 fn lease(room: &str, node: &str, session: &str) -> StreamLease {
+    lease_in("live", room, node, session)
+}
+
+/// The lease of `app/room` an origin takes for a publisher.
+fn lease_in(app: &str, room: &str, node: &str, session: &str) -> StreamLease {
     StreamLease {
-        stream: format!("live/{room}"),
+        stream: format!("{app}/{room}"),
         node_id: node.into(),
         session: session.into(),
         addrs: NodeAddrs {
@@ -124,13 +129,27 @@ fn node(id: &str, role: NodeRole, http: &str, viewers: &[(&str, u64)]) -> NodeIn
 }
 
 async fn go_live(registry: &dyn Registry, room: &str) {
+    go_live_in(registry, "live", room).await;
+}
+
+async fn go_live_in(registry: &dyn Registry, app: &str, room: &str) {
     assert_eq!(
         registry
-            .acquire_lease(&lease(room, "origin-1", "s1"), TTL)
+            .acquire_lease(&lease_in(app, room, "origin-1", "s1"), TTL)
             .await
             .unwrap(),
         LeaseOutcome::Acquired
     );
+}
+
+/// Whether the publisher of `app/room` (taken live by [`go_live_in`]) has been kicked, as
+/// its origin's next lease refresh would see it.
+async fn was_kicked(registry: &dyn Registry, app: &str, room: &str) -> bool {
+    let outcome = registry
+        .refresh_lease(&lease_in(app, room, "origin-1", "s1"), TTL)
+        .await
+        .unwrap();
+    outcome == registry::RefreshOutcome::Kicked
 }
 
 // --- livego endpoints ---
@@ -500,13 +519,16 @@ async fn v1_rooms() {
         (status, kicked),
         (
             StatusCode::ACCEPTED,
-            json!({"room": "movie", "kicked": true})
+            json!({"room": "movie", "app": "live", "kicked": true})
         )
     );
     assert_eq!(
         api.call(Method::POST, "/api/v1/rooms/idle/kick", None)
             .await,
-        (StatusCode::NOT_FOUND, json!({"error": "room is not live"}))
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "room is not live in app 'live'"})
+        )
     );
 
     // Delete.
@@ -515,7 +537,7 @@ async fn v1_rooms() {
         (status, deleted),
         (
             StatusCode::OK,
-            json!({"room": "idle", "deleted": true, "kicked": false})
+            json!({"room": "idle", "app": "live", "deleted": true, "kicked": false})
         )
     );
     assert_eq!(api.get("/api/v1/rooms/idle").await.0, StatusCode::NOT_FOUND);
@@ -729,6 +751,50 @@ async fn openapi_documents_exactly_the_routes() {
     );
 }
 
+/// The routes that act on a room's stream, and so take `?app=`.
+const ROUTES_WITH_APP: &[(&str, &str)] = &[
+    ("GET", "/control/delete"),
+    ("POST", "/control/delete"),
+    ("GET", "/api/v1/rooms/{room}"),
+    ("DELETE", "/api/v1/rooms/{room}"),
+    ("POST", "/api/v1/rooms/{room}/kick"),
+    ("GET", "/api/v1/rooms/{room}/play"),
+    ("GET", "/api/v1/rooms/{room}/play.flv"),
+    ("GET", "/api/v1/rooms/{room}/play.m3u8"),
+    ("GET", "/api/v1/rooms/{room}/play.rtmp"),
+];
+
+/// openapi.json declares `app` (the one `AppQuery` parameter) on exactly the routes that
+/// take it.
+#[tokio::test]
+async fn openapi_documents_the_app_parameter() {
+    let (status, doc) = api(config()).await.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let app_query = &doc["components"]["parameters"]["AppQuery"];
+    assert_eq!(
+        (&app_query["name"], &app_query["in"]),
+        (&json!("app"), &json!("query"))
+    );
+    let takes_app = |method: &str, path: &str| {
+        let item = &doc["paths"][path];
+        let path_level = item["parameters"].as_array().into_iter().flatten();
+        let operation_level = item[method.to_lowercase()]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        path_level
+            .chain(operation_level)
+            .any(|p| p["$ref"] == "#/components/parameters/AppQuery")
+    };
+    for &(method, path) in crate::rest::ROUTES {
+        assert_eq!(
+            takes_app(method, path),
+            ROUTES_WITH_APP.contains(&(method, path)),
+            "{method} {path}"
+        );
+    }
+}
+
 /// Every operation in the served document reaches a handler of the real router.
 #[tokio::test]
 async fn every_documented_operation_is_served() {
@@ -809,6 +875,7 @@ async fn heartbeat(registry: &dyn Registry, node: NodeInfo) {
 fn play_body(room: &str, node: &str, region: Option<&str>, rtmp: &str, http: &str) -> Value {
     json!({
         "room": room,
+        "app": "live",
         "node_id": node,
         "region": region,
         "rtmp": format!("rtmp://{rtmp}/live/{room}"),
@@ -1005,7 +1072,11 @@ async fn play_errors() {
             assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
             assert!(headers.get(header::LOCATION).is_none());
             let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(body, json!({"error": "room is not live"}), "{uri}");
+            assert_eq!(
+                body,
+                json!({"error": "room is not live in app 'live'"}),
+                "{uri}"
+            );
         }
     }
     for uri in [
@@ -1093,6 +1164,354 @@ async fn play_redirects() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["node_id"], "edge-us");
+}
+
+// --- apps other than `live` ---
+
+#[tokio::test]
+async fn every_app_is_listed_with_its_app() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    api.get("/control/get?room=idle").await;
+    // One room live in two apps, another only in `game`.
+    go_live_in(reg, "game", "movie").await;
+    go_live_in(reg, "live", "movie").await;
+    go_live_in(reg, "game", "arena").await;
+    heartbeat(
+        reg,
+        edge(
+            "edge-1",
+            "eu",
+            "10.1.0.1",
+            &[("game/movie", 3), ("live/movie", 1)],
+            0,
+        ),
+    )
+    .await;
+
+    // By room, then app; the key is the room's, whatever the app.
+    let summary = |body: &Value| -> Vec<(String, String, bool, bool, u64)> {
+        body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["room"].as_str().unwrap().to_owned(),
+                    r["app"].as_str().unwrap().to_owned(),
+                    r["live"].as_bool().unwrap(),
+                    r["has_key"].as_bool().unwrap(),
+                    r["viewers"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let owned = |rows: &[(&str, &str, bool, bool, u64)]| -> Vec<(String, String, bool, bool, u64)> {
+        rows.iter()
+            .map(|&(room, app, live, has_key, viewers)| {
+                (room.into(), app.into(), live, has_key, viewers)
+            })
+            .collect()
+    };
+    let (status, body) = api.get("/api/v1/rooms").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        summary(&body),
+        owned(&[
+            ("arena", "game", true, false, 2),
+            ("movie", "game", true, true, 5),
+            ("movie", "live", true, true, 3),
+        ])
+    );
+    // `all` adds the keyed room that is live nowhere, under the default app, and nothing
+    // for a keyed room that is live in some app.
+    let (status, body) = api.get("/api/v1/rooms?all=true").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        summary(&body),
+        owned(&[
+            ("arena", "game", true, false, 2),
+            ("idle", "live", false, true, 0),
+            ("movie", "game", true, true, 5),
+            ("movie", "live", true, true, 3),
+        ])
+    );
+
+    // livego's livestat: every app's publishers, with URLs in their app.
+    let (status, body) = api.get("/stat/livestat").await;
+    assert_eq!(status, StatusCode::OK);
+    let publishers: Vec<(&str, &str)> = body["data"]["publishers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["key"].as_str().unwrap(), p["url"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        publishers,
+        [
+            ("game/arena", "rtmp://10.0.0.1:1935/game/arena"),
+            ("game/movie", "rtmp://10.0.0.1:1935/game/movie"),
+            ("live/movie", "rtmp://10.0.0.1:1935/live/movie"),
+        ]
+    );
+    let game_movie_on_the_edge = body["data"]["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["key"] == "game/movie" && p["url"] == "http://10.1.0.1:8080/game/movie.flv")
+        .count();
+    assert_eq!(game_movie_on_the_edge, 3);
+}
+
+#[tokio::test]
+async fn app_query_picks_the_stream_to_get_play_and_kick() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    go_live_in(reg, "game", "movie").await;
+
+    // Get: `?app=game` is the live stream; no app (or an empty one) means `live`, where
+    // the room has its key but no stream.
+    let (status, game) = api.get("/api/v1/rooms/movie?app=game").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&game["app"], &game["live"], &game["has_key"]),
+        (&json!("game"), &json!(true), &json!(true))
+    );
+    assert_eq!(game["origin"]["node_id"], "origin-1");
+    let (status, live) = api.get("/api/v1/rooms/movie").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&live["app"], &live["live"], &live["has_key"]),
+        (&json!("live"), &json!(false), &json!(true))
+    );
+    assert_eq!(api.get("/api/v1/rooms/movie?app=live").await.1, live);
+    assert_eq!(api.get("/api/v1/rooms/movie?app=").await.1, live);
+
+    // Play: URLs in the app asked for.
+    let (status, play) = api.get("/api/v1/rooms/movie/play?app=game").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        play,
+        json!({
+            "room": "movie",
+            "app": "game",
+            "node_id": "origin-1",
+            "region": null,
+            "rtmp": "rtmp://10.0.0.1:1935/game/movie",
+            "flv": "http://10.0.0.1:8080/game/movie.flv",
+            "hls": "http://10.0.0.1:8080/game/movie.m3u8",
+        })
+    );
+    for (suffix, location) in [
+        ("play.flv", "http://10.0.0.1:8080/game/movie.flv"),
+        ("play.m3u8", "http://10.0.0.1:8080/game/movie.m3u8"),
+        ("play.rtmp", "rtmp://10.0.0.1:1935/game/movie"),
+    ] {
+        let uri = format!("/api/v1/rooms/movie/{suffix}?region=eu&app=game");
+        let (status, headers, _) = api.call_raw(Method::GET, &uri, None).await;
+        assert_eq!(status, StatusCode::FOUND, "{uri}");
+        assert_eq!(headers[header::LOCATION], location, "{uri}");
+    }
+    assert_eq!(
+        api.get("/api/v1/rooms/movie/play").await,
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "room is not live in app 'live'"})
+        )
+    );
+
+    // Kick: without the app, `live/movie`, which is not live; the game publisher stays.
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick", None)
+            .await,
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "room is not live in app 'live'"})
+        )
+    );
+    assert!(!was_kicked(reg, "game", "movie").await);
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick?app=game", None)
+            .await,
+        (
+            StatusCode::ACCEPTED,
+            json!({"room": "movie", "app": "game", "kicked": true})
+        )
+    );
+    assert!(was_kicked(reg, "game", "movie").await);
+}
+
+#[tokio::test]
+async fn delete_kicks_the_stream_of_the_app_it_names() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    for room in ["movie", "show", "third"] {
+        api.get(&format!("/control/get?room={room}")).await;
+        go_live_in(reg, "game", room).await;
+    }
+
+    let (status, body) = api
+        .call(Method::DELETE, "/api/v1/rooms/movie?app=game", None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"room": "movie", "app": "game", "deleted": true, "kicked": true})
+        )
+    );
+    assert!(was_kicked(reg, "game", "movie").await);
+    assert_eq!(api.registry.room("movie").await.unwrap(), None);
+
+    // livego's delete takes `app` the same way.
+    assert_eq!(
+        api.get("/control/delete?room=show&app=game").await,
+        (StatusCode::OK, json!({"status": 200, "data": "Ok"}))
+    );
+    assert!(was_kicked(reg, "game", "show").await);
+    assert_eq!(api.registry.room("show").await.unwrap(), None);
+
+    // Without the app: the key goes (it is the room's in every app) and `live/third`,
+    // which is not live, is all that could be kicked.
+    let (status, body) = api.call(Method::DELETE, "/api/v1/rooms/third", None).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"room": "third", "app": "live", "deleted": true, "kicked": false})
+        )
+    );
+    assert_eq!(api.registry.room("third").await.unwrap(), None);
+    let (status, body) = api
+        .call(Method::DELETE, "/api/v1/rooms/third?app=game", None)
+        .await;
+    assert_eq!(
+        (status, body["kicked"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    assert!(was_kicked(reg, "game", "third").await);
+}
+
+/// Every route that takes `?app=` refuses a name no app can have, before it acts.
+#[tokio::test]
+async fn invalid_app_names_are_refused() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    go_live_in(reg, "game", "movie").await;
+    let invalid = [
+        "a%2Fb",
+        ".hidden",
+        "a%20b",
+        "..",
+        "g%C3%A9",
+        &"x".repeat(65),
+    ];
+    for (&(method, path), app) in ROUTES_WITH_APP.iter().zip(invalid.iter().cycle()) {
+        let livego = path.starts_with("/control/");
+        let uri = if livego {
+            format!("{path}?room=movie&app={app}")
+        } else {
+            format!("{}?app={app}", concrete(path))
+        };
+        let (status, body) = api.call(method.parse().unwrap(), &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}");
+        let message = if livego {
+            assert_eq!(body["status"], 400);
+            &body["data"]
+        } else {
+            &body["error"]
+        };
+        assert!(
+            message.as_str().unwrap().starts_with("invalid app name"),
+            "{method} {uri}: {body}"
+        );
+    }
+    // Refused before anything was done.
+    assert!(api.registry.room("movie").await.unwrap().is_some());
+    assert!(!was_kicked(reg, "game", "movie").await);
+}
+
+#[tokio::test]
+async fn apps_outside_the_configured_list_are_refused() {
+    let api = api(ApiConfig {
+        apps: vec!["live".into(), "game".into()],
+        ..config()
+    })
+    .await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    go_live_in(reg, "game", "movie").await;
+    for &(method, path) in ROUTES_WITH_APP {
+        let livego = path.starts_with("/control/");
+        let uri = if livego {
+            format!("{path}?room=movie&app=music")
+        } else {
+            format!("{}?app=music", concrete(path))
+        };
+        let (status, body) = api.call(method.parse().unwrap(), &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}");
+        let message = if livego {
+            &body["data"]
+        } else {
+            &body["error"]
+        };
+        assert_eq!(
+            message, "unknown app 'music': this server's apps are live, game",
+            "{method} {uri}"
+        );
+    }
+    assert!(api.registry.room("movie").await.unwrap().is_some());
+    // The listed apps work, `live` by default.
+    assert_eq!(api.get("/api/v1/rooms/movie").await.1["app"], "live");
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick?app=game", None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn without_live_in_the_list_the_first_app_is_the_default() {
+    let api = api(ApiConfig {
+        apps: vec!["game".into(), "music".into()],
+        ..config()
+    })
+    .await;
+    let reg = api.registry.as_ref();
+    api.get("/control/get?room=movie").await;
+    api.get("/control/get?room=idle").await;
+    go_live_in(reg, "game", "movie").await;
+
+    let (status, movie) = api.get("/api/v1/rooms/movie").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&movie["app"], &movie["live"]),
+        (&json!("game"), &json!(true))
+    );
+    let (_, all) = api.get("/api/v1/rooms?all=true").await;
+    let listed: Vec<_> = all["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["app"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("idle", "game"), ("movie", "game")]);
+    assert_eq!(
+        api.get("/api/v1/rooms/movie?app=live").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.call(Method::POST, "/api/v1/rooms/movie/kick", None)
+            .await,
+        (
+            StatusCode::ACCEPTED,
+            json!({"room": "movie", "app": "game", "kicked": true})
+        )
+    );
 }
 
 // --- health ---
@@ -1380,6 +1799,14 @@ mod grpc {
         }
     }
 
+    /// `app` empty: the default app.
+    fn room_request(room: &str, app: &str) -> RoomRequest {
+        RoomRequest {
+            room: room.into(),
+            app: app.into(),
+        }
+    }
+
     fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
@@ -1411,9 +1838,7 @@ mod grpc {
 
         let mut client = ControlClient::new(server.channel().await);
         let key = client
-            .get_key(RoomRequest {
-                room: "movie".into(),
-            })
+            .get_key(room_request("movie", ""))
             .await
             .unwrap()
             .into_inner();
@@ -1421,23 +1846,17 @@ mod grpc {
         assert!(response.contains(&key.key), "the same key as over REST");
 
         let status = client
-            .get_key(RoomRequest {
-                room: "sk_bad".into(),
-            })
+            .get_key(room_request("sk_bad", ""))
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         let status = client
-            .get_room(RoomRequest {
-                room: "nothing".into(),
-            })
+            .get_room(room_request("nothing", ""))
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);
         let status = client
-            .kick_publisher(RoomRequest {
-                room: "movie".into(),
-            })
+            .kick_publisher(room_request("movie", ""))
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);
@@ -1496,18 +1915,14 @@ mod grpc {
         assert_eq!(room.viewers, 6);
         assert_eq!(room.viewers_by_node.len(), 2);
         let one = client
-            .get_room(RoomRequest {
-                room: "movie".into(),
-            })
+            .get_room(room_request("movie", ""))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(one.origin_node_id, "origin-1");
 
         let new_key = client
-            .reset_key(RoomRequest {
-                room: "movie".into(),
-            })
+            .reset_key(room_request("movie", ""))
             .await
             .unwrap()
             .into_inner()
@@ -1515,24 +1930,121 @@ mod grpc {
         assert_ne!(new_key, key.key);
         assert_eq!(server.registry.room_for_key(&key.key).await.unwrap(), None);
         client
-            .kick_publisher(RoomRequest {
-                room: "movie".into(),
-            })
+            .kick_publisher(room_request("movie", ""))
             .await
             .unwrap();
-        client
-            .delete_room(RoomRequest {
-                room: "movie".into(),
-            })
-            .await
-            .unwrap();
+        client.delete_room(room_request("movie", "")).await.unwrap();
         let status = client
-            .delete_room(RoomRequest {
-                room: "idle".into(),
-            })
+            .delete_room(room_request("idle", ""))
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn rooms_of_other_apps_over_grpc() {
+        let server = start(config()).await;
+        let reg = server.registry.as_ref();
+        let mut client = ControlClient::new(server.channel().await);
+        client.get_key(room_request("movie", "")).await.unwrap();
+        go_live_in(reg, "game", "movie").await;
+
+        let rooms = client
+            .list_rooms(ListRoomsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .rooms;
+        let listed: Vec<_> = rooms
+            .iter()
+            .map(|r| (r.room.as_str(), r.app.as_str(), r.live, r.has_key))
+            .collect();
+        assert_eq!(listed, [("movie", "game", true, true)]);
+
+        let game = client
+            .get_room(room_request("movie", "game"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (game.app.as_str(), game.live, game.origin_node_id.as_str()),
+            ("game", true, "origin-1")
+        );
+        // An empty app is the default app, where the room is not live.
+        let live = client
+            .get_room(room_request("movie", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((live.app.as_str(), live.live), ("live", false));
+        let status = client
+            .get_room(room_request("movie", "a/b"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().starts_with("invalid app name"),
+            "{status:?}"
+        );
+
+        let status = client
+            .kick_publisher(room_request("movie", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "room is not live in app 'live'");
+        assert!(!was_kicked(reg, "game", "movie").await);
+        let kicked = client
+            .kick_publisher(room_request("movie", "game"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (kicked.room.as_str(), kicked.app.as_str()),
+            ("movie", "game")
+        );
+        assert!(was_kicked(reg, "game", "movie").await);
+
+        go_live_in(reg, "game", "movie").await;
+        let deleted = client
+            .delete_room(room_request("movie", "game"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (deleted.room.as_str(), deleted.app.as_str(), deleted.kicked),
+            ("movie", "game", true)
+        );
+        assert!(was_kicked(reg, "game", "movie").await);
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn apps_outside_the_configured_list_over_grpc() {
+        let server = start(ApiConfig {
+            apps: vec!["game".into()],
+            ..config()
+        })
+        .await;
+        let mut client = ControlClient::new(server.channel().await);
+        go_live_in(server.registry.as_ref(), "game", "movie").await;
+        let status = client
+            .kick_publisher(room_request("movie", "music"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "unknown app 'music': this server's apps are game"
+        );
+        // No app: the only configured app.
+        let room = client
+            .get_room(room_request("movie", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((room.app.as_str(), room.live), ("game", true));
         server.shutdown().await;
     }
 
@@ -1561,10 +2073,23 @@ mod grpc {
         let started = next_event(&mut events).await;
         assert_eq!(started.kind, Kind::Started as i32);
         assert_eq!(
-            (started.room.as_str(), started.node_id.as_str()),
-            ("movie", "origin-1")
+            (
+                started.room.as_str(),
+                started.app.as_str(),
+                started.node_id.as_str()
+            ),
+            ("movie", "live", "origin-1")
         );
         assert!(started.at_ms > 0);
+
+        // Streams of other apps too, with their app.
+        go_live_in(server.registry.as_ref(), "game", "movie").await;
+        let started = next_event(&mut events).await;
+        assert_eq!(started.kind, Kind::Started as i32);
+        assert_eq!(
+            (started.room.as_str(), started.app.as_str()),
+            ("movie", "game")
+        );
 
         assert!(server
             .registry
@@ -1573,7 +2098,10 @@ mod grpc {
             .unwrap());
         let stopped = next_event(&mut events).await;
         assert_eq!(stopped.kind, Kind::Stopped as i32);
-        assert_eq!(stopped.room, "movie");
+        assert_eq!(
+            (stopped.room.as_str(), stopped.app.as_str()),
+            ("movie", "live")
+        );
 
         // Shutdown ends the stream and the server, even with the watch open.
         server.shutdown().await;
@@ -1657,12 +2185,7 @@ mod grpc {
 
         // Control needs the token.
         let mut client = ControlClient::new(channel);
-        let status = client
-            .get_key(RoomRequest {
-                room: "movie".into(),
-            })
-            .await
-            .unwrap_err();
+        let status = client.get_key(room_request("movie", "")).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         let status = client
             .list_rooms(with_token(ListRoomsRequest {}, "wrong"))
@@ -1672,12 +2195,7 @@ mod grpc {
         let status = client.watch_rooms(WatchRoomsRequest {}).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         let key = client
-            .get_key(with_token(
-                RoomRequest {
-                    room: "movie".into(),
-                },
-                "tok",
-            ))
+            .get_key(with_token(room_request("movie", ""), "tok"))
             .await
             .unwrap()
             .into_inner();
@@ -1701,26 +2219,50 @@ mod grpc {
 #[test]
 fn watch_diff() {
     use proto::v1::room_event::Kind;
-    let snap = |entries: &[(&str, &str, &str)]| {
+    let snap = |entries: &[(&str, &str, &str, &str)]| {
         entries
             .iter()
-            .map(|(r, n, s)| (r.to_string(), (n.to_string(), s.to_string())))
+            .map(|(r, a, n, s)| {
+                (
+                    (r.to_string(), a.to_string()),
+                    (n.to_string(), s.to_string()),
+                )
+            })
             .collect()
     };
-    let old = snap(&[("a", "o1", "s1"), ("b", "o1", "s2")]);
-    let new = snap(&[("b", "o2", "s3"), ("c", "o1", "s4")]);
+    let old = snap(&[
+        ("a", "live", "o1", "s1"),
+        ("b", "live", "o1", "s2"),
+        ("b", "game", "o1", "s5"),
+    ]);
+    let new = snap(&[
+        ("b", "live", "o2", "s3"),
+        ("c", "live", "o1", "s4"),
+        ("b", "game", "o1", "s5"),
+        ("a", "game", "o2", "s6"),
+    ]);
     let events = crate::grpc::diff(&old, &new, 7);
     let summary: Vec<_> = events
         .iter()
-        .map(|e| (e.kind, e.room.as_str(), e.node_id.as_str(), e.at_ms))
+        .map(|e| {
+            (
+                e.kind,
+                e.room.as_str(),
+                e.app.as_str(),
+                e.node_id.as_str(),
+                e.at_ms,
+            )
+        })
         .collect();
+    // By room then app; the same room in another app is another stream.
     assert_eq!(
         summary,
         [
-            (Kind::Stopped as i32, "a", "o1", 7),
-            (Kind::Stopped as i32, "b", "o1", 7),
-            (Kind::Started as i32, "b", "o2", 7),
-            (Kind::Started as i32, "c", "o1", 7),
+            (Kind::Stopped as i32, "a", "live", "o1", 7),
+            (Kind::Stopped as i32, "b", "live", "o1", 7),
+            (Kind::Started as i32, "a", "game", "o2", 7),
+            (Kind::Started as i32, "b", "live", "o2", 7),
+            (Kind::Started as i32, "c", "live", "o1", 7),
         ]
     );
     assert!(crate::grpc::diff(&new, &new, 8).is_empty());

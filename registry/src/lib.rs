@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedRegistry;
 pub use heartbeat::{Heartbeat, Load, NodeIdentity};
-/// Room names and the channel-key prefix follow the one rule every node uses.
-pub use media::names::{is_valid_room, KEY_PREFIX};
+/// App names (`is_valid_name`), room names and the channel-key prefix follow the one rule
+/// every node uses, so that the control API accepts exactly the apps and rooms a node can
+/// serve.
+pub use media::names::{is_valid_name, is_valid_room, KEY_PREFIX};
 pub use redis_impl::RedisRegistry;
 
 #[derive(Debug, thiserror::Error)]
