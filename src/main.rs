@@ -108,14 +108,26 @@ struct ApiAuthArgs {
     key_rate_per_minute: u32,
 }
 
-/// Which apps the control API acts on.
+/// Which apps exist: on nodes and in the control API.
 #[derive(Args, Clone)]
-struct ApiAppsArgs {
-    /// Apps that exist, comma-separated (e.g. `live,game`): the control API refuses any
-    /// other in `?app=` and gRPC `app` (400). Absent or empty: any valid app name. Requests
-    /// that name no app mean `live`, or the first of these when they leave `live` out.
+struct AppsArgs {
+    /// Apps that exist, comma-separated (e.g. `live,game`): nodes refuse to publish or
+    /// play any other (NetStream.Publish.BadName, 404 / StreamNotFound), and the control
+    /// API refuses any other in `?app=` and gRPC `app` (400). Absent or empty: any valid
+    /// app name. Requests to the control API that name no app mean `live`, or the first of
+    /// these when they leave `live` out.
     #[arg(long, env = "FERROLIVE_APPS", value_name = "LIST", value_parser = app_list)]
     apps: Option<AppList>,
+}
+
+impl AppsArgs {
+    /// The apps listed (empty: any).
+    fn list(&self) -> Vec<String> {
+        self.apps
+            .clone()
+            .map(|AppList(apps)| apps)
+            .unwrap_or_default()
+    }
 }
 
 /// `--apps`: valid app names, without repeats, in the order given.
@@ -156,7 +168,7 @@ struct StandaloneArgs {
     #[command(flatten)]
     auth: ApiAuthArgs,
     #[command(flatten)]
-    apps: ApiAppsArgs,
+    apps: AppsArgs,
 }
 
 /// The cluster's Redis (origins, edges and the cluster's control API).
@@ -206,6 +218,8 @@ struct OriginArgs {
     media: MediaArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    apps: AppsArgs,
 }
 
 #[derive(Args, Clone)]
@@ -214,6 +228,8 @@ struct EdgeArgs {
     media: MediaArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    apps: AppsArgs,
     /// Seconds a viewer of a stream that is not live waits for it before a 404 /
     /// NetStream.Play.StreamNotFound.
     #[arg(long, env = "FERROLIVE_EDGE_PLAY_WAIT", default_value_t = 3.0)]
@@ -240,7 +256,7 @@ struct ControlApiArgs {
     #[command(flatten)]
     auth: ApiAuthArgs,
     #[command(flatten)]
-    apps: ApiAppsArgs,
+    apps: AppsArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -312,7 +328,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the key store in {}", args.data_dir.display()))?,
         ),
     };
-    let node = node_config(&args.media)?;
+    let node = node_config(&args.media, &args.apps)?;
     let identity = NodeIdentity {
         id: "standalone".into(),
         role: NodeRole::Standalone,
@@ -345,7 +361,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 }
 
 async fn origin(args: OriginArgs) -> anyhow::Result<()> {
-    let node = node_config(&args.media)?;
+    let node = node_config(&args.media, &args.apps)?;
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
     announce_auth(&args.media);
@@ -359,7 +375,7 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let node = node_config(&args.media)?;
+    let node = node_config(&args.media, &args.apps)?;
     let pull = PullConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
@@ -408,17 +424,13 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
     .context("control API failed")
 }
 
-fn api_config(addr: SocketAddr, auth: &ApiAuthArgs, apps: &ApiAppsArgs) -> control_api::ApiConfig {
+fn api_config(addr: SocketAddr, auth: &ApiAuthArgs, apps: &AppsArgs) -> control_api::ApiConfig {
     control_api::ApiConfig {
         addr,
         admin_token: auth.admin_token.clone(),
         jwt_secret: auth.jwt_secret.clone(),
         key_rate_per_minute: auth.key_rate_per_minute,
-        apps: apps
-            .apps
-            .clone()
-            .map(|AppList(apps)| apps)
-            .unwrap_or_default(),
+        apps: apps.list(),
     }
 }
 
@@ -430,7 +442,7 @@ fn announce_auth(media: &MediaArgs) {
     }
 }
 
-fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
+fn node_config(args: &MediaArgs, apps: &AppsArgs) -> anyhow::Result<NodeConfig> {
     // Media sequence numbers start at the Unix time in seconds; shorter segments could
     // outrun the clock and reuse numbers when a stream is published again.
     if args.hls_segment < 1.0 {
@@ -456,6 +468,7 @@ fn node_config(args: &MediaArgs) -> anyhow::Result<NodeConfig> {
             window: args.hls_window.max(1),
             ..HlsConfig::default()
         },
+        apps: apps.list(),
         shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
     })
 }

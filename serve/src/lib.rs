@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub merge_window: Duration,
     pub hub: HubConfig,
     pub hls: HlsConfig,
+    /// The apps streams may be published and played under (empty: any valid name).
+    pub apps: Vec<String>,
     /// How long a graceful shutdown may take at most (stop accepting, end streams, release
     /// what the role holds); after it [`run`] returns anyway.
     pub shutdown_grace: Duration,
@@ -81,9 +83,23 @@ pub struct Node {
 }
 
 impl Node {
+    /// Whether streams of `app` may be published and played here.
+    pub fn serves_app(&self, app: &str) -> bool {
+        self.config.apps.is_empty() || self.config.apps.iter().any(|a| a == app)
+    }
+
+    /// Whether the stream `key` (`app/room`) is of an app served here.
+    fn serves_stream(&self, key: &str) -> bool {
+        key.split_once('/')
+            .is_some_and(|(app, _)| self.serves_app(app))
+    }
+
     /// Take the frames of `key`, the stream the role finds or starts for it, for the HLS
     /// packager (not a viewer), starting with the stream's last few segments.
     pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
+        if !self.serves_stream(key) {
+            return None;
+        }
         let mut subscriber = None;
         let hub = &self.hub;
         self.role
@@ -100,6 +116,9 @@ impl Node {
     /// A relay (an edge pulling the stream) starts with the stream's last few HLS
     /// segments, so that its own packager can list them at once.
     pub async fn join(&self, key: &str, audience: Audience) -> Option<Join> {
+        if !self.serves_stream(key) {
+            return None;
+        }
         let mut joined = None;
         let hub = &self.hub;
         self.role

@@ -288,6 +288,11 @@ impl Connection {
             self.refuse_publish("NetStream.Publish.Failed", "Server shutting down");
             return Ok(());
         }
+        if !self.node.serves_app(app) {
+            info!(app, peer = %self.peer, "publish refused: unknown app");
+            self.refuse_publish("NetStream.Publish.BadName", "Unknown app");
+            return Ok(());
+        }
         let Publishing { publisher, hold } =
             match self.node.role.publish(app, name, self.peer).await {
                 Ok(publishing) => publishing,
