@@ -122,6 +122,9 @@ impl Hls {
                 if packager.is_ended() {
                     return Err(NoPlaylist::NotLive);
                 }
+                if let Some(why) = packager.problem() {
+                    return Err(NoPlaylist::Cannot(why.to_owned()));
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let packager = packaging.packager();
@@ -206,6 +209,8 @@ impl Hls {
                         let problem = packager.problem();
                         if problem.is_some() && !std::mem::replace(&mut told_problem, true) {
                             warn!(stream = %key, problem, "stream cannot be packaged as HLS");
+                            // Waiting playlist requests answer with the reason now.
+                            packaging.progress.notify_waiters();
                         }
                     }
                     // The packager notices the gap at the next keyframe; nothing to do.
