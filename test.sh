@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# The test command: installs what the end-to-end tests drive (ffmpeg, redis-server) when
-# missing, then runs every unit, property and end-to-end test in the workspace.
+# The test command: installs what the end-to-end tests drive when it is missing (ffmpeg,
+# redis-server, GStreamer, Chromium, and the browser players' npm packages), then runs
+# every unit, property and end-to-end test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# GStreamer publishes like OBS's and many encoders' muxers do (tests/interop.rs).
+gst_ok() {
+    command -v gst-launch-1.0 >/dev/null &&
+        for element in rtmp2sink flvmux x264enc avenc_aac; do
+            gst-inspect-1.0 "$element" >/dev/null 2>&1 || return 1
+        done
+}
+gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo=""
@@ -14,6 +26,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The browser players (hls.js, mpegts.js) and Playwright, pinned by the lock file.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 exec cargo test --workspace --locked "$@"

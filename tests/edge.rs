@@ -152,11 +152,13 @@ fn edges_pull_on_miss_share_one_upstream_and_stop_when_idle() {
         "more than one pull for one stream"
     );
     assert_eq!(edge2.metric("ferrolive_upstreams"), 1);
+    // The edge's pull is a relay, not a viewer: the origin's viewers are its own players.
     assert_eq!(
-        origin.metric("ferrolive_viewers"),
+        origin.metric("ferrolive_relays"),
         1,
         "origin must see one upstream, not the viewers"
     );
+    assert_eq!(origin.metric("ferrolive_viewers"), 0);
     drop(viewers);
 
     // Cache miss over RTMP on edge 1.
@@ -657,23 +659,72 @@ fn hls_on_every_edge_lists_the_same_segments() {
     let media_sequence = format!("#EXT-X-MEDIA-SEQUENCE:{}\n", sequences[0]);
     assert!(text.contains(&media_sequence), "{text}");
     assert!(sequences.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
-    // The same segment holds the same frames everywhere: same size (only the MPEG-TS
-    // continuity counters may differ), and each decodes.
+    // The same segment is the same bytes everywhere (timestamps, PCR, continuity counters
+    // and all), whenever each node started packaging, and each decodes.
     for uri in &uris {
-        let sizes: Vec<usize> = [&origin, &edge_a, &edge_b]
+        let bodies: Vec<Vec<u8>> = [&origin, &edge_a, &edge_b]
             .iter()
             .map(|s| {
                 let r = http_get(s.http, &format!("/live/{uri}")).expect("segment");
                 assert_eq!(r.status, 200, "{uri} on {}", s.http);
-                r.body.len()
+                r.body
             })
             .collect();
-        assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{uri}: {sizes:?}");
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "{uri} differs between nodes (sizes {:?})",
+            bodies.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
     let decoded = decode(&format!("http://{}/live/stage.m3u8", edge_b.http), 3.0);
     assert!(
         decoded.video > 25 && decoded.audio > 25,
         "{}",
+        decoded.errors
+    );
+}
+
+/// Counts tell the truth: an edge pulling a stream is a relay, not a viewer of its origin;
+/// the HLS packager is nobody; an HLS player counts from its first segment; a lone
+/// playlist request is not a player. Two real players give two viewers, everywhere.
+#[test]
+fn viewer_counts_are_real_players_only() {
+    require_ffmpeg();
+    let cluster = Cluster::start();
+    let origin = cluster.node("origin", "origin-c", &[]);
+    let edge = cluster.node("edge", "edge-c", &[]);
+    let key = cluster.key("count");
+    let _publisher = publish(&origin.rtmp_url(&key), Source::AudioVideo, 50, 0);
+    origin.wait_live("count");
+    // A playlist request with no player behind it, on the origin.
+    assert_eq!(
+        http_get(origin.http, "/live/count.m3u8").unwrap().status,
+        200
+    );
+    // Two players on the edge: ffmpeg on HLS, a viewer on HTTP-FLV.
+    let hls_player = std::thread::spawn({
+        let url = format!("http://{}/live/count.m3u8", edge.http);
+        move || decode(&url, 12.0)
+    });
+    let (_flv_player, _) = first_frame(&edge, "count");
+    // Heartbeats and leases refresh every 2 s.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(edge.metric("ferrolive_viewers"), 2);
+    assert_eq!(origin.metric("ferrolive_viewers"), 0);
+    assert_eq!(origin.metric("ferrolive_relays"), 1);
+    let (status, body) = cluster.api.api("GET", "/api/v1/rooms/count", None);
+    assert_eq!(status, 200, "{body}");
+    let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(room["viewers"], 2, "{body}");
+    assert_eq!(room["viewers_by_node"]["edge-c"], 2, "{body}");
+    let (_, body) = cluster.api.api("GET", "/stat/livestat", None);
+    let stat: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let players = stat["data"]["players"].as_array().unwrap();
+    assert_eq!(players.len(), 2, "{body}");
+    let decoded = hls_player.join().unwrap();
+    assert!(
+        decoded.video > 100,
+        "the HLS player played: {}",
         decoded.errors
     );
 }

@@ -257,6 +257,22 @@ async fn redis_down_is_unavailable_within_timeout_and_recovers() {
     );
 }
 
+/// The first call after Redis comes back succeeds: the connection it finds dropped is
+/// made again for it, instead of the call failing with a broken pipe (a 503 from the
+/// control API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_call_after_redis_returns_succeeds() {
+    let mut server = Redis::start();
+    let reg = registry(&server, "back:").await;
+    reg.get_or_create_key("room").await.expect("Redis is up");
+    server.stop();
+    server.restart();
+    let started = Instant::now();
+    let key = reg.get_or_create_key("room").await;
+    assert!(key.is_ok(), "first call after the restart: {key:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_starts_while_redis_is_down() {
     let mut server = Redis::start();

@@ -1144,6 +1144,21 @@ fn changed_sequence_header_is_a_discontinuity_identical_one_is_not() {
     assert_eq!(tags, disc);
 }
 
+/// A segment that ends with the stream lasts as long as its video: its last picture as
+/// long as the pictures before it, whatever audio came after that picture.
+#[test]
+fn the_last_segment_lasts_as_long_as_its_video() {
+    let mut h = Harness::new(config(2_000, 6, 4), 0, true, true);
+    h.feed(&headers(0));
+    // Pictures up to 5.28 s, audio up to 5.313 s; the last segment begins at 4 s.
+    h.feed(&media(0, 5_320, true, true, gop(1_000)));
+    h.end();
+    let last = h.all.last().unwrap();
+    assert_eq!(last.duration_ms, 5_280 + FRAME_MS - 4_000);
+    let pl = h.playlist();
+    assert_eq!(pl.segments.last().unwrap().duration, 1.32);
+}
+
 #[test]
 fn end_closes_the_last_segment_and_lists_endlist() {
     let mut h = Harness::new(config(2_000, 6, 4), 0, true, true);

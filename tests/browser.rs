@@ -1,0 +1,159 @@
+//! Browser players against a real ferrolive: hls.js and Chromium's own HLS player on the
+//! HLS playlist, mpegts.js on HTTP-FLV, in headless Chromium driven by Playwright
+//! (`tests/browser/play.mjs`, which reports how playback went).
+//!
+//! Needs Debian's `chromium` and the npm packages of `tests/browser` (`npm ci` there): the
+//! test command in README.md installs both.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use testkit::{Proc, Server};
+
+/// How one playback went (see `tests/browser/play.mjs`).
+struct Report(Value);
+
+impl Report {
+    fn started(&self) -> bool {
+        self.0["started"].as_bool().unwrap_or(false)
+    }
+    fn number(&self, field: &str) -> f64 {
+        self.0[field].as_f64().unwrap_or(0.0)
+    }
+    fn texts(&self, field: &str) -> Vec<String> {
+        self.0[field]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Panics with what to do unless Chromium, Node.js and the players are there.
+fn require_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is required: run the test command from README.md, which installs it"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "tests/browser/node_modules is missing: run the test command from README.md (it runs npm ci there)"
+    );
+}
+
+/// Play `url` with `player` (hlsjs, mpegts, native) for `seconds`.
+fn play(player: &str, url: &str, seconds: u32) -> Report {
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .args(["play.mjs", "--player", player, "--url", url])
+        .args(["--seconds", &seconds.to_string()])
+        .output()
+        .expect("node is required: run the test command from README.md");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "play.mjs printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Report(serde_json::from_str(line).expect("play.mjs prints one JSON report"))
+}
+
+/// ffmpeg publishing 25 fps H.264 with B-frames (2 s GOP) and AAC in real time, until
+/// killed.
+fn publish_b_frames(url: &str) -> Proc {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "50",
+        ])
+        .args(["-c:a", "aac", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ffmpeg is required: run the test command from README.md");
+    Proc(child)
+}
+
+/// A cold stream (nobody asked for its playlist yet) starts in hls.js and in Chromium's
+/// own player at the usual hold-back and plays without a stall: the first playlist lists
+/// several segments, not one.
+#[test]
+fn a_cold_hls_stream_starts_without_a_stall() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish_b_frames(&server.rtmp_url("cold"));
+    server.wait_live("cold");
+    // Long enough for several segments; nobody has asked for HLS yet.
+    std::thread::sleep(Duration::from_secs(9));
+    let url = format!("http://{}/live/cold.m3u8", server.http);
+    for player in ["hlsjs", "native"] {
+        let report = play(player, &url, 14);
+        assert!(report.started(), "{player}: {report}");
+        assert_eq!(report.number("stalls"), 0.0, "{player}: {report}");
+        assert_eq!(report.number("waitingEvents"), 0.0, "{player}: {report}");
+        assert!(report.number("maxFreezeMs") < 500.0, "{player}: {report}");
+        // Three target durations (2 s) behind live leaves seconds of buffer at the start.
+        assert!(
+            report.number("bufferAheadAtStart") > 3.0,
+            "{player}: {report}"
+        );
+    }
+}
+
+/// A publisher that reconnects with B-frames: players cross the break without freezing
+/// (the new timeline starts one frame after the old one ends, so nothing overlaps), and
+/// mpegts.js sees no second onMetaData.
+#[test]
+fn players_cross_a_b_frame_publishers_reconnect() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let url = server.rtmp_url("again");
+    let mut first = publish_b_frames(&url);
+    server.wait_live("again");
+    std::thread::sleep(Duration::from_secs(8));
+    let hls = format!("http://{}/live/again.m3u8", server.http);
+    let flv = format!("http://{}/live/again.flv", server.http);
+    let players = [("native", hls.clone()), ("hlsjs", hls), ("mpegts", flv)];
+    let handles: Vec<_> = players
+        .into_iter()
+        .map(|(player, url)| std::thread::spawn(move || (player, play(player, &url, 26))))
+        .collect();
+    // Let the players start, then the publisher drops off and comes back.
+    std::thread::sleep(Duration::from_secs(8));
+    first.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let _second = publish_b_frames(&url);
+    for handle in handles {
+        let (player, report) = handle.join().unwrap();
+        assert!(report.started(), "{player}: {report}");
+        assert!(report.number("maxFreezeMs") <= 1000.0, "{player}: {report}");
+        assert!(report.texts("errors").is_empty(), "{player}: {report}");
+        let warnings = report.texts("warnings");
+        assert!(
+            !warnings.iter().any(|w| w.contains("onMetaData")),
+            "{player}: {report}"
+        );
+    }
+}
