@@ -9,7 +9,8 @@
 //
 // The report: whether playback started and when; stalls (hls.js bufferStalledError, the
 // video element's `waiting`); the longest freeze (the playhead not moving while playing,
-// sampled every 50 ms); how far behind live hls.js started; decoded and dropped frames;
+// sampled every 50 ms); how far behind live hls.js plays at the end; decoded and dropped
+// frames;
 // the player's warnings and errors and the page's console.
 
 import http from 'node:http';
@@ -140,6 +141,8 @@ try {
             decodedFrames: quality.totalVideoFrames,
             droppedFrames: quality.droppedVideoFrames,
             currentTime: document.getElementById('v').currentTime,
+            // hls.js: how far behind the live edge playback is now (seconds).
+            latency: window.hls ? window.hls.latency : null,
         };
     });
     report.console = console_;
