@@ -159,14 +159,40 @@ pub trait Registry: Send + Sync + 'static {
 /// A fresh channel key: 32 random characters from a URL- and path-safe alphabet, prefixed
 /// so that it can never be mistaken for a room name (room names may not contain `_`
 /// followed by this prefix's shape: see [`is_valid_room`]).
+///
+/// The characters come from the kernel's CSPRNG (`getrandom`): a key is a publish
+/// credential, so it must not be predictable from keys seen before.
 pub fn new_key() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    // Bytes at or above the largest multiple of the alphabet's size are discarded so that
+    // every character is equally likely.
+    const LIMIT: u8 = (256 / ALPHABET.len() * ALPHABET.len()) as u8;
     let mut key = String::with_capacity(KEY_PREFIX.len() + 32);
     key.push_str(KEY_PREFIX);
-    for _ in 0..32 {
-        key.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    let mut random = [0u8; 64];
+    while key.len() < KEY_PREFIX.len() + 32 {
+        fill_random(&mut random);
+        for &byte in random.iter().filter(|&&b| b < LIMIT) {
+            if key.len() == KEY_PREFIX.len() + 32 {
+                break;
+            }
+            key.push(ALPHABET[usize::from(byte) % ALPHABET.len()] as char);
+        }
     }
     key
+}
+
+fn fill_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // getrandom(2) blocks until the pool is seeded and fails otherwise only for a
+            // kernel older than 3.17, which the rest of the server does not run on either.
+            Err(e) => panic!("the kernel's random generator is unavailable: {e}"),
+        }
+    }
 }
 
 /// A key as it may appear in logs: the prefix and the first four characters.
@@ -179,4 +205,39 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_do_not_follow_from_a_seeded_generator() {
+        // A key drawn from a seedable generator is the same after the same seed: these
+        // two would be equal if keys came from `fastrand`.
+        fastrand::seed(7);
+        let first = new_key();
+        fastrand::seed(7);
+        let second = new_key();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn keys_use_the_whole_alphabet_evenly() {
+        let mut counts = std::collections::HashMap::<char, u32>::new();
+        for _ in 0..2000 {
+            let key = new_key();
+            assert!(key.starts_with(KEY_PREFIX));
+            assert_eq!(key.len(), KEY_PREFIX.len() + 32);
+            for c in key[KEY_PREFIX.len()..].chars() {
+                *counts.entry(c).or_default() += 1;
+            }
+        }
+        // 64 000 draws over 62 characters: about 1032 each; a skewed mapping (such as
+        // `byte % 62` without rejection) puts the first eight near 1250.
+        assert_eq!(counts.len(), 62);
+        for (c, n) in counts {
+            assert!((850..1220).contains(&n), "{c} drawn {n} times");
+        }
+    }
 }
