@@ -18,7 +18,8 @@ use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::{stream_key, Hold, Node, Publishing};
 
-/// Time allowed for the handshake and for each read before publish/play is agreed.
+/// Time allowed for the whole negotiation, handshake through publish or play: a client
+/// that drips bytes must not hold a connection by resetting a per-read timer.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publisher that sends nothing for this long is dropped (its viewers wait for it).
 const PUBLISH_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -65,6 +66,8 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("no data for {0:?}")]
     Timeout(Duration),
+    #[error("no publish or play within {0:?}")]
+    Negotiation(Duration),
     #[error("publisher replaced by a newer session")]
     Replaced,
     #[error("publisher kicked or its stream moved")]
@@ -76,7 +79,7 @@ impl ConnError {
     /// rather than ended by the peer or by us.
     fn is_rejection(&self) -> bool {
         match self {
-            ConnError::Session(_) | ConnError::Timeout(_) => true,
+            ConnError::Session(_) | ConnError::Timeout(_) | ConnError::Negotiation(_) => true,
             ConnError::Egress(e) => e.is_stall(),
             ConnError::Io(_) | ConnError::Replaced | ConnError::Evicted => false,
         }
@@ -148,16 +151,17 @@ impl Connection {
 
     async fn drive(&mut self) -> Result<(), ConnError> {
         let mut events = Vec::new();
+        // Set while negotiating; a connection that stops publishing or playing negotiates
+        // anew, with a new deadline.
+        let mut negotiate_until = None;
         loop {
             if matches!(self.role, Role::Closing) {
                 self.flush().await?;
                 return Ok(());
             }
-            let read_timeout = match self.role {
-                Role::Negotiating => Some(NEGOTIATION_TIMEOUT),
-                Role::Publishing { .. } => Some(PUBLISH_IDLE_TIMEOUT),
-                _ => None,
-            };
+            if !matches!(self.role, Role::Negotiating) {
+                negotiate_until = None;
+            }
             let n = if let Role::Playing { membership, .. } = &self.role {
                 let pump = membership.pump()?;
                 if pump == Pump::Ended {
@@ -184,13 +188,11 @@ impl Connection {
                     }
                 }
             } else {
-                let read = read_some(&self.socket, &mut self.input);
-                match read_timeout {
-                    Some(limit) => tokio::time::timeout(limit, read)
-                        .await
-                        .map_err(|_| ConnError::Timeout(limit))??,
-                    None => read.await?,
-                }
+                let deadline = *negotiate_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + NEGOTIATION_TIMEOUT);
+                tokio::time::timeout_at(deadline, read_some(&self.socket, &mut self.input))
+                    .await
+                    .map_err(|_| ConnError::Negotiation(NEGOTIATION_TIMEOUT))??
             };
             if n == 0 {
                 return Ok(());

@@ -36,6 +36,9 @@ const MAX_HEAD: usize = 8 * 1024;
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+/// How long, and how many bytes, a refused request may still send before the socket closes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
@@ -103,7 +106,8 @@ async fn connection(
         let request = match tokio::time::timeout(wait, read_request(&mut socket, &mut buf)).await {
             Ok(Ok(Some(request))) => request,
             Ok(Ok(None)) => return Ok(()),
-            Ok(Err(HttpError::Head(e @ HeadError::Malformed(why)))) => {
+            Ok(Err(HttpError::Head(e))) => {
+                let why = format!("{e}\n");
                 respond(
                     &mut socket,
                     e.status(),
@@ -113,6 +117,7 @@ async fn connection(
                     false,
                 )
                 .await?;
+                drain_before_close(&mut socket).await;
                 return Err(e.into());
             }
             Ok(Err(e)) => return Err(e),
@@ -286,6 +291,24 @@ async fn handle(
         }
     }
     Ok(Some(socket))
+}
+
+/// After answering a request we will not read, let the client finish sending before the
+/// socket closes: closing with unread bytes makes the kernel reset the connection, and the
+/// reset can destroy the answer before the client has read it. Bounded in time and bytes.
+async fn drain_before_close(socket: &mut TcpStream) {
+    let _ = socket.shutdown().await;
+    let mut sink = [0u8; 16 * 1024];
+    let mut left = DRAIN_LIMIT;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while left > 0 {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Read one request head. `Ok(None)` when the peer closed before sending anything.
