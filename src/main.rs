@@ -259,7 +259,18 @@ struct ControlApiArgs {
     apps: AppsArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming what failed (the chain of contexts), not a backtrace.
+            eprintln!("ferrolive: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Standalone(cli.standalone));
     let log = match &command {
@@ -352,7 +363,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     tokio::select! {
         result = &mut origin => result?,
         result = api_task => {
-            result.context("control API task")?.context("control API failed")?;
+            result.context("control API task")?.context("control API")?;
             // The API stopped on the signal: let the node finish its own graceful shutdown.
             origin.await?;
         }
@@ -421,7 +432,7 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
-    .context("control API failed")
+    .context("control API")
 }
 
 fn api_config(addr: SocketAddr, auth: &ApiAuthArgs, apps: &AppsArgs) -> control_api::ApiConfig {

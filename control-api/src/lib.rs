@@ -141,7 +141,9 @@ pub async fn run(
              only; configure an admin token (or JWT secret) to serve it on the requested address"
         );
     }
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     serve(listener, config, registry, shutdown).await
 }
 

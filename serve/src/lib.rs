@@ -58,11 +58,13 @@ pub struct NodeConfig {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    // The cause is part of the message rather than a `source`, so that printing the error
+    // with its chain does not say it twice.
+    #[error("cannot listen for {what} on {addr}: {error}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The node's role could not start.
     #[error("{0}")]
@@ -166,7 +168,7 @@ pub async fn run(
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { what, addr, source })
+            .map_err(|error| StartError::Bind { what, addr, error })
     };
     let rtmp = bind("RTMP", config.rtmp_addr).await?;
     let http = bind("player HTTP", config.http_addr).await?;
