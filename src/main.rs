@@ -12,6 +12,7 @@ use media::hls::HlsConfig;
 use media::hub::{HubConfig, Segmenting};
 use origin::OriginConfig;
 use registry::{EmbeddedRegistry, NodeAddrs, NodeIdentity, NodeRole, RedisRegistry, Registry};
+use serve::admission::{fit_to_open_files, ConnectionLimits};
 use serve::NodeConfig;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -92,6 +93,46 @@ struct MediaArgs {
     /// process exits after it even if the registry does not answer.
     #[arg(long, env = "FERROLIVE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
+    /// Open RTMP connections allowed in all (lowered to fit the open files limit).
+    #[arg(long, env = "FERROLIVE_RTMP_MAX_CONNECTIONS", default_value_t = 5000)]
+    rtmp_max_connections: usize,
+    /// Open RTMP connections allowed from one IP address.
+    #[arg(
+        long,
+        env = "FERROLIVE_RTMP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 2000
+    )]
+    rtmp_max_connections_per_ip: usize,
+    /// Open player HTTP connections allowed in all (lowered to fit the open files limit).
+    #[arg(long, env = "FERROLIVE_HTTP_MAX_CONNECTIONS", default_value_t = 20000)]
+    http_max_connections: usize,
+    /// Open player HTTP connections allowed from one IP address.
+    #[arg(
+        long,
+        env = "FERROLIVE_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 2000
+    )]
+    http_max_connections_per_ip: usize,
+}
+
+/// The control API's caps on open connections.
+#[derive(Args, Clone)]
+struct ApiLimitArgs {
+    /// Open control API connections allowed in all (lowered to fit the open files limit).
+    #[arg(long, env = "FERROLIVE_API_MAX_CONNECTIONS", default_value_t = control_api::DEFAULT_LIMITS.total)]
+    api_max_connections: usize,
+    /// Open control API connections allowed from one IP address.
+    #[arg(long, env = "FERROLIVE_API_MAX_CONNECTIONS_PER_IP", default_value_t = control_api::DEFAULT_LIMITS.per_ip)]
+    api_max_connections_per_ip: usize,
+}
+
+impl ApiLimitArgs {
+    fn limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            total: self.api_max_connections,
+            per_ip: self.api_max_connections_per_ip,
+        }
+    }
 }
 
 /// Who may use the control API.
@@ -157,6 +198,8 @@ struct StandaloneArgs {
     /// Control API listen address (REST and gRPC).
     #[arg(long, env = "FERROLIVE_API_ADDR", default_value = "0.0.0.0:8090")]
     api_addr: SocketAddr,
+    #[command(flatten)]
+    api_limits: ApiLimitArgs,
     /// Where channel keys are kept across restarts (embedded store).
     #[arg(long, env = "FERROLIVE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -257,6 +300,12 @@ struct ControlApiArgs {
     auth: ApiAuthArgs,
     #[command(flatten)]
     apps: AppsArgs,
+    #[command(flatten)]
+    api_limits: ApiLimitArgs,
+    /// Seconds a graceful shutdown (SIGTERM or Ctrl-C) waits for open requests and
+    /// `WatchRooms` streams to finish.
+    #[arg(long, env = "FERROLIVE_SHUTDOWN_GRACE", default_value_t = 5.0)]
+    shutdown_grace: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -339,7 +388,19 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the key store in {}", args.data_dir.display()))?,
         ),
     };
-    let node = node_config(&args.media, &args.apps)?;
+    let mut node = node_config(&args.media, &args.apps)?;
+    let mut api = api_config(
+        args.api_addr,
+        &args.auth,
+        &args.apps,
+        &args.api_limits,
+        args.media.shutdown_grace,
+    )?;
+    fit_connection_caps(&mut [
+        &mut node.rtmp_limits,
+        &mut node.http_limits,
+        &mut api.limits,
+    ]);
     let identity = NodeIdentity {
         id: "standalone".into(),
         role: NodeRole::Standalone,
@@ -356,7 +417,6 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         identity,
     };
     announce_auth(&args.media);
-    let api = api_config(args.api_addr, &args.auth, &args.apps);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
     let origin = origin::run(config, shutdown_signal());
     tokio::pin!(origin);
@@ -372,7 +432,8 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
 }
 
 async fn origin(args: OriginArgs) -> anyhow::Result<()> {
-    let node = node_config(&args.media, &args.apps)?;
+    let mut node = node_config(&args.media, &args.apps)?;
+    fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
     announce_auth(&args.media);
@@ -386,7 +447,8 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let node = node_config(&args.media, &args.apps)?;
+    let mut node = node_config(&args.media, &args.apps)?;
+    fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let pull = PullConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
@@ -425,23 +487,49 @@ async fn cluster_identity(
 }
 
 async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
+    let mut api = api_config(
+        args.api_addr,
+        &args.auth,
+        &args.apps,
+        &args.api_limits,
+        args.shutdown_grace,
+    )?;
+    fit_connection_caps(&mut [&mut api.limits]);
     let registry = args.redis.connect().await?;
-    control_api::run(
-        api_config(args.api_addr, &args.auth, &args.apps),
-        registry,
-        shutdown_signal(),
-    )
-    .await
-    .context("control API")
+    control_api::run(api, registry, shutdown_signal())
+        .await
+        .context("control API")
 }
 
-fn api_config(addr: SocketAddr, auth: &ApiAuthArgs, apps: &AppsArgs) -> control_api::ApiConfig {
-    control_api::ApiConfig {
+fn api_config(
+    addr: SocketAddr,
+    auth: &ApiAuthArgs,
+    apps: &AppsArgs,
+    limits: &ApiLimitArgs,
+    shutdown_grace: f64,
+) -> anyhow::Result<control_api::ApiConfig> {
+    Ok(control_api::ApiConfig {
         addr,
         admin_token: auth.admin_token.clone(),
         jwt_secret: auth.jwt_secret.clone(),
         key_rate_per_minute: auth.key_rate_per_minute,
         apps: apps.list(),
+        limits: limits.limits(),
+        shutdown_grace: seconds("shutdown-grace", shutdown_grace)?,
+    })
+}
+
+/// Every listener's connections are open files: when the process may not open as many
+/// files as the listeners' caps add up to, lower the caps so that a flood on one listener
+/// cannot take the descriptors the others need.
+fn fit_connection_caps(caps: &mut [&mut ConnectionLimits]) {
+    use rustix::process::{getrlimit, Resource};
+    let Some(open_files) = getrlimit(Resource::Nofile).current else {
+        return;
+    };
+    if fit_to_open_files(caps, open_files) {
+        let caps: Vec<usize> = caps.iter().map(|c| c.total).collect();
+        warn!(open_files, ?caps, "the open files limit is lower than the connection caps together: each listener's cap is now an equal share of it");
     }
 }
 
@@ -481,6 +569,14 @@ fn node_config(args: &MediaArgs, apps: &AppsArgs) -> anyhow::Result<NodeConfig> 
         },
         apps: apps.list(),
         shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+        rtmp_limits: ConnectionLimits {
+            total: args.rtmp_max_connections,
+            per_ip: args.rtmp_max_connections_per_ip,
+        },
+        http_limits: ConnectionLimits {
+            total: args.http_max_connections,
+            per_ip: args.http_max_connections_per_ip,
+        },
     })
 }
 
@@ -561,7 +657,7 @@ mod tests {
             let Some(Command::ControlApi(args)) = cli.command else {
                 unreachable!("parsed as control-api");
             };
-            Ok(api_config(args.api_addr, &args.auth, &args.apps).apps)
+            Ok(args.apps.list())
         };
         assert_eq!(apps(&[]).unwrap(), Vec::<String>::new());
         assert_eq!(apps(&["--apps", ""]).unwrap(), Vec::<String>::new());
@@ -576,10 +672,7 @@ mod tests {
         let Some(Command::Standalone(args)) = cli.command else {
             unreachable!("parsed as standalone");
         };
-        assert_eq!(
-            api_config(args.api_addr, &args.auth, &args.apps).apps,
-            ["game"]
-        );
+        assert_eq!(args.apps.list(), ["game"]);
     }
 
     #[test]

@@ -125,3 +125,153 @@ fn slow_drip_negotiations_are_closed_within_ten_seconds() {
         watched.video
     );
 }
+
+/// Open `count` connections to `addr` that never send a byte.
+fn idle_connections(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let socket = TcpStream::connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            socket
+        })
+        .collect()
+}
+
+/// How many of `sockets` the server has closed.
+fn closed(sockets: &[TcpStream]) -> usize {
+    sockets.iter().filter(|socket| is_closed(socket)).count()
+}
+
+/// Whether the server closed `socket`: reading (past any answer, such as a 503) finds the
+/// end of the stream or an error other than the read timeout.
+fn is_closed(mut socket: &TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Connections that say nothing, and requests that drip, on every port: all closed by their
+/// 10 s deadlines, while a player watches throughout.
+#[test]
+fn idle_and_dripping_connections_are_closed_within_their_deadlines() {
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("calm"), Source::AudioVideo, 25, 0);
+    server.wait_live("calm");
+
+    let started = std::time::Instant::now();
+    let idle: Vec<(&str, Vec<TcpStream>)> = [
+        ("RTMP", server.rtmp),
+        ("player HTTP", server.http),
+        ("control API", server.api),
+    ]
+    .into_iter()
+    .map(|(port, addr)| (port, idle_connections(addr, 20)))
+    .collect();
+    let drips: Vec<_> = [("player HTTP", server.http), ("control API", server.api)]
+        .into_iter()
+        .map(|(port, addr)| {
+            std::thread::spawn(move || {
+                let request =
+                    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+                (
+                    port,
+                    drip_until_closed(
+                        TcpStream::connect(addr).unwrap(),
+                        request,
+                        Duration::from_secs(20),
+                    ),
+                )
+            })
+        })
+        .collect();
+
+    let watched = decode(&server.flv_url("calm"), 13.0);
+    for (port, sockets) in &idle {
+        assert_eq!(
+            closed(sockets),
+            20,
+            "{port}: idle connections still open after {:?}",
+            started.elapsed()
+        );
+    }
+    for drip in drips {
+        let (port, open) = drip.join().unwrap();
+        let open = open.unwrap_or_else(|| panic!("{port}: a dripping request was never closed"));
+        assert!(
+            open < Duration::from_secs(13),
+            "{port}: a dripping request stayed {open:?}"
+        );
+    }
+    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
+    assert!(
+        watched.video >= 300,
+        "the player decoded only {} frames",
+        watched.video
+    );
+}
+
+/// With few file descriptors, a flood of idle connections on any one port takes only that
+/// port's share: the others go on serving players and the API.
+#[test]
+fn a_flood_on_one_port_leaves_the_other_ports_serving() {
+    // 256 open files: each of the three listeners may hold (256 - 64) / 3 = 64 connections.
+    let server = Server::start_after(Some("ulimit -n 256"), &[]);
+    let _publisher = publish(&server.rtmp_url("steady"), Source::AudioVideo, 25, 0);
+    server.wait_live("steady");
+    let ports = [
+        ("RTMP", server.rtmp),
+        ("player HTTP", server.http),
+        ("control API", server.api),
+    ];
+    for (flooded, addr) in ports {
+        let flood = idle_connections(addr, 300);
+        // The other ports serve as if nothing happened...
+        if flooded != "RTMP" {
+            let mut player = RtmpClient::connect(server.rtmp, "live");
+            player.play("steady");
+            assert!(
+                player.wait_for("NetStream.Play.Start"),
+                "{flooded} flooded: an RTMP player was not served"
+            );
+        }
+        if flooded != "player HTTP" {
+            let watched = decode(&server.flv_url("steady"), 2.0);
+            assert!(
+                watched.video >= 25,
+                "{flooded} flooded: an HTTP-FLV player decoded {} frames",
+                watched.video
+            );
+        }
+        if flooded != "control API" {
+            let (status, _) = server.api("GET", "/api/v1/rooms", None);
+            assert_eq!(
+                status, 200,
+                "{flooded} flooded: the control API did not answer"
+            );
+        }
+        // ...because the flood's surplus was closed at once.
+        assert!(
+            closed(&flood) >= 300 - 64,
+            "{flooded}: the flood's surplus was kept open"
+        );
+        drop(flood);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // RTMP and player HTTP refusals (the control API counts its own).
+    assert!(server.metric("ferrolive_connections_refused_total") >= 2 * (300 - 64));
+}

@@ -26,6 +26,7 @@ mod outage;
 mod ratelimit;
 mod rest;
 mod rooms;
+mod server;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,14 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry::Registry;
+use serve::admission::{Admission, ConnectionLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use apps::DEFAULT_APP;
 pub use auth::Auth;
-
-/// How long a graceful shutdown waits for open requests before returning anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Control API configuration.
 #[derive(Clone)]
@@ -58,7 +57,17 @@ pub struct ApiConfig {
     /// refused (400). Empty: any valid app name. The default app is `live`, or the first
     /// of these when they leave `live` out.
     pub apps: Vec<String>,
+    /// Caps on open connections (see [`serve::admission`]).
+    pub limits: ConnectionLimits,
+    /// How long a graceful shutdown waits for open requests before returning anyway.
+    pub shutdown_grace: Duration,
 }
+
+/// The default caps on the control API's open connections.
+pub const DEFAULT_LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 1000,
+    per_ip: 64,
+};
 
 /// Secrets are shown only as `Some("<redacted>")`.
 impl std::fmt::Debug for ApiConfig {
@@ -70,6 +79,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("key_rate_per_minute", &self.key_rate_per_minute)
             .field("apps", &self.apps)
+            .field("limits", &self.limits)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -82,6 +93,8 @@ impl Default for ApiConfig {
             jwt_secret: None,
             key_rate_per_minute: 60,
             apps: Vec::new(),
+            limits: DEFAULT_LIMITS,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -162,7 +175,7 @@ pub(crate) fn listen_addr(config: &ApiConfig) -> (SocketAddr, bool) {
 }
 
 /// Serve REST and gRPC on an already-bound listener until `shutdown` resolves (then wait up
-/// to a few seconds for open requests).
+/// to [`ApiConfig::shutdown_grace`] for open requests).
 pub async fn serve(
     listener: TcpListener,
     config: ApiConfig,
@@ -179,34 +192,27 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let outage = AbortOnDrop(tokio::spawn(outage::watch(registry.clone())));
     let app = app(AppState::new(&config, registry, stop_rx.clone())).await;
-
-    let mut graceful = stop_rx.clone();
-    let server = axum::serve(
+    let admission = Admission::new("control API", config.limits);
+    let server = tokio::spawn(server::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stopped| *stopped).await;
-    });
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        tracing::info!(addr = %local, "control API shutting down");
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-        // Keep the sender alive until here so that `graceful` does not end early.
-        drop(stop_tx);
-    };
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = shutdown => {
-            tracing::warn!(addr = %local, "control API: requests still open after the grace period, closing");
-            Ok(())
+        admission,
+        app,
+        stop_rx,
+        config.shutdown_grace,
+    ));
+    shutdown.await;
+    // Also ends `WatchRooms` streams, so that their connections can close.
+    let _ = stop_tx.send(true);
+    tracing::info!(addr = %local, "control API shutting down");
+    match server.await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(addr = %local, "control API: requests still open after the grace period, closing")
         }
-    };
+        Err(e) => tracing::warn!(addr = %local, error = %e, "control API server task failed"),
+    }
     drop(outage);
-    result
+    Ok(())
 }
 
 /// A background task that ends with its owner.

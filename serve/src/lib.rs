@@ -6,6 +6,7 @@
 //! stream a viewer asks for comes from. This crate depends on no role; `origin` and `edge`
 //! implement one each.
 
+pub mod admission;
 pub mod fanout;
 pub mod hls;
 pub mod http;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, ConnectionLimits};
 use crate::fanout::Lanes;
 use crate::hls::Hls;
 use crate::metrics::Metrics;
@@ -53,6 +55,9 @@ pub struct NodeConfig {
     /// How long a graceful shutdown may take at most (stop accepting, end streams, release
     /// what the role holds); after it [`run`] returns anyway.
     pub shutdown_grace: Duration,
+    /// Caps on open connections, per listener (see [`admission`]).
+    pub rtmp_limits: ConnectionLimits,
+    pub http_limits: ConnectionLimits,
 }
 
 /// Why a node could not start.
@@ -80,6 +85,8 @@ pub struct Node {
     pub lanes: Arc<Lanes>,
     pub metrics: Arc<Metrics>,
     pub role: Arc<dyn Role>,
+    pub rtmp_admission: Arc<Admission>,
+    pub http_admission: Arc<Admission>,
     /// Raised once when the node starts shutting down; connections watch it.
     shutdown: watch::Sender<bool>,
 }
@@ -183,6 +190,8 @@ pub async fn run(
         lanes: Arc::new(Lanes::new(config.merge_window)),
         metrics: shared.metrics,
         role,
+        rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
+        http_admission: Admission::new("player HTTP", config.http_limits),
         config,
         shutdown: watch::channel(false).0,
     });

@@ -60,7 +60,8 @@ impl Metrics {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub fn render(&self, hub: &Hub) -> String {
+    /// `refused`: connections refused at the door (see [`crate::admission`]).
+    pub fn render(&self, hub: &Hub, refused: u64) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -112,6 +113,12 @@ impl Metrics {
             "counter",
             "Player HTTP connections accepted.",
             get(&self.http_connections_total),
+        );
+        metric(
+            "ferrolive_connections_refused_total",
+            "counter",
+            "Connections closed at once because their listener, or their address, had as many open as allowed.",
+            refused,
         );
         metric(
             "ferrolive_connections_rejected_total",

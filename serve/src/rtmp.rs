@@ -13,6 +13,7 @@ use media::rtmp::session::{ServerSession, SessionEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
+use crate::admission;
 use crate::fanout::{EgressError, Membership, Pump};
 use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics};
@@ -31,17 +32,13 @@ const SMALL_READ_BUFFER: usize = 4 * 1024;
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (socket, peer, admitted) = node
+            .rtmp_admission
+            .accept(&listener, admission::refuse_quietly)
+            .await;
         let node = node.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.rtmp_connections);
             Metrics::add(&node.metrics.rtmp_connections_total, 1);
             match Connection::new(socket, peer, node.clone()).run().await {

@@ -21,11 +21,12 @@ use media::outbox::FlvFraming;
 use media::segment::MARKS_QUERY;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use self::flv::{flv_response_head, stream_flv};
 use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
 use self::routes::{route, Route};
+use crate::admission;
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
 use crate::hls::NoPlaylist;
@@ -42,16 +43,13 @@ const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                warn!(error = %e, "http accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (socket, peer, admitted) = node
+            .http_admission
+            .accept(&listener, admission::refuse_http)
+            .await;
         let node = node.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.http_connections);
             Metrics::add(&node.metrics.http_connections_total, 1);
             match connection(socket, peer, &node).await {
@@ -173,7 +171,8 @@ async fn handle(
             respond(&mut socket, status, "text/plain", body, head_only, keep).await?;
         }
         Route::Metrics => {
-            let body = node.metrics.render(&node.hub);
+            let refused = node.rtmp_admission.refused() + node.http_admission.refused();
+            let body = node.metrics.render(&node.hub, refused);
             respond(
                 &mut socket,
                 "200 OK",
