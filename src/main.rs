@@ -103,8 +103,13 @@ struct MediaArgs {
         default_value_t = 2000
     )]
     rtmp_max_connections_per_ip: usize,
+    /// MiB that the unfinished messages of RTMP connections not publishing may declare,
+    /// all together (each may declare 64 KiB); a connection that would take the node over
+    /// it is closed.
+    #[arg(long, env = "FERROLIVE_RTMP_INCOMPLETE_MIB", default_value_t = 64)]
+    rtmp_incomplete_mib: usize,
     /// Open player HTTP connections allowed in all (lowered to fit the open files limit).
-    #[arg(long, env = "FERROLIVE_HTTP_MAX_CONNECTIONS", default_value_t = 20000)]
+    #[arg(long, env = "FERROLIVE_HTTP_MAX_CONNECTIONS", default_value_t = 10000)]
     http_max_connections: usize,
     /// Open player HTTP connections allowed from one IP address.
     #[arg(
@@ -577,6 +582,7 @@ fn node_config(args: &MediaArgs, apps: &AppsArgs) -> anyhow::Result<NodeConfig> 
             total: args.http_max_connections,
             per_ip: args.http_max_connections_per_ip,
         },
+        rtmp_incomplete_limit: args.rtmp_incomplete_mib.saturating_mul(1024 * 1024),
     })
 }
 

@@ -275,3 +275,95 @@ fn a_flood_on_one_port_leaves_the_other_ports_serving() {
     // RTMP and player HTTP refusals (the control API counts its own).
     assert!(server.metric("ferrolive_connections_refused_total") >= 2 * (300 - 64));
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// A connected (not publishing) RTMP client that begins a video message of `declared`
+/// bytes and sends `sent` of them; whether the server closed it within two seconds.
+fn begin_message(rtmp: SocketAddr, declared: usize, sent: usize) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let mut client = RtmpClient::connect(rtmp, "live");
+        // Chunks of 128 bytes from here, whatever the client set before.
+        client.session().set_chunk_size(128);
+        client.flush();
+        let mut socket = client.socket;
+        let length = (declared as u32).to_be_bytes();
+        // Type 0 header on csid 6: timestamp 0, the length, video, stream id 1.
+        let mut bytes = vec![
+            0x06, 0, 0, 0, length[1], length[2], length[3], 9, 1, 0, 0, 0,
+        ];
+        // A type 3 header between chunks.
+        for (i, chunk) in vec![0x17u8; sent].chunks(128).enumerate() {
+            if i > 0 {
+                bytes.push(0xC6);
+            }
+            bytes.extend_from_slice(chunk);
+        }
+        let _ = socket.write_all(&bytes);
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        is_closed(&socket)
+    })
+}
+
+/// Before it publishes, a connection may not begin a message bigger than commands need, and
+/// the node caps the unfinished messages of all connections together.
+#[test]
+fn unpublished_connections_cannot_hold_large_messages() {
+    let server = Server::start(&["--rtmp-incomplete-mib", "1"]);
+    let _publisher = publish(&server.rtmp_url("firm"), Source::AudioVideo, 25, 0);
+    server.wait_live("firm");
+    let before = rss(server.pid());
+    let watching = {
+        let url = server.flv_url("firm");
+        std::thread::spawn(move || decode(&url, 6.0))
+    };
+
+    // Fifty connections each beginning a 16 MiB message and sending 1 MiB of it.
+    let huge: Vec<_> = (0..50)
+        .map(|_| begin_message(server.rtmp, 16 * 1024 * 1024 - 1, 1024 * 1024))
+        .collect();
+    let closed_huge = huge
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&c| c)
+        .count();
+    assert_eq!(
+        closed_huge, 50,
+        "connections holding huge messages were kept"
+    );
+    let grown = rss(server.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024 * 1024, "memory grew by {grown} bytes");
+
+    // Forty connections within their own limit (60 KiB each) but over the node's 1 MiB.
+    let many: Vec<_> = (0..40)
+        .map(|_| begin_message(server.rtmp, 60 * 1024, 30 * 1024))
+        .collect();
+    let closed_many = many
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|&c| c)
+        .count();
+    assert!(
+        (20..40).contains(&closed_many),
+        "{closed_many} of 40 connections closed (the cap holds about 17)"
+    );
+
+    let watched = watching.join().unwrap();
+    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
+    assert!(
+        watched.video >= 120,
+        "the player decoded only {} frames",
+        watched.video
+    );
+}

@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// Caps on open connections, per listener (see [`admission`]).
     pub rtmp_limits: ConnectionLimits,
     pub http_limits: ConnectionLimits,
+    /// Declared bytes of unfinished RTMP messages the node holds at most for connections
+    /// that are not publishing, all together (see [`rtmp::IncompleteMessages`]).
+    pub rtmp_incomplete_limit: usize,
 }
 
 /// Why a node could not start.
@@ -87,6 +90,7 @@ pub struct Node {
     pub role: Arc<dyn Role>,
     pub rtmp_admission: Arc<Admission>,
     pub http_admission: Arc<Admission>,
+    pub incomplete: Arc<rtmp::IncompleteMessages>,
     /// Raised once when the node starts shutting down; connections watch it.
     shutdown: watch::Sender<bool>,
 }
@@ -192,6 +196,7 @@ pub async fn run(
         role,
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
         http_admission: Admission::new("player HTTP", config.http_limits),
+        incomplete: Arc::new(rtmp::IncompleteMessages::new(config.rtmp_incomplete_limit)),
         config,
         shutdown: watch::channel(false).0,
     });

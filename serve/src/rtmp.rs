@@ -1,6 +1,7 @@
 //! The RTMP listener: a thin tokio driver around [`media::rtmp::session::ServerSession`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,60 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
     }
 }
 
+/// The declared bytes of the messages RTMP peers that are not publishing have begun and
+/// not finished, across the node's connections, against a cap: each connection's share is
+/// limited by its session (see [`media::rtmp::session::NEGOTIATION_MESSAGE_LIMIT`]), and
+/// this bounds them together however many connections there are. Publishers, whose
+/// keyframes take megabytes, are admitted by their role (a channel key) and not counted:
+/// idle connections must not be able to starve them.
+pub struct IncompleteMessages {
+    held: AtomicUsize,
+    cap: usize,
+}
+
+impl IncompleteMessages {
+    pub fn new(cap: usize) -> Self {
+        IncompleteMessages {
+            held: AtomicUsize::new(0),
+            cap,
+        }
+    }
+}
+
+/// One connection's part of [`IncompleteMessages`], given back when it closes.
+struct IncompleteShare {
+    pool: Arc<IncompleteMessages>,
+    held: usize,
+}
+
+impl IncompleteShare {
+    /// The connection now holds `bytes`: refused when that takes the node over its cap.
+    fn update(&mut self, bytes: usize) -> Result<(), ConnError> {
+        let pool = &self.pool;
+        if bytes == self.held {
+            return Ok(());
+        }
+        if bytes > self.held {
+            let grown = bytes - self.held;
+            let before = pool.held.fetch_add(grown, Ordering::Relaxed);
+            self.held = bytes;
+            if before + grown > pool.cap {
+                return Err(ConnError::TooMuchIncomplete(pool.cap));
+            }
+        } else {
+            pool.held.fetch_sub(self.held - bytes, Ordering::Relaxed);
+            self.held = bytes;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IncompleteShare {
+    fn drop(&mut self) {
+        self.pool.held.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error(transparent)]
@@ -65,6 +120,8 @@ enum ConnError {
     Timeout(Duration),
     #[error("no publish or play within {0:?}")]
     Negotiation(Duration),
+    #[error("unfinished messages of connections not publishing would exceed {0} bytes")]
+    TooMuchIncomplete(usize),
     #[error("publisher replaced by a newer session")]
     Replaced,
     #[error("publisher kicked or its stream moved")]
@@ -76,7 +133,10 @@ impl ConnError {
     /// rather than ended by the peer or by us.
     fn is_rejection(&self) -> bool {
         match self {
-            ConnError::Session(_) | ConnError::Timeout(_) | ConnError::Negotiation(_) => true,
+            ConnError::Session(_)
+            | ConnError::Timeout(_)
+            | ConnError::Negotiation(_)
+            | ConnError::TooMuchIncomplete(_) => true,
             ConnError::Egress(e) => e.is_stall(),
             ConnError::Io(_) | ConnError::Replaced | ConnError::Evicted => false,
         }
@@ -106,6 +166,7 @@ struct Connection {
     node: Arc<Node>,
     session: ServerSession,
     input: BytesMut,
+    incomplete: IncompleteShare,
     role: Role,
     /// Media that cannot be valid was dropped and logged: it is logged once per publisher.
     told_invalid: bool,
@@ -119,6 +180,10 @@ impl Connection {
         Connection {
             socket: Arc::new(socket),
             peer,
+            incomplete: IncompleteShare {
+                pool: node.incomplete.clone(),
+                held: 0,
+            },
             node,
             session: ServerSession::new(random),
             input: BytesMut::with_capacity(SMALL_READ_BUFFER),
@@ -197,6 +262,11 @@ impl Connection {
             Metrics::add(&self.node.metrics.bytes_in_total, n as u64);
             loop {
                 self.session.feed(&mut self.input, &mut events)?;
+                let unfinished = match self.role {
+                    Role::Publishing { .. } => 0,
+                    _ => self.session.incomplete_bytes(),
+                };
+                self.incomplete.update(unfinished)?;
                 if events.is_empty() {
                     break;
                 }

@@ -43,9 +43,10 @@ pub const TYPE_ABORT: u8 = 2;
 
 /// At most this many csids may have a partially received message at once.
 const MAX_IN_PROGRESS: usize = 64;
-/// Declared bytes of all incomplete messages together: with [`MAX_IN_PROGRESS`] messages
-/// of [`MAX_MESSAGE_SIZE`] a peer could otherwise make one connection hold a gigabyte.
-const MAX_IN_PROGRESS_BYTES: usize = 32 * 1024 * 1024;
+/// Declared bytes of all incomplete messages together, by default: with [`MAX_IN_PROGRESS`]
+/// messages of [`MAX_MESSAGE_SIZE`] a peer could otherwise make one connection hold a
+/// gigabyte.
+pub const MAX_IN_PROGRESS_BYTES: usize = 32 * 1024 * 1024;
 /// At most this many csids are remembered per connection.
 const MAX_KNOWN_CSIDS: usize = 1024;
 /// Up-front allocation cap for a partial message: the rest grows as bytes actually arrive, so a
@@ -126,6 +127,7 @@ struct Cursor {
 pub struct ChunkReader {
     chunk_size: u32,
     max_message_size: usize,
+    max_in_progress_bytes: usize,
     streams: HashMap<u32, StreamState>,
     /// Number of streams whose `partial` is `Some`.
     in_progress: usize,
@@ -151,12 +153,26 @@ impl ChunkReader {
         ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_message_size: max,
+            max_in_progress_bytes: MAX_IN_PROGRESS_BYTES,
             streams: HashMap::new(),
             in_progress: 0,
             in_progress_bytes: 0,
             current: None,
             failed: None,
         }
+    }
+
+    /// Change the limits: the largest message the peer may declare, and the declared bytes
+    /// of its incomplete messages together. Messages already in progress keep their size.
+    pub fn set_limits(&mut self, max_message_size: usize, max_in_progress_bytes: usize) {
+        self.max_message_size = max_message_size;
+        self.max_in_progress_bytes = max_in_progress_bytes;
+    }
+
+    /// Declared bytes of the messages begun and not yet complete: at most what they will
+    /// hold in memory.
+    pub fn incomplete_bytes(&self) -> usize {
+        self.in_progress_bytes
     }
 
     /// Current incoming chunk size (changed by Set Chunk Size messages from the peer).
@@ -398,9 +414,9 @@ impl ChunkReader {
                     limit: MAX_IN_PROGRESS,
                 });
             }
-            if self.in_progress_bytes + st.length > MAX_IN_PROGRESS_BYTES {
+            if self.in_progress_bytes + st.length > self.max_in_progress_bytes {
                 return Err(ChunkError::TooMuchInProgress {
-                    limit: MAX_IN_PROGRESS_BYTES,
+                    limit: self.max_in_progress_bytes,
                 });
             }
             st.partial = Some(BytesMut::with_capacity(st.length.min(PREALLOC_CAP)));

@@ -8,7 +8,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunk::{ChunkError, ChunkReader, ChunkWriter, RtmpMessage};
+use super::chunk::{
+    ChunkError, ChunkReader, ChunkWriter, RtmpMessage, MAX_IN_PROGRESS_BYTES, MAX_MESSAGE_SIZE,
+};
 use super::handshake::{HandshakeError, ServerHandshake};
 use super::message::{
     metadata_from_data, msg_type, split_aggregate, strip_amf3_format_byte, user_control,
@@ -73,6 +75,12 @@ enum Role {
     Playing(u32),
 }
 
+/// The largest message a peer may send, and the most its incomplete messages may declare
+/// together, until it is publishing: `connect`, `createStream`, `publish`, `play` and
+/// their kin need a few hundred bytes. A player never needs more; a publisher gets the
+/// chunk reader's full limits once its publish is accepted.
+pub const NEGOTIATION_MESSAGE_LIMIT: usize = 64 * 1024;
+
 pub struct ServerSession {
     handshake: Option<ServerHandshake>,
     reader: ChunkReader,
@@ -93,7 +101,11 @@ impl ServerSession {
     pub fn new(random: [u8; 1528]) -> Self {
         ServerSession {
             handshake: Some(ServerHandshake::new(random)),
-            reader: ChunkReader::new(),
+            reader: {
+                let mut reader = ChunkReader::new();
+                reader.set_limits(NEGOTIATION_MESSAGE_LIMIT, NEGOTIATION_MESSAGE_LIMIT);
+                reader
+            },
             writer: ChunkWriter::new(),
             out: BytesMut::new(),
             app: None,
@@ -104,6 +116,11 @@ impl ServerSession {
             received: 0,
             last_ack: 0,
         }
+    }
+
+    /// Declared bytes of the peer's messages begun and not yet complete.
+    pub fn incomplete_bytes(&self) -> usize {
+        self.reader.incomplete_bytes()
     }
 
     pub fn handshake_done(&self) -> bool {
@@ -405,6 +422,9 @@ impl ServerSession {
     pub fn accept_publish(&mut self) {
         if let Role::PublishPending(id) = self.role {
             self.role = Role::Publishing(id);
+            // Media may come now: keyframes of megabytes.
+            self.reader
+                .set_limits(MAX_MESSAGE_SIZE, MAX_IN_PROGRESS_BYTES);
             self.send_user_control(user_control::STREAM_BEGIN, id);
             self.send_status(id, "status", "NetStream.Publish.Start", "Start publishing");
         }

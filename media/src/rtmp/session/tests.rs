@@ -1233,3 +1233,34 @@ proptest! {
         prop_assert_eq!(events, expected);
     }
 }
+
+/// Until a publish is accepted, a peer may not declare messages beyond what commands need:
+/// a connection that never publishes cannot hold megabytes of a message it never ends.
+#[test]
+fn large_messages_wait_for_an_accepted_publish() {
+    let big = vec![0x17u8; NEGOTIATION_MESSAGE_LIMIT + 1];
+    for mut c in [Client::connected(), Client::playing()] {
+        c.write(msg_type::VIDEO, 1, 0, big.clone());
+        assert!(matches!(
+            c.pump(),
+            Err(SessionError::Chunk(ChunkError::MessageTooLarge { .. }))
+        ));
+    }
+    // Many small messages begun on separate chunk streams count together.
+    let mut c = Client::connected();
+    for csid in 10..30u8 {
+        // A type 0 header declaring 4 KiB, and the first 128 bytes.
+        c.pending
+            .extend_from_slice(&[csid, 0, 0, 0, 0, 0x10, 0x00, msg_type::VIDEO, 1, 0, 0, 0]);
+        c.pending.extend_from_slice(&[0x17; 128]);
+    }
+    assert!(matches!(
+        c.pump(),
+        Err(SessionError::Chunk(ChunkError::TooMuchInProgress { .. }))
+    ));
+
+    let mut c = Client::publishing();
+    let events = c.media(msg_type::VIDEO, 0, &big);
+    assert!(matches!(events[..], [SessionEvent::Media { .. }]));
+    assert_eq!(c.session.incomplete_bytes(), 0);
+}
