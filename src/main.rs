@@ -1,12 +1,15 @@
 //! `ferrolive`: one binary, one subcommand per node role.
 
+mod config;
+
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use edge::{EdgeConfig, PullConfig};
 use media::hls::HlsConfig;
 use media::hub::{HubConfig, Segmenting};
@@ -24,6 +27,10 @@ use tracing_subscriber::EnvFilter;
     about = "Live-streaming origin/edge server: RTMP in; RTMP, HTTP-FLV and HLS out"
 )]
 struct Cli {
+    /// A TOML file with any of these options (without `--`) and `[app.NAME]` sections
+    /// (`hls-segment`, `hls-window`); flags and FERROLIVE_* variables override it.
+    #[arg(long, global = true, env = "FERROLIVE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -325,7 +332,19 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut app_sections = BTreeMap::new();
+    if let Some(path) = config::file_in(&args) {
+        let root = Cli::command();
+        let named = args.get(1).and_then(|a| root.find_subcommand(a));
+        let command = named
+            .or_else(|| root.find_subcommand("standalone"))
+            .expect("standalone is a subcommand");
+        let file = config::ConfigFile::read(&path, command)?;
+        args = file.merge_into(args, command);
+        app_sections = file.apps;
+    }
+    let cli = Cli::parse_from(args);
     let command = cli.command.unwrap_or(Command::Standalone(cli.standalone));
     let log = match &command {
         Command::Standalone(a) => &a.media.log,
@@ -350,9 +369,9 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async move {
         match command {
-            Command::Standalone(args) => standalone(args).await,
-            Command::Origin(args) => origin(args).await,
-            Command::Edge(args) => edge(args).await,
+            Command::Standalone(args) => standalone(args, &app_sections).await,
+            Command::Origin(args) => origin(args, &app_sections).await,
+            Command::Edge(args) => edge(args, &app_sections).await,
             Command::ControlApi(args) => control_api_only(args).await,
             Command::Bench(_) => unreachable!("bench returned before the runtime was built"),
         }
@@ -384,7 +403,7 @@ fn raise_open_files_limit() -> std::io::Result<Option<(u64, u64)>> {
     Ok(Some((count(limit.current), count(limit.maximum))))
 }
 
-async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<()> {
     let registry: Arc<dyn Registry> = match &args.redis_url {
         Some(url) => Arc::new(RedisRegistry::connect(url, &args.redis_prefix).await?),
         None => Arc::new(
@@ -393,7 +412,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the key store in {}", args.data_dir.display()))?,
         ),
     };
-    let mut node = node_config(&args.media, &args.apps)?;
+    let mut node = node_config(&args.media, &args.apps, apps)?;
     let mut api = api_config(
         args.api_addr,
         &args.auth,
@@ -436,8 +455,8 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn origin(args: OriginArgs) -> anyhow::Result<()> {
-    let mut node = node_config(&args.media, &args.apps)?;
+async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
+    let mut node = node_config(&args.media, &args.apps, apps)?;
     fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
@@ -451,8 +470,8 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     Ok(origin::run(config, shutdown_signal()).await?)
 }
 
-async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let mut node = node_config(&args.media, &args.apps)?;
+async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
+    let mut node = node_config(&args.media, &args.apps, apps)?;
     fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let pull = PullConfig {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
@@ -546,13 +565,25 @@ fn announce_auth(media: &MediaArgs) {
     }
 }
 
-fn node_config(args: &MediaArgs, apps: &AppsArgs) -> anyhow::Result<NodeConfig> {
+/// The config file's `[app.NAME]` sections.
+type AppSections = BTreeMap<String, config::AppSection>;
+
+fn node_config(
+    args: &MediaArgs,
+    apps: &AppsArgs,
+    sections: &AppSections,
+) -> anyhow::Result<NodeConfig> {
     // Media sequence numbers start at the Unix time in seconds; shorter segments could
     // outrun the clock and reuse numbers when a stream is published again.
     if args.hls_segment < 1.0 {
         bail!("--hls-segment must be at least 1 second");
     }
     let hls_segment = seconds("hls-segment", args.hls_segment)?;
+    let hls = HlsConfig {
+        target_duration: hls_segment,
+        window: args.hls_window.max(1),
+        ..HlsConfig::default()
+    };
     Ok(NodeConfig {
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
@@ -567,11 +598,18 @@ fn node_config(args: &MediaArgs, apps: &AppsArgs) -> anyhow::Result<NodeConfig> 
             },
             ..HubConfig::default()
         },
-        hls: HlsConfig {
-            target_duration: hls_segment,
-            window: args.hls_window.max(1),
-            ..HlsConfig::default()
-        },
+        hls: hls.clone(),
+        app_hls: sections
+            .iter()
+            .map(|(app, section)| {
+                let own = HlsConfig {
+                    target_duration: section.hls_segment.unwrap_or(hls.target_duration),
+                    window: section.hls_window.unwrap_or(hls.window),
+                    ..hls.clone()
+                };
+                (app.clone(), own)
+            })
+            .collect(),
         apps: apps.list(),
         shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
         rtmp_limits: ConnectionLimits {

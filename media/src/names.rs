@@ -30,6 +30,13 @@ pub fn stream_key(app: &str, room: &str) -> Option<String> {
     (is_valid_name(app) && is_valid_room(room)).then(|| format!("{app}/{room}"))
 }
 
+/// The app of a hub key made by [`stream_key`].
+pub fn app_of(stream_key: &str) -> &str {
+    stream_key
+        .split_once('/')
+        .map_or(stream_key, |(app, _)| app)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +60,7 @@ mod tests {
             assert_eq!(stream_key("live", bad), None, "{bad:?}");
         }
         assert_eq!(stream_key("", "room"), None);
+        assert_eq!(app_of("game/room"), "game");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod metrics;
 mod role;
 pub mod rtmp;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     pub merge_window: Duration,
     pub hub: HubConfig,
     pub hls: HlsConfig,
+    /// Apps with HLS settings of their own (an origin cuts their segments to their
+    /// target too).
+    pub app_hls: BTreeMap<String, HlsConfig>,
     /// The apps streams may be published and played under (empty: any valid name).
     pub apps: Vec<String>,
     /// How long a graceful shutdown may take at most (stop accepting, end streams, release
@@ -162,8 +166,14 @@ impl Node {
 
 /// The hub and counters a node of `config` serves, to hand to its role before [`run`].
 pub fn shared(config: &NodeConfig) -> Shared {
+    let mut hub = config.hub.clone();
+    hub.segment_targets_by_app = config
+        .app_hls
+        .iter()
+        .map(|(app, hls)| (app.clone(), hls.target_duration))
+        .collect();
     Shared {
-        hub: Hub::new(config.hub.clone()),
+        hub: Hub::new(hub),
         metrics: Arc::new(Metrics::default()),
     }
 }
@@ -190,7 +200,7 @@ pub async fn run(
     info!(rtmp = %local(&rtmp), http = %local(&http), "listening");
     let node = Arc::new(Node {
         hub: shared.hub,
-        hls: Arc::new(Hls::new(config.hls.clone())),
+        hls: Arc::new(Hls::new(config.hls.clone(), config.app_hls.clone())),
         lanes: Arc::new(Lanes::new(config.merge_window)),
         metrics: shared.metrics,
         role,

@@ -22,7 +22,7 @@
 //! most one video frame interval. (The fan-out can merge batches further, viewer by
 //! viewer.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -49,6 +49,8 @@ pub struct HubConfig {
     pub backlog: usize,
     /// Who decides where HLS segments begin.
     pub segments: Segmenting,
+    /// Apps whose segments have their own target (with [`Segmenting::Own`]).
+    pub segment_targets_by_app: BTreeMap<String, Duration>,
     /// A publisher that sent nothing for this long may be replaced by a new one.
     pub publisher_stale_after: Duration,
     /// Largest GOP kept for new viewers; a longer GOP is dropped (new viewers then wait for
@@ -68,11 +70,27 @@ impl Default for HubConfig {
             segments: Segmenting::Own {
                 target: Duration::from_secs(2),
             },
+            segment_targets_by_app: BTreeMap::new(),
             publisher_stale_after: Duration::from_secs(2),
             gop_max_bytes: 32 * 1024 * 1024,
             gop_max_frames: 4096,
             history_segments: 3,
             history_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl HubConfig {
+    /// How long the segments of `stream` last at least, when this hub cuts them.
+    pub fn segment_target(&self, stream: &str) -> Option<Duration> {
+        match self.segments {
+            Segmenting::Own { target } => Some(
+                self.segment_targets_by_app
+                    .get(crate::names::app_of(stream))
+                    .copied()
+                    .unwrap_or(target),
+            ),
+            Segmenting::Upstream => None,
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use super::history::History;
 use super::stats::PublishStats;
-use super::{unix_seconds, Audience, HubConfig, Segmenting};
+use super::{unix_seconds, Audience, HubConfig};
 use crate::codec;
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
 use crate::metadata;
@@ -40,12 +40,9 @@ impl Stream {
                 sender,
                 batches_sent: 0,
                 pending: Vec::new(),
-                segmenter: match config.segments {
-                    Segmenting::Own { target } => {
-                        Some(Segmenter::new(target.as_millis() as u64, unix_seconds()))
-                    }
-                    Segmenting::Upstream => None,
-                },
+                segmenter: config
+                    .segment_target(name)
+                    .map(|target| Segmenter::new(target.as_millis() as u64, unix_seconds())),
                 upstream_mark: None,
                 publisher: None,
                 generation: 0,

@@ -4,12 +4,13 @@
 
 pub mod sessions;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use media::hls::{HlsConfig, HlsPackager, Segment};
 use media::hub::{Audience, Delivery, Subscriber, Watching};
+use media::names::app_of;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -67,17 +68,25 @@ impl Packaging {
 /// The HLS packagers of one node.
 pub struct Hls {
     config: HlsConfig,
+    /// Apps with settings of their own.
+    by_app: BTreeMap<String, HlsConfig>,
     streams: Mutex<HashMap<String, Arc<Packaging>>>,
     sessions: Mutex<Sessions<Player>>,
 }
 
 impl Hls {
-    pub fn new(config: HlsConfig) -> Self {
+    pub fn new(config: HlsConfig, by_app: BTreeMap<String, HlsConfig>) -> Self {
         Hls {
             config,
+            by_app,
             streams: Mutex::default(),
             sessions: Mutex::default(),
         }
+    }
+
+    /// The settings of the stream `key`: its app's, or the node's.
+    fn config_for(&self, key: &str) -> &HlsConfig {
+        self.by_app.get(app_of(key)).unwrap_or(&self.config)
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions<Player>> {
@@ -110,8 +119,9 @@ impl Hls {
         };
         packaging.touch();
         // The first segment needs a keyframe after the target duration; allow for a long GOP.
-        let deadline =
-            tokio::time::Instant::now() + self.config.target_duration * 3 + Duration::from_secs(4);
+        let deadline = tokio::time::Instant::now()
+            + self.config_for(key).target_duration * 3
+            + Duration::from_secs(4);
         loop {
             let notified = packaging.progress.notified();
             {
@@ -166,7 +176,7 @@ impl Hls {
         }
         let packaging = Arc::new(Packaging {
             packager: Mutex::new(HlsPackager::new(
-                self.config.clone(),
+                self.config_for(key).clone(),
                 sub.has_audio(),
                 sub.has_video(),
             )),
