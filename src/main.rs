@@ -256,7 +256,8 @@ struct ClusterArgs {
     /// This node's id in the registry (default: the host name).
     #[arg(long, env = "FERROLIVE_NODE_ID")]
     node_id: Option<String>,
-    /// Region label, used to send players to a nearby edge.
+    /// Region label, used to send players to a nearby edge. Empty means `default` (as
+    /// the Kubernetes downward API gives a node topology label the pod does not carry).
     #[arg(long, env = "FERROLIVE_REGION", default_value = "default")]
     region: String,
     /// Host other nodes and players reach this node at; its ports are its listeners'.
@@ -501,7 +502,10 @@ async fn cluster_identity(
     let identity = NodeIdentity {
         id: node_id(cluster),
         role,
-        region: cluster.region.clone(),
+        region: match cluster.region.trim() {
+            "" => "default".to_owned(),
+            region => region.to_owned(),
+        },
         addrs: NodeAddrs {
             rtmp: format!("{host}:{}", node.rtmp_addr.port()),
             http: format!("{host}:{}", node.http_addr.port()),

@@ -728,3 +728,57 @@ fn viewer_counts_are_real_players_only() {
         decoded.errors
     );
 }
+
+/// An edge advertises the address players reach, not its own: in Kubernetes, a per-pod
+/// Service's DNS name (`$(FERROLIVE_NODE_ID).<domain>`) or the node's address with host
+/// networking. Its region comes from the node's topology label, which the downward API
+/// gives as empty where the pod does not carry it: that is the `default` region.
+#[test]
+fn play_urls_name_the_address_an_edge_advertises_and_its_region() {
+    require_ffmpeg();
+    let cluster = Cluster::start();
+    let origin = cluster.node("origin", "origin-0", &[]);
+    // The edge's environment as deploy/k8s/40-edge.yaml gives it, once the kubelet has
+    // expanded $(FERROLIVE_NODE_ID) and read a region label the node does not have.
+    let edge = Server::spawn(
+        "edge",
+        &[
+            "--redis-url",
+            &cluster.url,
+            "--node-id",
+            "edge-0",
+            "--advertise-host",
+            "edge-0.edges.example.test",
+            "--region",
+            "",
+        ],
+    );
+    let key = cluster.key("far");
+    let _publisher = publish(
+        &format!("rtmp://{}/live/{key}", origin.rtmp),
+        Source::AudioVideo,
+        25,
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = cluster.api.api("GET", "/api/v1/rooms/far/play", None);
+        if status == 200 && body.contains("edge-0") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no play URLs on the edge: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (rtmp, http) = (edge.rtmp.port(), edge.http.port());
+    assert!(body.contains("\"region\":\"default\""), "{body}");
+    assert!(
+        body.contains(&format!("rtmp://edge-0.edges.example.test:{rtmp}/live/far"))
+            && body.contains(&format!(
+                "http://edge-0.edges.example.test:{http}/live/far.flv"
+            )),
+        "{body}"
+    );
+}
