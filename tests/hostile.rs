@@ -367,3 +367,57 @@ fn unpublished_connections_cannot_hold_large_messages() {
         watched.video
     );
 }
+
+/// A connection to `addr` from the local address `from` (any of 127.0.0.0/8 is ours).
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let socket: TcpStream = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+}
+
+/// One address that opens as many connections as it may gets no more, on any port, while
+/// every other address is served.
+#[test]
+fn one_address_cannot_take_every_slot() {
+    let server = Server::start(&[
+        "--rtmp-max-connections-per-ip",
+        "5",
+        "--http-max-connections-per-ip",
+        "5",
+        "--api-max-connections-per-ip",
+        "5",
+    ]);
+    for (port, addr) in [
+        ("RTMP", server.rtmp),
+        ("player HTTP", server.http),
+        ("control API", server.api),
+    ] {
+        let _held: Vec<TcpStream> = (0..5).map(|_| connect_from([127, 0, 0, 2], addr)).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut sixth = connect_from([127, 0, 0, 2], addr);
+        if port != "RTMP" {
+            let mut answer = String::new();
+            let _ = sixth.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 503 "), "{port}: {answer:?}");
+        }
+        assert!(
+            is_closed(&sixth),
+            "{port}: a sixth connection from one address was kept"
+        );
+        // Another address is served.
+        if port == "RTMP" {
+            let _client = RtmpClient::connect(addr, "live");
+        } else {
+            assert_eq!(
+                http_get(addr, "/healthz").map(|r| r.status),
+                Some(200),
+                "{port}"
+            );
+        }
+    }
+}

@@ -83,19 +83,15 @@ struct IncompleteShare {
 impl IncompleteShare {
     /// The connection now holds `bytes`: refused when that takes the node over its cap.
     fn update(&mut self, bytes: usize) -> Result<(), ConnError> {
-        let pool = &self.pool;
-        if bytes == self.held {
-            return Ok(());
-        }
+        let (held, cap) = (&self.pool.held, self.pool.cap);
         if bytes > self.held {
             let grown = bytes - self.held;
-            let before = pool.held.fetch_add(grown, Ordering::Relaxed);
             self.held = bytes;
-            if before + grown > pool.cap {
-                return Err(ConnError::TooMuchIncomplete(pool.cap));
+            if held.fetch_add(grown, Ordering::Relaxed) + grown > cap {
+                return Err(ConnError::TooMuchIncomplete(cap));
             }
-        } else {
-            pool.held.fetch_sub(self.held - bytes, Ordering::Relaxed);
+        } else if bytes < self.held {
+            held.fetch_sub(self.held - bytes, Ordering::Relaxed);
             self.held = bytes;
         }
         Ok(())
