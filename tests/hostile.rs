@@ -7,6 +7,16 @@ use std::time::Duration;
 
 use testkit::*;
 
+/// The player that watched through an attack decoded cleanly at least `frames` pictures.
+fn assert_kept_playing(watched: &Decoded, frames: usize) {
+    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
+    assert!(
+        watched.video >= frames,
+        "the player decoded only {} frames",
+        watched.video
+    );
+}
+
 /// Send `request` (written from another thread: the server may answer before it is all
 /// sent) and return the status line of the answer.
 fn status_line_for(addr: SocketAddr, request: Vec<u8>) -> String {
@@ -118,12 +128,7 @@ fn slow_drip_negotiations_are_closed_within_ten_seconds() {
             "a drip in the {stage} stayed {open:?}"
         );
     }
-    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
-    assert!(
-        watched.video >= 300,
-        "the player decoded only {} frames",
-        watched.video
-    );
+    assert_kept_playing(&watched, 300);
 }
 
 /// Open `count` connections to `addr` that never send a byte.
@@ -217,12 +222,7 @@ fn idle_and_dripping_connections_are_closed_within_their_deadlines() {
             "{port}: a dripping request stayed {open:?}"
         );
     }
-    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
-    assert!(
-        watched.video >= 300,
-        "the player decoded only {} frames",
-        watched.video
-    );
+    assert_kept_playing(&watched, 300);
 }
 
 /// With few file descriptors, a flood of idle connections on any one port takes only that
@@ -360,12 +360,7 @@ fn unpublished_connections_cannot_hold_large_messages() {
     );
 
     let watched = watching.join().unwrap();
-    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
-    assert!(
-        watched.video >= 120,
-        "the player decoded only {} frames",
-        watched.video
-    );
+    assert_kept_playing(&watched, 120);
 }
 
 /// A connection to `addr` from the local address `from` (any of 127.0.0.0/8 is ours).
