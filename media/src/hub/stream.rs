@@ -122,16 +122,21 @@ pub(super) struct StreamState {
     pub(super) stats: PublishStats,
 }
 
-/// Where a publisher's audio and video end: the next publisher of the stream starts one
-/// frame after both, so that its first picture does not overlap the last one shown (with
-/// B-frames a picture is shown after later-decoded ones: the video ends at its latest
-/// presentation time).
+/// Where a publisher's audio and video end, for the next publisher of the stream to
+/// continue from. Its first picture should be shown right where the old video's shown
+/// pictures end: neither overlapping them (players freeze on pictures shown twice) nor
+/// leaving a gap (players wait at it). With B-frames a picture is shown after
+/// later-decoded ones, and a keyframe some time after it is decoded; a reconnecting
+/// encoder has the same delay as before, so the new stream is decoded from that long
+/// before the old video's end (never before the old stream's last frame, either track).
 #[derive(Debug, Default, Clone, Copy)]
 struct TrackEnds {
     /// Latest presentation time of a picture, and the time between pictures.
     video_shown: Option<u64>,
     video_interval: u64,
     last_video: Option<u64>,
+    /// How long after it is decoded a keyframe is shown (B-frames delay it).
+    key_delay: u64,
     /// Latest audio frame, and the time between audio frames.
     last_audio: Option<u64>,
     audio_interval: u64,
@@ -152,9 +157,11 @@ impl TrackEnds {
             }
         }
         let offset = codec::parse_video_tag(&frame.payload).map_or(0, |i| i.composition_time);
-        let shown = frame
-            .timestamp
-            .saturating_add_signed(i64::from(offset.max(0)));
+        let delay = offset.max(0) as u64;
+        if frame.key {
+            self.key_delay = delay;
+        }
+        let shown = frame.timestamp.saturating_add(delay);
         self.video_shown = Some(self.video_shown.map_or(shown, |s| s.max(shown)));
     }
 
@@ -170,9 +177,11 @@ impl TrackEnds {
         }
     }
 
-    /// One frame after the end of both tracks (`None`: nothing was sent).
+    /// Where the next publisher's first frame goes (`None`: nothing was sent).
     fn end(&self) -> Option<u64> {
-        let video = self.video_shown.map(|t| t + self.video_interval);
+        let shown = self.video_shown.map(|t| t + self.video_interval);
+        let decoded = self.last_video.map(|t| t + self.video_interval);
+        let video = shown.map(|t| t.saturating_sub(self.key_delay)).max(decoded);
         let audio = self.last_audio.map(|t| t + self.audio_interval);
         video.max(audio)
     }

@@ -771,9 +771,10 @@ fn new_publisher_drops_the_old_gop() {
     assert_eq!(drain(&mut sub), frames(&[vseq(1), vkey(4)]));
 }
 
-/// A publisher that reconnects continues one frame after the old stream ends: after its
-/// last picture is shown (B-frames show a picture after later-decoded ones), with its own
-/// audio/video offset kept.
+/// A publisher that reconnects continues where the old stream ends: its first picture is
+/// shown right after the old stream's last (B-frames show a picture after later-decoded
+/// ones, and a keyframe some time after it is decoded), with its own audio/video offset
+/// kept.
 #[test]
 fn a_new_publisher_starts_after_the_old_stream_ends() {
     let hub = Hub::new(HubConfig::default());
@@ -795,16 +796,19 @@ fn a_new_publisher_starts_after_the_old_stream_ends() {
     };
     let mut p = hub.publish("room", now).unwrap();
     let mut sub = hub.subscribe("room", Audience::Viewer).unwrap();
+    // I P B B in decode order, shown at 80, 200, 120 and 160: the video ends at 240.
     feed(&mut p, now)
         .video(0, vseq(1))
         .video(0, picture(true, 80, 2))
         .audio(10, araw(3))
-        .video(40, picture(false, 80, 4))
+        .video(40, picture(false, 160, 4))
         .audio(33, araw(5))
-        .video(80, picture(false, 0, 6));
+        .video(80, picture(false, 40, 6))
+        .video(120, picture(false, 40, 10));
     drop(p);
     let mut p2 = hub.publish("room", now).unwrap();
-    // The new publisher's audio starts 10 ms before its video.
+    // The new publisher's audio starts 10 ms before its video; its keyframe, like the old
+    // one, is shown 80 ms after it is decoded.
     feed(&mut p2, now)
         .video(5000, vseq(7))
         .audio(4990, araw(8))
@@ -814,8 +818,8 @@ fn a_new_publisher_starts_after_the_old_stream_ends() {
         .filter(|f| !f.sequence_header)
         .map(|f| (f.kind, f.timestamp))
         .collect();
-    // The old video is shown until 40 + 80 = 120, and a picture lasts 40 ms: the new
-    // stream starts at 160 (its audio, 10 ms earlier than its video, at 150).
+    // Decoded at 160, the new keyframe is shown at 240, where the old video ends; its
+    // audio, 10 ms earlier than its video, starts at 150.
     assert_eq!(
         times,
         [
@@ -824,6 +828,7 @@ fn a_new_publisher_starts_after_the_old_stream_ends() {
             (MediaKind::Video, 40),
             (MediaKind::Audio, 33),
             (MediaKind::Video, 80),
+            (MediaKind::Video, 120),
             (MediaKind::Audio, 150),
             (MediaKind::Video, 160),
         ]
