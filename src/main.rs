@@ -127,6 +127,64 @@ struct MediaArgs {
     http_max_connections_per_ip: usize,
 }
 
+/// Recording (standalone and origin).
+#[derive(Args, Clone)]
+struct RecordArgs {
+    /// Record live streams under this folder (DIR/APP/ROOM/<UTC start>.EXT); off without it.
+    #[arg(long, env = "FERROLIVE_RECORD_DIR", value_name = "DIR")]
+    record_dir: Option<PathBuf>,
+    /// What to record: flv, mp4 (fragmented, playable while it grows) or flv,mp4.
+    #[arg(long, env = "FERROLIVE_RECORD_FORMAT", default_value = "mp4", value_parser = record_formats)]
+    record_format: RecordFormats,
+    /// Seconds a file lasts at least: the next begins at the first keyframe after it.
+    #[arg(long, env = "FERROLIVE_RECORD_SEGMENT", default_value_t = 600.0)]
+    record_segment: f64,
+    /// Apps whose streams are recorded from their start, comma-separated (default: all);
+    /// the control API starts and stops the recording of any live room.
+    #[arg(long, env = "FERROLIVE_RECORD_APPS", value_name = "LIST", value_parser = app_list)]
+    record_apps: Option<AppList>,
+}
+
+/// `--record-format`: formats without repeats.
+#[derive(Debug, Clone, PartialEq)]
+struct RecordFormats(Vec<origin::RecordFormat>);
+
+fn record_formats(list: &str) -> Result<RecordFormats, String> {
+    let mut formats = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let format = match name {
+            "flv" => origin::RecordFormat::Flv,
+            "mp4" => origin::RecordFormat::Mp4,
+            other => return Err(format!("{other:?} is not a recording format (flv, mp4)")),
+        };
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+    }
+    if formats.is_empty() {
+        return Err("name at least one format (flv, mp4)".into());
+    }
+    Ok(RecordFormats(formats))
+}
+
+impl RecordArgs {
+    fn config(&self) -> anyhow::Result<Option<origin::RecordConfig>> {
+        let Some(dir) = self.record_dir.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(origin::RecordConfig {
+            dir,
+            formats: self.record_format.0.clone(),
+            segment: seconds("record-segment", self.record_segment)?,
+            apps: self
+                .record_apps
+                .clone()
+                .map(|AppList(apps)| apps)
+                .unwrap_or_default(),
+        }))
+    }
+}
+
 /// The control API's caps on open connections.
 #[derive(Args, Clone)]
 struct ApiLimitArgs {
@@ -224,6 +282,8 @@ struct StandaloneArgs {
     auth: ApiAuthArgs,
     #[command(flatten)]
     apps: AppsArgs,
+    #[command(flatten)]
+    record: RecordArgs,
 }
 
 /// The cluster's Redis (origins, edges and the cluster's control API).
@@ -276,6 +336,8 @@ struct OriginArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     apps: AppsArgs,
+    #[command(flatten)]
+    record: RecordArgs,
 }
 
 #[derive(Args, Clone)]
@@ -440,6 +502,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         registry: registry.clone(),
         require_key: !args.media.rtmp_noauth,
         identity,
+        record: args.record.config()?,
     };
     announce_auth(&args.media);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
@@ -467,6 +530,7 @@ async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
         registry,
         require_key: !args.media.rtmp_noauth,
         identity,
+        record: args.record.config()?,
     };
     Ok(origin::run(config, shutdown_signal()).await?)
 }

@@ -105,6 +105,48 @@ impl Frame {
     }
 }
 
+/// An FLV file: the header, then each frame as a tag with its time counted from the
+/// file's start. Sequence headers and metadata written at the start (taken from before the
+/// file's first frame) are at time 0; media from before the start is not written, so every
+/// track's time starts at or after 0 and only goes forward.
+#[derive(Debug, Clone)]
+pub struct FlvFileWriter {
+    has_audio: bool,
+    has_video: bool,
+    start_ms: u64,
+}
+
+impl FlvFileWriter {
+    /// A file whose time 0 is the stream time `start_ms` (its first keyframe).
+    pub fn new(has_audio: bool, has_video: bool, start_ms: u64) -> FlvFileWriter {
+        FlvFileWriter {
+            has_audio,
+            has_video,
+            start_ms,
+        }
+    }
+
+    /// The FLV header and the first PreviousTagSize.
+    pub fn header(&self) -> Bytes {
+        Bytes::copy_from_slice(&header(self.has_audio, self.has_video))
+    }
+
+    /// `frame` as a tag of this file; `None` for media from before its start.
+    pub fn tag(&self, frame: &Frame) -> Option<Bytes> {
+        let time = match frame.timestamp.checked_sub(self.start_ms) {
+            Some(time) => time,
+            None if frame.sequence_header || frame.kind == MediaKind::Metadata => 0,
+            None => return None,
+        };
+        // A file longer than the 32-bit millisecond clock (49 days) wraps like a stream.
+        Some(encode_tag(
+            frame.flv_tag_type(),
+            time as u32,
+            &frame.payload,
+        ))
+    }
+}
+
 /// One demuxed FLV tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlvTag {
@@ -301,6 +343,42 @@ impl FlvReader {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_file_counts_time_from_its_start_and_drops_media_from_before() {
+        let file = FlvFileWriter::new(true, true, 1000);
+        let tags = |frames: &[Frame]| -> Vec<(u8, u32)> {
+            let mut out = BytesMut::new();
+            out.extend_from_slice(&file.header());
+            for frame in frames {
+                if let Some(tag) = file.tag(frame) {
+                    out.extend_from_slice(&tag);
+                }
+            }
+            let mut reader = FlvReader::new();
+            read_all(&mut reader, &mut out)
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.tag_type, t.timestamp))
+                .collect()
+        };
+        let video_header = Frame::new(
+            MediaKind::Video,
+            400,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        );
+        let key = Frame::new(
+            MediaKind::Video,
+            1000,
+            Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]),
+        );
+        let early_audio = Frame::new(MediaKind::Audio, 990, Bytes::from_static(&[0xAF, 1, 9]));
+        let audio = Frame::new(MediaKind::Audio, 1010, Bytes::from_static(&[0xAF, 1, 9]));
+        assert_eq!(
+            tags(&[video_header, key, early_audio, audio]),
+            [(TAG_VIDEO, 0), (TAG_VIDEO, 0), (TAG_AUDIO, 10)]
+        );
+    }
 
     fn read_all(reader: &mut FlvReader, buf: &mut BytesMut) -> Result<Vec<FlvTag>, FlvError> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 //! are retried; new publishes cannot be checked and are refused with a clear status.
 
 mod lease;
+pub mod record;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use tracing::{info, warn};
 
 use lease::Leases;
 pub use lease::LEASE_TTL;
+use record::Recordings;
+pub use record::{Format as RecordFormat, RecordConfig};
 
 /// How an origin runs.
 #[derive(Clone)]
@@ -31,6 +34,8 @@ pub struct OriginConfig {
     pub require_key: bool,
     /// Who the node is in the registry (role origin or standalone).
     pub identity: NodeIdentity,
+    /// Recording, when the node records (`--record-dir`).
+    pub record: Option<RecordConfig>,
 }
 
 /// Serve as an origin until `shutdown` resolves, then shut down gracefully.
@@ -50,6 +55,7 @@ pub struct Origin {
     hub: Arc<Hub>,
     leases: Arc<Leases>,
     heartbeat: Heartbeat,
+    recordings: Option<Arc<Recordings>>,
 }
 
 impl Origin {
@@ -73,6 +79,10 @@ impl Origin {
                 identity.addrs.clone(),
             )),
             heartbeat: Heartbeat::start(config.registry.clone(), identity.clone(), load),
+            recordings: config
+                .record
+                .clone()
+                .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone())),
         })
     }
 
@@ -120,7 +130,15 @@ impl Role for Origin {
             }
         };
         match self.leases.claim(&publisher).await {
-            Ok(hold) => Ok(Publishing { publisher, hold }),
+            Ok(hold) => {
+                if let Some(recordings) = &self.recordings {
+                    // A publisher that reconnects continues the recording it had.
+                    if recordings.records_app(app) && !recordings.is_recording(&key) {
+                        recordings.start(&key);
+                    }
+                }
+                Ok(Publishing { publisher, hold })
+            }
             Err(refusal) => {
                 publisher.finish(&self.hub);
                 Err(refusal)
@@ -150,6 +168,11 @@ impl Role for Origin {
             }
         };
         let removed = tokio::time::timeout_at(deadline, self.heartbeat.stop());
-        let _ = tokio::join!(released, removed);
+        let recorded = async {
+            if let Some(recordings) = &self.recordings {
+                recordings.stop_all(deadline).await;
+            }
+        };
+        let _ = tokio::join!(released, removed, recorded);
     }
 }

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub upstreams: AtomicU64,
     /// Edge: upstreams re-established after a loss.
     pub upstream_repulls_total: AtomicU64,
+    /// Origin: streams being recorded now.
+    pub recordings: AtomicU64,
+    /// Origin: recordings ended because a file could not be written.
+    pub record_errors_total: AtomicU64,
 }
 
 /// Keeps a gauge raised while alive.
@@ -185,6 +189,18 @@ impl Metrics {
             "counter",
             "Edge: upstreams re-established after losing the origin.",
             get(&self.upstream_repulls_total),
+        );
+        metric(
+            "ferrolive_recordings",
+            "gauge",
+            "Origin: streams being recorded now.",
+            get(&self.recordings),
+        );
+        metric(
+            "ferrolive_record_errors_total",
+            "counter",
+            "Origin: recordings ended because a file could not be written (a full or slow disk).",
+            get(&self.record_errors_total),
         );
         let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
         for s in &streams {

@@ -1,0 +1,241 @@
+//! End-to-end recording: the real binary records what ffmpeg publishes; ffprobe reads the
+//! files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::*;
+
+/// ffmpeg publishing 25 fps H.264 with B-frames (1 s GOP) and AAC in real time for
+/// `seconds` (0: until killed).
+fn publish_for(url: &str, seconds: u32) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+    if seconds > 0 {
+        cmd.args(["-t", &seconds.to_string()]);
+    }
+    cmd.args([
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "25",
+    ])
+    .args(["-c:a", "aac", "-f", "flv", url])
+    .stdin(Stdio::null());
+    Proc(cmd.spawn().expect("start ffmpeg"))
+}
+
+/// The files under `dir` with extension `ext`, in name (= start time) order.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What ffprobe reads in a file.
+#[derive(Debug)]
+struct Probe {
+    video_frames: u64,
+    audio_frames: u64,
+    duration: f64,
+    first_video_is_key: bool,
+}
+
+fn probe(path: &Path) -> Probe {
+    let ffprobe = |args: &[&str]| {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error"])
+            .args(args)
+            .arg(path)
+            .output()
+            .expect("run ffprobe");
+        assert!(
+            out.status.success(),
+            "ffprobe cannot open {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let counts = ffprobe(&[
+        "-count_frames",
+        "-show_entries",
+        "stream=codec_type,nb_read_frames:format=duration",
+        "-of",
+        "compact=p=0:nk=1",
+    ]);
+    let mut probe = Probe {
+        video_frames: 0,
+        audio_frames: 0,
+        duration: 0.0,
+        first_video_is_key: false,
+    };
+    for line in counts.lines() {
+        match line.split('|').collect::<Vec<_>>()[..] {
+            ["video", n] => probe.video_frames = n.parse().unwrap_or(0),
+            ["audio", n] => probe.audio_frames = n.parse().unwrap_or(0),
+            [d] => probe.duration = d.parse().unwrap_or(0.0),
+            _ => {}
+        }
+    }
+    let first = ffprobe(&[
+        "-select_streams",
+        "v",
+        "-read_intervals",
+        "%+#1",
+        "-show_entries",
+        "frame=key_frame",
+        "-of",
+        "csv=p=0",
+    ]);
+    probe.first_video_is_key = first.lines().next().map(|l| l.trim_end_matches(',')) == Some("1");
+    probe
+}
+
+/// Wait until the node has no recording running.
+fn wait_recordings_closed(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.metric("ferrolive_recordings") > 0 {
+        assert!(Instant::now() < deadline, "the recording did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// 25 s published at 10 s segments: three files per format, each starting with a
+/// keyframe, together as long as what was published and holding every frame.
+#[test]
+fn a_published_stream_is_recorded_in_segments_of_whole_gops() {
+    require_ffmpeg();
+    let dir = temp_dir("recording-segments");
+    let record = dir.join("rec");
+    let server = Server::start(&[
+        "--record-dir",
+        record.to_str().unwrap(),
+        "--record-format",
+        "flv",
+        "--record-segment",
+        "10",
+    ]);
+    let mut publisher = publish_for(&server.rtmp_url("taped"), 25);
+    assert!(publisher.0.wait().unwrap().success(), "ffmpeg failed");
+    wait_recordings_closed(&server);
+    for ext in ["flv"] {
+        let found = files(&record.join("live/taped"), ext);
+        assert_eq!(found.len(), 3, "{ext}: {found:?}");
+        let probes: Vec<Probe> = found.iter().map(|f| probe(f)).collect();
+        for (file, p) in found.iter().zip(&probes) {
+            assert!(p.first_video_is_key, "{}: {p:?}", file.display());
+        }
+        let frames: u64 = probes.iter().map(|p| p.video_frames).sum();
+        assert_eq!(frames, 25 * 25, "{ext}: {probes:?}");
+        let audio: u64 = probes.iter().map(|p| p.audio_frames).sum();
+        // 44.1 kHz AAC: 1024 samples a frame.
+        assert!(
+            (audio as f64 - 25.0 * 44_100.0 / 1024.0).abs() < 5.0,
+            "{ext}: {probes:?}"
+        );
+        let duration: f64 = probes.iter().map(|p| p.duration).sum();
+        assert!(
+            (duration - 25.0).abs() < 0.5,
+            "{ext}: {duration} s: {probes:?}"
+        );
+        assert!(
+            probes[0].duration >= 9.9 && probes[1].duration >= 9.9,
+            "{probes:?}"
+        );
+    }
+}
+
+/// `kill -9` while recording: the files open, missing at most their last second.
+#[test]
+fn a_killed_node_leaves_files_that_open() {
+    require_ffmpeg();
+    let dir = temp_dir("recording-killed");
+    let record = dir.join("rec");
+    let mut server = Server::start(&[
+        "--record-dir",
+        record.to_str().unwrap(),
+        "--record-format",
+        "flv",
+    ]);
+    let _publisher = publish_for(&server.rtmp_url("cut"), 0);
+    server.wait_live("cut");
+    std::thread::sleep(Duration::from_secs(6));
+    server.kill();
+    for ext in ["flv"] {
+        let found = files(&record.join("live/cut"), ext);
+        assert_eq!(found.len(), 1, "{ext}: {found:?}");
+        let p = probe(&found[0]);
+        assert!(p.first_video_is_key, "{p:?}");
+        // About 6 s were published (the file began at the first keyframe).
+        assert!(p.video_frames >= 25 * 4, "{ext}: {p:?}");
+    }
+}
+
+/// A tmpfs mounted at `path`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test command runs the suite as root)"
+        );
+        Tmpfs(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills ends the recording (counted, the file closed with what it has) while
+/// the stream's viewers play on.
+#[test]
+fn a_full_disk_ends_the_recording_while_viewers_play() {
+    require_ffmpeg();
+    let dir = temp_dir("recording-full");
+    let disk = Tmpfs::mount(dir.join("small"), "400k");
+    let server = Server::start(&[
+        "--record-dir",
+        disk.0.to_str().unwrap(),
+        "--record-format",
+        "flv",
+    ]);
+    let _publisher = publish_for(&server.rtmp_url("full"), 0);
+    server.wait_live("full");
+    let watched = decode(&server.flv_url("full"), 12.0);
+    assert!(watched.errors.trim().is_empty(), "{}", watched.errors);
+    assert!(
+        watched.video >= 25 * 11,
+        "the viewer decoded {} frames",
+        watched.video
+    );
+    assert_eq!(server.metric("ferrolive_record_errors_total"), 1);
+    assert_eq!(server.metric("ferrolive_recordings"), 0);
+    let found = files(&disk.0, "flv");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        probe(&found[0]).video_frames > 25,
+        "the file keeps what fitted"
+    );
+}
