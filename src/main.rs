@@ -476,6 +476,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         ),
     };
     let mut node = node_config(&args.media, &args.apps, apps)?;
+    node.record_dir = args.record.record_dir.clone();
     let mut api = api_config(
         args.api_addr,
         &args.auth,
@@ -521,6 +522,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
 
 async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
     let mut node = node_config(&args.media, &args.apps, apps)?;
+    node.record_dir = args.record.record_dir.clone();
     fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
@@ -689,6 +691,7 @@ fn node_config(
             per_ip: args.http_max_connections_per_ip,
         },
         rtmp_incomplete_limit: args.rtmp_incomplete_mib.saturating_mul(1024 * 1024),
+        record_dir: None,
     })
 }
 

@@ -154,6 +154,58 @@ fn a_published_stream_is_recorded_in_segments_of_whole_gops() {
             probes[0].duration >= 9.9 && probes[1].duration >= 9.9,
             "{probes:?}"
         );
+        served_with_byte_ranges(&server, &record, &found[0]);
+    }
+}
+
+/// `file` (under `record`) is served by `server` whole and in byte ranges, and nothing
+/// outside the recording folder is.
+fn served_with_byte_ranges(server: &Server, record: &Path, file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    let len = bytes.len();
+    let url = format!(
+        "/recordings/{}",
+        file.strip_prefix(record).unwrap().display()
+    );
+    let get = |range: Option<&str>| {
+        let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+        http_request(
+            server.http,
+            &format!("GET {url} HTTP/1.1\r\nHost: t\r\n{range}Connection: close\r\n\r\n"),
+        )
+        .expect("an answer")
+    };
+    let whole = get(None);
+    assert_eq!(whole.status, 200);
+    assert!(
+        whole.head.contains("Accept-Ranges: bytes"),
+        "{}",
+        whole.head
+    );
+    assert_eq!(whole.body, bytes);
+    let part = get(Some("bytes=100-199"));
+    assert_eq!(part.status, 206);
+    assert!(
+        part.head
+            .contains(&format!("Content-Range: bytes 100-199/{len}")),
+        "{}",
+        part.head
+    );
+    assert_eq!(part.body, &bytes[100..200]);
+    let tail = get(Some("bytes=-50"));
+    assert_eq!((tail.status, &tail.body[..]), (206, &bytes[len - 50..]));
+    let beyond = get(Some(&format!("bytes={len}-")));
+    assert_eq!(beyond.status, 416);
+    for outside in [
+        "/recordings/../../etc/passwd",
+        "/recordings/live/taped/..%2f..%2f..%2fetc%2fpasswd.flv",
+        "/recordings/live/taped/missing.flv",
+    ] {
+        assert_eq!(
+            http_get(server.http, outside).map(|r| r.status),
+            Some(404),
+            "{outside}"
+        );
     }
 }
 

@@ -1,11 +1,12 @@
-//! HTTP request heads: take_head() in a loop over input fed in fuzzer-chosen pieces. Checks
+//! HTTP request heads: take_head() in a loop over input fed in fuzzer-chosen pieces, and the
+//! Range each head asks for. Checks
 //! that the heads and the error do not depend on the split, that an error leaves the buffer
 //! as it was, and that what a head consumed never exceeds the limit.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use media::http::{take_head, HeadError, RequestHead};
+use media::http::{byte_range, take_head, HeadError, RequestHead};
 
 #[path = "split.rs"]
 mod split;
@@ -28,6 +29,12 @@ fn run(pieces: &[&[u8]]) -> Outcome {
             match take_head(&mut buf, MAX_HEAD) {
                 Ok(Some(head)) => {
                     assert!(before - buf.len() <= MAX_HEAD, "consumed past the limit");
+                    // Any Range header gives a range inside the resource, or none.
+                    for len in [0, 1, 1000, u64::MAX] {
+                        if let Ok(Some((first, last))) = byte_range(head.range.as_deref(), len) {
+                            assert!(first <= last && last < len, "{:?} for {len}", head.range);
+                        }
+                    }
                     heads.push(head);
                 }
                 Ok(None) => {

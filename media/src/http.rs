@@ -25,10 +25,51 @@ pub struct RequestHead {
     /// The `User-Agent` header, cut to [`MAX_USER_AGENT`] bytes (with the client address,
     /// it tells HLS players apart, whose requests come on any connection).
     pub user_agent: String,
+    /// The `Range` header, if any (see [`byte_range`]).
+    pub range: Option<String>,
 }
 
 /// The longest `User-Agent` kept.
 pub const MAX_USER_AGENT: usize = 256;
+/// A `Range` header longer than this is not one we serve (a single range is short).
+const MAX_RANGE: usize = 128;
+
+/// A range with no byte of the resource in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// The part of a resource of `len` bytes that a `Range` header asks for, as an inclusive
+/// `(first, last)` (RFC 9110, 14.1.2). `Ok(None)`: serve the whole resource (no header, a
+/// unit other than bytes, several ranges, or a header that does not parse, which the RFC
+/// lets a server ignore). `Err(Unsatisfiable)`: no byte of the resource is in the range
+/// (416).
+pub fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match (first.trim().is_empty(), number(first), number(last)) {
+        // The last `n` bytes.
+        (true, _, Some(n)) if n > 0 && len > 0 => Ok(Some((len.saturating_sub(n), len - 1))),
+        (true, _, Some(_)) => Err(Unsatisfiable),
+        (false, Some(first), _) if first >= len => Err(Unsatisfiable),
+        (false, Some(first), None) if last.trim().is_empty() => Ok(Some((first, len - 1))),
+        (false, Some(first), Some(last)) if last >= first => Ok(Some((first, last.min(len - 1)))),
+        _ => Ok(None),
+    }
+}
 
 impl RequestHead {
     /// The target's path (before any `?`).
@@ -109,7 +150,11 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let version = req.version.unwrap_or(0);
     let mut keep_alive = version == 1;
     let mut user_agent = String::new();
+    let mut range = None;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("range") && h.value.len() <= MAX_RANGE {
+            range = Some(String::from_utf8_lossy(h.value).into_owned());
+        }
         if h.name.eq_ignore_ascii_case("user-agent") {
             let value = &h.value[..h.value.len().min(MAX_USER_AGENT)];
             user_agent = String::from_utf8_lossy(value).into_owned();
@@ -134,6 +179,7 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         keep_alive,
         http10: version == 0,
         user_agent,
+        range,
     })
 }
 
@@ -141,6 +187,31 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn byte_ranges() {
+        let r = |h: &str| byte_range(Some(h), 1000);
+        assert_eq!(byte_range(None, 1000), Ok(None));
+        assert_eq!(r("bytes=0-99"), Ok(Some((0, 99))));
+        assert_eq!(r("bytes=500-"), Ok(Some((500, 999))));
+        assert_eq!(r("bytes=900-5000"), Ok(Some((900, 999))));
+        assert_eq!(r("bytes=-100"), Ok(Some((900, 999))));
+        assert_eq!(r("bytes=-5000"), Ok(Some((0, 999))));
+        assert_eq!(r("bytes=1000-"), Err(Unsatisfiable));
+        assert_eq!(r("bytes=-0"), Err(Unsatisfiable));
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Err(Unsatisfiable));
+        // What the RFC lets a server ignore: the whole resource.
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=9-3",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes",
+        ] {
+            assert_eq!(r(ignored), Ok(None), "{ignored}");
+        }
+    }
 
     fn take(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         take_head(&mut BytesMut::from(bytes), 8192)

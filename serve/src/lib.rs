@@ -18,6 +18,7 @@ pub mod rtmp;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub struct NodeConfig {
     /// Caps on open connections, per listener (see [`admission`]).
     pub rtmp_limits: ConnectionLimits,
     pub http_limits: ConnectionLimits,
+    /// Where recordings are, for `/recordings/...` (none: not served).
+    pub record_dir: Option<PathBuf>,
     /// Declared bytes of unfinished RTMP messages the node holds at most for connections
     /// that are not publishing, all together (see [`rtmp::IncompleteMessages`]).
     pub rtmp_incomplete_limit: usize,

@@ -6,6 +6,7 @@
 //! straight to the socket with vectored writes. Request heads are parsed by
 //! [`media::http`]; [`routes`] maps each to a handler here.
 
+mod files;
 mod flv;
 mod respond;
 pub mod routes;
@@ -275,6 +276,12 @@ async fn handle(
                 None => not_found(&mut socket, b"segment not found\n", head_only, keep).await?,
             }
         }
+        Route::Recording { file } => match (file, &node.config.record_dir) {
+            (Some(file), Some(dir)) => {
+                files::serve_recording(&mut socket, dir, file, request, head_only, keep).await?
+            }
+            _ => not_found(&mut socket, b"recording not found\n", head_only, keep).await?,
+        },
         Route::NotFound => not_found(&mut socket, b"not found\n", head_only, keep).await?,
         Route::MethodNotAllowed => {
             respond(

@@ -9,6 +9,7 @@
 //! | GET, HEAD | `/{app}/{room}.flv` | [`Route::Flv`] |
 //! | GET, HEAD | `/{app}/{room}.m3u8` | [`Route::Playlist`] |
 //! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
+//! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
 
@@ -35,6 +36,11 @@ pub enum Route<'a> {
     Segment {
         stream: Option<(String, u64)>,
     },
+    /// A recorded file, by its path under the recording folder (`None`: a path that
+    /// names no recording, such as one that would leave the folder).
+    Recording {
+        file: Option<&'a str>,
+    },
     NotFound,
     MethodNotAllowed,
 }
@@ -45,6 +51,11 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
         "OPTIONS" => return Route::Preflight,
         "GET" | "HEAD" => {}
         _ => return Route::MethodNotAllowed,
+    }
+    if let Some(file) = path.strip_prefix(RECORDINGS) {
+        return Route::Recording {
+            file: recording_of(file).then_some(file),
+        };
     }
     match path {
         "/healthz" => Route::Health,
@@ -70,6 +81,21 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
     }
 }
 
+/// Where recordings are served.
+pub const RECORDINGS: &str = "/recordings/";
+
+/// Whether `file` is `{app}/{room}/{name}.flv` or `.mp4` with valid names: nothing that can
+/// climb out of the recording folder (no `..`, no leading dot, no escapes, no `/` inside).
+pub fn recording_of(file: &str) -> bool {
+    let parts: Vec<&str> = file.split('/').collect();
+    let [app, room, name] = parts[..] else {
+        return false;
+    };
+    stream_key(app, room).is_some()
+        && media::names::is_valid_name(name)
+        && (name.ends_with(".flv") || name.ends_with(".mp4"))
+}
+
 /// `/{app}/{room}{suffix}` -> (stream key, room).
 fn stream_of<'a>(path: &'a str, suffix: &str) -> Option<(String, &'a str)> {
     let rest = path.strip_prefix('/')?.strip_suffix(suffix)?;
@@ -88,6 +114,37 @@ fn segment_of(path: &str) -> Option<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recordings_stay_in_their_folder() {
+        fn file(path: &str) -> Option<&str> {
+            match route("GET", path) {
+                Route::Recording { file } => file,
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            file("/recordings/live/room/2026-12-06T23-26-24Z.mp4"),
+            Some("live/room/2026-12-06T23-26-24Z.mp4")
+        );
+        assert_eq!(
+            file("/recordings/live/room/x-1.flv"),
+            Some("live/room/x-1.flv")
+        );
+        for bad in [
+            "/recordings/live/room/../../etc/passwd.flv",
+            "/recordings/../x/y.flv",
+            "/recordings/live/room/.hidden.flv",
+            "/recordings/live/room/a%2f..%2fb.flv",
+            "/recordings/live/room/file.txt",
+            "/recordings/live/room/sub/file.flv",
+            "/recordings/live/file.flv",
+            "/recordings/live/sk_key/file.flv",
+            "/recordings/",
+        ] {
+            assert_eq!(file(bad), None, "{bad}");
+        }
+    }
 
     fn flv(path: &str) -> Option<String> {
         match route("GET", path) {
