@@ -143,6 +143,12 @@ struct RecordArgs {
     /// the control API starts and stops the recording of any live room.
     #[arg(long, env = "FERROLIVE_RECORD_APPS", value_name = "LIST", value_parser = app_list)]
     record_apps: Option<AppList>,
+    /// Delete recordings last written more than this many hours ago.
+    #[arg(long, env = "FERROLIVE_RECORD_KEEP_HOURS", value_name = "HOURS")]
+    record_keep_hours: Option<f64>,
+    /// Delete the oldest recordings while they take more than this many GB (10^9 bytes).
+    #[arg(long, env = "FERROLIVE_RECORD_MAX_GB", value_name = "GB")]
+    record_max_gb: Option<f64>,
 }
 
 /// `--record-format`: formats without repeats.
@@ -181,6 +187,17 @@ impl RecordArgs {
                 .clone()
                 .map(|AppList(apps)| apps)
                 .unwrap_or_default(),
+            retention: serve::recordings::Retention {
+                keep: self
+                    .record_keep_hours
+                    .map(|hours| seconds("record-keep-hours", hours * 3600.0))
+                    .transpose()?,
+                max_bytes: match self.record_max_gb {
+                    Some(gb) if gb.is_finite() && gb >= 0.0 => Some((gb * 1e9) as u64),
+                    Some(gb) => bail!("invalid --record-max-gb: {gb}"),
+                    None => None,
+                },
+            },
         }))
     }
 }
@@ -381,6 +398,9 @@ struct ControlApiArgs {
     /// `WatchRooms` streams to finish.
     #[arg(long, env = "FERROLIVE_SHUTDOWN_GRACE", default_value_t = 5.0)]
     shutdown_grace: f64,
+    /// The origins' record folder (shared with them), for listing and deleting recordings.
+    #[arg(long, env = "FERROLIVE_RECORD_DIR", value_name = "DIR")]
+    record_dir: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -484,6 +504,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         &args.api_limits,
         args.media.shutdown_grace,
     )?;
+    api.record_dir = args.record.record_dir.clone();
     fit_connection_caps(&mut [
         &mut node.rtmp_limits,
         &mut node.http_limits,
@@ -588,6 +609,7 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
         &args.api_limits,
         args.shutdown_grace,
     )?;
+    api.record_dir = args.record_dir;
     fit_connection_caps(&mut [&mut api.limits]);
     let registry = args.redis.connect().await?;
     control_api::run(api, registry, shutdown_signal())
@@ -610,6 +632,7 @@ fn api_config(
         apps: apps.list(),
         limits: limits.limits(),
         shutdown_grace: seconds("shutdown-grace", shutdown_grace)?,
+        record_dir: None,
     })
 }
 

@@ -291,3 +291,108 @@ fn a_full_disk_ends_the_recording_while_viewers_play() {
         "the file keeps what fitted"
     );
 }
+
+/// The control API starts and stops the recording of a live room, lists the files from
+/// the folder (after a restart too), deletes one; retention deletes old files at start.
+#[test]
+fn recordings_are_controlled_listed_and_kept_through_the_api() {
+    require_ffmpeg();
+    let dir = temp_dir("recording-api");
+    let record = dir.join("rec");
+    // Left by an earlier run: one file five hours old (retention deletes it), one not a
+    // recording (left alone).
+    let old = record.join("live/old/2026-01-01T00-00-00Z.flv");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, b"FLV").unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", "5 hours ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    std::fs::write(record.join("live/old/notes.txt"), b"x").unwrap();
+
+    let args = [
+        "--record-dir",
+        record.to_str().unwrap(),
+        "--record-format",
+        "flv",
+        // Streams of `live` are recorded only when asked.
+        "--record-apps",
+        "other",
+        "--record-keep-hours",
+        "1",
+    ];
+    let mut server = Server::start(&args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "retention kept {}",
+            old.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(record.join("live/old/notes.txt").exists());
+
+    let _publisher = publish_for(&server.rtmp_url("asked"), 0);
+    server.wait_live("asked");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        files(&record.join("live/asked"), "flv").is_empty(),
+        "recorded unasked"
+    );
+    let (status, body) = server.api("POST", "/api/v1/rooms/asked/record", None);
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("ferrolive_recordings") == 0 {
+        assert!(Instant::now() < deadline, "the recording did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, room) = server.api("GET", "/api/v1/rooms/asked", None);
+    assert!(room.contains(r#""recording":true"#), "{room}");
+    let (status, body) = server.api("DELETE", "/api/v1/rooms/asked/record", None);
+    assert_eq!(status, 202, "{body}");
+    wait_recordings_closed(&server);
+    let recorded = files(&record.join("live/asked"), "flv");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+
+    // A new node on the same folder lists what the first recorded.
+    server.terminate();
+    let server = Server::start(&args);
+    let (status, body) = server.api("GET", "/api/v1/recordings?room=asked", None);
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let files_listed = listed["recordings"].as_array().unwrap();
+    assert_eq!(files_listed.len(), 1, "{body}");
+    let file = &files_listed[0];
+    let path = file["path"].as_str().unwrap();
+    assert_eq!(record.join(path), recorded[0]);
+    assert_eq!(file["codecs"], serde_json::json!(["h264", "aac"]));
+    let duration = file["duration"].as_f64().unwrap();
+    let probed = probe(&recorded[0]).duration;
+    assert!(
+        (duration - probed).abs() < 0.2,
+        "listed {duration} s, ffprobe {probed} s"
+    );
+    assert!(duration > 3.0, "{body}");
+    assert_eq!(
+        file["size"].as_u64(),
+        Some(std::fs::metadata(&recorded[0]).unwrap().len())
+    );
+    assert_eq!(
+        http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
+        Some(200)
+    );
+
+    let (status, body) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(!recorded[0].exists());
+    assert_eq!(
+        http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
+        Some(404)
+    );
+    let (status, _) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
+    assert_eq!(status, 404);
+}

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use proto::v1::control_server::{Control, ControlServer};
 use proto::v1::{
-    room_event, DeleteRoomReply, KeyReply, KickReply, ListRoomsReply, ListRoomsRequest,
-    NodeViewers, RoomEvent, RoomInfo, RoomRequest, WatchRoomsRequest,
+    room_event, DeleteRecordingReply, DeleteRecordingRequest, DeleteRoomReply, KeyReply, KickReply,
+    ListRecordingsReply, ListRecordingsRequest, ListRoomsReply, ListRoomsRequest, NodeViewers,
+    RecordReply, Recording, RoomEvent, RoomInfo, RoomRequest, WatchRoomsRequest,
 };
 use registry::StreamLease;
 use tokio::sync::mpsc;
@@ -72,6 +73,7 @@ fn status(error: ApiError) -> Status {
     match error {
         ApiError::BadRequest(_) => Status::invalid_argument(message),
         ApiError::NotFound(_) => Status::not_found(message),
+        ApiError::Conflict(_) => Status::failed_precondition(message),
         ApiError::RateLimited(_) => Status::resource_exhausted(message),
         ApiError::Unavailable(_) => Status::unavailable(message),
         ApiError::Internal(_) => Status::internal(message),
@@ -106,10 +108,32 @@ fn room_info(view: RoomView) -> RoomInfo {
             .into_iter()
             .map(|(node_id, viewers)| NodeViewers { node_id, viewers })
             .collect(),
+        recording: view.recording.unwrap_or(false),
     }
 }
 
 impl ControlService {
+    async fn record(
+        &self,
+        request: Request<RoomRequest>,
+        on: bool,
+    ) -> Result<Response<RecordReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let request = request.into_inner();
+        let app = self.app(&request)?;
+        let node_id = self
+            .state
+            .record(ip, &request.room, &app, on)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RecordReply {
+            room: request.room,
+            app: app.to_string(),
+            recording: on,
+            node_id,
+        }))
+    }
+
     /// The app a request names (empty: the default app), if this server serves it.
     fn app(&self, request: &RoomRequest) -> Result<App, Status> {
         self.state
@@ -190,6 +214,60 @@ impl Control for ControlService {
             room: request.room,
             app: app.to_string(),
         }))
+    }
+
+    async fn start_recording(
+        &self,
+        request: Request<RoomRequest>,
+    ) -> Result<Response<RecordReply>, Status> {
+        self.record(request, true).await
+    }
+
+    async fn stop_recording(
+        &self,
+        request: Request<RoomRequest>,
+    ) -> Result<Response<RecordReply>, Status> {
+        self.record(request, false).await
+    }
+
+    async fn list_recordings(
+        &self,
+        request: Request<ListRecordingsRequest>,
+    ) -> Result<Response<ListRecordingsReply>, Status> {
+        let request = request.into_inner();
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let files = self
+            .state
+            .recordings(some(request.app), some(request.room))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListRecordingsReply {
+            recordings: files
+                .into_iter()
+                .map(|file| Recording {
+                    path: file.path,
+                    app: file.app,
+                    room: file.room,
+                    size: file.size,
+                    start: file.start,
+                    duration: file.duration.unwrap_or(0.0),
+                    codecs: file.codecs,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_recording(
+        &self,
+        request: Request<DeleteRecordingRequest>,
+    ) -> Result<Response<DeleteRecordingReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let path = request.into_inner().path;
+        self.state
+            .delete_recording(ip, path.clone())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DeleteRecordingReply { path }))
     }
 
     type WatchRoomsStream = Pin<Box<dyn Stream<Item = Result<RoomEvent, Status>> + Send + 'static>>;

@@ -24,6 +24,7 @@ mod auth;
 mod grpc;
 mod outage;
 mod ratelimit;
+mod recordings;
 mod rest;
 mod rooms;
 mod server;
@@ -61,6 +62,8 @@ pub struct ApiConfig {
     pub limits: ConnectionLimits,
     /// How long a graceful shutdown waits for open requests before returning anyway.
     pub shutdown_grace: Duration,
+    /// The record folder the origins write (none: recordings are not listed here).
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 /// The default caps on the control API's open connections.
@@ -81,6 +84,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("apps", &self.apps)
             .field("limits", &self.limits)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("record_dir", &self.record_dir)
             .finish()
     }
 }
@@ -95,6 +99,7 @@ impl Default for ApiConfig {
             apps: Vec::new(),
             limits: DEFAULT_LIMITS,
             shutdown_grace: Duration::from_secs(5),
+            record_dir: None,
         }
     }
 }
@@ -115,6 +120,7 @@ pub(crate) struct AppState {
     pub limiter: Arc<ratelimit::RateLimiter>,
     /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
     pub shutdown: watch::Receiver<bool>,
+    pub record_dir: Option<Arc<std::path::Path>>,
 }
 
 impl AppState {
@@ -131,6 +137,7 @@ impl AppState {
                 config.key_rate_per_minute,
             )),
             shutdown,
+            record_dir: config.record_dir.as_deref().map(Arc::from),
         }
     }
 }

@@ -40,6 +40,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/rooms/{room}"),
     ("POST", "/api/v1/rooms/{room}/key"),
     ("POST", "/api/v1/rooms/{room}/kick"),
+    ("POST", "/api/v1/rooms/{room}/record"),
+    ("DELETE", "/api/v1/rooms/{room}/record"),
+    ("GET", "/api/v1/recordings"),
+    ("DELETE", "/api/v1/recordings/{app}/{room}/{file}"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -92,6 +96,12 @@ fn endpoint(state: &AppState, method: &str, path: &str) -> MethodRouter<AppState
         ("DELETE", "/api/v1/rooms/{room}") => (Guard::V1, delete(v1_delete_room)),
         ("POST", "/api/v1/rooms/{room}/key") => (Guard::V1, post(v1_rotate_key)),
         ("POST", "/api/v1/rooms/{room}/kick") => (Guard::V1, post(v1_kick)),
+        ("POST", "/api/v1/rooms/{room}/record") => (Guard::V1, post(v1_record_start)),
+        ("DELETE", "/api/v1/rooms/{room}/record") => (Guard::V1, delete(v1_record_stop)),
+        ("GET", "/api/v1/recordings") => (Guard::V1, get(v1_recordings)),
+        ("DELETE", "/api/v1/recordings/{app}/{room}/{file}") => {
+            (Guard::V1, delete(v1_delete_recording))
+        }
         ("GET", "/api/v1/rooms/{room}/play") => (Guard::V1, get(v1_play)),
         ("GET", "/api/v1/rooms/{room}/play.flv") => (Guard::V1, play_redirect(PlayFormat::Flv)),
         ("GET", "/api/v1/rooms/{room}/play.m3u8") => (Guard::V1, play_redirect(PlayFormat::Hls)),
@@ -150,6 +160,7 @@ fn status_of(error: &ApiError) -> StatusCode {
     match error {
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
         ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -498,6 +509,76 @@ async fn v1_kick(
             Json(json!({ "room": room, "app": app.as_str(), "kicked": true })),
         )
             .into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_record(
+    state: AppState,
+    ip: IpAddr,
+    room: String,
+    query: AppQueryResult,
+    on: bool,
+) -> Response {
+    let app = match requested_app(&state, query) {
+        Ok(app) => app,
+        Err(e) => return v1_error(e),
+    };
+    match state.record(ip, &room, &app, on).await {
+        Ok(node) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "room": room, "app": app.as_str(), "recording": on, "node_id": node })),
+        )
+            .into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_record_start(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+) -> Response {
+    v1_record(state, ip, room, query, true).await
+}
+
+async fn v1_record_stop(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+) -> Response {
+    v1_record(state, ip, room, query, false).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RecordingsQuery {
+    app: Option<String>,
+    room: Option<String>,
+}
+
+async fn v1_recordings(
+    State(state): State<AppState>,
+    query: Result<Query<RecordingsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return v1_error(ApiError::BadRequest("bad query parameters".into()));
+    };
+    match state.recordings(query.app, query.room).await {
+        Ok(files) => Json(json!({ "recordings": files })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_delete_recording(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path((app, room, file)): Path<(String, String, String)>,
+) -> Response {
+    let path = format!("{app}/{room}/{file}");
+    match state.delete_recording(ip, path.clone()).await {
+        Ok(()) => Json(json!({ "path": path, "deleted": true })).into_response(),
         Err(e) => v1_error(e),
     }
 }

@@ -16,6 +16,8 @@ use crate::AppState;
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
+    /// The request cannot be carried out in the current state (409).
+    Conflict(String),
     /// Too many key creations from this client; retry after the duration.
     RateLimited(Duration),
     /// The registry cannot be reached (503).
@@ -26,9 +28,10 @@ pub enum ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::Internal(m) => {
-                f.write_str(m)
-            }
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Internal(m) => f.write_str(m),
             ApiError::RateLimited(wait) => write!(
                 f,
                 "too many key requests from this address, retry in {} s",
@@ -118,6 +121,33 @@ impl AppState {
         }
         tracing::info!(room, %app, %client, "publisher kicked");
         Ok(())
+    }
+
+    /// Ask the origin holding `app/room` to start (`on`) or stop recording it; it does at
+    /// its next lease refresh (within 2 s). Returns that origin's node id.
+    pub async fn record(
+        &self,
+        client: IpAddr,
+        room: &str,
+        app: &App,
+        on: bool,
+    ) -> ApiResult<String> {
+        validate_room(room)?;
+        let stream = stream_of(app, room);
+        let Some(lease) = self.registry.lease(&stream).await? else {
+            return Err(not_live(app));
+        };
+        if lease.recording.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "node {} does not record: start it with --record-dir",
+                lease.node_id
+            )));
+        }
+        if !self.registry.order_record(&stream, on).await? {
+            return Err(not_live(app));
+        }
+        tracing::info!(room, %app, %client, on, node = %lease.node_id, "recording asked");
+        Ok(lease.node_id)
     }
 
     /// Live streams of every app (and, with `all`, rooms that have a key but no live
@@ -226,6 +256,9 @@ pub struct RoomView {
     pub viewers: u64,
     /// Viewers per node id (origin and edges).
     pub viewers_by_node: BTreeMap<String, u64>,
+    /// Whether the origin records the stream (`None`: not live, or the origin cannot
+    /// record).
+    pub recording: Option<bool>,
 }
 
 impl RoomView {
@@ -252,6 +285,7 @@ impl RoomView {
             uptime_s: 0,
             viewers: 0,
             viewers_by_node: BTreeMap::new(),
+            recording: None,
         };
         if let Some(stored) = stored {
             view.set_key(stored);
@@ -275,6 +309,7 @@ impl RoomView {
             view.uptime_s = registry::now_ms().saturating_sub(lease.started_at_ms) / 1000;
             view.viewers_by_node = viewers_by_node(lease, nodes);
             view.viewers = view.viewers_by_node.values().sum();
+            view.recording = lease.recording;
         }
         view
     }

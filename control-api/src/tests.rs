@@ -107,6 +107,7 @@ fn lease_in(app: &str, room: &str, node: &str, session: &str) -> StreamLease {
         video_bytes: 9_000_000,
         audio_bytes: 1_000_000,
         viewers: 2,
+        recording: Some(false),
     }
 }
 
@@ -150,6 +151,19 @@ async fn was_kicked(registry: &dyn Registry, app: &str, room: &str) -> bool {
         .await
         .unwrap();
     outcome == registry::RefreshOutcome::Kicked
+}
+
+/// The recording order the origin of `app/room` (taken live by [`go_live_in`]) sees at
+/// its next lease refresh.
+async fn record_order(registry: &dyn Registry, app: &str, room: &str) -> Option<bool> {
+    match registry
+        .refresh_lease(&lease_in(app, room, "origin-1", "s1"), TTL)
+        .await
+        .unwrap()
+    {
+        registry::RefreshOutcome::Record(on) => Some(on),
+        _ => None,
+    }
 }
 
 // --- livego endpoints ---
@@ -580,6 +594,10 @@ async fn openapi_lists_every_endpoint() {
         ("/api/v1/rooms/{room}", "delete"),
         ("/api/v1/rooms/{room}/key", "post"),
         ("/api/v1/rooms/{room}/kick", "post"),
+        ("/api/v1/rooms/{room}/record", "post"),
+        ("/api/v1/rooms/{room}/record", "delete"),
+        ("/api/v1/recordings", "get"),
+        ("/api/v1/recordings/{app}/{room}/{file}", "delete"),
         ("/api/v1/rooms/{room}/play", "get"),
         ("/api/v1/rooms/{room}/play.flv", "get"),
         ("/api/v1/rooms/{room}/play.m3u8", "get"),
@@ -595,7 +613,7 @@ async fn openapi_lists_every_endpoint() {
             "{method} {path}"
         );
     }
-    assert_eq!(paths.len(), 15);
+    assert_eq!(paths.len(), 18);
     assert!(
         paths["/api/v1/rooms/{room}/play.flv"]["get"]["responses"]["302"]["headers"]["Location"]
             .is_object()
@@ -660,7 +678,10 @@ fn routes() -> BTreeSet<(String, String)> {
 
 /// A URI for a path template: `{room}` becomes a room name (the only parameter there is).
 fn concrete(path: &str) -> String {
-    let uri = path.replace("{room}", "movie");
+    let uri = path
+        .replace("{room}", "movie")
+        .replace("{app}", "live")
+        .replace("{file}", "2026-12-06T23-41-05Z.mp4");
     assert!(
         !uri.contains('{'),
         "{path}: a path parameter this test cannot fill in"
@@ -758,6 +779,8 @@ const ROUTES_WITH_APP: &[(&str, &str)] = &[
     ("GET", "/api/v1/rooms/{room}"),
     ("DELETE", "/api/v1/rooms/{room}"),
     ("POST", "/api/v1/rooms/{room}/kick"),
+    ("POST", "/api/v1/rooms/{room}/record"),
+    ("DELETE", "/api/v1/rooms/{room}/record"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -1561,6 +1584,9 @@ impl Registry for DownRegistry {
     async fn kick(&self, _: &str) -> registry::Result<bool> {
         down()
     }
+    async fn order_record(&self, _: &str, _: bool) -> registry::Result<bool> {
+        down()
+    }
     async fn heartbeat(&self, _: &NodeInfo, _: Duration) -> registry::Result<()> {
         down()
     }
@@ -1826,6 +1852,94 @@ mod grpc {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    #[tokio::test]
+    async fn recordings_over_grpc() {
+        use proto::v1::{DeleteRecordingRequest, ListRecordingsRequest};
+        let dir =
+            std::env::temp_dir().join(format!("ferrolive-grpc-recordings-{}", std::process::id()));
+        let file = dir.join("live/movie/2026-12-06T10-00-00Z.flv");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut flv = media::flv::header(true, false).to_vec();
+        flv.extend_from_slice(&media::flv::encode_tag(8, 0, &[0xaf, 0, 0x12, 0x10]));
+        flv.extend_from_slice(&media::flv::encode_tag(8, 1500, &[0xaf, 1, 0x21]));
+        std::fs::write(&file, &flv).unwrap();
+        let server = start(ApiConfig {
+            record_dir: Some(dir.clone()),
+            ..config()
+        })
+        .await;
+        let mut client = ControlClient::new(server.channel().await);
+
+        let status = client
+            .start_recording(room_request("movie", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        go_live(server.registry.as_ref(), "movie").await;
+        let reply = client
+            .start_recording(room_request("movie", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (reply.recording, reply.node_id.as_str()),
+            (true, "origin-1")
+        );
+        assert_eq!(
+            record_order(server.registry.as_ref(), "live", "movie").await,
+            Some(true)
+        );
+        client
+            .stop_recording(room_request("movie", ""))
+            .await
+            .unwrap();
+        assert_eq!(
+            record_order(server.registry.as_ref(), "live", "movie").await,
+            Some(false)
+        );
+
+        let listed = client
+            .list_recordings(ListRecordingsRequest {
+                app: String::new(),
+                room: "movie".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .recordings;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (
+                listed[0].path.as_str(),
+                listed[0].duration,
+                &listed[0].codecs[..]
+            ),
+            (
+                "live/movie/2026-12-06T10-00-00Z.flv",
+                1.5,
+                &["aac".to_owned()][..]
+            )
+        );
+        let delete = |path: &str| DeleteRecordingRequest { path: path.into() };
+        client
+            .delete_recording(delete(&listed[0].path))
+            .await
+            .unwrap();
+        assert!(!file.exists());
+        let status = client
+            .delete_recording(delete(&listed[0].path))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        let status = client
+            .delete_recording(delete("../../etc/passwd"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        server.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
@@ -2310,4 +2424,138 @@ fn unauthenticated_api_binds_loopback_only() {
         crate::listen_addr(&jwt),
         ("0.0.0.0:8090".parse().unwrap(), false)
     );
+}
+
+// --- recordings ---
+
+#[tokio::test]
+async fn recording_is_started_and_stopped_on_the_origin_holding_the_room() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/rooms/movie/record", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    go_live_in(reg, "game", "movie").await;
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/rooms/movie/record?app=game", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body,
+        json!({ "room": "movie", "app": "game", "recording": true, "node_id": "origin-1" })
+    );
+    assert_eq!(record_order(reg, "game", "movie").await, Some(true));
+    let (status, _) = api
+        .call(Method::DELETE, "/api/v1/rooms/movie/record?app=game", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(record_order(reg, "game", "movie").await, Some(false));
+    assert_eq!(
+        record_order(reg, "game", "movie").await,
+        None,
+        "answered once"
+    );
+    assert_eq!(
+        api.get("/api/v1/rooms/movie?app=game").await.1["recording"],
+        false
+    );
+
+    // An origin without a record folder says so in its lease: 409, and nothing is asked.
+    let mut no_folder = lease_in("live", "other", "origin-2", "s9");
+    no_folder.recording = None;
+    reg.acquire_lease(&no_folder, TTL).await.unwrap();
+    let (status, body) = api
+        .call(Method::POST, "/api/v1/rooms/other/record", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--record-dir"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn recordings_are_listed_and_deleted_from_the_folder() {
+    let (status, body) = api(config()).await.get("/api/v1/recordings").await;
+    assert_eq!(status, StatusCode::CONFLICT, "no folder: {body}");
+
+    let dir = std::env::temp_dir().join(format!("ferrolive-api-recordings-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let write = |path: &str, bytes: &[u8]| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    };
+    // An FLV file of 4.2 s: an H.264 sequence header at 0 and a frame at 4200 ms.
+    let mut flv = media::flv::header(false, true).to_vec();
+    flv.extend_from_slice(&media::flv::encode_tag(
+        9,
+        0,
+        &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f],
+    ));
+    flv.extend_from_slice(&media::flv::encode_tag(9, 4200, &[0x27, 1, 0, 0, 0, 0]));
+    write("live/movie/2026-12-06T10-00-00Z.flv", &flv);
+    write("live/movie/notes.txt", b"not a recording");
+    write("game/movie/2026-12-06T09-00-00Z.flv", &flv);
+    let api = api(ApiConfig {
+        record_dir: Some(dir.clone()),
+        ..config()
+    })
+    .await;
+
+    let (status, body) = api.get("/api/v1/recordings").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let paths: Vec<&str> = body["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "game/movie/2026-12-06T09-00-00Z.flv",
+            "live/movie/2026-12-06T10-00-00Z.flv"
+        ]
+    );
+    let (_, body) = api.get("/api/v1/recordings?app=live&room=movie").await;
+    assert_eq!(
+        body["recordings"],
+        json!([{
+            "path": "live/movie/2026-12-06T10-00-00Z.flv",
+            "app": "live",
+            "room": "movie",
+            "size": flv.len(),
+            "start": "2026-12-06T10:00:00Z",
+            "duration": 4.2,
+            "codecs": ["h264"],
+        }])
+    );
+    assert_eq!(
+        api.get("/api/v1/recordings?room=other").await.1["recordings"],
+        json!([])
+    );
+
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/recordings/live/movie/2026-12-06T10-00-00Z.flv",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!dir.join("live/movie/2026-12-06T10-00-00Z.flv").exists());
+    for gone in [
+        "/api/v1/recordings/live/movie/2026-12-06T10-00-00Z.flv",
+        "/api/v1/recordings/live/movie/notes.txt",
+        "/api/v1/recordings/live/movie/..%2f..%2fgame%2fmovie%2f2026-12-06T09-00-00Z.flv",
+    ] {
+        let (status, _) = api.call(Method::DELETE, gone, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+    }
+    assert!(dir.join("game/movie/2026-12-06T09-00-00Z.flv").exists());
+    assert!(dir.join("live/movie/notes.txt").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,10 +1,11 @@
 //! FLV demuxer: read() in a loop until None/Err, input fed in fuzzer-chosen pieces. Checks
 //! that tags, error and unconsumed bytes do not depend on the split, and errors are sticky.
+//! Also looks for the last whole tag of the input read as the end of a cut-off file.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use media::flv::{FlvError, FlvHeader, FlvReader, FlvTag};
+use media::flv::{last_tag_time, FlvError, FlvHeader, FlvReader, FlvTag};
 
 #[path = "split.rs"]
 mod split;
@@ -64,4 +65,5 @@ fuzz_target!(|data: &[u8]| {
     // A tight tag size cap exercises the TagTooLarge path on small inputs.
     let small = run(FlvReader::with_max_tag_size(64), &[payload]);
     assert!(small.tags.iter().all(|t| t.payload.len() <= 64));
+    let _ = last_tag_time(payload);
 });

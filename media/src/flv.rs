@@ -147,6 +147,27 @@ impl FlvFileWriter {
     }
 }
 
+/// The timestamp of the last whole tag in `tail`, the end of an FLV file: the tag the
+/// file's final PreviousTagSize points at or, in a file cut off mid-tag (a crash), the last
+/// well-formed tag whose PreviousTagSize follows it. `None` when `tail` holds no whole tag.
+pub fn last_tag_time(tail: &[u8]) -> Option<u32> {
+    // `end` is where a PreviousTagSize field starts; the tag it closes is just before it.
+    (TAG_HEADER_LEN..=tail.len().saturating_sub(4))
+        .rev()
+        .find_map(|end| {
+            let size = u32::from_be_bytes(tail[end..end + 4].try_into().ok()?) as usize;
+            if size < TAG_HEADER_LEN {
+                return None;
+            }
+            let tag = tail.get(end.checked_sub(size)?..end)?;
+            let data_len = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
+            let well_formed = matches!(tag[0] & 0x1f, 8 | 9 | 18)
+                && data_len + TAG_HEADER_LEN == size
+                && tag[8..11] == [0, 0, 0];
+            well_formed.then(|| u32::from_be_bytes([tag[7], tag[4], tag[5], tag[6]]))
+        })
+}
+
 /// One demuxed FLV tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlvTag {
@@ -342,6 +363,28 @@ impl FlvReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_tag_time_of_a_whole_and_of_a_cut_off_file() {
+        let mut file = header(true, true).to_vec();
+        for (tag_type, time, len) in [
+            (9u8, 0u32, 40usize),
+            (8, 23, 7),
+            (9, 40, 3000),
+            (9, 0x0100_0010, 9),
+        ] {
+            file.extend_from_slice(&encode_tag(tag_type, time, &vec![0x17; len]));
+        }
+        assert_eq!(last_tag_time(&file), Some(0x0100_0010));
+        // A crash mid-tag: the last whole tag counts.
+        let whole = file.len();
+        file.extend_from_slice(&encode_tag(9, 80, &[0; 500])[..300]);
+        assert_eq!(last_tag_time(&file), Some(0x0100_0010));
+        // Only the end of the file, starting mid-tag, is enough.
+        assert_eq!(last_tag_time(&file[whole - 30..]), Some(0x0100_0010));
+        assert_eq!(last_tag_time(&file[..13]), None);
+        assert_eq!(last_tag_time(&[]), None);
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -18,6 +18,8 @@ use serve::{Eviction, Hold, Refusal};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::record::Recordings;
+
 /// A lease lives this long without a refresh: a node that dies loses its streams within it.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
 const LEASE_REFRESH: Duration = Duration::from_secs(2);
@@ -27,6 +29,9 @@ pub(crate) struct Leases {
     registry: Arc<dyn Registry>,
     node_id: String,
     addrs: NodeAddrs,
+    /// The node's recordings (none: it cannot record): each lease says whether its stream
+    /// is recorded, and carries an operator's ask to start or stop.
+    recordings: Option<Arc<Recordings>>,
     /// The leases held (session -> stream), while their keepers run.
     held: watch::Sender<HashMap<String, String>>,
     /// Raised when the node shuts down: every keeper releases its lease and stops.
@@ -44,11 +49,17 @@ impl Drop for Release {
 }
 
 impl Leases {
-    pub(crate) fn new(registry: Arc<dyn Registry>, node_id: String, addrs: NodeAddrs) -> Leases {
+    pub(crate) fn new(
+        registry: Arc<dyn Registry>,
+        node_id: String,
+        addrs: NodeAddrs,
+        recordings: Option<Arc<Recordings>>,
+    ) -> Leases {
         Leases {
             registry,
             node_id,
             addrs,
+            recordings,
             held: watch::channel(HashMap::new()).0,
             closing: watch::channel(false).0,
         }
@@ -70,6 +81,7 @@ impl Leases {
             ),
             addrs: self.addrs.clone(),
             started_at_ms: now_ms(),
+            recording: self.recordings.as_ref().map(|r| r.is_recording(&stream)),
             ..StreamLease::default()
         };
         let mut acquired = false;
@@ -189,6 +201,8 @@ async fn keep(
         lease.viewers = s.viewers as u64;
         lease.video_bytes = s.video_bytes_in;
         lease.audio_bytes = s.audio_bytes_in;
+        let recordings = listed.leases.recordings.as_ref();
+        lease.recording = recordings.map(|r| r.is_recording(&lease.stream));
         // A shutdown or a release interrupts a refresh, so that the lease is not claimed
         // again after the release was decided.
         let held_before = acquired;
@@ -222,11 +236,19 @@ async fn keep(
             _ = &mut shutdown => break,
         };
         match outcome {
-            Ok(RefreshOutcome::Refreshed) => {
+            Ok(outcome @ (RefreshOutcome::Refreshed | RefreshOutcome::Record(_))) => {
                 if !acquired {
                     info!(stream = %lease.stream, "stream registered");
                 }
                 acquired = true;
+                if let (RefreshOutcome::Record(on), Some(recordings)) = (outcome, recordings) {
+                    info!(stream = %lease.stream, on, "recording asked by an operator");
+                    if on {
+                        recordings.start(&lease.stream);
+                    } else {
+                        recordings.stop(&lease.stream);
+                    }
+                }
             }
             Ok(RefreshOutcome::Kicked) => {
                 info!(stream = %lease.stream, "publisher kicked by an operator");

@@ -69,6 +69,10 @@ impl Origin {
             }
         };
         let identity = &config.identity;
+        let recordings = config
+            .record
+            .clone()
+            .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone()));
         Arc::new(Origin {
             registry: config.registry.clone(),
             require_key: config.require_key,
@@ -77,12 +81,10 @@ impl Origin {
                 config.registry.clone(),
                 identity.id.clone(),
                 identity.addrs.clone(),
+                recordings.clone(),
             )),
             heartbeat: Heartbeat::start(config.registry.clone(), identity.clone(), load),
-            recordings: config
-                .record
-                .clone()
-                .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone())),
+            recordings,
         })
     }
 

@@ -104,6 +104,8 @@ struct LeaseEntry {
     expires: Instant,
     /// Kicked by an operator: the next refresh answers `Kicked`.
     kicked: bool,
+    /// Recording asked of the owner by an operator, until the next refresh answers it.
+    record: Option<bool>,
 }
 
 /// The on-disk format of `keys.json`.
@@ -274,13 +276,13 @@ impl Registry for EmbeddedRegistry {
     async fn acquire_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<LeaseOutcome> {
         let now = Instant::now();
         let mut state = self.state();
-        let kicked = match state.leases.get(&lease.stream) {
+        let (kicked, record) = match state.leases.get(&lease.stream) {
             Some(e) if e.expires > now && e.lease.session != lease.session => {
                 return Ok(LeaseOutcome::HeldBy(e.lease.clone()));
             }
-            // Same session: a pending kick stays pending.
-            Some(e) if e.expires > now => e.kicked,
-            _ => false,
+            // Same session: what an operator asked stays pending.
+            Some(e) if e.expires > now => (e.kicked, e.record),
+            _ => (false, None),
         };
         state.leases.insert(
             lease.stream.clone(),
@@ -288,6 +290,7 @@ impl Registry for EmbeddedRegistry {
                 lease: lease.clone(),
                 expires: now + ttl,
                 kicked,
+                record,
             },
         );
         Ok(LeaseOutcome::Acquired)
@@ -312,7 +315,10 @@ impl Registry for EmbeddedRegistry {
         }
         entry.lease = lease.clone();
         entry.expires = now + ttl;
-        Ok(RefreshOutcome::Refreshed)
+        Ok(match entry.record.take() {
+            Some(on) => RefreshOutcome::Record(on),
+            None => RefreshOutcome::Refreshed,
+        })
     }
 
     async fn release_lease(&self, stream: &str, session: &str) -> Result<bool> {
@@ -356,6 +362,18 @@ impl Registry for EmbeddedRegistry {
         match state.leases.get_mut(stream) {
             Some(e) if e.expires > now => {
                 e.kicked = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn order_record(&self, stream: &str, on: bool) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.state();
+        match state.leases.get_mut(stream) {
+            Some(e) if e.expires > now => {
+                e.record = Some(on);
                 Ok(true)
             }
             _ => Ok(false),
@@ -424,6 +442,11 @@ mod tests {
     #[tokio::test]
     async fn kick() {
         common::check_kick(&EmbeddedRegistry::in_memory()).await;
+    }
+
+    #[tokio::test]
+    async fn record_orders() {
+        common::check_record_orders(&EmbeddedRegistry::in_memory()).await;
     }
 
     #[tokio::test]

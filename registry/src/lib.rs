@@ -66,6 +66,10 @@ pub struct StreamLease {
     pub audio_bytes: u64,
     /// Viewers on the owning node.
     pub viewers: u64,
+    /// Whether the owning node records the stream; `None` when it cannot record (it has
+    /// no record folder).
+    #[serde(default)]
+    pub recording: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +88,9 @@ pub enum RefreshOutcome {
     Lost,
     /// An operator kicked the publisher: disconnect it.
     Kicked,
+    /// Refreshed, and an operator asks to start (`true`) or stop (`false`) recording the
+    /// stream.
+    Record(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +155,9 @@ pub trait Registry: Send + Sync + 'static {
     /// Ask the owner to disconnect the publisher of `stream` (seen at its next refresh).
     /// `false` when the stream is not live.
     async fn kick(&self, stream: &str) -> Result<bool>;
+    /// Ask the owner to start (`on`) or stop recording `stream`, seen at its next refresh
+    /// (the latest ask wins). `false` when the stream is not live.
+    async fn order_record(&self, stream: &str, on: bool) -> Result<bool>;
 
     // --- nodes ---
 

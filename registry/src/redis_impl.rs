@@ -10,6 +10,7 @@
 //! | `stream:{app/room}`    | string, PX ttl      | JSON [`StreamLease`]                           |
 //! | `streams`              | set                 | every stream that may hold a lease             |
 //! | `kick:{app/room}`      | string, PX ttl      | session id of the kicked publisher             |
+//! | `record:{app/room}`    | string, PX ttl      | `on:`/`off:` + session: recording asked of it  |
 //! | `node:{id}`            | string, PX ttl      | JSON [`NodeInfo`]                              |
 //! | `nodes`                | set                 | every node id that may be alive                |
 //!
@@ -90,8 +91,9 @@ return false
 "#;
 
 /// Refresh a lease held by this session. A pending kick for this session is consumed and the
-/// lease deleted. Returns 'refreshed', 'lost' or 'kicked'.
-/// KEYS: stream:{s}, kick:{s}, streams. ARGV: session, lease JSON, ttl ms, stream.
+/// lease deleted; a pending record order for it is consumed and answered. Returns
+/// 'refreshed', 'lost', 'kicked', 'record-on' or 'record-off'.
+/// KEYS: stream:{s}, kick:{s}, streams, record:{s}. ARGV: session, lease JSON, ttl ms, stream.
 const REFRESH: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'lost' end
@@ -105,6 +107,11 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
+local order = redis.call('GET', KEYS[4])
+if order == 'on:' .. ARGV[1] or order == 'off:' .. ARGV[1] then
+  redis.call('DEL', KEYS[4])
+  return 'record-' .. string.sub(order, 1, string.find(order, ':') - 1)
+end
 return 'refreshed'
 "#;
 
@@ -121,17 +128,18 @@ redis.call('SREM', KEYS[3], ARGV[2])
 return 1
 "#;
 
-/// Mark the current holder of the lease as kicked, for as long as its lease lives.
-/// 1: kicked, 0: no lease, -1: unreadable lease.
-/// KEYS: stream:{s}, kick:{s}.
-const KICK: &str = r#"
+/// Leave a word for the current holder of the lease, for as long as its lease lives: its
+/// session id after a prefix (none for a kick; `on:`/`off:` for a record order), which its
+/// next refresh finds. 1: left, 0: no lease, -1: unreadable lease.
+/// KEYS: stream:{s}, the word's key (kick:{s} or record:{s}). ARGV: prefix.
+const TELL_HOLDER: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 local ok, obj = pcall(cjson.decode, cur)
 if not (ok and type(obj) == 'table' and type(obj.session) == 'string') then return -1 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl <= 0 then ttl = 60000 end
-redis.call('SET', KEYS[2], obj.session, 'PX', ttl)
+redis.call('SET', KEYS[2], ARGV[1] .. obj.session, 'PX', ttl)
 return 1
 "#;
 
@@ -154,7 +162,7 @@ struct Scripts {
     acquire: Script,
     refresh: Script,
     release: Script,
-    kick: Script,
+    tell_holder: Script,
     prune: Script,
 }
 
@@ -167,7 +175,7 @@ impl Scripts {
             acquire: Script::new(ACQUIRE),
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
-            kick: Script::new(KICK),
+            tell_holder: Script::new(TELL_HOLDER),
             prune: Script::new(PRUNE),
         }
     }
@@ -191,6 +199,25 @@ impl std::fmt::Debug for RedisRegistry {
 }
 
 impl RedisRegistry {
+    /// Leave `prefix` + the holder's session at `{kind}:{stream}` (see [`TELL_HOLDER`]);
+    /// `false` when the stream is not live.
+    async fn tell_holder(&self, stream: &str, kind: &str, prefix: &str) -> Result<bool> {
+        let skey = self.k("stream", stream);
+        let mut inv = self.scripts.tell_holder.key(&skey);
+        inv.key(self.k(kind, stream)).arg(prefix);
+        let inv = &inv;
+        let r: i64 = self
+            .bounded(kind, move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
+            .await?;
+        match r {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(RegistryError::Corrupt(format!("{skey}: unreadable lease"))),
+        }
+    }
+
     /// A registry on `url` (e.g. `redis://10.0.0.5:6379/0`) with every key under `prefix`
     /// (callers use `"ferrolive:"`).
     ///
@@ -488,6 +515,7 @@ impl Registry for RedisRegistry {
         let mut inv = self.scripts.refresh.key(self.k("stream", &lease.stream));
         inv.key(self.k("kick", &lease.stream))
             .key(self.set_key("streams"))
+            .key(self.k("record", &lease.stream))
             .arg(&lease.session)
             .arg(json)
             .arg(ttl_ms(ttl))
@@ -502,6 +530,8 @@ impl Registry for RedisRegistry {
             "refreshed" => Ok(RefreshOutcome::Refreshed),
             "lost" => Ok(RefreshOutcome::Lost),
             "kicked" => Ok(RefreshOutcome::Kicked),
+            "record-on" => Ok(RefreshOutcome::Record(true)),
+            "record-off" => Ok(RefreshOutcome::Record(false)),
             other => Err(RegistryError::Corrupt(format!(
                 "refresh_lease: unexpected answer {other:?}"
             ))),
@@ -540,20 +570,12 @@ impl Registry for RedisRegistry {
     }
 
     async fn kick(&self, stream: &str) -> Result<bool> {
-        let skey = self.k("stream", stream);
-        let mut inv = self.scripts.kick.key(&skey);
-        inv.key(self.k("kick", stream));
-        let inv = &inv;
-        let r: i64 = self
-            .bounded("kick", move |mut conn| async move {
-                inv.invoke_async(&mut conn).await
-            })
-            .await?;
-        match r {
-            1 => Ok(true),
-            0 => Ok(false),
-            _ => Err(RegistryError::Corrupt(format!("{skey}: unreadable lease"))),
-        }
+        self.tell_holder(stream, "kick", "").await
+    }
+
+    async fn order_record(&self, stream: &str, on: bool) -> Result<bool> {
+        self.tell_holder(stream, "record", if on { "on:" } else { "off:" })
+            .await
     }
 
     async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()> {

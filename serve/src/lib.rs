@@ -12,6 +12,7 @@ pub mod hls;
 pub mod http;
 mod io;
 pub mod metrics;
+pub mod recordings;
 mod role;
 pub mod rtmp;
 

@@ -95,6 +95,31 @@ pub(super) fn frame_kind(frame_type: u8) -> VideoFrameKind {
     }
 }
 
+impl VideoCodec {
+    /// The codec's short name as the control API and recordings list it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::Avc => "h264",
+            VideoCodec::Hevc => "h265",
+            VideoCodec::Av1 => "av1",
+            VideoCodec::Vp9 => "vp9",
+            VideoCodec::Other(_) => "other",
+        }
+    }
+}
+
+impl AudioCodec {
+    /// The codec's short name as the control API and recordings list it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "aac",
+            AudioCodec::Mp3 => "mp3",
+            AudioCodec::Opus => "opus",
+            AudioCodec::Other(_) => "other",
+        }
+    }
+}
+
 pub(super) fn video_codec_from_fourcc(code: u32) -> VideoCodec {
     match code {
         FOURCC_AVC => VideoCodec::Avc,

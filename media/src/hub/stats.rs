@@ -37,13 +37,7 @@ impl PublishStats {
                 let Some(info) = codec::parse_video_tag(payload) else {
                     return;
                 };
-                self.video_codec = Some(match info.codec {
-                    codec::VideoCodec::Avc => "h264",
-                    codec::VideoCodec::Hevc => "h265",
-                    codec::VideoCodec::Av1 => "av1",
-                    codec::VideoCodec::Vp9 => "vp9",
-                    codec::VideoCodec::Other(_) => "other",
-                });
+                self.video_codec = Some(info.codec.name());
                 let record = &payload[info.data_offset..];
                 let resolution = codec::AvcConfig::parse(record).ok().and_then(|c| {
                     c.sps
@@ -57,12 +51,7 @@ impl PublishStats {
                 let Some(info) = codec::parse_audio_tag(payload) else {
                     return;
                 };
-                self.audio_codec = Some(match info.codec {
-                    codec::AudioCodec::Aac => "aac",
-                    codec::AudioCodec::Mp3 => "mp3",
-                    codec::AudioCodec::Opus => "opus",
-                    codec::AudioCodec::Other(_) => "other",
-                });
+                self.audio_codec = Some(info.codec.name());
             }
             MediaKind::Metadata => {}
         }

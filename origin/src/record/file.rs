@@ -1,4 +1,4 @@
-//! Recording files on disk: where each goes, and the thread that writes it.
+//! The thread that writes each recording file.
 //!
 //! Each file of a recording is written by a thread of its own through a queue bounded in
 //! bytes, so that a slow or full disk stops that recording (and only it) instead of making
@@ -11,62 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 /// Bytes a recording may have waiting for the disk: at 2.7 Mbit/s, about a minute and a
 /// half. A disk further behind than that is not keeping up.
 const MAX_QUEUED: usize = 32 * 1024 * 1024;
-
-/// `DIR/APP/ROOM/YYYY-MM-DDTHH-MM-SSZ.EXT` for a file begun at `at`; if that file exists
-/// (two files begun within a second), `...Z-1.EXT` and so on. `app` and `room` are valid
-/// names (`media::names`), which cannot climb out of `dir`.
-pub fn file_path(dir: &Path, app: &str, room: &str, at: SystemTime, ext: &str) -> PathBuf {
-    let folder = dir.join(app).join(room);
-    let stamp = utc_stamp(at);
-    let mut path = folder.join(format!("{stamp}.{ext}"));
-    let mut n = 1;
-    while path.exists() {
-        path = folder.join(format!("{stamp}-{n}.{ext}"));
-        n += 1;
-    }
-    path
-}
-
-/// `YYYY-MM-DDTHH-MM-SSZ` (UTC; colons would need escaping in URLs and are not allowed in
-/// Windows file names).
-pub fn utc_stamp(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// The calendar date `days` after 1970-01-01 (proleptic Gregorian), by counting 400-year
-/// eras of 146 097 days from 0000-03-01, so that leap days fall at the end of a year.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
 
 enum Job {
     Write(Bytes),
@@ -244,36 +195,6 @@ mod tests {
             .build()
             .unwrap()
             .block_on(closing.wait(Duration::from_secs(5)))
-    }
-
-    #[test]
-    fn utc_stamps() {
-        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
-        assert_eq!(utc_stamp(at(0)), "1970-01-01T00-00-00Z");
-        // 2024-02-29 (a leap day) 12:34:56.
-        assert_eq!(utc_stamp(at(1_709_210_096)), "2024-02-29T12-34-56Z");
-        assert_eq!(utc_stamp(at(1_709_251_199)), "2024-02-29T23-59-59Z");
-        assert_eq!(utc_stamp(at(1_709_251_200)), "2024-03-01T00-00-00Z");
-        // 2000-12-31 and 2100-03-01 (2100 is not a leap year).
-        assert_eq!(utc_stamp(at(978_220_800)), "2000-12-31T00-00-00Z");
-        assert_eq!(utc_stamp(at(4_107_542_400)), "2100-03-01T00-00-00Z");
-    }
-
-    #[test]
-    fn a_file_never_replaces_another() {
-        let dir = std::env::temp_dir().join(format!("ferrolive-record-{}", std::process::id()));
-        let at = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
-        let first = file_path(&dir, "live", "room", at, "flv");
-        assert_eq!(first, dir.join("live/room/2024-02-29T12-34-56Z.flv"));
-        let sink = Sink::create(first.clone()).unwrap();
-        futures_wait(sink.close()).unwrap();
-        let second = file_path(&dir, "live", "room", at, "flv");
-        assert_eq!(second, dir.join("live/room/2024-02-29T12-34-56Z-1.flv"));
-        assert!(
-            Sink::create(first).is_err(),
-            "an existing file is not overwritten"
-        );
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

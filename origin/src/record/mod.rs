@@ -21,11 +21,13 @@ use media::flv::FlvFileWriter;
 use media::frame::{Frame, MediaKind};
 use media::hub::{Audience, Delivery, Hub};
 use serve::metrics::Metrics;
+use serve::recordings::{prune, Retention};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use self::cut::{Cut, Cutter};
-use self::file::{file_path, Closing, Sink};
+use self::file::{Closing, Sink};
+use serve::recordings::file_path;
 
 /// What a recording writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub struct RecordConfig {
     /// Apps whose streams are recorded from their first frame (empty: every app). Others
     /// are recorded only when asked (the control API).
     pub apps: Vec<String>,
+    /// When the oldest files are deleted.
+    pub retention: Retention,
 }
 
 /// Time a stopping recording has to write what it holds (at shutdown too).
@@ -68,17 +72,46 @@ pub struct Recordings {
     active: Mutex<HashMap<String, Arc<Notify>>>,
     /// Raised when the last recording has finished.
     idle: Notify,
+    /// Raised when a file is opened: retention may have to make room.
+    opened: Notify,
 }
+
+/// How often retention looks at the folder when no file is opened.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Recordings {
     pub fn new(config: RecordConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<Recordings> {
-        Arc::new(Recordings {
+        let recordings = Arc::new(Recordings {
             config,
             hub,
             metrics,
             active: Mutex::default(),
             idle: Notify::new(),
-        })
+            opened: Notify::new(),
+        });
+        if recordings.config.retention != Retention::default() {
+            tokio::spawn(recordings.clone().retain());
+        }
+        recordings
+    }
+
+    /// Delete what retention expires, every [`PRUNE_EVERY`] and whenever a file is opened.
+    async fn retain(self: Arc<Self>) {
+        loop {
+            let (dir, retention) = (self.config.dir.clone(), self.config.retention);
+            match tokio::task::spawn_blocking(move || prune(&dir, retention)).await {
+                Ok(Ok(deleted)) => {
+                    for file in deleted {
+                        info!(file = %file.display(), "recording deleted by retention");
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(dir = %self.config.dir.display(), error = %e, "retention cannot read the record folder")
+                }
+                Err(_) => {}
+            }
+            let _ = tokio::time::timeout(PRUNE_EVERY, self.opened.notified()).await;
+        }
     }
 
     /// Whether streams of `app` are recorded as soon as they are published.
@@ -118,8 +151,9 @@ impl Recordings {
         };
         let recordings = self.clone();
         tokio::spawn(async move {
+            let opened = &recordings.opened;
             let stream = recording.stream.clone();
-            let result = recording.run(subscriber, &stop).await;
+            let result = recording.run(subscriber, &stop, opened).await;
             if let Err(why) = result {
                 Metrics::add(&recordings.metrics.record_errors_total, 1);
                 warn!(%stream, error = %why, "recording stopped");
@@ -202,6 +236,7 @@ impl Recording {
         mut self,
         mut subscriber: media::hub::Subscriber,
         stop: &Notify,
+        opened: &Notify,
     ) -> Result<(), String> {
         let mut cutter = Cutter::new(self.config.segment);
         let mut cuts = Vec::new();
@@ -220,23 +255,24 @@ impl Recording {
                 }
                 Delivery::End => break Ok(()),
             }
-            if let Err(why) = self.apply(&mut cuts).await {
+            if let Err(why) = self.apply(&mut cuts, opened).await {
                 break Err(why);
             }
         };
         cutter.end(&mut cuts);
-        let ended = self.apply(&mut cuts).await;
+        let ended = self.apply(&mut cuts, opened).await;
         let closed = self.closed().await;
         result.and(ended).and(closed)
     }
 
-    async fn apply(&mut self, cuts: &mut Vec<Cut>) -> Result<(), String> {
+    async fn apply(&mut self, cuts: &mut Vec<Cut>, opened: &Notify) -> Result<(), String> {
         for cut in cuts.drain(..) {
             match cut {
                 Cut::Open { start_ms, preamble } => {
                     self.close_files();
                     self.reap_closed().await?;
                     self.open_files(start_ms, &preamble)?;
+                    opened.notify_one();
                 }
                 Cut::Write(frame) => {
                     for file in &mut self.files {

@@ -34,6 +34,7 @@ pub fn lease(stream: &str, session: &str) -> StreamLease {
         video_bytes: 0,
         audio_bytes: 0,
         viewers: 0,
+        recording: Some(true),
     }
 }
 
@@ -245,6 +246,50 @@ pub async fn check_lease_expiry(reg: &dyn Registry) {
 }
 
 /// Kick: false without a lease; the owner's next refresh answers Kicked (once).
+pub async fn check_record_orders(reg: &dyn Registry) {
+    assert!(!reg.order_record("live/r", true).await.unwrap());
+    let a = lease("live/r", "s1");
+    assert_eq!(
+        reg.acquire_lease(&a, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    // Another session neither sees nor consumes the order; the latest order wins, and it
+    // is answered once.
+    assert!(reg.order_record("live/r", true).await.unwrap());
+    assert!(reg.order_record("live/r", false).await.unwrap());
+    assert_eq!(
+        reg.refresh_lease(&lease("live/r", "s2"), LONG)
+            .await
+            .unwrap(),
+        RefreshOutcome::Lost
+    );
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Record(false)
+    );
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    assert!(reg.order_record("live/r", true).await.unwrap());
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Record(true)
+    );
+    // An order is for the session it was made to: the next publisher does not get it.
+    assert!(reg.order_record("live/r", true).await.unwrap());
+    assert!(reg.release_lease("live/r", "s1").await.unwrap());
+    let b = lease("live/r", "s3");
+    assert_eq!(
+        reg.acquire_lease(&b, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.refresh_lease(&b, LONG).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+}
+
 pub async fn check_kick(reg: &dyn Registry) {
     assert!(!reg.kick("live/k").await.unwrap());
     let a = lease("live/k", "s1");
