@@ -396,3 +396,67 @@ fn recordings_are_controlled_listed_and_kept_through_the_api() {
     let (status, _) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
     assert_eq!(status, 404);
 }
+
+/// In a cluster the control API reaches the origin holding a room through Redis, and lists
+/// what the origins write to the folder they share with it.
+#[test]
+fn a_cluster_records_on_the_origin_holding_the_room() {
+    require_ffmpeg();
+    let redis = Redis::start();
+    let url = redis.url();
+    let record = temp_dir("recording-cluster").join("shared");
+    let record_arg = record.to_str().unwrap();
+    let api = Server::spawn(
+        "control-api",
+        &["--redis-url", &url, "--record-dir", record_arg],
+    );
+    let origin = Server::spawn(
+        "origin",
+        &[
+            "--redis-url",
+            &url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            "origin-r",
+            "--record-dir",
+            record_arg,
+            "--record-format",
+            "flv",
+            // Only an app nobody publishes to records by itself.
+            "--record-apps",
+            "none",
+        ],
+    );
+    let (status, body) = api.api("GET", "/control/get?room=show", None);
+    assert_eq!(status, 200, "{body}");
+    let key = livego_data(&body);
+    let _publisher = publish_for(&origin.rtmp_url(&key), 0);
+    origin.wait_live("show");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let accepted = loop {
+        let (status, body) = api.api("POST", "/api/v1/rooms/show/record", None);
+        if status == 202 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(accepted.contains(r#""node_id":"origin-r""#), "{accepted}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.metric("ferrolive_recordings") == 0 {
+        assert!(Instant::now() < deadline, "the origin did not start recording");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = api.api("DELETE", "/api/v1/rooms/show/record", None);
+    assert_eq!(status, 202, "{body}");
+    wait_recordings_closed(&origin);
+    let (status, body) = api.api("GET", "/api/v1/recordings?app=live&room=show", None);
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = listed["recordings"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert!(listed[0]["duration"].as_f64().unwrap() > 1.0, "{body}");
+}
