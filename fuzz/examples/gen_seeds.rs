@@ -126,6 +126,70 @@ fn check_session(name: &str, chunks: &[u8]) {
     println!("  {name}: {} bytes left unparsed", input.len());
 }
 
+/// x265's SPS for 320x240.
+const HEVC_SPS: [u8; 42] = [
+    0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03,
+    0x00, 0x3C, 0xA0, 0x0A, 0x08, 0x0F, 0x16, 0x59, 0x59, 0x52, 0x93, 0x0B, 0xC0, 0x5A, 0x02, 0x00,
+    0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03, 0x00, 0x32, 0x10,
+];
+/// libaom's av1C for 208x120, with its sequence header OBU.
+const AV1C: [u8; 16] = [
+    0x81, 0x00, 0x0C, 0x00, 0x0A, 0x0A, 0x00, 0x00, 0x00, 0x03, 0xB6, 0x7F, 0x73, 0x6B, 0xE4, 0x01,
+];
+/// vpcC with its full box version and flags, as ffmpeg sends it.
+const VPCC: [u8; 12] = [1, 0, 0, 0, 0, 10, 0x82, 1, 1, 1, 0, 0];
+/// The start of libvpx's first keyframe of a 176x144 stream.
+const VP9_KEYFRAME: [u8; 10] = [0x82, 0x49, 0x83, 0x42, 0x00, 0x0A, 0xF0, 0x08, 0xF6, 0x06];
+const OPUS_HEAD: &[u8] = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00";
+
+/// An Enhanced RTMP packet: first byte, FourCC, body.
+fn enhanced(first: u8, fourcc: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    p.extend_from_slice(fourcc);
+    p.extend_from_slice(body);
+    p
+}
+
+/// An input of the fmp4 target: both headers, then `(op, ts delta, payload)` records.
+fn fmp4_input(video: &[u8], audio: &[u8], records: &[(u8, i16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for header in [video, audio] {
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header);
+    }
+    for (op, delta, payload) in records {
+        out.push(*op);
+        out.extend_from_slice(&delta.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Two seconds of 25 fps video (a keyframe every second) and audio frames every `audio_ms`,
+/// interleaved, with a cut after 1.5 s: `(op, ts delta, payload)` records.
+fn av_records(key: &[u8], inter: &[u8], audio: &[u8], audio_ms: i16) -> Vec<(u8, i16, Vec<u8>)> {
+    let mut events: Vec<(i16, u8, Vec<u8>)> = Vec::new();
+    for i in 0..50 {
+        let frame = if i % 25 == 0 { key } else { inter };
+        events.push((i * 40, 1, frame.to_vec()));
+    }
+    for t in (0..2000).step_by(audio_ms as usize) {
+        events.push((t as i16, 0, audio.to_vec()));
+    }
+    events.push((1500, 3, Vec::new()));
+    events.sort_by_key(|e| e.0);
+    let mut last = 0;
+    events
+        .into_iter()
+        .map(|(t, op, payload)| {
+            let delta = t - last;
+            last = t;
+            (op, delta, payload)
+        })
+        .collect()
+}
+
 fn main() {
     // --- handshake: complex C1 in both schemas, and a simple one fed in odd pieces.
     for (name, schema) in [
@@ -484,6 +548,76 @@ fn main() {
         "codec",
         "nalus",
         &[0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 0, 0, 0, 0, 1, 0x41],
+    );
+    write("codec", "hevc_sps", &HEVC_SPS);
+    write("codec", "av1c", &AV1C);
+    write(
+        "codec",
+        "av1_obus",
+        &[
+            0x12, 0x00, 0x0A, 0x0A, 0, 0, 0, 0x03, 0xB6, 0x7F, 0x73, 0x6B, 0xE4, 0x01,
+        ],
+    );
+    write("codec", "vpcc", &VPCC);
+    write("codec", "vp9_keyframe", &VP9_KEYFRAME);
+    write("codec", "opus_head", OPUS_HEAD);
+
+    // --- fmp4: each codec's sequence start and frames.
+    let aac = [0xAF, 0, 0x12, 0x10];
+    let aac_frame = [0xAF, 1, 0x21, 0x10, 0x04];
+    let opus = enhanced(0x90, b"Opus", OPUS_HEAD);
+    let opus_frame = enhanced(0x91, b"Opus", &[0xFC, 0xFF, 0xFE]);
+    let avc_key = [0x17, 1, 0, 0, 0x50, 0, 0, 0, 2, 0x65, 0x88];
+    let avc_inter = [0x27, 1, 0, 0, 0x28, 0, 0, 0, 2, 0x41, 0x9A];
+    write(
+        "fmp4",
+        "avc_aac",
+        &fmp4_input(
+            &seq,
+            &aac,
+            &av_records(&avc_key, &avc_inter, &aac_frame, 23),
+        ),
+    );
+    let mut hvcc_sps = hvcc[..22].to_vec();
+    hvcc_sps.extend_from_slice(&[1, 0x80 | 33, 0, 1, 0, HEVC_SPS.len() as u8]);
+    hvcc_sps.extend_from_slice(&HEVC_SPS);
+    let hevc_key = enhanced(0x91, b"hvc1", &[0, 0, 0x50, 0, 0, 0, 2, 0x26, 0x01]);
+    let hevc_inter = enhanced(0xA1, b"hvc1", &[0, 0, 0x28, 0, 0, 0, 2, 0x02, 0x01]);
+    write(
+        "fmp4",
+        "hevc_opus",
+        &fmp4_input(
+            &enhanced(0x90, b"hvc1", &hvcc_sps),
+            &opus,
+            &av_records(&hevc_key, &hevc_inter, &opus_frame, 20),
+        ),
+    );
+    let av1_key = enhanced(0x91, b"av01", &[0x12, 0x00, 0x32, 0x02, 0xAA, 0xBB]);
+    let av1_inter = enhanced(0xA1, b"av01", &[0x12, 0x00, 0x32, 0x01, 0xCC]);
+    write(
+        "fmp4",
+        "av1_aac",
+        &fmp4_input(
+            &enhanced(0x90, b"av01", &AV1C),
+            &aac,
+            &av_records(&av1_key, &av1_inter, &aac_frame, 23),
+        ),
+    );
+    let vp9_key = enhanced(0x91, b"vp09", &VP9_KEYFRAME);
+    let vp9_inter = enhanced(0xA1, b"vp09", &[0x86, 0x00, 0x40]);
+    write(
+        "fmp4",
+        "vp9_opus",
+        &fmp4_input(
+            &enhanced(0x90, b"vp09", &VPCC),
+            &opus,
+            &av_records(&vp9_key, &vp9_inter, &opus_frame, 20),
+        ),
+    );
+    write(
+        "fmp4",
+        "audio_only",
+        &fmp4_input(&[], &aac, &av_records(&[], &[], &aac_frame, 23)),
     );
     println!("seeds written");
 }

@@ -1,11 +1,13 @@
 //! Codec header / configuration record parsers, all on the same input. Checks the documented
-//! `data_offset <= payload.len()` guarantees and that NALU iteration stays inside the input.
+//! `data_offset <= payload.len()` guarantees, that NALU and OBU iteration stays inside the
+//! input, and that picture sizes are never 0.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use media::codec::{
-    avc_sps_resolution, length_prefixed_nalus, parse_audio_tag, parse_video_tag, AacConfig,
-    AvcConfig, HevcConfig,
+    av1_obus, av1_sequence_resolution, avc_sps_resolution, hevc_sps_resolution,
+    length_prefixed_nalus, parse_audio_tag, parse_video_tag, vp9_frame_resolution, AacConfig,
+    Av1Config, AvcConfig, HevcConfig, OpusHead, Vp9Config,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +32,34 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(hevc) = HevcConfig::parse(data) {
         assert!((1..=4).contains(&hevc.nal_length_size));
+        for sps in &hevc.sps {
+            let _ = hevc_sps_resolution(sps);
+        }
+    }
+    if let Ok((w, h)) = hevc_sps_resolution(data) {
+        assert!(w > 0 && h > 0);
+    }
+    if let Ok(av1) = Av1Config::parse(data) {
+        assert!(av1.config_obus_offset <= data.len());
+        let _ = av1_sequence_resolution(&data[av1.config_obus_offset..]);
+    }
+    if let Ok(Some((w, h))) = av1_sequence_resolution(data) {
+        assert!(w > 0 && h > 0);
+    }
+    let mut total = 0;
+    for obu in av1_obus(data) {
+        let Ok(obu) = obu else { break };
+        assert!(obu.payload.len() < obu.bytes.len());
+        total += obu.bytes.len();
+    }
+    assert!(total <= data.len());
+    let _ = Vp9Config::parse(data);
+    if let Ok(Some((w, h))) = vp9_frame_resolution(data) {
+        assert!(w > 0 && h > 0);
+    }
+    if let Ok(head) = OpusHead::parse(data) {
+        assert!(head.channels > 0);
+        assert!(head.mapping.is_empty() || head.mapping.len() == usize::from(head.channels));
     }
     if let Ok(aac) = AacConfig::parse(data) {
         for len in [0, 1, data.len(), 0x1FF8, usize::MAX] {

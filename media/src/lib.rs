@@ -1,5 +1,6 @@
 //! Media protocols and formats without I/O: AMF, RTMP, FLV, codec configurations, MPEG-TS,
-//! HLS, HTTP request heads, and the stream hub that fans one publisher out to many viewers.
+//! fragmented MP4, HLS, HTTP request heads, and the stream hub that fans one publisher out to
+//! many viewers.
 //!
 //! [`frame`] is the vocabulary at the bottom that every format shares; nothing in it names
 //! a format, the hub or a protocol session.
@@ -7,6 +8,7 @@
 pub mod amf;
 pub mod codec;
 pub mod flv;
+pub mod fmp4;
 pub mod frame;
 pub mod hls;
 pub mod http;

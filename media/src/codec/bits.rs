@@ -32,6 +32,24 @@ impl<'a> ByteReader<'a> {
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
+    /// Bytes not read yet.
+    pub(super) fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+
+    /// An unsigned LEB128 value (AV1's leb128()): at most 8 bytes, at most 32 bits of value.
+    pub(super) fn leb128(&mut self) -> Result<u32, CodecError> {
+        let mut value: u64 = 0;
+        for i in 0..8 {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return u32::try_from(value).map_err(|_| CodecError::Invalid("leb128 too large"));
+            }
+        }
+        Err(CodecError::Invalid("leb128 longer than 8 bytes"))
+    }
+
     /// `count` parameter sets, each prefixed by a 16-bit length. The count is at
     /// most 16 bits and every set consumes input, so growth is bounded by the input.
     pub(super) fn param_sets(
@@ -63,6 +81,16 @@ impl<'a> BitReader<'a> {
         let set = (byte >> (7 - self.bit % 8)) & 1 == 1;
         self.bit += 1;
         Ok(set)
+    }
+
+    /// Skip `n` bits; fails (and stays put) if fewer remain.
+    pub(super) fn skip(&mut self, n: usize) -> Result<(), CodecError> {
+        let end = self.bit.checked_add(n).ok_or(CodecError::Truncated)?;
+        if end > self.data.len().saturating_mul(8) {
+            return Err(CodecError::Truncated);
+        }
+        self.bit = end;
+        Ok(())
     }
 
     /// Up to 32 bits as an unsigned integer.

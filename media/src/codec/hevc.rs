@@ -1,9 +1,12 @@
-//! HEVC: the decoder configuration record.
+//! HEVC: the decoder configuration record and the picture size an SPS gives.
 
 use bytes::Bytes;
 
-use super::bits::ByteReader;
+use super::bits::{unescape_rbsp, BitReader, ByteReader};
 use super::CodecError;
+
+/// NAL unit type of a sequence parameter set.
+const NAL_SPS: u8 = 33;
 
 /// ISO 14496-15 HEVCDecoderConfigurationRecord, reduced to what a server needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +25,6 @@ impl HevcConfig {
     /// The version byte is not checked: some old muxers wrote 0 there.
     pub fn parse(record: &[u8]) -> Result<Self, CodecError> {
         const NAL_VPS: u8 = 32;
-        const NAL_SPS: u8 = 33;
         const NAL_PPS: u8 = 34;
         /// Fixed-size fields from configurationVersion through the byte holding
         /// lengthSizeMinusOne.
@@ -52,4 +54,80 @@ impl HevcConfig {
         }
         Ok(config)
     }
+}
+
+/// Display width and height from an HEVC SPS NAL unit (with its 2-byte NAL header),
+/// applying the conformance window (H.265 7.3.2.2). Handles emulation prevention bytes
+/// and sub-layer profile/level fields.
+pub fn hevc_sps_resolution(sps: &[u8]) -> Result<(u32, u32), CodecError> {
+    let header = sps.get(..2).ok_or(CodecError::Truncated)?;
+    let nal_type = (header[0] >> 1) & 0x3F;
+    if nal_type != NAL_SPS {
+        return Err(CodecError::NotSps(nal_type));
+    }
+    let rbsp = unescape_rbsp(&sps[2..]);
+    let mut r = BitReader::new(&rbsp);
+
+    let _vps_id = r.bits(4)?;
+    let max_sub_layers_minus1 = r.bits(3)? as usize;
+    let _temporal_id_nesting = r.flag()?;
+    // profile_tier_level(1, max_sub_layers_minus1): the general part is 88 bits of
+    // profile, tier and constraint flags, then general_level_idc.
+    r.skip(88 + 8)?;
+    let mut sub_layer_profile = [false; 8];
+    let mut sub_layer_level = [false; 8];
+    for i in 0..max_sub_layers_minus1 {
+        sub_layer_profile[i] = r.flag()?;
+        sub_layer_level[i] = r.flag()?;
+    }
+    if max_sub_layers_minus1 > 0 {
+        // reserved_zero_2bits for the sub-layers up to 8.
+        r.skip(2 * (8 - max_sub_layers_minus1))?;
+    }
+    for i in 0..max_sub_layers_minus1 {
+        if sub_layer_profile[i] {
+            r.skip(88)?;
+        }
+        if sub_layer_level[i] {
+            r.skip(8)?;
+        }
+    }
+    let _sps_id = r.ue()?;
+    let chroma_format_idc = r.ue()?;
+    if chroma_format_idc > 3 {
+        return Err(CodecError::Invalid("chroma_format_idc"));
+    }
+    let separate_colour_plane = chroma_format_idc == 3 && r.flag()?;
+    let width = u64::from(r.ue()?);
+    let height = u64::from(r.ue()?);
+    if width == 0 || height == 0 {
+        return Err(CodecError::Invalid("picture size"));
+    }
+    let (mut crop_x, mut crop_y) = (0u64, 0u64);
+    if r.flag()? {
+        // conformance_window_flag: offsets in chroma sample units (H.265 Table 6-1).
+        let left = u64::from(r.ue()?);
+        let right = u64::from(r.ue()?);
+        let top = u64::from(r.ue()?);
+        let bottom = u64::from(r.ue()?);
+        let chroma_array_type = if separate_colour_plane {
+            0
+        } else {
+            chroma_format_idc
+        };
+        let (unit_x, unit_y) = match chroma_array_type {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        crop_x = unit_x * (left + right);
+        crop_y = unit_y * (top + bottom);
+    }
+    if crop_x >= width || crop_y >= height {
+        return Err(CodecError::Invalid(
+            "conformance window exceeds picture size",
+        ));
+    }
+    let to_u32 = |v: u64| u32::try_from(v).map_err(|_| CodecError::Invalid("picture size"));
+    Ok((to_u32(width - crop_x)?, to_u32(height - crop_y)?))
 }

@@ -83,6 +83,9 @@ pub struct AudioTagInfo {
     pub codec: AudioCodec,
     /// AAC AudioSpecificConfig or Enhanced RTMP SequenceStart (e.g. OpusHead).
     pub is_sequence_header: bool,
+    /// Carries coded audio: a legacy packet that is not a sequence header, or Enhanced
+    /// RTMP CodedFrames (not SequenceEnd, MultichannelConfig or a multitrack packet).
+    pub coded: bool,
     /// Byte offset in the payload where codec data starts; always `<= payload.len()`.
     pub data_offset: usize,
 }
@@ -300,6 +303,7 @@ pub fn parse_audio_tag(payload: &[u8]) -> Option<AudioTagInfo> {
     const EX_HEADER: u8 = 9;
     const AAC: u8 = 10;
     const SEQUENCE_START: u8 = 0;
+    const CODED_FRAMES: u8 = 1;
     const MULTITRACK: u8 = 5;
     const MANY_TRACKS_MANY_CODECS: u8 = 2;
 
@@ -309,6 +313,7 @@ pub fn parse_audio_tag(payload: &[u8]) -> Option<AudioTagInfo> {
         Some(AudioTagInfo {
             codec,
             is_sequence_header: false,
+            coded: true,
             data_offset: 1,
         })
     };
@@ -318,6 +323,7 @@ pub fn parse_audio_tag(payload: &[u8]) -> Option<AudioTagInfo> {
             Some(AudioTagInfo {
                 codec: AudioCodec::Aac,
                 is_sequence_header: packet_type == 0,
+                coded: packet_type == 1,
                 data_offset: 2,
             })
         }
@@ -335,6 +341,7 @@ pub fn parse_audio_tag(payload: &[u8]) -> Option<AudioTagInfo> {
                 return Some(AudioTagInfo {
                     codec,
                     is_sequence_header: false,
+                    coded: false,
                     data_offset: pos,
                 });
             }
@@ -342,6 +349,7 @@ pub fn parse_audio_tag(payload: &[u8]) -> Option<AudioTagInfo> {
             Some(AudioTagInfo {
                 codec,
                 is_sequence_header: packet_type == SEQUENCE_START,
+                coded: packet_type == CODED_FRAMES,
                 data_offset: pos + 4,
             })
         }

@@ -1,9 +1,12 @@
 //! Codec header and configuration record parsing, against hand-built and encoder-made inputs.
 
 use super::aac::*;
+use super::av1::*;
 use super::avc::*;
 use super::hevc::*;
+use super::opus::*;
 use super::tag::*;
+use super::vp9::*;
 use super::*;
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -23,12 +26,14 @@ struct BitWriter {
 }
 
 impl BitWriter {
+    /// The low `n` bits of `v`, MSB first; bits above the 64th are 0 (so `bits(88, 0)`
+    /// writes 88 zero bits).
     fn bits(&mut self, n: u32, v: u64) -> &mut Self {
         for i in (0..n).rev() {
             if self.nbits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
-            if (v >> i) & 1 == 1 {
+            if v.checked_shr(i).unwrap_or(0) & 1 == 1 {
                 let last = self.bytes.len() - 1;
                 self.bytes[last] |= 0x80 >> (self.nbits % 8);
             }
@@ -423,6 +428,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Aac,
             is_sequence_header: true,
+            coded: false,
             data_offset: 2
         })
     );
@@ -431,6 +437,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Aac,
             is_sequence_header: false,
+            coded: true,
             data_offset: 2
         })
     );
@@ -451,6 +458,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Opus,
             is_sequence_header: true,
+            coded: false,
             data_offset: 5
         })
     );
@@ -459,6 +467,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Aac,
             is_sequence_header: false,
+            coded: true,
             data_offset: 5
         })
     );
@@ -471,6 +480,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Opus,
             is_sequence_header: false,
+            coded: false,
             data_offset: 6
         })
     );
@@ -479,6 +489,7 @@ fn audio_headers() {
         Some(AudioTagInfo {
             codec: AudioCodec::Aac,
             is_sequence_header: true,
+            coded: false,
             data_offset: 8
         })
     );
@@ -818,5 +829,354 @@ proptest! {
         prop_assert_eq!(((h[2] & 1) << 2) | (h[3] >> 6), channels);
         let frame_len = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
         prop_assert_eq!(frame_len, payload_len + 7);
+    }
+}
+
+/// x265's SPS for 320x240 (no conformance window).
+const HEVC_SPS_320X240: [u8; 42] = [
+    0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03,
+    0x00, 0x3C, 0xA0, 0x0A, 0x08, 0x0F, 0x16, 0x59, 0x59, 0x52, 0x93, 0x0B, 0xC0, 0x5A, 0x02, 0x00,
+    0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x03, 0x00, 0x32, 0x10,
+];
+/// x265's SPS for 200x150: coded as 200x152 with a conformance window cropping 2 rows.
+const HEVC_SPS_200X150: [u8; 42] = [
+    0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03,
+    0x00, 0x3C, 0xA0, 0x19, 0x20, 0x26, 0x7D, 0x65, 0x95, 0x9A, 0x49, 0x32, 0xBC, 0x05, 0xA0, 0x20,
+    0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x03, 0x03, 0x21,
+];
+
+/// An HEVC SPS built field by field, with `sub_layers` - 1 sub-layers that all signal
+/// profile and level.
+fn build_hevc_sps(
+    sub_layers: u64,
+    chroma: u64,
+    width: u64,
+    height: u64,
+    window: Option<[u64; 4]>,
+) -> Vec<u8> {
+    let mut w = BitWriter::default();
+    w.bits(4, 0).bits(3, sub_layers - 1).bits(1, 1);
+    w.bits(2, 0)
+        .bits(1, 0)
+        .bits(5, 1)
+        .bits(32, 0x6000_0000)
+        .bits(48, 0)
+        .bits(8, 93);
+    for _ in 1..sub_layers {
+        w.bits(1, 1).bits(1, 1);
+    }
+    if sub_layers > 1 {
+        for _ in sub_layers - 1..8 {
+            w.bits(2, 0);
+        }
+    }
+    for _ in 1..sub_layers {
+        w.bits(88, 0).bits(8, 90);
+    }
+    w.ue(0).ue(chroma);
+    if chroma == 3 {
+        w.bits(1, 0);
+    }
+    w.ue(width).ue(height);
+    match window {
+        Some([l, r, t, b]) => {
+            w.bits(1, 1).ue(l).ue(r).ue(t).ue(b);
+        }
+        None => {
+            w.bits(1, 0);
+        }
+    }
+    let nal = w.finish_nal(0x42);
+    let mut out = nal[..1].to_vec();
+    out.push(0x01);
+    out.extend_from_slice(&nal[1..]);
+    out
+}
+
+#[test]
+fn hevc_sps_sizes() {
+    assert_eq!(hevc_sps_resolution(&HEVC_SPS_320X240), Ok((320, 240)));
+    assert_eq!(hevc_sps_resolution(&HEVC_SPS_200X150), Ok((200, 150)));
+    // 1920x1080 coded as 1088 rows, 4:2:0: the window is in units of 2 rows.
+    let sps = build_hevc_sps(1, 1, 1920, 1088, Some([0, 0, 0, 4]));
+    assert_eq!(hevc_sps_resolution(&sps), Ok((1920, 1080)));
+    // Sub-layers with their own profile and level fields, 4:2:2 and 4:4:4 cropping units.
+    let sps = build_hevc_sps(3, 2, 1280, 720, Some([1, 1, 2, 2]));
+    assert_eq!(hevc_sps_resolution(&sps), Ok((1276, 716)));
+    let sps = build_hevc_sps(8, 3, 640, 480, Some([1, 0, 0, 1]));
+    assert_eq!(hevc_sps_resolution(&sps), Ok((639, 479)));
+    // The SPS in the record of `hvcc_record` is one too.
+    let cfg = HevcConfig::parse(&hvcc_record()).unwrap();
+    for sps in &cfg.sps {
+        let _ = hevc_sps_resolution(sps);
+    }
+}
+
+#[test]
+fn hevc_sps_errors() {
+    assert_eq!(hevc_sps_resolution(&[]), Err(CodecError::Truncated));
+    assert_eq!(
+        hevc_sps_resolution(&[0x40, 0x01, 0x0C]),
+        Err(CodecError::NotSps(32))
+    );
+    // The fields up to conformance_window_flag end in byte 22; the rest is not read.
+    for len in 0..HEVC_SPS_320X240.len() {
+        let size = hevc_sps_resolution(&HEVC_SPS_320X240[..len]);
+        if len < 23 {
+            assert!(size.is_err(), "{len}");
+        } else {
+            assert_eq!(size, Ok((320, 240)), "{len}");
+        }
+    }
+    let sps = build_hevc_sps(1, 1, 64, 64, Some([32, 0, 0, 0]));
+    assert!(matches!(
+        hevc_sps_resolution(&sps),
+        Err(CodecError::Invalid(_))
+    ));
+    let sps = build_hevc_sps(1, 4, 64, 64, None);
+    assert_eq!(
+        hevc_sps_resolution(&sps),
+        Err(CodecError::Invalid("chroma_format_idc"))
+    );
+}
+
+/// libaom's av1C for a 208x120 stream: main profile, level 0, 8 bits, 4:2:0, with the
+/// sequence header OBU.
+const AV1C_208X120: [u8; 16] = [
+    0x81, 0x00, 0x0C, 0x00, 0x0A, 0x0A, 0x00, 0x00, 0x00, 0x03, 0xB6, 0x7F, 0x73, 0x6B, 0xE4, 0x01,
+];
+
+#[test]
+fn av1_config_and_sequence_header() {
+    let cfg = Av1Config::parse(&AV1C_208X120).unwrap();
+    assert_eq!(
+        (
+            cfg.seq_profile,
+            cfg.seq_level_idx_0,
+            cfg.high_tier,
+            cfg.bit_depth,
+            cfg.monochrome
+        ),
+        (0, 0, false, 8, false)
+    );
+    assert!(cfg.chroma_subsampling_x && cfg.chroma_subsampling_y);
+    let obus = &AV1C_208X120[cfg.config_obus_offset..];
+    assert_eq!(av1_sequence_resolution(obus), Ok(Some((208, 120))));
+    // A temporal unit: temporal delimiter, then the sequence header without a size field.
+    let mut tu = vec![0x12, 0x00];
+    tu.push(0x08);
+    tu.extend_from_slice(&AV1C_208X120[6..]);
+    let types: Vec<u8> = av1_obus(&tu).map(|o| o.unwrap().obu_type).collect();
+    assert_eq!(types, [2, 1]);
+    assert_eq!(av1_sequence_resolution(&tu), Ok(Some((208, 120))));
+    assert_eq!(av1_sequence_resolution(&[0x12, 0x00]), Ok(None));
+    assert_eq!(av1_sequence_resolution(&[]), Ok(None));
+
+    // 10-bit high tier, profile 2 with 12 bits.
+    let cfg = Av1Config::parse(&[0x81, 0x48, 0xC0, 0x00]).unwrap();
+    assert_eq!(
+        (
+            cfg.seq_profile,
+            cfg.seq_level_idx_0,
+            cfg.high_tier,
+            cfg.bit_depth
+        ),
+        (2, 8, true, 10)
+    );
+    let cfg = Av1Config::parse(&[0x81, 0x48, 0x60, 0x00]).unwrap();
+    assert_eq!(cfg.bit_depth, 12);
+    assert_eq!(Av1Config::parse(&[0x81, 0, 0]), Err(CodecError::Truncated));
+    assert_eq!(
+        Av1Config::parse(&[0x01, 0, 0, 0]),
+        Err(CodecError::UnsupportedVersion(1))
+    );
+    // An OBU claiming more bytes than there are, a forbidden bit, a truncated header.
+    assert!(av1_sequence_resolution(&[0x0A, 0x20, 0x00]).is_err());
+    assert!(av1_sequence_resolution(&[0x8A, 0x00]).is_err());
+    assert!(av1_sequence_resolution(&AV1C_208X120[4..12]).is_err());
+}
+
+#[test]
+fn av1_sequence_header_with_timing_and_decoder_model() {
+    // Built from AV1 5.5.1: timing info with equal picture interval, a decoder model,
+    // initial display delays, two operating points (one above level 7 with a tier bit).
+    let mut w = BitWriter::default();
+    w.bits(3, 0).bits(1, 0).bits(1, 0); // profile, still_picture, reduced header
+    w.bits(1, 1).bits(32, 1).bits(32, 60).bits(1, 1).bits(1, 1); // timing; uvlc() 0 is a lone 1
+    w.bits(1, 1).bits(5, 9).bits(32, 1).bits(5, 31).bits(5, 31); // decoder model, delay length 10
+    w.bits(1, 1).bits(5, 1); // initial display delay present, 2 operating points
+    w.bits(12, 0x101)
+        .bits(5, 8)
+        .bits(1, 0)
+        .bits(1, 1)
+        .bits(10, 5)
+        .bits(10, 5)
+        .bits(1, 0)
+        .bits(1, 1)
+        .bits(4, 3);
+    w.bits(12, 0).bits(5, 4).bits(1, 0).bits(1, 0);
+    w.bits(4, 11).bits(4, 10).bits(12, 1919).bits(11, 1079);
+    let payload = w.bytes.clone();
+    let mut obu = vec![0x0A, payload.len() as u8];
+    obu.extend_from_slice(&payload);
+    assert_eq!(av1_sequence_resolution(&obu), Ok(Some((1920, 1080))));
+}
+
+/// libvpx's first keyframe of a 176x144 stream, up to the frame size.
+const VP9_KEYFRAME_176X144: [u8; 10] = [0x82, 0x49, 0x83, 0x42, 0x00, 0x0A, 0xF0, 0x08, 0xF6, 0x06];
+
+#[test]
+fn vp9_config_and_frame_size() {
+    let record = [0, 10, 0x82, 1, 1, 1, 0, 0];
+    let expected = Vp9Config {
+        profile: 0,
+        level: 10,
+        bit_depth: 8,
+        chroma_subsampling: 1,
+        full_range: false,
+        colour_primaries: 1,
+        transfer_characteristics: 1,
+        matrix_coefficients: 1,
+    };
+    assert_eq!(Vp9Config::parse(&record), Ok(expected));
+    // With the vpcC full box header in front, as ffmpeg writes it.
+    let mut boxed = vec![1, 0, 0, 0];
+    boxed.extend_from_slice(&record);
+    assert_eq!(Vp9Config::parse(&boxed), Ok(expected));
+    assert_eq!(Vp9Config::parse(&record[..7]), Err(CodecError::Truncated));
+    assert!(Vp9Config::parse(&[4, 10, 0x82, 1, 1, 1, 0, 0]).is_err());
+    assert!(Vp9Config::parse(&[0, 10, 0x92, 1, 1, 1, 0, 0]).is_err());
+
+    assert_eq!(
+        vp9_frame_resolution(&VP9_KEYFRAME_176X144),
+        Ok(Some((176, 144)))
+    );
+    // An inter frame (frame_type 1) and a shown existing frame give no size.
+    assert_eq!(vp9_frame_resolution(&[0x86, 0x00]), Ok(None));
+    assert_eq!(vp9_frame_resolution(&[0x88]), Ok(None));
+    // Profile 1 keyframe: subsampling bits come before the size.
+    let mut w = BitWriter::default();
+    w.bits(2, 2)
+        .bits(1, 1)
+        .bits(1, 0)
+        .bits(1, 0)
+        .bits(1, 0)
+        .bits(1, 1)
+        .bits(1, 0);
+    w.bits(24, 0x49_83_42)
+        .bits(3, 1)
+        .bits(1, 0)
+        .bits(3, 0)
+        .bits(16, 639)
+        .bits(16, 359);
+    assert_eq!(vp9_frame_resolution(&w.bytes), Ok(Some((640, 360))));
+    assert!(vp9_frame_resolution(&[0x02]).is_err());
+    assert!(vp9_frame_resolution(&VP9_KEYFRAME_176X144[..7]).is_err());
+    assert!(vp9_frame_resolution(&[0x82, 0x49, 0x83, 0x43, 0, 0, 0, 0, 0]).is_err());
+}
+
+#[test]
+fn opus_head() {
+    // libopus's OpusHead: stereo, pre-skip 312, 48 kHz input, no gain, family 0.
+    let head = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00";
+    let parsed = OpusHead::parse(head).unwrap();
+    assert_eq!(
+        parsed,
+        OpusHead {
+            channels: 2,
+            pre_skip: 312,
+            input_sample_rate: 48000,
+            output_gain: 0,
+            mapping_family: 0,
+            stream_count: 1,
+            coupled_count: 1,
+            mapping: vec![],
+        }
+    );
+    // Without the magic signature.
+    assert_eq!(OpusHead::parse(&head[8..]), Ok(parsed));
+    // Family 1, 6 channels (5.1): 4 streams, 2 coupled, a mapping per channel.
+    let surround =
+        b"OpusHead\x01\x06\x00\x00\x80\xbb\x00\x00\x00\xff\x01\x04\x02\x00\x04\x01\x02\x03\x05";
+    let parsed = OpusHead::parse(surround).unwrap();
+    assert_eq!(
+        (
+            parsed.channels,
+            parsed.output_gain,
+            parsed.stream_count,
+            parsed.coupled_count
+        ),
+        (6, -256, 4, 2)
+    );
+    assert_eq!(parsed.mapping, [0, 4, 1, 2, 3, 5]);
+    assert_eq!(
+        OpusHead::parse(&surround[..surround.len() - 1]),
+        Err(CodecError::Truncated)
+    );
+    assert_eq!(
+        OpusHead::parse(b"OpusHead\x10\x02"),
+        Err(CodecError::UnsupportedVersion(0x10))
+    );
+    assert!(OpusHead::parse(b"OpusHead\x01\x00\x00\x00\x80\xbb\x00\x00\x00\x00\x00").is_err());
+    assert!(OpusHead::parse(b"OpusHead\x01\x03\x00\x00\x80\xbb\x00\x00\x00\x00\x00").is_err());
+    assert!(
+        OpusHead::parse(b"OpusHead\x01\x02\x00\x00\x80\xbb\x00\x00\x00\x01\x01\x02\x00\x01")
+            .is_err()
+    );
+    assert_eq!(OpusHead::parse(b""), Err(CodecError::Truncated));
+}
+
+#[test]
+fn audio_packets_say_whether_they_carry_coded_audio() {
+    let coded = |p: &[u8]| parse_audio_tag(p).map(|i| i.coded);
+    assert_eq!(coded(&[0xAF, 0x01, 0x21]), Some(true));
+    assert_eq!(coded(&[0xAF, 0x00, 0x12]), Some(false));
+    assert_eq!(coded(&[0xAF, 0x02]), Some(false));
+    assert_eq!(coded(&[0x2F, 0xFF]), Some(true));
+    assert_eq!(coded(&[0x91, b'O', b'p', b'u', b's', 0xFC]), Some(true));
+    // SequenceEnd (2) and MultichannelConfig (4) carry none.
+    assert_eq!(coded(&[0x92, b'O', b'p', b'u', b's']), Some(false));
+    assert_eq!(coded(&[0x94, b'O', b'p', b'u', b's', 0, 2]), Some(false));
+}
+
+proptest! {
+    #[test]
+    fn new_parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..96)) {
+        if let Ok((w, h)) = hevc_sps_resolution(&data) {
+            prop_assert!(w > 0 && h > 0);
+        }
+        let _ = Av1Config::parse(&data);
+        if let Ok(Some((w, h))) = av1_sequence_resolution(&data) {
+            prop_assert!(w > 0 && h > 0);
+        }
+        let total: usize = av1_obus(&data).filter_map(Result::ok).map(|o| o.bytes.len()).sum();
+        prop_assert!(total <= data.len());
+        let _ = Vp9Config::parse(&data);
+        let _ = vp9_frame_resolution(&data);
+        if let Ok(head) = OpusHead::parse(&data) {
+            prop_assert!(head.channels > 0);
+        }
+    }
+
+    #[test]
+    fn mutated_new_records_never_panic(
+        which in 0..4usize,
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let mut data = match which {
+            0 => HEVC_SPS_200X150.to_vec(),
+            1 => AV1C_208X120[4..].to_vec(),
+            2 => VP9_KEYFRAME_176X144.to_vec(),
+            _ => build_hevc_sps(4, 1, 1920, 1088, Some([0, 0, 0, 4])),
+        };
+        for (i, v) in flips {
+            let i = i.index(data.len());
+            data[i] ^= v;
+        }
+        data.truncate(cut.index(data.len() + 1));
+        let _ = hevc_sps_resolution(&data);
+        let _ = av1_sequence_resolution(&data);
+        let _ = vp9_frame_resolution(&data);
     }
 }
