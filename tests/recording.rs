@@ -123,14 +123,14 @@ fn a_published_stream_is_recorded_in_segments_of_whole_gops() {
         "--record-dir",
         record.to_str().unwrap(),
         "--record-format",
-        "flv",
+        "flv,mp4",
         "--record-segment",
         "10",
     ]);
     let mut publisher = publish_for(&server.rtmp_url("taped"), 25);
     assert!(publisher.0.wait().unwrap().success(), "ffmpeg failed");
     wait_recordings_closed(&server);
-    for ext in ["flv"] {
+    for ext in ["flv", "mp4"] {
         let found = files(&record.join("live/taped"), ext);
         assert_eq!(found.len(), 3, "{ext}: {found:?}");
         let probes: Vec<Probe> = found.iter().map(|f| probe(f)).collect();
@@ -219,20 +219,29 @@ fn a_killed_node_leaves_files_that_open() {
         "--record-dir",
         record.to_str().unwrap(),
         "--record-format",
-        "flv",
+        "flv,mp4",
     ]);
     let _publisher = publish_for(&server.rtmp_url("cut"), 0);
     server.wait_live("cut");
     std::thread::sleep(Duration::from_secs(6));
     server.kill();
-    for ext in ["flv"] {
-        let found = files(&record.join("live/cut"), ext);
-        assert_eq!(found.len(), 1, "{ext}: {found:?}");
-        let p = probe(&found[0]);
-        assert!(p.first_video_is_key, "{p:?}");
-        // About 6 s were published (the file began at the first keyframe).
-        assert!(p.video_frames >= 25 * 4, "{ext}: {p:?}");
-    }
+    let probes: Vec<Probe> = ["flv", "mp4"]
+        .iter()
+        .map(|ext| {
+            let found = files(&record.join("live/cut"), ext);
+            assert_eq!(found.len(), 1, "{ext}: {found:?}");
+            let p = probe(&found[0]);
+            assert!(p.first_video_is_key, "{ext}: {p:?}");
+            // About 6 s were published (the file began at the first keyframe).
+            assert!(p.video_frames >= 25 * 4, "{ext}: {p:?}");
+            p
+        })
+        .collect();
+    // The FLV file has every tag written; the MP4 misses at most its open fragment (1 s).
+    assert!(
+        probes[1].video_frames + 25 >= probes[0].video_frames,
+        "{probes:?}"
+    );
 }
 
 /// A tmpfs mounted at `path`, unmounted when dropped.
@@ -267,12 +276,8 @@ fn a_full_disk_ends_the_recording_while_viewers_play() {
     require_ffmpeg();
     let dir = temp_dir("recording-full");
     let disk = Tmpfs::mount(dir.join("small"), "400k");
-    let server = Server::start(&[
-        "--record-dir",
-        disk.0.to_str().unwrap(),
-        "--record-format",
-        "flv",
-    ]);
+    // The default format, MP4.
+    let server = Server::start(&["--record-dir", disk.0.to_str().unwrap()]);
     let _publisher = publish_for(&server.rtmp_url("full"), 0);
     server.wait_live("full");
     let watched = decode(&server.flv_url("full"), 12.0);
@@ -284,7 +289,7 @@ fn a_full_disk_ends_the_recording_while_viewers_play() {
     );
     assert_eq!(server.metric("ferrolive_record_errors_total"), 1);
     assert_eq!(server.metric("ferrolive_recordings"), 0);
-    let found = files(&disk.0, "flv");
+    let found = files(&disk.0, "mp4");
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         probe(&found[0]).video_frames > 25,
@@ -316,7 +321,7 @@ fn recordings_are_controlled_listed_and_kept_through_the_api() {
         "--record-dir",
         record.to_str().unwrap(),
         "--record-format",
-        "flv",
+        "flv,mp4",
         // Streams of `live` are recorded only when asked.
         "--record-apps",
         "other",
@@ -355,8 +360,9 @@ fn recordings_are_controlled_listed_and_kept_through_the_api() {
     let (status, body) = server.api("DELETE", "/api/v1/rooms/asked/record", None);
     assert_eq!(status, 202, "{body}");
     wait_recordings_closed(&server);
-    let recorded = files(&record.join("live/asked"), "flv");
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let mut recorded = files(&record.join("live/asked"), "flv");
+    recorded.extend(files(&record.join("live/asked"), "mp4"));
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
 
     // A new node on the same folder lists what the first recorded.
     server.terminate();
@@ -365,36 +371,38 @@ fn recordings_are_controlled_listed_and_kept_through_the_api() {
     assert_eq!(status, 200, "{body}");
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
     let files_listed = listed["recordings"].as_array().unwrap();
-    assert_eq!(files_listed.len(), 1, "{body}");
-    let file = &files_listed[0];
-    let path = file["path"].as_str().unwrap();
-    assert_eq!(record.join(path), recorded[0]);
-    assert_eq!(file["codecs"], serde_json::json!(["h264", "aac"]));
-    let duration = file["duration"].as_f64().unwrap();
-    let probed = probe(&recorded[0]).duration;
-    assert!(
-        (duration - probed).abs() < 0.2,
-        "listed {duration} s, ffprobe {probed} s"
-    );
-    assert!(duration > 3.0, "{body}");
-    assert_eq!(
-        file["size"].as_u64(),
-        Some(std::fs::metadata(&recorded[0]).unwrap().len())
-    );
-    assert_eq!(
-        http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
-        Some(200)
-    );
+    assert_eq!(files_listed.len(), 2, "{body}");
+    for file in files_listed {
+        let path = file["path"].as_str().unwrap();
+        let on_disk = record.join(path);
+        assert!(recorded.contains(&on_disk), "{path}");
+        assert_eq!(file["codecs"], serde_json::json!(["h264", "aac"]), "{path}");
+        let duration = file["duration"].as_f64().unwrap();
+        let probed = probe(&on_disk).duration;
+        assert!(
+            (duration - probed).abs() < 0.2,
+            "{path}: listed {duration} s, ffprobe {probed} s"
+        );
+        assert!(duration > 3.0, "{body}");
+        assert_eq!(
+            file["size"].as_u64(),
+            Some(std::fs::metadata(&on_disk).unwrap().len())
+        );
+        assert_eq!(
+            http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
+            Some(200)
+        );
 
-    let (status, body) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
-    assert_eq!(status, 200, "{body}");
-    assert!(!recorded[0].exists());
-    assert_eq!(
-        http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
-        Some(404)
-    );
-    let (status, _) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
-    assert_eq!(status, 404);
+        let (status, body) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
+        assert_eq!(status, 200, "{body}");
+        assert!(!on_disk.exists());
+        assert_eq!(
+            http_get(server.http, &format!("/recordings/{path}")).map(|r| r.status),
+            Some(404)
+        );
+        let (status, _) = server.api("DELETE", &format!("/api/v1/recordings/{path}"), None);
+        assert_eq!(status, 404);
+    }
 }
 
 /// In a cluster the control API reaches the origin holding a room through Redis, and lists
@@ -446,7 +454,10 @@ fn a_cluster_records_on_the_origin_holding_the_room() {
     assert!(accepted.contains(r#""node_id":"origin-r""#), "{accepted}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while origin.metric("ferrolive_recordings") == 0 {
-        assert!(Instant::now() < deadline, "the origin did not start recording");
+        assert!(
+            Instant::now() < deadline,
+            "the origin did not start recording"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use media::codec::{parse_audio_tag, parse_video_tag};
 use media::flv::{last_tag_time, FlvReader};
+use media::fmp4;
 
 use crate::stream_key;
 
@@ -225,8 +226,68 @@ fn probe(path: &Path) -> std::io::Result<(Option<u64>, Vec<&'static str>)> {
     Ok((duration, video.into_iter().chain(audio).collect()))
 }
 
-fn probe_mp4(_file: &mut File) -> std::io::Result<(Option<u64>, Vec<&'static str>)> {
-    Ok((None, Vec::new()))
+/// Bounds on the boxes read to list an MP4: ours are a few KiB.
+const MAX_MOOV: u64 = 1024 * 1024;
+const MAX_MOOF: u64 = 4 * 1024 * 1024;
+
+/// An MP4's codecs from its `moov` and its duration from the last whole fragment, found by
+/// walking the top-level box headers (the media data is never read).
+fn probe_mp4(file: &mut File) -> std::io::Result<(Option<u64>, Vec<&'static str>)> {
+    let len = file.metadata()?.len();
+    let (mut moov, mut last_moof, mut moof) = (None, None, None);
+    let mut at = 0u64;
+    let mut header = [0u8; fmp4::read::BOX_HEADER_MAX];
+    while at < len {
+        file.seek(SeekFrom::Start(at))?;
+        let got = read_up_to(file, &mut header)?;
+        let Some((kind, size, header_len)) = fmp4::read::box_header(&header[..got]) else {
+            break;
+        };
+        let end = at.saturating_add(size);
+        if end > len {
+            break; // cut off here (a crash, or still being written)
+        }
+        let body = (at + header_len as u64, size - header_len as u64);
+        match &kind {
+            b"moov" => moov = Some(body),
+            b"moof" => moof = Some(body),
+            // A fragment counts once its media data is all there.
+            b"mdat" => last_moof = moof.take().or(last_moof),
+            _ => {}
+        }
+        at = end;
+    }
+    let Some(movie) = moov
+        .filter(|&(_, size)| size <= MAX_MOOV)
+        .and_then(|body| read_body(file, body).ok())
+        .and_then(|bytes| fmp4::read::Movie::parse(&bytes))
+    else {
+        return Ok((None, Vec::new()));
+    };
+    let duration = match last_moof.filter(|&(_, size)| size <= MAX_MOOF) {
+        Some(body) => movie.fragment_end_ms(&read_body(file, body)?),
+        None => Some(0),
+    };
+    Ok((duration, movie.codecs()))
+}
+
+fn read_body(file: &mut File, (at, size): (u64, u64)) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0; size as usize];
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Fill `buf` as far as the file goes.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
 }
 
 // --- retention ---

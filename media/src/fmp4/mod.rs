@@ -12,10 +12,11 @@
 //! until the next sample of its track, so each sample is held back until the next arrives.
 //!
 //! Files: `boxes` writes boxes, `entry` turns sequence headers into tracks and sample
-//! entries.
+//! entries, [`read`] reads back what a listing of recordings needs.
 
 mod boxes;
 mod entry;
+pub mod read;
 #[cfg(test)]
 mod tests;
 

@@ -1006,3 +1006,43 @@ proptest! {
         prop_assert_eq!(top.last().unwrap().kind(), "mfra");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Reading back what a listing needs.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_listing_reads_codecs_and_duration_back() {
+    use super::read::{box_header, Movie};
+    // 3 s of 25 fps video with a keyframe a second, and AAC.
+    let out = record(
+        Some(&video(0, vseq(1))),
+        Some(&audio(0, aseq(2))),
+        &av_stream(5000, 75, |i| i % 25 == 0),
+    );
+    let file = out.file();
+    let (kind, size, header) = box_header(&file).unwrap();
+    assert_eq!(
+        (&kind, size, header),
+        (b"ftyp", walk(&file).unwrap()[0].bytes.len() as u64, 8)
+    );
+    let moov = walk(&out.init).unwrap()[1];
+    let movie = Movie::parse(moov.body).unwrap();
+    assert_eq!(movie.codecs(), ["h264", "aac"]);
+    // Each fragment reaches as far as its samples: the last to the end of the stream.
+    let ends: Vec<u64> = out
+        .fragments
+        .iter()
+        .map(|f| movie.fragment_end_ms(walk(f).unwrap()[0].body).unwrap())
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!((990..=1010).contains(&ends[0]), "{ends:?}");
+    let last = walk(&out.tail).unwrap()[0];
+    let end = movie.fragment_end_ms(last.body).unwrap();
+    // (audio ends last: its frame that begins just before 3 s lasts 23 ms)
+    assert!((2990..=3030).contains(&end), "{end}");
+    // Garbage is no movie and no fragment.
+    assert_eq!(Movie::parse(&[0, 0, 0, 9, b'x']), None);
+    assert_eq!(movie.fragment_end_ms(&file[..5]), None);
+    assert_eq!(box_header(&[0, 0, 0, 4, b'f', b'r', b'e', b'e']), None);
+}

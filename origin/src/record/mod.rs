@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use media::flv::FlvFileWriter;
+use media::fmp4::Fmp4Writer;
 use media::frame::{Frame, MediaKind};
 use media::hub::{Audience, Delivery, Hub};
 use serve::metrics::Metrics;
@@ -228,6 +229,12 @@ struct OpenFile {
 
 enum FileWriter {
     Flv(FlvFileWriter),
+    /// The init segment goes out with the first fragment: a VP9 picture size is only known
+    /// from the first keyframe.
+    Mp4 {
+        writer: Fmp4Writer,
+        started: bool,
+    },
 }
 
 impl Recording {
@@ -303,7 +310,10 @@ impl Recording {
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             let writer = match format {
                 Format::Flv => FileWriter::Flv(FlvFileWriter::new(audio, video, start_ms)),
-                Format::Mp4 => return Err("MP4 recording is not available yet".into()),
+                Format::Mp4 => FileWriter::Mp4 {
+                    writer: self.mp4_writer(preamble)?,
+                    started: false,
+                },
             };
             let mut file = OpenFile { sink, writer };
             let start = file.writer.start();
@@ -317,6 +327,32 @@ impl Recording {
             self.files.push(file);
         }
         Ok(())
+    }
+
+    /// An MP4 writer for the tracks the preamble's sequence headers describe. A track whose
+    /// codec MP4 cannot carry (MP3 audio, say) is left out with a warning.
+    fn mp4_writer(&self, preamble: &[Arc<Frame>]) -> Result<Fmp4Writer, String> {
+        let header = |kind| {
+            preamble
+                .iter()
+                .rev()
+                .find(|f| f.kind == kind && f.sequence_header)
+                .map(|f| &**f)
+        };
+        let (video, audio) = (header(MediaKind::Video), header(MediaKind::Audio));
+        let error = match Fmp4Writer::new(video, audio) {
+            Ok(writer) => return Ok(writer),
+            Err(error) => error,
+        };
+        for (video, audio, dropped) in [(video, None, "audio"), (None, audio, "video")] {
+            if video.or(audio).is_some() {
+                if let Ok(writer) = Fmp4Writer::new(video, audio) {
+                    warn!(stream = %self.stream, %error, "recording MP4 without the {dropped} track");
+                    return Ok(writer);
+                }
+            }
+        }
+        Err(format!("cannot record MP4: {error}"))
     }
 
     /// Close the open files. They finish in the background; a file that cannot is
@@ -366,12 +402,17 @@ impl FileWriter {
     fn start(&self) -> Bytes {
         match self {
             FileWriter::Flv(flv) => flv.header(),
+            FileWriter::Mp4 { .. } => Bytes::new(),
         }
     }
 
     fn frame(&mut self, frame: &Frame) -> Option<Bytes> {
         match self {
             FileWriter::Flv(flv) => flv.tag(frame),
+            FileWriter::Mp4 { writer, started } => {
+                let fragment = writer.push(frame)?;
+                Some(Self::after_init(writer, started, fragment))
+            }
         }
     }
 
@@ -379,6 +420,25 @@ impl FileWriter {
     fn finish(&mut self) -> Option<Bytes> {
         match self {
             FileWriter::Flv(_) => None,
+            // Nothing came out: the file stays empty rather than a movie without media.
+            FileWriter::Mp4 { writer, started } => match writer.cut() {
+                Some(fragment) => {
+                    let fragment = Self::after_init(writer, started, fragment);
+                    let index = writer.finish();
+                    Some([fragment, index].concat().into())
+                }
+                None if *started => Some(writer.finish()),
+                None => None,
+            },
+        }
+    }
+
+    /// `fragment`, preceded by the init segment if it is the file's first.
+    fn after_init(writer: &Fmp4Writer, started: &mut bool, fragment: Bytes) -> Bytes {
+        if std::mem::replace(started, true) {
+            fragment
+        } else {
+            [writer.init(), fragment].concat().into()
         }
     }
 }
