@@ -1,6 +1,7 @@
 //! Browser players against a real ferrolive: hls.js and Chromium's own HLS player on the
 //! HLS playlist, mpegts.js on HTTP-FLV, in headless Chromium driven by Playwright
-//! (`tests/browser/play.mjs`, which reports how playback went).
+//! (`tests/browser/play.mjs`, which reports how playback went); and Chromium seeking in a
+//! recorded MP4 (`tests/browser/seek.mjs`).
 //!
 //! Needs Debian's `chromium` and the npm packages of `tests/browser` (`npm ci` there): the
 //! test command in README.md installs both.
@@ -158,4 +159,61 @@ fn players_cross_a_b_frame_publishers_reconnect() {
             "{player}: {report}"
         );
     }
+}
+
+/// A recorded MP4 opens in Chromium's own `<video>`, which finds its whole duration and
+/// seeks in it by byte ranges, then plays on from there.
+#[test]
+fn chromium_seeks_in_a_recorded_mp4() {
+    require_browser();
+    let record = testkit::temp_dir("browser-recording").join("rec");
+    let server = Server::start(&["--record-dir", record.to_str().unwrap()]);
+    let mut publisher = publish_b_frames(&server.rtmp_url("vod"));
+    server.wait_live("vod");
+    std::thread::sleep(Duration::from_secs(12));
+    publisher.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.metric("ferrolive_recordings") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the recording did not end"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let folder = record.join("live/vod");
+    let name = std::fs::read_dir(&folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".mp4"))
+        .expect("a recorded MP4");
+    let url = format!("http://{}/recordings/live/vod/{name}", server.http);
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .args(["seek.mjs", "--url", &url, "--to", "0.6"])
+        .output()
+        .expect("node is required: run the test command from README.md");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "seek.mjs: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let number = |field: &str| report[field].as_f64().unwrap_or(-1.0);
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!((9.0..14.0).contains(&number("duration")), "{report}");
+    assert!(
+        (number("seekedAt") - number("seekTarget")).abs() < 0.1,
+        "{report}"
+    );
+    assert!(number("playedTo") > number("seekedAt") + 0.5, "{report}");
+    assert!(
+        report["ranges"].as_array().is_some_and(|r| !r.is_empty()),
+        "the browser asked for no byte range: {report}"
+    );
 }
