@@ -10,9 +10,19 @@ use testkit::*;
 /// ffmpeg publishing 25 fps H.264 with B-frames (1 s GOP) and AAC in real time for
 /// `seconds` (0: until killed).
 fn publish_for(url: &str, seconds: u32) -> Proc {
+    publish_sized(url, seconds, "320x240")
+}
+
+/// The same at a picture size of `size`.
+fn publish_sized(url: &str, seconds: u32, size: &str) -> Proc {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=25"),
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
     if seconds > 0 {
         cmd.args(["-t", &seconds.to_string()]);
@@ -470,4 +480,40 @@ fn a_cluster_records_on_the_origin_holding_the_room() {
     let listed = listed["recordings"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{body}");
     assert!(listed[0]["duration"].as_f64().unwrap() > 1.0, "{body}");
+}
+
+/// A publisher that drops and reconnects within the grace with the same parameters
+/// continues its file, on one timeline; one that comes back with another picture size
+/// starts a new file. (A publisher that ends its stream cleanly ends the recording.)
+#[test]
+fn a_reconnect_continues_the_file_and_new_parameters_start_one() {
+    require_ffmpeg();
+    let record = temp_dir("recording-reconnect").join("rec");
+    let server = Server::start(&[
+        "--record-dir",
+        record.to_str().unwrap(),
+        "--record-format",
+        "flv,mp4",
+    ]);
+    for size in ["320x240", "320x240", "640x360"] {
+        let mut publisher = publish_sized(&server.rtmp_url("again"), 0, size);
+        std::thread::sleep(Duration::from_secs(4));
+        publisher.kill();
+    }
+    wait_recordings_closed(&server);
+    for ext in ["flv", "mp4"] {
+        let found = files(&record.join("live/again"), ext);
+        assert_eq!(found.len(), 2, "{ext}: {found:?}");
+        let (first, second) = (probe(&found[0]), probe(&found[1]));
+        // Both 320x240 sessions in one file (about 2 x 3.5 s after the first keyframe),
+        // their frames one after the other: as long as the frames it holds.
+        assert!(first.video_frames >= 2 * 3 * 25, "{ext}: {first:?}");
+        let seconds_of_frames = first.video_frames as f64 / 25.0;
+        assert!(
+            (first.duration - seconds_of_frames).abs() < 0.5,
+            "{ext}: a gap or an overlap: {first:?}"
+        );
+        assert!(second.video_frames >= 3 * 25, "{ext}: {second:?}");
+        assert!(first.first_video_is_key && second.first_video_is_key);
+    }
 }
