@@ -3,4 +3,5 @@
 //! ([`transport`], TCP or TLS), and the drivers that publish or play over RTMP ([`rtmp`])
 //! and pull HTTP-FLV ([`flv`]). URLs are parsed and redacted by `media::rtmp::url`.
 
+pub mod rtmp;
 pub mod transport;
