@@ -3,5 +3,6 @@
 //! ([`transport`], TCP or TLS), and the drivers that publish or play over RTMP ([`rtmp`])
 //! and pull HTTP-FLV ([`flv`]). URLs are parsed and redacted by `media::rtmp::url`.
 
+pub mod flv;
 pub mod rtmp;
 pub mod transport;
