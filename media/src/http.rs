@@ -5,8 +5,13 @@
 //! Only what the player port needs is kept: method, target, keep-alive, HTTP/1.0 or not.
 //! Requests with a body are refused: nothing on the player port takes one, and a body we
 //! did not read would be taken for the next request.
+//!
+//! [`response`] is the client side, response heads and chunked bodies, for a relay that
+//! pulls HTTP-FLV.
 
 use bytes::{Buf, BytesMut};
+
+pub mod response;
 
 /// Most headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;

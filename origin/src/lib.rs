@@ -9,6 +9,7 @@
 
 mod lease;
 pub mod record;
+pub mod relay;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -210,7 +210,12 @@ impl RelayUrl {
 
     /// RTMP: the `tcUrl` of `connect`, `rtmp[s]://host[:port]/app`.
     pub fn tc_url(&self) -> String {
-        format!("{}://{}/{}", self.scheme.as_str(), self.authority(), self.app)
+        format!(
+            "{}://{}/{}",
+            self.scheme.as_str(),
+            self.authority(),
+            self.app
+        )
     }
 
     /// The URL safe for logs and API answers: no password, and the stream name (RTMP) or
@@ -325,7 +330,9 @@ fn parse_scheme(scheme: &str) -> Result<Scheme, UrlError> {
         "rtmps" => Ok(Scheme::Rtmps),
         "http" => Ok(Scheme::Http),
         "https" => Ok(Scheme::Https),
-        other => Err(UrlError::UnsupportedScheme(other.chars().take(16).collect())),
+        other => Err(UrlError::UnsupportedScheme(
+            other.chars().take(16).collect(),
+        )),
     }
 }
 
@@ -363,8 +370,7 @@ fn parse_host(host: &str) -> Result<String, UrlError> {
         return Err(UrlError::InvalidHost);
     }
     // All digits and dots is an IPv4 address or nothing (`1.2.3.999`, `1234`).
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Ipv4Addr>().is_err()
-    {
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') && host.parse::<Ipv4Addr>().is_err() {
         return Err(UrlError::InvalidHost);
     }
     Ok(host.to_ascii_lowercase())
@@ -450,7 +456,10 @@ mod tests {
         assert_eq!(u.app(), "app/inst");
         assert_eq!(u.stream(), "name?token=a/b");
         assert_eq!(u.tc_url(), "rtmp://example.com:1936/app/inst");
-        assert_eq!(u.redacted(), "rtmp://User:…@example.com:1936/app/inst/na…?token=a…");
+        assert_eq!(
+            u.redacted(),
+            "rtmp://User:…@example.com:1936/app/inst/na…?token=a…"
+        );
 
         let u = url("rtmp://[::1]:1935/live/room");
         assert_eq!(u.host(), "::1");
@@ -471,10 +480,16 @@ mod tests {
         let u = url("https://cdn.example.com/live/room.flv?token=0123456789#frag");
         assert_eq!(u.port(), 443);
         assert_eq!(u.path(), "/live/room.flv?token=0123456789");
-        assert_eq!(u.redacted(), "https://cdn.example.com/live/room…?token=0123…");
+        assert_eq!(
+            u.redacted(),
+            "https://cdn.example.com/live/room…?token=0123…"
+        );
         assert_eq!(url("http://h").path(), "/");
         assert_eq!(url("http://h?x=1").path(), "/?x=1");
-        assert_eq!(url("http://[2001:db8::1]/a.flv").authority(), "[2001:db8::1]");
+        assert_eq!(
+            url("http://[2001:db8::1]/a.flv").authority(),
+            "[2001:db8::1]"
+        );
         assert_eq!(url("http://u@h/a.flv").redacted(), "http://u@h/a.…");
     }
 
@@ -510,9 +525,14 @@ mod tests {
         assert_eq!(err("rtmp://host/live/?key=1"), UrlError::MissingStream);
         assert_eq!(err("rtmp://host//key"), UrlError::MissingApp);
         assert_eq!(err("rtmp://host/a//key"), UrlError::MissingApp);
-        assert_eq!(err(&format!("rtmp://h/a/{}", "k".repeat(5000))), UrlError::TooLong);
+        assert_eq!(
+            err(&format!("rtmp://h/a/{}", "k".repeat(5000))),
+            UrlError::TooLong
+        );
         // Errors never quote the URL.
-        assert!(!err("rtmp://myserver/live/").to_string().contains("myserver"));
+        assert!(!err("rtmp://myserver/live/")
+            .to_string()
+            .contains("myserver"));
     }
 
     #[test]
@@ -528,7 +548,10 @@ mod tests {
     fn debug_is_redacted() {
         let u = url("rtmp://u:pw@host/live/sk_secretsecret");
         let debug = format!("{u:?}");
-        assert!(!debug.contains("secretsecret") && !debug.contains("pw"), "{debug}");
+        assert!(
+            !debug.contains("secretsecret") && !debug.contains("pw"),
+            "{debug}"
+        );
     }
 
     #[test]
