@@ -41,9 +41,9 @@ pub struct ResponseHead {
 }
 
 /// Take one final response head off the front of `buf` (interim `1xx` heads before it are
-/// consumed and dropped); heads may be at most `max_head` bytes. `Ok(None)` while it is
-/// incomplete (read more and call again); once complete, its bytes are consumed and what
-/// follows (the body) stays in `buf`.
+/// consumed and dropped as soon as they are whole); heads may be at most `max_head` bytes.
+/// `Ok(None)` while it is incomplete (read more and call again); once complete, its bytes
+/// are consumed and what follows (the body) stays in `buf`.
 pub fn take_response_head(
     buf: &mut BytesMut,
     max_head: usize,
