@@ -38,13 +38,12 @@ pub struct ResponseHead {
     pub body: BodyLength,
     /// The `Location` header (redirects).
     pub location: Option<String>,
-    pub content_type: Option<String>,
 }
 
 /// Take one final response head off the front of `buf` (interim `1xx` heads before it are
-/// consumed and dropped); heads may be at most `max_head` bytes. `Ok(None)` while it is
-/// incomplete (read more and call again); once complete, its bytes are consumed and what
-/// follows (the body) stays in `buf`.
+/// consumed and dropped as soon as they are whole); heads may be at most `max_head` bytes.
+/// `Ok(None)` while it is incomplete (read more and call again); once complete, its bytes
+/// are consumed and what follows (the body) stays in `buf`.
 pub fn take_response_head(
     buf: &mut BytesMut,
     max_head: usize,
@@ -77,7 +76,6 @@ fn read_head(response: &httparse::Response<'_, '_>) -> Result<ResponseHead, Resp
     let mut chunked = false;
     let mut length: Option<u64> = None;
     let mut location = None;
-    let mut content_type = None;
     for h in response.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -102,8 +100,6 @@ fn read_head(response: &httparse::Response<'_, '_>) -> Result<ResponseHead, Resp
             length = Some(value);
         } else if name.eq_ignore_ascii_case("location") {
             location = Some(text(h.value));
-        } else if name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(text(h.value));
         }
     }
     let body = match (chunked, length) {
@@ -116,7 +112,6 @@ fn read_head(response: &httparse::Response<'_, '_>) -> Result<ResponseHead, Resp
         reason: response.reason.unwrap_or("").to_owned(),
         body,
         location,
-        content_type,
     })
 }
 
@@ -150,11 +145,6 @@ impl ChunkedDecoder {
         ChunkedDecoder {
             state: ChunkState::Size,
         }
-    }
-
-    /// Whether the last chunk and the trailer have been read.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
     }
 
     /// Consume what can be decoded from `input`, appending the body's bytes to `out`.
@@ -265,7 +255,6 @@ mod tests {
         .unwrap();
         assert_eq!((h.status, h.reason.as_str()), (200, "OK"));
         assert_eq!(h.body, BodyLength::Chunked);
-        assert_eq!(h.content_type.as_deref(), Some("video/x-flv"));
         let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\n")
             .unwrap()
             .unwrap();

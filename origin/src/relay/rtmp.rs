@@ -119,15 +119,21 @@ impl RelayError {
     }
 }
 
-/// Server text fit for a log line: no control characters, bounded, and the stream name of
-/// `url` (a key) cut out should the server quote it.
+/// Server text fit for a log line: no control characters, bounded, and the secret of `url`
+/// (an RTMP stream name, the last segment of an HTTP path) cut out should the server quote
+/// it.
 pub(crate) fn scrub(text: &str, url: &RelayUrl) -> String {
     let mut text: String = text
         .chars()
         .filter(|c| !c.is_control())
         .take(MAX_TEXT)
         .collect();
-    let name = url.stream().split('?').next().unwrap_or("");
+    let last = if url.scheme().is_rtmp() {
+        url.stream()
+    } else {
+        url.path().rsplit('/').next().unwrap_or("")
+    };
+    let name = last.split('?').next().unwrap_or("");
     if name.len() >= 4 {
         text = text.replace(name, "…");
     }
@@ -307,11 +313,6 @@ impl RtmpPull {
         }
     }
 
-    /// Bytes read from the socket so far.
-    pub fn bytes_received(&self) -> u64 {
-        self.link.received
-    }
-
     fn on_event(&mut self, event: ClientEvent) -> Result<(), RelayError> {
         if self.ended {
             return Ok(());
@@ -370,7 +371,6 @@ struct Link {
     unflushed: bool,
     scratch: Box<[u8]>,
     sent: u64,
-    received: u64,
     url: RelayUrl,
 }
 
@@ -397,7 +397,6 @@ impl Link {
             unflushed: false,
             scratch: vec![0; READ_SIZE].into_boxed_slice(),
             sent: 0,
-            received: 0,
             url: url.clone(),
         };
         // What encoders say of themselves (FMLE-style: some servers treat such clients as
@@ -523,10 +522,8 @@ impl Link {
         let mut buf = ReadBuf::new(&mut self.scratch);
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
                 self.rbuf.extend_from_slice(buf.filled());
-                self.received += n as u64;
-                return Poll::Ready(Ok(Some(n)));
+                return Poll::Ready(Ok(Some(buf.filled().len())));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
@@ -572,6 +569,8 @@ mod tests {
             "Stream …is not allowed"
         );
         assert_eq!(scrub(&"x".repeat(500), &url).len(), MAX_TEXT);
+        let url = RelayUrl::parse("https://h/live/secretroom.flv?t=1").unwrap();
+        assert_eq!(scrub("no secretroom.flv here", &url), "no … here");
     }
 
     #[test]
