@@ -18,6 +18,9 @@ gst_ok() {
 gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# nginx-rtmp: a peer the relays forward to and pull from (tests/relay.rs).
+command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] ||
+    missing+=(nginx libnginx-mod-rtmp)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"

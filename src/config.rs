@@ -93,14 +93,21 @@ impl ConfigFile {
                 (_, false) => bail!("`{key}` is a switch: true or false"),
                 (Value::String(s), true) => Some(s),
                 (Value::Number(n), true) => Some(n.to_string()),
-                (Value::Array(items), true) => Some(
-                    items
+                (Value::Array(items), true) => {
+                    let items = items
                         .iter()
                         .map(scalar)
                         .collect::<Option<Vec<_>>>()
-                        .with_context(|| format!("`{key}`: a list of strings or numbers"))?
-                        .join(","),
-                ),
+                        .with_context(|| format!("`{key}`: a list of strings or numbers"))?;
+                    // An option given many times (relay rules) takes each item as its own
+                    // value; others take the list comma-separated.
+                    if matches!(arg.get_action(), clap::ArgAction::Append) {
+                        file.options
+                            .extend(items.into_iter().map(|item| (name.clone(), Some(item))));
+                        continue;
+                    }
+                    Some(items.join(","))
+                }
                 (_, true) => bail!("`{key}`: a string, a number or a list"),
             };
             file.options.push((name, value));

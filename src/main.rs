@@ -151,6 +151,79 @@ struct RecordArgs {
     record_max_gb: Option<f64>,
 }
 
+/// Relays: forwards to other servers and pulls from them.
+#[derive(Args, Clone)]
+struct RelayArgs {
+    /// Forward streams to another server: APP/ROOM=URL, APP or ROOM `*` for any, `{app}`
+    /// and `{room}` in the rtmp:// or rtmps:// URL replaced. Repeat for more (the
+    /// environment variable: space-separated).
+    #[arg(
+        long,
+        env = "FERROLIVE_RELAY_PUSH",
+        value_name = "RULE",
+        value_delimiter = ' '
+    )]
+    relay_push: Vec<String>,
+    /// Feed a room from another server, always: APP/ROOM=URL (rtmp://, rtmps://,
+    /// http(s)://...flv). Repeat for more.
+    #[arg(
+        long,
+        env = "FERROLIVE_RELAY_PULL",
+        value_name = "RULE",
+        value_delimiter = ' '
+    )]
+    relay_pull: Vec<String>,
+    /// The same, started by the room's first viewer and stopped once nobody has watched
+    /// for --relay-pull-idle.
+    #[arg(
+        long,
+        env = "FERROLIVE_RELAY_PULL_ON_DEMAND",
+        value_name = "RULE",
+        value_delimiter = ' '
+    )]
+    relay_pull_on_demand: Vec<String>,
+    /// Seconds an on-demand pull goes on without anyone watching.
+    #[arg(long, env = "FERROLIVE_RELAY_PULL_IDLE", default_value_t = 10.0)]
+    relay_pull_idle: f64,
+    /// CA certificates (PEM) trusted for rtmps:// and https:// relays besides the system's.
+    #[arg(long, env = "FERROLIVE_RELAY_CA", value_name = "FILE")]
+    relay_ca: Option<PathBuf>,
+}
+
+impl RelayArgs {
+    fn config(&self) -> anyhow::Result<origin::RelayConfig> {
+        let rule = |flag: &str, rule: &str| format!("--{flag} {rule:?}");
+        let mut pull = Vec::new();
+        for (flag, rules, on_demand) in [
+            ("relay-pull", &self.relay_pull, false),
+            ("relay-pull-on-demand", &self.relay_pull_on_demand, true),
+        ] {
+            for r in rules.iter().filter(|r| !r.is_empty()) {
+                pull.push(
+                    origin::PullRule::parse(r, on_demand)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", rule(flag, r)))?,
+                );
+            }
+        }
+        Ok(origin::RelayConfig {
+            push: (self.relay_push.iter().filter(|r| !r.is_empty()))
+                .map(|r| {
+                    origin::ForwardRule::parse(r)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", rule("relay-push", r)))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            pull,
+            pull_idle: seconds("relay-pull-idle", self.relay_pull_idle)?,
+        })
+    }
+
+    fn tls(&self) -> anyhow::Result<std::sync::Arc<origin::relay::transport::Tls>> {
+        let tls = origin::relay::transport::Tls::new(self.relay_ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("--relay-ca: {e}"))?;
+        Ok(std::sync::Arc::new(tls))
+    }
+}
+
 /// `--record-format`: formats without repeats.
 #[derive(Debug, Clone, PartialEq)]
 struct RecordFormats(Vec<origin::RecordFormat>);
@@ -301,6 +374,8 @@ struct StandaloneArgs {
     apps: AppsArgs,
     #[command(flatten)]
     record: RecordArgs,
+    #[command(flatten)]
+    relay: RelayArgs,
 }
 
 /// The cluster's Redis (origins, edges and the cluster's control API).
@@ -355,6 +430,8 @@ struct OriginArgs {
     apps: AppsArgs,
     #[command(flatten)]
     record: RecordArgs,
+    #[command(flatten)]
+    relay: RelayArgs,
 }
 
 #[derive(Args, Clone)]
@@ -525,6 +602,8 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         require_key: !args.media.rtmp_noauth,
         identity,
         record: args.record.config()?,
+        relay: args.relay.config()?,
+        tls: args.relay.tls()?,
     };
     announce_auth(&args.media);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
@@ -554,6 +633,8 @@ async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
         require_key: !args.media.rtmp_noauth,
         identity,
         record: args.record.config()?,
+        relay: args.relay.config()?,
+        tls: args.relay.tls()?,
     };
     Ok(origin::run(config, shutdown_signal()).await?)
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use proto::v1::control_server::{Control, ControlServer};
 use proto::v1::{
-    room_event, DeleteRecordingReply, DeleteRecordingRequest, DeleteRoomReply, KeyReply, KickReply,
-    ListRecordingsReply, ListRecordingsRequest, ListRoomsReply, ListRoomsRequest, NodeViewers,
-    RecordReply, Recording, RoomEvent, RoomInfo, RoomRequest, WatchRoomsRequest,
+    room_event, AddPullRequest, AddRelayRequest, DeleteRecordingReply, DeleteRecordingRequest,
+    DeleteRoomReply, KeyReply, KickReply, ListPullsReply, ListPullsRequest, ListRecordingsReply,
+    ListRecordingsRequest, ListRelaysReply, ListRoomsReply, ListRoomsRequest, NodeViewers, Pull,
+    RecordReply, Recording, Relay, RemovePullReply, RemovePullRequest, RemoveRelayReply,
+    RemoveRelayRequest, RoomEvent, RoomInfo, RoomRequest, WatchRoomsRequest,
 };
 use registry::StreamLease;
 use tokio::sync::mpsc;
@@ -112,7 +114,42 @@ fn room_info(view: RoomView) -> RoomInfo {
     }
 }
 
+fn relay(view: crate::relays::RelayView) -> Relay {
+    Relay {
+        id: view.relay.id,
+        room: view.room,
+        app: view.app,
+        url: view.relay.url,
+        state: view.relay.state,
+        error: view.relay.error.unwrap_or_default(),
+        bytes: view.relay.bytes,
+        frames_skipped: view.relay.frames_skipped,
+        node_id: view.node_id,
+    }
+}
+
+fn pull(view: crate::relays::PullView) -> Pull {
+    Pull {
+        id: view.id,
+        app: view.app,
+        room: view.room,
+        url: view.url,
+        live: view.live,
+        node_id: view.node_id.unwrap_or_default(),
+        state: view.state.unwrap_or_default(),
+        error: view.error.unwrap_or_default(),
+    }
+}
+
 impl ControlService {
+    /// The app named `app` (empty: the default app), if this server serves it.
+    fn app_named(&self, app: &str) -> Result<App, Status> {
+        self.state
+            .apps
+            .resolve(Some(app))
+            .map_err(|e| status(e.into()))
+    }
+
     async fn record(
         &self,
         request: Request<RoomRequest>,
@@ -268,6 +305,88 @@ impl Control for ControlService {
             .await
             .map_err(status)?;
         Ok(Response::new(DeleteRecordingReply { path }))
+    }
+
+    async fn add_relay(
+        &self,
+        request: Request<AddRelayRequest>,
+    ) -> Result<Response<Relay>, Status> {
+        let ip = client_ip(request.extensions());
+        let request = request.into_inner();
+        let app = self.app_named(&request.app)?;
+        let view = self
+            .state
+            .add_relay(ip, &request.room, &app, &request.url)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(relay(view)))
+    }
+
+    async fn list_relays(
+        &self,
+        request: Request<RoomRequest>,
+    ) -> Result<Response<ListRelaysReply>, Status> {
+        let request = request.into_inner();
+        let app = self.app(&request)?;
+        let views = self
+            .state
+            .relays(&request.room, &app)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListRelaysReply {
+            relays: views.into_iter().map(relay).collect(),
+        }))
+    }
+
+    async fn remove_relay(
+        &self,
+        request: Request<RemoveRelayRequest>,
+    ) -> Result<Response<RemoveRelayReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let request = request.into_inner();
+        let app = self.app_named(&request.app)?;
+        let id = self
+            .state
+            .remove_relay(ip, &request.room, &app, Some(&request.id), None)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RemoveRelayReply { id }))
+    }
+
+    async fn add_pull(&self, request: Request<AddPullRequest>) -> Result<Response<Pull>, Status> {
+        let ip = client_ip(request.extensions());
+        let request = request.into_inner();
+        let app = self.app_named(&request.app)?;
+        let view = self
+            .state
+            .add_pull(ip, &request.room, &app, &request.url)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pull(view)))
+    }
+
+    async fn list_pulls(
+        &self,
+        _request: Request<ListPullsRequest>,
+    ) -> Result<Response<ListPullsReply>, Status> {
+        let views = self.state.pulls().await.map_err(status)?;
+        Ok(Response::new(ListPullsReply {
+            pulls: views.into_iter().map(pull).collect(),
+        }))
+    }
+
+    async fn remove_pull(
+        &self,
+        request: Request<RemovePullRequest>,
+    ) -> Result<Response<RemovePullReply>, Status> {
+        let ip = client_ip(request.extensions());
+        let id = request.into_inner().id;
+        let id = self
+            .state
+            .remove_pull(ip, Some(&id), None)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RemovePullReply { id }))
     }
 
     type WatchRoomsStream = Pin<Box<dyn Stream<Item = Result<RoomEvent, Status>> + Send + 'static>>;

@@ -25,6 +25,7 @@ mod grpc;
 mod outage;
 mod ratelimit;
 mod recordings;
+mod relays;
 mod rest;
 mod rooms;
 mod server;

@@ -34,6 +34,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/control/reset"),
     ("GET", "/control/delete"),
     ("POST", "/control/delete"),
+    ("GET", "/control/push"),
+    ("POST", "/control/push"),
+    ("GET", "/control/pull"),
+    ("POST", "/control/pull"),
     ("GET", "/stat/livestat"),
     ("GET", "/api/v1/rooms"),
     ("GET", "/api/v1/rooms/{room}"),
@@ -44,6 +48,12 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/rooms/{room}/record"),
     ("GET", "/api/v1/recordings"),
     ("DELETE", "/api/v1/recordings/{app}/{room}/{file}"),
+    ("POST", "/api/v1/rooms/{room}/relays"),
+    ("GET", "/api/v1/rooms/{room}/relays"),
+    ("DELETE", "/api/v1/rooms/{room}/relays/{id}"),
+    ("POST", "/api/v1/pulls"),
+    ("GET", "/api/v1/pulls"),
+    ("DELETE", "/api/v1/pulls/{id}"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -90,6 +100,10 @@ fn endpoint(state: &AppState, method: &str, path: &str) -> MethodRouter<AppState
         ("POST", "/control/reset") => (Guard::Livego, post(control_reset)),
         ("GET", "/control/delete") => (Guard::Livego, get(control_delete)),
         ("POST", "/control/delete") => (Guard::Livego, post(control_delete)),
+        ("GET", "/control/push") => (Guard::Livego, get(control_push)),
+        ("POST", "/control/push") => (Guard::Livego, post(control_push)),
+        ("GET", "/control/pull") => (Guard::Livego, get(control_pull)),
+        ("POST", "/control/pull") => (Guard::Livego, post(control_pull)),
         ("GET", "/stat/livestat") => (Guard::Livego, get(livestat)),
         ("GET", "/api/v1/rooms") => (Guard::V1, get(v1_list_rooms)),
         ("GET", "/api/v1/rooms/{room}") => (Guard::V1, get(v1_get_room)),
@@ -102,6 +116,12 @@ fn endpoint(state: &AppState, method: &str, path: &str) -> MethodRouter<AppState
         ("DELETE", "/api/v1/recordings/{app}/{room}/{file}") => {
             (Guard::V1, delete(v1_delete_recording))
         }
+        ("POST", "/api/v1/rooms/{room}/relays") => (Guard::V1, post(v1_add_relay)),
+        ("GET", "/api/v1/rooms/{room}/relays") => (Guard::V1, get(v1_relays)),
+        ("DELETE", "/api/v1/rooms/{room}/relays/{id}") => (Guard::V1, delete(v1_remove_relay)),
+        ("POST", "/api/v1/pulls") => (Guard::V1, post(v1_add_pull)),
+        ("GET", "/api/v1/pulls") => (Guard::V1, get(v1_pulls)),
+        ("DELETE", "/api/v1/pulls/{id}") => (Guard::V1, delete(v1_remove_pull)),
         ("GET", "/api/v1/rooms/{room}/play") => (Guard::V1, get(v1_play)),
         ("GET", "/api/v1/rooms/{room}/play.flv") => (Guard::V1, play_redirect(PlayFormat::Flv)),
         ("GET", "/api/v1/rooms/{room}/play.m3u8") => (Guard::V1, play_redirect(PlayFormat::Hls)),
@@ -323,6 +343,70 @@ async fn control_delete(
         Err(e) => return livego_error(e.into()),
     };
     match state.delete_room(ip, &room, &app).await {
+        Ok(_) => livego(StatusCode::OK, "Ok"),
+        Err(e) => livego_error(e),
+    }
+}
+
+/// livego's `/control/push?oper=start|stop&app=APP&name=ROOM&url=URL`: forward a live room.
+async fn control_push(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    query: QueryMap,
+) -> Response {
+    // The app first, as on every route that takes one.
+    let app = match state.apps.resolve(param(&query, "app").as_deref()) {
+        Ok(app) => app,
+        Err(e) => return livego_error(e.into()),
+    };
+    let (Some(oper), Some(room), Some(url)) = (
+        param(&query, "oper"),
+        param(&query, "name"),
+        param(&query, "url"),
+    ) else {
+        return livego(
+            StatusCode::BAD_REQUEST,
+            "url: /control/push?oper=start|stop&app=<APP>&name=<ROOM>&url=<URL>",
+        );
+    };
+    let done = match oper.as_str() {
+        "start" => state
+            .add_relay(ip, &room, &app, &url)
+            .await
+            .map(|r| r.relay.id),
+        "stop" => state.remove_relay(ip, &room, &app, None, Some(&url)).await,
+        _ => Err(ApiError::BadRequest("oper: start or stop".into())),
+    };
+    match done {
+        Ok(_) => livego(StatusCode::OK, "Ok"),
+        Err(e) => livego_error(e),
+    }
+}
+
+/// livego's `/control/pull?oper=start|stop&app=APP&name=ROOM&url=URL`: feed a room.
+async fn control_pull(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    query: QueryMap,
+) -> Response {
+    // The app first, as on every route that takes one.
+    let app = match state.apps.resolve(param(&query, "app").as_deref()) {
+        Ok(app) => app,
+        Err(e) => return livego_error(e.into()),
+    };
+    let (Some(oper), Some(room)) = (param(&query, "oper"), param(&query, "name")) else {
+        return livego(
+            StatusCode::BAD_REQUEST,
+            "url: /control/pull?oper=start|stop&app=<APP>&name=<ROOM>&url=<URL>",
+        );
+    };
+    let done = match (oper.as_str(), param(&query, "url")) {
+        ("start", Some(url)) => state.add_pull(ip, &room, &app, &url).await.map(|p| p.id),
+        ("start", None) => Err(ApiError::BadRequest("url: the source to pull".into())),
+        ("stop", _) => state.remove_pull(ip, None, Some((&app, &room))).await,
+        _ => Err(ApiError::BadRequest("oper: start or stop".into())),
+    };
+    match done {
         Ok(_) => livego(StatusCode::OK, "Ok"),
         Err(e) => livego_error(e),
     }
@@ -579,6 +663,112 @@ async fn v1_delete_recording(
     let path = format!("{app}/{room}/{file}");
     match state.delete_recording(ip, path.clone()).await {
         Ok(()) => Json(json!({ "path": path, "deleted": true })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RelayBody {
+    url: String,
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// A JSON body, or the 400 that says what is wrong with it.
+fn body<T>(body: JsonBody<T>) -> ApiResult<T> {
+    body.map(|Json(body)| body)
+        .map_err(|e| ApiError::BadRequest(format!("body: {}", e.body_text())))
+}
+
+async fn v1_add_relay(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+    relay: JsonBody<RelayBody>,
+) -> Response {
+    let added = match (requested_app(&state, query), body(relay)) {
+        (Ok(app), Ok(relay)) => state.add_relay(ip, &room, &app, &relay.url).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match added {
+        Ok(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_relays(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+) -> Response {
+    let relays = match requested_app(&state, query) {
+        Ok(app) => state.relays(&room, &app).await,
+        Err(e) => Err(e),
+    };
+    match relays {
+        Ok(relays) => Json(json!({ "relays": relays })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_remove_relay(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path((room, id)): Path<(String, String)>,
+    query: AppQueryResult,
+) -> Response {
+    let removed = match requested_app(&state, query) {
+        Ok(app) => state.remove_relay(ip, &room, &app, Some(&id), None).await,
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "removed": true })),
+        )
+            .into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PullBody {
+    app: Option<String>,
+    room: String,
+    url: String,
+}
+
+async fn v1_add_pull(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    pull: JsonBody<PullBody>,
+) -> Response {
+    let added = async {
+        let pull = body(pull)?;
+        let app = state.apps.resolve(pull.app.as_deref())?;
+        state.add_pull(ip, &pull.room, &app, &pull.url).await
+    };
+    match added.await {
+        Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_pulls(State(state): State<AppState>) -> Response {
+    match state.pulls().await {
+        Ok(pulls) => Json(json!({ "pulls": pulls })).into_response(),
+        Err(e) => v1_error(e),
+    }
+}
+
+async fn v1_remove_pull(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+) -> Response {
+    match state.remove_pull(ip, Some(&id), None).await {
+        Ok(id) => Json(json!({ "id": id, "removed": true })).into_response(),
         Err(e) => v1_error(e),
     }
 }

@@ -73,7 +73,7 @@ pub fn validate_room(room: &str) -> ApiResult<()> {
 
 /// What kick and play answer when the stream is not live: it names the app, so that a
 /// request that left the app out sees which one it was taken to mean.
-fn not_live(app: &App) -> ApiError {
+pub(crate) fn not_live(app: &App) -> ApiError {
     ApiError::NotFound(format!("room is not live in app '{app}'"))
 }
 
@@ -143,7 +143,11 @@ impl AppState {
                 lease.node_id
             )));
         }
-        if !self.registry.order_record(&stream, on).await? {
+        if !self
+            .registry
+            .order(&stream, &registry::Order::Record { on })
+            .await?
+        {
             return Err(not_live(app));
         }
         tracing::info!(room, %app, %client, on, node = %lease.node_id, "recording asked");
@@ -259,6 +263,8 @@ pub struct RoomView {
     /// Whether the origin records the stream (`None`: not live, or the origin cannot
     /// record).
     pub recording: Option<bool>,
+    /// The stream's forwards to other servers.
+    pub relays: Vec<registry::RelayInfo>,
 }
 
 impl RoomView {
@@ -286,6 +292,7 @@ impl RoomView {
             viewers: 0,
             viewers_by_node: BTreeMap::new(),
             recording: None,
+            relays: Vec::new(),
         };
         if let Some(stored) = stored {
             view.set_key(stored);
@@ -310,6 +317,7 @@ impl RoomView {
             view.viewers_by_node = viewers_by_node(lease, nodes);
             view.viewers = view.viewers_by_node.values().sum();
             view.recording = lease.recording;
+            view.relays = lease.relays.clone();
         }
         view
     }

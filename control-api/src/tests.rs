@@ -82,6 +82,24 @@ impl Api {
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
         self.call(Method::GET, uri, None).await
     }
+
+    /// `method` with a JSON body.
+    async fn send_json(&self, method: Method, uri: &str, body: Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        (status, json)
+    }
 }
 
 fn lease(room: &str, node: &str, session: &str) -> StreamLease {
@@ -108,6 +126,7 @@ fn lease_in(app: &str, room: &str, node: &str, session: &str) -> StreamLease {
         audio_bytes: 1_000_000,
         viewers: 2,
         recording: Some(false),
+        relays: Vec::new(),
     }
 }
 
@@ -126,6 +145,7 @@ fn node(id: &str, role: NodeRole, http: &str, viewers: &[(&str, u64)]) -> NodeIn
             .collect::<BTreeMap<_, _>>(),
         egress_bps: 0,
         updated_at_ms: registry::now_ms(),
+        pulls: Default::default(),
     }
 }
 
@@ -161,7 +181,10 @@ async fn record_order(registry: &dyn Registry, app: &str, room: &str) -> Option<
         .await
         .unwrap()
     {
-        registry::RefreshOutcome::Record(on) => Some(on),
+        registry::RefreshOutcome::Orders(orders) => match orders[..] {
+            [registry::Order::Record { on }] => Some(on),
+            _ => panic!("{orders:?}"),
+        },
         _ => None,
     }
 }
@@ -598,6 +621,14 @@ async fn openapi_lists_every_endpoint() {
         ("/api/v1/rooms/{room}/record", "delete"),
         ("/api/v1/recordings", "get"),
         ("/api/v1/recordings/{app}/{room}/{file}", "delete"),
+        ("/api/v1/rooms/{room}/relays", "post"),
+        ("/api/v1/rooms/{room}/relays", "get"),
+        ("/api/v1/rooms/{room}/relays/{id}", "delete"),
+        ("/api/v1/pulls", "post"),
+        ("/api/v1/pulls", "get"),
+        ("/api/v1/pulls/{id}", "delete"),
+        ("/control/push", "get"),
+        ("/control/pull", "get"),
         ("/api/v1/rooms/{room}/play", "get"),
         ("/api/v1/rooms/{room}/play.flv", "get"),
         ("/api/v1/rooms/{room}/play.m3u8", "get"),
@@ -613,7 +644,7 @@ async fn openapi_lists_every_endpoint() {
             "{method} {path}"
         );
     }
-    assert_eq!(paths.len(), 18);
+    assert_eq!(paths.len(), 24);
     assert!(
         paths["/api/v1/rooms/{room}/play.flv"]["get"]["responses"]["302"]["headers"]["Location"]
             .is_object()
@@ -681,7 +712,8 @@ fn concrete(path: &str) -> String {
     let uri = path
         .replace("{room}", "movie")
         .replace("{app}", "live")
-        .replace("{file}", "2026-12-06T23-41-05Z.mp4");
+        .replace("{file}", "2026-12-06T23-41-05Z.mp4")
+        .replace("{id}", "r0123abcd");
     assert!(
         !uri.contains('{'),
         "{path}: a path parameter this test cannot fill in"
@@ -776,11 +808,18 @@ async fn openapi_documents_exactly_the_routes() {
 const ROUTES_WITH_APP: &[(&str, &str)] = &[
     ("GET", "/control/delete"),
     ("POST", "/control/delete"),
+    ("GET", "/control/push"),
+    ("POST", "/control/push"),
+    ("GET", "/control/pull"),
+    ("POST", "/control/pull"),
     ("GET", "/api/v1/rooms/{room}"),
     ("DELETE", "/api/v1/rooms/{room}"),
     ("POST", "/api/v1/rooms/{room}/kick"),
     ("POST", "/api/v1/rooms/{room}/record"),
     ("DELETE", "/api/v1/rooms/{room}/record"),
+    ("POST", "/api/v1/rooms/{room}/relays"),
+    ("GET", "/api/v1/rooms/{room}/relays"),
+    ("DELETE", "/api/v1/rooms/{room}/relays/{id}"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -888,6 +927,7 @@ fn edge(id: &str, region: &str, host: &str, viewers: &[(&str, u64)], egress_bps:
         viewers: viewers.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
         egress_bps,
         updated_at_ms: registry::now_ms(),
+        pulls: Default::default(),
     }
 }
 
@@ -1584,7 +1624,16 @@ impl Registry for DownRegistry {
     async fn kick(&self, _: &str) -> registry::Result<bool> {
         down()
     }
-    async fn order_record(&self, _: &str, _: bool) -> registry::Result<bool> {
+    async fn order(&self, _: &str, _: &registry::Order) -> registry::Result<bool> {
+        down()
+    }
+    async fn put_pull(&self, _: &registry::PullSpec) -> registry::Result<()> {
+        down()
+    }
+    async fn delete_pull(&self, _: &str) -> registry::Result<bool> {
+        down()
+    }
+    async fn pulls(&self) -> registry::Result<Vec<registry::PullSpec>> {
         down()
     }
     async fn heartbeat(&self, _: &NodeInfo, _: Duration) -> registry::Result<()> {
@@ -1852,6 +1901,76 @@ mod grpc {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    #[tokio::test]
+    async fn relays_over_grpc() {
+        use proto::v1::{AddPullRequest, AddRelayRequest, ListPullsRequest, RemovePullRequest};
+        let server = start(config()).await;
+        let mut client = ControlClient::new(server.channel().await);
+        let relay = |url: &str| AddRelayRequest {
+            room: "movie".into(),
+            app: String::new(),
+            url: url.into(),
+        };
+        let status = client
+            .add_relay(relay("rtmp://x/app/key"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        go_live(server.registry.as_ref(), "movie").await;
+        let status = client
+            .add_relay(relay("https://x/a.flv"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let added = client
+            .add_relay(relay("rtmps://live.example.com:443/app/secretkey"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (added.node_id.as_str(), added.state.as_str()),
+            ("origin-1", "connecting")
+        );
+        assert!(!added.url.contains("secretkey"), "{}", added.url);
+        let listed = client
+            .list_relays(room_request("movie", ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            listed.relays.is_empty(),
+            "the origin has not reported it yet"
+        );
+
+        let pull = client
+            .add_pull(AddPullRequest {
+                room: "cam".into(),
+                app: String::new(),
+                url: "rtmp://camera.local/live/cam".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let pulls = client
+            .list_pulls(ListPullsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pulls;
+        assert_eq!(pulls.len(), 1);
+        assert_eq!(
+            (pulls[0].id.as_str(), pulls[0].room.as_str()),
+            (pull.id.as_str(), "cam")
+        );
+        let remove = || RemovePullRequest {
+            id: pull.id.clone(),
+        };
+        client.remove_pull(remove()).await.unwrap();
+        let status = client.remove_pull(remove()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        server.shutdown().await;
     }
 
     #[tokio::test]
@@ -2558,4 +2677,215 @@ async fn recordings_are_listed_and_deleted_from_the_folder() {
     assert!(dir.join("game/movie/2026-12-06T09-00-00Z.flv").exists());
     assert!(dir.join("live/movie/notes.txt").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- relays ---
+
+/// The orders the origin of `app/room` (taken live by [`go_live_in`]) sees at its next
+/// lease refresh.
+async fn orders(registry: &dyn Registry, app: &str, room: &str) -> Vec<registry::Order> {
+    match registry
+        .refresh_lease(&lease_in(app, room, "origin-1", "s1"), TTL)
+        .await
+        .unwrap()
+    {
+        registry::RefreshOutcome::Orders(orders) => orders,
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn forwards_are_asked_of_the_origin_holding_the_room() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    let url = "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl-mnop";
+    let (status, body) = api
+        .send_json(
+            Method::POST,
+            "/api/v1/rooms/movie/relays",
+            json!({ "url": url }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    go_live(reg, "movie").await;
+    for (bad, why) in [
+        (
+            json!({ "url": "http://example.com/live/x.flv" }),
+            "not rtmp",
+        ),
+        (json!({ "url": "rtmp://" }), "malformed"),
+        (json!({ "uri": url }), "no url"),
+    ] {
+        let (status, body) = api
+            .send_json(Method::POST, "/api/v1/rooms/movie/relays", bad)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
+    }
+    let (status, body) = api
+        .send_json(
+            Method::POST,
+            "/api/v1/rooms/movie/relays",
+            json!({ "url": url }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["node_id"], "origin-1");
+    // The key is never shown whole.
+    assert!(!body.to_string().contains("abcd-efgh-ijkl-mnop"), "{body}");
+    assert_eq!(
+        orders(reg, "live", "movie").await,
+        [registry::Order::AddRelay {
+            id: id.clone(),
+            url: url.into()
+        }]
+    );
+
+    // The origin reports it in the lease; the API lists what it reports.
+    let mut reported = lease_in("live", "movie", "origin-1", "s1");
+    reported.relays = vec![registry::RelayInfo {
+        id: id.clone(),
+        url: "rtmp://a.rtmp.youtube.com/live2/abcd…".into(),
+        state: "live".into(),
+        bytes: 1234,
+        ..Default::default()
+    }];
+    reg.refresh_lease(&reported, TTL).await.unwrap();
+    let (status, body) = api.get("/api/v1/rooms/movie/relays").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["relays"][0]["id"], id.as_str());
+    assert_eq!(body["relays"][0]["state"], "live");
+    assert_eq!(
+        api.get("/api/v1/rooms/movie").await.1["relays"][0]["bytes"],
+        1234
+    );
+
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rooms/movie/relays/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        orders(reg, "live", "movie").await,
+        [registry::Order::RemoveRelay { id: id.clone() }]
+    );
+
+    // livego's /control/push: the same relay by its URL.
+    let push = |oper: &str| format!("/control/push?oper={oper}&app=live&name=movie&url={url}");
+    let (status, body) = api.get(&push("start")).await;
+    assert_eq!(
+        (status, &body["data"]),
+        (StatusCode::OK, &json!("Ok")),
+        "{body}"
+    );
+    let (status, _) = api.get(&push("stop")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        orders(reg, "live", "movie").await,
+        [
+            registry::Order::AddRelay {
+                id: id.clone(),
+                url: url.into()
+            },
+            registry::Order::RemoveRelay { id }
+        ]
+    );
+    let (status, _) = api.get("/control/push?oper=start&name=movie").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn pulls_are_kept_in_the_registry_with_the_state_their_origin_reports() {
+    let api = api(config()).await;
+    let reg = api.registry.as_ref();
+    let url = "rtmp://camera.local/live/secret-key";
+    let (status, body) = api
+        .send_json(
+            Method::POST,
+            "/api/v1/pulls",
+            json!({ "room": "cam", "url": url }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (&body["app"], &body["live"], &body["node_id"]),
+        (&json!("live"), &json!(false), &Value::Null)
+    );
+    assert!(!body.to_string().contains("secret-key"), "{body}");
+    assert_eq!(reg.pulls().await.unwrap()[0].url, url);
+
+    // An origin runs it and says so in its heartbeat.
+    let mut origin = node("origin-1", NodeRole::Origin, "10.0.0.1:8080", &[]);
+    origin.pulls.insert(
+        "live/cam".into(),
+        registry::RelayInfo {
+            id: id.clone(),
+            state: "retrying".into(),
+            error: Some("connection refused".into()),
+            ..Default::default()
+        },
+    );
+    reg.heartbeat(&origin, TTL).await.unwrap();
+    let (_, body) = api.get("/api/v1/pulls").await;
+    assert_eq!(body["pulls"][0]["node_id"], "origin-1");
+    assert_eq!(body["pulls"][0]["state"], "retrying");
+    assert_eq!(body["pulls"][0]["error"], "connection refused");
+
+    // A new source for the room replaces the old.
+    let (status, _) = api
+        .send_json(
+            Method::POST,
+            "/api/v1/pulls",
+            json!({ "app": "live", "room": "cam", "url": "http://other.local/live/cam.flv" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let pulls = reg.pulls().await.unwrap();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/pulls/{}", pulls[0].id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/pulls/{}", pulls[0].id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [
+        json!({ "room": "cam", "url": "ftp://x/y" }),
+        json!({ "room": "sk_nope", "url": url }),
+        json!({ "room": "cam" }),
+    ] {
+        let (status, body) = api.send_json(Method::POST, "/api/v1/pulls", bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    // livego's /control/pull.
+    let (status, body) = api
+        .get(&format!(
+            "/control/pull?oper=start&app=live&name=cam&url={url}"
+        ))
+        .await;
+    assert_eq!(
+        (status, &body["data"]),
+        (StatusCode::OK, &json!("Ok")),
+        "{body}"
+    );
+    assert_eq!(reg.pulls().await.unwrap().len(), 1);
+    let (status, _) = api.get("/control/pull?oper=stop&app=live&name=cam").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(reg.pulls().await.unwrap().is_empty());
+    let (status, _) = api.get("/control/pull?oper=stop&app=live&name=cam").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

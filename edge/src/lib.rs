@@ -80,6 +80,7 @@ impl Edge {
             move || Load {
                 viewers: shared.viewers_by_stream().collect(),
                 bytes_out: shared.bytes_out(),
+                pulls: Default::default(),
             }
         };
         Ok(Arc::new(Edge {

@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use media::hub::{Publisher, StatsHandle};
+use media::rtmp::url::RelayUrl;
 use registry::{
-    now_ms, LeaseOutcome, NodeAddrs, RefreshOutcome, Registry, RegistryError, StreamLease,
+    now_ms, LeaseOutcome, NodeAddrs, Order, RefreshOutcome, Registry, RegistryError, StreamLease,
 };
 use serve::{Eviction, Hold, Refusal};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::record::Recordings;
+use crate::relay::Forwards;
 
 /// A lease lives this long without a refresh: a node that dies loses its streams within it.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
@@ -32,6 +34,9 @@ pub(crate) struct Leases {
     /// The node's recordings (none: it cannot record): each lease says whether its stream
     /// is recorded, and carries an operator's ask to start or stop.
     recordings: Option<Arc<Recordings>>,
+    /// The node's forwards: each lease lists its stream's, and carries an operator's ask to
+    /// add or remove one.
+    forwards: Arc<Forwards>,
     /// The leases held (session -> stream), while their keepers run.
     held: watch::Sender<HashMap<String, String>>,
     /// Raised when the node shuts down: every keeper releases its lease and stops.
@@ -54,12 +59,14 @@ impl Leases {
         node_id: String,
         addrs: NodeAddrs,
         recordings: Option<Arc<Recordings>>,
+        forwards: Arc<Forwards>,
     ) -> Leases {
         Leases {
             registry,
             node_id,
             addrs,
             recordings,
+            forwards,
             held: watch::channel(HashMap::new()).0,
             closing: watch::channel(false).0,
         }
@@ -119,6 +126,37 @@ impl Leases {
             eviction.clone(),
         ));
         Ok(Hold::new(eviction, Release(stop)))
+    }
+
+    /// What operators asked of `stream`'s origin.
+    fn carry_out(&self, stream: &str, orders: Vec<Order>) {
+        for order in orders {
+            match order {
+                Order::Record { on } => {
+                    info!(stream, on, "recording asked by an operator");
+                    if let Some(recordings) = &self.recordings {
+                        if on {
+                            recordings.start(stream);
+                        } else {
+                            recordings.stop(stream);
+                        }
+                    }
+                }
+                Order::AddRelay { id, url } => match RelayUrl::parse(&url) {
+                    Ok(url) => {
+                        self.forwards.add(stream, &id, url);
+                    }
+                    Err(e) => {
+                        warn!(stream, id, error = %e, "forward asked with a URL that does not parse")
+                    }
+                },
+                Order::RemoveRelay { id } => {
+                    if !self.forwards.remove(stream, &id) {
+                        info!(stream, id, "asked to stop a forward that does not run");
+                    }
+                }
+            }
+        }
     }
 
     /// The node shuts down: every keeper releases its lease.
@@ -201,8 +239,9 @@ async fn keep(
         lease.viewers = s.viewers as u64;
         lease.video_bytes = s.video_bytes_in;
         lease.audio_bytes = s.audio_bytes_in;
-        let recordings = listed.leases.recordings.as_ref();
-        lease.recording = recordings.map(|r| r.is_recording(&lease.stream));
+        lease.recording =
+            (listed.leases.recordings.as_ref()).map(|r| r.is_recording(&lease.stream));
+        lease.relays = listed.leases.forwards.of(&lease.stream);
         // A shutdown or a release interrupts a refresh, so that the lease is not claimed
         // again after the release was decided.
         let held_before = acquired;
@@ -236,18 +275,13 @@ async fn keep(
             _ = &mut shutdown => break,
         };
         match outcome {
-            Ok(outcome @ (RefreshOutcome::Refreshed | RefreshOutcome::Record(_))) => {
+            Ok(outcome @ (RefreshOutcome::Refreshed | RefreshOutcome::Orders(_))) => {
                 if !acquired {
                     info!(stream = %lease.stream, "stream registered");
                 }
                 acquired = true;
-                if let (RefreshOutcome::Record(on), Some(recordings)) = (outcome, recordings) {
-                    info!(stream = %lease.stream, on, "recording asked by an operator");
-                    if on {
-                        recordings.start(&lease.stream);
-                    } else {
-                        recordings.stop(&lease.stream);
-                    }
+                if let RefreshOutcome::Orders(orders) = outcome {
+                    listed.leases.carry_out(&lease.stream, orders);
                 }
             }
             Ok(RefreshOutcome::Kicked) => {

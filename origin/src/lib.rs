@@ -25,6 +25,9 @@ use lease::Leases;
 pub use lease::LEASE_TTL;
 use record::Recordings;
 pub use record::{Format as RecordFormat, RecordConfig};
+use relay::transport::Tls;
+use relay::{Forwards, Pulls};
+pub use relay::{PullRule, RelayConfig, Rule as ForwardRule};
 
 /// How an origin runs.
 #[derive(Clone)]
@@ -37,6 +40,10 @@ pub struct OriginConfig {
     pub identity: NodeIdentity,
     /// Recording, when the node records (`--record-dir`).
     pub record: Option<RecordConfig>,
+    /// Forwards and pulls.
+    pub relay: RelayConfig,
+    /// Trust for `rtmps://` and `https://` relays (see [`Tls::new`]).
+    pub tls: Arc<Tls>,
 }
 
 /// Serve as an origin until `shutdown` resolves, then shut down gracefully.
@@ -49,7 +56,7 @@ pub async fn run(
     serve::run(config.node, shared, origin, shutdown).await
 }
 
-/// The origin's side of a node: admission, leases, heartbeat.
+/// The origin's side of a node: admission, leases, heartbeat, recording, relays.
 pub struct Origin {
     registry: Arc<dyn Registry>,
     require_key: bool,
@@ -57,36 +64,101 @@ pub struct Origin {
     leases: Arc<Leases>,
     heartbeat: Heartbeat,
     recordings: Option<Arc<Recordings>>,
+    forwards: Arc<Forwards>,
+    pulls: Arc<Pulls>,
 }
 
+/// How long a viewer of a room fed on demand waits for the pull to bring it.
+const PULL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Origin {
-    /// The origin of a node serving `shared`; starts its heartbeat.
+    /// The origin of a node serving `shared`; starts its heartbeat and its pulls.
     pub fn start(config: &OriginConfig, shared: &Shared) -> Arc<Origin> {
-        let load = {
-            let shared = shared.clone();
-            move || Load {
-                viewers: shared.viewers_by_stream().collect(),
-                bytes_out: shared.bytes_out(),
-            }
-        };
         let identity = &config.identity;
         let recordings = config
             .record
             .clone()
             .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone()));
-        Arc::new(Origin {
-            registry: config.registry.clone(),
-            require_key: config.require_key,
-            hub: shared.hub.clone(),
-            leases: Arc::new(Leases::new(
-                config.registry.clone(),
-                identity.id.clone(),
-                identity.addrs.clone(),
-                recordings.clone(),
-            )),
-            heartbeat: Heartbeat::start(config.registry.clone(), identity.clone(), load),
-            recordings,
-        })
+        let forwards = Forwards::new(
+            shared.hub.clone(),
+            config.tls.clone(),
+            shared.metrics.clone(),
+            config.relay.push.clone(),
+        );
+        let origin = Arc::new_cyclic(|origin| {
+            let pulls = Pulls::new(
+                origin.clone(),
+                shared.hub.clone(),
+                config.tls.clone(),
+                shared.metrics.clone(),
+                &config.relay.pull,
+                config.relay.pull_idle,
+            );
+            let load = {
+                let (shared, pulls) = (shared.clone(), pulls.clone());
+                move || Load {
+                    viewers: shared.viewers_by_stream().collect(),
+                    bytes_out: shared.bytes_out(),
+                    pulls: pulls.states().into_iter().collect(),
+                }
+            };
+            Origin {
+                registry: config.registry.clone(),
+                require_key: config.require_key,
+                hub: shared.hub.clone(),
+                leases: Arc::new(Leases::new(
+                    config.registry.clone(),
+                    identity.id.clone(),
+                    identity.addrs.clone(),
+                    recordings.clone(),
+                    forwards.clone(),
+                )),
+                heartbeat: Heartbeat::start(config.registry.clone(), identity.clone(), load),
+                recordings,
+                forwards,
+                pulls,
+            }
+        });
+        origin.pulls.start_config();
+        tokio::spawn(origin.pulls.clone().follow(config.registry.clone()));
+        origin
+    }
+
+    /// Publish `app/room` for `from` (a publisher's address, or a pull): free locally, and
+    /// not live on another node. Starts what the stream's publish starts: its lease,
+    /// recording and forwards.
+    pub(crate) async fn publish_room(
+        &self,
+        app: &str,
+        room: &str,
+        from: &(dyn std::fmt::Display + Sync),
+    ) -> Result<Publishing, Refusal> {
+        let Some(key) = stream_key(app, room) else {
+            return Err(Refusal::bad_name("Invalid stream name"));
+        };
+        let publisher = match self.hub.publish(&key, std::time::Instant::now()) {
+            Ok(publisher) => publisher,
+            Err(e) => {
+                info!(stream = %key, %from, "publish refused: {e}");
+                return Err(Refusal::bad_name("Stream already publishing"));
+            }
+        };
+        match self.leases.claim(&publisher).await {
+            Ok(hold) => {
+                if let Some(recordings) = &self.recordings {
+                    // A publisher that reconnects continues the recording it had.
+                    if recordings.records_app(app) && !recordings.is_recording(&key) {
+                        recordings.start(&key);
+                    }
+                }
+                self.forwards.published(app, room);
+                Ok(Publishing { publisher, hold })
+            }
+            Err(refusal) => {
+                publisher.finish(&self.hub);
+                Err(refusal)
+            }
+        }
     }
 
     /// The room a publish name stands for: the channel key's room, or the name itself when
@@ -122,36 +194,16 @@ impl Role for Origin {
         peer: SocketAddr,
     ) -> Result<Publishing, Refusal> {
         let room = self.admit(name).await?;
-        let Some(key) = stream_key(app, &room) else {
-            return Err(Refusal::bad_name("Invalid stream name"));
-        };
-        let publisher = match self.hub.publish(&key, std::time::Instant::now()) {
-            Ok(publisher) => publisher,
-            Err(e) => {
-                info!(stream = %key, %peer, "publish refused: {e}");
-                return Err(Refusal::bad_name("Stream already publishing"));
-            }
-        };
-        match self.leases.claim(&publisher).await {
-            Ok(hold) => {
-                if let Some(recordings) = &self.recordings {
-                    // A publisher that reconnects continues the recording it had.
-                    if recordings.records_app(app) && !recordings.is_recording(&key) {
-                        recordings.start(&key);
-                    }
-                }
-                Ok(Publishing { publisher, hold })
-            }
-            Err(refusal) => {
-                publisher.finish(&self.hub);
-                Err(refusal)
-            }
-        }
+        self.publish_room(app, &room, &peer).await
     }
 
-    /// Streams are published here: the local hub has them or nobody does.
-    async fn attach(&self, _stream: &str, attach: &mut (dyn FnMut() -> bool + Send)) -> bool {
-        attach()
+    /// Streams are published here: the local hub has them or nobody does, unless a pull
+    /// on demand feeds the stream: then it is started, and the viewer waits for it.
+    async fn attach(&self, stream: &str, attach: &mut (dyn FnMut() -> bool + Send)) -> bool {
+        if attach() {
+            return true;
+        }
+        self.pulls.demand(stream, Instant::now() + PULL_WAIT).await && attach()
     }
 
     /// Publishers end their streams on the node's shutdown signal and drop their leases;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    new_key, now_ms, LeaseOutcome, NodeInfo, RefreshOutcome, Registry, RegistryError, Result, Room,
-    StreamLease,
+    new_key, now_ms, LeaseOutcome, NodeInfo, Order, PullSpec, RefreshOutcome, Registry,
+    RegistryError, Result, Room, StreamLease, MAX_PENDING_ORDERS,
 };
 
 const KEYS_FILE: &str = "keys.json";
@@ -41,6 +41,8 @@ struct State {
     keys: Keys,
     leases: HashMap<String, LeaseEntry>,
     nodes: HashMap<String, (NodeInfo, Instant)>,
+    /// Pulls asked for at run time (not kept across restarts: the config's pulls are).
+    pulls: BTreeMap<String, PullSpec>,
 }
 
 /// Rooms and the reverse key index; always consistent with each other.
@@ -104,8 +106,8 @@ struct LeaseEntry {
     expires: Instant,
     /// Kicked by an operator: the next refresh answers `Kicked`.
     kicked: bool,
-    /// Recording asked of the owner by an operator, until the next refresh answers it.
-    record: Option<bool>,
+    /// Orders for the owner, until its next refresh answers them.
+    orders: Vec<Order>,
 }
 
 /// The on-disk format of `keys.json`.
@@ -276,13 +278,13 @@ impl Registry for EmbeddedRegistry {
     async fn acquire_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<LeaseOutcome> {
         let now = Instant::now();
         let mut state = self.state();
-        let (kicked, record) = match state.leases.get(&lease.stream) {
+        let (kicked, orders) = match state.leases.get_mut(&lease.stream) {
             Some(e) if e.expires > now && e.lease.session != lease.session => {
                 return Ok(LeaseOutcome::HeldBy(e.lease.clone()));
             }
             // Same session: what an operator asked stays pending.
-            Some(e) if e.expires > now => (e.kicked, e.record),
-            _ => (false, None),
+            Some(e) if e.expires > now => (e.kicked, std::mem::take(&mut e.orders)),
+            _ => (false, Vec::new()),
         };
         state.leases.insert(
             lease.stream.clone(),
@@ -290,7 +292,7 @@ impl Registry for EmbeddedRegistry {
                 lease: lease.clone(),
                 expires: now + ttl,
                 kicked,
-                record,
+                orders,
             },
         );
         Ok(LeaseOutcome::Acquired)
@@ -315,9 +317,9 @@ impl Registry for EmbeddedRegistry {
         }
         entry.lease = lease.clone();
         entry.expires = now + ttl;
-        Ok(match entry.record.take() {
-            Some(on) => RefreshOutcome::Record(on),
-            None => RefreshOutcome::Refreshed,
+        Ok(match std::mem::take(&mut entry.orders) {
+            orders if orders.is_empty() => RefreshOutcome::Refreshed,
+            orders => RefreshOutcome::Orders(orders),
         })
     }
 
@@ -368,16 +370,32 @@ impl Registry for EmbeddedRegistry {
         }
     }
 
-    async fn order_record(&self, stream: &str, on: bool) -> Result<bool> {
+    async fn order(&self, stream: &str, order: &Order) -> Result<bool> {
         let now = Instant::now();
         let mut state = self.state();
         match state.leases.get_mut(stream) {
             Some(e) if e.expires > now => {
-                e.record = Some(on);
+                if e.orders.len() == MAX_PENDING_ORDERS {
+                    e.orders.remove(0);
+                }
+                e.orders.push(order.clone());
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    async fn put_pull(&self, pull: &PullSpec) -> Result<()> {
+        self.state().pulls.insert(pull.id.clone(), pull.clone());
+        Ok(())
+    }
+
+    async fn delete_pull(&self, id: &str) -> Result<bool> {
+        Ok(self.state().pulls.remove(id).is_some())
+    }
+
+    async fn pulls(&self) -> Result<Vec<PullSpec>> {
+        Ok(self.state().pulls.values().cloned().collect())
     }
 
     async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()> {
@@ -445,8 +463,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn record_orders() {
-        common::check_record_orders(&EmbeddedRegistry::in_memory()).await;
+    async fn pulls() {
+        common::check_pulls(&EmbeddedRegistry::in_memory()).await;
+    }
+
+    #[tokio::test]
+    async fn orders() {
+        common::check_orders(&EmbeddedRegistry::in_memory()).await;
     }
 
     #[tokio::test]

@@ -34,6 +34,8 @@ pub struct Load {
     pub viewers: BTreeMap<String, u64>,
     /// Bytes sent to viewers since the node started.
     pub bytes_out: u64,
+    /// The pulls the node runs, by the stream each feeds.
+    pub pulls: BTreeMap<String, crate::RelayInfo>,
 }
 
 /// A node's heartbeat, written in the background until [`Heartbeat::stop`].
@@ -86,6 +88,7 @@ async fn beat(registry: Arc<dyn Registry>, identity: NodeIdentity, mut load: imp
             viewers: now.viewers,
             egress_bps: (now.bytes_out.saturating_sub(last_out) as f64 / elapsed) as u64,
             updated_at_ms: now_ms(),
+            pulls: now.pulls,
         };
         last_out = now.bytes_out;
         last_at = Instant::now();

@@ -70,6 +70,35 @@ pub struct StreamLease {
     /// no record folder).
     #[serde(default)]
     pub recording: Option<bool>,
+    /// The stream's forwards to other servers.
+    #[serde(default)]
+    pub relays: Vec<RelayInfo>,
+}
+
+/// A relay (a forward, or a pull feeding a room) as the node running it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RelayInfo {
+    pub id: String,
+    /// The other server's URL without credentials, stream keys shortened.
+    pub url: String,
+    /// `connecting`, `live` or `retrying`.
+    pub state: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Media bytes relayed so far.
+    pub bytes: u64,
+    /// Frames a forward dropped because its destination was too slow.
+    pub frames_skipped: u64,
+}
+
+/// A room to feed from another server, asked for at run time (`POST /api/v1/pulls`): some
+/// origin whose registry lists it and that sees the room not live anywhere runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullSpec {
+    pub id: String,
+    pub app: String,
+    pub room: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,17 +110,33 @@ pub enum LeaseOutcome {
 }
 
 /// What happened when a lease was refreshed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome {
     Refreshed,
     /// The lease expired or was taken over: the publisher no longer owns the stream.
     Lost,
     /// An operator kicked the publisher: disconnect it.
     Kicked,
-    /// Refreshed, and an operator asks to start (`true`) or stop (`false`) recording the
-    /// stream.
-    Record(bool),
+    /// Refreshed, and these orders of an operator are for the publisher's session, oldest
+    /// first (each answered once).
+    Orders(Vec<Order>),
 }
+
+/// What an operator asks of the origin holding a live stream, through the registry: the
+/// origin's next lease refresh answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "snake_case")]
+pub enum Order {
+    /// Start (`on`) or stop recording the stream.
+    Record { on: bool },
+    /// Forward the stream to `url` (as relay `id`) for as long as it is live.
+    AddRelay { id: String, url: String },
+    /// Stop the forward `id`.
+    RemoveRelay { id: String },
+}
+
+/// Orders waiting for one stream's origin are capped; older ones are dropped first.
+pub const MAX_PENDING_ORDERS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +160,9 @@ pub struct NodeInfo {
     pub egress_bps: u64,
     /// Unix milliseconds of this heartbeat.
     pub updated_at_ms: u64,
+    /// The pulls this node runs, by the stream each feeds.
+    #[serde(default)]
+    pub pulls: BTreeMap<String, RelayInfo>,
 }
 
 /// A room and its channel key.
@@ -155,9 +203,18 @@ pub trait Registry: Send + Sync + 'static {
     /// Ask the owner to disconnect the publisher of `stream` (seen at its next refresh).
     /// `false` when the stream is not live.
     async fn kick(&self, stream: &str) -> Result<bool>;
-    /// Ask the owner to start (`on`) or stop recording `stream`, seen at its next refresh
-    /// (the latest ask wins). `false` when the stream is not live.
-    async fn order_record(&self, stream: &str, on: bool) -> Result<bool>;
+    /// Give the owner of `stream` an order, seen at its next refresh by the session that
+    /// holds the lease now (a later publisher does not get it). `false` when the stream is
+    /// not live.
+    async fn order(&self, stream: &str, order: &Order) -> Result<bool>;
+
+    // --- pulls asked for at run time ---
+
+    /// Add (or replace, by id) a pull.
+    async fn put_pull(&self, pull: &PullSpec) -> Result<()>;
+    /// `false` when there was no such pull.
+    async fn delete_pull(&self, id: &str) -> Result<bool>;
+    async fn pulls(&self) -> Result<Vec<PullSpec>>;
 
     // --- nodes ---
 

@@ -10,8 +10,9 @@
 //! | `stream:{app/room}`    | string, PX ttl      | JSON [`StreamLease`]                           |
 //! | `streams`              | set                 | every stream that may hold a lease             |
 //! | `kick:{app/room}`      | string, PX ttl      | session id of the kicked publisher             |
-//! | `record:{app/room}`    | string, PX ttl      | `on:`/`off:` + session: recording asked of it  |
+//! | `orders:{app/room}`    | list, PX ttl        | session, a newline, a JSON [`Order`]           |
 //! | `node:{id}`            | string, PX ttl      | JSON [`NodeInfo`]                              |
+//! | `pulls`                | hash                | pull id -> JSON [`PullSpec`]                   |
 //! | `nodes`                | set                 | every node id that may be alive                |
 //!
 //! Every change to a key/room pair and every lease change runs as one Lua script, so it is
@@ -32,8 +33,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script};
 
 use crate::{
-    new_key, LeaseOutcome, NodeInfo, RefreshOutcome, Registry, RegistryError, Result, Room,
-    StreamLease,
+    new_key, LeaseOutcome, NodeInfo, Order, PullSpec, RefreshOutcome, Registry, RegistryError,
+    Result, Room, StreamLease, MAX_PENDING_ORDERS,
 };
 
 /// Bound on every registry operation (including (re)connecting).
@@ -91,28 +92,31 @@ return false
 "#;
 
 /// Refresh a lease held by this session. A pending kick for this session is consumed and the
-/// lease deleted; a pending record order for it is consumed and answered. Returns
-/// 'refreshed', 'lost', 'kicked', 'record-on' or 'record-off'.
-/// KEYS: stream:{s}, kick:{s}, streams, record:{s}. ARGV: session, lease JSON, ttl ms, stream.
+/// lease deleted; pending orders are consumed and those for this session answered. Returns
+/// {'lost'}, {'kicked'} or {'refreshed', order JSON...}.
+/// KEYS: stream:{s}, kick:{s}, streams, orders:{s}. ARGV: session, lease JSON, ttl ms, stream.
 const REFRESH: &str = r#"
 local cur = redis.call('GET', KEYS[1])
-if not cur then return 'lost' end
+if not cur then return {'lost'} end
 local ok, obj = pcall(cjson.decode, cur)
-if not (ok and type(obj) == 'table' and obj.session == ARGV[1]) then return 'lost' end
+if not (ok and type(obj) == 'table' and obj.session == ARGV[1]) then return {'lost'} end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[3], ARGV[4])
-  return 'kicked'
+  return {'kicked'}
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
-local order = redis.call('GET', KEYS[4])
-if order == 'on:' .. ARGV[1] or order == 'off:' .. ARGV[1] then
-  redis.call('DEL', KEYS[4])
-  return 'record-' .. string.sub(order, 1, string.find(order, ':') - 1)
+local answer = {'refreshed'}
+local mine = ARGV[1] .. '\n'
+for _, entry in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  if string.sub(entry, 1, #mine) == mine then
+    table.insert(answer, string.sub(entry, #mine + 1))
+  end
 end
-return 'refreshed'
+redis.call('DEL', KEYS[4])
+return answer
 "#;
 
 /// Compare-and-delete by session; 1 if deleted.
@@ -128,18 +132,34 @@ redis.call('SREM', KEYS[3], ARGV[2])
 return 1
 "#;
 
-/// Leave a word for the current holder of the lease, for as long as its lease lives: its
-/// session id after a prefix (none for a kick; `on:`/`off:` for a record order), which its
-/// next refresh finds. 1: left, 0: no lease, -1: unreadable lease.
-/// KEYS: stream:{s}, the word's key (kick:{s} or record:{s}). ARGV: prefix.
-const TELL_HOLDER: &str = r#"
+/// Mark the current holder of the lease as kicked, for as long as its lease lives.
+/// 1: kicked, 0: no lease, -1: unreadable lease.
+/// KEYS: stream:{s}, kick:{s}.
+const KICK: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 local ok, obj = pcall(cjson.decode, cur)
 if not (ok and type(obj) == 'table' and type(obj.session) == 'string') then return -1 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl <= 0 then ttl = 60000 end
-redis.call('SET', KEYS[2], ARGV[1] .. obj.session, 'PX', ttl)
+redis.call('SET', KEYS[2], obj.session, 'PX', ttl)
+return 1
+"#;
+
+/// Queue an order for the current holder of the lease (its session, a newline, the order),
+/// keeping at most ARGV[2] orders, for as long as the lease lives.
+/// 1: queued, 0: no lease, -1: unreadable lease.
+/// KEYS: stream:{s}, orders:{s}. ARGV: order JSON, cap.
+const ORDER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, obj = pcall(cjson.decode, cur)
+if not (ok and type(obj) == 'table' and type(obj.session) == 'string') then return -1 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then ttl = 60000 end
+redis.call('RPUSH', KEYS[2], obj.session .. '\n' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 "#;
 
@@ -162,7 +182,8 @@ struct Scripts {
     acquire: Script,
     refresh: Script,
     release: Script,
-    tell_holder: Script,
+    kick: Script,
+    order: Script,
     prune: Script,
 }
 
@@ -175,7 +196,8 @@ impl Scripts {
             acquire: Script::new(ACQUIRE),
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
-            tell_holder: Script::new(TELL_HOLDER),
+            kick: Script::new(KICK),
+            order: Script::new(ORDER),
             prune: Script::new(PRUNE),
         }
     }
@@ -199,22 +221,27 @@ impl std::fmt::Debug for RedisRegistry {
 }
 
 impl RedisRegistry {
-    /// Leave `prefix` + the holder's session at `{kind}:{stream}` (see [`TELL_HOLDER`]);
-    /// `false` when the stream is not live.
-    async fn tell_holder(&self, stream: &str, kind: &str, prefix: &str) -> Result<bool> {
-        let skey = self.k("stream", stream);
-        let mut inv = self.scripts.tell_holder.key(&skey);
-        inv.key(self.k(kind, stream)).arg(prefix);
+    /// Run a script that leaves a word for the holder of `stream`'s lease: 1 left, 0 no
+    /// lease (`false`), -1 an unreadable lease.
+    async fn holder_script(
+        &self,
+        what: &str,
+        stream: &str,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<bool> {
         let inv = &inv;
         let r: i64 = self
-            .bounded(kind, move |mut conn| async move {
+            .bounded(what, move |mut conn| async move {
                 inv.invoke_async(&mut conn).await
             })
             .await?;
         match r {
             1 => Ok(true),
             0 => Ok(false),
-            _ => Err(RegistryError::Corrupt(format!("{skey}: unreadable lease"))),
+            _ => Err(RegistryError::Corrupt(format!(
+                "{}: unreadable lease",
+                self.k("stream", stream)
+            ))),
         }
     }
 
@@ -515,25 +542,34 @@ impl Registry for RedisRegistry {
         let mut inv = self.scripts.refresh.key(self.k("stream", &lease.stream));
         inv.key(self.k("kick", &lease.stream))
             .key(self.set_key("streams"))
-            .key(self.k("record", &lease.stream))
+            .key(self.k("orders", &lease.stream))
             .arg(&lease.session)
             .arg(json)
             .arg(ttl_ms(ttl))
             .arg(&lease.stream);
         let inv = &inv;
-        let outcome: String = self
+        let answer: Vec<String> = self
             .bounded("refresh_lease", move |mut conn| async move {
                 inv.invoke_async(&mut conn).await
             })
             .await?;
-        match outcome.as_str() {
-            "refreshed" => Ok(RefreshOutcome::Refreshed),
-            "lost" => Ok(RefreshOutcome::Lost),
-            "kicked" => Ok(RefreshOutcome::Kicked),
-            "record-on" => Ok(RefreshOutcome::Record(true)),
-            "record-off" => Ok(RefreshOutcome::Record(false)),
-            other => Err(RegistryError::Corrupt(format!(
-                "refresh_lease: unexpected answer {other:?}"
+        match answer.split_first() {
+            Some((first, orders)) if first == "refreshed" => {
+                if orders.is_empty() {
+                    return Ok(RefreshOutcome::Refreshed);
+                }
+                // An order that does not parse (written by a newer version) is skipped.
+                Ok(RefreshOutcome::Orders(
+                    orders
+                        .iter()
+                        .filter_map(|o| serde_json::from_str(o).ok())
+                        .collect(),
+                ))
+            }
+            Some((first, _)) if first == "lost" => Ok(RefreshOutcome::Lost),
+            Some((first, _)) if first == "kicked" => Ok(RefreshOutcome::Kicked),
+            _ => Err(RegistryError::Corrupt(format!(
+                "refresh_lease: unexpected answer {answer:?}"
             ))),
         }
     }
@@ -570,12 +606,67 @@ impl Registry for RedisRegistry {
     }
 
     async fn kick(&self, stream: &str) -> Result<bool> {
-        self.tell_holder(stream, "kick", "").await
+        let mut inv = self.scripts.kick.key(self.k("stream", stream));
+        inv.key(self.k("kick", stream));
+        self.holder_script("kick", stream, inv).await
     }
 
-    async fn order_record(&self, stream: &str, on: bool) -> Result<bool> {
-        self.tell_holder(stream, "record", if on { "on:" } else { "off:" })
-            .await
+    async fn order(&self, stream: &str, order: &Order) -> Result<bool> {
+        let json = to_json("order", order)?;
+        let mut inv = self.scripts.order.key(self.k("stream", stream));
+        inv.key(self.k("orders", stream))
+            .arg(json)
+            .arg(MAX_PENDING_ORDERS);
+        self.holder_script("order", stream, inv).await
+    }
+
+    async fn put_pull(&self, pull: &PullSpec) -> Result<()> {
+        let json = to_json("pull", pull)?;
+        let (key, id) = (self.set_key("pulls"), pull.id.clone());
+        let (key, id, json) = (&key, &id, &json);
+        self.bounded("put_pull", move |mut conn| async move {
+            redis::cmd("HSET")
+                .arg(key)
+                .arg(id)
+                .arg(json)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn delete_pull(&self, id: &str) -> Result<bool> {
+        let key = self.set_key("pulls");
+        let key = &key;
+        let removed: i64 = self
+            .bounded("delete_pull", move |mut conn| async move {
+                redis::cmd("HDEL")
+                    .arg(key)
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn pulls(&self) -> Result<Vec<PullSpec>> {
+        let key = self.set_key("pulls");
+        let key = &key;
+        let all: Vec<String> = self
+            .bounded("pulls", move |mut conn| async move {
+                redis::cmd("HVALS").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        let mut pulls: Vec<PullSpec> = all
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| RegistryError::Corrupt(format!("{key}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        pulls.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(pulls)
     }
 
     async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<()> {

@@ -38,6 +38,14 @@ pub struct Metrics {
     pub recordings: AtomicU64,
     /// Origin: recordings ended because a file could not be written.
     pub record_errors_total: AtomicU64,
+    /// Origin: forwards and pulls connected and relaying now.
+    pub relays_live: AtomicU64,
+    /// Origin: media bytes forwarded to other servers.
+    pub relay_bytes_total: AtomicU64,
+    /// Origin: forward and pull attempts that failed (each is tried again).
+    pub relay_retries_total: AtomicU64,
+    /// Origin: frames a forward dropped because its destination was too slow.
+    pub relay_frames_skipped_total: AtomicU64,
 }
 
 /// Keeps a gauge raised while alive.
@@ -201,6 +209,30 @@ impl Metrics {
             "counter",
             "Origin: recordings ended because a file could not be written (a full or slow disk).",
             get(&self.record_errors_total),
+        );
+        metric(
+            "ferrolive_relays_live",
+            "gauge",
+            "Origin: forwards and pulls connected and relaying now.",
+            get(&self.relays_live),
+        );
+        metric(
+            "ferrolive_relay_bytes_total",
+            "counter",
+            "Origin: media bytes forwarded to other servers.",
+            get(&self.relay_bytes_total),
+        );
+        metric(
+            "ferrolive_relay_retries_total",
+            "counter",
+            "Origin: forward and pull attempts that failed (each is tried again).",
+            get(&self.relay_retries_total),
+        );
+        metric(
+            "ferrolive_relay_frames_skipped_total",
+            "counter",
+            "Origin: frames a forward dropped because its destination was too slow.",
+            get(&self.relay_frames_skipped_total),
         );
         let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
         for s in &streams {

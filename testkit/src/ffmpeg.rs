@@ -85,6 +85,7 @@ pub fn publish(url: &str, source: Source, gop: u32, seconds: u32) -> Proc {
 }
 
 /// Frames decoded per stream by ffmpeg reading `url` for `seconds`.
+#[derive(Debug)]
 pub struct Decoded {
     pub video: usize,
     pub audio: usize,

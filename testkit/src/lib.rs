@@ -1,6 +1,6 @@
 //! Test support shared by the end-to-end tests (`tests/`), the registry's Redis tests and
 //! the bench's test: the real `ferrolive` binary ([`Server`]), a real `redis-server`
-//! ([`Redis`]), ffmpeg and ffprobe as publisher and player, plain HTTP and HTTP-FLV readers
+//! ([`Redis`]), nginx with the RTMP module ([`Nginx`]), ffmpeg and ffprobe as publisher and player, plain HTTP and HTTP-FLV readers
 //! built on the project's own demuxer, and a blocking RTMP client ([`RtmpClient`]) on
 //! media's sans-IO client session.
 //!
@@ -9,6 +9,7 @@
 
 mod ffmpeg;
 mod http;
+mod nginx;
 mod redis;
 mod rtmp;
 mod server;
@@ -21,6 +22,7 @@ pub use ffmpeg::{
     decode, decode_to_end, publish, publish_accepted, require_ffmpeg, Decoded, Source,
 };
 pub use http::{http_get, http_request, FlvViewer, Response};
+pub use nginx::{require_nginx, Nginx};
 pub use redis::Redis;
 pub use rtmp::RtmpClient;
 pub use server::{ferrolive_binary, livego_data, Server};

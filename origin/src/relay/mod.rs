@@ -1,8 +1,111 @@
-//! Relays: live streams forwarded to other servers and streams pulled in from them, over
-//! RTMP, RTMPS and HTTP(S)-FLV. This is their connection layer: the byte stream
-//! ([`transport`], TCP or TLS), and the drivers that publish or play over RTMP ([`rtmp`])
-//! and pull HTTP-FLV ([`flv`]). URLs are parsed and redacted by `media::rtmp::url`.
+//! Relays: live streams forwarded to other servers ([`forward`]) and streams pulled in from
+//! them ([`pull`]), over RTMP, RTMPS and HTTP(S)-FLV ([`transport`], [`rtmp`], [`flv`]).
+//! When to try again is [`policy`]'s to say.
 
 pub mod flv;
+mod forward;
+mod policy;
+mod pull;
 pub mod rtmp;
 pub mod transport;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use registry::RelayInfo;
+
+pub use forward::Forwards;
+pub use pull::{PullRule, Pulls};
+
+/// How an origin relays.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    /// Where published streams are forwarded.
+    pub push: Vec<Rule>,
+    /// Rooms fed from elsewhere.
+    pub pull: Vec<PullRule>,
+    /// How long an on-demand pull goes on without anyone watching.
+    pub pull_idle: Duration,
+}
+
+/// `APP/ROOM=URL`: streams whose app and room match (`*` matches any) are forwarded to URL,
+/// with `{app}` and `{room}` replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    app: Option<String>,
+    room: Option<String>,
+    url: String,
+}
+
+impl Rule {
+    pub fn parse(rule: &str) -> Result<Rule, String> {
+        let (pattern, url) = rule
+            .split_once('=')
+            .ok_or_else(|| format!("{rule:?}: write APP/ROOM=URL (APP or ROOM may be *)"))?;
+        let (app, room) = pattern
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("{pattern:?}: write APP/ROOM (APP or ROOM may be *)"))?;
+        let name = |part: &str| -> Result<Option<String>, String> {
+            match part {
+                "*" => Ok(None),
+                name if media::names::is_valid_name(name) => Ok(Some(name.to_owned())),
+                name => Err(format!("{name:?} is not a valid app or room name, nor *")),
+            }
+        };
+        let url = url.trim().to_owned();
+        media::rtmp::url::RelayUrl::parse(&expand(&url, "app", "room"))
+            .map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(Rule {
+            app: name(app)?,
+            room: name(room)?,
+            url,
+        })
+    }
+
+    fn matches(&self, app: &str, room: &str) -> bool {
+        self.app.as_deref().is_none_or(|a| a == app)
+            && self.room.as_deref().is_none_or(|r| r == room)
+    }
+
+    fn url(&self, app: &str, room: &str) -> String {
+        expand(&self.url, app, room)
+    }
+}
+
+/// `template` with `{app}` and `{room}` replaced.
+fn expand(template: &str, app: &str, room: &str) -> String {
+    media::rtmp::url::expand(template, app, room)
+}
+
+/// A relay's state as its task last set it (what the lease, the heartbeat and the API show).
+fn lock(state: &Mutex<RelayInfo>) -> MutexGuard<'_, RelayInfo> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set(state: &Mutex<RelayInfo>, change: impl FnOnce(&mut RelayInfo)) {
+    change(&mut lock(state));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_apps_and_rooms() {
+        let rule = Rule::parse("live/*=rtmp://backup:1935/{app}/{room}").unwrap();
+        assert!(rule.matches("live", "a") && !rule.matches("game", "a"));
+        assert_eq!(rule.url("live", "a"), "rtmp://backup:1935/live/a");
+        let rule = Rule::parse("*/movie=rtmps://live.example.com/app/KEY").unwrap();
+        assert!(rule.matches("game", "movie") && !rule.matches("game", "other"));
+        for bad in [
+            "live=rtmp://x/a/b",
+            "live/a",
+            "../a=rtmp://x/a/b",
+            "live/a=ftp://x/a/b",
+            "live/a=not a url",
+        ] {
+            assert!(Rule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    LeaseOutcome, NodeAddrs, NodeInfo, NodeRole, RefreshOutcome, Registry, Room, StreamLease,
-    KEY_PREFIX,
+    LeaseOutcome, NodeAddrs, NodeInfo, NodeRole, Order, PullSpec, RefreshOutcome, Registry, Room,
+    StreamLease, KEY_PREFIX, MAX_PENDING_ORDERS,
 };
 
 pub fn lease(stream: &str, session: &str) -> StreamLease {
@@ -35,6 +35,7 @@ pub fn lease(stream: &str, session: &str) -> StreamLease {
         audio_bytes: 0,
         viewers: 0,
         recording: Some(true),
+        relays: Vec::new(),
     }
 }
 
@@ -50,6 +51,7 @@ pub fn node(id: &str) -> NodeInfo {
         viewers: [("live/a".to_owned(), 3)].into_iter().collect(),
         egress_bps: 1_000_000,
         updated_at_ms: 1_700_000_000_000,
+        pulls: Default::default(),
     }
 }
 
@@ -246,17 +248,22 @@ pub async fn check_lease_expiry(reg: &dyn Registry) {
 }
 
 /// Kick: false without a lease; the owner's next refresh answers Kicked (once).
-pub async fn check_record_orders(reg: &dyn Registry) {
-    assert!(!reg.order_record("live/r", true).await.unwrap());
+pub async fn check_orders(reg: &dyn Registry) {
+    let record = |on| Order::Record { on };
+    assert!(!reg.order("live/r", &record(true)).await.unwrap());
     let a = lease("live/r", "s1");
     assert_eq!(
         reg.acquire_lease(&a, LONG).await.unwrap(),
         LeaseOutcome::Acquired
     );
-    // Another session neither sees nor consumes the order; the latest order wins, and it
-    // is answered once.
-    assert!(reg.order_record("live/r", true).await.unwrap());
-    assert!(reg.order_record("live/r", false).await.unwrap());
+    // Another session neither sees nor consumes the orders; they come in order, once.
+    let add = Order::AddRelay {
+        id: "r1".into(),
+        url: "rtmp://example.com/app/key?x=\"y\"\n".into(),
+    };
+    assert!(reg.order("live/r", &record(true)).await.unwrap());
+    assert!(reg.order("live/r", &add).await.unwrap());
+    assert!(reg.order("live/r", &record(false)).await.unwrap());
     assert_eq!(
         reg.refresh_lease(&lease("live/r", "s2"), LONG)
             .await
@@ -265,19 +272,26 @@ pub async fn check_record_orders(reg: &dyn Registry) {
     );
     assert_eq!(
         reg.refresh_lease(&a, LONG).await.unwrap(),
-        RefreshOutcome::Record(false)
+        RefreshOutcome::Orders(vec![record(true), add.clone(), record(false)])
     );
     assert_eq!(
         reg.refresh_lease(&a, LONG).await.unwrap(),
         RefreshOutcome::Refreshed
     );
-    assert!(reg.order_record("live/r", true).await.unwrap());
-    assert_eq!(
-        reg.refresh_lease(&a, LONG).await.unwrap(),
-        RefreshOutcome::Record(true)
-    );
+    // Orders are capped: the oldest go.
+    for i in 0..MAX_PENDING_ORDERS + 3 {
+        let order = Order::RemoveRelay { id: i.to_string() };
+        assert!(reg.order("live/r", &order).await.unwrap());
+    }
+    match reg.refresh_lease(&a, LONG).await.unwrap() {
+        RefreshOutcome::Orders(orders) => {
+            assert_eq!(orders.len(), MAX_PENDING_ORDERS);
+            assert_eq!(orders[0], Order::RemoveRelay { id: "3".into() });
+        }
+        other => panic!("{other:?}"),
+    }
     // An order is for the session it was made to: the next publisher does not get it.
-    assert!(reg.order_record("live/r", true).await.unwrap());
+    assert!(reg.order("live/r", &record(true)).await.unwrap());
     assert!(reg.release_lease("live/r", "s1").await.unwrap());
     let b = lease("live/r", "s3");
     assert_eq!(
@@ -288,6 +302,26 @@ pub async fn check_record_orders(reg: &dyn Registry) {
         reg.refresh_lease(&b, LONG).await.unwrap(),
         RefreshOutcome::Refreshed
     );
+}
+
+pub async fn check_pulls(reg: &dyn Registry) {
+    assert!(reg.pulls().await.unwrap().is_empty());
+    let pull = |id: &str, room: &str| PullSpec {
+        id: id.into(),
+        app: "live".into(),
+        room: room.into(),
+        url: "rtmp://camera.local/live/cam".into(),
+    };
+    reg.put_pull(&pull("b", "one")).await.unwrap();
+    reg.put_pull(&pull("a", "two")).await.unwrap();
+    reg.put_pull(&pull("b", "three")).await.unwrap();
+    assert_eq!(
+        reg.pulls().await.unwrap(),
+        [pull("a", "two"), pull("b", "three")]
+    );
+    assert!(reg.delete_pull("a").await.unwrap());
+    assert!(!reg.delete_pull("a").await.unwrap());
+    assert_eq!(reg.pulls().await.unwrap(), [pull("b", "three")]);
 }
 
 pub async fn check_kick(reg: &dyn Registry) {
@@ -355,6 +389,7 @@ pub async fn check_nodes(reg: &dyn Registry) {
     let n2b = NodeInfo {
         egress_bps: 42,
         updated_at_ms: n2.updated_at_ms + 1,
+        pulls: Default::default(),
         ..n2.clone()
     };
     reg.heartbeat(&n2b, LONG).await.unwrap();

@@ -1,0 +1,326 @@
+//! Forwards: a live stream sent on to other servers over RTMP or RTMPS, as lal's
+//! `relay_push` and livego's `static_push` do (restreaming to YouTube, Twitch, Facebook).
+//!
+//! A forward takes the stream's frames from the hub as a viewer does (an
+//! [`Audience::Relay`] subscriber: the hub's bounded ring is its queue, and when it falls
+//! behind it skips to the next keyframe, counted), so a slow or dead destination never
+//! slows the publisher or anyone else. It lasts as long as the stream is live on this node
+//! (a publisher reconnecting within the grace keeps it) or until it is removed; a lost
+//! destination is tried again as [`super::policy`] says.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use media::frame::{Frame, MediaKind};
+use media::hub::{Audience, Delivery, Hub};
+use media::rtmp::url::RelayUrl;
+use registry::RelayInfo;
+use serve::metrics::Metrics;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::policy::{Backoff, Failure};
+use super::rtmp::RtmpPush;
+use super::transport::Tls;
+use super::Rule;
+use super::{lock, set};
+
+/// Time to connect, handshake and have the publish accepted.
+const NEGOTIATE_WITHIN: Duration = Duration::from_secs(10);
+/// A destination that takes no bytes this long is gone.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
+
+/// The forwards of one origin.
+pub struct Forwards {
+    hub: Arc<Hub>,
+    tls: Arc<Tls>,
+    metrics: Arc<Metrics>,
+    rules: Vec<Rule>,
+    /// Forwards running, by stream.
+    running: Mutex<HashMap<String, Vec<Forward>>>,
+}
+
+/// A forward as it runs: what the lease and the API show of it, and its stop signal.
+struct Forward {
+    id: String,
+    state: Arc<Mutex<RelayInfo>>,
+    stop: Arc<Notify>,
+}
+
+impl Forwards {
+    pub fn new(
+        hub: Arc<Hub>,
+        tls: Arc<Tls>,
+        metrics: Arc<Metrics>,
+        rules: Vec<Rule>,
+    ) -> Arc<Forwards> {
+        Arc::new(Forwards {
+            hub,
+            tls,
+            metrics,
+            rules,
+            running: Mutex::default(),
+        })
+    }
+
+    /// A stream was published: start the forwards its rules name that are not running yet
+    /// (a publisher reconnecting within the grace keeps its forwards).
+    pub fn published(self: &Arc<Self>, app: &str, room: &str) {
+        let stream = format!("{app}/{room}");
+        for (n, rule) in self.rules.iter().enumerate() {
+            if !rule.matches(app, room) {
+                continue;
+            }
+            let url = rule.url(app, room);
+            match RelayUrl::parse(&url) {
+                Ok(url) => {
+                    self.add(&stream, &format!("rule-{}", n + 1), url);
+                }
+                Err(e) => {
+                    warn!(%stream, rule = n + 1, error = %e, "forward rule gives no valid URL")
+                }
+            }
+        }
+    }
+
+    /// Forward `stream` to `url` as `id`; `false` when a forward of that id runs already.
+    pub fn add(self: &Arc<Self>, stream: &str, id: &str, url: RelayUrl) -> bool {
+        let mut running = self.running();
+        let forwards = running.entry(stream.to_owned()).or_default();
+        if forwards.iter().any(|f| f.id == id) {
+            return false;
+        }
+        let state = Arc::new(Mutex::new(RelayInfo {
+            id: id.to_owned(),
+            url: url.redacted(),
+            state: "connecting".into(),
+            ..RelayInfo::default()
+        }));
+        let stop = Arc::new(Notify::new());
+        forwards.push(Forward {
+            id: id.to_owned(),
+            state: state.clone(),
+            stop: stop.clone(),
+        });
+        drop(running);
+        info!(stream, id, url = %url.redacted(), "forwarding");
+        let forwards = self.clone();
+        let (stream, id) = (stream.to_owned(), id.to_owned());
+        tokio::spawn(async move {
+            forwards.run(&stream, url, &state, &stop).await;
+            let mut running = forwards.running();
+            if let Some(list) = running.get_mut(&stream) {
+                list.retain(|f| !Arc::ptr_eq(&f.stop, &stop));
+                if list.is_empty() {
+                    running.remove(&stream);
+                }
+            }
+            info!(%stream, %id, "forward ended");
+        });
+        true
+    }
+
+    /// Stop the forward `id` of `stream`; `false` when there is none.
+    pub fn remove(&self, stream: &str, id: &str) -> bool {
+        let running = self.running();
+        match running
+            .get(stream)
+            .and_then(|list| list.iter().find(|f| f.id == id))
+        {
+            Some(forward) => {
+                forward.stop.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The forwards of `stream` as they are now.
+    pub fn of(&self, stream: &str) -> Vec<RelayInfo> {
+        self.running()
+            .get(stream)
+            .map(|list| list.iter().map(|f| lock(&f.state).clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Vec<Forward>>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forward until the stream ends or `stop`, reconnecting as the policy says.
+    async fn run(&self, stream: &str, url: RelayUrl, state: &Mutex<RelayInfo>, stop: &Notify) {
+        let mut backoff = Backoff::default();
+        loop {
+            // A new subscriber for every attempt: the destination starts at a keyframe, with
+            // the metadata and sequence headers first.
+            let Some(mut frames) = self.hub.subscribe(stream, Audience::Relay) else {
+                return;
+            };
+            set(state, |s| s.state = "connecting".into());
+            let connect = RtmpPush::connect(&url, &self.tls, Instant::now() + NEGOTIATE_WITHIN);
+            let mut push = tokio::select! {
+                pushed = connect => match pushed {
+                    Ok(push) => push,
+                    Err(e) => {
+                        let failure = if e.unreachable() { Failure::Unreachable } else { Failure::Failed };
+                        if !self.retry(stream, state, stop, &mut backoff, failure, Duration::ZERO, &e.to_string()).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                () = stop.notified() => return,
+            };
+            set(state, |s| {
+                s.state = "live".into();
+                s.error = None;
+            });
+            Metrics::add(&self.metrics.relays_live, 1);
+            let since = Instant::now();
+            let mut timeline = Timeline::default();
+            let mut sent_before = 0;
+            let ended: Result<(), String> = loop {
+                let delivery = tokio::select! {
+                    delivery = frames.next() => delivery,
+                    // Between frames: answer the destination, and notice it went away.
+                    serviced = push.service() => match serviced {
+                        Ok(()) => continue,
+                        Err(e) => break Err(e.to_string()),
+                    },
+                    () = stop.notified() => break Ok(()),
+                };
+                match delivery {
+                    Delivery::Frame(frame) => {
+                        let frame = timeline.place(&frame);
+                        match tokio::time::timeout(SEND_WITHIN, push.send(&frame)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break Err(e.to_string()),
+                            Err(_) => break Err("the destination took nothing for 10 s".into()),
+                        }
+                        let sent = push.bytes_sent();
+                        let new = sent.saturating_sub(sent_before);
+                        sent_before = sent;
+                        Metrics::add(&self.metrics.relay_bytes_total, new);
+                        set(state, |s| s.bytes += new);
+                    }
+                    Delivery::Skipped(n) => {
+                        Metrics::add(&self.metrics.relay_frames_skipped_total, n);
+                        set(state, |s| s.frames_skipped += n);
+                        warn!(stream, url = %url.redacted(), skipped = n, "forward fell behind; resuming at the next keyframe");
+                    }
+                    Delivery::End => break Ok(()),
+                }
+            };
+            self.metrics.relays_live.fetch_sub(1, Ordering::Relaxed);
+            match ended {
+                Ok(_) => {
+                    push.close().await;
+                    return;
+                }
+                Err(why) => {
+                    let live_for = since.elapsed();
+                    if !self
+                        .retry(
+                            stream,
+                            state,
+                            stop,
+                            &mut backoff,
+                            Failure::Failed,
+                            live_for,
+                            &why,
+                        )
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Note the failure and wait before the next attempt; `false` when the forward should
+    /// end instead (stopped, or the stream is no longer live).
+    #[allow(clippy::too_many_arguments)]
+    async fn retry(
+        &self,
+        stream: &str,
+        state: &Mutex<RelayInfo>,
+        stop: &Notify,
+        backoff: &mut Backoff,
+        failure: Failure,
+        live_for: Duration,
+        why: &str,
+    ) -> bool {
+        let wait = backoff.failed(failure, live_for);
+        Metrics::add(&self.metrics.relay_retries_total, 1);
+        warn!(stream, url = %lock(state).url, error = why, retry_in = ?wait, "forward failed");
+        set(state, |s| {
+            s.state = "retrying".into();
+            s.error = Some(why.to_owned());
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => self.hub.is_live(stream),
+            () = stop.notified() => false,
+        }
+    }
+}
+
+/// Each connection to a destination is a new publish: its time starts at 0 at its first
+/// frame of media, and what comes before that (metadata, sequence headers, which the hub
+/// keeps with the time they were first sent) goes out at 0. Keeping the stream's own
+/// times instead would start a destination's tracks far apart: the headers from when the
+/// publisher began, the media from now.
+#[derive(Debug, Default)]
+struct Timeline {
+    base: Option<u64>,
+}
+
+impl Timeline {
+    fn place(&mut self, frame: &Frame) -> Frame {
+        let media = frame.kind != MediaKind::Metadata && !frame.sequence_header;
+        let base = match self.base {
+            Some(base) => base,
+            None if media => *self.base.insert(frame.timestamp),
+            None => frame.timestamp,
+        };
+        Frame::new(
+            frame.kind,
+            frame.timestamp.saturating_sub(base),
+            frame.payload.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_destination_starts_at_zero_with_its_headers() {
+        let mut timeline = Timeline::default();
+        let frame =
+            |kind, ts, payload: &'static [u8]| Frame::new(kind, ts, Bytes::from_static(payload));
+        let avc_header: &[u8] = &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f];
+        let aac_header: &[u8] = &[0xaf, 0, 0x12, 0x10];
+        let sent: Vec<u64> = [
+            frame(MediaKind::Metadata, 0, b"\x02"),
+            frame(MediaKind::Video, 40, avc_header),
+            frame(MediaKind::Audio, 20, aac_header),
+            frame(
+                MediaKind::Video,
+                13_080,
+                &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65],
+            ),
+            frame(MediaKind::Audio, 13_070, &[0xaf, 1, 0x21]),
+            frame(MediaKind::Audio, 13_093, &[0xaf, 1, 0x21]),
+        ]
+        .iter()
+        .map(|f| timeline.place(f).timestamp)
+        .collect();
+        assert_eq!(sent, [0, 0, 0, 0, 0, 13]);
+    }
+}
