@@ -428,6 +428,43 @@ impl ClientSession {
         Ok(())
     }
 
+    /// What [`ClientSession::send_media`] sends, as standalone chunks (type 0 headers,
+    /// depending on nothing sent before) for a caller that writes the bytes itself. A
+    /// caller that does must send all its media this way: the session's own compressed
+    /// headers would be read against these.
+    pub fn media_chunks(
+        &self,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> Result<Bytes, ClientError> {
+        let stream_id = match (self.state, self.stream_id) {
+            (ClientState::Publishing, Some(id)) => id,
+            _ => return Err(self.invalid("send media")),
+        };
+        let (csid, type_id) = match kind {
+            MediaKind::Audio => (CSID_AUDIO, msg_type::AUDIO),
+            MediaKind::Video => (CSID_VIDEO, msg_type::VIDEO),
+            MediaKind::Metadata => (CSID_DATA, msg_type::DATA_AMF0),
+        };
+        let wrapped;
+        let payload = match kind {
+            MediaKind::Metadata => {
+                wrapped = with_set_data_frame(payload);
+                &wrapped[..]
+            }
+            _ => payload,
+        };
+        Ok(super::chunk::encode_standalone(
+            csid,
+            timestamp,
+            type_id,
+            stream_id,
+            payload,
+            OUT_CHUNK_SIZE,
+        ))
+    }
+
     /// `@setDataFrame("onMetaData", ...)` at timestamp 0, before the sequence headers: what
     /// encoders send first. `metadata` is `onMetaData` and its object in AMF0.
     pub fn set_data_frame(&mut self, metadata: &[u8]) -> Result<(), ClientError> {

@@ -9,6 +9,7 @@
 //! destination is tried again as [`super::policy`] says.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -32,6 +33,8 @@ use super::{lock, set};
 const NEGOTIATE_WITHIN: Duration = Duration::from_secs(10);
 /// A destination that takes no bytes this long is gone.
 const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// How long the first frame of a write waits for the next picture to share it.
+const MERGE: Duration = Duration::from_millis(40);
 
 /// The forwards of one origin.
 pub struct Forwards {
@@ -194,23 +197,54 @@ impl Forwards {
                 };
                 match delivery {
                     Delivery::Frame(frame) => {
-                        let frame = timeline.place(&frame);
-                        match tokio::time::timeout(SEND_WITHIN, push.send(&frame)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => break Err(e.to_string()),
-                            Err(_) => break Err("the destination took nothing for 10 s".into()),
+                        // Frames that come within MERGE of the first go out in one write,
+                        // as they do to viewers: a write per two pictures, not per frame.
+                        let until = Instant::now() + MERGE;
+                        let (mut next, mut after, mut pictures) =
+                            (Some(Delivery::Frame(frame)), None, 0);
+                        let mut queued = Ok(());
+                        loop {
+                            match next.take() {
+                                Some(Delivery::Frame(frame)) => {
+                                    pictures += usize::from(
+                                        frame.kind == MediaKind::Video && !frame.sequence_header,
+                                    );
+                                    queued = timeline.place(&frame, |f, at| push.queue(f, at));
+                                    if queued.is_err() || pictures >= 2 {
+                                        break;
+                                    }
+                                }
+                                other => {
+                                    after = other;
+                                    break;
+                                }
+                            }
+                            next = match frames.try_next() {
+                                Some(delivery) => Some(delivery),
+                                None => match tokio::time::timeout_at(until, frames.next()).await {
+                                    Ok(delivery) => Some(delivery),
+                                    Err(_) => break,
+                                },
+                            };
+                        }
+                        if let Err(why) = match queued {
+                            Ok(()) => flush_within(&mut push).await,
+                            Err(e) => Err(e.to_string()),
+                        } {
+                            break Err(why);
                         }
                         let sent = push.bytes_sent();
                         let new = sent.saturating_sub(sent_before);
                         sent_before = sent;
                         Metrics::add(&self.metrics.relay_bytes_total, new);
                         set(state, |s| s.bytes += new);
+                        match after {
+                            Some(Delivery::Skipped(n)) => self.skipped(stream, state, n),
+                            Some(Delivery::End) => break Ok(()),
+                            _ => {}
+                        }
                     }
-                    Delivery::Skipped(n) => {
-                        Metrics::add(&self.metrics.relay_frames_skipped_total, n);
-                        set(state, |s| s.frames_skipped += n);
-                        warn!(stream, url = %url.redacted(), skipped = n, "forward fell behind; resuming at the next keyframe");
-                    }
+                    Delivery::Skipped(n) => self.skipped(stream, state, n),
                     Delivery::End => break Ok(()),
                 }
             };
@@ -241,6 +275,13 @@ impl Forwards {
         }
     }
 
+    /// The forward fell behind the stream by `n` frames (it resumes at the next keyframe).
+    fn skipped(&self, stream: &str, state: &Mutex<RelayInfo>, n: u64) {
+        Metrics::add(&self.metrics.relay_frames_skipped_total, n);
+        set(state, |s| s.frames_skipped += n);
+        warn!(stream, url = %lock(state).url, skipped = n, "forward fell behind; resuming at the next keyframe");
+    }
+
     /// Note the failure and wait before the next attempt; `false` when the forward should
     /// end instead (stopped, or the stream is no longer live).
     #[allow(clippy::too_many_arguments)]
@@ -268,29 +309,51 @@ impl Forwards {
     }
 }
 
-/// Each connection to a destination is a new publish: its time starts at 0 at its first
-/// frame of media, and what comes before that (metadata, sequence headers, which the hub
-/// keeps with the time they were first sent) goes out at 0. Keeping the stream's own
-/// times instead would start a destination's tracks far apart: the headers from when the
-/// publisher began, the media from now.
+/// Write what `push` has queued, giving the destination [`SEND_WITHIN`] to take it; no
+/// timer is set when the socket takes it at once, as it usually does.
+async fn flush_within(push: &mut RtmpPush) -> Result<(), String> {
+    let mut flush = std::pin::pin!(push.flush());
+    let at_once = std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
+    let flushed = match at_once {
+        std::task::Poll::Ready(flushed) => flushed,
+        std::task::Poll::Pending => match tokio::time::timeout(SEND_WITHIN, flush).await {
+            Ok(flushed) => flushed,
+            Err(_) => return Err("the destination took nothing for 10 s".into()),
+        },
+    };
+    flushed.map_err(|e| e.to_string())
+}
+
+/// Each connection to a destination is a new publish. Media goes out at the stream's own
+/// time, so that its bytes are the ones every RTMP viewer gets (encoded once, shared).
+/// What comes before the first media frame, metadata and sequence headers (which the hub
+/// keeps with the time they were first sent), is held and goes out at that frame's time:
+/// sent at their old time, a destination would see its tracks start far apart.
 #[derive(Debug, Default)]
 struct Timeline {
-    base: Option<u64>,
+    started: bool,
+    held: Vec<Arc<Frame>>,
 }
 
 impl Timeline {
-    fn place(&mut self, frame: &Frame) -> Frame {
+    /// Hand `send` what goes out now for `frame`, each with its time on RTMP's clock.
+    fn place<E>(
+        &mut self,
+        frame: &Arc<Frame>,
+        mut send: impl FnMut(&Frame, u32) -> Result<(), E>,
+    ) -> Result<(), E> {
         let media = frame.kind != MediaKind::Metadata && !frame.sequence_header;
-        let base = match self.base {
-            Some(base) => base,
-            None if media => *self.base.insert(frame.timestamp),
-            None => frame.timestamp,
-        };
-        Frame::new(
-            frame.kind,
-            frame.timestamp.saturating_sub(base),
-            frame.payload.clone(),
-        )
+        if !self.started && !media {
+            self.held.push(frame.clone());
+            return Ok(());
+        }
+        if !self.started {
+            self.started = true;
+            for held in std::mem::take(&mut self.held) {
+                send(&held, frame.wire_timestamp())?;
+            }
+        }
+        send(frame, frame.wire_timestamp())
     }
 }
 
@@ -300,13 +363,15 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn a_destination_starts_at_zero_with_its_headers() {
+    fn headers_go_out_with_the_first_media() {
         let mut timeline = Timeline::default();
-        let frame =
-            |kind, ts, payload: &'static [u8]| Frame::new(kind, ts, Bytes::from_static(payload));
+        let frame = |kind, ts, payload: &'static [u8]| {
+            Arc::new(Frame::new(kind, ts, Bytes::from_static(payload)))
+        };
         let avc_header: &[u8] = &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f];
         let aac_header: &[u8] = &[0xaf, 0, 0x12, 0x10];
-        let sent: Vec<u64> = [
+        let mut sent = Vec::new();
+        for f in [
             frame(MediaKind::Metadata, 0, b"\x02"),
             frame(MediaKind::Video, 40, avc_header),
             frame(MediaKind::Audio, 20, aac_header),
@@ -315,12 +380,28 @@ mod tests {
                 13_080,
                 &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65],
             ),
-            frame(MediaKind::Audio, 13_070, &[0xaf, 1, 0x21]),
             frame(MediaKind::Audio, 13_093, &[0xaf, 1, 0x21]),
-        ]
-        .iter()
-        .map(|f| timeline.place(f).timestamp)
-        .collect();
-        assert_eq!(sent, [0, 0, 0, 0, 0, 13]);
+            frame(MediaKind::Audio, 13_200, aac_header),
+        ] {
+            timeline
+                .place(&f, |f, ts| {
+                    sent.push((f.kind, ts));
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+        }
+        use MediaKind::{Audio, Metadata, Video};
+        assert_eq!(
+            sent,
+            [
+                (Metadata, 13_080),
+                (Video, 13_080),
+                (Audio, 13_080),
+                (Video, 13_080),
+                (Audio, 13_093),
+                // A header in mid-stream (new parameters) goes at its own time.
+                (Audio, 13_200),
+            ]
+        );
     }
 }

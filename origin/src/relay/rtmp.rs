@@ -13,12 +13,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use media::amf::Amf0Value;
-use media::frame::Frame;
+use media::frame::{Frame, MediaKind};
 use media::rtmp::client::{ClientError, ClientEvent, ClientSession, Status};
 use media::rtmp::handshake::{ClientHandshake, DigestSchema, RANDOM_SIZE};
-use media::rtmp::message::user_control;
+use media::rtmp::message::{user_control, MEDIA_STREAM_ID};
 use media::rtmp::url::RelayUrl;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{timeout_at, Instant};
@@ -140,6 +140,9 @@ pub(crate) fn scrub(text: &str, url: &RelayUrl) -> String {
     text
 }
 
+/// Media messages written in one go at most (a write per two pictures needs a handful).
+const MAX_SLICES: usize = 64;
+
 /// A stream being published to another server.
 pub struct RtmpPush {
     link: Link,
@@ -180,12 +183,34 @@ impl RtmpPush {
     /// It waits as long as the server does not read: bound it with a timeout. Dropping it
     /// midway is safe (the frame stays queued and goes out before anything else).
     pub async fn send(&mut self, frame: &Frame) -> Result<(), RelayError> {
-        let timestamp = frame.wire_timestamp();
-        self.link
-            .session
-            .send_media(frame.kind, timestamp, frame.payload.clone())
-            .map_err(|e| self.link.protocol(e))?;
-        self.link.queue_output();
+        self.queue(frame, frame.wire_timestamp())?;
+        self.flush().await
+    }
+
+    /// Queue one frame at `timestamp` (RTMP's 32-bit clock) without writing it, so that
+    /// frames that come together go out in one write ([`RtmpPush::flush`]). Audio and video
+    /// at their own time go out as the bytes every RTMP viewer gets
+    /// ([`Frame::rtmp_chunks`]: encoded once and shared, not copied) when the server gave
+    /// the stream id those carry, as servers do.
+    pub fn queue(&mut self, frame: &Frame, timestamp: u32) -> Result<(), RelayError> {
+        let shared = frame.kind != MediaKind::Metadata
+            && timestamp == frame.wire_timestamp()
+            && self.link.session.stream_id() == Some(MEDIA_STREAM_ID);
+        let bytes = if shared {
+            frame.rtmp_chunks().clone()
+        } else {
+            self.link
+                .session
+                .media_chunks(frame.kind, timestamp, &frame.payload)
+                .map_err(|e| self.link.protocol(e))?
+        };
+        self.link.media.push_back(bytes);
+        Ok(())
+    }
+
+    /// Write everything queued, handling what the server sends meanwhile (see
+    /// [`RtmpPush::send`]).
+    pub async fn flush(&mut self) -> Result<(), RelayError> {
         loop {
             match self.link.pump(Until::Flushed).await? {
                 None => return Ok(()),
@@ -365,8 +390,10 @@ struct Link {
     session: ClientSession,
     /// Read, not yet fed to the session.
     rbuf: BytesMut,
-    /// Queued for the socket.
+    /// Queued for the socket: the session's own output, then whole media messages (shared
+    /// bytes, written without a copy).
     wbuf: BytesMut,
+    media: VecDeque<Bytes>,
     /// Written since the last flush of the stream (TLS buffers records).
     unflushed: bool,
     scratch: Box<[u8]>,
@@ -394,6 +421,7 @@ impl Link {
             session: ClientSession::with_handshake(handshake),
             rbuf: BytesMut::with_capacity(READ_SIZE),
             wbuf: BytesMut::new(),
+            media: VecDeque::new(),
             unflushed: false,
             scratch: vec![0; READ_SIZE].into_boxed_slice(),
             sent: 0,
@@ -512,7 +540,35 @@ impl Link {
                 Poll::Pending => break,
             }
         }
-        if self.wbuf.is_empty() && self.unflushed {
+        // Whole media messages only after the session's output: the two never interleave
+        // within a message, as each is a chunk stream of its own.
+        while self.wbuf.is_empty() && !self.media.is_empty() {
+            let slices: Vec<io::IoSlice<'_>> = self
+                .media
+                .iter()
+                .take(MAX_SLICES)
+                .map(|b| io::IoSlice::new(b))
+                .collect();
+            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(mut n)) => {
+                    self.sent += n as u64;
+                    self.unflushed = true;
+                    while n > 0 {
+                        let front = self.media.front_mut().expect("written from the queue");
+                        let taken = n.min(front.len());
+                        front.advance(taken);
+                        n -= taken;
+                        if front.is_empty() {
+                            self.media.pop_front();
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.wbuf.is_empty() && self.media.is_empty() && self.unflushed {
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -528,7 +584,11 @@ impl Link {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        if until == Until::Flushed && self.wbuf.is_empty() && !self.unflushed {
+        if until == Until::Flushed
+            && self.wbuf.is_empty()
+            && self.media.is_empty()
+            && !self.unflushed
+        {
             return Poll::Ready(Ok(None));
         }
         Poll::Pending
