@@ -294,3 +294,52 @@ fn pulls_start_on_demand_and_through_the_api() {
     );
     assert_eq!(status, 400);
 }
+
+/// Enhanced-RTMP codecs go through a forward byte for byte: an AV1 stream published with
+/// FourCC video headers reaches the destination as it was sent.
+#[test]
+fn enhanced_rtmp_codecs_are_forwarded_as_they_are() {
+    let dest = Server::start(&[]);
+    let rule = format!("live/*=rtmp://{}/live/{{room}}", dest.rtmp);
+    let source = Server::start(&["--relay-push", &rule]);
+    // ExVideoTagHeader: frame type in bits 4-6, packet type in bits 0-3, then the FourCC.
+    let ex_video = |key: bool, packet_type: u8, body: &[u8]| {
+        let mut payload = vec![0x80 | if key { 0x10 } else { 0x20 } | packet_type];
+        payload.extend_from_slice(b"av01");
+        payload.extend_from_slice(body);
+        payload
+    };
+    let header = ex_video(true, 0, &[0x81, 0x08, 0x0c, 0x00]);
+    let frames: Vec<Vec<u8>> = (0..75u32)
+        .map(|n| ex_video(n % 25 == 0, 1, &[0x12, 0x00, 0x0a, n as u8, 0x32, 0x10]))
+        .collect();
+    let mut publisher = RtmpClient::connect(source.rtmp, "live");
+    assert!(publisher.publish("av1"));
+    publisher.send(6, 9, 1, 0, &header);
+    for (n, frame) in frames.iter().enumerate().take(25) {
+        publisher.send(6, 9, 1, n as u32 * 40, frame);
+    }
+    dest.wait_live("av1");
+    let mut viewer = FlvViewer::connect(dest.http, "av1");
+    for (n, frame) in frames.iter().enumerate().skip(25) {
+        publisher.send(6, 9, 1, n as u32 * 40, frame);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut received = Vec::new();
+    while let Some(tag) = viewer.next_tag() {
+        if tag.tag_type == 9 {
+            received.push(tag.payload.to_vec());
+        }
+        if received.last() == frames.last() {
+            break;
+        }
+    }
+    assert_eq!(received.first(), Some(&header), "the sequence header first");
+    let last: Vec<&Vec<u8>> = received.iter().rev().take(25).collect();
+    let sent: Vec<&Vec<u8>> = frames.iter().rev().take(25).collect();
+    assert_eq!(last, sent, "the frames as they were published");
+    // The destination's stats (refreshed every 2 s) know the codec.
+    wait_for("the codec in the destination's stats", Duration::from_secs(6), || {
+        api_json(&dest, "GET", "/api/v1/rooms/av1").1["video_codec"] == "av1"
+    });
+}
