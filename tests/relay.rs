@@ -339,7 +339,9 @@ fn enhanced_rtmp_codecs_are_forwarded_as_they_are() {
     let sent: Vec<&Vec<u8>> = frames.iter().rev().take(25).collect();
     assert_eq!(last, sent, "the frames as they were published");
     // The destination's stats (refreshed every 2 s) know the codec.
-    wait_for("the codec in the destination's stats", Duration::from_secs(6), || {
-        api_json(&dest, "GET", "/api/v1/rooms/av1").1["video_codec"] == "av1"
-    });
+    wait_for(
+        "the codec in the destination's stats",
+        Duration::from_secs(6),
+        || api_json(&dest, "GET", "/api/v1/rooms/av1").1["video_codec"] == "av1",
+    );
 }

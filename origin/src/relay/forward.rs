@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use media::frame::{Frame, MediaKind};
-use media::hub::{Audience, Delivery, Hub};
+use media::hub::{Audience, Delivery, Hub, Subscriber};
 use media::rtmp::url::RelayUrl;
 use registry::RelayInfo;
 use serve::metrics::Metrics;
@@ -197,42 +197,11 @@ impl Forwards {
                 };
                 match delivery {
                     Delivery::Frame(frame) => {
-                        // Frames that come within MERGE of the first go out in one write,
-                        // as they do to viewers: a write per two pictures, not per frame.
-                        let until = Instant::now() + MERGE;
-                        let (mut next, mut after, mut pictures) =
-                            (Some(Delivery::Frame(frame)), None, 0);
-                        let mut queued = Ok(());
-                        loop {
-                            match next.take() {
-                                Some(Delivery::Frame(frame)) => {
-                                    pictures += usize::from(
-                                        frame.kind == MediaKind::Video && !frame.sequence_header,
-                                    );
-                                    queued = timeline.place(&frame, |f, at| push.queue(f, at));
-                                    if queued.is_err() || pictures >= 2 {
-                                        break;
-                                    }
-                                }
-                                other => {
-                                    after = other;
-                                    break;
-                                }
-                            }
-                            next = match frames.try_next() {
-                                Some(delivery) => Some(delivery),
-                                None => match tokio::time::timeout_at(until, frames.next()).await {
-                                    Ok(delivery) => Some(delivery),
-                                    Err(_) => break,
-                                },
-                            };
-                        }
-                        if let Err(why) = match queued {
-                            Ok(()) => flush_within(&mut push).await,
-                            Err(e) => Err(e.to_string()),
-                        } {
-                            break Err(why);
-                        }
+                        let after = match write(&mut push, &mut frames, &mut timeline, frame).await
+                        {
+                            Ok(after) => after,
+                            Err(why) => break Err(why),
+                        };
                         let sent = push.bytes_sent();
                         let new = sent.saturating_sub(sent_before);
                         sent_before = sent;
@@ -307,6 +276,43 @@ impl Forwards {
             () = stop.notified() => false,
         }
     }
+}
+
+/// Write `first` and what follows it within [`MERGE`] (up to a second picture) to `push`
+/// in one write, as the fan-out writes to viewers: a write per two pictures, not per
+/// frame. Returns what ended the batch if it was not a frame (a skip, the end).
+async fn write(
+    push: &mut RtmpPush,
+    frames: &mut Subscriber,
+    timeline: &mut Timeline,
+    first: Arc<Frame>,
+) -> Result<Option<Delivery>, String> {
+    let until = Instant::now() + MERGE;
+    let mut next = Some(Delivery::Frame(first));
+    let mut pictures = 0;
+    let after = loop {
+        match next.take() {
+            Some(Delivery::Frame(frame)) => {
+                pictures += usize::from(frame.kind == MediaKind::Video && !frame.sequence_header);
+                timeline
+                    .place(&frame, |f, at| push.queue(f, at))
+                    .map_err(|e| e.to_string())?;
+                if pictures >= 2 {
+                    break None;
+                }
+            }
+            other => break other,
+        }
+        next = match frames.try_next() {
+            Some(delivery) => Some(delivery),
+            None => match tokio::time::timeout_at(until, frames.next()).await {
+                Ok(delivery) => Some(delivery),
+                Err(_) => break None,
+            },
+        };
+    };
+    flush_within(push).await?;
+    Ok(after)
 }
 
 /// Write what `push` has queued, giving the destination [`SEND_WITHIN`] to take it; no
