@@ -3,9 +3,8 @@
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
-use media::amf::Amf0Value;
 use media::frame::MediaKind;
-use media::rtmp::client::{ClientEvent, ClientSession};
+use media::rtmp::client::{encoder_properties, ClientEvent, ClientSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -55,10 +54,6 @@ pub struct RtmpConn {
     pub received: u64,
 }
 
-fn string(s: &str) -> Amf0Value {
-    Amf0Value::String(s.to_owned())
-}
-
 impl RtmpConn {
     /// TCP connect, handshake, `connect` command; returns once the server accepted it.
     pub async fn connect(url: &RtmpUrl) -> anyhow::Result<RtmpConn> {
@@ -69,21 +64,11 @@ impl RtmpConn {
         let mut random = [0u8; 1528];
         fastrand::fill(&mut random);
         let mut session = ClientSession::new(random);
-        // What FMLE-style encoders say about themselves; some servers look at it.
-        let properties = vec![
-            ("type".into(), string("nonprivate")),
-            (
-                "flashVer".into(),
-                string("FMLE/3.0 (compatible; ferrolive-bench)"),
-            ),
-            ("fpad".into(), Amf0Value::Boolean(false)),
-            ("capabilities".into(), Amf0Value::Number(15.0)),
-            ("audioCodecs".into(), Amf0Value::Number(3191.0)),
-            ("videoCodecs".into(), Amf0Value::Number(252.0)),
-            ("videoFunction".into(), Amf0Value::Number(1.0)),
-            ("objectEncoding".into(), Amf0Value::Number(0.0)),
-        ];
-        session.connect(&url.app, &url.tc_url(), properties)?;
+        session.connect(
+            &url.app,
+            &url.tc_url(),
+            encoder_properties("ferrolive-bench"),
+        )?;
         let mut conn = RtmpConn {
             stream,
             session,

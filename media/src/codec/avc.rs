@@ -137,31 +137,12 @@ pub fn avc_sps_resolution(sps: &[u8]) -> Result<(u32, u32), CodecError> {
     let width = width_mbs * 16;
     let height = height_map_units * 16 * field_factor;
 
-    let (mut crop_x, mut crop_y) = (0u64, 0u64);
-    if r.flag()? {
-        let left = u64::from(r.ue()?);
-        let right = u64::from(r.ue()?);
-        let top = u64::from(r.ue()?);
-        let bottom = u64::from(r.ue()?);
-        // Crop offsets are in chroma sample units (H.264 eq. 7-19 .. 7-22).
-        let chroma_array_type = if separate_colour_plane {
-            0
-        } else {
-            chroma_format_idc
-        };
-        let (unit_x, unit_y) = match chroma_array_type {
-            1 => (2, 2 * field_factor),
-            2 => (2, field_factor),
-            _ => (1, field_factor),
-        };
-        crop_x = unit_x * (left + right);
-        crop_y = unit_y * (top + bottom);
-    }
-    if crop_x >= width || crop_y >= height {
-        return Err(CodecError::Invalid("cropping exceeds picture size"));
-    }
-    let to_u32 = |v: u64| u32::try_from(v).map_err(|_| CodecError::Invalid("picture size"));
-    Ok((to_u32(width - crop_x)?, to_u32(height - crop_y)?))
+    let chroma_array_type = if separate_colour_plane {
+        0
+    } else {
+        chroma_format_idc
+    };
+    r.cropped_size((width, height), chroma_array_type, field_factor)
 }
 
 /// NAL units of an AVCC/HVCC buffer (each prefixed by a big-endian length of

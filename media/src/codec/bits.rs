@@ -76,6 +76,37 @@ impl<'a> BitReader<'a> {
         Self { data, bit: 0 }
     }
 
+    /// The picture size left by a parameter set's cropping window (H.264 frame_cropping,
+    /// H.265 conformance_window): its flag, then four ue(v) offsets in chroma sample units,
+    /// which depend on the chroma format (`chroma_format_idc`, 0 when the colour planes are
+    /// coded separately) and, for H.264 field pictures, on `field_factor` 2 rows.
+    pub(super) fn cropped_size(
+        &mut self,
+        (width, height): (u64, u64),
+        chroma_array_type: u32,
+        field_factor: u64,
+    ) -> Result<(u32, u32), CodecError> {
+        let (mut crop_x, mut crop_y) = (0u64, 0u64);
+        if self.flag()? {
+            let left = u64::from(self.ue()?);
+            let right = u64::from(self.ue()?);
+            let top = u64::from(self.ue()?);
+            let bottom = u64::from(self.ue()?);
+            let (unit_x, unit_y) = match chroma_array_type {
+                1 => (2, 2 * field_factor),
+                2 => (2, field_factor),
+                _ => (1, field_factor),
+            };
+            crop_x = unit_x * (left + right);
+            crop_y = unit_y * (top + bottom);
+        }
+        if crop_x >= width || crop_y >= height {
+            return Err(CodecError::Invalid("cropping exceeds picture size"));
+        }
+        let to_u32 = |v: u64| u32::try_from(v).map_err(|_| CodecError::Invalid("picture size"));
+        Ok((to_u32(width - crop_x)?, to_u32(height - crop_y)?))
+    }
+
     pub(super) fn flag(&mut self) -> Result<bool, CodecError> {
         let byte = *self.data.get(self.bit / 8).ok_or(CodecError::Truncated)?;
         let set = (byte >> (7 - self.bit % 8)) & 1 == 1;

@@ -103,31 +103,11 @@ pub fn hevc_sps_resolution(sps: &[u8]) -> Result<(u32, u32), CodecError> {
     if width == 0 || height == 0 {
         return Err(CodecError::Invalid("picture size"));
     }
-    let (mut crop_x, mut crop_y) = (0u64, 0u64);
-    if r.flag()? {
-        // conformance_window_flag: offsets in chroma sample units (H.265 Table 6-1).
-        let left = u64::from(r.ue()?);
-        let right = u64::from(r.ue()?);
-        let top = u64::from(r.ue()?);
-        let bottom = u64::from(r.ue()?);
-        let chroma_array_type = if separate_colour_plane {
-            0
-        } else {
-            chroma_format_idc
-        };
-        let (unit_x, unit_y) = match chroma_array_type {
-            1 => (2, 2),
-            2 => (2, 1),
-            _ => (1, 1),
-        };
-        crop_x = unit_x * (left + right);
-        crop_y = unit_y * (top + bottom);
-    }
-    if crop_x >= width || crop_y >= height {
-        return Err(CodecError::Invalid(
-            "conformance window exceeds picture size",
-        ));
-    }
-    let to_u32 = |v: u64| u32::try_from(v).map_err(|_| CodecError::Invalid("picture size"));
-    Ok((to_u32(width - crop_x)?, to_u32(height - crop_y)?))
+    // conformance_window_flag and offsets (H.265 Table 6-1 for their units).
+    let chroma_array_type = if separate_colour_plane {
+        0
+    } else {
+        chroma_format_idc
+    };
+    r.cropped_size((width, height), chroma_array_type, 1)
 }

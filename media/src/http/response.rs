@@ -233,8 +233,13 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
     if digits == 0 || digits > 15 || !rest_ok {
         return Err(ResponseError::Malformed("invalid chunk size"));
     }
-    let digits = std::str::from_utf8(&line[..digits]).expect("hex digits are ASCII");
-    u64::from_str_radix(digits, 16).map_err(|_| ResponseError::Malformed("invalid chunk size"))
+    // At most 15 hex digits: the value fits.
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |size, &b| {
+            Some(size * 16 + u64::from(char::from(b).to_digit(16)?))
+        })
+        .ok_or(ResponseError::Malformed("invalid chunk size"))
 }
 
 #[cfg(test)]

@@ -141,6 +141,25 @@ enum Request {
     Play { name: String },
 }
 
+/// The `connect` properties an FMLE-style encoder sends about itself (`flashVer` naming
+/// `client`): some servers treat clients that send them as publishers of live streams.
+pub fn encoder_properties(client: &str) -> Vec<(String, Amf0Value)> {
+    let string = |s: &str| Amf0Value::String(s.to_owned());
+    vec![
+        ("type".into(), string("nonprivate")),
+        (
+            "flashVer".into(),
+            string(&format!("FMLE/3.0 (compatible; {client})")),
+        ),
+        ("fpad".into(), Amf0Value::Boolean(false)),
+        ("capabilities".into(), Amf0Value::Number(15.0)),
+        ("audioCodecs".into(), Amf0Value::Number(3191.0)),
+        ("videoCodecs".into(), Amf0Value::Number(252.0)),
+        ("videoFunction".into(), Amf0Value::Number(1.0)),
+        ("objectEncoding".into(), Amf0Value::Number(0.0)),
+    ]
+}
+
 pub struct ClientSession {
     handshake: Option<ClientHandshake>,
     reader: ChunkReader,

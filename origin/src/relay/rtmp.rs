@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use media::amf::Amf0Value;
 use media::frame::{Frame, MediaKind};
-use media::rtmp::client::{ClientError, ClientEvent, ClientSession, Status};
+use media::rtmp::client::{encoder_properties, ClientError, ClientEvent, ClientSession, Status};
 use media::rtmp::handshake::{ClientHandshake, DigestSchema, RANDOM_SIZE};
 use media::rtmp::message::{user_control, MEDIA_STREAM_ID};
 use media::rtmp::url::RelayUrl;
@@ -427,24 +427,8 @@ impl Link {
             sent: 0,
             url: url.clone(),
         };
-        // What encoders say of themselves (FMLE-style: some servers treat such clients as
-        // publishers of live streams).
-        let string = |s: &str| Amf0Value::String(s.to_owned());
-        let properties = vec![
-            ("type".into(), string("nonprivate")),
-            (
-                "flashVer".into(),
-                string("FMLE/3.0 (compatible; ferrolive)"),
-            ),
-            ("fpad".into(), Amf0Value::Boolean(false)),
-            ("capabilities".into(), Amf0Value::Number(15.0)),
-            ("audioCodecs".into(), Amf0Value::Number(3191.0)),
-            ("videoCodecs".into(), Amf0Value::Number(252.0)),
-            ("videoFunction".into(), Amf0Value::Number(1.0)),
-            ("objectEncoding".into(), Amf0Value::Number(0.0)),
-        ];
         link.session
-            .connect(url.app(), &url.tc_url(), properties)
+            .connect(url.app(), &url.tc_url(), encoder_properties("ferrolive"))
             .map_err(|e| link.protocol(e))?;
         link.queue_output();
         Ok(link)
@@ -554,8 +538,7 @@ impl Link {
                 Poll::Ready(Ok(mut n)) => {
                     self.sent += n as u64;
                     self.unflushed = true;
-                    while n > 0 {
-                        let front = self.media.front_mut().expect("written from the queue");
+                    while let Some(front) = self.media.front_mut().filter(|_| n > 0) {
                         let taken = n.min(front.len());
                         front.advance(taken);
                         n -= taken;
