@@ -12,6 +12,8 @@
 
 /// A forward step larger than this is a jump, not elapsed time.
 const MAX_STEP_MS: i64 = 10_000;
+/// Sequence headers further than this from the first frame are not where it starts.
+const HEADER_SLACK_MS: i64 = 1_000;
 /// How far a jump advances the clock: about one frame, so playback carries on smoothly.
 const JUMP_STEP_MS: u64 = 20;
 
@@ -58,6 +60,19 @@ impl TrackClock {
         self.last = out;
         out
     }
+
+    /// Where a sequence header at `wire` goes, without moving the clock: before the
+    /// track's first frame, where that frame lands at the earliest; after it, the frame's
+    /// place if it is a step forward, else the track's last.
+    fn place_header(&self, wire: u32) -> u64 {
+        match self.last_wire {
+            None => self.base,
+            Some(prev) => match i64::from(wire.wrapping_sub(prev) as i32) {
+                step @ 0..=MAX_STEP_MS => self.last + step as u64,
+                _ => self.last,
+            },
+        }
+    }
 }
 
 /// The two tracks of a stream on one timeline.
@@ -68,6 +83,8 @@ pub struct StreamClock {
     /// Where the current publisher's timeline was placed: the wire time of its first frame
     /// and the stream time it got. `None` until that frame.
     anchor: Option<(u32, u64)>,
+    /// The anchor was taken from a sequence header, whose time may be stale.
+    anchor_from_header: bool,
     /// Where the current publisher's first frame lands.
     resume_at: u64,
 }
@@ -83,6 +100,14 @@ impl StreamClock {
     /// Map a wire timestamp of `track` to the stream clock.
     pub fn extend(&mut self, track: Track, wire: u32) -> u64 {
         let resume_at = self.resume_at;
+        if std::mem::take(&mut self.anchor_from_header) {
+            // Headers sent again long before or after the media (a relay that joined
+            // mid-stream sends the ones it kept, at their old time) do not place it.
+            let (header_wire, _) = self.anchor.unwrap_or((wire, resume_at));
+            if i64::from(wire.wrapping_sub(header_wire) as i32).abs() > HEADER_SLACK_MS {
+                self.anchor = None;
+            }
+        }
         let anchor = *self.anchor.get_or_insert((wire, resume_at));
         let clock = match track {
             Track::Audio => &mut self.audio,
@@ -98,10 +123,27 @@ impl StreamClock {
         clock.extend(wire)
     }
 
+    /// Where a sequence header of `track` at `wire` goes. Headers do not move a track's
+    /// clock, and place the publisher only if its first frame comes within
+    /// [`HEADER_SLACK_MS`] of them: one sent again at an old time (as a relay that joined
+    /// mid-stream sends the headers it kept) would otherwise anchor the track there, and
+    /// the real frames after it would look like a jump.
+    pub fn place_header(&mut self, track: Track, wire: u32) -> u64 {
+        if self.anchor.is_none() {
+            self.anchor = Some((wire, self.resume_at));
+            self.anchor_from_header = true;
+        }
+        match track {
+            Track::Audio => self.audio.place_header(wire),
+            Track::Video => self.video.place_header(wire),
+        }
+    }
+
     /// A new publisher begins: its first frame (of either track) lands at `at`, or right
     /// after the last timestamp handed out if that is later.
     pub fn rebase(&mut self, at: u64) {
         self.anchor = None;
+        self.anchor_from_header = false;
         self.resume_at = at.max(self.last());
         self.audio.rebase(self.resume_at);
         self.video.rebase(self.resume_at);
@@ -143,6 +185,22 @@ mod tests {
             100,
             "before the anchor, held at its last"
         );
+    }
+
+    #[test]
+    fn headers_at_an_old_time_do_not_move_the_clock() {
+        let mut c = StreamClock::default();
+        c.rebase(2_000);
+        // A relay joining mid-stream: the headers it kept from 0, then the GOP from 13 s.
+        assert_eq!(c.place_header(Track::Video, 0), 2_000);
+        assert_eq!(c.place_header(Track::Audio, 20), 2_000);
+        assert_eq!(c.extend(Track::Video, 13_080), 2_000);
+        assert_eq!(c.extend(Track::Audio, 13_093), 2_013);
+        assert_eq!(c.extend(Track::Video, 13_113), 2_033);
+        // New parameters in mid-stream at their own time, and a header resent late.
+        assert_eq!(c.place_header(Track::Audio, 13_200), 2_120);
+        assert_eq!(c.place_header(Track::Audio, 40), 2_013);
+        assert_eq!(c.extend(Track::Audio, 13_116), 2_036);
     }
 
     #[test]

@@ -221,16 +221,21 @@ impl StreamState {
     }
 
     pub(super) fn push(&mut self, kind: MediaKind, wire_timestamp: u32, payload: Bytes) {
-        let timestamp = match kind {
-            MediaKind::Audio => self.clock.extend(Track::Audio, wire_timestamp),
-            MediaKind::Video => self.clock.extend(Track::Video, wire_timestamp),
-            MediaKind::Metadata => self.clock.last(),
-        };
         let payload = match kind {
             MediaKind::Metadata => metadata::for_live(payload),
             _ => payload,
         };
-        let mut frame = Frame::new(kind, timestamp, payload);
+        let mut frame = Frame::new(kind, 0, payload);
+        let track = match kind {
+            MediaKind::Audio => Some(Track::Audio),
+            MediaKind::Video => Some(Track::Video),
+            MediaKind::Metadata => None,
+        };
+        frame.timestamp = match track {
+            Some(track) if frame.sequence_header => self.clock.place_header(track, wire_timestamp),
+            Some(track) => self.clock.extend(track, wire_timestamp),
+            None => self.clock.last(),
+        };
         frame.generation = self.generation;
         self.stats
             .observe(kind, frame.sequence_header, &frame.payload);
