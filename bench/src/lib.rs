@@ -117,7 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if total == 0 && args.publish.is_none() {
         bail!("nothing to do: give --rtmp/--flv/--hls players and/or --publish");
     }
-    if !(args.duration > 0.0) {
+    if args.duration.is_nan() || args.duration <= 0.0 {
         bail!("--duration must be positive");
     }
     let rtmp_url = match (&args.url_rtmp, &args.publish) {

@@ -92,7 +92,7 @@ impl Synthetic {
         if !(fps > 0.0 && fps <= 240.0) {
             bail!("--fps must be in (0, 240]");
         }
-        if !(gop_secs > 0.0) {
+        if gop_secs.is_nan() || gop_secs <= 0.0 {
             bail!("--gop-secs must be positive");
         }
         let gop_frames = ((fps * gop_secs).round() as u64).max(1);
