@@ -6,7 +6,7 @@
 # with N forwards (rules to N rooms of a second ferrolive on loopback), and with N
 # HTTP-FLV viewers instead. The issue's target: N forwards cost less than N viewers.
 #
-# Usage: N=50 DURATION=20 bench/relay.sh
+# Usage: N=50 DURATION=20 REPEAT=3 bench/relay.sh
 # (FERROLIVE: the binary, default target/release/ferrolive; SOURCE: the FLV to publish,
 # default the stream compare.sh generates.)
 
@@ -71,12 +71,20 @@ for i in $(seq "$N"); do
     rules+=(--relay-push "live/*=rtmp://127.0.0.1:$dest_rtmp/live/{room}-$i")
 done
 
-alone=$(run alone 0)
-forwarding=$(run forwarding 0 "${rules[@]}")
-forwarded=$(grep -c "forwarding" "$OUTDIR/forwarding.log" || true)
-watched=$(run watched "$N")
-
+# Runs alternate (alone, forwarding, watched) REPEAT times; the table gives each run and
+# the medians: the machine's noise is about a tenth of what is measured.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 printf '| run | node CPU (s) | over what it costs alone |\n|---|---|---|\n'
-printf '| publisher only | %s | |\n' "$alone"
-printf '| %s forwards (%s started) | %s | %s s |\n' "$N" "$forwarded" "$forwarding" "$(echo "$forwarding - $alone" | bc)"
-printf '| %s HTTP-FLV viewers | %s | %s s |\n' "$N" "$watched" "$(echo "$watched - $alone" | bc)"
+alones=() forwards=() viewers=()
+for r in $(seq "${REPEAT:-1}"); do
+    alone=$(run alone 0)
+    forwarding=$(run forwarding 0 "${rules[@]}")
+    forwarded=$(grep -c "forwarding" "$OUTDIR/forwarding.log" || true)
+    watched=$(run watched "$N")
+    alones+=("$alone") forwards+=("$(echo "$forwarding - $alone" | bc)") viewers+=("$(echo "$watched - $alone" | bc)")
+    printf '| %s: publisher only | %s | |\n' "$r" "$alone"
+    printf '| %s: %s forwards (%s started) | %s | %s s |\n' "$r" "$N" "$forwarded" "$forwarding" "${forwards[-1]}"
+    printf '| %s: %s HTTP-FLV viewers | %s | %s s |\n' "$r" "$N" "$watched" "${viewers[-1]}"
+done
+printf '| median: %s forwards | | %s s |\n' "$N" "$(median "${forwards[@]}")"
+printf '| median: %s HTTP-FLV viewers | | %s s |\n' "$N" "$(median "${viewers[@]}")"

@@ -122,11 +122,31 @@ fn forwards_reach_ferrolive_and_nginx_and_resume_after_a_restart() {
         .filter(|r| r["state"] == "live")
         .collect();
     assert_eq!(live.len(), 2, "{listed}");
-    assert!(
-        live.iter().all(|r| r["bytes"].as_u64() > Some(10_000)),
-        "{listed}"
-    );
+    // Counts are brought up to date every few seconds.
+    wait_for("the bytes sent counted", Duration::from_secs(10), || {
+        relays().as_array().is_some_and(|r| {
+            r.iter()
+                .filter(|r| r["bytes"].as_u64() > Some(10_000))
+                .count()
+                == 2
+        })
+    });
     assert!(source.metric("ferrolive_relay_bytes_total") > 10_000);
+    // Each relay has its own series, labelled with its rule and redacted URL.
+    let metrics = http_get(source.http, "/metrics").unwrap().body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let series = |name: &str, id: &str| -> Option<u64> {
+        let prefix = format!("{name}{{kind=\"forward\",stream=\"live/show\",id=\"{id}\",url=");
+        let line = metrics.lines().find(|l| l.starts_with(&prefix))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    assert_eq!(series("ferrolive_relay_up", "rule-1"), Some(1), "{metrics}");
+    assert_eq!(series("ferrolive_relay_up", "rule-3"), Some(0), "{metrics}");
+    assert!(
+        series("ferrolive_relay_stream_bytes_total", "rule-2") > Some(10_000),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("nokey"), "a stream key in the metrics: {metrics}");
 
     // The destination dies and comes back where it was.
     let (rtmp, http, api) = (dest.rtmp, dest.http, dest.api);

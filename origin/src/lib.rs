@@ -79,12 +79,7 @@ impl Origin {
             .record
             .clone()
             .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone()));
-        let forwards = Forwards::new(
-            shared.hub.clone(),
-            config.tls.clone(),
-            shared.metrics.clone(),
-            config.relay.push.clone(),
-        );
+        let forwards = Forwards::new(shared, config.tls.clone(), config.relay.push.clone());
         let origin = Arc::new_cyclic(|origin| {
             let pulls = Pulls::new(
                 origin.clone(),
@@ -229,5 +224,9 @@ impl Role for Origin {
             }
         };
         let _ = tokio::join!(released, removed, recorded);
+    }
+
+    fn metrics(&self, out: &mut String) {
+        relay::render_metrics(&self.forwards, &self.pulls, out);
     }
 }

@@ -16,10 +16,15 @@ use bytes::BytesMut;
 use media::flv::{self, FlvReader};
 use media::frame::{Frame, MediaKind};
 use media::rtmp::url::RelayUrl;
+use media::hub::{Hub, HubConfig};
 use origin::relay::flv::FlvPull;
+use origin::relay::Forwards;
 use origin::relay::rtmp::{RelayError, RtmpPull, RtmpPush};
 use origin::relay::transport::Tls;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serve::fanout::Lanes;
+use serve::metrics::Metrics;
+use serve::Shared;
 use testkit::{free_port, temp_dir, Decoded, Server, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -536,6 +541,58 @@ fn http_flv_pull_follows_a_redirect() {
 }
 
 // ------------------------------------------------------------------ TLS
+
+/// Forwards as an origin runs them: one over plain RTMP (the stream's fan-out writes it,
+/// as it writes to RTMP viewers) and one over RTMPS (its own task writes each frame) both
+/// deliver the whole stream, and end it at the destination when it ends.
+#[test]
+fn forwards_over_rtmp_and_rtmps_deliver_the_stream() {
+    let server = Server::start(&[]);
+    let pki = pki("forwards", &["localhost"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let port = tls_terminator(&pki, server.rtmp).await;
+        let shared = Shared {
+            hub: Hub::new(HubConfig::default()),
+            lanes: Arc::new(Lanes::new(Duration::from_millis(40))),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let tls = Arc::new(Tls::new(Some(&pki.ca_pem)).unwrap());
+        let forwards = Forwards::new(&shared, tls.clone(), Vec::new());
+        let mut publisher = shared.hub.publish("live/src", std::time::Instant::now()).unwrap();
+        let publishing = async {
+            let start = Instant::now();
+            for (n, frame) in sample().iter().enumerate() {
+                if n == 3 {
+                    // The stream is live (metadata and headers in): forward it.
+                    let plain = url(&format!("rtmp://{}/live/plain", server.rtmp));
+                    let secure = url(&format!("rtmps://localhost:{port}/live/secure"));
+                    assert!(forwards.add("live/src", "plain", plain));
+                    assert!(forwards.add("live/src", "secure", secure));
+                }
+                tokio::time::sleep_until(start + Duration::from_millis(frame.timestamp)).await;
+                let now = std::time::Instant::now();
+                let payload = frame.payload.clone();
+                publisher.push(frame.kind, frame.timestamp as u32, payload, now).unwrap();
+            }
+            publisher.finish(&shared.hub);
+        };
+        let play = |name: &'static str| {
+            let target = url(&format!("rtmp://{}/live/{name}", server.rtmp));
+            async move {
+                let tls = plain();
+                let pull = retry(|| RtmpPull::connect(&target, &tls, within(10))).await;
+                pull_to_end(pull, Duration::from_secs(20)).await
+            }
+        };
+        let ((), via_plain, via_tls) = tokio::join!(publishing, play("plain"), play("secure"));
+        check_pulled(&via_plain, "forward over RTMP");
+        check_pulled(&via_tls, "forward over RTMPS");
+        let states = forwards.states();
+        assert!(states.is_empty(), "forwards still running: {states:?}");
+        assert!(shared.metrics.relay_bytes_total.load(std::sync::atomic::Ordering::Relaxed) > 100_000);
+    });
+}
 
 #[test]
 fn rtmps_push_and_pull_through_a_tls_terminator() {

@@ -14,7 +14,7 @@ pub(crate) fn limit_send_buffer(socket: &TcpStream, bytes: usize) {
 }
 
 /// Read what `socket` has (waiting for something): the count, 0 at end of stream.
-pub(crate) async fn read_some(
+pub async fn read_some(
     socket: &TcpStream,
     buf: &mut bytes::BytesMut,
 ) -> std::io::Result<usize> {
@@ -28,7 +28,7 @@ pub(crate) async fn read_some(
 }
 
 /// Write all of `data` to `socket`, giving up after [`WRITE_TIMEOUT`] without progress.
-pub(crate) async fn write_all(
+pub async fn write_all(
     socket: &TcpStream,
     mut data: &[u8],
     metrics: &Metrics,
@@ -48,4 +48,10 @@ pub(crate) async fn write_all(
         }
     }
     Ok(())
+}
+
+/// Close the sending side of `socket`, which the fan-out may still hold: the peer reads
+/// the end of the stream.
+pub fn shutdown_write(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
 }

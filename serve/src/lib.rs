@@ -10,7 +10,7 @@ pub mod admission;
 pub mod fanout;
 pub mod hls;
 pub mod http;
-mod io;
+pub mod io;
 pub mod metrics;
 pub mod recordings;
 mod role;
@@ -178,6 +178,7 @@ pub fn shared(config: &NodeConfig) -> Shared {
         .collect();
     Shared {
         hub: Hub::new(hub),
+        lanes: Arc::new(Lanes::new(config.merge_window)),
         metrics: Arc::new(Metrics::default()),
     }
 }
@@ -205,7 +206,7 @@ pub async fn run(
     let node = Arc::new(Node {
         hub: shared.hub,
         hls: Arc::new(Hls::new(config.hls.clone(), config.app_hls.clone())),
-        lanes: Arc::new(Lanes::new(config.merge_window)),
+        lanes: shared.lanes,
         metrics: shared.metrics,
         role,
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),

@@ -247,7 +247,8 @@ impl Metrics {
     }
 }
 
-fn escape_label(v: &str) -> String {
+/// `v` as a Prometheus label value.
+pub fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

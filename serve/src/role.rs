@@ -11,6 +11,7 @@ use media::hub::{Hub, Publisher};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::fanout::Lanes;
 use crate::metrics::Metrics;
 
 /// What a role decides for the node it runs on.
@@ -30,12 +31,17 @@ pub trait Role: Send + Sync + 'static {
     /// The node shuts down (publishers have been told to end): stop what the role runs
     /// and give back what it holds in the registry, by `deadline` at the latest.
     async fn shut_down(&self, deadline: Instant);
+
+    /// Append the role's own metrics (Prometheus text) to `out`.
+    fn metrics(&self, _out: &mut String) {}
 }
 
-/// What a role shares with the node it serves: the streams and the counters.
+/// What a role shares with the node it serves: the streams, their fan-outs (which an
+/// origin's forwards join as RTMP viewers do) and the counters.
 #[derive(Clone)]
 pub struct Shared {
     pub hub: Arc<Hub>,
+    pub lanes: Arc<Lanes>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::admission;
-use crate::fanout::{EgressError, Membership, Pump};
+use crate::fanout::{EgressError, Membership, Pace, Pump};
 use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::{stream_key, Hold, Node, Publishing};
@@ -304,6 +304,7 @@ impl Connection {
                             join,
                             self.socket.clone(),
                             Format::Rtmp { stream_id },
+                            Pace::Player,
                             &self.node.metrics,
                         );
                         self.role = Role::Playing {

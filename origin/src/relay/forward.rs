@@ -14,17 +14,23 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use media::frame::{Frame, MediaKind};
 use media::hub::{Audience, Delivery, Hub, Subscriber};
+use media::outbox::Format;
 use media::rtmp::url::RelayUrl;
 use registry::RelayInfo;
+use serve::fanout::{EgressError, Lanes, Pace, Pump, Totals};
+use serve::io::{read_some, shutdown_write, write_all};
 use serve::metrics::Metrics;
+use serve::Shared;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use super::policy::{Backoff, Failure};
-use super::rtmp::RtmpPush;
+use super::rtmp::{Answers, RtmpPush};
 use super::transport::Tls;
 use super::Rule;
 use super::{lock, set};
@@ -35,10 +41,17 @@ const NEGOTIATE_WITHIN: Duration = Duration::from_secs(10);
 const SEND_WITHIN: Duration = Duration::from_secs(10);
 /// How long the first frame of a write waits for the next picture to share it.
 const MERGE: Duration = Duration::from_millis(40);
+/// How often a forward in the fan-out brings its counts (bytes, skipped frames) up to date.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+/// How long the goodbye of a forward in the fan-out may take.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+/// How much is read from a destination at a time (it says little: acknowledgements, pings).
+const READ_SIZE: usize = 4096;
 
 /// The forwards of one origin.
 pub struct Forwards {
     hub: Arc<Hub>,
+    lanes: Arc<Lanes>,
     tls: Arc<Tls>,
     metrics: Arc<Metrics>,
     rules: Vec<Rule>,
@@ -54,16 +67,12 @@ struct Forward {
 }
 
 impl Forwards {
-    pub fn new(
-        hub: Arc<Hub>,
-        tls: Arc<Tls>,
-        metrics: Arc<Metrics>,
-        rules: Vec<Rule>,
-    ) -> Arc<Forwards> {
+    pub fn new(shared: &Shared, tls: Arc<Tls>, rules: Vec<Rule>) -> Arc<Forwards> {
         Arc::new(Forwards {
-            hub,
+            hub: shared.hub.clone(),
+            lanes: shared.lanes.clone(),
             tls,
-            metrics,
+            metrics: shared.metrics.clone(),
             rules,
             running: Mutex::default(),
         })
@@ -149,6 +158,15 @@ impl Forwards {
             .unwrap_or_default()
     }
 
+    /// Every forward as it is now, with the stream it forwards.
+    pub fn states(&self) -> Vec<(String, RelayInfo)> {
+        let running = self.running();
+        let all = running.iter().flat_map(|(stream, list)| {
+            list.iter().map(|f| (stream.clone(), lock(&f.state).clone()))
+        });
+        all.collect()
+    }
+
     fn running(&self) -> MutexGuard<'_, HashMap<String, Vec<Forward>>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -156,15 +174,10 @@ impl Forwards {
     /// Forward until the stream ends or `stop`, reconnecting as the policy says.
     async fn run(&self, stream: &str, url: RelayUrl, state: &Mutex<RelayInfo>, stop: &Notify) {
         let mut backoff = Backoff::default();
-        loop {
-            // A new subscriber for every attempt: the destination starts at a keyframe, with
-            // the metadata and sequence headers first.
-            let Some(mut frames) = self.hub.subscribe(stream, Audience::Relay) else {
-                return;
-            };
+        while self.hub.is_live(stream) {
             set(state, |s| s.state = "connecting".into());
             let connect = RtmpPush::connect(&url, &self.tls, Instant::now() + NEGOTIATE_WITHIN);
-            let mut push = tokio::select! {
+            let push = tokio::select! {
                 pushed = connect => match pushed {
                     Ok(push) => push,
                     Err(e) => {
@@ -183,64 +196,150 @@ impl Forwards {
             });
             Metrics::add(&self.metrics.relays_live, 1);
             let since = Instant::now();
-            let mut timeline = Timeline::default();
-            let mut sent_before = 0;
-            let ended: Result<(), String> = loop {
-                let delivery = tokio::select! {
-                    delivery = frames.next() => delivery,
-                    // Between frames: answer the destination, and notice it went away.
-                    serviced = push.service() => match serviced {
-                        Ok(()) => continue,
-                        Err(e) => break Err(e.to_string()),
-                    },
-                    () = stop.notified() => break Ok(()),
-                };
-                match delivery {
-                    Delivery::Frame(frame) => {
-                        let after = match write(&mut push, &mut frames, &mut timeline, frame).await
-                        {
-                            Ok(after) => after,
-                            Err(why) => break Err(why),
-                        };
-                        let sent = push.bytes_sent();
-                        let new = sent.saturating_sub(sent_before);
-                        sent_before = sent;
-                        Metrics::add(&self.metrics.relay_bytes_total, new);
-                        set(state, |s| s.bytes += new);
-                        match after {
-                            Some(Delivery::Skipped(n)) => self.skipped(stream, state, n),
-                            Some(Delivery::End) => break Ok(()),
-                            _ => {}
-                        }
-                    }
-                    Delivery::Skipped(n) => self.skipped(stream, state, n),
-                    Delivery::End => break Ok(()),
-                }
+            let ended = match push.into_plain() {
+                Ok((socket, answers)) => self.fan_out(stream, socket, answers, state, stop).await,
+                Err(push) => self.write_each(stream, *push, state, stop).await,
             };
             self.metrics.relays_live.fetch_sub(1, Ordering::Relaxed);
-            match ended {
-                Ok(_) => {
-                    push.close().await;
-                    return;
-                }
-                Err(why) => {
-                    let live_for = since.elapsed();
-                    if !self
-                        .retry(
-                            stream,
-                            state,
-                            stop,
-                            &mut backoff,
-                            Failure::Failed,
-                            live_for,
-                            &why,
-                        )
-                        .await
-                    {
-                        return;
+            let Err(why) = ended else { return };
+            let live_for = since.elapsed();
+            if !self
+                .retry(stream, state, stop, &mut backoff, Failure::Failed, live_for, &why)
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Forward over plain TCP: the destination joins the stream's fan-out as an RTMP
+    /// viewer does, and gets the same bytes, written the same way (from the shared tapes
+    /// once the stream has many viewers), so that a forward costs what a viewer costs.
+    /// This task only answers what the destination says, and keeps the count.
+    /// `Ok` once the stream ended or the forward was stopped (the destination is told).
+    async fn fan_out(
+        &self,
+        stream: &str,
+        socket: TcpStream,
+        mut answers: Answers,
+        state: &Mutex<RelayInfo>,
+        stop: &Notify,
+    ) -> Result<(), String> {
+        let socket = Arc::new(socket);
+        let Some(mut join) = self.hub.join(stream, Audience::Relay) else {
+            goodbye(&socket, None, &mut answers, &self.metrics).await;
+            return Ok(());
+        };
+        headers_at_first_media(&mut join.replay);
+        let format = Format::Rtmp {
+            stream_id: answers.stream_id(),
+        };
+        let membership = self
+            .lanes
+            .attach(join, socket.clone(), format, Pace::Forward, &self.metrics);
+        let mut counted = Totals::default();
+        let mut tick = tokio::time::interval(COUNT_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut input = BytesMut::with_capacity(READ_SIZE);
+        let ended = loop {
+            let pump = match membership.pump() {
+                Ok(Pump::Ended) => break Ok(()),
+                Ok(pump) => pump,
+                Err(e) => break Err(egress_error(e)),
+            };
+            tokio::select! {
+                ready = membership.ready(pump) => if let Err(e) = ready {
+                    break Err(egress_error(e));
+                },
+                read = read_some(&socket, &mut input) => {
+                    let answered = match read {
+                        Ok(_) => answers.take(&input).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    input.clear();
+                    match answered {
+                        Ok(Some(answer)) => if let Err(e) = membership.send(answer) {
+                            break Err(egress_error(e));
+                        },
+                        Ok(None) => {}
+                        Err(why) => break Err(why),
                     }
                 }
+                _ = tick.tick() => self.count(stream, state, membership.totals(), &mut counted),
+                () = stop.notified() => break Ok(()),
             }
+        };
+        self.count(stream, state, membership.totals(), &mut counted);
+        if ended.is_ok() {
+            goodbye(&socket, membership.leave(), &mut answers, &self.metrics).await;
+        }
+        ended
+    }
+
+    /// Forward over TLS: this task takes each frame from the hub and writes it.
+    /// `Ok` once the stream ended or the forward was stopped (the destination is told).
+    async fn write_each(
+        &self,
+        stream: &str,
+        mut push: RtmpPush,
+        state: &Mutex<RelayInfo>,
+        stop: &Notify,
+    ) -> Result<(), String> {
+        // The destination starts at a keyframe, with the metadata and sequence headers.
+        let Some(mut frames) = self.hub.subscribe(stream, Audience::Relay) else {
+            push.close().await;
+            return Ok(());
+        };
+        let mut timeline = Timeline::default();
+        let mut sent_before = push.bytes_sent();
+        let ended = loop {
+            let delivery = tokio::select! {
+                delivery = frames.next() => delivery,
+                // Between frames: answer the destination, and notice it went away.
+                serviced = push.service() => match serviced {
+                    Ok(()) => continue,
+                    Err(e) => break Err(e.to_string()),
+                },
+                () = stop.notified() => break Ok(()),
+            };
+            match delivery {
+                Delivery::Frame(frame) => {
+                    let after = match write(&mut push, &mut frames, &mut timeline, frame).await {
+                        Ok(after) => after,
+                        Err(why) => break Err(why),
+                    };
+                    let sent = push.bytes_sent();
+                    let new = sent.saturating_sub(sent_before);
+                    sent_before = sent;
+                    Metrics::add(&self.metrics.relay_bytes_total, new);
+                    set(state, |s| s.bytes += new);
+                    match after {
+                        Some(Delivery::Skipped(n)) => self.skipped(stream, state, n),
+                        Some(Delivery::End) => break Ok(()),
+                        _ => {}
+                    }
+                }
+                Delivery::Skipped(n) => self.skipped(stream, state, n),
+                Delivery::End => break Ok(()),
+            }
+        };
+        if ended.is_ok() {
+            push.close().await;
+        }
+        ended
+    }
+
+    /// Bring the forward's counts up to `now` from what was `counted` before.
+    fn count(&self, stream: &str, state: &Mutex<RelayInfo>, now: Totals, counted: &mut Totals) {
+        let bytes = now.bytes.saturating_sub(counted.bytes);
+        let skipped = now.skipped.saturating_sub(counted.skipped);
+        *counted = now;
+        if bytes > 0 {
+            Metrics::add(&self.metrics.relay_bytes_total, bytes);
+            set(state, |s| s.bytes += bytes);
+        }
+        if skipped > 0 {
+            self.skipped(stream, state, skipped);
         }
     }
 
@@ -274,6 +373,49 @@ impl Forwards {
         tokio::select! {
             () = tokio::time::sleep(wait) => self.hub.is_live(stream),
             () = stop.notified() => false,
+        }
+    }
+}
+
+/// Why a destination in the fan-out was let go, in its words.
+fn egress_error(e: EgressError) -> String {
+    match e {
+        EgressError::TooSlow(n) => format!("the destination fell behind {n} times within a minute"),
+        EgressError::WriteTimeout(t) => format!("the destination took nothing for {t:?}"),
+        EgressError::Io(e) => e.to_string(),
+    }
+}
+
+/// End a publish politely once the fan-out let go of it: the rest of a message it began,
+/// FCUnpublish and deleteStream, then the close; all within [`CLOSE_WITHIN`].
+async fn goodbye(socket: &TcpStream, rest: Option<Bytes>, answers: &mut Answers, metrics: &Metrics) {
+    let bye = answers.goodbye();
+    let _ = tokio::time::timeout(CLOSE_WITHIN, async {
+        for bytes in rest.into_iter().chain(bye) {
+            write_all(socket, &bytes, metrics).await?;
+        }
+        shutdown_write(socket);
+        Ok::<(), EgressError>(())
+    })
+    .await;
+}
+
+/// A destination joining mid-stream gets the metadata and sequence headers first, at the
+/// time they were first sent; they go out at the time of the first frame after them
+/// instead, so that the destination does not see its tracks start far apart.
+fn headers_at_first_media(replay: &mut [Arc<Frame>]) {
+    let Some(first) = replay
+        .iter()
+        .position(|f| f.kind != MediaKind::Metadata && !f.sequence_header)
+    else {
+        return;
+    };
+    let at = replay[first].timestamp;
+    for frame in &mut replay[..first] {
+        if frame.sequence_header && frame.timestamp != at {
+            let mut moved = Frame::new(frame.kind, at, frame.payload.clone());
+            moved.generation = frame.generation;
+            *frame = Arc::new(moved);
         }
     }
 }
@@ -333,8 +475,8 @@ async fn flush_within(push: &mut RtmpPush) -> Result<(), String> {
 /// Each connection to a destination is a new publish. Media goes out at the stream's own
 /// time, so that its bytes are the ones every RTMP viewer gets (encoded once, shared).
 /// What comes before the first media frame, metadata and sequence headers (which the hub
-/// keeps with the time they were first sent), is held and goes out at that frame's time:
-/// sent at their old time, a destination would see its tracks start far apart.
+/// keeps with the time they were first sent), is held and goes out at that frame's time,
+/// as [`headers_at_first_media`] does for the fan-out.
 #[derive(Debug, Default)]
 struct Timeline {
     started: bool,

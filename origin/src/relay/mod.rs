@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use registry::RelayInfo;
+use serve::metrics::escape_label;
 
 pub use forward::Forwards;
 pub use pull::{PullRule, Pulls};
@@ -79,6 +80,38 @@ fn expand(template: &str, app: &str, room: &str) -> String {
 }
 
 /// A relay's state as its task last set it (what the lease, the heartbeat and the API show).
+/// Each forward's and pull's state, bytes and skipped frames in Prometheus text, labelled
+/// with its kind, stream, id and URL (redacted, as everywhere).
+pub fn render_metrics(forwards: &Forwards, pulls: &Pulls, out: &mut String) {
+    use std::fmt::Write;
+    let relays: Vec<(&str, String, RelayInfo)> = (forwards.states().into_iter())
+        .map(|(stream, info)| ("forward", stream, info))
+        .chain(pulls.states().into_iter().map(|(stream, info)| ("pull", stream, info)))
+        .collect();
+    let series = [
+        ("ferrolive_relay_up", "gauge", "Whether a relay is connected and relaying (1) or connecting or retrying (0)."),
+        ("ferrolive_relay_stream_bytes_total", "counter", "Media bytes a relay sent (forward) or received (pull)."),
+        ("ferrolive_relay_stream_frames_skipped_total", "counter", "Frames a forward dropped because its destination was too slow."),
+    ];
+    for (name, kind, help) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (relay, stream, info) in &relays {
+            let value = match name {
+                "ferrolive_relay_up" => u64::from(info.state == "live"),
+                "ferrolive_relay_stream_bytes_total" => info.bytes,
+                _ => info.frames_skipped,
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{relay}\",stream=\"{}\",id=\"{}\",url=\"{}\"}} {value}",
+                escape_label(stream),
+                escape_label(&info.id),
+                escape_label(&info.url),
+            );
+        }
+    }
+}
+
 fn lock(state: &Mutex<RelayInfo>) -> MutexGuard<'_, RelayInfo> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }

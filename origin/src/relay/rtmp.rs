@@ -21,6 +21,7 @@ use media::rtmp::handshake::{ClientHandshake, DigestSchema, RANDOM_SIZE};
 use media::rtmp::message::{user_control, MEDIA_STREAM_ID};
 use media::rtmp::url::RelayUrl;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 
 use super::transport::{self, Conn, Tls};
@@ -168,11 +169,10 @@ impl RtmpPush {
                 matches!(e, ClientEvent::Publishing)
             })
             .await?;
-        let mut push = RtmpPush { link };
         for event in after {
-            push.on_event(event)?;
+            on_publish_event(event, &link.url)?;
         }
-        Ok(push)
+        Ok(RtmpPush { link })
     }
 
     /// Send one frame: audio and video as they are (enhanced RTMP included) with their
@@ -254,27 +254,105 @@ impl RtmpPush {
         .await;
     }
 
+    /// Over plain TCP, once everything queued is written ([`RtmpPush::flush`]): the socket,
+    /// for another writer to send the media (the stream's fan-out, as to an RTMP viewer),
+    /// and the [`Answers`] that keep the session going. Otherwise the push as it is.
+    pub fn into_plain(self) -> Result<(TcpStream, Answers), Box<RtmpPush>> {
+        let link = self.link;
+        if !link.wbuf.is_empty() || !link.media.is_empty() {
+            return Err(Box::new(RtmpPush { link }));
+        }
+        let Link {
+            io,
+            session,
+            rbuf,
+            url,
+            ..
+        } = link;
+        match io.into_tcp() {
+            Ok(tcp) => Ok((tcp, Answers { session, rbuf, url })),
+            Err(io) => Err(Box::new(RtmpPush {
+                link: Link {
+                    io,
+                    session,
+                    rbuf,
+                    url,
+                    wbuf: BytesMut::new(),
+                    media: VecDeque::new(),
+                    unflushed: false,
+                    scratch: vec![0; READ_SIZE].into_boxed_slice(),
+                    sent: 0,
+                },
+            })),
+        }
+    }
+
     fn take_events(&mut self) -> Result<(), RelayError> {
         let mut events = Vec::new();
         self.link.feed(&mut events)?;
         for event in events {
-            self.on_event(event)?;
+            on_publish_event(event, &self.link.url)?;
         }
         Ok(())
     }
+}
 
-    fn on_event(&mut self, event: ClientEvent) -> Result<(), RelayError> {
-        match event {
-            ClientEvent::Status(status) if status.is_error() => Err(self.link.refused(&status)),
-            ClientEvent::Command(values)
-                if values.first().and_then(Amf0Value::as_str) == Some("close") =>
-            {
-                Err(self.link.closed("(it sent close)"))
-            }
-            // Acknowledgements, pings and window sizes are the session's; answers to
-            // releaseStream and FCPublish, onBWDone, anything played back: nothing to do.
-            _ => Ok(()),
+/// What a server says to a stream being published to it: an error when that is the end.
+fn on_publish_event(event: ClientEvent, url: &RelayUrl) -> Result<(), RelayError> {
+    match event {
+        ClientEvent::Status(status) if status.is_error() => Err(refused(&status, url)),
+        ClientEvent::Command(values)
+            if values.first().and_then(Amf0Value::as_str) == Some("close") =>
+        {
+            Err(closed(url, "(it sent close)"))
         }
+        // Acknowledgements, pings and window sizes are the session's; answers to
+        // releaseStream and FCPublish, onBWDone, anything played back: nothing to do.
+        _ => Ok(()),
+    }
+}
+
+/// The session of a publish whose socket another writer took over ([`RtmpPush::into_plain`]):
+/// it takes what the server sends and says what to answer.
+pub struct Answers {
+    session: ClientSession,
+    rbuf: BytesMut,
+    url: RelayUrl,
+}
+
+impl Answers {
+    /// The stream id the server gave the publish (media messages carry it).
+    pub fn stream_id(&self) -> u32 {
+        self.session.stream_id().unwrap_or(MEDIA_STREAM_ID)
+    }
+
+    /// Take `read`, bytes from the server (empty: it closed). Returns what to send back
+    /// (acknowledgements, ping answers); an error when the server refused, closed or sent
+    /// what the protocol does not allow.
+    pub fn take(&mut self, read: &[u8]) -> Result<Option<Bytes>, RelayError> {
+        if read.is_empty() {
+            return Err(closed(&self.url, "while publishing"));
+        }
+        self.rbuf.extend_from_slice(read);
+        let mut events = Vec::new();
+        let fed = self.session.feed(&mut self.rbuf, &mut events);
+        fed.map_err(|e| protocol(e, &self.url))?;
+        for event in events {
+            on_publish_event(event, &self.url)?;
+        }
+        Ok(self.output())
+    }
+
+    /// The goodbye: FCUnpublish and deleteStream.
+    pub fn goodbye(&mut self) -> Option<Bytes> {
+        self.session.delete_stream().ok()?;
+        self.output()
+    }
+
+    fn output(&mut self) -> Option<Bytes> {
+        self.session
+            .has_output()
+            .then(|| self.session.take_output().freeze())
     }
 }
 
@@ -578,25 +656,37 @@ impl Link {
     }
 
     fn protocol(&self, e: ClientError) -> RelayError {
-        RelayError::Protocol {
-            url: self.url.redacted(),
-            message: e.to_string(),
-        }
+        protocol(e, &self.url)
     }
 
     fn refused(&self, status: &Status) -> RelayError {
-        RelayError::Refused {
-            url: self.url.redacted(),
-            code: scrub(&status.code, &self.url),
-            description: scrub(&status.description, &self.url),
-        }
+        refused(status, &self.url)
     }
 
     fn closed(&self, during: &'static str) -> RelayError {
-        RelayError::Closed {
-            url: self.url.redacted(),
-            during,
-        }
+        closed(&self.url, during)
+    }
+}
+
+fn protocol(e: ClientError, url: &RelayUrl) -> RelayError {
+    RelayError::Protocol {
+        url: url.redacted(),
+        message: e.to_string(),
+    }
+}
+
+fn refused(status: &Status, url: &RelayUrl) -> RelayError {
+    RelayError::Refused {
+        url: url.redacted(),
+        code: scrub(&status.code, url),
+        description: scrub(&status.description, url),
+    }
+}
+
+fn closed(url: &RelayUrl, during: &'static str) -> RelayError {
+    RelayError::Closed {
+        url: url.redacted(),
+        during,
     }
 }
 

@@ -21,9 +21,23 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 /// What a connection is to its driver: bytes both ways.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP connection when it is a plain one (which another writer can take over),
+    /// else itself.
+    fn into_tcp(self: Box<Self>) -> Result<TcpStream, Conn>;
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+impl Io for TcpStream {
+    fn into_tcp(self: Box<Self>) -> Result<TcpStream, Conn> {
+        Ok(*self)
+    }
+}
+
+impl Io for TlsStream<TcpStream> {
+    fn into_tcp(self: Box<Self>) -> Result<TcpStream, Conn> {
+        Err(self)
+    }
+}
 
 /// An open connection, plain or TLS.
 pub type Conn = Box<dyn Io>;

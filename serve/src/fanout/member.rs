@@ -74,6 +74,18 @@ pub(super) struct MemberState {
     pub(super) blocked: bool,
     pub(super) status: Status,
     pub(super) slow: SlowViewerGuard,
+    /// What went to the socket and what the viewer skipped, so far (see
+    /// [`Membership::totals`]).
+    pub(super) totals: Totals,
+}
+
+/// What a viewer got so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes written to its socket.
+    pub bytes: u64,
+    /// Frames it skipped to catch up.
+    pub skipped: u64,
 }
 
 pub(super) enum Status {
@@ -131,6 +143,7 @@ impl Member {
                 // The fan-out's loss, not the viewer's: it does not count as falling behind.
                 None => {
                     let dropped = state.outbox.skip();
+                    state.totals.skipped += dropped;
                     Metrics::add(&self.metrics.frames_skipped_total, dropped);
                 }
             }
@@ -173,6 +186,7 @@ impl Member {
             Err(e) => return Some(self.fail(state, e.into())),
         };
         pass.written += written as u64;
+        state.totals.bytes += written as u64;
         if from_tape {
             pass.written_from_tape += written as u64;
         }
@@ -192,6 +206,7 @@ impl Member {
         if dropped == 0 {
             return Ok(());
         }
+        state.totals.skipped += dropped;
         state.slow.skipped(dropped, &self.metrics, Instant::now())
     }
 
@@ -234,6 +249,7 @@ impl Member {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     state.outbox.advance(n);
+                    state.totals.bytes += n as u64;
                     total += n as u64;
                     if n < offered {
                         state.blocked = true;
@@ -305,6 +321,11 @@ impl Membership {
             Metrics::add(&member.metrics.bytes_out_total, written);
         }
         Ok(())
+    }
+
+    /// What the viewer got so far.
+    pub fn totals(&self) -> Totals {
+        self.member.lock().totals
     }
 
     /// Change which tracks the viewer receives (RTMP receiveAudio / receiveVideo).

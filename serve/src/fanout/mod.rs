@@ -52,7 +52,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use self::member::{Member, MemberState, Status};
-pub use self::member::{Membership, Pump, SlowViewerGuard};
+pub use self::member::{Membership, Pump, SlowViewerGuard, Totals};
 use self::pass::{Pass, Seat, Taken};
 use self::schedule::{Due, Schedule};
 use self::tapes::{Tapes, TAPE_AT};
@@ -88,6 +88,22 @@ pub struct Lanes {
     /// A lane puts its batches on tapes once it has this many viewers ([`TAPE_AT`]).
     tape_at: usize,
 }
+
+/// Who a member of a fan-out is, which says how long its writes may wait for later
+/// batches to share them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// A player (or an edge pulling the stream, which never waits): the node's merge
+    /// window.
+    Player,
+    /// A forward to another server ([`FORWARD_WINDOW`]).
+    Forward,
+}
+
+/// The merge window of forwards. Their destinations are servers that buffer seconds
+/// (YouTube, Twitch, other origins), so a longer wait costs nobody anything, and a write
+/// per 200 ms instead of per two pictures makes a forward cheaper than a viewer.
+pub const FORWARD_WINDOW: Duration = Duration::from_millis(200);
 
 /// A stream's lanes take up to this many viewers each before the stream gets a lane on
 /// another fan-out thread; once it has one on every thread, new viewers go to the lane
@@ -146,6 +162,7 @@ impl Lanes {
         join: Join,
         socket: Arc<TcpStream>,
         format: Format,
+        pace: Pace,
         metrics: &Arc<Metrics>,
     ) -> Membership {
         let Join {
@@ -155,7 +172,12 @@ impl Lanes {
             backlog,
             watching,
         } = join;
-        let merges = !matches!(format, Format::Flv { marks: true, .. });
+        let window = match (pace, format) {
+            // An edge pulling the stream: its own viewers would wait twice.
+            (_, Format::Flv { marks: true, .. }) => Duration::ZERO,
+            (Pace::Player, _) => self.merge_window,
+            (Pace::Forward, _) => FORWARD_WINDOW,
+        };
         let mut outbox = Outbox::new(format, backlog);
         outbox.replay(&replay, waiting_for_key);
         let shares = outbox.shares();
@@ -166,6 +188,7 @@ impl Lanes {
                 blocked: false,
                 status: Status::Playing,
                 slow: SlowViewerGuard::default(),
+                totals: Totals::default(),
             }),
             wake: Notify::new(),
             metrics: metrics.clone(),
@@ -177,7 +200,7 @@ impl Lanes {
             let (key, lane) = self.pick(watching.name(), threads.len().max(1));
             match lane {
                 Some(lane) if lane.stream_id == watching.stream_id() => {
-                    match lane.admit(&member, merges, shares, batches) {
+                    match lane.admit(&member, window, shares, batches) {
                         Ok(()) => break,
                         // That fan-out just stopped for want of viewers: start another.
                         Err(returned) => batches = returned,
@@ -201,7 +224,7 @@ impl Lanes {
                         state: Mutex::new(LaneState {
                             last_taken: batches.seq(),
                             viewers: 1,
-                            joining: vec![Seat::new(&member, merges, shares, 0, batches.seq() + 1)],
+                            joining: vec![Seat::new(&member, window, shares, 0, batches.seq() + 1)],
                             next_turn: 1,
                             closed: false,
                         }),
@@ -289,7 +312,7 @@ impl Lane {
     fn admit(
         &self,
         member: &Arc<Member>,
-        merges: bool,
+        window: Duration,
         shares: Option<Shared>,
         mut batches: BatchStream,
     ) -> Result<(), BatchStream> {
@@ -314,7 +337,7 @@ impl Lane {
         }
         drop(viewer);
         let next = batches.seq().max(lane.last_taken) + 1;
-        let seat = Seat::new(member, merges, shares, lane.next_turn, next);
+        let seat = Seat::new(member, window, shares, lane.next_turn, next);
         lane.next_turn += 1;
         lane.joining.push(seat);
         lane.viewers += 1;
@@ -356,12 +379,12 @@ async fn fan_out(
     mut batches: BatchStream,
     metrics: Arc<Metrics>,
 ) {
-    let mut schedule = Schedule::new(lanes.merge_window);
+    let mut schedule = Schedule::default();
     let mut seats: Vec<Seat> = Vec::new();
     // The batches taken that some viewer has not been given yet, oldest first.
     let mut taken: VecDeque<Taken> = VecDeque::new();
     let mut tapes = Tapes::default();
-    // When the window of the batch held longest ends, while one is held.
+    // When the first window of a viewer holding batches ends, while one holds some.
     let mut wake_at: Option<Instant> = None;
     loop {
         let event = match wake_at {
@@ -373,9 +396,9 @@ async fn fan_out(
                     };
                     let mut pass = Pass::default();
                     pass.serve_all(&mut seats, &taken, &tapes, |seat, oldest| {
-                        schedule.is_due(due, seat.merges, seat.turn, oldest.at)
+                        Schedule::is_due(due, seat.window, seat.turn, oldest.at)
                     });
-                    wake_at = schedule.wake_at(pass.finish(&mut taken, &mut tapes, &metrics));
+                    wake_at = pass.finish(&mut taken, &mut tapes, &metrics);
                     continue;
                 }
             },
@@ -407,9 +430,9 @@ async fn fan_out(
         let mut pass = Pass::default();
         let before = seats.len();
         pass.serve_all(&mut seats, &taken, &tapes, |seat, oldest| {
-            schedule.is_due(due, seat.merges, seat.turn, oldest.at)
+            Schedule::is_due(due, seat.window, seat.turn, oldest.at)
         });
-        wake_at = schedule.wake_at(pass.finish(&mut taken, &mut tapes, &metrics));
+        wake_at = pass.finish(&mut taken, &mut tapes, &metrics);
         if seats.len() < before {
             lane.lock().viewers -= before - seats.len();
         }
@@ -420,7 +443,7 @@ async fn fan_out(
     let joining = lanes.close(&key, &lane, false).unwrap_or_default();
     let mut pass = Pass::default();
     pass.serve_all(&mut seats, &taken, &tapes, |seat, oldest| {
-        schedule.is_due(Due::All, seat.merges, seat.turn, oldest.at)
+        Schedule::is_due(Due::All, seat.window, seat.turn, oldest.at)
     });
     pass.finish(&mut taken, &mut tapes, &metrics);
     for seat in seats.iter().chain(&joining) {

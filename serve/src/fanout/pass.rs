@@ -5,12 +5,13 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use media::frame::Batch;
 use media::outbox::Shared;
 
 use super::member::Member;
+use super::schedule::Schedule;
 use super::tapes::Tapes;
 use crate::metrics::Metrics;
 
@@ -24,8 +25,9 @@ pub(super) struct Seat {
     /// seats, it saves a cache miss per write on the socket's own allocation: 3% of the
     /// CPU with 1000 viewers.
     fd: RawFd,
-    /// Writes may wait for the merge window (not for edges pulling the stream).
-    pub(super) merges: bool,
+    /// How long its writes may wait for later batches to share them (zero: they do not
+    /// wait, as for edges pulling the stream; see [`super::schedule`]).
+    pub(super) window: Duration,
     /// Which batches are written at once when merging (see [`super::schedule`]).
     pub(super) turn: u64,
     /// The encoding it shares with other viewers, if any: it is sent from that tape.
@@ -37,7 +39,7 @@ pub(super) struct Seat {
 impl Seat {
     pub(super) fn new(
         member: &Arc<Member>,
-        merges: bool,
+        window: Duration,
         shares: Option<Shared>,
         turn: u64,
         next: u64,
@@ -45,7 +47,7 @@ impl Seat {
         Seat {
             member: member.clone(),
             fd: member.socket.as_raw_fd(),
-            merges,
+            window,
             turn,
             shares,
             next,
@@ -64,14 +66,14 @@ pub(super) struct Taken {
     pub(super) at: Instant,
 }
 
-/// One pass of a fan-out over its viewers: the bytes it wrote, when the oldest batch a
-/// viewer still holds was taken, and the oldest batch any viewer still needs.
+/// One pass of a fan-out over its viewers: the bytes it wrote, when the first window of a
+/// viewer holding batches ends, and the oldest batch any viewer still needs.
 #[derive(Default)]
 pub(super) struct Pass {
     pub(super) written: u64,
     /// Of which sent from a tape.
     pub(super) written_from_tape: u64,
-    oldest_hold: Option<Instant>,
+    first_window_end: Option<Instant>,
     keep_from: Option<u64>,
 }
 
@@ -111,7 +113,8 @@ impl Pass {
                 alive = seat.member.deliver(socket, batches, self, on_tape);
                 seat.next = taken.back().map_or(seat.next, |batch| batch.seq + 1);
             } else {
-                self.oldest_hold = Some(self.oldest_hold.map_or(oldest.at, |t| t.min(oldest.at)));
+                let end = Schedule::window_end(oldest.at, seat.window);
+                self.first_window_end = Some(self.first_window_end.map_or(end, |t| t.min(end)));
             }
         }
         self.keep_from = Some(self.keep_from.map_or(seat.next, |k| k.min(seat.next)));
@@ -119,7 +122,7 @@ impl Pass {
     }
 
     /// Count the bytes written and forget the batches every viewer has had; returns
-    /// when the oldest batch a viewer still holds was taken.
+    /// when the first window of a viewer holding batches ends.
     pub(super) fn finish(
         self,
         taken: &mut VecDeque<Taken>,
@@ -133,7 +136,7 @@ impl Pass {
             taken.pop_front();
         }
         tapes.release(taken);
-        self.oldest_hold
+        self.first_window_end
     }
 }
 

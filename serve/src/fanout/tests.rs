@@ -197,7 +197,7 @@ fn attach_viewer_as(
             _ => None,
         });
     let server = Arc::new(server);
-    let membership = lanes.attach(join, server.clone(), format, metrics);
+    let membership = lanes.attach(join, server.clone(), format, Pace::Player, metrics);
     Viewer {
         driver: tokio::spawn(drive(membership, server)),
         client: TagReader::new(client),
@@ -721,7 +721,7 @@ async fn video_turned_off_and_on_resumes_at_a_keyframe() {
     let (server, client) = socket_pair(None).await;
     let join = hub.join(NAME, Audience::Viewer).expect("stream is live");
     let server = Arc::new(server);
-    let membership = lanes.attach(join, server.clone(), FORMAT, &metrics);
+    let membership = lanes.attach(join, server.clone(), FORMAT, Pace::Player, &metrics);
 
     membership.update_tracks(|tracks| tracks.video = false);
     push_pictures(&mut publisher, 1..=GOP - 1, SMALL);

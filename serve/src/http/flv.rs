@@ -15,8 +15,8 @@ use tracing::{debug, info};
 
 use super::respond::CORS;
 use super::HttpError;
-use crate::fanout::Pump;
-use crate::io::{limit_send_buffer, read_some, write_all};
+use crate::fanout::{Pace, Pump};
+use crate::io::{limit_send_buffer, read_some, shutdown_write, write_all};
 use crate::metrics::GaugeGuard;
 use crate::Node;
 
@@ -69,7 +69,7 @@ pub(super) async fn stream_flv(
     let format = Format::Flv { framing, marks };
     let membership = node
         .lanes
-        .attach(join, socket.clone(), format, &node.metrics);
+        .attach(join, socket.clone(), format, Pace::Player, &node.metrics);
     let mut scratch = BytesMut::with_capacity(512);
     let result = loop {
         let pump = match membership.pump() {
@@ -96,6 +96,6 @@ pub(super) async fn stream_flv(
     if framing == FlvFraming::Chunked {
         write_all(&socket, b"0\r\n\r\n", &node.metrics).await?;
     }
-    let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
+    shutdown_write(&socket);
     Ok(())
 }

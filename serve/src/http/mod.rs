@@ -173,7 +173,8 @@ async fn handle(
         }
         Route::Metrics => {
             let refused = node.rtmp_admission.refused() + node.http_admission.refused();
-            let body = node.metrics.render(&node.hub, refused);
+            let mut body = node.metrics.render(&node.hub, refused);
+            node.role.metrics(&mut body);
             respond(
                 &mut socket,
                 "200 OK",
