@@ -146,7 +146,10 @@ fn forwards_reach_ferrolive_and_nginx_and_resume_after_a_restart() {
         series("ferrolive_relay_stream_bytes_total", "rule-2") > Some(10_000),
         "{metrics}"
     );
-    assert!(!metrics.contains("nokey"), "a stream key in the metrics: {metrics}");
+    assert!(
+        !metrics.contains("nokey"),
+        "a stream key in the metrics: {metrics}"
+    );
 
     // The destination dies and comes back where it was.
     let (rtmp, http, api) = (dest.rtmp, dest.http, dest.api);

@@ -15,12 +15,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use media::flv::{self, FlvReader};
 use media::frame::{Frame, MediaKind};
-use media::rtmp::url::RelayUrl;
 use media::hub::{Hub, HubConfig};
+use media::rtmp::url::RelayUrl;
 use origin::relay::flv::FlvPull;
-use origin::relay::Forwards;
 use origin::relay::rtmp::{RelayError, RtmpPull, RtmpPush};
 use origin::relay::transport::Tls;
+use origin::relay::Forwards;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serve::fanout::Lanes;
 use serve::metrics::Metrics;
@@ -559,7 +559,10 @@ fn forwards_over_rtmp_and_rtmps_deliver_the_stream() {
         };
         let tls = Arc::new(Tls::new(Some(&pki.ca_pem)).unwrap());
         let forwards = Forwards::new(&shared, tls.clone(), Vec::new());
-        let mut publisher = shared.hub.publish("live/src", std::time::Instant::now()).unwrap();
+        let mut publisher = shared
+            .hub
+            .publish("live/src", std::time::Instant::now())
+            .unwrap();
         let publishing = async {
             let start = Instant::now();
             for (n, frame) in sample().iter().enumerate() {
@@ -573,7 +576,9 @@ fn forwards_over_rtmp_and_rtmps_deliver_the_stream() {
                 tokio::time::sleep_until(start + Duration::from_millis(frame.timestamp)).await;
                 let now = std::time::Instant::now();
                 let payload = frame.payload.clone();
-                publisher.push(frame.kind, frame.timestamp as u32, payload, now).unwrap();
+                publisher
+                    .push(frame.kind, frame.timestamp as u32, payload, now)
+                    .unwrap();
             }
             publisher.finish(&shared.hub);
         };
@@ -590,7 +595,13 @@ fn forwards_over_rtmp_and_rtmps_deliver_the_stream() {
         check_pulled(&via_tls, "forward over RTMPS");
         let states = forwards.states();
         assert!(states.is_empty(), "forwards still running: {states:?}");
-        assert!(shared.metrics.relay_bytes_total.load(std::sync::atomic::Ordering::Relaxed) > 100_000);
+        assert!(
+            shared
+                .metrics
+                .relay_bytes_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 100_000
+        );
     });
 }
 

@@ -14,10 +14,7 @@ pub(crate) fn limit_send_buffer(socket: &TcpStream, bytes: usize) {
 }
 
 /// Read what `socket` has (waiting for something): the count, 0 at end of stream.
-pub async fn read_some(
-    socket: &TcpStream,
-    buf: &mut bytes::BytesMut,
-) -> std::io::Result<usize> {
+pub async fn read_some(socket: &TcpStream, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
     loop {
         socket.readable().await?;
         match socket.try_read_buf(buf) {

@@ -162,7 +162,8 @@ impl Forwards {
     pub fn states(&self) -> Vec<(String, RelayInfo)> {
         let running = self.running();
         let all = running.iter().flat_map(|(stream, list)| {
-            list.iter().map(|f| (stream.clone(), lock(&f.state).clone()))
+            list.iter()
+                .map(|f| (stream.clone(), lock(&f.state).clone()))
         });
         all.collect()
     }
@@ -204,7 +205,15 @@ impl Forwards {
             let Err(why) = ended else { return };
             let live_for = since.elapsed();
             if !self
-                .retry(stream, state, stop, &mut backoff, Failure::Failed, live_for, &why)
+                .retry(
+                    stream,
+                    state,
+                    stop,
+                    &mut backoff,
+                    Failure::Failed,
+                    live_for,
+                    &why,
+                )
                 .await
             {
                 return;
@@ -234,9 +243,9 @@ impl Forwards {
         let format = Format::Rtmp {
             stream_id: answers.stream_id(),
         };
-        let membership = self
-            .lanes
-            .attach(join, socket.clone(), format, Pace::Forward, &self.metrics);
+        let membership =
+            self.lanes
+                .attach(join, socket.clone(), format, Pace::Forward, &self.metrics);
         let mut counted = Totals::default();
         let mut tick = tokio::time::interval(COUNT_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -388,7 +397,12 @@ fn egress_error(e: EgressError) -> String {
 
 /// End a publish politely once the fan-out let go of it: the rest of a message it began,
 /// FCUnpublish and deleteStream, then the close; all within [`CLOSE_WITHIN`].
-async fn goodbye(socket: &TcpStream, rest: Option<Bytes>, answers: &mut Answers, metrics: &Metrics) {
+async fn goodbye(
+    socket: &TcpStream,
+    rest: Option<Bytes>,
+    answers: &mut Answers,
+    metrics: &Metrics,
+) {
     let bye = answers.goodbye();
     let _ = tokio::time::timeout(CLOSE_WITHIN, async {
         for bytes in rest.into_iter().chain(bye) {

@@ -86,12 +86,29 @@ pub fn render_metrics(forwards: &Forwards, pulls: &Pulls, out: &mut String) {
     use std::fmt::Write;
     let relays: Vec<(&str, String, RelayInfo)> = (forwards.states().into_iter())
         .map(|(stream, info)| ("forward", stream, info))
-        .chain(pulls.states().into_iter().map(|(stream, info)| ("pull", stream, info)))
+        .chain(
+            pulls
+                .states()
+                .into_iter()
+                .map(|(stream, info)| ("pull", stream, info)),
+        )
         .collect();
     let series = [
-        ("ferrolive_relay_up", "gauge", "Whether a relay is connected and relaying (1) or connecting or retrying (0)."),
-        ("ferrolive_relay_stream_bytes_total", "counter", "Media bytes a relay sent (forward) or received (pull)."),
-        ("ferrolive_relay_stream_frames_skipped_total", "counter", "Frames a forward dropped because its destination was too slow."),
+        (
+            "ferrolive_relay_up",
+            "gauge",
+            "Whether a relay is connected and relaying (1) or connecting or retrying (0).",
+        ),
+        (
+            "ferrolive_relay_stream_bytes_total",
+            "counter",
+            "Media bytes a relay sent (forward) or received (pull).",
+        ),
+        (
+            "ferrolive_relay_stream_frames_skipped_total",
+            "counter",
+            "Frames a forward dropped because its destination was too slow.",
+        ),
     ];
     for (name, kind, help) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -189,7 +189,10 @@ mod tests {
             unreachable!()
         };
         assert_eq!(Schedule::per_write(WINDOW, interval), 2);
-        assert_eq!(Schedule::per_write(crate::fanout::FORWARD_WINDOW, interval), 7);
+        assert_eq!(
+            Schedule::per_write(crate::fanout::FORWARD_WINDOW, interval),
+            7
+        );
     }
 
     #[test]
@@ -197,7 +200,14 @@ mod tests {
         let mut schedule = Schedule::default();
         let now = Instant::now();
         let lost = schedule.batch(7, None);
-        assert!(matches!(lost, Due::Batch { seq: 7, lost: true, .. }));
+        assert!(matches!(
+            lost,
+            Due::Batch {
+                seq: 7,
+                lost: true,
+                ..
+            }
+        ));
         for turn in 0..4 {
             assert!(Schedule::is_due(lost, WINDOW, turn, now));
             let held = due_batch(7, 2);
@@ -214,7 +224,10 @@ mod tests {
         };
         assert!(!Schedule::is_due(at(39), WINDOW, 0, t0));
         assert!(Schedule::is_due(at(40), WINDOW, 0, t0));
-        assert!(!Schedule::is_due(at(40), WINDOW * 5, 0, t0), "a longer window");
+        assert!(
+            !Schedule::is_due(at(40), WINDOW * 5, 0, t0),
+            "a longer window"
+        );
         assert_eq!(
             Schedule::window_end(t0, WINDOW),
             t0 + Duration::from_millis(40)
