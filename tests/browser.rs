@@ -1,5 +1,5 @@
 //! Browser players against a real ferrolive: hls.js and Chromium's own HLS player on the
-//! HLS playlist, mpegts.js on HTTP-FLV, in headless Chromium driven by Playwright
+//! HLS playlist, mpegts.js on HTTP-FLV and WebSocket-FLV, in headless Chromium driven by Playwright
 //! (`tests/browser/play.mjs`, which reports how playback went); and Chromium seeking in a
 //! recorded MP4 (`tests/browser/seek.mjs`).
 //!
@@ -159,6 +159,21 @@ fn players_cross_a_b_frame_publishers_reconnect() {
             "{player}: {report}"
         );
     }
+}
+
+/// mpegts.js plays WebSocket-FLV (`ws://HOST:PORT/live/ROOM.flv`), as it plays HTTP-FLV.
+#[test]
+fn mpegts_js_plays_websocket_flv() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish_b_frames(&server.rtmp_url("ws"));
+    server.wait_live("ws");
+    let report = play("mpegts", &format!("ws://{}/live/ws.flv", server.http), 8);
+    assert!(report.started(), "{report}");
+    assert!(report.number("decodedFrames") > 50.0, "{report}");
+    assert!(report.number("maxFreezeMs") < 1000.0, "{report}");
+    assert!(report.texts("errors").is_empty(), "{report}");
 }
 
 /// A recorded MP4 opens in Chromium's own `<video>`, which finds its whole duration and

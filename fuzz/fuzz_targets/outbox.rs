@@ -65,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
         0 => Format::Rtmp { stream_id: 1 },
         1 => Format::Rtmp { stream_id: 7 },
         _ => Format::Flv {
-            framing: if first & 4 == 0 { FlvFraming::Chunked } else { FlvFraming::UntilClose },
+            framing: match (first & 4 != 0, first & 0x80 != 0) {
+                (false, _) => FlvFraming::Chunked,
+                (true, false) => FlvFraming::UntilClose,
+                (true, true) => FlvFraming::WebSocket,
+            },
             marks: first & 8 != 0,
         },
     };

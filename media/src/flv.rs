@@ -103,6 +103,14 @@ impl Frame {
             http_chunk(&tag)
         })
     }
+
+    /// The frame as one FLV tag in one binary WebSocket message, built once.
+    pub fn flv_ws_message(&self) -> &Bytes {
+        self.flv_ws.get_or_init(|| {
+            let tag = encode_tag(self.flv_tag_type(), self.wire_timestamp(), &self.payload);
+            crate::websocket::binary(&tag)
+        })
+    }
 }
 
 /// An FLV file: the header, then each frame as a tag with its time counted from the

@@ -39,6 +39,8 @@ pub struct Frame {
     pub payload: Bytes,
     /// The frame as an FLV tag in an HTTP chunk, made on first use (see [`crate::flv`]).
     pub(crate) flv_chunk: OnceLock<Bytes>,
+    /// The frame as an FLV tag in a WebSocket message, made on first use.
+    pub(crate) flv_ws: OnceLock<Bytes>,
     /// The frame as RTMP chunks, made on first use (see [`crate::rtmp::message`]).
     pub(crate) rtmp: OnceLock<Bytes>,
 }
@@ -55,6 +57,7 @@ impl Frame {
             segment: None,
             payload,
             flv_chunk: OnceLock::new(),
+            flv_ws: OnceLock::new(),
             rtmp: OnceLock::new(),
         }
     }

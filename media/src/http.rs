@@ -32,6 +32,9 @@ pub struct RequestHead {
     pub user_agent: String,
     /// The `Range` header, if any (see [`byte_range`]).
     pub range: Option<String>,
+    /// A WebSocket handshake's `Sec-WebSocket-Key`, when the request asks to upgrade to
+    /// WebSocket (`Upgrade: websocket`).
+    pub websocket_key: Option<String>,
 }
 
 /// The longest `User-Agent` kept.
@@ -156,7 +159,15 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let mut keep_alive = version == 1;
     let mut user_agent = String::new();
     let mut range = None;
+    let (mut upgrade_websocket, mut websocket_key) = (false, None);
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = h.value.eq_ignore_ascii_case(b"websocket");
+        }
+        // A key is 16 bytes in base64: 24 characters.
+        if h.name.eq_ignore_ascii_case("sec-websocket-key") && h.value.len() <= 64 {
+            websocket_key = Some(String::from_utf8_lossy(h.value).into_owned());
+        }
         if h.name.eq_ignore_ascii_case("range") && h.value.len() <= MAX_RANGE {
             range = Some(String::from_utf8_lossy(h.value).into_owned());
         }
@@ -185,6 +196,7 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         http10: version == 0,
         user_agent,
         range,
+        websocket_key: websocket_key.filter(|_| upgrade_websocket),
     })
 }
 

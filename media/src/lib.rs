@@ -22,3 +22,4 @@ pub mod segment;
 mod test_payloads;
 pub mod timestamp;
 pub mod ts;
+pub mod websocket;

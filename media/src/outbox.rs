@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::flv;
 use crate::frame::{Frame, MediaKind, Tracks};
 use crate::rtmp::message::MEDIA_STREAM_ID;
+use crate::websocket;
 
 /// How a viewer's frames are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum FlvFraming {
     Chunked,
     /// Raw tags until the connection closes, for HTTP/1.0 clients.
     UntilClose,
+    /// Each tag one binary WebSocket message (WebSocket-FLV: mpegts.js, flv.js).
+    WebSocket,
 }
 
 impl FlvFraming {
@@ -38,18 +41,29 @@ impl FlvFraming {
         match self {
             FlvFraming::Chunked => flv::http_chunk(tag),
             FlvFraming::UntilClose => Bytes::copy_from_slice(tag),
+            FlvFraming::WebSocket => websocket::binary(tag),
         }
     }
 
-    /// A frame's tag framed for the body, borrowed from the frame's HTTP chunk.
+    /// A frame's tag framed for the body, borrowed from the frame's HTTP chunk (or its
+    /// WebSocket message).
     fn framed(self, frame: &Frame) -> &[u8] {
-        let chunk = frame.flv_http_chunk();
         match self {
-            FlvFraming::Chunked => chunk,
+            FlvFraming::Chunked => frame.flv_http_chunk(),
             FlvFraming::UntilClose => {
+                let chunk = frame.flv_http_chunk();
                 let start = chunk.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
                 &chunk[start..chunk.len() - 2]
             }
+            FlvFraming::WebSocket => frame.flv_ws_message(),
+        }
+    }
+
+    /// The frame's buffer that [`FlvFraming::framed`] borrows from.
+    fn buffer(self, frame: &Frame) -> &Bytes {
+        match self {
+            FlvFraming::Chunked | FlvFraming::UntilClose => frame.flv_http_chunk(),
+            FlvFraming::WebSocket => frame.flv_ws_message(),
         }
     }
 }
@@ -66,10 +80,11 @@ pub enum Shared {
 
 impl Shared {
     /// Every shared encoding, in [`Shared::index`] order.
-    pub const ALL: [Shared; 3] = [
+    pub const ALL: [Shared; 4] = [
         Shared::Rtmp,
         Shared::Flv(FlvFraming::Chunked),
         Shared::Flv(FlvFraming::UntilClose),
+        Shared::Flv(FlvFraming::WebSocket),
     ];
 
     /// Its place in [`Shared::ALL`].
@@ -78,6 +93,7 @@ impl Shared {
             Shared::Rtmp => 0,
             Shared::Flv(FlvFraming::Chunked) => 1,
             Shared::Flv(FlvFraming::UntilClose) => 2,
+            Shared::Flv(FlvFraming::WebSocket) => 3,
         }
     }
 
@@ -96,7 +112,7 @@ impl Shared {
     fn buffer(self, frame: &Frame) -> &Bytes {
         match self {
             Shared::Rtmp => frame.rtmp_chunks(),
-            Shared::Flv(_) => frame.flv_http_chunk(),
+            Shared::Flv(framing) => framing.buffer(frame),
         }
     }
 }
@@ -395,7 +411,7 @@ impl Outbox {
                     Format::Flv { framing, .. } => framing,
                     Format::Rtmp { .. } => unreachable!("checked above"),
                 };
-                let bytes = frame.flv_http_chunk().slice_ref(framing.framed(frame));
+                let bytes = framing.buffer(frame).slice_ref(framing.framed(frame));
                 self.units.push_back(Unit {
                     bytes,
                     kind: UnitKind::Replay,

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub publishes_total: AtomicU64,
     /// Players attached now (RTMP, HTTP-FLV, HLS sessions).
     pub viewers: AtomicU64,
+    /// Of `viewers`, by protocol ([`Protocol::index`]).
+    pub viewers_by_protocol: [AtomicU64; Protocol::ALL.len()],
     /// Other nodes pulling streams from this one now.
     pub relays: AtomicU64,
     pub bytes_in_total: AtomicU64,
@@ -64,6 +66,59 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         (self.gauge)(&self.metrics).fetch_sub(1, Relaxed);
+    }
+}
+
+/// How a player plays, for its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    HttpFlv,
+    WebSocketFlv,
+    Hls,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Rtmp,
+        Protocol::HttpFlv,
+        Protocol::WebSocketFlv,
+        Protocol::Hls,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its label in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::HttpFlv => "http-flv",
+            Protocol::WebSocketFlv => "ws-flv",
+            Protocol::Hls => "hls",
+        }
+    }
+}
+
+/// Counts one player in `viewers` and in its protocol's count while alive.
+pub struct ViewerGuard {
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+}
+
+impl ViewerGuard {
+    pub fn new(metrics: Arc<Metrics>, protocol: Protocol) -> Self {
+        metrics.viewers.fetch_add(1, Relaxed);
+        metrics.viewers_by_protocol[protocol.index()].fetch_add(1, Relaxed);
+        ViewerGuard { metrics, protocol }
+    }
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.metrics.viewers.fetch_sub(1, Relaxed);
+        self.metrics.viewers_by_protocol[self.protocol.index()].fetch_sub(1, Relaxed);
     }
 }
 
@@ -234,6 +289,15 @@ impl Metrics {
             "Origin: frames a forward dropped because its destination was too slow.",
             get(&self.relay_frames_skipped_total),
         );
+        let _ = writeln!(out, "# HELP ferrolive_protocol_viewers Players attached now, by protocol.\n# TYPE ferrolive_protocol_viewers gauge");
+        for protocol in Protocol::ALL {
+            let _ = writeln!(
+                out,
+                "ferrolive_protocol_viewers{{protocol=\"{}\"}} {}",
+                protocol.label(),
+                get(&self.viewers_by_protocol[protocol.index()])
+            );
+        }
         let _ = writeln!(out, "# HELP ferrolive_stream_viewers Viewers of one stream.\n# TYPE ferrolive_stream_viewers gauge");
         for s in &streams {
             let _ = writeln!(

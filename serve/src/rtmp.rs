@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::admission;
 use crate::fanout::{EgressError, Membership, Pace, Pump};
 use crate::io::{limit_send_buffer, read_some, write_all};
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::metrics::{GaugeGuard, Metrics, Protocol, ViewerGuard};
 use crate::{stream_key, Hold, Node, Publishing};
 
 /// Time allowed for the whole negotiation, handshake through publish or play: a client
@@ -149,7 +149,7 @@ enum Role {
     Playing {
         membership: Membership,
         name: String,
-        _viewer: GaugeGuard,
+        _viewer: ViewerGuard,
     },
     /// Answered with an error status; close once it is sent.
     Closing,
@@ -294,7 +294,7 @@ impl Connection {
                 match join {
                     Some(join) => {
                         debug!(stream = %join.watching.name(), peer = %self.peer, "play start");
-                        let _viewer = GaugeGuard::new(self.node.metrics.clone(), |m| &m.viewers);
+                        let _viewer = ViewerGuard::new(self.node.metrics.clone(), Protocol::Rtmp);
                         self.session.accept_play(&name);
                         limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
                         // The play replies go first; from here the fan-out writes the media.

@@ -3,7 +3,7 @@
 //
 //   node play.mjs --player hlsjs|mpegts|native --url URL --seconds N
 //
-// hlsjs: hls.js on the HLS playlist; mpegts: mpegts.js on HTTP-FLV; native: Chromium's own
+// hlsjs: hls.js on the HLS playlist; mpegts: mpegts.js on HTTP-FLV (or WebSocket-FLV, ws://); native: Chromium's own
 // HLS player (<video src=playlist>). The page is served from a local server of this script,
 // with the players from node_modules (nothing is fetched from the internet).
 //

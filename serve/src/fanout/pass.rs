@@ -61,7 +61,7 @@ pub(super) struct Taken {
     /// `None`: the fan-out lost it.
     pub(super) frames: Option<Batch>,
     /// Where its frames are on each tape ([`Shared::index`]), if on that tape.
-    pub(super) spans: [Option<Range<u64>>; 3],
+    pub(super) spans: [Option<Range<u64>>; Shared::ALL.len()],
     /// When the fan-out took it.
     pub(super) at: Instant,
 }

@@ -19,7 +19,7 @@ pub(super) const TAPE_AT: usize = 16;
 /// that cannot be made or written is dropped: its viewers are written to as before.
 #[derive(Default)]
 pub(super) struct Tapes {
-    tapes: [Option<Tape>; 3],
+    tapes: [Option<Tape>; Shared::ALL.len()],
     /// A tape could not be made or written: make no more. (A new tape in the place of one
     /// dropped would also put batches at offsets that the batches taken before mean on
     /// the old one.)
@@ -44,8 +44,11 @@ impl Tapes {
     }
 
     /// Put `frames` on every tape; returns where they went.
-    pub(super) fn record(&mut self, frames: Option<&Batch>) -> [Option<Range<u64>>; 3] {
-        let mut spans = [None, None, None];
+    pub(super) fn record(
+        &mut self,
+        frames: Option<&Batch>,
+    ) -> [Option<Range<u64>>; Shared::ALL.len()] {
+        let mut spans = [const { None }; Shared::ALL.len()];
         let Some(frames) = frames else {
             return spans;
         };

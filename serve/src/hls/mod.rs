@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use self::sessions::{SessionKey, Sessions};
-use crate::metrics::GaugeGuard;
+use crate::metrics::{Protocol, ViewerGuard};
 use crate::Node;
 
 /// How often a packager drops the sessions of its stream that went idle.
@@ -33,7 +33,7 @@ pub enum NoPlaylist {
 /// What keeps an HLS player counted while its session lives.
 struct Player {
     _watching: Watching,
-    _gauge: GaugeGuard,
+    _gauge: ViewerGuard,
 }
 
 /// A packager nobody asked for in this long is stopped.
@@ -161,7 +161,7 @@ impl Hls {
         self.sessions().segment(client, Instant::now(), || {
             Some(Player {
                 _watching: node.hub.watch(key, Audience::Viewer)?,
-                _gauge: GaugeGuard::new(node.metrics.clone(), |m| &m.viewers),
+                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls),
             })
         });
         Some(segment)

@@ -10,20 +10,30 @@ use media::flv;
 use media::frame::Tracks;
 use media::hub::Join;
 use media::outbox::{FlvFraming, Format};
+use media::websocket::{self, ClientFrame};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::respond::CORS;
 use super::HttpError;
-use crate::fanout::{Pace, Pump};
+use crate::fanout::{EgressError, Membership, Pace, Pump};
 use crate::io::{limit_send_buffer, read_some, shutdown_write, write_all};
-use crate::metrics::GaugeGuard;
+use crate::metrics::{GaugeGuard, Protocol, ViewerGuard};
 use crate::Node;
 
-pub(super) fn flv_response_head(framing: FlvFraming) -> String {
+/// The response head of an FLV stream framed as `framing`; for WebSocket, the handshake's
+/// answer to `websocket_key`.
+pub(super) fn flv_response_head(framing: FlvFraming, websocket_key: Option<&str>) -> String {
     let (version, encoding) = match framing {
         FlvFraming::Chunked => ("1.1", "Transfer-Encoding: chunked\r\n"),
         FlvFraming::UntilClose => ("1.0", ""),
+        FlvFraming::WebSocket => {
+            let accept = websocket::accept_key(websocket_key.unwrap_or_default());
+            return format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+        }
     };
     format!(
         "HTTP/{version} 200 OK\r\nContent-Type: video/x-flv\r\n{encoding}{CORS}\
@@ -34,20 +44,25 @@ pub(super) fn flv_response_head(framing: FlvFraming) -> String {
 /// How long an HTTP-FLV viewer of a stream with no known track yet waits for one.
 const TRACKS_WAIT: Duration = Duration::from_secs(1);
 
-/// Stream a live FLV until the stream ends or the viewer leaves. With `marks`, segment
-/// marks go along (for edges; players never ask for them).
+/// Stream a live FLV framed as `framing` after the response `head`, until the stream ends
+/// or the viewer leaves. With `marks`, segment marks go along (for edges; players never
+/// ask for them).
 pub(super) async fn stream_flv(
     socket: TcpStream,
     peer: SocketAddr,
     join: Join,
-    framing: FlvFraming,
+    (framing, head): (FlvFraming, String),
     marks: bool,
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
     // An edge pulling the stream is a relay, not a viewer.
-    let _watching = match marks {
-        true => GaugeGuard::new(node.metrics.clone(), |m| &m.relays),
-        false => GaugeGuard::new(node.metrics.clone(), |m| &m.viewers),
+    let protocol = match framing {
+        FlvFraming::WebSocket => Protocol::WebSocketFlv,
+        _ => Protocol::HttpFlv,
+    };
+    let _watching: Box<dyn Send> = match marks {
+        true => Box::new(GaugeGuard::new(node.metrics.clone(), |m| &m.relays)),
+        false => Box::new(ViewerGuard::new(node.metrics.clone(), protocol)),
     };
     limit_send_buffer(&socket, node.config.viewer_send_buffer);
     let name = join.watching.name().to_owned();
@@ -60,7 +75,7 @@ pub(super) async fn stream_flv(
         tokio::time::sleep(Duration::from_millis(20)).await;
         tracks = join.watching.tracks();
     }
-    let mut head = BytesMut::from(flv_response_head(framing).as_bytes());
+    let mut head = BytesMut::from(head.as_bytes());
     head.extend_from_slice(&framing.frame(&flv::header(tracks.audio, tracks.video)));
     write_all(&socket, &head, &node.metrics).await?;
 
@@ -82,8 +97,16 @@ pub(super) async fn stream_flv(
                 break Err(e);
             },
             read = read_some(&socket, &mut scratch) => match read {
-                // The viewer hung up (or sent something we ignore).
+                // The viewer hung up.
                 Ok(0) | Err(_) => return Ok(()),
+                Ok(_) if framing == FlvFraming::WebSocket => {
+                    match answer_websocket(&mut scratch, &membership) {
+                        Ok(true) => {}
+                        Ok(false) => return Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+                // What an HTTP-FLV player sends after its request is ignored.
                 Ok(_) => scratch.clear(),
             },
         }
@@ -93,9 +116,34 @@ pub(super) async fn stream_flv(
         return Err(e.into());
     }
     debug!(stream = %name, %peer, "stream ended; closing http-flv viewer");
-    if framing == FlvFraming::Chunked {
-        write_all(&socket, b"0\r\n\r\n", &node.metrics).await?;
+    match framing {
+        FlvFraming::Chunked => write_all(&socket, b"0\r\n\r\n", &node.metrics).await?,
+        FlvFraming::WebSocket => write_all(&socket, &websocket::close(1000), &node.metrics).await?,
+        FlvFraming::UntilClose => {}
     }
     shutdown_write(&socket);
     Ok(())
+}
+
+/// Answer what a WebSocket-FLV player sent: pings get their pong; `false` once it closed
+/// (its close is answered). A client that breaks the protocol is let go.
+fn answer_websocket(read: &mut BytesMut, membership: &Membership) -> Result<bool, EgressError> {
+    loop {
+        match websocket::read_client_frame(read) {
+            Ok(None) => return Ok(true),
+            Ok(Some(ClientFrame::Ping(payload))) => membership.send(websocket::pong(&payload))?,
+            Ok(Some(ClientFrame::Close(_))) => {
+                membership.send(websocket::close(1000))?;
+                return Ok(false);
+            }
+            Ok(Some(ClientFrame::Other)) => {}
+            Err(e) => {
+                let _ = membership.send(websocket::close(1002));
+                return Err(EgressError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    e,
+                )));
+            }
+        }
+    }
 }

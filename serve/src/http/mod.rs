@@ -201,17 +201,17 @@ async fn handle(
                 not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
                 return Ok(Some(socket));
             };
-            let framing = if request.http10 {
-                FlvFraming::UntilClose
-            } else {
-                FlvFraming::Chunked
+            let framing = match &request.websocket_key {
+                Some(_) if !head_only => FlvFraming::WebSocket,
+                _ if request.http10 => FlvFraming::UntilClose,
+                _ => FlvFraming::Chunked,
             };
+            let head = flv_response_head(framing, request.websocket_key.as_deref());
             if head_only {
-                let head = flv_response_head(framing);
                 socket.write_all(head.as_bytes()).await?;
                 return Ok(None);
             }
-            stream_flv(socket, peer, join, framing, marks, node).await?;
+            stream_flv(socket, peer, join, (framing, head), marks, node).await?;
             return Ok(None);
         }
         Route::Playlist { stream, room } => {

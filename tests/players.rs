@@ -1,0 +1,184 @@
+//! End-to-end continuous players on the player port: WebSocket-FLV (mpegts.js and flv.js
+//! play it; the browser test drives mpegts.js), here read by a WebSocket client of the
+//! test's own and decoded by ffmpeg.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use testkit::*;
+
+/// A WebSocket client: the handshake, then frames as the server sends them.
+struct WebSocket {
+    socket: TcpStream,
+    /// Read and not yet taken.
+    buf: Vec<u8>,
+}
+
+/// One frame from the server: its opcode and payload.
+type Message = (u8, Vec<u8>);
+
+impl WebSocket {
+    /// Open `path` on `addr`; the answer's status line and headers if it is not 101.
+    fn open(addr: std::net::SocketAddr, path: &str) -> Result<WebSocket, String> {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The sample key of RFC 6455 1.3, whose accept value the RFC gives.
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut ws = WebSocket {
+            socket,
+            buf: Vec::new(),
+        };
+        let head = loop {
+            if let Some(end) = ws.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&ws.buf[..end]).into_owned();
+                ws.buf.drain(..end + 4);
+                break head;
+            }
+            if !ws.fill() {
+                return Err(format!("closed during the handshake: {:?}", ws.buf));
+            }
+        };
+        let upgraded = head.starts_with("HTTP/1.1 101")
+            && head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        if upgraded {
+            Ok(ws)
+        } else {
+            Err(head)
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.socket.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next frame, `None` once the connection closed.
+    fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some((message, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(message);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Send a masked frame, as a client must.
+    fn send(&mut self, opcode: u8, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.socket.write_all(&frame).unwrap();
+    }
+}
+
+/// A whole unmasked frame at the front of `buf`, and its length.
+fn parse_server_frame(buf: &[u8]) -> Option<(Message, usize)> {
+    let (first, second) = (*buf.first()?, *buf.get(1)?);
+    assert_eq!(second & 0x80, 0, "a server's frames are not masked");
+    assert_eq!(first & 0x80, 0x80, "each message is one final frame");
+    let (len, at) = match second & 0x7F {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
+        short => (short as usize, 2),
+    };
+    let payload = buf.get(at..at + len)?;
+    Some(((first & 0x0F, payload.to_vec()), at + len))
+}
+
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// WebSocket-FLV: each binary message is the FLV header or one tag, the whole of them an
+/// FLV that ffmpeg decodes; a ping is answered, a close is answered and ends it, and a
+/// stream that is not live is a 404 instead of an upgrade.
+#[test]
+fn websocket_flv_plays_and_answers_pings_and_closes() {
+    require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("ws"), Source::AudioVideo, 25, 0);
+    server.wait_live("ws");
+
+    let refused = WebSocket::open(server.http, "/live/nobody.flv").err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|h| h.starts_with("HTTP/1.1 404")),
+        "{refused:?}"
+    );
+
+    let mut ws = WebSocket::open(server.http, "/live/ws.flv").expect("upgraded");
+    let (opcode, header) = ws.next().expect("the FLV header");
+    assert_eq!(opcode, BINARY);
+    assert_eq!(&header[..3], b"FLV", "{header:?}");
+    let mut file = header;
+    let mut tags = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let (opcode, tag) = ws.next().expect("the stream goes on");
+        assert_eq!(opcode, BINARY);
+        // One whole tag: an 11-byte header, its data, then its 4-byte size.
+        let data = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
+        assert_eq!(tag.len(), 11 + data + 4, "message {tags} is not one tag");
+        file.extend_from_slice(&tag);
+        tags += 1;
+    }
+    assert!(tags > 100, "{tags} tags in 3 s");
+    // Counted as a player of its protocol.
+    let ws_viewers = r#"ferrolive_protocol_viewers{protocol="ws-flv"}"#;
+    assert_eq!(server.metric(ws_viewers), 1);
+    assert_eq!(server.metric("ferrolive_viewers"), 1);
+
+    ws.send(PING, b"still there?");
+    let pong = loop {
+        match ws.next().expect("an answer to the ping") {
+            (BINARY, tag) => file.extend_from_slice(&tag),
+            other => break other,
+        }
+    };
+    assert_eq!(pong, (PONG, b"still there?".to_vec()));
+    ws.send(CLOSE, &1000u16.to_be_bytes());
+    let closed = loop {
+        match ws.next() {
+            Some((BINARY, _)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(closed, Some((CLOSE, 1000u16.to_be_bytes().to_vec())));
+    assert_eq!(ws.next(), None, "the server closes after its close");
+    assert_eq!(server.metric(ws_viewers), 0);
+
+    let path = temp_dir("ws-flv").join("received.flv");
+    std::fs::write(&path, &file).unwrap();
+    let decoded = decode(path.to_str().unwrap(), 100.0);
+    assert!(
+        decoded.video >= 50 && decoded.audio >= 50 && decoded.errors.is_empty(),
+        "{decoded:?}"
+    );
+}
