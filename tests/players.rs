@@ -182,3 +182,47 @@ fn websocket_flv_plays_and_answers_pings_and_closes() {
         "{decoded:?}"
     );
 }
+
+/// HTTP-TS: `/live/ROOM.ts` is one continuous MPEG-TS that ffmpeg decodes, with video and
+/// audio, or audio alone; it counts as a player of its protocol; a stream that is not live
+/// is a 404.
+#[test]
+fn http_ts_plays_continuously() {
+    require_ffmpeg();
+    let server = Server::start(&[]);
+    let _av = publish(&server.rtmp_url("ts"), Source::AudioVideo, 25, 0);
+    let _audio = publish(&server.rtmp_url("radio"), Source::AudioOnly, 25, 0);
+    server.wait_live("ts");
+    server.wait_live("radio");
+    let missing = http_get(server.http, "/live/nobody.ts").expect("an answer");
+    assert_eq!(missing.status, 404);
+
+    let url = format!("http://{}/live/ts.ts", server.http);
+    let watching = std::thread::spawn({
+        let http = server.http;
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            let mut viewer = std::net::TcpStream::connect(http).unwrap();
+            write!(viewer, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut text = String::new();
+            let _ = viewer.read_to_string(&mut text);
+            text
+        }
+    });
+    let decoded = decode(&url, 4.0);
+    assert!(
+        decoded.video >= 60 && decoded.audio >= 60 && decoded.errors.is_empty(),
+        "{decoded:?}"
+    );
+    let metrics = watching.join().unwrap();
+    assert!(
+        metrics.contains("ferrolive_protocol_viewers{protocol=\"http-ts\"} 1"),
+        "{metrics}"
+    );
+
+    let radio = decode(&format!("http://{}/live/radio.ts", server.http), 3.0);
+    assert!(
+        radio.video == 0 && radio.audio >= 60 && radio.errors.is_empty(),
+        "{radio:?}"
+    );
+}

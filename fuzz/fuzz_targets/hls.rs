@@ -1,17 +1,18 @@
 //! Publisher bytes through the hub (batching, GOP cache, segment marks) into the HLS
-//! packager: whatever the payloads and timestamps, nothing panics and every playlist and
-//! segment stays consistent. A valid H.264 and AAC configuration goes first so the input
+//! packager and an HTTP-TS stream: whatever the payloads and timestamps, nothing panics,
+//! every playlist and segment stays consistent and the HTTP-TS is whole TS packets. A valid H.264 and AAC configuration goes first so the input
 //! reaches the muxer; after that each record is
 //! `kind (0 audio, 1 video, 2 metadata, 3 new publisher) | ts delta u16 LE | len u16 LE | payload`.
 #![no_main]
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use media::hls::{HlsConfig, HlsPackager};
 use media::hub::{Audience, Delivery, Hub, HubConfig, Subscriber};
 use media::frame::MediaKind;
+use media::ts::TsStream;
 
 const AVC_HEADER: &[u8] = &[
     0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1F, 0xFF, 0xE1, 0x00, 0x1A, 0x67, 0x64, 0x00,
@@ -21,17 +22,23 @@ const AVC_HEADER: &[u8] = &[
 ];
 const AAC_HEADER: &[u8] = &[0xAF, 0x00, 0x12, 0x10];
 
-fn drain(sub: &mut Subscriber, packager: &mut HlsPackager) {
+fn drain(sub: &mut Subscriber, packager: &mut HlsPackager, http_ts: &mut TsStream) {
+    let mut out = BytesMut::new();
     while let Some(delivery) = sub.try_next() {
         match delivery {
-            Delivery::Frame(frame) => packager.push(&frame),
+            Delivery::Frame(frame) => {
+                packager.push(&frame);
+                http_ts.push(&frame, &mut out);
+            }
             Delivery::Skipped(_) => {}
             Delivery::End => {
                 packager.end();
-                return;
+                http_ts.finish(&mut out);
+                break;
             }
         }
     }
+    assert_eq!(out.len() % 188, 0, "whole TS packets over HTTP-TS");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -48,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
         ..HlsConfig::default()
     };
     let mut packager = HlsPackager::new(config, true, true);
+    let mut http_ts = TsStream::new();
     let _ = publisher.push(MediaKind::Video, 0, Bytes::from_static(AVC_HEADER), now);
     let _ = publisher.push(MediaKind::Audio, 0, Bytes::from_static(AAC_HEADER), now);
     let mut ts = 0u32;
@@ -70,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         let _ = publisher.push(kind, ts, payload, now);
-        drain(&mut sub, &mut packager);
+        drain(&mut sub, &mut packager, &mut http_ts);
         let playlist = packager.playlist(|seq| format!("{seq}.ts"));
         assert!(playlist.starts_with("#EXTM3U\n"));
         for segment in packager.listed() {
@@ -79,6 +87,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     publisher.finish(&hub);
-    drain(&mut sub, &mut packager);
+    drain(&mut sub, &mut packager, &mut http_ts);
     let _ = packager.playlist(|seq| format!("{seq}.ts"));
 });

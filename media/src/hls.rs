@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{self, AacConfig, AvcConfig, HevcConfig, VideoCodec, VideoPacketKind};
+use crate::codec;
 use crate::frame::{Frame, MediaKind, SegmentMark};
-use crate::ts::{self, TsMuxer, TsTracks, TsVideo};
+use crate::ts::{PendingAudio, TsCodecs, TsMuxer, TsTracks, TsVideo, VideoHeaderError};
 
 #[derive(Debug, Clone)]
 pub struct HlsConfig {
@@ -74,41 +74,6 @@ struct Begun {
     discontinuity_number: u64,
 }
 
-/// Audio frames are gathered into one PES (fewer TS packets) until this many are waiting
-/// or video needs to go out.
-const AUDIO_FRAMES_PER_PES: usize = 6;
-
-/// AAC frames (as ADTS) waiting to go out together in one PES.
-#[derive(Default)]
-struct PendingAudio {
-    adts: Vec<u8>,
-    frames: usize,
-    /// PTS of the first waiting frame, 90 kHz.
-    pts: u64,
-}
-
-impl PendingAudio {
-    /// Add a raw AAC frame; false when it cannot be carried in ADTS.
-    fn push(&mut self, config: &AacConfig, raw: &[u8], timestamp_ms: u64) -> bool {
-        if ts::aac_to_adts(config, raw, &mut self.adts).is_err() {
-            return false;
-        }
-        if self.frames == 0 {
-            self.pts = timestamp_ms * 90;
-        }
-        self.frames += 1;
-        true
-    }
-
-    fn flush(&mut self, open: &mut OpenSegment) {
-        if self.frames > 0 {
-            open.muxer.write_audio(&mut open.data, self.pts, &self.adts);
-            self.adts.clear();
-            self.frames = 0;
-        }
-    }
-}
-
 pub struct HlsPackager {
     config: HlsConfig,
     tracks: TsTracks,
@@ -124,9 +89,7 @@ pub struct HlsPackager {
     local_breaks: u64,
     /// EXT-X-TARGETDURATION as the marks fix it (0: no mark said yet).
     marked_target: u64,
-    avc: Option<AvcConfig>,
-    hevc: Option<HevcConfig>,
-    aac: Option<AacConfig>,
+    codecs: TsCodecs,
     video_header: Option<Bytes>,
     audio_header: Option<Bytes>,
     generation: Option<u32>,
@@ -161,9 +124,7 @@ impl HlsPackager {
             renumber: 0,
             local_breaks: 0,
             marked_target: 0,
-            avc: None,
-            hevc: None,
-            aac: None,
+            codecs: TsCodecs::default(),
             video_header: None,
             audio_header: None,
             generation: None,
@@ -248,52 +209,36 @@ impl HlsPackager {
         {
             return;
         }
-        let Some(info) = codec::parse_video_tag(&frame.payload) else {
-            return;
-        };
-        let record = &frame.payload[info.data_offset..];
-        let (avc, hevc) = match info.codec {
-            VideoCodec::Avc => (AvcConfig::parse(record).ok(), None),
-            VideoCodec::Hevc => (None, HevcConfig::parse(record).ok()),
-            other => {
+        let (video, config) = match TsCodecs::parse_video_header(&frame.payload) {
+            Ok(parsed) => parsed,
+            Err(VideoHeaderError::NotVideo) => return,
+            Err(VideoHeaderError::Unsupported(other)) => {
                 self.problem = Some(format!(
                     "its video codec ({other:?}) cannot be carried in MPEG-TS HLS (H.264 and HEVC can)"
                 ));
                 return;
             }
+            Err(VideoHeaderError::Unparsable) => {
+                self.problem = Some("its video sequence header does not parse".into());
+                return;
+            }
         };
-        if avc.is_none() && hevc.is_none() {
-            self.problem = Some("its video sequence header does not parse".into());
-            return;
-        }
         self.problem = None;
         if self.video_header.is_some() {
             // New parameters mid-stream: players must reset their decoder.
             self.break_stream();
         }
         self.video_header = Some(frame.payload.clone());
-        let video = Some(if hevc.is_some() {
-            TsVideo::H265
-        } else {
-            TsVideo::H264
-        });
         // From the next segment on, its program says so.
-        self.tracks.video = video;
-        self.avc = avc;
-        self.hevc = hevc;
+        self.tracks.video = Some(video);
+        self.codecs.set_video(config);
     }
 
     fn on_audio_header(&mut self, frame: &Frame) {
         if self.audio_header.as_ref() == Some(&frame.payload) {
             return;
         }
-        let Some(info) = codec::parse_audio_tag(&frame.payload) else {
-            return;
-        };
-        if info.codec != codec::AudioCodec::Aac {
-            return;
-        }
-        let Ok(config) = AacConfig::parse(&frame.payload[info.data_offset..]) else {
+        let Some(config) = TsCodecs::parse_audio_header(&frame.payload) else {
             return;
         };
         if !self.settled {
@@ -305,13 +250,13 @@ impl HlsPackager {
             self.break_stream();
         }
         self.audio_header = Some(frame.payload.clone());
-        self.aac = Some(config);
+        self.codecs.set_audio(config);
     }
 
     fn on_video(&mut self, frame: &Frame) {
-        let Some(info) = codec::parse_video_tag(&frame.payload) else {
+        if codec::parse_video_tag(&frame.payload).is_none() {
             return;
-        };
+        }
         if self.tracks.video.is_none() {
             // An audio-only program (video came after it was fixed) still cuts where the
             // stream's segments begin.
@@ -320,31 +265,30 @@ impl HlsPackager {
             }
             return;
         }
-        let configured = self.avc.is_some() || self.hevc.is_some();
+        let configured = self.codecs.has_video();
         if !configured && self.problem.is_none() {
             self.problem = Some("its video has no usable sequence header".into());
         }
-        if info.packet != VideoPacketKind::Frame || !configured {
+        if !configured {
             return;
         }
-        let data = &frame.payload[info.data_offset..];
+        self.scratch.clear();
         let key = frame.key;
+        let Some(composition_time) =
+            self.codecs
+                .video_frame(&frame.payload, key, &mut self.scratch)
+        else {
+            return;
+        };
         if let Some(mark) = frame.segment {
             self.begin_segment(mark, frame.timestamp);
-        }
-        self.scratch.clear();
-        match (&self.avc, &self.hevc) {
-            (Some(avc), _) => ts::avc_to_annexb(avc, data, key, &mut self.scratch),
-            (None, Some(hevc)) => ts::hevc_to_annexb(hevc, data, key, &mut self.scratch),
-            // Excluded by `configured` above.
-            (None, None) => return,
         }
         let Some(open) = self.open.as_mut() else {
             return;
         };
         let dts = frame.timestamp.saturating_add_signed(open.offset);
-        let pts = dts.saturating_add_signed(i64::from(info.composition_time));
-        self.audio.flush(open);
+        let pts = dts.saturating_add_signed(i64::from(composition_time));
+        self.audio.flush(&mut open.muxer, &mut open.data);
         open.muxer
             .write_video(&mut open.data, pts * 90, dts * 90, key, &self.scratch);
         if let Some(last) = open.last_video_ms.replace(frame.timestamp) {
@@ -353,8 +297,7 @@ impl HlsPackager {
     }
 
     fn on_audio(&mut self, frame: &Frame) {
-        let Some(config) = self.aac else { return };
-        let Some(info) = codec::parse_audio_tag(&frame.payload) else {
+        let Some((config, raw)) = self.codecs.raw_aac(&frame.payload) else {
             return;
         };
         if let Some(mark) = frame.segment.filter(|_| self.tracks.video.is_none()) {
@@ -368,18 +311,15 @@ impl HlsPackager {
             return;
         }
         let pts = frame.timestamp.saturating_add_signed(open.offset);
-        if !self
-            .audio
-            .push(&config, &frame.payload[info.data_offset..], pts)
-        {
+        if !self.audio.push(&config, raw, pts) {
             // Too long for an ADTS header: not an AAC frame any decoder would take.
             return;
         }
         if let Some(last) = open.last_audio_ms.replace(frame.timestamp) {
             note_interval(&mut self.audio_interval_ms, last, frame.timestamp);
         }
-        if self.audio.frames >= AUDIO_FRAMES_PER_PES {
-            self.audio.flush(open);
+        if self.audio.is_full() {
+            self.audio.flush(&mut open.muxer, &mut open.data);
         }
     }
 
@@ -442,7 +382,7 @@ impl HlsPackager {
         let Some(mut open) = self.open.take() else {
             return;
         };
-        self.audio.flush(&mut open);
+        self.audio.flush(&mut open.muxer, &mut open.data);
         // Without a next segment, the last frame lasts about as long as the ones before it:
         // the segment lasts as long as its video (its audio, if it has no video), as a
         // segment that ends at the next mark does.

@@ -7,7 +7,12 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::codec::{length_prefixed_nalus, AacConfig, AvcConfig, HevcConfig};
+use crate::frame::{Frame, MediaKind};
+
+use super::codec::{
+    length_prefixed_nalus, parse_audio_tag, parse_video_tag, AacConfig, AudioCodec, AvcConfig,
+    HevcConfig, VideoCodec, VideoPacketKind,
+};
 
 /// PID of the program map table.
 pub const PMT_PID: u16 = 0x1000;
@@ -438,6 +443,272 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
     data.iter().fold(0xFFFF_FFFF, |crc, &b| {
         (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)]
     })
+}
+
+/// Audio frames are gathered into one PES (fewer TS packets) until this many are waiting
+/// or video needs to go out.
+const AUDIO_FRAMES_PER_PES: usize = 6;
+
+/// AAC frames (as ADTS) waiting to go out together in one PES.
+#[derive(Debug, Default)]
+pub(crate) struct PendingAudio {
+    adts: Vec<u8>,
+    frames: usize,
+    /// PTS of the first waiting frame, 90 kHz.
+    pts: u64,
+}
+
+impl PendingAudio {
+    /// Add a raw AAC frame; false when it cannot be carried in ADTS.
+    pub(crate) fn push(&mut self, config: &AacConfig, raw: &[u8], timestamp_ms: u64) -> bool {
+        if aac_to_adts(config, raw, &mut self.adts).is_err() {
+            return false;
+        }
+        if self.frames == 0 {
+            self.pts = timestamp_ms * 90;
+        }
+        self.frames += 1;
+        true
+    }
+
+    /// Enough frames wait to fill a PES.
+    pub(crate) fn is_full(&self) -> bool {
+        self.frames >= AUDIO_FRAMES_PER_PES
+    }
+
+    /// Write what waits as one PES.
+    pub(crate) fn flush(&mut self, muxer: &mut TsMuxer, out: &mut BytesMut) {
+        if self.frames > 0 {
+            muxer.write_audio(out, self.pts, &self.adts);
+            self.adts.clear();
+            self.frames = 0;
+        }
+    }
+}
+
+/// One continuous transport stream, for an HTTP-TS player (VLC, ffplay, set-top boxes),
+/// from the frames the hub gives a viewer: headers, then the stream from a keyframe. It
+/// starts at the first picture (audio before it is dropped; an audio-only stream starts at
+/// once) with its tracks fixed from the headers seen by then, and the program tables go
+/// ahead of every keyframe, so that a player may also start at any of them. Each picture
+/// is one PES; audio is gathered a few frames per PES.
+#[derive(Debug)]
+pub struct TsStream {
+    codecs: TsCodecs,
+    /// Set at the first frame written.
+    muxer: Option<TsMuxer>,
+    audio: PendingAudio,
+    scratch: Vec<u8>,
+}
+
+impl Default for TsStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TsStream {
+    pub fn new() -> TsStream {
+        TsStream {
+            codecs: TsCodecs::default(),
+            muxer: None,
+            audio: PendingAudio::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Mux `frame`, appending what it makes to `out`.
+    pub fn push(&mut self, frame: &Frame, out: &mut BytesMut) {
+        match frame.kind {
+            MediaKind::Metadata => {}
+            MediaKind::Video if frame.sequence_header => {
+                if let Ok((video, config)) = TsCodecs::parse_video_header(&frame.payload) {
+                    // The program is fixed once started: a new codec cannot join it.
+                    let fits = self
+                        .muxer
+                        .as_ref()
+                        .is_none_or(|m| m.tracks().video == Some(video));
+                    if fits {
+                        self.codecs.set_video(config);
+                    }
+                }
+            }
+            MediaKind::Audio if frame.sequence_header => {
+                if let Some(config) = TsCodecs::parse_audio_header(&frame.payload) {
+                    self.codecs.set_audio(config);
+                }
+            }
+            MediaKind::Video => self.video(frame, out),
+            MediaKind::Audio => self.audio(frame, out),
+        }
+    }
+
+    /// The stream ends: write the audio still waiting.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if let Some(muxer) = &mut self.muxer {
+            self.audio.flush(muxer, out);
+        }
+    }
+
+    fn video(&mut self, frame: &Frame, out: &mut BytesMut) {
+        self.scratch.clear();
+        let Some(composition_time) =
+            self.codecs
+                .video_frame(&frame.payload, frame.key, &mut self.scratch)
+        else {
+            return;
+        };
+        if self.muxer.is_none() && !frame.key {
+            return;
+        }
+        let codecs = &self.codecs;
+        let muxer = self.muxer.get_or_insert_with(|| {
+            TsMuxer::for_segment(
+                TsTracks {
+                    video: codecs.video(),
+                    audio: codecs.aac().is_some(),
+                },
+                0,
+            )
+        });
+        self.audio.flush(muxer, out);
+        if frame.key {
+            muxer.write_tables(out);
+        }
+        let dts = frame.timestamp;
+        let pts = dts.saturating_add_signed(i64::from(composition_time));
+        muxer.write_video(out, pts * 90, dts * 90, frame.key, &self.scratch);
+    }
+
+    fn audio(&mut self, frame: &Frame, out: &mut BytesMut) {
+        let Some((config, raw)) = self.codecs.raw_aac(&frame.payload) else {
+            return;
+        };
+        let muxer = match &mut self.muxer {
+            Some(muxer) => muxer,
+            // An audio-only stream starts at once; with video, at its first picture.
+            None if !self.codecs.has_video() => {
+                let tracks = TsTracks {
+                    video: None,
+                    audio: true,
+                };
+                let muxer = self.muxer.insert(TsMuxer::for_segment(tracks, 0));
+                muxer.write_tables(out);
+                muxer
+            }
+            None => return,
+        };
+        if self.audio.push(&config, raw, frame.timestamp) && self.audio.is_full() {
+            self.audio.flush(muxer, out);
+        }
+    }
+}
+
+/// The codec configurations that carry FLV frames in a transport stream: H.264 or HEVC
+/// parameter sets (put in front of keyframes, in Annex B), AAC's for the ADTS headers.
+/// What the HLS packager and HTTP-TS share.
+#[derive(Debug, Clone, Default)]
+pub struct TsCodecs {
+    avc: Option<AvcConfig>,
+    hevc: Option<HevcConfig>,
+    aac: Option<AacConfig>,
+}
+
+/// Why a video sequence header cannot configure a transport stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoHeaderError {
+    /// Not a video tag at all: nothing to say.
+    NotVideo,
+    /// A codec TS does not carry here (AV1, VP9).
+    Unsupported(VideoCodec),
+    /// Its configuration record does not parse.
+    Unparsable,
+}
+
+impl TsCodecs {
+    /// A video sequence header: the configuration it gives and the video it makes.
+    pub fn parse_video_header(payload: &[u8]) -> Result<(TsVideo, VideoConfig), VideoHeaderError> {
+        let info = parse_video_tag(payload).ok_or(VideoHeaderError::NotVideo)?;
+        let record = &payload[info.data_offset..];
+        match info.codec {
+            VideoCodec::Avc => AvcConfig::parse(record)
+                .map(|c| (TsVideo::H264, VideoConfig::Avc(c)))
+                .map_err(|_| VideoHeaderError::Unparsable),
+            VideoCodec::Hevc => HevcConfig::parse(record)
+                .map(|c| (TsVideo::H265, VideoConfig::Hevc(c)))
+                .map_err(|_| VideoHeaderError::Unparsable),
+            other => Err(VideoHeaderError::Unsupported(other)),
+        }
+    }
+
+    /// Carry video with `config` from now on.
+    pub fn set_video(&mut self, config: VideoConfig) {
+        (self.avc, self.hevc) = match config {
+            VideoConfig::Avc(avc) => (Some(avc), None),
+            VideoConfig::Hevc(hevc) => (None, Some(hevc)),
+        };
+    }
+
+    /// An AAC sequence header's configuration, if it is one.
+    pub fn parse_audio_header(payload: &[u8]) -> Option<AacConfig> {
+        let info = parse_audio_tag(payload)?;
+        if info.codec != AudioCodec::Aac {
+            return None;
+        }
+        AacConfig::parse(&payload[info.data_offset..]).ok()
+    }
+
+    pub fn set_audio(&mut self, config: AacConfig) {
+        self.aac = Some(config);
+    }
+
+    pub fn has_video(&self) -> bool {
+        self.avc.is_some() || self.hevc.is_some()
+    }
+
+    /// The video configured, if any.
+    pub fn video(&self) -> Option<TsVideo> {
+        match (&self.avc, &self.hevc) {
+            (Some(_), _) => Some(TsVideo::H264),
+            (None, Some(_)) => Some(TsVideo::H265),
+            (None, None) => None,
+        }
+    }
+
+    pub fn aac(&self) -> Option<&AacConfig> {
+        self.aac.as_ref()
+    }
+
+    /// A picture (an FLV video tag that is not a header) in Annex B, appended to `out`:
+    /// its composition time offset (ms), or `None` when it is not a picture the
+    /// configuration carries.
+    pub fn video_frame(&self, payload: &[u8], key: bool, out: &mut Vec<u8>) -> Option<i32> {
+        let info = parse_video_tag(payload)?;
+        if info.packet != VideoPacketKind::Frame {
+            return None;
+        }
+        let data = &payload[info.data_offset..];
+        match (&self.avc, &self.hevc) {
+            (Some(avc), _) => avc_to_annexb(avc, data, key, out),
+            (None, Some(hevc)) => hevc_to_annexb(hevc, data, key, out),
+            (None, None) => return None,
+        }
+        Some(info.composition_time)
+    }
+
+    /// The raw AAC of an FLV audio tag that is not a header, if AAC is configured.
+    pub fn raw_aac<'a>(&self, payload: &'a [u8]) -> Option<(AacConfig, &'a [u8])> {
+        let config = self.aac?;
+        let info = parse_audio_tag(payload)?;
+        Some((config, &payload[info.data_offset..]))
+    }
+}
+
+/// The video configuration of a transport stream.
+#[derive(Debug, Clone)]
+pub enum VideoConfig {
+    Avc(AvcConfig),
+    Hevc(HevcConfig),
 }
 
 fn put_nal(out: &mut Vec<u8>, nal: &[u8]) {
@@ -923,6 +1194,64 @@ mod tests {
             },
         ];
         check_stream(tracks, &events, &mux(tracks, &events));
+    }
+
+    /// An HTTP-TS stream starts at the first keyframe (audio before it is dropped), puts
+    /// the tables ahead of every keyframe and keeps its continuity counters running.
+    #[test]
+    fn a_continuous_stream_starts_at_a_keyframe_with_tables_ahead_of_each() {
+        use crate::frame::{Frame, MediaKind};
+        use crate::test_payloads::{araw, aseq, vinter, vkey, vseq};
+        let frame = |kind, ts, payload| Frame::new(kind, ts, payload);
+        let mut stream = TsStream::new();
+        let mut out = BytesMut::new();
+        let frames = [
+            frame(MediaKind::Video, 0, vseq(1)),
+            frame(MediaKind::Audio, 0, aseq(2)),
+            frame(MediaKind::Audio, 10, araw(3)),
+            frame(MediaKind::Video, 40, vinter(4)),
+            frame(MediaKind::Video, 80, vkey(5)),
+            frame(MediaKind::Audio, 90, araw(6)),
+            frame(MediaKind::Video, 120, vinter(7)),
+            frame(MediaKind::Video, 160, vkey(8)),
+            frame(MediaKind::Audio, 170, araw(9)),
+        ];
+        for f in &frames {
+            stream.push(f, &mut out);
+        }
+        stream.finish(&mut out);
+        let packets = read_packets(&out);
+        let pids: Vec<u16> = packets.iter().map(|p| p.header.pid.as_u16()).collect();
+        assert_eq!(pids.first(), Some(&0), "starts with the PAT");
+        assert_eq!(
+            pids.iter().filter(|&&p| p == 0).count(),
+            2,
+            "tables per keyframe"
+        );
+        let pes = read_pes(&out);
+        let video_pts: Vec<u64> = (pes.iter())
+            .filter(|p| p.0 == STREAM_ID_VIDEO)
+            .filter_map(|p| p.1)
+            .collect();
+        assert_eq!(video_pts, [80 * 90, 120 * 90, 160 * 90]);
+        let audio_pts: Vec<u64> = (pes.iter())
+            .filter(|p| p.0 == STREAM_ID_AUDIO)
+            .filter_map(|p| p.1)
+            .collect();
+        assert_eq!(
+            audio_pts,
+            [90 * 90, 170 * 90],
+            "audio before the first picture is dropped"
+        );
+        // Video's counters run on across the keyframe (a discontinuity only at the start).
+        let video_ccs: Vec<u8> = (packets.iter())
+            .filter(|p| p.header.pid.as_u16() == VIDEO_PID)
+            .map(|p| p.header.continuity_counter.as_u8())
+            .collect();
+        assert!(
+            video_ccs.windows(2).all(|w| w[1] == (w[0] + 1) % 16),
+            "{video_ccs:?}"
+        );
     }
 
     #[test]

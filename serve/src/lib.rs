@@ -115,9 +115,11 @@ impl Node {
             .is_some_and(|(app, _)| self.serves_app(app))
     }
 
-    /// Take the frames of `key`, the stream the role finds or starts for it, for the HLS
-    /// packager (not a viewer), starting with the stream's last few segments.
-    pub async fn subscribe(&self, key: &str) -> Option<Subscriber> {
+    /// Take the frames of `key`, the stream the role finds or starts for it: for the HLS
+    /// packager (`Audience::Internal`, not a viewer), starting with the stream's last few
+    /// segments; for a player that muxes its own (HTTP-TS), with the headers and the
+    /// current GOP.
+    pub async fn subscribe(&self, key: &str, audience: Audience) -> Option<Subscriber> {
         if !self.serves_stream(key) {
             return None;
         }
@@ -125,7 +127,10 @@ impl Node {
         let hub = &self.hub;
         self.role
             .attach(key, &mut || {
-                subscriber = hub.subscribe_history(key, Audience::Internal);
+                subscriber = match audience {
+                    Audience::Internal => hub.subscribe_history(key, audience),
+                    _ => hub.subscribe(key, audience),
+                };
                 subscriber.is_some()
             })
             .await;

@@ -76,14 +76,16 @@ pub enum Protocol {
     HttpFlv,
     WebSocketFlv,
     Hls,
+    HttpTs,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Rtmp,
         Protocol::HttpFlv,
         Protocol::WebSocketFlv,
         Protocol::Hls,
+        Protocol::HttpTs,
     ];
 
     pub fn index(self) -> usize {
@@ -97,6 +99,7 @@ impl Protocol {
             Protocol::HttpFlv => "http-flv",
             Protocol::WebSocketFlv => "ws-flv",
             Protocol::Hls => "hls",
+            Protocol::HttpTs => "http-ts",
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::segment::Segmenter;
+use crate::ts;
 
 use std::collections::HashMap;
 

@@ -10,6 +10,7 @@ mod files;
 mod flv;
 mod respond;
 pub mod routes;
+mod ts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tracing::{debug, info};
 use self::flv::{flv_response_head, stream_flv};
 use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
 use self::routes::{route, Route};
+use self::ts::{stream_ts, ts_response_head};
 use crate::admission;
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
@@ -212,6 +214,24 @@ async fn handle(
                 return Ok(None);
             }
             stream_flv(socket, peer, join, (framing, head), marks, node).await?;
+            return Ok(None);
+        }
+        Route::Ts { stream } => {
+            let frames = match stream {
+                Some(key) => node.subscribe(&key, Audience::Viewer).await,
+                None => None,
+            };
+            let Some(frames) = frames else {
+                not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
+                return Ok(Some(socket));
+            };
+            if head_only {
+                socket
+                    .write_all(ts_response_head(request.http10).as_bytes())
+                    .await?;
+                return Ok(None);
+            }
+            stream_ts(socket, peer, frames, request.http10, node).await?;
             return Ok(None);
         }
         Route::Playlist { stream, room } => {

@@ -9,6 +9,7 @@
 //! | GET, HEAD | `/{app}/{room}.flv` | [`Route::Flv`] |
 //! | GET, HEAD | `/{app}/{room}.m3u8` | [`Route::Playlist`] |
 //! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
+//! | GET, HEAD | `/{app}/{room}.ts` | [`Route::Ts`] (HTTP-TS) |
 //! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
@@ -35,6 +36,10 @@ pub enum Route<'a> {
     /// A TS HLS segment.
     Segment {
         stream: Option<(String, u64)>,
+    },
+    /// A continuous MPEG-TS (HTTP-TS).
+    Ts {
+        stream: Option<String>,
     },
     /// A recorded file, by its path under the recording folder (`None`: a path that
     /// names no recording, such as one that would leave the folder).
@@ -73,6 +78,10 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
                 stream: None,
                 room: "",
             },
+        },
+        // `/{app}/{room}.ts` is the live stream, `/{app}/{room}/{sequence}.ts` a segment.
+        p if p.ends_with(".ts") && p.matches('/').count() == 2 => Route::Ts {
+            stream: stream_of(p, ".ts").map(|(key, _)| key),
         },
         p if p.ends_with(".ts") => Route::Segment {
             stream: segment_of(p),
@@ -159,7 +168,14 @@ mod tests {
         );
         assert_eq!(segment("/live/room/x.ts"), None);
         assert_eq!(segment("/live/a/b/1.ts"), None);
-        assert_eq!(segment("/live/../1.ts"), None);
+        assert_eq!(segment("/live/../x/1.ts"), None);
+        // Two parts: the live stream over HTTP-TS.
+        let live = |p| match route("GET", p) {
+            Route::Ts { stream } => stream,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(live("/live/room.ts").as_deref(), Some("live/room"));
+        assert_eq!(live("/live/bad name.ts"), None);
     }
 
     #[test]
