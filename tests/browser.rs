@@ -176,6 +176,25 @@ fn mpegts_js_plays_websocket_flv() {
     assert!(report.texts("errors").is_empty(), "{report}");
 }
 
+/// Chromium's own `<video>` plays HTTP-fMP4 (`/live/ROOM.mp4`) as it arrives.
+#[test]
+fn chromium_plays_http_fmp4_in_a_video_element() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish_b_frames(&server.rtmp_url("fmp4"));
+    server.wait_live("fmp4");
+    let report = play(
+        "native",
+        &format!("http://{}/live/fmp4.mp4", server.http),
+        8,
+    );
+    assert!(report.started(), "{report}");
+    assert!(report.number("decodedFrames") > 50.0, "{report}");
+    assert!(report.number("maxFreezeMs") < 1000.0, "{report}");
+    assert!(report.texts("errors").is_empty(), "{report}");
+}
+
 /// A recorded MP4 opens in Chromium's own `<video>`, which finds its whole duration and
 /// seeks in it by byte ranges, then plays on from there.
 #[test]

@@ -684,6 +684,38 @@ fn hls_on_every_edge_lists_the_same_segments() {
     );
 }
 
+/// An edge serves the players with muxes of their own (HTTP-TS, HTTP-fMP4) and
+/// WebSocket-FLV too, pulling the stream from its origin on the first request.
+#[test]
+fn an_edge_serves_http_ts_http_fmp4_and_websocket_flv() {
+    require_ffmpeg();
+    let cluster = Cluster::start();
+    let origin = cluster.node("origin", "origin-a", &[]);
+    let edge = cluster.node("edge", "edge-a", &[]);
+    let key = cluster.key("many");
+    let _publisher = publish(&origin.rtmp_url(&key), Source::AudioVideo, 25, 0);
+    origin.wait_live("many");
+    for path in ["/live/many.ts", "/live/many.mp4"] {
+        let decoded = decode(&format!("http://{}{path}", edge.http), 3.0);
+        assert!(
+            decoded.video > 40 && decoded.audio > 40 && decoded.errors.is_empty(),
+            "{path}: {decoded:?}"
+        );
+    }
+    let mut ws = TcpStream::connect(edge.http).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        ws,
+        "GET /live/many.flv HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = vec![0; 4096];
+    let n = ws.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+}
+
 /// Counts tell the truth: an edge pulling a stream is a relay, not a viewer of its origin;
 /// the HLS packager is nobody; an HLS player counts from its first segment; a lone
 /// playlist request is not a player. Two real players give two viewers, everywhere.

@@ -226,3 +226,33 @@ fn http_ts_plays_continuously() {
         "{radio:?}"
     );
 }
+
+/// HTTP-fMP4: `/live/ROOM.mp4` is one continuous fragmented MP4 (an init segment, then a
+/// fragment per batch of frames) that ffmpeg decodes, counted as a player of its protocol.
+#[test]
+fn http_fmp4_plays_continuously() {
+    require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("mp4"), Source::AudioVideo, 25, 0);
+    server.wait_live("mp4");
+    let missing = http_get(server.http, "/live/nobody.mp4").expect("an answer");
+    assert_eq!(missing.status, 404);
+    let watching = std::thread::spawn({
+        let http = server.http;
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            let body = http_get(http, "/metrics").expect("metrics").body;
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    });
+    let decoded = decode(&format!("http://{}/live/mp4.mp4", server.http), 4.0);
+    assert!(
+        decoded.video >= 60 && decoded.audio >= 60 && decoded.errors.is_empty(),
+        "{decoded:?}"
+    );
+    let metrics = watching.join().unwrap();
+    assert!(
+        metrics.contains("ferrolive_protocol_viewers{protocol=\"http-fmp4\"} 1"),
+        "{metrics}"
+    );
+}

@@ -9,9 +9,9 @@
 //! delta by 65536, for jumps of hours.
 #![no_main]
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use media::fmp4::Fmp4Writer;
+use media::fmp4::{Fmp4Stream, Fmp4Writer};
 use media::frame::{Frame, MediaKind};
 
 /// Boxes that hold only boxes.
@@ -73,6 +73,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(boxes(&writer.init()), [*b"ftyp", *b"moov"]);
+    // A player's continuous stream (HTTP-fMP4) of the same frames, headers first.
+    let mut stream = Fmp4Stream::new();
+    let mut streamed = BytesMut::new();
+    for header in video.iter().chain(&audio) {
+        let mut header = Frame::new(header.kind, 0, header.payload.clone());
+        header.sequence_header = true;
+        stream.push(&header, &mut streamed);
+    }
     let mut duration = 0;
     let mut ts: u64 = 1 << 32;
     let mut check = |fragment: Option<Bytes>, duration_ms: u64| {
@@ -96,12 +104,19 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let fragment = writer.cut();
                 check(fragment, writer.duration_ms());
+                stream.flush(&mut streamed);
                 continue;
             }
         };
-        let fragment = writer.push(&Frame::new(kind, ts, payload));
+        let frame = Frame::new(kind, ts, payload);
+        let fragment = writer.push(&frame);
         check(fragment, writer.duration_ms());
+        stream.push(&frame, &mut streamed);
     }
+    stream.flush(&mut streamed);
+    // Whole boxes: an init segment, then fragments (a new init when a header changed).
+    let kinds = boxes(&streamed);
+    assert!(kinds.is_empty() || kinds[..2] == [*b"ftyp", *b"moov"], "{kinds:?}");
     let end = writer.finish();
     let kinds = boxes(&end);
     assert!(

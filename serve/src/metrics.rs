@@ -77,15 +77,17 @@ pub enum Protocol {
     WebSocketFlv,
     Hls,
     HttpTs,
+    HttpFmp4,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Rtmp,
         Protocol::HttpFlv,
         Protocol::WebSocketFlv,
         Protocol::Hls,
         Protocol::HttpTs,
+        Protocol::HttpFmp4,
     ];
 
     pub fn index(self) -> usize {
@@ -100,6 +102,7 @@ impl Protocol {
             Protocol::WebSocketFlv => "ws-flv",
             Protocol::Hls => "hls",
             Protocol::HttpTs => "http-ts",
+            Protocol::HttpFmp4 => "http-fmp4",
         }
     }
 }

@@ -12,11 +12,13 @@
 //! until the next sample of its track, so each sample is held back until the next arrives.
 //!
 //! Files: `boxes` writes boxes, `entry` turns sequence headers into tracks and sample
-//! entries, [`read`] reads back what a listing of recordings needs.
+//! entries, `stream` is a continuous fMP4 for a player ([`Fmp4Stream`]), [`read`] reads back
+//! what a listing of recordings needs.
 
 mod boxes;
 mod entry;
 pub mod read;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +32,7 @@ use crate::codec::{
 use crate::frame::{Frame, MediaKind};
 use boxes::{boxed, full_box, mdat_header, put_unity_matrix, LANGUAGE_UND};
 use entry::{Codec, TrackConfig};
+pub use stream::Fmp4Stream;
 
 /// Why a writer could not be made from a stream's sequence headers.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

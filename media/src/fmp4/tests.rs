@@ -1,5 +1,6 @@
 use super::*;
 use crate::test_payloads::{araw, aseq, meta, vinter, vkey, vseq};
+use bytes::BytesMut;
 
 use proptest::prelude::*;
 
@@ -1045,4 +1046,52 @@ fn a_listing_reads_codecs_and_duration_back() {
     assert_eq!(Movie::parse(&[0, 0, 0, 9, b'x']), None);
     assert_eq!(movie.fragment_end_ms(&file[..5]), None);
     assert_eq!(box_header(&[0, 0, 0, 4, b'f', b'r', b'e', b'e']), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// A continuous stream for a player.
+// ---------------------------------------------------------------------------------------
+
+/// HTTP-fMP4: the init segment before the first fragment, a fragment per batch, nothing
+/// before the first keyframe, and a new init segment when the parameters change.
+#[test]
+fn a_player_stream_is_init_then_a_fragment_per_batch() {
+    let mut stream = Fmp4Stream::new();
+    let mut out = BytesMut::new();
+    let kinds = |out: &BytesMut| -> Vec<String> {
+        walk(out)
+            .unwrap()
+            .iter()
+            .map(|b| b.kind().to_owned())
+            .collect()
+    };
+    stream.push(&video(0, vseq(1)), &mut out);
+    stream.push(&audio(0, aseq(2)), &mut out);
+    stream.push(&video(0, vinter(3)), &mut out);
+    stream.flush(&mut out);
+    assert!(
+        out.is_empty(),
+        "nothing before the first keyframe: {:?}",
+        kinds(&out)
+    );
+    let frames = av_stream(40, 6, |i| i == 0);
+    let (first, second) = frames.split_at(frames.len() / 2);
+    for batch in [first, second] {
+        for frame in batch {
+            stream.push(frame, &mut out);
+        }
+        stream.flush(&mut out);
+    }
+    assert_eq!(
+        kinds(&out),
+        ["ftyp", "moov", "moof", "mdat", "moof", "mdat"]
+    );
+    check_nesting(&out);
+    out.clear();
+    // New parameters: a new init segment, then fragments again.
+    stream.push(&video(280, vseq(9)), &mut out);
+    stream.push(&video(280, avc(true, 0, 10)), &mut out);
+    stream.flush(&mut out);
+    assert_eq!(kinds(&out), ["ftyp", "moov", "moof", "mdat"]);
+    assert!(!stream.unplayable());
 }

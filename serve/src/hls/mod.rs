@@ -113,7 +113,10 @@ impl Hls {
             Some(p) if !(p.packager().is_ended() && node.hub.is_live(key)) => p,
             // The viewer's subscription (on an edge, the pull) is made before the lock.
             _ => {
-                let sub = node.subscribe(key, Audience::Internal).await.ok_or(NoPlaylist::NotLive)?;
+                let sub = node
+                    .subscribe(key, Audience::Internal)
+                    .await
+                    .ok_or(NoPlaylist::NotLive)?;
                 self.start(sub, key)
             }
         };

@@ -8,9 +8,9 @@
 
 mod files;
 mod flv;
+mod muxed;
 mod respond;
 pub mod routes;
-mod ts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,9 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
 use self::flv::{flv_response_head, stream_flv};
+use self::muxed::{serve_muxed, Muxed};
 use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
 use self::routes::{route, Route};
-use self::ts::{stream_ts, ts_response_head};
 use crate::admission;
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
@@ -217,22 +217,10 @@ async fn handle(
             return Ok(None);
         }
         Route::Ts { stream } => {
-            let frames = match stream {
-                Some(key) => node.subscribe(&key, Audience::Viewer).await,
-                None => None,
-            };
-            let Some(frames) = frames else {
-                not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
-                return Ok(Some(socket));
-            };
-            if head_only {
-                socket
-                    .write_all(ts_response_head(request.http10).as_bytes())
-                    .await?;
-                return Ok(None);
-            }
-            stream_ts(socket, peer, frames, request.http10, node).await?;
-            return Ok(None);
+            return serve_muxed(socket, peer, request, stream, Muxed::Ts, node).await
+        }
+        Route::Mp4 { stream } => {
+            return serve_muxed(socket, peer, request, stream, Muxed::Fmp4, node).await
         }
         Route::Playlist { stream, room } => {
             let playlist = match stream {

@@ -10,6 +10,7 @@
 //! | GET, HEAD | `/{app}/{room}.m3u8` | [`Route::Playlist`] |
 //! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
 //! | GET, HEAD | `/{app}/{room}.ts` | [`Route::Ts`] (HTTP-TS) |
+//! | GET, HEAD | `/{app}/{room}.mp4` | [`Route::Mp4`] (HTTP-fMP4) |
 //! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
@@ -39,6 +40,10 @@ pub enum Route<'a> {
     },
     /// A continuous MPEG-TS (HTTP-TS).
     Ts {
+        stream: Option<String>,
+    },
+    /// A continuous fragmented MP4 (HTTP-fMP4).
+    Mp4 {
         stream: Option<String>,
     },
     /// A recorded file, by its path under the recording folder (`None`: a path that
@@ -78,6 +83,9 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
                 stream: None,
                 room: "",
             },
+        },
+        p if p.ends_with(".mp4") => Route::Mp4 {
+            stream: stream_of(p, ".mp4").map(|(key, _)| key),
         },
         // `/{app}/{room}.ts` is the live stream, `/{app}/{room}/{sequence}.ts` a segment.
         p if p.ends_with(".ts") && p.matches('/').count() == 2 => Route::Ts {
@@ -176,6 +184,10 @@ mod tests {
         };
         assert_eq!(live("/live/room.ts").as_deref(), Some("live/room"));
         assert_eq!(live("/live/bad name.ts"), None);
+        match route("GET", "/live/room.mp4") {
+            Route::Mp4 { stream } => assert_eq!(stream.as_deref(), Some("live/room")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
