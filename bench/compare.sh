@@ -17,8 +17,9 @@ Usage: bench/compare.sh [options]
 Options (each also settable through the environment variable in brackets):
   --ferrolive PATH    ferrolive binary                [FERROLIVE, default: target/release/ferrolive]
   --players "LIST"    player counts                   [PLAYERS, default: "250 500 1000 2000"]
-  --protocols "LIST"  player protocols: rtmp, http-flv [PROTOCOLS, default: "rtmp http-flv"]
-                      (http-flv runs against ferrolive only: nginx-rtmp has no HTTP-FLV)
+  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts
+                      [PROTOCOLS, default: "rtmp http-flv"]
+                      (all but rtmp run against ferrolive only: nginx-rtmp serves none)
   --servers "LIST"    nginx and/or ferrolive          [SERVERS, default: "nginx ferrolive"]
   --duration SECS     measurement per run             [DURATION, default: 20]
   --out DIR           output directory                [OUTDIR, default: a new mktemp dir]
@@ -87,7 +88,7 @@ for n in $PLAYERS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "player count is not a positive integer: $n"
 done
 for p in $PROTOCOLS; do
-    [[ $p == rtmp || $p == http-flv ]] || die "unknown protocol: $p (rtmp, http-flv)"
+    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts)$ ]] || die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts)"
 done
 for s in $SERVERS; do
     [[ $s == nginx || $s == ferrolive ]] || die "unknown server: $s (nginx, ferrolive)"
@@ -238,6 +239,8 @@ start_ferrolive() {
     PUBLISH_URL=rtmp://127.0.0.1:$rtmp/live/bench
     PLAY_RTMP=$PUBLISH_URL
     PLAY_FLV=http://127.0.0.1:$http/live/bench.flv
+    PLAY_WS=ws://127.0.0.1:$http/live/bench.flv
+    PLAY_TS=http://127.0.0.1:$http/live/bench.ts
     wait_ready ferrolive "$dir" "$rtmp" "$http" "$api"
 }
 
@@ -371,6 +374,8 @@ run_one() {
     case $proto in
         rtmp) args+=(--rtmp "$n" --url-rtmp "$PLAY_RTMP") ;;
         http-flv) args+=(--flv "$n" --url-flv "$PLAY_FLV") ;;
+        ws-flv) args+=(--ws "$n" --url-ws "$PLAY_WS") ;;
+        http-ts) args+=(--ts "$n" --url-ts "$PLAY_TS") ;;
     esac
     echo "$FERROLIVE ${args[*]}" >"$dir/bench.cmd"
 

@@ -26,7 +26,7 @@ impl Url {
             .ok_or_else(|| anyhow!("not a URL: {s}"))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
-            "http" => 80,
+            "http" | "ws" => 80,
             "rtmp" => 1935,
             other => bail!("unsupported scheme {other} in {s}"),
         };

@@ -37,6 +37,12 @@ pub struct BenchArgs {
     /// HLS pollers.
     #[arg(long, default_value_t = 0)]
     pub hls: usize,
+    /// WebSocket-FLV players.
+    #[arg(long, default_value_t = 0)]
+    pub ws: usize,
+    /// HTTP-TS players.
+    #[arg(long, default_value_t = 0)]
+    pub ts: usize,
     /// rtmp://host:port/app/room (default: the --publish URL).
     #[arg(long)]
     pub url_rtmp: Option<String>,
@@ -46,6 +52,12 @@ pub struct BenchArgs {
     /// http://host:port/app/room.m3u8 (a media playlist)
     #[arg(long)]
     pub url_hls: Option<String>,
+    /// ws://host:port/app/room.flv
+    #[arg(long)]
+    pub url_ws: Option<String>,
+    /// http://host:port/app/room.ts
+    #[arg(long)]
+    pub url_ts: Option<String>,
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     pub ramp_per_sec: f64,
@@ -113,9 +125,11 @@ const WARMUP: Duration = Duration::from_millis(500);
 
 /// Runs the whole benchmark and returns the report (also written to `--json` if given).
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
-    let total = args.rtmp + args.flv + args.hls;
+    // Players per protocol, in `Proto` order.
+    let counts = [args.rtmp, args.flv, args.hls, args.ws, args.ts];
+    let total: usize = counts.iter().sum();
     if total == 0 && args.publish.is_none() {
-        bail!("nothing to do: give --rtmp/--flv/--hls players and/or --publish");
+        bail!("nothing to do: give --rtmp/--flv/--hls/--ws/--ts players and/or --publish");
     }
     if args.duration.is_nan() || args.duration <= 0.0 {
         bail!("--duration must be positive");
@@ -127,13 +141,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.rtmp > 0 && rtmp_url.is_none() {
         bail!("--rtmp needs --url-rtmp (or --publish)");
     }
-    let flv_url = args.url_flv.as_deref().map(http::Url::parse).transpose()?;
-    if args.flv > 0 && flv_url.is_none() {
-        bail!("--flv needs --url-flv");
-    }
-    let hls_url = args.url_hls.as_deref().map(http::Url::parse).transpose()?;
-    if args.hls > 0 && hls_url.is_none() {
-        bail!("--hls needs --url-hls");
+    // The URLs of the players over HTTP, in `Proto` order (none for RTMP).
+    let parse = |url: &Option<String>| url.as_deref().map(http::Url::parse).transpose();
+    let http_urls = [
+        None,
+        parse(&args.url_flv)?,
+        parse(&args.url_hls)?,
+        parse(&args.url_ws)?,
+        parse(&args.url_ts)?,
+    ];
+    for (proto, flag) in [
+        (Proto::Flv, "flv"),
+        (Proto::Hls, "hls"),
+        (Proto::WsFlv, "ws"),
+        (Proto::Ts, "ts"),
+    ] {
+        if counts[proto as usize] > 0 && http_urls[proto as usize].is_none() {
+            bail!("--{flag} needs --url-{flag}");
+        }
     }
     marker::now_us(); // start the shared clock
 
@@ -187,7 +212,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 
     // Interleave the protocols so each ramps up at the same pace.
     let mut order = Vec::with_capacity(total);
-    let mut left = [args.rtmp, args.flv, args.hls];
+    let mut left = counts;
     while order.len() < total {
         for p in Proto::ALL {
             if left[p as usize] > 0 {
@@ -205,18 +230,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         }
         tokio::time::sleep_until(at).await;
         let shared = shared.clone();
-        let (rtmp_url, flv_url, hls_url) = (rtmp_url.clone(), flv_url.clone(), hls_url.clone());
+        let rtmp_url = rtmp_url.clone();
+        let http_url = http_urls[proto as usize].clone();
         handles.push(tokio::spawn(async move {
             let mut t = Tracker::new(shared, proto);
-            let result = match (proto, rtmp_url, flv_url, hls_url) {
-                (Proto::Rtmp, Some(url), _, _) => {
+            let result = match (proto, rtmp_url, http_url) {
+                (Proto::Rtmp, Some(url), _) => {
                     tokio::time::timeout_at(stop, rtmp::player(&url, &mut t)).await
                 }
-                (Proto::Flv, _, Some(url), _) => {
+                (Proto::Flv, _, Some(url)) => {
                     tokio::time::timeout_at(stop, players::flv_player(&url, &mut t)).await
                 }
-                (Proto::Hls, _, _, Some(url)) => {
+                (Proto::Hls, _, Some(url)) => {
                     tokio::time::timeout_at(stop, players::hls_player(&url, &mut t)).await
+                }
+                (Proto::WsFlv, _, Some(url)) => {
+                    tokio::time::timeout_at(stop, players::ws_flv_player(&url, &mut t)).await
+                }
+                (Proto::Ts, _, Some(url)) => {
+                    tokio::time::timeout_at(stop, players::http_ts_player(&url, &mut t)).await
                 }
                 // Players are only made for protocols with a URL (checked above).
                 _ => Ok(Err(anyhow!("no URL for this protocol"))),
@@ -271,7 +303,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let mut ttff_all = histogram::Histogram::new();
     let mut lat_all = histogram::Histogram::new();
     for proto in Proto::ALL {
-        let count = [args.rtmp, args.flv, args.hls][proto as usize];
+        let count = counts[proto as usize];
         if count == 0 {
             continue;
         }

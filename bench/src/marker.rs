@@ -89,6 +89,18 @@ pub fn find(payload: &[u8]) -> Option<(u64, u64)> {
     Some((get_num(nums)?, get_num(nums.get(NUM_LEN..)?)?))
 }
 
+/// How far into an Annex B access unit (HTTP-TS) players look for the marker: past the
+/// access unit delimiter and a keyframe's parameter sets.
+const ANNEXB_SEARCH_WINDOW: usize = 512;
+
+/// The (sequence, send time in us) an Annex B access unit carries, if it has our marker.
+pub fn find_annexb(access_unit: &[u8]) -> Option<(u64, u64)> {
+    let window = &access_unit[..access_unit.len().min(ANNEXB_SEARCH_WINDOW)];
+    let at = window.windows(UUID.len()).position(|w| w == UUID)?;
+    let nums = access_unit.get(at + UUID.len()..)?;
+    Some((get_num(nums)?, get_num(nums.get(NUM_LEN..)?)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +122,16 @@ mod tests {
                 assert_eq!(p.len(), 5 + usize::from(size) + SEI_NAL_LEN + 6);
             }
         }
+    }
+
+    #[test]
+    fn annexb_access_units_carry_it_too() {
+        let mut au = vec![0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1];
+        let mut sei = Vec::new();
+        put_sei(42, 1_000, 4, &mut sei);
+        au.extend_from_slice(&sei[4..]);
+        assert_eq!(find_annexb(&au), Some((42, 1_000)));
+        assert_eq!(find_annexb(&au[..20]), None);
     }
 
     #[test]

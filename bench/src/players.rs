@@ -1,11 +1,11 @@
-//! HTTP-FLV and HLS players.
+//! HTTP-FLV, WebSocket-FLV, HTTP-TS and HLS players.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
 use media::flv::{FlvReader, TAG_VIDEO};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -17,6 +17,43 @@ const READ_SIZE: usize = 16 * 1024;
 
 /// One HTTP-FLV player: GET, de-chunk, demux, count video tags.
 pub async fn flv_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
+    let mut body = BytesMut::with_capacity(READ_SIZE);
+    let mut flv = FlvReader::new();
+    stream_body(url, t, |data, t| {
+        body.extend_from_slice(data);
+        while let Some(tag) = flv.read(&mut body).context("FLV")? {
+            if tag.tag_type == TAG_VIDEO {
+                t.video(&tag.payload);
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// One HTTP-TS player: GET, de-chunk, and for each video access unit its first bytes, where
+/// the bench marker is; each is counted and timed as an HTTP-FLV video tag is.
+pub async fn http_ts_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
+    let mut ts = TsCounter {
+        keep_starts: true,
+        ..TsCounter::default()
+    };
+    stream_body(url, t, |data, t| {
+        ts.feed(data);
+        for start in ts.take_starts() {
+            t.coded_frame(marker::find_annexb(&start));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// GET `url` and hand its body, de-chunked, to `sink` piece by piece until it ends.
+async fn stream_body(
+    url: &Url,
+    t: &mut Tracker,
+    mut sink: impl FnMut(&[u8], &mut Tracker) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect(url.addr()).await.context("connect")?;
     let _ = stream.set_nodelay(true);
     let mut raw = BytesMut::with_capacity(READ_SIZE);
@@ -25,35 +62,38 @@ pub async fn flv_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
         bail!("HTTP {}", head.status);
     }
     let mut body_state = head.body;
-    let mut body = BytesMut::with_capacity(READ_SIZE);
-    let mut flv = FlvReader::new();
     loop {
-        let done = body_state.feed(&mut raw, &mut |d: &[u8]| body.extend_from_slice(d))?;
-        while let Some(tag) = flv.read(&mut body).context("FLV")? {
-            if tag.tag_type == TAG_VIDEO {
-                t.video(&tag.payload);
+        let mut failed = Ok(());
+        let done = body_state.feed(&mut raw, &mut |d: &[u8]| {
+            if failed.is_ok() {
+                failed = sink(d, t);
             }
-        }
+        })?;
+        failed?;
         if done {
             return Ok(());
         }
-        if raw.capacity() - raw.len() < 1024 {
-            raw.reserve(READ_SIZE);
-        }
-        let n = stream.read_buf(&mut raw).await?;
-        if n == 0 {
+        if !read_more(&mut stream, &mut raw, t).await? {
             return Ok(());
         }
-        t.bytes(n);
     }
 }
 
-/// Counts video PES starts in a transport stream fed in arbitrary pieces.
+/// Reads the video of a transport stream fed in arbitrary pieces: counts the video PES
+/// starts and, with `keep_starts`, keeps the first [`TS_AU_START`] bytes of each video
+/// access unit, where the bench marker is ([`TsCounter::take_starts`]).
 #[derive(Default)]
 pub struct TsCounter {
     carry: Vec<u8>,
     pub video_pes: u64,
+    pub keep_starts: bool,
+    /// The access unit being gathered, until it holds enough to find the marker.
+    gathering: Option<Vec<u8>>,
+    starts: Vec<Vec<u8>>,
 }
+
+/// How much of an access unit is kept to look for the marker.
+const TS_AU_START: usize = 512;
 
 impl TsCounter {
     pub fn feed(&mut self, mut data: &[u8]) {
@@ -77,8 +117,13 @@ impl TsCounter {
         self.carry.extend_from_slice(chunks.remainder());
     }
 
+    /// The starts of the access units complete so far.
+    pub fn take_starts(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.starts.drain(..)
+    }
+
     fn packet(&mut self, p: &[u8]) {
-        if p[0] != 0x47 || p[1] & 0x40 == 0 {
+        if p[0] != 0x47 {
             return;
         }
         let mut at = 4;
@@ -87,9 +132,40 @@ impl TsCounter {
             3 => at += 1 + usize::from(p[4]),
             _ => return,
         }
-        if let Some(h) = p.get(at..at + 4) {
-            if h[..3] == [0, 0, 1] && (0xE0..=0xEF).contains(&h[3]) {
-                self.video_pes += 1;
+        let Some(payload) = p.get(at..) else {
+            return;
+        };
+        if p[1] & 0x40 != 0 {
+            let is_video = payload.len() >= 9
+                && payload[..3] == [0, 0, 1]
+                && (0xE0..=0xEF).contains(&payload[3]);
+            if !is_video {
+                return;
+            }
+            self.video_pes += 1;
+            if self.keep_starts {
+                self.starts.extend(self.gathering.take());
+                let data = payload
+                    .get(9 + usize::from(payload[8])..)
+                    .unwrap_or_default();
+                self.gathering = Some(Vec::with_capacity(TS_AU_START));
+                self.gather(data);
+            }
+        } else if self.video_pid(p) {
+            self.gather(payload);
+        }
+    }
+
+    /// Whether `p` continues the video PES being gathered (ferrolive's video PID).
+    fn video_pid(&self, p: &[u8]) -> bool {
+        self.gathering.is_some() && u16::from_be_bytes([p[1], p[2]]) & 0x1FFF == 0x100
+    }
+
+    fn gather(&mut self, data: &[u8]) {
+        if let Some(au) = &mut self.gathering {
+            au.extend_from_slice(&data[..data.len().min(TS_AU_START - au.len())]);
+            if au.len() >= TS_AU_START {
+                self.starts.extend(self.gathering.take());
             }
         }
     }
@@ -239,6 +315,92 @@ pub async fn hls_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
         }
         tokio::time::sleep_until(started + playlist.target / 2).await;
     }
+}
+
+/// One WebSocket-FLV player: the upgrade, then each binary message is the FLV header or one
+/// tag; video tags are counted and timed as HTTP-FLV's are.
+pub async fn ws_flv_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(url.addr()).await.context("connect")?;
+    let _ = stream.set_nodelay(true);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: ZmVycm9saXZlLWJlbmNoIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        url.path,
+        url.addr()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !raw.starts_with(b"HTTP/1.1 101") {
+                bail!("no upgrade: {}", String::from_utf8_lossy(&raw[..end]));
+            }
+            let _ = raw.split_to(end + 4);
+            break;
+        }
+        if raw.len() > 8192 || stream.read_buf(&mut raw).await? == 0 {
+            bail!("no upgrade");
+        }
+    }
+    let mut flv = FlvReader::new();
+    let mut body = BytesMut::with_capacity(READ_SIZE);
+    loop {
+        while let Some((opcode, payload)) = ws_frame(&mut raw)? {
+            match opcode {
+                0x2 => body.extend_from_slice(&payload),
+                0x8 => return Ok(()),
+                _ => {}
+            }
+        }
+        while let Some(tag) = flv.read(&mut body).context("FLV")? {
+            if tag.tag_type == TAG_VIDEO {
+                t.video(&tag.payload);
+            }
+        }
+        if !read_more(&mut stream, &mut raw, t).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// Read what the server sent next into `raw`; false once it closed.
+async fn read_more(
+    stream: &mut TcpStream,
+    raw: &mut BytesMut,
+    t: &mut Tracker,
+) -> anyhow::Result<bool> {
+    if raw.capacity() - raw.len() < 1024 {
+        raw.reserve(READ_SIZE);
+    }
+    let n = stream.read_buf(raw).await?;
+    t.bytes(n);
+    Ok(n > 0)
+}
+
+/// One whole unmasked frame from a server off the front of `buf`: its opcode and payload.
+fn ws_frame(buf: &mut BytesMut) -> anyhow::Result<Option<(u8, BytesMut)>> {
+    let (Some(&first), Some(&second)) = (buf.first(), buf.get(1)) else {
+        return Ok(None);
+    };
+    if second & 0x80 != 0 {
+        bail!("a masked frame from the server");
+    }
+    let (len, at) = match second & 0x7F {
+        126 => match buf.get(2..4) {
+            Some(b) => (usize::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into()?) as usize, 10),
+            None => return Ok(None),
+        },
+        short => (usize::from(short), 2),
+    };
+    if buf.len() < at + len {
+        return Ok(None);
+    }
+    let _ = buf.split_to(at);
+    Ok(Some((first & 0x0F, buf.split_to(len))))
 }
 
 #[cfg(test)]

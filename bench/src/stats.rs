@@ -17,16 +17,20 @@ pub enum Proto {
     Rtmp = 0,
     Flv = 1,
     Hls = 2,
+    WsFlv = 3,
+    Ts = 4,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::Rtmp, Proto::Flv, Proto::Hls];
+    pub const ALL: [Proto; 5] = [Proto::Rtmp, Proto::Flv, Proto::Hls, Proto::WsFlv, Proto::Ts];
 
     pub fn name(self) -> &'static str {
         match self {
             Proto::Rtmp => "rtmp",
             Proto::Flv => "http-flv",
             Proto::Hls => "hls",
+            Proto::WsFlv => "ws-flv",
+            Proto::Ts => "http-ts",
         }
     }
 }
@@ -46,7 +50,7 @@ pub struct Live {
 /// Everything the tasks of one run share.
 #[derive(Debug)]
 pub struct Shared {
-    pub live: [Live; 3],
+    pub live: [Live; Proto::ALL.len()],
     /// Video frames the bench's own publisher has sent (= next sequence number).
     pub sent_frames: AtomicU64,
     pub publishing: bool,
@@ -142,8 +146,13 @@ impl Tracker {
         if info.packet != VideoPacketKind::Frame {
             return;
         }
+        self.coded_frame(marker::find(payload));
+    }
+
+    /// A coded video frame arrived now, with the bench marker it carries, if any.
+    pub fn coded_frame(&mut self, marker: Option<(u64, u64)>) {
         let now = marker::now_us();
-        if let Some((seq, sent)) = marker::find(payload) {
+        if let Some((seq, sent)) = marker {
             if self.last_seq.is_some_and(|last| seq <= last) {
                 return; // a repeat (should not happen on a live stream)
             }

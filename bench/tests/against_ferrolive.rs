@@ -1,4 +1,5 @@
-//! Runs the bench (own synthetic publisher, RTMP + HTTP-FLV players) against a real
+//! Runs the bench (own synthetic publisher, RTMP, HTTP-FLV, WebSocket-FLV and HTTP-TS
+//! players) against a real
 //! `ferrolive standalone --rtmp-noauth`, started by testkit. The binary is another
 //! package's, so it is there only if the workspace was built; the test is skipped (with a
 //! message) if it is not.
@@ -19,8 +20,12 @@ async fn bench_against_ferrolive() {
     let args = bench::BenchArgs {
         rtmp: 20,
         flv: 20,
+        ws: 20,
+        ts: 20,
         publish: Some(format!("rtmp://127.0.0.1:{rtmp}/live/benchtest")),
         url_flv: Some(format!("http://127.0.0.1:{http}/live/benchtest.flv")),
+        url_ws: Some(format!("ws://127.0.0.1:{http}/live/benchtest.flv")),
+        url_ts: Some(format!("http://127.0.0.1:{http}/live/benchtest.ts")),
         duration: 5.0,
         json: Some(json.clone()),
         quiet: true,
@@ -60,12 +65,18 @@ async fn bench_against_ferrolive() {
             p.bitrate_kbps_mean
         );
     }
-    assert_eq!(report.overall.connected, 40);
+    let names: Vec<&str> = report
+        .protocols
+        .iter()
+        .map(|p| p.protocol.as_str())
+        .collect();
+    assert_eq!(names, ["rtmp", "http-flv", "ws-flv", "http-ts"]);
+    assert_eq!(report.overall.connected, 80);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(written["overall"]["connected"], 40);
+    assert_eq!(written["overall"]["connected"], 80);
 
-    // 40 players of one stream: past 16, its fan-out sends from tapes (sendfile).
+    // 60 players of one stream over the fan-out: past 16, its fan-out sends from tapes (sendfile).
     let url = bench::http::Url::parse(&format!("http://127.0.0.1:{http}/metrics")).unwrap();
     let mut socket = tokio::net::TcpStream::connect(url.addr()).await.unwrap();
     let mut body = bytes::BytesMut::new();

@@ -153,7 +153,7 @@ async fn stream_muxed(
     .await?;
     let mut mux = muxed.mux();
     let mut slow = SlowViewerGuard::default();
-    let mut out = BytesMut::with_capacity(GATHER);
+    let mut out = BytesMut::with_capacity(16 * 1024);
     let mut scratch = BytesMut::with_capacity(512);
     let mut ended = false;
     while !ended {
