@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use media::flv;
 use media::fmp4::Fmp4Stream;
 use media::frame::Frame;
 use media::http::RequestHead;
@@ -96,7 +95,9 @@ impl Muxed {
 }
 
 /// A write gathers what the hub has ready, up to about this much.
-const GATHER: usize = 256 * 1024;
+const GATHER: usize = 64 * 1024;
+/// A chunk's size line: 8 hex digits and CRLF.
+const CHUNK_HEAD: usize = 10;
 
 /// Answer a request for `stream` muxed as `muxed`: the stream until it ends or the player
 /// leaves, or 404 (the socket is given back for the next request).
@@ -153,10 +154,14 @@ async fn stream_muxed(
     .await?;
     let mut mux = muxed.mux();
     let mut slow = SlowViewerGuard::default();
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     let mut scratch = BytesMut::with_capacity(512);
     let mut ended = false;
+    // A chunked body's chunk size goes in front of what is muxed, in a fixed width (HTTP
+    // allows leading zeros), so that the chunk is made in place.
+    let chunk_head = if http10 { 0 } else { CHUNK_HEAD };
     while !ended {
+        out.resize(chunk_head, b'0');
         let first = tokio::select! {
             delivery = frames.next() => delivery,
             read = read_some(&socket, &mut scratch) => match read {
@@ -189,14 +194,19 @@ async fn stream_muxed(
             }
         }
         mux.flush(&mut out);
-        if !out.is_empty() {
-            let body = out.split();
-            let body = if http10 {
-                body.freeze()
-            } else {
-                flv::http_chunk(&body)
-            };
-            write_all(&socket, &body, &node.metrics).await?;
+        let len = out.len() - chunk_head;
+        if len > 0 {
+            if chunk_head > 0 {
+                let size = format!("{len:08x}\r\n");
+                out[..chunk_head].copy_from_slice(size.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            write_all(&socket, &out, &node.metrics).await?;
+        }
+        out.clear();
+        if out.capacity() > GATHER * 2 {
+            // A replay or a keyframe made it large: do not keep that per player.
+            out = BytesMut::new();
         }
     }
     debug!(stream = %name, %peer, protocol, "stream ended; closing viewer");
