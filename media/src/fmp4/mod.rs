@@ -252,6 +252,21 @@ impl Fmp4Writer {
         Ok(writer)
     }
 
+    /// Time 0 is the stream time `origin_ms` instead of the first frame's: a CMAF
+    /// packager writes every segment on the stream's own timeline, so that the same
+    /// frames make the same bytes on every node, whenever it started.
+    pub fn with_time_origin(mut self, origin_ms: u64) -> Fmp4Writer {
+        self.origin_ms = Some(origin_ms);
+        self
+    }
+
+    /// The next fragment's sequence number (`mfhd`): a CMAF packager numbers fragments
+    /// from the segment's own number.
+    pub fn with_next_sequence(mut self, sequence: u32) -> Fmp4Writer {
+        self.sequence = sequence;
+        self
+    }
+
     /// `ftyp` + `moov` (with `mvex`/`trex`; durations 0): what a file or a CMAF init
     /// segment starts with.
     ///

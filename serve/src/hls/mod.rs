@@ -5,9 +5,12 @@
 pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use media::cmaf::{CmafConfig, CmafPackager};
+use media::frame::{Frame, MediaKind};
 use media::hls::{HlsConfig, HlsPackager, Segment};
 use media::hub::{Audience, Delivery, Subscriber, Watching};
 use media::names::app_of;
@@ -30,6 +33,16 @@ pub enum NoPlaylist {
     Cannot(String),
 }
 
+/// Why a playlist cannot be given, in a request's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaylistRefusal {
+    No(NoPlaylist),
+    /// `_HLS_msn` more than two segments ahead (400).
+    TooFarAhead,
+    /// The segment or part asked for did not come in time (503).
+    NotInTime,
+}
+
 /// What keeps an HLS player counted while its session lives.
 struct Player {
     _watching: Watching,
@@ -43,6 +56,10 @@ const ENDED_KEEP: Duration = Duration::from_secs(30);
 
 struct Packaging {
     packager: Mutex<HlsPackager>,
+    /// The same stream in CMAF for the fMP4 and low-latency playlist, packaged only once
+    /// someone asked for that playlist (`cmaf_wanted`): most players of a stream use one.
+    cmaf: Mutex<CmafPackager>,
+    cmaf_wanted: std::sync::atomic::AtomicBool,
     last_request: Mutex<Instant>,
     /// Woken whenever a segment is finished or the stream ends.
     progress: Notify,
@@ -51,6 +68,10 @@ struct Packaging {
 impl Packaging {
     fn packager(&self) -> MutexGuard<'_, HlsPackager> {
         self.packager.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cmaf(&self) -> MutexGuard<'_, CmafPackager> {
+        self.cmaf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn touch(&self) {
@@ -107,20 +128,7 @@ impl Hls {
         uri: impl Fn(u64) -> String,
     ) -> Result<String, NoPlaylist> {
         self.sessions().playlist(client, Instant::now());
-        let existing = self.streams().get(key).cloned();
-        let packaging = match existing {
-            // An ended stream that is live again gets a fresh packager.
-            Some(p) if !(p.packager().is_ended() && node.hub.is_live(key)) => p,
-            // The viewer's subscription (on an edge, the pull) is made before the lock.
-            _ => {
-                let sub = node
-                    .subscribe(key, Audience::Internal)
-                    .await
-                    .ok_or(NoPlaylist::NotLive)?;
-                self.start(sub, key)
-            }
-        };
-        packaging.touch();
+        let packaging = self.packaging(node, key).await?;
         // The first segment needs a keyframe after the target duration; allow for a long GOP.
         let deadline = tokio::time::Instant::now()
             + self.config_for(key).target_duration * 3
@@ -145,6 +153,140 @@ impl Hls {
                     Some(why) => NoPlaylist::Cannot(why.to_owned()),
                     None => NoPlaylist::NotLive,
                 });
+            }
+        }
+    }
+
+    /// The packaging of `key`, started if needed.
+    async fn packaging(
+        self: &Arc<Self>,
+        node: &Node,
+        key: &str,
+    ) -> Result<Arc<Packaging>, NoPlaylist> {
+        let existing = self.streams().get(key).cloned();
+        let packaging = match existing {
+            // An ended stream that is live again gets a fresh packager.
+            Some(p) if !(p.packager().is_ended() && node.hub.is_live(key)) => p,
+            // The viewer's subscription (on an edge, the pull) is made before the lock.
+            _ => {
+                let sub = node
+                    .subscribe(key, Audience::Internal)
+                    .await
+                    .ok_or(NoPlaylist::NotLive)?;
+                self.start(sub, key)
+            }
+        };
+        packaging.touch();
+        Ok(packaging)
+    }
+
+    /// The fMP4 (CMAF) low-latency playlist of `key` (`/APP/ROOM/index.m3u8`). With
+    /// `wait_for` (`_HLS_msn`, `_HLS_part`), a blocking reload: answered once that segment
+    /// or part exists. `skip`: a delta update.
+    pub async fn cmaf_playlist(
+        self: &Arc<Self>,
+        node: &Node,
+        key: &str,
+        client: &SessionKey,
+        wait_for: Option<(u64, Option<usize>)>,
+        skip: bool,
+    ) -> Result<String, PlaylistRefusal> {
+        self.sessions().playlist(client, Instant::now());
+        let packaging = self
+            .packaging(node, key)
+            .await
+            .map_err(PlaylistRefusal::No)?;
+        packaging.cmaf_wanted.store(true, Ordering::Relaxed);
+        let window = self.config_for(key).window;
+        let first_wait = self.config_for(key).target_duration * 3 + Duration::from_secs(4);
+        let mut deadline = tokio::time::Instant::now() + first_wait;
+        let mut blocking_from = None;
+        loop {
+            let notified = packaging.progress.notified();
+            {
+                let cmaf = packaging.cmaf();
+                if cmaf.has_segments() || cmaf.is_ended() {
+                    let Some((msn, part)) = wait_for else {
+                        return Ok(cmaf.playlist(window, skip));
+                    };
+                    let last = cmaf.position().map_or(0, |(open, _)| open);
+                    // More than two segments ahead of the playlist: a client mistake.
+                    if msn > last + 2 {
+                        return Err(PlaylistRefusal::TooFarAhead);
+                    }
+                    if cmaf.has(msn, part) || cmaf.is_ended() {
+                        return Ok(cmaf.playlist(window, skip));
+                    }
+                    if blocking_from.is_none() {
+                        // A part that does not come within three target durations: 503.
+                        let wait = Duration::from_secs(3 * cmaf.target_duration());
+                        deadline = tokio::time::Instant::now() + wait;
+                        blocking_from = Some(());
+                    }
+                }
+            }
+            if let Some(why) = packaging.packager().problem() {
+                return Err(PlaylistRefusal::No(NoPlaylist::Cannot(why.to_owned())));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(match blocking_from {
+                    Some(()) => PlaylistRefusal::NotInTime,
+                    None => PlaylistRefusal::No(NoPlaylist::NotLive),
+                });
+            }
+        }
+    }
+
+    /// A file of the CMAF playlist: `init{n}.mp4`, `{sequence}.m4s` or
+    /// `{sequence}.{part}.m4s`. The next part of the segment being written (a preload
+    /// hint) is answered once it exists, within three target durations.
+    pub async fn cmaf_file(
+        &self,
+        node: &Node,
+        key: &str,
+        name: &str,
+        client: SessionKey,
+    ) -> Option<(&'static str, bytes::Bytes)> {
+        let packaging = self.streams().get(key).cloned()?;
+        packaging.touch();
+        if let Some(number) = name
+            .strip_prefix("init")
+            .and_then(|n| n.strip_suffix(".mp4"))
+        {
+            let init = packaging.cmaf().init_segment(number.parse().ok()?)?;
+            return Some(("video/mp4", init));
+        }
+        let stem = name.strip_suffix(".m4s")?;
+        self.sessions().segment(client, Instant::now(), || {
+            Some(Player {
+                _watching: node.hub.watch(key, Audience::Viewer)?,
+                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls),
+            })
+        });
+        match stem.split_once('.') {
+            None => {
+                let segment = packaging.cmaf().segment(stem.parse().ok()?)?;
+                Some(("video/iso.segment", segment.data()))
+            }
+            Some((sequence, part)) => {
+                let (sequence, part): (u64, usize) = (sequence.parse().ok()?, part.parse().ok()?);
+                let wait = Duration::from_secs(3 * packaging.cmaf().target_duration());
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    let notified = packaging.progress.notified();
+                    {
+                        let cmaf = packaging.cmaf();
+                        if let Some(found) = cmaf.part(sequence, part) {
+                            return Some(("video/iso.segment", found.data.clone()));
+                        }
+                        // Only the next part of the open segment is worth waiting for.
+                        let next = cmaf.position() == Some((sequence, part));
+                        if !next || cmaf.is_ended() {
+                            return None;
+                        }
+                    }
+                    tokio::time::timeout_at(deadline, notified).await.ok()?;
+                }
             }
         }
     }
@@ -183,6 +325,8 @@ impl Hls {
                 sub.has_audio(),
                 sub.has_video(),
             )),
+            cmaf: Mutex::new(CmafPackager::new(CmafConfig::default())),
+            cmaf_wanted: std::sync::atomic::AtomicBool::new(false),
             last_request: Mutex::new(Instant::now()),
             progress: Notify::new(),
         });
@@ -197,6 +341,9 @@ impl Hls {
             let mut expired_at = Instant::now();
             // Why the stream cannot be packaged was logged (once per packager).
             let mut told_problem = false;
+            // The latest video and audio sequence headers, for the CMAF packager's start.
+            let mut headers: [Option<Arc<Frame>>; 2] = [None, None];
+            let mut cmaf_started = false;
             loop {
                 if expired_at.elapsed() >= EXPIRE_EVERY {
                     expired_at = Instant::now();
@@ -213,10 +360,27 @@ impl Hls {
                 };
                 match delivery {
                     Delivery::Frame(frame) => {
+                        if frame.sequence_header {
+                            let kept = &mut headers[usize::from(frame.kind == MediaKind::Audio)];
+                            *kept = Some(frame.clone());
+                        }
+                        let wanted = packaging.cmaf_wanted.load(Ordering::Relaxed);
+                        let moved = wanted && {
+                            let mut cmaf = packaging.cmaf();
+                            if !std::mem::replace(&mut cmaf_started, true) {
+                                // It starts now: with the headers seen so far, at the next mark.
+                                for header in headers.iter().flatten() {
+                                    cmaf.push(header);
+                                }
+                            }
+                            let before = cmaf.position();
+                            cmaf.push(&frame);
+                            cmaf.position() != before
+                        };
                         let mut packager = packaging.packager();
                         let before = packager.listed().last().map(|s| s.sequence);
                         packager.push(&frame);
-                        if packager.listed().last().map(|s| s.sequence) != before {
+                        if moved || packager.listed().last().map(|s| s.sequence) != before {
                             packaging.progress.notify_waiters();
                         }
                         let problem = packager.problem();
@@ -230,6 +394,7 @@ impl Hls {
                     Delivery::Skipped(_) => {}
                     Delivery::End => {
                         packaging.packager().end();
+                        packaging.cmaf().end();
                         packaging.progress.notify_waiters();
                         tokio::time::sleep(ENDED_KEEP).await;
                         break;

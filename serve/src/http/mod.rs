@@ -32,7 +32,7 @@ use self::routes::{route, Route};
 use crate::admission;
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
-use crate::hls::NoPlaylist;
+use crate::hls::{NoPlaylist, PlaylistRefusal};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::Node;
 
@@ -231,36 +231,58 @@ async fn handle(
                 }
                 None => Err(NoPlaylist::NotLive),
             };
-            match playlist {
-                // Short-lived: a live playlist changes every segment.
-                Ok(body) => {
+            respond_playlist(
+                &mut socket,
+                playlist.map_err(PlaylistRefusal::No),
+                head_only,
+                keep,
+            )
+            .await?;
+        }
+        Route::CmafPlaylist { stream } => {
+            let query = |name: &str| {
+                request.query().split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    (k == name).then_some(v)
+                })
+            };
+            let msn = query("_HLS_msn").and_then(|v| v.parse::<u64>().ok());
+            let part = query("_HLS_part").and_then(|v| v.parse::<usize>().ok());
+            let skip = query("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
+            let playlist = match stream {
+                Some(key) => {
+                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
+                    let wait_for = msn.map(|msn| (msn, part));
+                    node.hls
+                        .cmaf_playlist(node, &key, &client, wait_for, skip)
+                        .await
+                }
+                None => Err(PlaylistRefusal::No(NoPlaylist::NotLive)),
+            };
+            respond_playlist(&mut socket, playlist, head_only, keep).await?;
+        }
+        Route::CmafFile { stream, name } => {
+            let file = match stream {
+                Some(key) => {
+                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
+                    node.hls.cmaf_file(node, &key, name, client).await
+                }
+                None => None,
+            };
+            match file {
+                Some((content_type, bytes)) => {
                     respond_cached(
                         &mut socket,
                         "200 OK",
-                        "application/vnd.apple.mpegurl",
-                        "max-age=1",
-                        body.as_bytes(),
+                        content_type,
+                        "public, max-age=86400, immutable",
+                        &bytes,
                         head_only,
                         keep,
                     )
                     .await?
                 }
-                Err(NoPlaylist::NotLive) => {
-                    not_found(&mut socket, b"stream not found\n", head_only, keep).await?
-                }
-                // The stream is there, HLS cannot carry it: say why.
-                Err(NoPlaylist::Cannot(why)) => {
-                    let body = format!("stream cannot be packaged as HLS: {why}\n");
-                    respond(
-                        &mut socket,
-                        "503 Service Unavailable",
-                        "text/plain",
-                        body.as_bytes(),
-                        head_only,
-                        keep,
-                    )
-                    .await?
-                }
+                None => not_found(&mut socket, b"not found\n", head_only, keep).await?,
             }
         }
         Route::Segment { stream } => {
@@ -343,4 +365,49 @@ async fn read_request(
             };
         }
     }
+}
+
+/// A playlist, or why there is none, in the status a player understands.
+async fn respond_playlist(
+    socket: &mut TcpStream,
+    playlist: Result<String, PlaylistRefusal>,
+    head_only: bool,
+    keep: bool,
+) -> Result<(), HttpError> {
+    let (status, body) = match playlist {
+        // Short-lived: a live playlist changes every segment.
+        Ok(body) => {
+            let kind = "application/vnd.apple.mpegurl";
+            let body = body.as_bytes();
+            respond_cached(socket, "200 OK", kind, "max-age=1", body, head_only, keep).await?;
+            return Ok(());
+        }
+        Err(PlaylistRefusal::No(NoPlaylist::NotLive)) => {
+            not_found(socket, b"stream not found\n", head_only, keep).await?;
+            return Ok(());
+        }
+        // The stream is there, HLS cannot carry it: say why.
+        Err(PlaylistRefusal::No(NoPlaylist::Cannot(why))) => (
+            "503 Service Unavailable",
+            format!("stream cannot be packaged as HLS: {why}\n"),
+        ),
+        Err(PlaylistRefusal::TooFarAhead) => (
+            "400 Bad Request",
+            "_HLS_msn is more than two segments ahead\n".to_owned(),
+        ),
+        Err(PlaylistRefusal::NotInTime) => (
+            "503 Service Unavailable",
+            "the segment or part asked for did not come in time\n".to_owned(),
+        ),
+    };
+    respond(
+        socket,
+        status,
+        "text/plain",
+        body.as_bytes(),
+        head_only,
+        keep,
+    )
+    .await?;
+    Ok(())
 }

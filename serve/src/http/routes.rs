@@ -11,6 +11,8 @@
 //! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
 //! | GET, HEAD | `/{app}/{room}.ts` | [`Route::Ts`] (HTTP-TS) |
 //! | GET, HEAD | `/{app}/{room}.mp4` | [`Route::Mp4`] (HTTP-fMP4) |
+//! | GET, HEAD | `/{app}/{room}/index.m3u8` | [`Route::CmafPlaylist`] (fMP4 and LL-HLS) |
+//! | GET, HEAD | `/{app}/{room}/init{n}.mp4`, `{seq}.m4s`, `{seq}.{part}.m4s` | [`Route::CmafFile`] |
 //! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
@@ -37,6 +39,15 @@ pub enum Route<'a> {
     /// A TS HLS segment.
     Segment {
         stream: Option<(String, u64)>,
+    },
+    /// The fMP4 (CMAF) playlist, with low-latency parts.
+    CmafPlaylist {
+        stream: Option<String>,
+    },
+    /// An init segment, segment or part of the CMAF playlist, by its file name.
+    CmafFile {
+        stream: Option<String>,
+        name: &'a str,
     },
     /// A continuous MPEG-TS (HTTP-TS).
     Ts {
@@ -74,6 +85,18 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
         p if p.ends_with(".flv") => Route::Flv {
             stream: stream_of(p, ".flv").map(|(key, _)| key),
         },
+        p if p.ends_with("/index.m3u8") => Route::CmafPlaylist {
+            stream: p
+                .strip_suffix("/index.m3u8")
+                .and_then(|s| stream_of(s, "").map(|(key, _)| key)),
+        },
+        p if is_cmaf_file(p) => {
+            let (stream, name) = p.rsplit_once('/').unwrap_or_default();
+            Route::CmafFile {
+                stream: stream_of(stream, "").map(|(key, _)| key),
+                name,
+            }
+        }
         p if p.ends_with(".m3u8") => match stream_of(p, ".m3u8") {
             Some((key, room)) => Route::Playlist {
                 stream: Some(key),
@@ -96,6 +119,25 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
         },
         _ => Route::NotFound,
     }
+}
+
+/// `/{app}/{room}/{name}` where name is a CMAF file: `init{n}.mp4`, `{seq}.m4s`,
+/// `{seq}.{part}.m4s`.
+fn is_cmaf_file(path: &str) -> bool {
+    let Some((_, name)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    path.matches('/').count() == 3
+        && match (
+            name.strip_prefix("init")
+                .and_then(|n| n.strip_suffix(".mp4")),
+            name.strip_suffix(".m4s"),
+        ) {
+            (Some(n), _) => digits(n),
+            (None, Some(stem)) => stem.split('.').count() <= 2 && stem.split('.').all(digits),
+            (None, None) => false,
+        }
 }
 
 /// Where recordings are served.
@@ -184,6 +226,22 @@ mod tests {
         };
         assert_eq!(live("/live/room.ts").as_deref(), Some("live/room"));
         assert_eq!(live("/live/bad name.ts"), None);
+        assert_eq!(
+            route("GET", "/live/room/index.m3u8"),
+            Route::CmafPlaylist {
+                stream: Some("live/room".into())
+            }
+        );
+        for name in ["init0.mp4", "12.m4s", "12.3.m4s"] {
+            assert_eq!(
+                route("GET", &format!("/live/room/{name}")),
+                Route::CmafFile {
+                    stream: Some("live/room".into()),
+                    name
+                }
+            );
+        }
+        assert!(matches!(route("GET", "/live/room/x.m4s"), Route::NotFound));
         match route("GET", "/live/room.mp4") {
             Route::Mp4 { stream } => assert_eq!(stream.as_deref(), Some("live/room")),
             other => panic!("{other:?}"),

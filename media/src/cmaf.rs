@@ -1,0 +1,583 @@
+//! CMAF HLS packaging (work in progress, not served yet): a live stream's frames cut into
+//! fragmented-MP4 segments at the hub's segment marks, and each segment into parts of
+//! about `part_target` for low-latency HLS (RFC 8216bis).
+//!
+//! Sans-IO, like [`crate::hls::HlsPackager`]: [`CmafPackager::push`] takes frames, the
+//! HTTP side asks for the init segment, segments and parts.
+//!
+//! The same bytes on every node: each segment is written by a writer of its own, on the
+//! timeline of the node that marked it ([`SegmentMark::timestamp`]), with fragment numbers
+//! from the segment's number, and a part ends at the first frame `part_target` or more after
+//! the part began. None of that depends on what came before the segment, so an edge that
+//! started late writes a segment as the origin did.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::fmp4::Fmp4Writer;
+use crate::frame::{Frame, MediaKind, SegmentMark};
+
+/// Init segments kept (one more for each codec change while segments need the older).
+const MAX_INITS: usize = 4;
+
+/// How a stream is packaged.
+#[derive(Debug, Clone)]
+pub struct CmafConfig {
+    /// EXT-X-PART-INF's PART-TARGET: a part ends at the first frame this long or more
+    /// after it began.
+    pub part_target: Duration,
+    /// Segments kept after they leave the playlist's window (for players that lag).
+    pub retain: usize,
+}
+
+impl Default for CmafConfig {
+    fn default() -> Self {
+        CmafConfig {
+            part_target: Duration::from_millis(333),
+            retain: 10,
+        }
+    }
+}
+
+/// A part of a segment: one or more fragments (`moof` + `mdat`).
+#[derive(Debug)]
+pub struct Part {
+    pub duration_ms: u64,
+    /// It begins with a keyframe (EXT-X-PART's INDEPENDENT=YES).
+    pub independent: bool,
+    pub data: Bytes,
+}
+
+/// A whole segment: its parts, one after the other.
+#[derive(Debug)]
+pub struct CmafSegment {
+    pub sequence: u64,
+    /// Which init segment its fragments need ([`CmafPackager::init`]).
+    pub init: u32,
+    pub duration_ms: u64,
+    pub parts: Vec<Arc<Part>>,
+}
+
+impl CmafSegment {
+    /// The segment's bytes: its parts in order.
+    pub fn data(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.parts.iter().map(|p| p.data.len()).sum());
+        for part in &self.parts {
+            out.extend_from_slice(&part.data);
+        }
+        out.freeze()
+    }
+}
+
+/// The segment being written.
+struct OpenSegment {
+    sequence: u64,
+    /// On the marking node's timeline.
+    start_ms: u64,
+    /// Added to this node's timestamps to put them on that timeline.
+    offset: i64,
+    writer: Fmp4Writer,
+    parts: Vec<Arc<Part>>,
+    /// The open part: when it began, whether with a keyframe, what it holds so far.
+    part_start_ms: u64,
+    part_independent: bool,
+    part_data: BytesMut,
+}
+
+pub struct CmafPackager {
+    config: CmafConfig,
+    video_header: Option<Frame>,
+    audio_header: Option<Frame>,
+    /// The current init segment and its number (it changes with the codec parameters).
+    init: Option<(u32, Bytes)>,
+    /// Init segments that segments still held need, with their numbers.
+    inits: VecDeque<(u32, Bytes)>,
+    segments: VecDeque<Arc<CmafSegment>>,
+    open: Option<OpenSegment>,
+    /// EXT-X-TARGETDURATION as the marks fix it (0: no mark said yet).
+    marked_target: u64,
+    /// Sequence headers changed since the init segment was made.
+    headers_changed: bool,
+    ended: bool,
+}
+
+impl CmafPackager {
+    pub fn new(config: CmafConfig) -> CmafPackager {
+        CmafPackager {
+            config,
+            video_header: None,
+            audio_header: None,
+            init: None,
+            inits: VecDeque::new(),
+            segments: VecDeque::new(),
+            open: None,
+            marked_target: 0,
+            headers_changed: false,
+            ended: false,
+        }
+    }
+
+    /// The init segment the segments from now on need, and its number.
+    pub fn init(&self) -> Option<(u32, Bytes)> {
+        self.init.clone()
+    }
+
+    /// Init segment `number`, while segments that need it may be asked for.
+    pub fn init_segment(&self, number: u32) -> Option<Bytes> {
+        let found = self.inits.iter().find(|(n, _)| *n == number);
+        found.map(|(_, bytes)| bytes.clone())
+    }
+
+    /// A finished segment still held.
+    pub fn segment(&self, sequence: u64) -> Option<Arc<CmafSegment>> {
+        self.segments
+            .iter()
+            .find(|s| s.sequence == sequence)
+            .cloned()
+    }
+
+    /// Part `index` of segment `sequence`, finished or in the open segment.
+    pub fn part(&self, sequence: u64, index: usize) -> Option<Arc<Part>> {
+        match &self.open {
+            Some(open) if open.sequence == sequence => open.parts.get(index).cloned(),
+            _ => self.segment(sequence)?.parts.get(index).cloned(),
+        }
+    }
+
+    /// Where the packager is: the segment being written and the parts it has finished
+    /// (`None` before the first segment).
+    pub fn position(&self) -> Option<(u64, usize)> {
+        match (&self.open, self.segments.back()) {
+            (Some(open), _) => Some((open.sequence, open.parts.len())),
+            (None, Some(last)) => Some((last.sequence + 1, 0)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether segment `sequence` is finished, or with `part`, has that part.
+    pub fn has(&self, sequence: u64, part: Option<usize>) -> bool {
+        let Some((open, done)) = self.position() else {
+            return false;
+        };
+        sequence < open || (sequence == open && part.is_some_and(|p| p < done))
+    }
+
+    pub fn has_segments(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// EXT-X-TARGETDURATION (seconds).
+    pub fn target_duration(&self) -> u64 {
+        self.marked_target.max(1)
+    }
+
+    /// Finished segments still held, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<CmafSegment>> {
+        self.segments.iter()
+    }
+
+    /// The parts of the segment being written, and its number.
+    pub fn open_parts(&self) -> Option<(u64, &[Arc<Part>])> {
+        self.open.as_ref().map(|o| (o.sequence, &o.parts[..]))
+    }
+
+    pub fn push(&mut self, frame: &Frame) {
+        if self.ended {
+            return;
+        }
+        match frame.kind {
+            MediaKind::Metadata => {}
+            MediaKind::Video | MediaKind::Audio if frame.sequence_header => self.header(frame),
+            MediaKind::Video | MediaKind::Audio => self.media(frame),
+        }
+    }
+
+    /// The stream ended: the open segment is finished.
+    pub fn end(&mut self) {
+        self.close_segment(None);
+        self.ended = true;
+    }
+
+    fn header(&mut self, frame: &Frame) {
+        let slot = match frame.kind {
+            MediaKind::Video => &mut self.video_header,
+            _ => &mut self.audio_header,
+        };
+        if slot.as_ref().is_some_and(|h| h.payload == frame.payload) {
+            return;
+        }
+        *slot = Some(Frame::new(
+            frame.kind,
+            frame.timestamp,
+            frame.payload.clone(),
+        ));
+        // New parameters take a new init segment, from the next segment on.
+        self.close_segment(None);
+        self.headers_changed = true;
+    }
+
+    fn media(&mut self, frame: &Frame) {
+        if let Some(mark) = frame.segment {
+            self.begin_segment(mark, frame.timestamp);
+        }
+        let part_target = self.config.part_target.as_millis() as u64;
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let at = frame.timestamp.saturating_add_signed(open.offset);
+        // A part ends at the first frame (of either track: audio's are close together) at
+        // 85% of the part target or later, so that it lasts at most the part target and,
+        // unless last in its segment, at least 85% of it, as RFC 8216bis asks.
+        if at.saturating_sub(open.part_start_ms) * 100 >= part_target * 85 {
+            Self::close_part(open, at);
+            open.part_independent = frame.key && frame.kind == MediaKind::Video;
+        }
+        let shifted = Frame::new(frame.kind, at, frame.payload.clone());
+        if let Some(fragment) = open.writer.push(&shifted) {
+            open.part_data.extend_from_slice(&fragment);
+        }
+    }
+
+    /// A marked frame at `start_ms` (this node's time): the open segment ends and segment
+    /// `mark` begins.
+    fn begin_segment(&mut self, mark: SegmentMark, start_ms: u64) {
+        let offset = mark.timestamp as i64 - start_ms as i64;
+        if mark.target_duration > 0 {
+            self.marked_target = mark.target_duration;
+        }
+        self.close_segment(Some(mark.timestamp));
+        let writer = Fmp4Writer::new(self.video_header.as_ref(), self.audio_header.as_ref());
+        let Ok(writer) = writer else { return };
+        if std::mem::take(&mut self.headers_changed) {
+            let number = self.init.as_ref().map_or(0, |(n, _)| n + 1);
+            self.init = Some((number, writer.init()));
+            self.inits.push_back((number, writer.init()));
+            if self.inits.len() > MAX_INITS {
+                self.inits.pop_front();
+            }
+        }
+        // Fragments numbered from the segment's own number: the same on every node.
+        // (1024 numbers per segment: a part per 30 ms of a 30 s segment.)
+        let sequence = (mark.sequence as u32).wrapping_mul(1024).wrapping_add(1);
+        self.open = Some(OpenSegment {
+            sequence: mark.sequence,
+            start_ms: mark.timestamp,
+            offset,
+            writer: writer.with_time_origin(0).with_next_sequence(sequence),
+            parts: Vec::new(),
+            part_start_ms: mark.timestamp,
+            part_independent: true,
+            part_data: BytesMut::new(),
+        });
+    }
+
+    /// The open part ends at `end_ms`.
+    fn close_part(open: &mut OpenSegment, end_ms: u64) {
+        if let Some(fragment) = open.writer.cut() {
+            open.part_data.extend_from_slice(&fragment);
+        }
+        if open.part_data.is_empty() {
+            return;
+        }
+        open.parts.push(Arc::new(Part {
+            duration_ms: end_ms.saturating_sub(open.part_start_ms).max(1),
+            independent: open.part_independent,
+            data: open.part_data.split().freeze(),
+        }));
+        open.part_start_ms = end_ms;
+    }
+
+    /// Finish the open segment at `end_ms` (the next segment's start), or where its media
+    /// ends when the stream stops or breaks.
+    fn close_segment(&mut self, end_ms: Option<u64>) {
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let end = end_ms.unwrap_or_else(|| {
+            let written = open.writer.duration_ms();
+            open.start_ms.max(written)
+        });
+        Self::close_part(&mut open, end);
+        let Some((init, _)) = self.init else { return };
+        self.segments.push_back(Arc::new(CmafSegment {
+            sequence: open.sequence,
+            init,
+            duration_ms: end.saturating_sub(open.start_ms).max(1),
+            parts: open.parts,
+        }));
+        while self.segments.len() > self.config.retain {
+            self.segments.pop_front();
+        }
+    }
+}
+
+impl CmafPackager {
+    /// The low-latency media playlist of the last `window` segments (RFC 8216bis), with the
+    /// parts of the segments in its last three target durations and of the open segment,
+    /// and a preload hint for the next part. With `skip`, a delta update: the segments
+    /// older than its skip boundary are one EXT-X-SKIP. URIs are relative: `init{n}.mp4`,
+    /// `{sequence}.m4s`, `{sequence}.{part}.m4s`.
+    pub fn playlist(&self, window: usize, skip: bool) -> String {
+        use std::fmt::Write;
+        let target = self.marked_target.max(1);
+        let part_target = self.config.part_target.as_secs_f64();
+        let listed: Vec<&Arc<CmafSegment>> = {
+            let all: Vec<_> = self.segments.iter().collect();
+            all[all.len().saturating_sub(window)..].to_vec()
+        };
+        let first = listed
+            .first()
+            .map(|s| s.sequence)
+            .or(self.open.as_ref().map(|o| o.sequence))
+            .unwrap_or(0);
+        let mut out = String::with_capacity(2048);
+        let skip_until = 6 * target;
+        let _ = write!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={skip_until}\n\
+             #EXT-X-PART-INF:PART-TARGET={part_target:.3}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
+            3.0 * part_target
+        );
+        // Seconds from each listed segment's start to the end of the playlist.
+        let open_ms: u64 = self
+            .open
+            .as_ref()
+            .map_or(0, |o| o.parts.iter().map(|p| p.duration_ms).sum());
+        let mut to_end_ms: u64 = open_ms + listed.iter().map(|s| s.duration_ms).sum::<u64>();
+        let mut map = None;
+        let mut skipped = 0;
+        for segment in &listed {
+            let start_to_end = to_end_ms;
+            to_end_ms -= segment.duration_ms;
+            if skip && start_to_end > skip_until * 1000 {
+                skipped += 1;
+                map = Some(segment.init);
+                continue;
+            }
+            if skipped > 0 {
+                let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+                skipped = 0;
+            }
+            if map != Some(segment.init) {
+                map = Some(segment.init);
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", segment.init);
+            }
+            if start_to_end <= 3 * target * 1000 {
+                write_parts(&mut out, segment.sequence, &segment.parts);
+            }
+            let _ = write!(
+                out,
+                "#EXTINF:{:.3},\n{}.m4s\n",
+                segment.duration_ms as f64 / 1000.0,
+                segment.sequence
+            );
+        }
+        if let Some(open) = &self.open {
+            if let Some((init, _)) = &self.init {
+                if map != Some(*init) {
+                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{init}.mp4\"");
+                }
+            }
+            write_parts(&mut out, open.sequence, &open.parts);
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}.{}.m4s\"",
+                open.sequence,
+                open.parts.len()
+            );
+        }
+        if self.ended {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+}
+
+fn write_parts(out: &mut String, sequence: u64, parts: &[Arc<Part>]) {
+    use std::fmt::Write;
+    for (i, part) in parts.iter().enumerate() {
+        let independent = if part.independent {
+            ",INDEPENDENT=YES"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "#EXT-X-PART:DURATION={:.3},URI=\"{sequence}.{i}.m4s\"{independent}",
+            part.duration_ms as f64 / 1000.0
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_payloads::{araw, aseq, vinter, vkey, vseq};
+
+    fn mark(sequence: u64, timestamp: u64) -> SegmentMark {
+        SegmentMark {
+            sequence,
+            discontinuity: 0,
+            timestamp,
+            target_duration: 2,
+        }
+    }
+
+    /// 25 fps video with a keyframe every second and a mark on each, audio every 23 ms;
+    /// timestamps on this node's clock, `offset` behind the marking node's.
+    fn stream(from_s: u64, to_s: u64, offset: u64) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        for ms in (from_s * 1000..to_s * 1000).step_by(40) {
+            let key = ms % 1000 == 0;
+            let payload = if key {
+                vkey((ms / 40) as u8)
+            } else {
+                vinter((ms / 40) as u8)
+            };
+            let mut f = Frame::new(MediaKind::Video, ms - offset, payload);
+            if key {
+                f.segment = Some(mark(ms / 1000, ms));
+            }
+            frames.push(f);
+            for a in (ms..ms + 40).filter(|a| a % 23 == 0) {
+                frames.push(Frame::new(MediaKind::Audio, a - offset, araw(a as u8)));
+            }
+        }
+        frames
+    }
+
+    fn headers() -> [Frame; 2] {
+        [
+            Frame::new(MediaKind::Video, 0, vseq(1)),
+            Frame::new(MediaKind::Audio, 0, aseq(2)),
+        ]
+    }
+
+    fn packaged(frames: &[Frame]) -> CmafPackager {
+        let mut p = CmafPackager::new(CmafConfig::default());
+        for f in headers().iter().chain(frames) {
+            p.push(f);
+        }
+        p
+    }
+
+    #[test]
+    fn segments_are_cut_at_marks_and_parts_at_the_part_target() {
+        let p = packaged(&stream(0, 4, 0));
+        let segments: Vec<&Arc<CmafSegment>> = p.segments().collect();
+        assert_eq!(
+            segments.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        for s in &segments {
+            assert_eq!(s.duration_ms, 1000);
+            let durations: Vec<u64> = s.parts.iter().map(|p| p.duration_ms).collect();
+            assert_eq!(durations.iter().sum::<u64>(), 1000, "{durations:?}");
+            assert!(durations.iter().all(|&d| d <= 333), "{durations:?}");
+            let (_, but_last) = durations.split_last().unwrap();
+            assert!(
+                but_last.iter().all(|&d| d * 100 >= 333 * 85),
+                "{durations:?}"
+            );
+            let independent: Vec<bool> = s.parts.iter().map(|p| p.independent).collect();
+            assert_eq!(independent, [true, false, false, false], "{durations:?}");
+        }
+        let (open, parts) = p.open_parts().unwrap();
+        assert_eq!(open, 3);
+        assert_eq!(parts.len(), 3);
+    }
+
+    /// An edge that starts two seconds late, with a clock 5 s behind the origin's, writes
+    /// the segments both have as the same bytes.
+    #[test]
+    fn a_late_node_on_another_clock_writes_the_same_bytes() {
+        let origin = packaged(&stream(0, 5, 0));
+        let edge = packaged(&stream(2, 5, 0));
+        let shifted: Vec<Frame> = stream(2, 5, 0)
+            .into_iter()
+            .map(|f| {
+                let mut g = Frame::new(f.kind, f.timestamp + 5_000, f.payload.clone());
+                g.segment = f.segment;
+                g
+            })
+            .collect();
+        let other_clock = packaged(&shifted);
+        for node in [&edge, &other_clock] {
+            for s in node.segments() {
+                let same = origin
+                    .segments()
+                    .find(|o| o.sequence == s.sequence)
+                    .unwrap();
+                assert_eq!(s.data(), same.data(), "segment {}", s.sequence);
+            }
+            assert_eq!(node.segments().count(), 2);
+        }
+    }
+
+    /// The playlist of a live stream: the LL-HLS tags, parts only near the live edge, a
+    /// preload hint for the next part, and a delta update that skips the old segments.
+    #[test]
+    fn the_playlist_lists_parts_near_the_live_edge() {
+        let p = packaged(&stream(0, 12, 0));
+        let text = p.playlist(10, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["#EXTM3U", "#EXT-X-VERSION:9"]);
+        for tag in [
+            "#EXT-X-TARGETDURATION:2",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.999,CAN-SKIP-UNTIL=12",
+            "#EXT-X-PART-INF:PART-TARGET=0.333",
+            "#EXT-X-MEDIA-SEQUENCE:1",
+            "#EXT-X-MAP:URI=\"init0.mp4\"",
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.3.m4s\"",
+        ] {
+            assert!(lines.contains(&tag), "{tag} missing from\n{text}");
+        }
+        let segments: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+            .collect();
+        assert_eq!(segments.len(), 10, "{text}");
+        // Parts of the segments in the last three target durations (6 s: segments 6..=10)
+        // and of the open one.
+        let parted: std::collections::BTreeSet<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+            .filter_map(|l| l.split("URI=\"").nth(1)?.split('.').next())
+            .collect();
+        assert_eq!(
+            parted.into_iter().collect::<Vec<_>>(),
+            ["10", "11", "6", "7", "8", "9"],
+            "{text}"
+        );
+        // Nothing is older than the skip boundary (6 target durations) yet.
+        assert_eq!(p.playlist(10, true), text);
+        // 20 segments of 1 s and the open one: the 9 that start more than 12 s before the
+        // end are skipped.
+        let mut long = CmafPackager::new(CmafConfig {
+            retain: 30,
+            ..CmafConfig::default()
+        });
+        for f in headers().iter().chain(&stream(0, 25, 0)) {
+            long.push(f);
+        }
+        let delta = long.playlist(20, true);
+        assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{delta}");
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=9\n"),
+            "{delta}"
+        );
+        assert!(
+            !delta.contains("\n12.m4s\n") && delta.contains("\n13.m4s\n"),
+            "{delta}"
+        );
+    }
+}
