@@ -1,4 +1,4 @@
-//! End-to-end low-latency HLS in fMP4 (work in progress): the playlist at
+//! End-to-end low-latency HLS in fMP4: the playlist at
 //! `/live/ROOM/index.m3u8` with its parts, a blocking reload answered when its part
 //! exists, a preload hint that blocks, and ffmpeg decoding it.
 

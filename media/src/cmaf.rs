@@ -1,6 +1,6 @@
-//! CMAF HLS packaging (work in progress, not served yet): a live stream's frames cut into
-//! fragmented-MP4 segments at the hub's segment marks, and each segment into parts of
-//! about `part_target` for low-latency HLS (RFC 8216bis).
+//! CMAF HLS packaging: a live stream's frames cut into fragmented-MP4 segments at the
+//! hub's segment marks, and each segment into parts of at most `part_target` for
+//! low-latency HLS (RFC 8216bis).
 //!
 //! Sans-IO, like [`crate::hls::HlsPackager`]: [`CmafPackager::push`] takes frames, the
 //! HTTP side asks for the init segment, segments and parts.
