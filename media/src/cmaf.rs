@@ -58,18 +58,10 @@ pub struct CmafSegment {
     /// Which init segment its fragments need ([`CmafPackager::init`]).
     pub init: u32,
     pub duration_ms: u64,
+    /// Its parts, whose bytes are slices of `data`.
     pub parts: Vec<Arc<Part>>,
-}
-
-impl CmafSegment {
-    /// The segment's bytes: its parts in order.
-    pub fn data(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.parts.iter().map(|p| p.data.len()).sum());
-        for part in &self.parts {
-            out.extend_from_slice(&part.data);
-        }
-        out.freeze()
-    }
+    /// The whole segment: its parts one after the other, joined once when it ended.
+    pub data: Bytes,
 }
 
 /// The segment being written.
@@ -306,11 +298,30 @@ impl CmafPackager {
         });
         Self::close_part(&mut open, end);
         let Some((init, _)) = self.init else { return };
+        let mut joined = BytesMut::with_capacity(open.parts.iter().map(|p| p.data.len()).sum());
+        for part in &open.parts {
+            joined.extend_from_slice(&part.data);
+        }
+        let data = joined.freeze();
+        // The parts from now on share the segment's bytes instead of holding a copy.
+        let mut at = 0;
+        let parts = (open.parts.iter())
+            .map(|part| {
+                let len = part.data.len();
+                at += len;
+                Arc::new(Part {
+                    duration_ms: part.duration_ms,
+                    independent: part.independent,
+                    data: data.slice(at - len..at),
+                })
+            })
+            .collect();
         self.segments.push_back(Arc::new(CmafSegment {
             sequence: open.sequence,
             init,
             duration_ms: end.saturating_sub(open.start_ms).max(1),
-            parts: open.parts,
+            parts,
+            data,
         }));
         while self.segments.len() > self.config.retain {
             self.segments.pop_front();
@@ -516,7 +527,7 @@ mod tests {
                     .segments()
                     .find(|o| o.sequence == s.sequence)
                     .unwrap();
-                assert_eq!(s.data(), same.data(), "segment {}", s.sequence);
+                assert_eq!(s.data, same.data, "segment {}", s.sequence);
             }
             assert_eq!(node.segments().count(), 2);
         }

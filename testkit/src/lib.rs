@@ -13,6 +13,7 @@ mod nginx;
 mod redis;
 mod rtmp;
 mod server;
+pub mod websocket;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -266,7 +266,7 @@ impl Hls {
         match stem.split_once('.') {
             None => {
                 let segment = packaging.cmaf().segment(stem.parse().ok()?)?;
-                Some(("video/iso.segment", segment.data()))
+                Some(("video/iso.segment", segment.data.clone()))
             }
             Some((sequence, part)) => {
                 let (sequence, part): (u64, usize) = (sequence.parse().ok()?, part.parse().ok()?);
