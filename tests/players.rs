@@ -28,14 +28,14 @@ fn websocket_flv_plays_and_answers_pings_and_closes() {
     );
 
     let mut ws = WebSocket::open(server.http, "/live/ws.flv").expect("upgraded");
-    let (opcode, header) = ws.next().expect("the FLV header");
+    let (opcode, header) = ws.next_message().expect("the FLV header");
     assert_eq!(opcode, BINARY);
     assert_eq!(&header[..3], b"FLV", "{header:?}");
     let mut file = header;
     let mut tags = 0;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        let (opcode, tag) = ws.next().expect("the stream goes on");
+        let (opcode, tag) = ws.next_message().expect("the stream goes on");
         assert_eq!(opcode, BINARY);
         // One whole tag: an 11-byte header, its data, then its 4-byte size.
         let data = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
@@ -51,7 +51,7 @@ fn websocket_flv_plays_and_answers_pings_and_closes() {
 
     ws.send(PING, b"still there?");
     let pong = loop {
-        match ws.next().expect("an answer to the ping") {
+        match ws.next_message().expect("an answer to the ping") {
             (BINARY, tag) => file.extend_from_slice(&tag),
             other => break other,
         }
@@ -59,13 +59,13 @@ fn websocket_flv_plays_and_answers_pings_and_closes() {
     assert_eq!(pong, (PONG, b"still there?".to_vec()));
     ws.send(CLOSE, &1000u16.to_be_bytes());
     let closed = loop {
-        match ws.next() {
+        match ws.next_message() {
             Some((BINARY, _)) => continue,
             other => break other,
         }
     };
     assert_eq!(closed, Some((CLOSE, 1000u16.to_be_bytes().to_vec())));
-    assert_eq!(ws.next(), None, "the server closes after its close");
+    assert_eq!(ws.next_message(), None, "the server closes after its close");
     assert_eq!(server.metric(ws_viewers), 0);
 
     let path = temp_dir("ws-flv").join("received.flv");

@@ -69,7 +69,7 @@ impl WebSocket {
     }
 
     /// The next frame, `None` once the connection closed.
-    pub fn next(&mut self) -> Option<Message> {
+    pub fn next_message(&mut self) -> Option<Message> {
         loop {
             if let Some((message, used)) = parse_server_frame(&self.buf) {
                 self.buf.drain(..used);
