@@ -95,6 +95,11 @@ struct MediaArgs {
     /// HLS: segments listed in a live playlist.
     #[arg(long, env = "FERROLIVE_HLS_WINDOW", default_value_t = 6)]
     hls_window: usize,
+    /// Low-latency HLS (`/APP/ROOM/index.m3u8`): milliseconds a part lasts at most (a part
+    /// ends at the first frame 85% of this or more after it began), 100 or more and less
+    /// than a segment. Players hold back three parts.
+    #[arg(long, env = "FERROLIVE_HLS_PART_MS", default_value_t = 333)]
+    hls_part_ms: u64,
     /// Seconds a graceful shutdown (SIGTERM or Ctrl-C) may take: stop accepting, end the
     /// streams for their players, release the stream leases and the node heartbeat. The
     /// process exits after it even if the registry does not answer.
@@ -753,9 +758,14 @@ fn node_config(
         bail!("--hls-segment must be at least 1 second");
     }
     let hls_segment = seconds("hls-segment", args.hls_segment)?;
+    let part_target = Duration::from_millis(args.hls_part_ms);
+    if args.hls_part_ms < 100 || part_target >= hls_segment {
+        bail!("--hls-part-ms must be at least 100 and less than --hls-segment");
+    }
     let hls = HlsConfig {
         target_duration: hls_segment,
         window: args.hls_window.max(1),
+        part_target,
         ..HlsConfig::default()
     };
     Ok(NodeConfig {

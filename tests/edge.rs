@@ -684,6 +684,153 @@ fn hls_on_every_edge_lists_the_same_segments() {
     );
 }
 
+/// The low-latency playlist of `room` on `server` after a blocking reload for part
+/// `part` of segment `msn`, checked against the LL-HLS rules.
+fn ll_playlist(server: &Server, room: &str, msn: u64, part: usize) -> (String, llhls::LlPlaylist) {
+    let path = format!("/live/{room}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+    let r = http_get(server.http, &path).expect("playlist");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 200, "{path} on {}: {text}", server.http);
+    match llhls::check_ll_playlist(&text) {
+        Ok(playlist) => (text, playlist),
+        Err(why) => panic!("{path} on {}: {why}\n{text}", server.http),
+    }
+}
+
+fn body(server: &Server, path: &str) -> Vec<u8> {
+    let r = http_get(server.http, path).expect("answer");
+    assert_eq!(r.status, 200, "{path} on {}", server.http);
+    r.body
+}
+
+/// Low-latency HLS is the same on every node: an origin and two edges started apart list
+/// the same playlist text (parts, dates and all) and serve the same init segment, segments
+/// and parts, byte for byte; a player moved from one edge to the other mid-stream goes on
+/// from the next part without a jump.
+#[test]
+fn ll_hls_is_the_same_on_every_edge() {
+    require_ffmpeg();
+    let cluster = Cluster::start();
+    let flags = ["--hls-segment", "1", "--hls-window", "4"];
+    let origin = cluster.node("origin", "origin-a", &flags);
+    let edge_a = cluster.node("edge", "edge-a", &flags);
+    let edge_b = cluster.node("edge", "edge-b", &flags);
+    let key = cluster.key("low");
+    let _publisher = publish(&origin.rtmp_url(&key), Source::AudioVideo, 25, 0);
+    origin.wait_live("low");
+    // Edge A packages from the start; edge B 3.5 s later.
+    assert_eq!(
+        http_get(edge_a.http, "/live/low/index.m3u8")
+            .unwrap()
+            .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(3_500));
+    assert_eq!(
+        http_get(edge_b.http, "/live/low/index.m3u8")
+            .unwrap()
+            .status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    // Every node asked for the same next part at once answers with the same text (a part
+    // may close between two answers: then ask for the next).
+    let nodes = [&origin, &edge_a, &edge_b];
+    let mut agreed = None;
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        let r = http_get(origin.http, "/live/low/index.m3u8").unwrap();
+        let now = llhls::check_ll_playlist(&String::from_utf8_lossy(&r.body)).unwrap();
+        let hint = now.preload_hint.unwrap();
+        let (msn, part) = hint.trim_end_matches(".m4s").split_once('.').unwrap();
+        let (msn, part): (u64, usize) = (msn.parse().unwrap(), part.parse().unwrap());
+        last = std::thread::scope(|s| {
+            let asked: Vec<_> = nodes
+                .iter()
+                .map(|n| s.spawn(move || ll_playlist(n, "low", msn, part)))
+                .collect();
+            asked
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        if last.windows(2).all(|w| w[0].0 == w[1].0) {
+            agreed = Some(last[0].1.clone());
+            break;
+        }
+    }
+    let Some(playlist) = agreed else {
+        let texts: Vec<&str> = last.iter().map(|(t, _)| t.as_str()).collect();
+        panic!("playlists never agreed:\n{}", texts.join("\n----\n"));
+    };
+    let finished = playlist.segments.iter().filter(|s| s.uri.is_some()).count();
+    assert_eq!(finished, 4, "the window's four segments");
+    // The same bytes everywhere: init segment, segments and parts.
+    let mut paths = vec![format!("/live/low/{}", playlist.segments[0].map)];
+    for segment in &playlist.segments {
+        paths.extend(segment.uri.iter().map(|u| format!("/live/low/{u}")));
+        paths.extend(segment.parts.iter().map(|p| format!("/live/low/{}", p.uri)));
+    }
+    for path in &paths {
+        let bodies: Vec<Vec<u8>> = nodes.iter().map(|n| body(n, path)).collect();
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "{path} differs between nodes (sizes {:?})",
+            bodies.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
+    // A player on edge A for 12 parts, then moved to edge B for 12 more, as an LL-HLS
+    // player goes: a blocking reload for the part after its last, then that part.
+    let mut file = body(&edge_a, &format!("/live/low/{}", playlist.segments[0].map));
+    let (mut msn, mut part) = playlist.last_part().unwrap();
+    for (i, edge) in std::iter::repeat_n(&edge_a, 12)
+        .chain(std::iter::repeat_n(&edge_b, 12))
+        .enumerate()
+    {
+        let (text, now) = ll_playlist(edge, "low", msn, part + 1);
+        (msn, part) = now.part_after(msn, part).unwrap_or_else(|| {
+            panic!(
+                "part {i}: none after {msn}.{part} on {}:\n{text}",
+                edge.http
+            )
+        });
+        file.extend(body(edge, &format!("/live/low/{msn}.{part}.m4s")));
+    }
+    let path = temp_dir("ll-moved").join("moved.mp4");
+    std::fs::write(&path, &file).unwrap();
+    // Video every 40 ms from start to end: nothing repeated, nothing missing.
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    assert!(times.len() > 100, "{} video frames", times.len());
+    for w in times.windows(2) {
+        let step = w[1] - w[0];
+        assert!(
+            (0.035..0.045).contains(&step),
+            "a jump of {step} s after {}",
+            w[0]
+        );
+    }
+    let decoded = decode(path.to_str().unwrap(), 30.0);
+    assert!(decoded.errors.is_empty(), "{}", decoded.errors);
+}
+
 /// An edge serves the players with muxes of their own (HTTP-TS, HTTP-fMP4) and
 /// WebSocket-FLV too, pulling the stream from its origin on the first request.
 #[test]

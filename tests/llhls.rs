@@ -1,10 +1,24 @@
 //! End-to-end low-latency HLS in fMP4: the playlist at
-//! `/live/ROOM/index.m3u8` with its parts, a blocking reload answered when its part
-//! exists, a preload hint that blocks, and ffmpeg decoding it.
+//! `/live/ROOM/index.m3u8` with its parts, every playlist read checked against the rules of
+//! RFC 8216bis (`testkit::llhls`), a blocking reload answered when its part exists, a
+//! preload hint that blocks, delta updates, a player following part by part, and ffmpeg
+//! decoding it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use testkit::llhls::{check_ll_playlist, LlPlaylist};
 use testkit::*;
+
+/// The playlist at `path`, which must pass the checker.
+fn checked(server: &Server, path: &str) -> (String, LlPlaylist) {
+    let r = get(server, path);
+    assert_eq!(r.status, 200, "{path}");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    match check_ll_playlist(&text) {
+        Ok(playlist) => (text, playlist),
+        Err(why) => panic!("{path}: {why}\n{text}"),
+    }
+}
 
 fn get(server: &Server, path: &str) -> Response {
     http_get(server.http, path).unwrap_or_else(|| panic!("no answer to {path}"))
@@ -23,21 +37,32 @@ fn preload_hint(text: &str) -> (u64, usize) {
 #[test]
 fn ll_hls_blocks_until_the_part_exists_and_plays() {
     require_ffmpeg();
-    let server = Server::start(&["--hls-segment", "1"]);
+    let started = Instant::now();
+    let server = Server::start(&[
+        "--hls-segment",
+        "1",
+        "--hls-window",
+        "10",
+        "--hls-part-ms",
+        "250",
+    ]);
     let _publisher = publish(&server.rtmp_url("ll"), Source::AudioVideo, 25, 0);
     server.wait_live("ll");
-    let first = get(&server, "/live/ll/index.m3u8");
-    assert_eq!(first.status, 200);
-    let text = String::from_utf8_lossy(&first.body).into_owned();
-    for tag in [
-        "#EXT-X-VERSION:9",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.999",
-        "#EXT-X-PART-INF:PART-TARGET=0.333",
-        "#EXT-X-MAP:URI=\"init0.mp4\"",
-    ] {
-        assert!(text.contains(tag), "{tag} missing from\n{text}");
-    }
+    let (text, first) = checked(&server, "/live/ll/index.m3u8");
+    assert_eq!(
+        (first.part_target, first.part_hold_back),
+        (0.25, 0.75),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-MAP:URI=\"init0.mp4\""), "{text}");
     assert_eq!(get(&server, "/live/ll/init0.mp4").status, 200);
+    // Program dates are the origin's wall clock.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let newest = first.segments.last().unwrap().program_date_ms.unwrap();
+    assert!((now_ms - newest).abs() < 5_000, "{newest} vs now {now_ms}");
 
     // A blocking reload for the next part: answered once it exists, well within a second.
     let (sequence, part) = preload_hint(&text);
@@ -65,6 +90,56 @@ fn ll_hls_blocks_until_the_part_exists_and_plays() {
         &format!("/live/ll/index.m3u8?_HLS_msn={}", sequence + 5),
     );
     assert_eq!(ahead.status, 400);
+
+    // A player following the stream part by part, as LL-HLS players do: a blocking
+    // reload for the part after the last it has, then that part. No part is missed and
+    // each playlist on the way keeps the rules.
+    let (mut sequence, mut part) = {
+        let (_, now) = checked(&server, "/live/ll/index.m3u8");
+        now.last_part().unwrap()
+    };
+    let mut fetched = 0;
+    while fetched < 12 {
+        let path = format!(
+            "/live/ll/index.m3u8?_HLS_msn={sequence}&_HLS_part={}",
+            part + 1
+        );
+        let (text, playlist) = checked(&server, &path);
+        (sequence, part) = playlist
+            .part_after(sequence, part)
+            .unwrap_or_else(|| panic!("no part after {sequence}.{part}:\n{text}"));
+        if part == 0 {
+            // A segment's first part begins with a keyframe.
+            let segment = playlist
+                .segments
+                .iter()
+                .find(|s| s.sequence == sequence)
+                .unwrap();
+            assert!(segment.parts[0].independent, "{text}");
+        }
+        let body = get(&server, &format!("/live/ll/{sequence}.{part}.m4s"));
+        assert_eq!(body.status, 200, "{sequence}.{part}");
+        assert_eq!(&body.body[4..8], b"moof");
+        fetched += 1;
+    }
+
+    // A delta update, once the window reaches past the skip boundary (six target
+    // durations): the old segments are one EXT-X-SKIP, and what follows is the full
+    // playlist's tail.
+    let wait = Duration::from_secs(14).saturating_sub(started.elapsed());
+    std::thread::sleep(wait);
+    let (text, delta) = checked(&server, "/live/ll/index.m3u8?_HLS_skip=YES");
+    assert!(delta.skipped > 0, "nothing skipped:\n{text}");
+    let (full_text, full) = checked(&server, "/live/ll/index.m3u8");
+    if full.media_sequence == delta.media_sequence
+        && full.segments.len() == delta.segments.len() + delta.skipped as usize
+    {
+        assert_eq!(
+            full.segments[delta.skipped as usize..],
+            delta.segments[..],
+            "{full_text}\n{text}"
+        );
+    }
 
     let decoded = decode(&format!("http://{}/live/ll/index.m3u8", server.http), 3.0);
     assert!(decoded.video > 40 && decoded.audio > 40, "{decoded:?}");

@@ -32,6 +32,7 @@ fn frame(kind: u8, ts: u64) -> Arc<Frame> {
             discontinuity: 0,
             timestamp: ts,
             target_duration: 2,
+            program_date_ms: 0,
         });
     }
     Arc::new(frame)

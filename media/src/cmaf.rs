@@ -29,6 +29,8 @@ pub struct CmafConfig {
     /// EXT-X-PART-INF's PART-TARGET: a part ends at the first frame this long or more
     /// after it began.
     pub part_target: Duration,
+    /// Segments listed in the playlist.
+    pub window: usize,
     /// Segments kept after they leave the playlist's window (for players that lag).
     pub retain: usize,
 }
@@ -37,7 +39,8 @@ impl Default for CmafConfig {
     fn default() -> Self {
         CmafConfig {
             part_target: Duration::from_millis(333),
-            retain: 10,
+            window: 6,
+            retain: 4,
         }
     }
 }
@@ -57,6 +60,10 @@ pub struct CmafSegment {
     pub sequence: u64,
     /// Which init segment its fragments need ([`CmafPackager::init`]).
     pub init: u32,
+    /// Its discontinuity sequence number, as marked.
+    pub discontinuity: u64,
+    /// EXT-X-PROGRAM-DATE-TIME, as marked (Unix ms; 0: none).
+    pub program_date_ms: u64,
     pub duration_ms: u64,
     /// Its parts, whose bytes are slices of `data`.
     pub parts: Vec<Arc<Part>>,
@@ -67,6 +74,8 @@ pub struct CmafSegment {
 /// The segment being written.
 struct OpenSegment {
     sequence: u64,
+    discontinuity: u64,
+    program_date_ms: u64,
     /// On the marking node's timeline.
     start_ms: u64,
     /// Added to this node's timestamps to put them on that timeline.
@@ -94,6 +103,9 @@ pub struct CmafPackager {
     /// Sequence headers changed since the init segment was made.
     headers_changed: bool,
     ended: bool,
+    /// The playlist as last rendered, in full and as a delta update, until the packager
+    /// moves on: every player blocked on a part asks for the same text at once.
+    rendered: [Option<Bytes>; 2],
 }
 
 impl CmafPackager {
@@ -109,6 +121,7 @@ impl CmafPackager {
             marked_target: 0,
             headers_changed: false,
             ended: false,
+            rendered: [None, None],
         }
     }
 
@@ -149,12 +162,23 @@ impl CmafPackager {
         }
     }
 
-    /// Whether segment `sequence` is finished, or with `part`, has that part.
+    /// Whether segment `sequence` is finished, or with `part`, has that part. A part past
+    /// the last of a finished segment stands for the next segment's first (RFC 8216bis: a
+    /// player asks for the part after the last it has without knowing the segment ended).
     pub fn has(&self, sequence: u64, part: Option<usize>) -> bool {
         let Some((open, done)) = self.position() else {
             return false;
         };
-        sequence < open || (sequence == open && part.is_some_and(|p| p < done))
+        match part {
+            None => sequence < open,
+            Some(p) if sequence == open => p < done,
+            Some(p) if sequence < open => match self.segment(sequence) {
+                Some(segment) if p >= segment.parts.len() => self.has(sequence + 1, Some(0)),
+                // The part exists, or the segment is too old to wait for anything.
+                _ => true,
+            },
+            Some(_) => false,
+        }
     }
 
     pub fn has_segments(&self) -> bool {
@@ -184,10 +208,15 @@ impl CmafPackager {
         if self.ended {
             return;
         }
+        let before = self.position();
         match frame.kind {
             MediaKind::Metadata => {}
             MediaKind::Video | MediaKind::Audio if frame.sequence_header => self.header(frame),
             MediaKind::Video | MediaKind::Audio => self.media(frame),
+        }
+        // Whatever the playlist lists changes only with the position.
+        if self.position() != before {
+            self.rendered = [None, None];
         }
     }
 
@@ -195,6 +224,7 @@ impl CmafPackager {
     pub fn end(&mut self) {
         self.close_segment(None);
         self.ended = true;
+        self.rendered = [None, None];
     }
 
     fn header(&mut self, frame: &Frame) {
@@ -260,6 +290,8 @@ impl CmafPackager {
         let sequence = (mark.sequence as u32).wrapping_mul(1024).wrapping_add(1);
         self.open = Some(OpenSegment {
             sequence: mark.sequence,
+            discontinuity: mark.discontinuity,
+            program_date_ms: mark.program_date_ms,
             start_ms: mark.timestamp,
             offset,
             writer: writer.with_time_origin(0).with_next_sequence(sequence),
@@ -319,11 +351,13 @@ impl CmafPackager {
         self.segments.push_back(Arc::new(CmafSegment {
             sequence: open.sequence,
             init,
+            discontinuity: open.discontinuity,
+            program_date_ms: open.program_date_ms,
             duration_ms: end.saturating_sub(open.start_ms).max(1),
             parts,
             data,
         }));
-        while self.segments.len() > self.config.retain {
+        while self.segments.len() > self.config.window + self.config.retain {
             self.segments.pop_front();
         }
     }
@@ -331,33 +365,42 @@ impl CmafPackager {
 
 impl CmafPackager {
     /// The low-latency media playlist of the last `window` segments (RFC 8216bis), with the
-    /// parts of the segments in its last three target durations and of the open segment,
+    /// parts of the segments that end in its last three target durations and of the open segment,
     /// and a preload hint for the next part. With `skip`, a delta update: the segments
     /// older than its skip boundary are one EXT-X-SKIP. URIs are relative: `init{n}.mp4`,
     /// `{sequence}.m4s`, `{sequence}.{part}.m4s`.
-    pub fn playlist(&self, window: usize, skip: bool) -> String {
+    pub fn playlist(&mut self, skip: bool) -> Bytes {
+        let slot = usize::from(skip);
+        if let Some(text) = &self.rendered[slot] {
+            return text.clone();
+        }
+        let text = Bytes::from(self.render(skip));
+        self.rendered[slot] = Some(text.clone());
+        text
+    }
+
+    fn render(&self, skip: bool) -> String {
         use std::fmt::Write;
         let target = self.marked_target.max(1);
         let part_target = self.config.part_target.as_secs_f64();
-        let listed: Vec<&Arc<CmafSegment>> = {
-            let all: Vec<_> = self.segments.iter().collect();
-            all[all.len().saturating_sub(window)..].to_vec()
+        let held: Vec<&Arc<CmafSegment>> = self.segments.iter().collect();
+        let listed = &held[held.len().saturating_sub(self.config.window)..];
+        let (first, first_discontinuity) = match (listed.first(), &self.open) {
+            (Some(s), _) => (s.sequence, s.discontinuity),
+            (None, Some(o)) => (o.sequence, o.discontinuity),
+            (None, None) => (0, 0),
         };
-        let first = listed
-            .first()
-            .map(|s| s.sequence)
-            .or(self.open.as_ref().map(|o| o.sequence))
-            .unwrap_or(0);
-        let mut out = String::with_capacity(2048);
+        let mut out = String::with_capacity(4096);
         let skip_until = 6 * target;
         let _ = write!(
             out,
             "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={skip_until}\n\
-             #EXT-X-PART-INF:PART-TARGET={part_target:.3}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
+             #EXT-X-PART-INF:PART-TARGET={part_target:.3}\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:{first_discontinuity}\n",
             3.0 * part_target
         );
-        // Seconds from each listed segment's start to the end of the playlist.
+        // Milliseconds from each listed segment's start to the end of the playlist.
         let open_ms: u64 = self
             .open
             .as_ref()
@@ -365,23 +408,28 @@ impl CmafPackager {
         let mut to_end_ms: u64 = open_ms + listed.iter().map(|s| s.duration_ms).sum::<u64>();
         let mut map = None;
         let mut skipped = 0;
-        for segment in &listed {
+        let mut discontinuity = first_discontinuity;
+        for segment in listed {
             let start_to_end = to_end_ms;
             to_end_ms -= segment.duration_ms;
             if skip && start_to_end > skip_until * 1000 {
+                // The first segment shown names its init segment again.
                 skipped += 1;
-                map = Some(segment.init);
+                discontinuity = segment.discontinuity;
                 continue;
             }
             if skipped > 0 {
                 let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
                 skipped = 0;
             }
-            if map != Some(segment.init) {
-                map = Some(segment.init);
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", segment.init);
-            }
-            if start_to_end <= 3 * target * 1000 {
+            let head = SegmentHead {
+                init: segment.init,
+                discontinuity: segment.discontinuity,
+                program_date_ms: segment.program_date_ms,
+            };
+            head.write(&mut out, &mut map, &mut discontinuity);
+            // Parts for every segment that ends within three target durations of the end.
+            if to_end_ms < 3 * target * 1000 {
                 write_parts(&mut out, segment.sequence, &segment.parts);
             }
             let _ = write!(
@@ -391,12 +439,13 @@ impl CmafPackager {
                 segment.sequence
             );
         }
-        if let Some(open) = &self.open {
-            if let Some((init, _)) = &self.init {
-                if map != Some(*init) {
-                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{init}.mp4\"");
-                }
-            }
+        if let (Some(open), Some((init, _))) = (&self.open, &self.init) {
+            let head = SegmentHead {
+                init: *init,
+                discontinuity: open.discontinuity,
+                program_date_ms: open.program_date_ms,
+            };
+            head.write(&mut out, &mut map, &mut discontinuity);
             write_parts(&mut out, open.sequence, &open.parts);
             let _ = writeln!(
                 out,
@@ -409,6 +458,33 @@ impl CmafPackager {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
+    }
+}
+
+/// What a playlist says ahead of a segment's parts and EXTINF.
+struct SegmentHead {
+    init: u32,
+    discontinuity: u64,
+    program_date_ms: u64,
+}
+
+impl SegmentHead {
+    /// EXT-X-DISCONTINUITY when it starts a new discontinuity, EXT-X-MAP when it needs
+    /// another init segment than the segment before (`map`), and its program date.
+    fn write(&self, out: &mut String, map: &mut Option<u32>, discontinuity: &mut u64) {
+        use std::fmt::Write;
+        if self.discontinuity != *discontinuity {
+            *discontinuity = self.discontinuity;
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if *map != Some(self.init) {
+            *map = Some(self.init);
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init{}.mp4\"", self.init);
+        }
+        if self.program_date_ms > 0 {
+            let date = crate::calendar::rfc3339_millis(self.program_date_ms);
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{date}");
+        }
     }
 }
 
@@ -439,8 +515,12 @@ mod tests {
             discontinuity: 0,
             timestamp,
             target_duration: 2,
+            program_date_ms: DATE_0 + timestamp,
         }
     }
+
+    /// The program date of timestamp 0: 2023-11-14T22:13:20Z.
+    const DATE_0: u64 = 1_700_000_000_000;
 
     /// 25 fps video with a keyframe every second and a mark on each, audio every 23 ms;
     /// timestamps on this node's clock, `offset` behind the marking node's.
@@ -473,7 +553,15 @@ mod tests {
     }
 
     fn packaged(frames: &[Frame]) -> CmafPackager {
-        let mut p = CmafPackager::new(CmafConfig::default());
+        let config = CmafConfig {
+            window: 10,
+            ..CmafConfig::default()
+        };
+        packaged_with(config, frames)
+    }
+
+    fn packaged_with(config: CmafConfig, frames: &[Frame]) -> CmafPackager {
+        let mut p = CmafPackager::new(config);
         for f in headers().iter().chain(frames) {
             p.push(f);
         }
@@ -537,8 +625,8 @@ mod tests {
     /// preload hint for the next part, and a delta update that skips the old segments.
     #[test]
     fn the_playlist_lists_parts_near_the_live_edge() {
-        let p = packaged(&stream(0, 12, 0));
-        let text = p.playlist(10, false);
+        let mut p = packaged(&stream(0, 12, 0));
+        let text = String::from_utf8(p.playlist(false).to_vec()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[..2], ["#EXTM3U", "#EXT-X-VERSION:9"]);
         for tag in [
@@ -546,7 +634,12 @@ mod tests {
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.999,CAN-SKIP-UNTIL=12",
             "#EXT-X-PART-INF:PART-TARGET=0.333",
             "#EXT-X-MEDIA-SEQUENCE:1",
+            "#EXT-X-DISCONTINUITY-SEQUENCE:0",
             "#EXT-X-MAP:URI=\"init0.mp4\"",
+            // Segment 1 starts at 1 s.
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:21.000Z",
+            // The open segment 11 at 11 s.
+            "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:31.000Z",
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.3.m4s\"",
         ] {
             assert!(lines.contains(&tag), "{tag} missing from\n{text}");
@@ -557,8 +650,8 @@ mod tests {
             .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
             .collect();
         assert_eq!(segments.len(), 10, "{text}");
-        // Parts of the segments in the last three target durations (6 s: segments 6..=10)
-        // and of the open one.
+        // Parts of the segments that end in the last three target durations (6 s: segments
+        // 5..=10) and of the open one.
         let parted: std::collections::BTreeSet<&str> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
@@ -566,21 +659,19 @@ mod tests {
             .collect();
         assert_eq!(
             parted.into_iter().collect::<Vec<_>>(),
-            ["10", "11", "6", "7", "8", "9"],
+            ["10", "11", "5", "6", "7", "8", "9"],
             "{text}"
         );
         // Nothing is older than the skip boundary (6 target durations) yet.
-        assert_eq!(p.playlist(10, true), text);
+        assert_eq!(p.playlist(true), text.as_bytes());
         // 20 segments of 1 s and the open one: the 9 that start more than 12 s before the
         // end are skipped.
-        let mut long = CmafPackager::new(CmafConfig {
-            retain: 30,
+        let config = CmafConfig {
+            window: 20,
             ..CmafConfig::default()
-        });
-        for f in headers().iter().chain(&stream(0, 25, 0)) {
-            long.push(f);
-        }
-        let delta = long.playlist(20, true);
+        };
+        let mut long = packaged_with(config, &stream(0, 25, 0));
+        let delta = String::from_utf8(long.playlist(true).to_vec()).unwrap();
         assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:4\n"), "{delta}");
         assert!(
             delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=9\n"),
@@ -590,5 +681,78 @@ mod tests {
             !delta.contains("\n12.m4s\n") && delta.contains("\n13.m4s\n"),
             "{delta}"
         );
+        // After the skip, the first segment shown names its init segment again.
+        let after_skip = delta.split("#EXT-X-SKIP").nth(1).unwrap();
+        assert!(
+            after_skip.starts_with(":SKIPPED-SEGMENTS=9\n#EXT-X-MAP:URI=\"init0.mp4\"\n"),
+            "{delta}"
+        );
+    }
+
+    #[test]
+    fn a_part_past_a_finished_segment_is_the_next_segments_first() {
+        // Segments 0 and 1 finished (4 parts each), segment 2 open with 3 parts.
+        let mut p = packaged(&stream(0, 3, 0));
+        assert!(p.has(1, Some(3)) && p.has(1, Some(4)) && p.has(1, None));
+        assert!(p.has(2, Some(2)) && !p.has(2, Some(3)) && !p.has(2, None));
+        assert!(p.has(0, Some(9)), "segment 1 has its first part");
+        assert!(p.has(0, Some(0)) && p.has(0, None), "old enough");
+        // Segment 2 ends without a first part of segment 3 yet: its part 4 is not there.
+        for f in stream(3, 4, 0).iter().take_while(|f| f.segment.is_none()) {
+            p.push(f);
+        }
+        let open = p.position().unwrap();
+        assert_eq!(open.0, 2);
+        assert!(!p.has(2, Some(open.1)));
+    }
+
+    /// The text is rendered once per change: until a part closes, every request gets the
+    /// same bytes (the same allocation, even).
+    #[test]
+    fn the_playlist_is_rendered_once_per_part() {
+        let frames = stream(0, 3, 0);
+        let mut p = packaged(&frames[..frames.len() - 1]);
+        let a = p.playlist(false);
+        let b = p.playlist(false);
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        // The last frame closes no part: still the same.
+        p.push(&frames[frames.len() - 1]);
+        assert_eq!(p.playlist(false).as_ptr(), a.as_ptr());
+        // A part closes: new text.
+        for f in stream(3, 4, 0) {
+            p.push(&f);
+        }
+        assert_ne!(p.playlist(false), a);
+        p.end();
+        assert!(p.playlist(false).ends_with(b"#EXT-X-ENDLIST\n"));
+    }
+
+    /// A new publisher (a discontinuity) with other codec parameters (a new init segment):
+    /// the playlist says both where the segments change.
+    #[test]
+    fn a_discontinuity_and_a_new_init_segment_are_announced() {
+        let mut frames = stream(0, 3, 0);
+        let mut later: Vec<Frame> = stream(3, 6, 0);
+        for f in later.iter_mut() {
+            if let Some(m) = f.segment.as_mut() {
+                m.discontinuity = 1;
+            }
+        }
+        frames.push(Frame::new(MediaKind::Video, 3000, vseq(9)));
+        frames.extend(later);
+        let mut p = packaged(&frames);
+        let text = String::from_utf8(p.playlist(false).to_vec()).unwrap();
+        let segment_3 = text.find("\n3.m4s\n").unwrap();
+        let head_of_3 = &text[text.find("\n2.m4s\n").unwrap()..segment_3];
+        assert!(
+            head_of_3.starts_with(
+                "\n2.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init1.mp4\"\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{text}");
+        assert!(p.init_segment(0).is_some() && p.init_segment(1).is_some());
     }
 }

@@ -113,6 +113,9 @@ pub struct SegmentMark {
     /// EXT-X-TARGETDURATION of the stream's playlists in seconds, decided once per stream
     /// when its first segment ends (0 on the first mark: not decided yet).
     pub target_duration: u64,
+    /// The marked frame's wall-clock time on the marking node, Unix milliseconds
+    /// (EXT-X-PROGRAM-DATE-TIME; 0: unknown). See [`crate::segment::ProgramDates`].
+    pub program_date_ms: u64,
 }
 
 /// Which of the two tracks something has: a stream (seen or announced), or what a viewer

@@ -28,6 +28,8 @@ pub struct HlsConfig {
     /// Segments kept (and served) after they leave the playlist, for players that read the
     /// playlist just before it moved on.
     pub retain_extra: usize,
+    /// Low-latency HLS (the fMP4 playlist): the part target duration.
+    pub part_target: Duration,
 }
 
 impl Default for HlsConfig {
@@ -36,6 +38,7 @@ impl Default for HlsConfig {
             target_duration: Duration::from_secs(2),
             window: 6,
             retain_extra: 4,
+            part_target: Duration::from_millis(333),
         }
     }
 }

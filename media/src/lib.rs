@@ -6,6 +6,7 @@
 //! a format, the hub or a protocol session.
 
 pub mod amf;
+pub mod calendar;
 pub mod cmaf;
 pub mod codec;
 pub mod flv;

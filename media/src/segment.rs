@@ -45,6 +45,10 @@ impl SegmentMark {
                     "targetDuration".into(),
                     Amf0Value::Number(self.target_duration as f64),
                 ),
+                (
+                    "programDate".into(),
+                    Amf0Value::Number(self.program_date_ms as f64),
+                ),
             ]),
         ]))
     }
@@ -71,10 +75,45 @@ impl SegmentMark {
                     discontinuity: field("discontinuity")?,
                     timestamp: field("timestamp")?,
                     target_duration: field("targetDuration")?,
+                    // Origins before program dates did not send one.
+                    program_date_ms: field("programDate").unwrap_or(0),
                 })
             }
             _ => None,
         }
+    }
+}
+
+/// Gives marks their program date (EXT-X-PROGRAM-DATE-TIME): the wall clock is read when
+/// the stream or a discontinuity begins, and later marks are dated from there along the
+/// media timeline, so that segment dates agree with segment durations. A publisher's clock
+/// is not the wall's: when the two have drifted more than a second apart, the wall clock
+/// is read again.
+#[derive(Debug, Default)]
+pub struct ProgramDates {
+    /// The discontinuity, timestamp and wall-clock time (Unix ms) dates count from.
+    anchor: Option<(u64, u64, u64)>,
+}
+
+/// How far media time may drift from the wall clock before dates are taken anew.
+const DATE_DRIFT_MS: u64 = 1000;
+
+impl ProgramDates {
+    /// Date `mark`, made at `now_unix_ms`.
+    pub fn stamp(&mut self, mark: &mut SegmentMark, now_unix_ms: u64) {
+        let along = match self.anchor {
+            Some((discontinuity, at, date))
+                if discontinuity == mark.discontinuity && mark.timestamp >= at =>
+            {
+                Some(date + (mark.timestamp - at))
+                    .filter(|d| d.abs_diff(now_unix_ms) <= DATE_DRIFT_MS)
+            }
+            _ => None,
+        };
+        mark.program_date_ms = along.unwrap_or_else(|| {
+            self.anchor = Some((mark.discontinuity, mark.timestamp, now_unix_ms));
+            now_unix_ms
+        });
     }
 }
 
@@ -120,6 +159,7 @@ impl Segmenter {
                 discontinuity: 0,
                 timestamp: 0,
                 target_duration: 0,
+                program_date_ms: 0,
             },
             started_at: None,
             last_frame: None,
@@ -235,6 +275,30 @@ fn rounded_seconds(ms: u64) -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn program_dates_follow_media_time_until_it_drifts_or_breaks() {
+        let mut dates = ProgramDates::default();
+        let mut at = |timestamp: u64, discontinuity: u64, now: u64| {
+            let mut m = SegmentMark {
+                sequence: 1,
+                discontinuity,
+                timestamp,
+                target_duration: 2,
+                program_date_ms: 0,
+            };
+            dates.stamp(&mut m, now);
+            m.program_date_ms
+        };
+        assert_eq!(at(5_000, 0, 1_000_000), 1_000_000);
+        // Arrival jitter does not move dates off the media timeline...
+        assert_eq!(at(7_000, 0, 1_002_300), 1_002_000);
+        assert_eq!(at(9_000, 0, 1_003_600), 1_004_000);
+        // ...but a second of drift does, and so does a discontinuity.
+        assert_eq!(at(11_000, 0, 1_007_100), 1_007_100);
+        assert_eq!(at(13_000, 1, 1_009_000), 1_009_000);
+        assert_eq!(at(15_000, 1, 1_011_000), 1_011_000);
+    }
+
     fn video(ts: u64, key: bool, generation: u32) -> Frame {
         let payload = if key {
             vec![0x17, 0x01, 0, 0, 0, 0x65]
@@ -266,6 +330,7 @@ mod tests {
             discontinuity,
             timestamp: 0,
             target_duration: 0,
+            program_date_ms: 0,
         }
     }
 
@@ -390,6 +455,7 @@ mod tests {
         let m = SegmentMark {
             timestamp: 324_028,
             target_duration: 2,
+            program_date_ms: 1_796_000_123_456,
             ..mark(1_795_000_123, 4)
         };
         assert_eq!(SegmentMark::from_script(&m.to_script()), Some(m));

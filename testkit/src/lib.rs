@@ -9,6 +9,7 @@
 
 mod ffmpeg;
 mod http;
+pub mod llhls;
 mod nginx;
 mod redis;
 mod rtmp;

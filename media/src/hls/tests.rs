@@ -206,6 +206,7 @@ fn config(target_ms: u64, window: usize, retain_extra: usize) -> HlsConfig {
         target_duration: Duration::from_millis(target_ms),
         window,
         retain_extra,
+        ..HlsConfig::default()
     }
 }
 

@@ -125,6 +125,7 @@ mod tests {
             discontinuity: 0,
             timestamp: ts,
             target_duration: 2,
+            program_date_ms: 0,
         });
         Arc::new(f)
     }

@@ -10,11 +10,11 @@ use tokio::sync::broadcast;
 
 use super::history::History;
 use super::stats::PublishStats;
-use super::{unix_seconds, Audience, HubConfig};
+use super::{unix_millis, unix_seconds, Audience, HubConfig};
 use crate::codec;
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
 use crate::metadata;
-use crate::segment::Segmenter;
+use crate::segment::{ProgramDates, Segmenter};
 use crate::timestamp::{StreamClock, Track};
 
 pub(super) struct Stream {
@@ -43,6 +43,7 @@ impl Stream {
                 segmenter: config
                     .segment_target(name)
                     .map(|target| Segmenter::new(target.as_millis() as u64, unix_seconds())),
+                program_dates: ProgramDates::default(),
                 upstream_mark: None,
                 publisher: None,
                 generation: 0,
@@ -97,6 +98,8 @@ pub(super) struct StreamState {
     pub(super) pending: Vec<Arc<Frame>>,
     /// Decides segment starts, unless they come from upstream.
     segmenter: Option<Segmenter>,
+    /// Dates the segmenter's marks (the wall clock is read only when a mark is made).
+    program_dates: ProgramDates,
     /// From upstream: the mark for the next keyframe.
     pub(super) upstream_mark: Option<SegmentMark>,
     pub(super) publisher: Option<PublisherSlot>,
@@ -254,7 +257,10 @@ impl StreamState {
         }
         let marks_here = !frame.sequence_header && self.marks_on(kind);
         frame.segment = match &mut self.segmenter {
-            Some(segmenter) => segmenter.observe(&frame),
+            Some(segmenter) => segmenter.observe(&frame).map(|mut mark| {
+                self.program_dates.stamp(&mut mark, unix_millis());
+                mark
+            }),
             // The mark came just ahead of the frame it marks: the next frame of the track
             // that marks (video, or audio without video), a keyframe unless the origin cut
             // a GOP too long for the target duration.

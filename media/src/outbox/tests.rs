@@ -85,6 +85,7 @@ const MARK: SegmentMark = SegmentMark {
     discontinuity: 2,
     timestamp: 324_028,
     target_duration: 2,
+    program_date_ms: 0,
 };
 
 // --- encoding ---

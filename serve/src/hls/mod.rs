@@ -5,12 +5,11 @@
 pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use media::cmaf::{CmafConfig, CmafPackager};
-use media::frame::{Frame, MediaKind};
 use media::hls::{HlsConfig, HlsPackager, Segment};
 use media::hub::{Audience, Delivery, Subscriber, Watching};
 use media::names::app_of;
@@ -56,12 +55,13 @@ const ENDED_KEEP: Duration = Duration::from_secs(30);
 
 struct Packaging {
     packager: Mutex<HlsPackager>,
-    /// The same stream in CMAF for the fMP4 and low-latency playlist, packaged only once
-    /// someone asked for that playlist (`cmaf_wanted`): most players of a stream use one.
+    /// The same stream in CMAF, for the fMP4 and low-latency playlist. Packaged from the
+    /// same start (the stream's recent segments), so that its playlist lists the same
+    /// segments on every node however late each started; it costs one fMP4 mux per
+    /// stream, not per player.
     cmaf: Mutex<CmafPackager>,
-    cmaf_wanted: std::sync::atomic::AtomicBool,
     last_request: Mutex<Instant>,
-    /// Woken whenever a segment is finished or the stream ends.
+    /// Woken whenever a segment or part is finished, or the stream ends.
     progress: Notify,
 }
 
@@ -190,24 +190,22 @@ impl Hls {
         client: &SessionKey,
         wait_for: Option<(u64, Option<usize>)>,
         skip: bool,
-    ) -> Result<String, PlaylistRefusal> {
+    ) -> Result<Bytes, PlaylistRefusal> {
         self.sessions().playlist(client, Instant::now());
         let packaging = self
             .packaging(node, key)
             .await
             .map_err(PlaylistRefusal::No)?;
-        packaging.cmaf_wanted.store(true, Ordering::Relaxed);
-        let window = self.config_for(key).window;
         let first_wait = self.config_for(key).target_duration * 3 + Duration::from_secs(4);
         let mut deadline = tokio::time::Instant::now() + first_wait;
         let mut blocking_from = None;
         loop {
             let notified = packaging.progress.notified();
             {
-                let cmaf = packaging.cmaf();
+                let mut cmaf = packaging.cmaf();
                 if cmaf.has_segments() || cmaf.is_ended() {
                     let Some((msn, part)) = wait_for else {
-                        return Ok(cmaf.playlist(window, skip));
+                        return Ok(cmaf.playlist(skip));
                     };
                     let last = cmaf.position().map_or(0, |(open, _)| open);
                     // More than two segments ahead of the playlist: a client mistake.
@@ -215,7 +213,7 @@ impl Hls {
                         return Err(PlaylistRefusal::TooFarAhead);
                     }
                     if cmaf.has(msn, part) || cmaf.is_ended() {
-                        return Ok(cmaf.playlist(window, skip));
+                        return Ok(cmaf.playlist(skip));
                     }
                     if blocking_from.is_none() {
                         // A part that does not come within three target durations: 503.
@@ -246,7 +244,7 @@ impl Hls {
         key: &str,
         name: &str,
         client: SessionKey,
-    ) -> Option<(&'static str, bytes::Bytes)> {
+    ) -> Option<(&'static str, Bytes)> {
         let packaging = self.streams().get(key).cloned()?;
         packaging.touch();
         if let Some(number) = name
@@ -319,14 +317,19 @@ impl Hls {
             // Another request started it meanwhile.
             return p.clone();
         }
+        let config = self.config_for(key);
+        let cmaf = CmafConfig {
+            part_target: config.part_target,
+            window: config.window,
+            retain: config.retain_extra,
+        };
         let packaging = Arc::new(Packaging {
             packager: Mutex::new(HlsPackager::new(
-                self.config_for(key).clone(),
+                config.clone(),
                 sub.has_audio(),
                 sub.has_video(),
             )),
-            cmaf: Mutex::new(CmafPackager::new(CmafConfig::default())),
-            cmaf_wanted: std::sync::atomic::AtomicBool::new(false),
+            cmaf: Mutex::new(CmafPackager::new(cmaf)),
             last_request: Mutex::new(Instant::now()),
             progress: Notify::new(),
         });
@@ -341,9 +344,6 @@ impl Hls {
             let mut expired_at = Instant::now();
             // Why the stream cannot be packaged was logged (once per packager).
             let mut told_problem = false;
-            // The latest video and audio sequence headers, for the CMAF packager's start.
-            let mut headers: [Option<Arc<Frame>>; 2] = [None, None];
-            let mut cmaf_started = false;
             loop {
                 if expired_at.elapsed() >= EXPIRE_EVERY {
                     expired_at = Instant::now();
@@ -360,19 +360,8 @@ impl Hls {
                 };
                 match delivery {
                     Delivery::Frame(frame) => {
-                        if frame.sequence_header {
-                            let kept = &mut headers[usize::from(frame.kind == MediaKind::Audio)];
-                            *kept = Some(frame.clone());
-                        }
-                        let wanted = packaging.cmaf_wanted.load(Ordering::Relaxed);
-                        let moved = wanted && {
+                        let moved = {
                             let mut cmaf = packaging.cmaf();
-                            if !std::mem::replace(&mut cmaf_started, true) {
-                                // It starts now: with the headers seen so far, at the next mark.
-                                for header in headers.iter().flatten() {
-                                    cmaf.push(header);
-                                }
-                            }
                             let before = cmaf.position();
                             cmaf.push(&frame);
                             cmaf.position() != before

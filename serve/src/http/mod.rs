@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use media::http::{take_head, HeadError, RequestHead};
 use media::hub::Audience;
 use media::outbox::FlvFraming;
@@ -233,7 +233,7 @@ async fn handle(
             };
             respond_playlist(
                 &mut socket,
-                playlist.map_err(PlaylistRefusal::No),
+                playlist.map(Bytes::from).map_err(PlaylistRefusal::No),
                 head_only,
                 keep,
             )
@@ -370,7 +370,7 @@ async fn read_request(
 /// A playlist, or why there is none, in the status a player understands.
 async fn respond_playlist(
     socket: &mut TcpStream,
-    playlist: Result<String, PlaylistRefusal>,
+    playlist: Result<Bytes, PlaylistRefusal>,
     head_only: bool,
     keep: bool,
 ) -> Result<(), HttpError> {
@@ -378,8 +378,7 @@ async fn respond_playlist(
         // Short-lived: a live playlist changes every segment.
         Ok(body) => {
             let kind = "application/vnd.apple.mpegurl";
-            let body = body.as_bytes();
-            respond_cached(socket, "200 OK", kind, "max-age=1", body, head_only, keep).await?;
+            respond_cached(socket, "200 OK", kind, "max-age=1", &body, head_only, keep).await?;
             return Ok(());
         }
         Err(PlaylistRefusal::No(NoPlaylist::NotLive)) => {
