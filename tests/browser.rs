@@ -1,5 +1,5 @@
 //! Browser players against a real ferrolive: hls.js and Chromium's own HLS player on the
-//! HLS playlist, mpegts.js on HTTP-FLV and WebSocket-FLV, in headless Chromium driven by Playwright
+//! HLS playlist, hls.js on the fMP4 and low-latency playlist from an origin and an edge, mpegts.js on HTTP-FLV and WebSocket-FLV, in headless Chromium driven by Playwright
 //! (`tests/browser/play.mjs`, which reports how playback went); and Chromium seeking in a
 //! recorded MP4 (`tests/browser/seek.mjs`).
 //!
@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::process::Stdio;
 
 use serde_json::Value;
-use testkit::{Proc, Server};
+use testkit::{Proc, Redis, Server};
 
 /// How one playback went (see `tests/browser/play.mjs`).
 struct Report(Value);
@@ -158,6 +158,68 @@ fn players_cross_a_b_frame_publishers_reconnect() {
             !warnings.iter().any(|w| w.contains("onMetaData")),
             "{player}: {report}"
         );
+    }
+}
+
+/// hls.js plays the TS playlist, the fMP4 playlist in whole segments and the same
+/// playlist in low-latency mode (parts, blocking reloads, preload hints), from an origin
+/// and from an edge, each with its picture advancing and no error; in low-latency mode it
+/// plays within 2.5 s of the origin's wall clock (the program dates).
+#[test]
+fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let redis = Redis::start();
+    let node = |role: &str, id: &str| {
+        let url = redis.url();
+        let args = [
+            "--redis-url", &url, "--advertise-host", "127.0.0.1",
+            "--allow-loopback-advertise", "--node-id", id, "--rtmp-noauth",
+        ];
+        Server::spawn(role, &args)
+    };
+    let origin = node("origin", "origin-b");
+    let edge = node("edge", "edge-b");
+    let _publisher = publish_b_frames(&origin.rtmp_url("low"));
+    origin.wait_live("low");
+    std::thread::sleep(Duration::from_secs(5));
+    let mut runs = Vec::new();
+    for server in [&origin, &edge] {
+        let ts = format!("http://{}/live/low.m3u8", server.http);
+        let fmp4 = format!("http://{}/live/low/index.m3u8", server.http);
+        runs.push((server.http, "hlsjs", ts));
+        runs.push((server.http, "hlsjs-segments", fmp4.clone()));
+        runs.push((server.http, "hlsjs", fmp4));
+    }
+    // Three browsers at a time: two cores.
+    for batch in runs.chunks(3) {
+        let handles: Vec<_> = batch
+            .iter()
+            .cloned()
+            .map(|(at, player, url)| {
+                std::thread::spawn(move || (at, player, url.clone(), play(player, &url, 14)))
+            })
+            .collect();
+        for handle in handles {
+            let (at, player, url, report) = handle.join().unwrap();
+            let what = format!("{player} {url} on {at}: {report}");
+            assert!(report.started(), "{what}");
+            assert!(report.number("currentTime") > 5.0, "{what}");
+            assert!(report.number("decodedFrames") > 150.0, "{what}");
+            assert!(report.number("maxFreezeMs") < 1000.0, "{what}");
+            assert!(report.texts("errors").is_empty(), "{what}");
+            let low_latency = report.0["lowLatencyPlaylist"].as_bool() == Some(true);
+            if url.ends_with("index.m3u8") && player == "hlsjs" {
+                assert!(low_latency, "{what}");
+                let behind = report.number("dateLatency");
+                assert!(behind > 0.0 && behind < 2.5, "{what}");
+            }
+            eprintln!(
+                "{player} {url}: {:.2} s behind the live edge by hls.js, {:?} s by the clock",
+                report.number("latency"),
+                report.0["dateLatency"].as_f64()
+            );
+        }
     }
 }
 

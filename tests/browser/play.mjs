@@ -1,16 +1,19 @@
 // Plays one stream in headless Chromium with a real browser player and reports how it went,
 // as JSON on stdout. Used by the end-to-end tests in tests/browser.rs.
 //
-//   node play.mjs --player hlsjs|mpegts|native --url URL --seconds N
+//   node play.mjs --player hlsjs|hlsjs-segments|mpegts|native --url URL --seconds N
 //
-// hlsjs: hls.js on the HLS playlist; mpegts: mpegts.js on HTTP-FLV (or WebSocket-FLV, ws://); native: Chromium's own
+// hlsjs: hls.js on the HLS playlist (low-latency mode on, as hls.js defaults: it uses
+// LL-HLS parts where the playlist has them); hlsjs-segments: hls.js in whole segments
+// (low-latency mode off); mpegts: mpegts.js on HTTP-FLV (or WebSocket-FLV, ws://); native: Chromium's own
 // HLS player (<video src=playlist>). The page is served from a local server of this script,
 // with the players from node_modules (nothing is fetched from the internet).
 //
 // The report: whether playback started and when; stalls (hls.js bufferStalledError, the
 // video element's `waiting`); the longest freeze (the playhead not moving while playing,
-// sampled every 50 ms); how far behind live hls.js plays at the end; decoded and dropped
-// frames;
+// sampled every 50 ms); how far behind live hls.js plays at the end, by its own estimate
+// (`latency`) and, where the playlist has program dates, by the wall clock (`dateLatency`:
+// now minus the date of the picture shown); decoded and dropped frames;
 // the player's warnings and errors and the page's console.
 
 import http from 'node:http';
@@ -29,8 +32,8 @@ const args = Object.fromEntries(
 const player = args.player;
 const url = args.url;
 const seconds = Number(args.seconds ?? 10);
-if (!['hlsjs', 'mpegts', 'native'].includes(player) || !url) {
-    console.error('usage: node play.mjs --player hlsjs|mpegts|native --url URL --seconds N');
+if (!['hlsjs', 'hlsjs-segments', 'mpegts', 'native'].includes(player) || !url) {
+    console.error('usage: node play.mjs --player hlsjs|hlsjs-segments|mpegts|native --url URL --seconds N');
     process.exit(2);
 }
 
@@ -55,8 +58,8 @@ window.report = report;
 const t0 = performance.now();
 const url = ${JSON.stringify(url)};
 const player = ${JSON.stringify(player)};
-if (player === 'hlsjs') {
-    const hls = new Hls();
+if (player.startsWith('hlsjs')) {
+    const hls = new Hls({ lowLatencyMode: player === 'hlsjs' });
     hls.on(Hls.Events.ERROR, (_, data) => {
         if (data.details === 'bufferStalledError') report.stalls += 1;
         else report.errors.push(data.details + (data.fatal ? ' (fatal)' : ''));
@@ -143,6 +146,10 @@ try {
             currentTime: document.getElementById('v').currentTime,
             // hls.js: how far behind the live edge playback is now (seconds).
             latency: window.hls ? window.hls.latency : null,
+            dateLatency: window.hls && window.hls.playingDate
+                ? (Date.now() - window.hls.playingDate.getTime()) / 1000 : null,
+            lowLatencyPlaylist: !!(window.hls && window.hls.levels.length
+                && window.hls.levels[0].details && window.hls.levels[0].details.partList),
         };
     });
     report.console = console_;
