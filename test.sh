@@ -22,6 +22,8 @@ gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-pl
 command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] ||
     missing+=(nginx libnginx-mod-rtmp)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+# nghttp (nghttp2's client): HTTP/2 cleartext (h2c) on the player port (tests/llhls.rs).
+command -v nghttp >/dev/null || missing+=(nghttp2-client)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo=""

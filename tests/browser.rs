@@ -173,8 +173,14 @@ fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
     let node = |role: &str, id: &str| {
         let url = redis.url();
         let args = [
-            "--redis-url", &url, "--advertise-host", "127.0.0.1",
-            "--allow-loopback-advertise", "--node-id", id, "--rtmp-noauth",
+            "--redis-url",
+            &url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            id,
+            "--rtmp-noauth",
         ];
         Server::spawn(role, &args)
     };

@@ -144,3 +144,70 @@ fn ll_hls_blocks_until_the_part_exists_and_plays() {
     let decoded = decode(&format!("http://{}/live/ll/index.m3u8", server.http), 3.0);
     assert!(decoded.video > 40 && decoded.audio > 40, "{decoded:?}");
 }
+
+/// nghttp (nghttp2's client) fetching `urls` over HTTP/2 with prior knowledge (h2c), all
+/// at once on one connection: each request's path and status, in the order they completed.
+fn nghttp(urls: &[String]) -> Vec<(String, u16)> {
+    let out = std::process::Command::new("nghttp")
+        .args(["--null-out", "--stat", "--timeout", "10"])
+        .args(urls)
+        .output()
+        .expect("nghttp is required: run the test command from README.md");
+    // The statistics table: id, responseEnd, requestStart, process, code, size, path.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let code = f.get(4)?.parse().ok()?;
+            Some((f.get(6)?.to_string(), code))
+        })
+        .collect()
+}
+
+/// HTTP/2 cleartext beside HTTP/1.1 on the player port: an LL-HLS player's blocking reload
+/// and the hinted part go out together on one connection and both answer once the part
+/// exists; a continuous stream is refused over HTTP/2 with a reason.
+#[test]
+fn ll_hls_over_http2_cleartext() {
+    require_ffmpeg();
+    let server = Server::start(&["--hls-segment", "1"]);
+    let _publisher = publish(&server.rtmp_url("h2"), Source::AudioVideo, 25, 0);
+    server.wait_live("h2");
+    let (_, now) = checked(&server, "/live/h2/index.m3u8");
+    let hint = now.preload_hint.clone().unwrap();
+    let (msn, part) = hint.trim_end_matches(".m4s").split_once('.').unwrap();
+    let base = format!("http://{}/live/h2", server.http);
+    let urls = [
+        format!("{base}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+        format!("{base}/{hint}"),
+        format!("{base}/{}", now.segments[0].map),
+        format!("http://{}/live/h2.flv", server.http),
+    ];
+    let asked = Instant::now();
+    let answers = nghttp(&urls);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let status = |ends: &str| {
+        let found = answers.iter().find(|(path, _)| path.ends_with(ends));
+        found.map(|(_, code)| *code)
+    };
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(
+        status(&format!("_HLS_part={part}")),
+        Some(200),
+        "{answers:?}"
+    );
+    assert_eq!(status(&hint), Some(200), "{answers:?}");
+    assert_eq!(status(".mp4"), Some(200), "{answers:?}");
+    assert_eq!(status(".flv"), Some(505), "{answers:?}");
+    // The init segment, there already, came before the reload and the part, which waited.
+    assert!(
+        answers[0].0.ends_with(".mp4") || answers[0].0.ends_with(".flv"),
+        "{answers:?}"
+    );
+    // HTTP/1.1 on the same port goes on as before.
+    assert_eq!(get(&server, "/live/h2/index.m3u8").status, 200);
+}

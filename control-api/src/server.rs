@@ -40,7 +40,6 @@ const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP2_MAX_STREAMS: u32 = 100;
 /// What an HTTP/2 client sends first (RFC 9113, 3.4); gRPC clients start with it.
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serve `router` to the connections `admission` lets in until `stop` turns true; then
 /// stop accepting, shut every connection down gracefully and wait up to `grace` for them.
@@ -82,7 +81,12 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
-    let http2 = match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, starts_as_http2(&socket)).await {
+    let http2 = match tokio::time::timeout(
+        FIRST_REQUEST_TIMEOUT,
+        serve::io::starts_as_http2(&socket),
+    )
+    .await
+    {
         Ok(Ok(http2)) => http2,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "control API connection closed before a request");
@@ -154,27 +158,6 @@ async fn drive(
                 }
             }
         }
-    }
-}
-
-/// Whether the client's first bytes are the HTTP/2 preface. Peeks, so hyper still reads
-/// them; resolves as soon as the bytes so far differ from the preface.
-async fn starts_as_http2(socket: &TcpStream) -> std::io::Result<bool> {
-    let mut first = [0u8; HTTP2_PREFACE.len()];
-    loop {
-        let n = socket.peek(&mut first).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if first[..n] != HTTP2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == HTTP2_PREFACE.len() {
-            return Ok(true);
-        }
-        // Part of the preface: peeking again would return the same bytes at once, so wait
-        // a moment for the rest (the caller's deadline bounds this).
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! Socket helpers shared by the listeners. Sockets are used through shared references,
 //! since a viewer's socket is also written by its stream's fan-out.
 
+use std::time::Duration;
+
 use tokio::net::TcpStream;
 
 use crate::fanout::{EgressError, WRITE_TIMEOUT};
@@ -51,4 +53,28 @@ pub async fn write_all(
 /// the end of the stream.
 pub fn shutdown_write(socket: &TcpStream) {
     let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
+}
+
+/// What an HTTP/2 client sends first (RFC 9113, 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client's first bytes are the HTTP/2 preface. Peeks, so hyper still reads
+/// them; resolves as soon as the bytes so far differ from the preface.
+pub async fn starts_as_http2(socket: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; HTTP2_PREFACE.len()];
+    loop {
+        let n = socket.peek(&mut first).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if first[..n] != HTTP2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == HTTP2_PREFACE.len() {
+            return Ok(true);
+        }
+        // Part of the preface: peeking again would return the same bytes at once, so wait
+        // a moment for the rest (the caller's deadline bounds this).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -9,7 +9,7 @@ use media::http::{byte_range, RequestHead};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::respond::{connection_header, not_found, CORS};
+use super::respond::{connection_header, Reply, CORS};
 use super::HttpError;
 
 /// Answer `request` for `file` (a path [`super::routes::recording_of`] accepted) under
@@ -25,11 +25,19 @@ pub(super) async fn serve_recording(
     let path = dir.join(file);
     let opened = match tokio::fs::File::open(&path).await {
         Ok(opened) => opened,
-        Err(_) => return not_found(socket, b"recording not found\n", head_only, keep_alive).await,
+        Err(_) => {
+            return Reply::not_found("recording")
+                .write(socket, head_only, keep_alive)
+                .await
+        }
     };
     let len = match opened.metadata().await {
         Ok(meta) if meta.is_file() => meta.len(),
-        _ => return not_found(socket, b"recording not found\n", head_only, keep_alive).await,
+        _ => {
+            return Reply::not_found("recording")
+                .write(socket, head_only, keep_alive)
+                .await
+        }
     };
     let content_type = if file.ends_with(".mp4") {
         "video/mp4"

@@ -4,10 +4,13 @@
 //! A small HTTP/1.1 server of our own rather than a framework: an FLV viewer is handed to
 //! its stream's fan-out, which writes shared frame buffers (each already an HTTP chunk)
 //! straight to the socket with vectored writes. Request heads are parsed by
-//! [`media::http`]; [`routes`] maps each to a handler here.
+//! [`media::http`]; [`routes`] maps each to a handler here. Every answer that is one body
+//! (HLS playlists, segments and parts, health, metrics) is a [`Reply`], which HTTP/2
+//! clients get too ([`h2`]).
 
 mod files;
 mod flv;
+mod h2;
 mod muxed;
 mod respond;
 pub mod routes;
@@ -27,12 +30,13 @@ use tracing::{debug, info};
 
 use self::flv::{flv_response_head, stream_flv};
 use self::muxed::{serve_muxed, Muxed};
-use self::respond::{connection_header, not_found, respond, respond_cached, CORS};
+use self::respond::{connection_header, respond, Reply, CORS};
 use self::routes::{route, Route};
 use crate::admission;
 use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
 use crate::hls::{NoPlaylist, PlaylistRefusal};
+use crate::io::starts_as_http2;
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::Node;
 
@@ -77,6 +81,8 @@ enum HttpError {
     Timeout,
     #[error(transparent)]
     Egress(#[from] EgressError),
+    #[error("http/2: {0}")]
+    Http2(#[from] hyper::Error),
 }
 
 impl HttpError {
@@ -86,7 +92,7 @@ impl HttpError {
         match self {
             HttpError::Head(_) | HttpError::Timeout => true,
             HttpError::Egress(e) => e.is_stall(),
-            HttpError::Io(_) => false,
+            HttpError::Io(_) | HttpError::Http2(_) => false,
         }
     }
 }
@@ -97,6 +103,12 @@ async fn connection(
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
     let _ = socket.set_nodelay(true);
+    match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, starts_as_http2(&socket)).await {
+        Ok(Ok(true)) => return h2::serve(socket, peer, node.clone()).await,
+        Ok(Ok(false)) => {}
+        Ok(Err(_)) => return Ok(()),
+        Err(_) => return Err(HttpError::Timeout),
+    }
     let mut buf = BytesMut::with_capacity(1024);
     for served in 0..MAX_REQUESTS_PER_CONNECTION {
         let wait = if served == 0 {
@@ -153,40 +165,6 @@ async fn handle(
             );
             socket.write_all(head.as_bytes()).await?;
         }
-        Route::Health => {
-            respond(
-                &mut socket,
-                "200 OK",
-                "text/plain",
-                b"ok\n",
-                head_only,
-                keep,
-            )
-            .await?;
-        }
-        // Ready while accepting work; a draining node says no so balancers move on.
-        Route::Ready => {
-            let (status, body): (&str, &[u8]) = if node.is_shutting_down() {
-                ("503 Service Unavailable", b"shutting down\n")
-            } else {
-                ("200 OK", b"ready\n")
-            };
-            respond(&mut socket, status, "text/plain", body, head_only, keep).await?;
-        }
-        Route::Metrics => {
-            let refused = node.rtmp_admission.refused() + node.http_admission.refused();
-            let mut body = node.metrics.render(&node.hub, refused);
-            node.role.metrics(&mut body);
-            respond(
-                &mut socket,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                body.as_bytes(),
-                head_only,
-                keep,
-            )
-            .await?;
-        }
         Route::Flv { stream } => {
             // An edge pulling the stream also wants to know where HLS segments begin.
             let marks = request.query_has(MARKS_QUERY);
@@ -200,7 +178,9 @@ async fn handle(
                 None => None,
             };
             let Some(join) = join else {
-                not_found(&mut socket, b"stream not found\n", head_only, keep).await?;
+                Reply::not_found("stream")
+                    .write(&mut socket, head_only, keep)
+                    .await?;
                 return Ok(Some(socket));
             };
             let framing = match &request.websocket_key {
@@ -222,22 +202,70 @@ async fn handle(
         Route::Mp4 { stream } => {
             return serve_muxed(socket, peer, request, stream, Muxed::Fmp4, node).await
         }
+        Route::Recording { file } => match (file, &node.config.record_dir) {
+            (Some(file), Some(dir)) => {
+                files::serve_recording(&mut socket, dir, file, request, head_only, keep).await?
+            }
+            _ => {
+                Reply::not_found("recording")
+                    .write(&mut socket, head_only, keep)
+                    .await?
+            }
+        },
+        Route::MethodNotAllowed => {
+            respond(
+                &mut socket,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"method not allowed\n",
+                false,
+                false,
+            )
+            .await?;
+            return Ok(None);
+        }
+        one_body => {
+            let reply = reply(one_body, request, peer, node).await;
+            reply.write(&mut socket, head_only, keep).await?;
+        }
+    }
+    Ok(Some(socket))
+}
+
+/// The answer to a request whose answer is one body, for HTTP/1.1 and HTTP/2 alike. The
+/// continuous streams and recordings take the connection; over HTTP/2 they are refused.
+async fn reply(
+    route: Route<'_>,
+    request: &RequestHead,
+    peer: SocketAddr,
+    node: &Arc<Node>,
+) -> Reply {
+    let client = |key: &str| SessionKey::new(key, peer.ip(), &request.user_agent);
+    match route {
+        Route::Health => Reply::text("200 OK", "ok\n"),
+        // Ready while accepting work; a draining node says no so balancers move on.
+        Route::Ready if node.is_shutting_down() => {
+            Reply::text("503 Service Unavailable", "shutting down\n")
+        }
+        Route::Ready => Reply::text("200 OK", "ready\n"),
+        Route::Metrics => {
+            let refused = node.rtmp_admission.refused() + node.http_admission.refused();
+            let mut body = node.metrics.render(&node.hub, refused);
+            node.role.metrics(&mut body);
+            Reply {
+                content_type: "text/plain; version=0.0.4",
+                ..Reply::text("200 OK", body)
+            }
+        }
         Route::Playlist { stream, room } => {
             let playlist = match stream {
                 Some(key) => {
                     let uri = |sequence: u64| format!("{room}/{sequence}.ts");
-                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
-                    node.hls.playlist(node, &key, &client, uri).await
+                    node.hls.playlist(node, &key, &client(&key), uri).await
                 }
                 None => Err(NoPlaylist::NotLive),
             };
-            respond_playlist(
-                &mut socket,
-                playlist.map(Bytes::from).map_err(PlaylistRefusal::No),
-                head_only,
-                keep,
-            )
-            .await?;
+            playlist_reply(playlist.map(Bytes::from).map_err(PlaylistRefusal::No))
         }
         Route::CmafPlaylist { stream } => {
             let query = |name: &str| {
@@ -251,83 +279,45 @@ async fn handle(
             let skip = query("_HLS_skip").is_some_and(|v| v == "YES" || v == "v2");
             let playlist = match stream {
                 Some(key) => {
-                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
                     let wait_for = msn.map(|msn| (msn, part));
+                    let client = client(&key);
                     node.hls
                         .cmaf_playlist(node, &key, &client, wait_for, skip)
                         .await
                 }
                 None => Err(PlaylistRefusal::No(NoPlaylist::NotLive)),
             };
-            respond_playlist(&mut socket, playlist, head_only, keep).await?;
+            playlist_reply(playlist)
         }
         Route::CmafFile { stream, name } => {
             let file = match stream {
-                Some(key) => {
-                    let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
-                    node.hls.cmaf_file(node, &key, name, client).await
-                }
+                Some(key) => node.hls.cmaf_file(node, &key, name, client(&key)).await,
                 None => None,
             };
             match file {
-                Some((content_type, bytes)) => {
-                    respond_cached(
-                        &mut socket,
-                        "200 OK",
-                        content_type,
-                        "public, max-age=86400, immutable",
-                        &bytes,
-                        head_only,
-                        keep,
-                    )
-                    .await?
-                }
-                None => not_found(&mut socket, b"not found\n", head_only, keep).await?,
+                Some((content_type, body)) => Reply::immutable(content_type, body),
+                None => Reply::not_found("file"),
             }
         }
         Route::Segment { stream } => {
-            let segment = stream.and_then(|(key, sequence)| {
-                let client = SessionKey::new(&key, peer.ip(), &request.user_agent);
-                node.hls.segment(node, &key, sequence, client)
-            });
+            let segment = stream
+                .and_then(|(key, sequence)| node.hls.segment(node, &key, sequence, client(&key)));
             match segment {
-                // A segment URL is never reused for other content: cache it for long.
-                Some(segment) => {
-                    respond_cached(
-                        &mut socket,
-                        "200 OK",
-                        "video/mp2t",
-                        "public, max-age=86400, immutable",
-                        &segment.data,
-                        head_only,
-                        keep,
-                    )
-                    .await?
-                }
-                None => not_found(&mut socket, b"segment not found\n", head_only, keep).await?,
+                Some(segment) => Reply::immutable("video/mp2t", segment.data.clone()),
+                None => Reply::not_found("segment"),
             }
         }
-        Route::Recording { file } => match (file, &node.config.record_dir) {
-            (Some(file), Some(dir)) => {
-                files::serve_recording(&mut socket, dir, file, request, head_only, keep).await?
-            }
-            _ => not_found(&mut socket, b"recording not found\n", head_only, keep).await?,
-        },
-        Route::NotFound => not_found(&mut socket, b"not found\n", head_only, keep).await?,
-        Route::MethodNotAllowed => {
-            respond(
-                &mut socket,
-                "405 Method Not Allowed",
-                "text/plain",
-                b"method not allowed\n",
-                false,
-                false,
+        Route::Flv { .. } | Route::Ts { .. } | Route::Mp4 { .. } | Route::Recording { .. } => {
+            Reply::text(
+                "505 HTTP Version Not Supported",
+                "continuous streams and recordings are served over HTTP/1.1\n",
             )
-            .await?;
-            return Ok(None);
         }
+        Route::Preflight | Route::MethodNotAllowed => {
+            Reply::text("405 Method Not Allowed", "method not allowed\n")
+        }
+        Route::NotFound => Reply::not_found("path"),
     }
-    Ok(Some(socket))
 }
 
 /// After answering a request we will not read, let the client finish sending before the
@@ -368,45 +358,28 @@ async fn read_request(
 }
 
 /// A playlist, or why there is none, in the status a player understands.
-async fn respond_playlist(
-    socket: &mut TcpStream,
-    playlist: Result<Bytes, PlaylistRefusal>,
-    head_only: bool,
-    keep: bool,
-) -> Result<(), HttpError> {
-    let (status, body) = match playlist {
+fn playlist_reply(playlist: Result<Bytes, PlaylistRefusal>) -> Reply {
+    match playlist {
         // Short-lived: a live playlist changes every segment.
-        Ok(body) => {
-            let kind = "application/vnd.apple.mpegurl";
-            respond_cached(socket, "200 OK", kind, "max-age=1", &body, head_only, keep).await?;
-            return Ok(());
-        }
-        Err(PlaylistRefusal::No(NoPlaylist::NotLive)) => {
-            not_found(socket, b"stream not found\n", head_only, keep).await?;
-            return Ok(());
-        }
+        Ok(body) => Reply {
+            status: "200 OK",
+            content_type: "application/vnd.apple.mpegurl",
+            cache_control: "max-age=1",
+            body,
+        },
+        Err(PlaylistRefusal::No(NoPlaylist::NotLive)) => Reply::not_found("stream"),
         // The stream is there, HLS cannot carry it: say why.
-        Err(PlaylistRefusal::No(NoPlaylist::Cannot(why))) => (
+        Err(PlaylistRefusal::No(NoPlaylist::Cannot(why))) => Reply::text(
             "503 Service Unavailable",
             format!("stream cannot be packaged as HLS: {why}\n"),
         ),
-        Err(PlaylistRefusal::TooFarAhead) => (
+        Err(PlaylistRefusal::TooFarAhead) => Reply::text(
             "400 Bad Request",
-            "_HLS_msn is more than two segments ahead\n".to_owned(),
+            "_HLS_msn is more than two segments ahead\n",
         ),
-        Err(PlaylistRefusal::NotInTime) => (
+        Err(PlaylistRefusal::NotInTime) => Reply::text(
             "503 Service Unavailable",
-            "the segment or part asked for did not come in time\n".to_owned(),
+            "the segment or part asked for did not come in time\n",
         ),
-    };
-    respond(
-        socket,
-        status,
-        "text/plain",
-        body.as_bytes(),
-        head_only,
-        keep,
-    )
-    .await?;
-    Ok(())
+    }
 }

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::respond::{not_found, CORS};
+use super::respond::{Reply, CORS};
 use super::HttpError;
 use crate::fanout::SlowViewerGuard;
 use crate::io::{limit_send_buffer, read_some, shutdown_write, write_all};
@@ -115,13 +115,9 @@ pub(super) async fn serve_muxed(
         None => None,
     };
     let Some(frames) = frames else {
-        not_found(
-            &mut socket,
-            b"stream not found\n",
-            head_only,
-            request.keep_alive,
-        )
-        .await?;
+        Reply::not_found("stream")
+            .write(&mut socket, head_only, request.keep_alive)
+            .await?;
         return Ok(Some(socket));
     };
     if head_only {
