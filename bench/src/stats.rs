@@ -169,10 +169,22 @@ impl Tracker {
         self.live().frames.fetch_add(1, Relaxed);
     }
 
-    /// HLS: a video PES start counted in a segment (no timing: segments arrive in bursts).
+    /// HLS: a video PES start counted in a segment (no stall accounting: segments arrive in
+    /// bursts).
     pub fn hls_frames(&mut self, n: u64) {
         self.frames += n;
         self.live().frames.fetch_add(n, Relaxed);
+    }
+
+    /// HLS: a video frame of a segment that arrived at `arrived`, with the bench marker it
+    /// carries, if any: its latency is the segment's arrival minus the frame's send time.
+    /// Frames sent before this player started (the segment it starts with) are not timed.
+    pub fn segment_frame(&mut self, marker: Option<(u64, u64)>, arrived: u64) {
+        if let Some((_, sent)) = marker {
+            if sent >= self.start_us {
+                self.live().latency.record(arrived.saturating_sub(sent));
+            }
+        }
     }
 
     pub fn finish(self, result: Result<(), String>, stopped_early: bool) -> Outcome {
@@ -473,7 +485,10 @@ impl Report {
                 s.push_str(&format!("{} errors: {n} x {e}\n", r.protocol));
             }
             if r.protocol == "hls" && r.players > 0 {
-                s.push_str(&format!("hls: {} segments downloaded (HLS has no per-frame timing: no stalls/latency)\n", r.hls_segments));
+                s.push_str(&format!(
+                    "hls: {} segments downloaded (latency: segment arrival - frame send; no stall accounting)\n",
+                    r.hls_segments
+                ));
             }
         }
         s
