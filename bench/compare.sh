@@ -17,7 +17,7 @@ Usage: bench/compare.sh [options]
 Options (each also settable through the environment variable in brackets):
   --ferrolive PATH    ferrolive binary                [FERROLIVE, default: target/release/ferrolive]
   --players "LIST"    player counts                   [PLAYERS, default: "250 500 1000 2000"]
-  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts
+  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts, hls, ll-hls
                       [PROTOCOLS, default: "rtmp http-flv"]
                       (all but rtmp run against ferrolive only: nginx-rtmp serves none)
   --servers "LIST"    nginx and/or ferrolive          [SERVERS, default: "nginx ferrolive"]
@@ -88,7 +88,8 @@ for n in $PLAYERS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "player count is not a positive integer: $n"
 done
 for p in $PROTOCOLS; do
-    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts)$ ]] || die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts)"
+    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts|hls|ll-hls)$ ]] ||
+        die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts, hls, ll-hls)"
 done
 for s in $SERVERS; do
     [[ $s == nginx || $s == ferrolive ]] || die "unknown server: $s (nginx, ferrolive)"
@@ -241,6 +242,8 @@ start_ferrolive() {
     PLAY_FLV=http://127.0.0.1:$http/live/bench.flv
     PLAY_WS=ws://127.0.0.1:$http/live/bench.flv
     PLAY_TS=http://127.0.0.1:$http/live/bench.ts
+    PLAY_HLS=http://127.0.0.1:$http/live/bench.m3u8
+    PLAY_LLHLS=http://127.0.0.1:$http/live/bench/index.m3u8
     wait_ready ferrolive "$dir" "$rtmp" "$http" "$api"
 }
 
@@ -376,6 +379,8 @@ run_one() {
         http-flv) args+=(--flv "$n" --url-flv "$PLAY_FLV") ;;
         ws-flv) args+=(--ws "$n" --url-ws "$PLAY_WS") ;;
         http-ts) args+=(--ts "$n" --url-ts "$PLAY_TS") ;;
+        hls) args+=(--hls "$n" --url-hls "$PLAY_HLS") ;;
+        ll-hls) args+=(--llhls "$n" --url-llhls "$PLAY_LLHLS") ;;
     esac
     echo "$FERROLIVE ${args[*]}" >"$dir/bench.cmd"
 
@@ -529,6 +534,23 @@ for r in rows:
         + f"| {fmt(p.get('frames_received_pct'), '.2f')} | {p['stalls']} "
         + f"| {fmt(ttff, '.1f')} | {fmt(lat, '.1f')} | {fmt(bench_pct, '.0f')} |"
     )
+    if p.get("latency_ms") and r["protocol"] in ("hls", "ll-hls"):
+        q = p["latency_ms"]
+        notes.append(
+            f"{name} {r['protocol']} {r['players']}: latency p50/p99/max "
+            f"{q['p50_ms']:.0f}/{q['p99_ms']:.0f}/{q['max_ms']:.0f} ms"
+        )
+    if r["protocol"] == "ll-hls":
+        spread = p.get("llhls_reload_spread_ms")
+        spread = (
+            f"{spread['p50_ms']:.1f}/{spread['p99_ms']:.1f}/{spread['max_ms']:.1f} ms "
+            f"over {spread['samples']} answers" if spread else "-"
+        )
+        notes.append(
+            f"{name} ll-hls {r['players']}: {p['llhls_parts']} parts delivered, "
+            f"{p['llhls_parts_missing']} missing, {p['llhls_reload_timeouts']} reloads "
+            f"answered 503; blocking reload answer spread p50/p99/max {spread}"
+        )
     if rep.get("publisher_error"):
         notes.append(f"{name} {r['protocol']} {r['players']}: publisher error: {rep['publisher_error']}")
     for err, count in p.get("errors", {}).items():

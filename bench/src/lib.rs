@@ -7,6 +7,7 @@
 
 pub mod histogram;
 pub mod http;
+pub mod llhls;
 pub mod marker;
 pub mod players;
 pub mod rtmp;
@@ -43,6 +44,9 @@ pub struct BenchArgs {
     /// HTTP-TS players.
     #[arg(long, default_value_t = 0)]
     pub ts: usize,
+    /// Low-latency HLS players (blocking reloads, every part).
+    #[arg(long, default_value_t = 0)]
+    pub llhls: usize,
     /// rtmp://host:port/app/room (default: the --publish URL).
     #[arg(long)]
     pub url_rtmp: Option<String>,
@@ -58,6 +62,9 @@ pub struct BenchArgs {
     /// http://host:port/app/room.ts
     #[arg(long)]
     pub url_ts: Option<String>,
+    /// http://host:port/app/room/index.m3u8 (a low-latency media playlist with parts)
+    #[arg(long)]
+    pub url_llhls: Option<String>,
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     pub ramp_per_sec: f64,
@@ -126,10 +133,10 @@ const WARMUP: Duration = Duration::from_millis(500);
 /// Runs the whole benchmark and returns the report (also written to `--json` if given).
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     // Players per protocol, in `Proto` order.
-    let counts = [args.rtmp, args.flv, args.hls, args.ws, args.ts];
+    let counts = [args.rtmp, args.flv, args.hls, args.ws, args.ts, args.llhls];
     let total: usize = counts.iter().sum();
     if total == 0 && args.publish.is_none() {
-        bail!("nothing to do: give --rtmp/--flv/--hls/--ws/--ts players and/or --publish");
+        bail!("nothing to do: give --rtmp/--flv/--hls/--ws/--ts/--llhls players and/or --publish");
     }
     if args.duration.is_nan() || args.duration <= 0.0 {
         bail!("--duration must be positive");
@@ -149,12 +156,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         parse(&args.url_hls)?,
         parse(&args.url_ws)?,
         parse(&args.url_ts)?,
+        parse(&args.url_llhls)?,
     ];
     for (proto, flag) in [
         (Proto::Flv, "flv"),
         (Proto::Hls, "hls"),
         (Proto::WsFlv, "ws"),
         (Proto::Ts, "ts"),
+        (Proto::Llhls, "llhls"),
     ] {
         if counts[proto as usize] > 0 && http_urls[proto as usize].is_none() {
             bail!("--{flag} needs --url-{flag}");
@@ -250,6 +259,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 (Proto::Ts, _, Some(url)) => {
                     tokio::time::timeout_at(stop, players::http_ts_player(&url, &mut t)).await
                 }
+                (Proto::Llhls, _, Some(url)) => {
+                    tokio::time::timeout_at(stop, llhls::llhls_player(&url, &mut t)).await
+                }
                 // Players are only made for protocols with a URL (checked above).
                 _ => Ok(Err(anyhow!("no URL for this protocol"))),
             };
@@ -312,14 +324,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let (ttff, latency) = (live.ttff.snapshot(), live.latency.snapshot());
         ttff_all.merge(&ttff);
         lat_all.merge(&latency);
-        protocols.push(stats::proto_report(
+        let mut report = stats::proto_report(
             proto.name(),
             &mine,
             &ttff,
             &latency,
             published,
             proto != Proto::Hls,
-        ));
+        );
+        if proto == Proto::Llhls {
+            report.llhls_reload_spread_ms = stats::Quantiles::of(&shared.reload_spread());
+        }
+        protocols.push(report);
     }
     let all: Vec<&Outcome> = outcomes.iter().collect();
     let non_hls: Vec<&Outcome> = outcomes.iter().filter(|o| o.proto != Proto::Hls).collect();

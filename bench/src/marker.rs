@@ -95,9 +95,25 @@ const ANNEXB_SEARCH_WINDOW: usize = 512;
 
 /// The (sequence, send time in us) an Annex B access unit carries, if it has our marker.
 pub fn find_annexb(access_unit: &[u8]) -> Option<(u64, u64)> {
-    let window = &access_unit[..access_unit.len().min(ANNEXB_SEARCH_WINDOW)];
-    let at = window.windows(UUID.len()).position(|w| w == UUID)?;
-    let nums = access_unit.get(at + UUID.len()..)?;
+    find_within(access_unit, ANNEXB_SEARCH_WINDOW)
+}
+
+/// How much of an MP4 video sample (length-prefixed NAL units, the AVCC payload of an FLV
+/// tag without its 5-byte header) players read to find the marker: our SEI comes first, and
+/// this leaves room for an access unit delimiter before it.
+pub const SAMPLE_SEARCH_WINDOW: usize = 96;
+
+/// The (sequence, send time in us) an MP4 video sample carries, if it has our marker.
+/// `sample` may be only the sample's first [`SAMPLE_SEARCH_WINDOW`] bytes.
+pub fn find_sample(sample: &[u8]) -> Option<(u64, u64)> {
+    find_within(sample, SAMPLE_SEARCH_WINDOW)
+}
+
+/// Our marker, its UUID within the first `window` bytes of `data`.
+fn find_within(data: &[u8], window: usize) -> Option<(u64, u64)> {
+    let searched = &data[..data.len().min(window)];
+    let at = searched.windows(UUID.len()).position(|w| w == UUID)?;
+    let nums = data.get(at + UUID.len()..)?;
     Some((get_num(nums)?, get_num(nums.get(NUM_LEN..)?)?))
 }
 
@@ -132,6 +148,19 @@ mod tests {
         au.extend_from_slice(&sei[4..]);
         assert_eq!(find_annexb(&au), Some((42, 1_000)));
         assert_eq!(find_annexb(&au[..20]), None);
+    }
+
+    #[test]
+    fn mp4_samples_carry_it_after_the_flv_header() {
+        let p = marked_video(&[0x17, 1, 0, 0, 0], 9, 77, 4, &[0, 0, 0, 2, 0x65, 0x88]);
+        assert_eq!(find_sample(&p[5..]), Some((9, 77)));
+        assert_eq!(
+            find_sample(&p[5..5 + SAMPLE_SEARCH_WINDOW.min(p.len() - 5)]),
+            Some((9, 77))
+        );
+        // Cut inside the numbers: no marker rather than a wrong one.
+        assert_eq!(find_sample(&p[5..40]), None);
+        assert_eq!(find_sample(&[0, 0, 0, 2, 0x65, 0x88]), None);
     }
 
     #[test]

@@ -122,6 +122,12 @@ impl TsCounter {
         self.starts.drain(..)
     }
 
+    /// The end of the stream (an HLS segment's): the start of the access unit still being
+    /// gathered, if any.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        self.gathering.take()
+    }
+
     fn packet(&mut self, p: &[u8]) {
         if p[0] != 0x47 {
             return;
@@ -172,14 +178,21 @@ impl TsCounter {
 }
 
 /// A keep-alive HTTP connection to one host, reopened when needed.
-struct Client {
+pub(crate) struct Client {
     conn: Option<(String, TcpStream)>,
     raw: BytesMut,
 }
 
 impl Client {
+    pub(crate) fn new() -> Client {
+        Client {
+            conn: None,
+            raw: BytesMut::with_capacity(READ_SIZE),
+        }
+    }
+
     /// GETs `url`, passing body bytes to `sink`; returns the status.
-    async fn get(
+    pub(crate) async fn get(
         &mut self,
         url: &Url,
         t: &mut Tracker,
@@ -270,11 +283,10 @@ fn parse_playlist(text: &str) -> anyhow::Result<Playlist> {
 }
 
 /// One HLS poller: fetches the playlist every target-duration/2 and downloads new segments.
+/// Each video frame of a segment is timed by the marker in its first bytes: its latency is
+/// the segment's arrival (the whole segment read) minus the frame's send time.
 pub async fn hls_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
-    let mut client = Client {
-        conn: None,
-        raw: BytesMut::with_capacity(READ_SIZE),
-    };
+    let mut client = Client::new();
     let mut text = Vec::with_capacity(1024);
     let mut last: Option<u64> = None;
     loop {
@@ -300,18 +312,31 @@ pub async fn hls_player(url: &Url, t: &mut Tracker) -> anyhow::Result<()> {
                 continue;
             }
             let seg_url = url.join(uri)?;
-            let mut ts = TsCounter::default();
+            let mut ts = TsCounter {
+                keep_starts: true,
+                ..TsCounter::default()
+            };
+            let mut markers = Vec::new();
             let status = client
-                .get(&seg_url, t, &mut |d: &[u8]| ts.feed(d))
+                .get(&seg_url, t, &mut |d: &[u8]| {
+                    ts.feed(d);
+                    markers.extend(ts.take_starts().map(|start| marker::find_annexb(&start)));
+                })
                 .await
                 .context("segment")?;
             if status != 200 {
                 bail!("segment {uri}: HTTP {status}");
             }
+            let arrived = marker::now_us();
+            // The segment's last access unit, shorter than what is gathered of each.
+            markers.extend(ts.finish().map(|start| marker::find_annexb(&start)));
             last = Some(seq);
             t.segments += 1;
-            t.frame_arrived(marker::now_us());
+            t.frame_arrived(arrived);
             t.hls_frames(ts.video_pes);
+            for found in markers {
+                t.segment_frame(found, arrived);
+            }
         }
         tokio::time::sleep_until(started + playlist.target / 2).await;
     }

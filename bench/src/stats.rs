@@ -1,9 +1,9 @@
 //! Live counters shared by all players, the per-player tracker, and the final report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use media::codec::{parse_video_tag, VideoPacketKind};
@@ -19,10 +19,18 @@ pub enum Proto {
     Hls = 2,
     WsFlv = 3,
     Ts = 4,
+    Llhls = 5,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 5] = [Proto::Rtmp, Proto::Flv, Proto::Hls, Proto::WsFlv, Proto::Ts];
+    pub const ALL: [Proto; 6] = [
+        Proto::Rtmp,
+        Proto::Flv,
+        Proto::Hls,
+        Proto::WsFlv,
+        Proto::Ts,
+        Proto::Llhls,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +39,7 @@ impl Proto {
             Proto::Hls => "hls",
             Proto::WsFlv => "ws-flv",
             Proto::Ts => "http-ts",
+            Proto::Llhls => "ll-hls",
         }
     }
 }
@@ -58,6 +67,16 @@ pub struct Shared {
     pub stall_us: u64,
     /// (end of measurement, when players stop), set once the publisher is live.
     pub times: OnceLock<(Instant, Instant)>,
+    /// LL-HLS: the blocking reloads answered, by the part they waited for.
+    reloads: Mutex<HashMap<(u64, u64), Vec<ReloadAnswer>>>,
+}
+
+/// One answer to a blocking playlist reload (`_HLS_msn`/`_HLS_part`), in [`marker::now_us`]
+/// time.
+#[derive(Debug, Clone, Copy)]
+struct ReloadAnswer {
+    sent_us: u64,
+    arrived_us: u64,
 }
 
 impl Shared {
@@ -68,7 +87,50 @@ impl Shared {
             publishing,
             stall_us: stall_ms * 1000,
             times: OnceLock::new(),
+            reloads: Mutex::default(),
         })
+    }
+
+    /// An LL-HLS player's blocking reload for part `part` of segment `msn`, sent at
+    /// `sent_us`, was answered (200) at `arrived_us`.
+    pub fn reload_answered(&self, (msn, part): (u64, u64), sent_us: u64, arrived_us: u64) {
+        let mut reloads = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        reloads.entry((msn, part)).or_default().push(ReloadAnswer {
+            sent_us,
+            arrived_us,
+        });
+    }
+
+    /// How far apart the players got the answers to their blocking reloads, one sample per
+    /// answer: its arrival minus the earliest arrival of an answer for the same part at any
+    /// player of this process. That earliest answer stands for the moment the part came to
+    /// exist (it is later by one loopback round trip and the bench's own scheduling), so a
+    /// sample is how long after its part existed the server answered that player, on top of
+    /// what the first player waited. Only answers to requests sent before that earliest
+    /// arrival count: a request sent later found the part there and did not block.
+    pub fn reload_spread(&self) -> Histogram {
+        let reloads = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spread = Histogram::new();
+        for answers in reloads.values() {
+            reload_spread_of(
+                answers.iter().map(|a| (a.sent_us, a.arrived_us)),
+                &mut spread,
+            );
+        }
+        spread
+    }
+}
+
+/// Records into `spread` the samples of one part's answers, (sent, arrived) pairs: see
+/// [`Shared::reload_spread`].
+pub fn reload_spread_of(answers: impl Iterator<Item = (u64, u64)> + Clone, spread: &mut Histogram) {
+    let Some(earliest) = answers.clone().map(|(_, arrived)| arrived).min() else {
+        return;
+    };
+    for (sent, arrived) in answers {
+        if sent <= earliest {
+            spread.record(arrived - earliest);
+        }
     }
 }
 
@@ -88,6 +150,11 @@ pub struct Tracker {
     pub max_gap_us: u64,
     /// HLS: media segments downloaded.
     pub segments: u64,
+    /// LL-HLS: parts downloaded, and parts the player had to skip (gone, or not found).
+    pub parts: u64,
+    pub parts_missing: u64,
+    /// LL-HLS: blocking reloads answered 503 (the part did not come in time).
+    pub reload_timeouts: u64,
 }
 
 impl Tracker {
@@ -106,6 +173,9 @@ impl Tracker {
             stalls: 0,
             max_gap_us: 0,
             segments: 0,
+            parts: 0,
+            parts_missing: 0,
+            reload_timeouts: 0,
         }
     }
 
@@ -151,7 +221,12 @@ impl Tracker {
 
     /// A coded video frame arrived now, with the bench marker it carries, if any.
     pub fn coded_frame(&mut self, marker: Option<(u64, u64)>) {
-        let now = marker::now_us();
+        self.coded_frame_at(marker, marker::now_us());
+    }
+
+    /// A coded video frame arrived at `now` (LL-HLS: when the part holding it had arrived),
+    /// with the bench marker it carries, if any.
+    pub fn coded_frame_at(&mut self, marker: Option<(u64, u64)>, now: u64) {
         if let Some((seq, sent)) = marker {
             if self.last_seq.is_some_and(|last| seq <= last) {
                 return; // a repeat (should not happen on a live stream)
@@ -169,10 +244,22 @@ impl Tracker {
         self.live().frames.fetch_add(1, Relaxed);
     }
 
-    /// HLS: a video PES start counted in a segment (no timing: segments arrive in bursts).
+    /// HLS: a video PES start counted in a segment (no stall accounting: segments arrive in
+    /// bursts).
     pub fn hls_frames(&mut self, n: u64) {
         self.frames += n;
         self.live().frames.fetch_add(n, Relaxed);
+    }
+
+    /// HLS: a video frame of a segment that arrived at `arrived`, with the bench marker it
+    /// carries, if any: its latency is the segment's arrival minus the frame's send time.
+    /// Frames sent before this player started (the segment it starts with) are not timed.
+    pub fn segment_frame(&mut self, marker: Option<(u64, u64)>, arrived: u64) {
+        if let Some((_, sent)) = marker {
+            if sent >= self.start_us {
+                self.live().latency.record(arrived.saturating_sub(sent));
+            }
+        }
     }
 
     pub fn finish(self, result: Result<(), String>, stopped_early: bool) -> Outcome {
@@ -216,6 +303,9 @@ impl Tracker {
             stalls,
             max_gap_us: max_gap,
             segments: self.segments,
+            parts: self.parts,
+            parts_missing: self.parts_missing,
+            reload_timeouts: self.reload_timeouts,
         }
     }
 }
@@ -236,6 +326,9 @@ pub struct Outcome {
     pub stalls: u32,
     pub max_gap_us: u64,
     pub segments: u64,
+    pub parts: u64,
+    pub parts_missing: u64,
+    pub reload_timeouts: u64,
 }
 
 /// p50 / p99 / max in milliseconds.
@@ -248,7 +341,7 @@ pub struct Quantiles {
 }
 
 impl Quantiles {
-    fn of(h: &Histogram) -> Option<Quantiles> {
+    pub fn of(h: &Histogram) -> Option<Quantiles> {
         let ms = |v: u64| (v as f64 / 10.0).round() / 100.0;
         Some(Quantiles {
             p50_ms: ms(h.percentile(0.5)?),
@@ -280,6 +373,13 @@ pub struct ProtoReport {
     pub max_gap_ms: Option<f64>,
     pub latency_ms: Option<Quantiles>,
     pub hls_segments: u64,
+    /// LL-HLS: parts downloaded, parts skipped (gone or not found before the player got to
+    /// them), blocking reloads answered 503.
+    pub llhls_parts: u64,
+    pub llhls_parts_missing: u64,
+    pub llhls_reload_timeouts: u64,
+    /// LL-HLS: the spread of the answers to blocking reloads (see [`Shared::reload_spread`]).
+    pub llhls_reload_spread_ms: Option<Quantiles>,
     /// Error message -> players.
     pub errors: BTreeMap<String, u64>,
 }
@@ -370,6 +470,10 @@ pub fn proto_report(
         },
         latency_ms: Quantiles::of(latency),
         hls_segments: outcomes.iter().map(|o| o.segments).sum(),
+        llhls_parts: outcomes.iter().map(|o| o.parts).sum(),
+        llhls_parts_missing: outcomes.iter().map(|o| o.parts_missing).sum(),
+        llhls_reload_timeouts: outcomes.iter().map(|o| o.reload_timeouts).sum(),
+        llhls_reload_spread_ms: None,
         errors,
     }
 }
@@ -473,7 +577,23 @@ impl Report {
                 s.push_str(&format!("{} errors: {n} x {e}\n", r.protocol));
             }
             if r.protocol == "hls" && r.players > 0 {
-                s.push_str(&format!("hls: {} segments downloaded (HLS has no per-frame timing: no stalls/latency)\n", r.hls_segments));
+                s.push_str(&format!(
+                    "hls: {} segments downloaded (latency: segment arrival - frame send; no stall accounting)\n",
+                    r.hls_segments
+                ));
+            }
+            if r.protocol == "ll-hls" && r.players > 0 {
+                s.push_str(&format!(
+                    "ll-hls: {} parts downloaded, {} missing, {} reloads answered 503 (latency: part arrival - frame send)\n",
+                    r.llhls_parts, r.llhls_parts_missing, r.llhls_reload_timeouts
+                ));
+                if let Some(q) = r.llhls_reload_spread_ms {
+                    s.push_str(&format!(
+                        "ll-hls: blocking reload answer spread p50/p99/max {:.1}/{:.1}/{:.1} ms over {} answers \
+                         (each answer's arrival - the earliest arrival of an answer for the same part)\n",
+                        q.p50_ms, q.p99_ms, q.max_ms, q.samples
+                    ));
+                }
             }
         }
         s
@@ -483,5 +603,31 @@ impl Report {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(self.table().as_bytes());
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_spread_counts_only_requests_that_waited() {
+        let mut spread = Histogram::new();
+        // Earliest answer at 1000; two more that were waiting (sent before it), one request
+        // sent after it, which found the part there and did not block.
+        let answers = [(100, 1_000), (200, 1_030), (900, 1_045), (1_010, 1_012)];
+        reload_spread_of(answers.iter().copied(), &mut spread);
+        assert_eq!(spread.count(), 3);
+        assert_eq!(spread.min(), Some(0));
+        assert_eq!(spread.max(), Some(45));
+        reload_spread_of(std::iter::empty(), &mut spread);
+        assert_eq!(spread.count(), 3);
+
+        let shared = Shared::new(true, 500);
+        shared.reload_answered((7, 0), 10, 500);
+        shared.reload_answered((7, 0), 20, 520);
+        shared.reload_answered((7, 1), 30, 900);
+        let all = shared.reload_spread();
+        assert_eq!((all.count(), all.max()), (3, Some(20)));
     }
 }

@@ -1,5 +1,5 @@
-//! Runs the bench (own synthetic publisher, RTMP, HTTP-FLV, WebSocket-FLV and HTTP-TS
-//! players) against a real
+//! Runs the bench (own synthetic publisher, RTMP, HTTP-FLV, WebSocket-FLV, HTTP-TS and
+//! LL-HLS players) against a real
 //! `ferrolive standalone --rtmp-noauth`, started by testkit. The binary is another
 //! package's, so it is there only if the workspace was built; the test is skipped (with a
 //! message) if it is not.
@@ -22,10 +22,12 @@ async fn bench_against_ferrolive() {
         flv: 20,
         ws: 20,
         ts: 20,
+        llhls: 20,
         publish: Some(format!("rtmp://127.0.0.1:{rtmp}/live/benchtest")),
         url_flv: Some(format!("http://127.0.0.1:{http}/live/benchtest.flv")),
         url_ws: Some(format!("ws://127.0.0.1:{http}/live/benchtest.flv")),
         url_ts: Some(format!("http://127.0.0.1:{http}/live/benchtest.ts")),
+        url_llhls: Some(format!("http://127.0.0.1:{http}/live/benchtest/index.m3u8")),
         duration: 5.0,
         json: Some(json.clone()),
         quiet: true,
@@ -41,7 +43,11 @@ async fn bench_against_ferrolive() {
     );
     let published = report.frames_published.unwrap();
     assert!(published >= 5 * 30 - 5, "published {published} frames");
-    for p in &report.protocols {
+    let (streamed, llhls): (Vec<_>, Vec<_>) = report
+        .protocols
+        .iter()
+        .partition(|p| p.protocol != "ll-hls");
+    for p in streamed {
         assert_eq!(
             (p.players, p.connected, p.failed),
             (20, 20, 0),
@@ -65,16 +71,41 @@ async fn bench_against_ferrolive() {
             p.bitrate_kbps_mean
         );
     }
+    // LL-HLS: the CMAF packager starts at the first playlist request and the first
+    // playlist waits for its first whole segment (2 s GOP), so players get a few seconds of
+    // the 5; the open part at the end never closes (the publisher stops), so frames are
+    // not all there. But every player must get parts, frames and latencies.
+    let [p] = llhls[..] else {
+        panic!("no ll-hls report")
+    };
+    assert_eq!(
+        (p.players, p.connected, p.failed),
+        (20, 20, 0),
+        "ll-hls: {:?}",
+        p.errors
+    );
+    assert!(p.llhls_parts >= 20 * 3, "ll-hls: {} parts", p.llhls_parts);
+    assert_eq!(p.llhls_parts_missing, 0);
+    assert!(
+        p.frames_received_pct.unwrap() >= 50.0,
+        "ll-hls: {:?}",
+        p.frames_received_pct
+    );
+    let lat = p.latency_ms.expect("ll-hls latency measured");
+    assert!(lat.p50_ms < 1500.0, "ll-hls: latency {lat:?}");
+    let spread = p.llhls_reload_spread_ms.expect("reload spread measured");
+    assert!(spread.samples >= 20 * 3, "ll-hls: {spread:?}");
+
     let names: Vec<&str> = report
         .protocols
         .iter()
         .map(|p| p.protocol.as_str())
         .collect();
-    assert_eq!(names, ["rtmp", "http-flv", "ws-flv", "http-ts"]);
-    assert_eq!(report.overall.connected, 80);
+    assert_eq!(names, ["rtmp", "http-flv", "ws-flv", "http-ts", "ll-hls"]);
+    assert_eq!(report.overall.connected, 100);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(written["overall"]["connected"], 80);
+    assert_eq!(written["overall"]["connected"], 100);
 
     // 60 players of one stream over the fan-out: past 16, its fan-out sends from tapes (sendfile).
     let url = bench::http::Url::parse(&format!("http://127.0.0.1:{http}/metrics")).unwrap();
