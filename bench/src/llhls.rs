@@ -991,6 +991,7 @@ mod tests {
                             discontinuity: 0,
                             timestamp: u64::from(item.ts),
                             target_duration: 1,
+                            program_date_ms: 0,
                         });
                         segment += 1;
                     }

@@ -39,7 +39,6 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP2_MAX_STREAMS: u32 = 100;
-/// What an HTTP/2 client sends first (RFC 9113, 3.4); gRPC clients start with it.
 
 /// Serve `router` to the connections `admission` lets in until `stop` turns true; then
 /// stop accepting, shut every connection down gracefully and wait up to `grace` for them.
