@@ -1,7 +1,9 @@
 //! Browser players against a real ferrolive: hls.js and Chromium's own HLS player on the
 //! HLS playlist, hls.js on the fMP4 and low-latency playlist from an origin and an edge, mpegts.js on HTTP-FLV and WebSocket-FLV, in headless Chromium driven by Playwright
 //! (`tests/browser/play.mjs`, which reports how playback went); and Chromium seeking in a
-//! recorded MP4 (`tests/browser/seek.mjs`).
+//! recorded MP4 (`tests/browser/seek.mjs`); and the node console (`tests/browser/console.mjs`):
+//! the stream list and its player in every protocol, the bare player page, and the player
+//! libraries served by the node itself with `--console-assets`.
 //!
 //! Needs Debian's `chromium` and the npm packages of `tests/browser` (`npm ci` there): the
 //! test command in README.md installs both.
@@ -164,7 +166,8 @@ fn players_cross_a_b_frame_publishers_reconnect() {
 /// hls.js plays the TS playlist, the fMP4 playlist in whole segments and the same
 /// playlist in low-latency mode (parts, blocking reloads, preload hints), from an origin
 /// and from an edge, each with its picture advancing and no error; in low-latency mode it
-/// plays within 2.5 s of the origin's wall clock (the program dates).
+/// plays within 4 s of the origin's wall clock (the program dates; about 1.5-2 s on an idle
+/// machine), where whole segments play more than 6 s behind.
 #[test]
 fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
     require_browser();
@@ -217,8 +220,10 @@ fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
             let low_latency = report.0["lowLatencyPlaylist"].as_bool() == Some(true);
             if url.ends_with("index.m3u8") && player == "hlsjs" {
                 assert!(low_latency, "{what}");
+                // Well ahead of whole-segment playback (three 2 s segments and more behind),
+                // with room for a loaded machine and a debug build.
                 let behind = report.number("dateLatency");
-                assert!(behind > 0.0 && behind < 2.5, "{what}");
+                assert!(behind > 0.0 && behind < 4.0, "{what}");
             }
             eprintln!(
                 "{player} {url}: {:.2} s behind the live edge by hls.js, {:?} s by the clock",
@@ -318,4 +323,97 @@ fn chromium_seeks_in_a_recorded_mp4() {
         report["ranges"].as_array().is_some_and(|r| !r.is_empty()),
         "the browser asked for no byte range: {report}"
     );
+}
+
+/// Drive the node console at `server` for `stream` (see `tests/browser/console.mjs`).
+fn console(server: &Server, stream: &str, offline: bool) -> Report {
+    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
+    let out = Command::new("node")
+        .current_dir(browser_dir())
+        .args(["console.mjs", "--base", &format!("http://{}", server.http)])
+        .args(["--stream", stream, "--screenshots"])
+        .arg(&screenshots)
+        .args(["--offline", if offline { "yes" } else { "no" }])
+        .output()
+        .expect("node is required: run the test command from README.md");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "console.mjs printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("console screenshots in {}", screenshots.display());
+    Report(serde_json::from_str(line).expect("console.mjs prints one JSON report"))
+}
+
+/// How one player in the console went: its picture advanced and was decoded, the page
+/// showed a latency, and the player reported no error.
+fn assert_played(what: &str, played: &Value, report: &Report) {
+    let number = |field: &str| played[field].as_f64().unwrap_or(0.0);
+    assert!(
+        number("currentTime") > number("early") && number("early") > 0.0,
+        "{what}: the picture did not advance: {played}\n{report}"
+    );
+    assert!(number("frames") > 25.0, "{what}: {played}\n{report}");
+    assert!(
+        played["latency"].as_f64().is_some(),
+        "{what}: no latency shown: {played}"
+    );
+    assert_eq!(
+        played["errors"],
+        Value::Array(vec![]),
+        "{what}: {played}\n{report}"
+    );
+}
+
+/// The console on the player port: with ffmpeg publishing, `/` lists the stream within
+/// 3 s with its codecs and resolution, its player plays it over HTTP-FLV, WebSocket-FLV,
+/// HLS, LL-HLS and HTTP-fMP4 with the latency on screen, and the bare page
+/// `/play/APP/ROOM` plays it too. The libraries come from the CDN URLs (answered here by the
+/// npm copies, whose integrity hashes the pages pin).
+#[test]
+fn the_console_lists_the_stream_and_plays_every_protocol() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish_b_frames(&server.rtmp_url("show"));
+    server.wait_live("show");
+    std::thread::sleep(Duration::from_secs(3));
+    let report = console(&server, "live/show", false);
+    let listed = report.number("listedMs");
+    assert!(listed > 0.0 && listed < 3000.0, "{report}");
+    let row = report.0["row"].as_str().unwrap_or_default();
+    assert!(
+        row.contains("h264 320×240") && row.contains("aac"),
+        "{report}"
+    );
+    for protocol in ["http-flv", "ws-flv", "hls", "ll-hls", "http-fmp4"] {
+        assert_played(protocol, &report.0["protocols"][protocol], &report);
+    }
+    assert_played("/play/live/show", &report.0["bare"], &report);
+    let cdn = report.texts("cdnRequests");
+    assert!(cdn.iter().any(|u| u.contains("hls.js@")), "{report}");
+}
+
+/// With `--console-assets`, the pages load the player libraries from the node: nothing
+/// is fetched from the CDN (every such request fails here) and the player plays.
+#[test]
+fn the_console_works_without_the_internet_with_console_assets() {
+    require_browser();
+    testkit::require_ffmpeg();
+    let assets = testkit::temp_dir("console-assets");
+    let node_modules = browser_dir().join("node_modules");
+    for (from, to) in [
+        ("hls.js/dist/hls.min.js", "hls.min.js"),
+        ("mpegts.js/dist/mpegts.js", "mpegts.js"),
+    ] {
+        std::fs::copy(node_modules.join(from), assets.join(to)).expect("copy a library");
+    }
+    let server = Server::start(&["--console-assets", assets.to_str().unwrap()]);
+    let _publisher = publish_b_frames(&server.rtmp_url("local"));
+    server.wait_live("local");
+    let report = console(&server, "live/local", true);
+    assert!(report.texts("cdnRequests").is_empty(), "{report}");
+    assert_played("/play/live/local offline", &report.0["bare"], &report);
 }

@@ -2,6 +2,7 @@
 //! and stopped when nobody has asked for the stream over HLS for a while, so streams
 //! nobody watches over HLS cost nothing. HLS players count as viewers by [`sessions`].
 
+mod gate;
 pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use media::names::app_of;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use self::gate::ReloadGate;
 use self::sessions::{SessionKey, Sessions};
 use crate::metrics::{Protocol, ViewerGuard};
 use crate::Node;
@@ -63,6 +65,8 @@ struct Packaging {
     last_request: Mutex<Instant>,
     /// Woken whenever a segment or part is finished, or the stream ends.
     progress: Notify,
+    /// Blocked reloads are answered before part downloads go out.
+    reloads: ReloadGate,
 }
 
 impl Packaging {
@@ -199,6 +203,7 @@ impl Hls {
         let first_wait = self.config_for(key).target_duration * 3 + Duration::from_secs(4);
         let mut deadline = tokio::time::Instant::now() + first_wait;
         let mut blocking_from = None;
+        let mut blocked = None;
         loop {
             let notified = packaging.progress.notified();
             {
@@ -220,6 +225,7 @@ impl Hls {
                         let wait = Duration::from_secs(3 * cmaf.target_duration());
                         deadline = tokio::time::Instant::now() + wait;
                         blocking_from = Some(());
+                        blocked = Some(packaging.reloads.block());
                     }
                 }
             }
@@ -231,6 +237,9 @@ impl Hls {
                     Some(()) => PlaylistRefusal::NotInTime,
                     None => PlaylistRefusal::No(NoPlaylist::NotLive),
                 });
+            }
+            if let Some(blocked) = blocked.as_mut() {
+                blocked.woke();
             }
         }
     }
@@ -258,7 +267,7 @@ impl Hls {
         self.sessions().segment(client, Instant::now(), || {
             Some(Player {
                 _watching: node.hub.watch(key, Audience::Viewer)?,
-                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls),
+                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls, key),
             })
         });
         match stem.split_once('.') {
@@ -272,16 +281,18 @@ impl Hls {
                 let deadline = tokio::time::Instant::now() + wait;
                 loop {
                     let notified = packaging.progress.notified();
-                    {
+                    let (found, worth_waiting) = {
                         let cmaf = packaging.cmaf();
-                        if let Some(found) = cmaf.part(sequence, part) {
-                            return Some(("video/iso.segment", found.data.clone()));
-                        }
                         // Only the next part of the open segment is worth waiting for.
                         let next = cmaf.position() == Some((sequence, part));
-                        if !next || cmaf.is_ended() {
-                            return None;
-                        }
+                        (cmaf.part(sequence, part), next && !cmaf.is_ended())
+                    };
+                    if let Some(found) = found {
+                        packaging.reloads.answers_first().await;
+                        return Some(("video/iso.segment", found.data.clone()));
+                    }
+                    if !worth_waiting {
+                        return None;
                     }
                     tokio::time::timeout_at(deadline, notified).await.ok()?;
                 }
@@ -304,7 +315,7 @@ impl Hls {
         self.sessions().segment(client, Instant::now(), || {
             Some(Player {
                 _watching: node.hub.watch(key, Audience::Viewer)?,
-                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls),
+                _gauge: ViewerGuard::new(node.metrics.clone(), Protocol::Hls, key),
             })
         });
         Some(segment)
@@ -332,6 +343,7 @@ impl Hls {
             cmaf: Mutex::new(CmafPackager::new(cmaf)),
             last_request: Mutex::new(Instant::now()),
             progress: Notify::new(),
+            reloads: ReloadGate::default(),
         });
         streams.insert(key.to_owned(), packaging.clone());
         drop(streams);
@@ -370,6 +382,9 @@ impl Hls {
                         let before = packager.listed().last().map(|s| s.sequence);
                         packager.push(&frame);
                         if moved || packager.listed().last().map(|s| s.sequence) != before {
+                            if moved {
+                                packaging.reloads.release();
+                            }
                             packaging.progress.notify_waiters();
                         }
                         let problem = packager.problem();
