@@ -100,6 +100,10 @@ struct MediaArgs {
     /// than a segment. Players hold back three parts.
     #[arg(long, env = "FERROLIVE_HLS_PART_MS", default_value_t = 333)]
     hls_part_ms: u64,
+    /// A directory with the console's player libraries (`hls.min.js`, `mpegts.js`) for
+    /// networks without the internet; without it the console's pages load them from a CDN.
+    #[arg(long, env = "FERROLIVE_CONSOLE_ASSETS")]
+    console_assets: Option<PathBuf>,
     /// Seconds a graceful shutdown (SIGTERM or Ctrl-C) may take: stop accepting, end the
     /// streams for their players, release the stream leases and the node heartbeat. The
     /// process exits after it even if the registry does not answer.
@@ -806,6 +810,7 @@ fn node_config(
         },
         rtmp_incomplete_limit: args.rtmp_incomplete_mib.saturating_mul(1024 * 1024),
         record_dir: None,
+        console_assets: args.console_assets.clone(),
     })
 }
 

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub http_limits: ConnectionLimits,
     /// Where recordings are, for `/recordings/...` (none: not served).
     pub record_dir: Option<PathBuf>,
+    /// Where the console's player libraries are (none: the pages load them from a CDN).
+    pub console_assets: Option<PathBuf>,
     /// Declared bytes of unfinished RTMP messages the node holds at most for connections
     /// that are not publishing, all together (see [`rtmp::IncompleteMessages`]).
     pub rtmp_incomplete_limit: usize,

@@ -1,8 +1,9 @@
 //! Process-wide counters, rendered in the Prometheus text format on `/metrics`.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use media::hub::Hub;
 
@@ -20,6 +21,9 @@ pub struct Metrics {
     pub viewers: AtomicU64,
     /// Of `viewers`, by protocol ([`Protocol::index`]).
     pub viewers_by_protocol: [AtomicU64; Protocol::ALL.len()],
+    /// Of `viewers`, by stream and protocol (for the console; not a metric, whose labels
+    /// would grow with the streams).
+    stream_viewers: Mutex<HashMap<String, [u64; Protocol::ALL.len()]>>,
     /// Other nodes pulling streams from this one now.
     pub relays: AtomicU64,
     pub bytes_in_total: AtomicU64,
@@ -107,17 +111,26 @@ impl Protocol {
     }
 }
 
-/// Counts one player in `viewers` and in its protocol's count while alive.
+/// Counts one player of `stream` in `viewers` and in its protocol's counts while alive.
 pub struct ViewerGuard {
     metrics: Arc<Metrics>,
     protocol: Protocol,
+    stream: String,
 }
 
 impl ViewerGuard {
-    pub fn new(metrics: Arc<Metrics>, protocol: Protocol) -> Self {
+    pub fn new(metrics: Arc<Metrics>, protocol: Protocol, stream: &str) -> Self {
         metrics.viewers.fetch_add(1, Relaxed);
         metrics.viewers_by_protocol[protocol.index()].fetch_add(1, Relaxed);
-        ViewerGuard { metrics, protocol }
+        metrics
+            .stream_viewers()
+            .entry(stream.to_owned())
+            .or_default()[protocol.index()] += 1;
+        ViewerGuard {
+            metrics,
+            protocol,
+            stream: stream.to_owned(),
+        }
     }
 }
 
@@ -125,12 +138,35 @@ impl Drop for ViewerGuard {
     fn drop(&mut self) {
         self.metrics.viewers.fetch_sub(1, Relaxed);
         self.metrics.viewers_by_protocol[self.protocol.index()].fetch_sub(1, Relaxed);
+        let mut by_stream = self.metrics.stream_viewers();
+        if let Some(counts) = by_stream.get_mut(&self.stream) {
+            counts[self.protocol.index()] = counts[self.protocol.index()].saturating_sub(1);
+            if counts.iter().all(|&n| n == 0) {
+                by_stream.remove(&self.stream);
+            }
+        }
     }
 }
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    fn stream_viewers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, [u64; Protocol::ALL.len()]>> {
+        self.stream_viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Players of `stream` now, by protocol ([`Protocol::index`]).
+    pub fn viewers_of(&self, stream: &str) -> [u64; Protocol::ALL.len()] {
+        self.stream_viewers()
+            .get(stream)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// `refused`: connections refused at the door (see [`crate::admission`]).

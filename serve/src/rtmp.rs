@@ -294,7 +294,11 @@ impl Connection {
                 match join {
                     Some(join) => {
                         debug!(stream = %join.watching.name(), peer = %self.peer, "play start");
-                        let _viewer = ViewerGuard::new(self.node.metrics.clone(), Protocol::Rtmp);
+                        let _viewer = ViewerGuard::new(
+                            self.node.metrics.clone(),
+                            Protocol::Rtmp,
+                            join.watching.name(),
+                        );
                         self.session.accept_play(&name);
                         limit_send_buffer(&self.socket, self.node.config.viewer_send_buffer);
                         // The play replies go first; from here the fan-out writes the media.

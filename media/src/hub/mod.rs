@@ -156,6 +156,10 @@ pub struct StreamInfo {
     pub has_audio: bool,
     pub has_video: bool,
     pub generation: u32,
+    /// When its first publisher began (a stream taken over by a new publisher keeps it).
+    pub created: Instant,
+    /// What its publisher sends (codecs, resolution, bytes so far).
+    pub stats: PublishStats,
 }
 
 impl Hub {
@@ -182,7 +186,7 @@ impl Hub {
             Some(stream) if !stream.lock().ended => stream.clone(),
             _ => {
                 let id = self.streams_created.fetch_add(1, Ordering::Relaxed) + 1;
-                let stream = Arc::new(Stream::new(id, name, &self.config));
+                let stream = Arc::new(Stream::new(id, name, &self.config, now));
                 streams.insert(name.to_owned(), stream.clone());
                 stream
             }
@@ -324,6 +328,8 @@ impl Hub {
                     has_audio: state.has_audio,
                     has_video: state.has_video,
                     generation: state.generation,
+                    created: s.created,
+                    stats: state.stats.clone(),
                 }
             })
             .collect()

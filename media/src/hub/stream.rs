@@ -26,13 +26,16 @@ pub(super) struct Stream {
     pub(super) viewers: AtomicUsize,
     /// Other nodes pulling the stream right now.
     pub(super) relays: AtomicUsize,
+    /// When its first publisher began.
+    pub(super) created: Instant,
 }
 
 impl Stream {
-    pub(super) fn new(id: u64, name: &str, config: &HubConfig) -> Stream {
+    pub(super) fn new(id: u64, name: &str, config: &HubConfig, now: Instant) -> Stream {
         let (sender, _) = broadcast::channel(config.backlog.max(16));
         Stream {
             id,
+            created: now,
             name: name.to_owned(),
             viewers: AtomicUsize::new(0),
             relays: AtomicUsize::new(0),

@@ -62,7 +62,11 @@ pub(super) async fn stream_flv(
     };
     let _watching: Box<dyn Send> = match marks {
         true => Box::new(GaugeGuard::new(node.metrics.clone(), |m| &m.relays)),
-        false => Box::new(ViewerGuard::new(node.metrics.clone(), protocol)),
+        false => Box::new(ViewerGuard::new(
+            node.metrics.clone(),
+            protocol,
+            join.watching.name(),
+        )),
     };
     limit_send_buffer(&socket, node.config.viewer_send_buffer);
     let name = join.watching.name().to_owned();

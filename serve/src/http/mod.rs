@@ -8,6 +8,7 @@
 //! (HLS playlists, segments and parts, health, metrics) is a [`Reply`], which HTTP/2
 //! clients get too ([`h2`]).
 
+mod console;
 mod files;
 mod flv;
 mod h2;
@@ -317,6 +318,12 @@ async fn reply(
             Reply::text("405 Method Not Allowed", "method not allowed\n")
         }
         Route::NotFound => Reply::not_found("path"),
+        Route::Console(page) => console::page(page, node.config.console_assets.as_deref()),
+        Route::ConsoleFile(name) => console::own_file(name),
+        Route::ConsoleLibrary(name) => {
+            console::library(name, node.config.console_assets.as_deref()).await
+        }
+        Route::Streams => console::streams(node),
     }
 }
 

@@ -137,7 +137,7 @@ async fn stream_muxed(
     (muxed, http10): (Muxed, bool),
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
-    let _viewer = ViewerGuard::new(node.metrics.clone(), muxed.protocol());
+    let _viewer = ViewerGuard::new(node.metrics.clone(), muxed.protocol(), frames.name());
     limit_send_buffer(&socket, node.config.viewer_send_buffer);
     let name = frames.name().to_owned();
     let protocol = muxed.protocol().label();

@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | OPTIONS | any | [`Route::Preflight`] (CORS) |
 //! | GET, HEAD | `/healthz`, `/readyz`, `/metrics` | [`Route::Health`], [`Route::Ready`], [`Route::Metrics`] |
+//! | GET, HEAD | `/`, `/play/{app}/{room}` | [`Route::Console`] (the pages) |
+//! | GET, HEAD | `/console/{file}`, `/console/lib/{file}` | [`Route::ConsoleFile`], [`Route::ConsoleLibrary`] |
+//! | GET, HEAD | `/api/streams` | [`Route::Streams`] (the console's list, JSON) |
 //! | GET, HEAD | `/{app}/{room}.flv` | [`Route::Flv`] |
 //! | GET, HEAD | `/{app}/{room}.m3u8` | [`Route::Playlist`] |
 //! | GET, HEAD | `/{app}/{room}/{sequence}.ts` | [`Route::Segment`] |
@@ -17,6 +20,7 @@
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
 
+use super::console::Page;
 use crate::stream_key;
 
 /// Where a request goes. Stream routes carry the hub key of the stream asked for, or
@@ -64,6 +68,14 @@ pub enum Route<'a> {
     },
     NotFound,
     MethodNotAllowed,
+    /// A console page (see [`super::console`]).
+    Console(Page),
+    /// One of the console's own scripts or style sheets.
+    ConsoleFile(&'a str),
+    /// A player library from `--console-assets`.
+    ConsoleLibrary(&'a str),
+    /// The node's live streams as JSON.
+    Streams,
 }
 
 /// The route of a request for `path` (without the query) with `method`.
@@ -78,7 +90,22 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
             file: crate::recordings::is_recording(file).then_some(file),
         };
     }
+    if let Some(name) = path.strip_prefix("/console/lib/") {
+        return Route::ConsoleLibrary(name);
+    }
+    if let Some(name) = path.strip_prefix("/console/").filter(|n| !n.contains('/')) {
+        if name.ends_with(".js") || name.ends_with(".css") {
+            return Route::ConsoleFile(name);
+        }
+    }
+    if let Some(stream) = path.strip_prefix("/play") {
+        if stream.matches('/').count() == 2 && stream_of(stream, "").is_some() {
+            return Route::Console(Page::Play);
+        }
+    }
     match path {
+        "/" => Route::Console(Page::Index),
+        "/api/streams" => Route::Streams,
         "/healthz" => Route::Health,
         "/readyz" => Route::Ready,
         "/metrics" => Route::Metrics,
@@ -180,6 +207,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_console_has_its_own_paths_beside_the_streams() {
+        assert_eq!(route("GET", "/"), Route::Console(Page::Index));
+        assert_eq!(route("GET", "/play/live/room"), Route::Console(Page::Play));
+        assert_eq!(route("GET", "/play/live/../x"), Route::NotFound);
+        assert_eq!(route("GET", "/api/streams"), Route::Streams);
+        assert_eq!(
+            route("GET", "/console/console.js"),
+            Route::ConsoleFile("console.js")
+        );
+        assert_eq!(
+            route("GET", "/console/lib/hls.min.js"),
+            Route::ConsoleLibrary("hls.min.js")
+        );
+        // An app called `play` or `console` keeps its streams.
+        assert_eq!(flv("/play/room.flv").as_deref(), Some("play/room"));
+        assert_eq!(flv("/console/room.flv").as_deref(), Some("console/room"));
+    }
+
     fn flv(path: &str) -> Option<String> {
         match route("GET", path) {
             Route::Flv { stream } => stream,
@@ -255,6 +301,6 @@ mod tests {
         assert_eq!(route("HEAD", "/healthz"), Route::Health);
         assert_eq!(route("GET", "/readyz"), Route::Ready);
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
-        assert_eq!(route("GET", "/"), Route::NotFound);
+        assert_eq!(route("GET", "/nothing/here"), Route::NotFound);
     }
 }

@@ -1,0 +1,208 @@
+// The node's console and player (served at / and /play/APP/ROOM by every node). Plain
+// JavaScript, no build step: the pages are compiled into the binary. hls.js and mpegts.js
+// come from a pinned CDN copy with subresource integrity, or from the node itself when it
+// runs with --console-assets.
+'use strict';
+
+const Console = (() => {
+    const PROTOCOLS = [
+        ['http-flv', 'HTTP-FLV'],
+        ['ws-flv', 'WebSocket-FLV'],
+        ['hls', 'HLS'],
+        ['ll-hls', 'LL-HLS'],
+        ['http-fmp4', 'HTTP-fMP4'],
+    ];
+    const VIEWER_PROTOCOLS = ['rtmp', 'http-flv', 'ws-flv', 'hls', 'http-ts', 'http-fmp4'];
+    let rtmpPort = 1935;
+    let current = null;
+
+    const $ = id => document.getElementById(id);
+    const el = (tag, props = {}, ...children) => {
+        const e = Object.assign(document.createElement(tag), props);
+        e.append(...children);
+        return e;
+    };
+
+    function urls(stream) {
+        const http = location.origin + '/' + stream;
+        const ws = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/' + stream;
+        return {
+            'http-flv': http + '.flv',
+            'ws-flv': ws + '.flv',
+            'hls': http + '.m3u8',
+            'll-hls': http + '/index.m3u8',
+            'http-fmp4': http + '.mp4',
+            'http-ts': http + '.ts',
+            'rtmp': `rtmp://${location.hostname}:${rtmpPort}/${stream}`,
+        };
+    }
+
+    function stop(video) {
+        if (current) current.destroy();
+        current = null;
+        video.removeAttribute('src');
+        video.load();
+    }
+
+    // Play `stream` over `protocol` in `video`.
+    function play(video, stream, protocol) {
+        stop(video);
+        const url = urls(stream)[protocol];
+        window.ferrolive = { stream, protocol, url, latency: null, errors: [] };
+        const failed = why => window.ferrolive.errors.push(why);
+        if (protocol === 'http-flv' || protocol === 'ws-flv') {
+            if (!window.mpegts || !mpegts.isSupported()) return failed('mpegts.js is not available');
+            const player = mpegts.createPlayer({ type: 'flv', isLive: true, url },
+                { enableStashBuffer: false, liveBufferLatencyChasing: true });
+            player.on(mpegts.Events.ERROR, (type, detail) => failed(type + ': ' + detail));
+            player.attachMediaElement(video);
+            player.load();
+            current = { destroy: () => player.destroy() };
+        } else if (protocol === 'hls' || protocol === 'll-hls') {
+            if (window.Hls && Hls.isSupported()) {
+                const hls = new Hls({ lowLatencyMode: protocol === 'll-hls' });
+                hls.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) failed(data.details); });
+                hls.loadSource(url);
+                hls.attachMedia(video);
+                current = { hls, destroy: () => hls.destroy() };
+            } else {
+                // Safari plays HLS itself.
+                video.src = url;
+            }
+        } else {
+            // Fragmented MP4 as it arrives: the browser's own player takes it.
+            video.src = url;
+        }
+        video.play().catch(() => {});
+    }
+
+    // How far behind live the picture is: by the stream's program dates where the player
+    // knows them (LL-HLS), else by what has arrived and not been shown yet.
+    function latency(video) {
+        const hls = current && current.hls;
+        if (hls && hls.playingDate) return ['behind the origin\'s clock', (Date.now() - hls.playingDate.getTime()) / 1000];
+        if (hls && hls.latency) return ['behind the live edge', hls.latency];
+        const b = video.buffered;
+        if (!b.length || video.currentTime === 0) return null;
+        return ['behind what arrived', Math.max(0, b.end(b.length - 1) - video.currentTime)];
+    }
+
+    function showLatency(video) {
+        setInterval(() => {
+            const l = latency(video);
+            $('latency').textContent = l ? `${l[1].toFixed(2)} s ${l[0]}` : 'starting…';
+            if (window.ferrolive) window.ferrolive.latency = l && l[1];
+        }, 250);
+    }
+
+    function kbps(bits, ms) { return ms > 0 ? Math.round(bits / ms) : 0; }
+
+    function duration(ms) {
+        const s = Math.floor(ms / 1000);
+        const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+        return (h ? h + 'h ' : '') + (h || m ? m + 'm ' : '') + (s % 60) + 's';
+    }
+
+    function viewers(byProtocol) {
+        const parts = VIEWER_PROTOCOLS.filter(p => byProtocol[p]).map(p => `${byProtocol[p]} ${p}`);
+        return parts.length ? parts.join(', ') : '0';
+    }
+
+    function copyable(list, name, value) {
+        const button = el('button', { textContent: 'copy' });
+        button.onclick = () => navigator.clipboard && navigator.clipboard.writeText(value);
+        list.append(el('dt', { textContent: name }), el('dd', { textContent: value }), button);
+    }
+
+    // The list of live streams with a player for the one chosen.
+    function index() {
+        document.addEventListener('DOMContentLoaded', () => {
+            const video = $('video');
+            const wanted = new URLSearchParams(location.search);
+            let chosen = wanted.get('stream');
+            let protocol = wanted.get('protocol') || 'll-hls';
+            const last = new Map();
+            for (const host of document.querySelectorAll('.host')) host.textContent = location.hostname + ':' + rtmpPort;
+            showLatency(video);
+
+            function choose(stream, how) {
+                chosen = stream;
+                protocol = how;
+                history.replaceState(null, '', `/?stream=${encodeURIComponent(stream)}&protocol=${how}`);
+                $('player').hidden = false;
+                $('playing').textContent = stream;
+                const switcher = $('protocols');
+                switcher.replaceChildren(...PROTOCOLS.map(([id, name]) => {
+                    const b = el('button', { textContent: name, className: id === how ? 'on' : '' });
+                    b.dataset.protocol = id;
+                    b.onclick = () => choose(stream, id);
+                    return b;
+                }));
+                const u = urls(stream);
+                const list = $('urls');
+                list.replaceChildren();
+                copyable(list, 'RTMP', u.rtmp);
+                for (const [id, name] of PROTOCOLS) copyable(list, name, u[id]);
+                copyable(list, 'HTTP-TS', u['http-ts']);
+                copyable(list, 'embed', `<iframe src="${location.origin}/play/${stream}?protocol=${how}" allow="autoplay" width="640" height="360"></iframe>`);
+                const [app] = stream.split('/');
+                const obs = $('obs');
+                obs.replaceChildren();
+                copyable(obs, 'Server', `rtmp://${location.hostname}:${rtmpPort}/${app}`);
+                copyable(obs, 'Stream key', 'the room\'s channel key (from the control API)');
+                for (const row of document.querySelectorAll('#streams tbody tr')) {
+                    row.classList.toggle('selected', row.dataset.stream === stream);
+                }
+                play(video, stream, how);
+            }
+
+            async function refresh() {
+                let answer;
+                try {
+                    answer = await (await fetch('/api/streams', { cache: 'no-store' })).json();
+                } catch (e) {
+                    return;
+                }
+                rtmpPort = answer.rtmp_port;
+                $('node').textContent = `${answer.streams.length} live`;
+                const now = performance.now();
+                const rows = answer.streams.map(s => {
+                    const before = last.get(s.stream);
+                    last.set(s.stream, { bytes: s.bytes_in, at: now });
+                    const rate = before ? kbps(8 * (s.bytes_in - before.bytes), now - before.at)
+                        : kbps(8 * s.bytes_in, s.uptime_ms);
+                    const size = s.width ? ` ${s.width}×${s.height}` : '';
+                    const row = el('tr', {},
+                        el('td', { textContent: s.stream }),
+                        el('td', { textContent: (s.video || '-') + size }),
+                        el('td', { textContent: s.audio || '-' }),
+                        el('td', { textContent: rate + ' kbit/s' }),
+                        el('td', { textContent: viewers(s.viewers) }),
+                        el('td', { textContent: duration(s.uptime_ms) }));
+                    row.dataset.stream = s.stream;
+                    row.classList.toggle('selected', s.stream === chosen);
+                    row.onclick = () => choose(s.stream, protocol);
+                    return row;
+                });
+                $('streams').tBodies[0].replaceChildren(...rows);
+                $('empty').hidden = rows.length > 0;
+                if (chosen && !current && $('player').hidden) choose(chosen, protocol);
+            }
+            refresh();
+            setInterval(refresh, 1000);
+        });
+    }
+
+    // The bare player of /play/APP/ROOM (for an <iframe>): ?protocol= picks the protocol.
+    function bare() {
+        document.addEventListener('DOMContentLoaded', () => {
+            const video = $('video');
+            const stream = decodeURIComponent(location.pathname.replace(/^\/play\//, ''));
+            const protocol = new URLSearchParams(location.search).get('protocol') || 'http-flv';
+            showLatency(video);
+            play(video, stream, protocol);
+        });
+    }
+
+    return { index, bare };
+})();
