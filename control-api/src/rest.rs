@@ -58,7 +58,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
     ("GET", "/api/v1/rooms/{room}/play.rtmp"),
+    ("GET", "/api/v1/nodes"),
     ("GET", "/api/v1/openapi.json"),
+    ("GET", "/console"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ];
@@ -126,7 +128,11 @@ fn endpoint(state: &AppState, method: &str, path: &str) -> MethodRouter<AppState
         ("GET", "/api/v1/rooms/{room}/play.flv") => (Guard::V1, play_redirect(PlayFormat::Flv)),
         ("GET", "/api/v1/rooms/{room}/play.m3u8") => (Guard::V1, play_redirect(PlayFormat::Hls)),
         ("GET", "/api/v1/rooms/{room}/play.rtmp") => (Guard::V1, play_redirect(PlayFormat::Rtmp)),
+        ("GET", "/api/v1/nodes") => (Guard::V1, get(v1_nodes)),
         ("GET", "/api/v1/openapi.json") => (Guard::Open, get(openapi)),
+        // The page holds nothing: what it shows comes from the API, with the token the
+        // operator types in.
+        ("GET", "/console") => (Guard::Open, get(console)),
         ("GET", "/healthz") => (Guard::Open, get(healthz)),
         ("GET", "/readyz") => (Guard::Open, get(readyz)),
         _ => panic!("{method} {path} is in ROUTES but has no handler here"),
@@ -753,6 +759,52 @@ async fn v1_add_pull(
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(e) => v1_error(e),
     }
+}
+
+/// A node as `/api/v1/nodes` lists it: its heartbeat without the relays' details.
+#[derive(Serialize)]
+struct NodeView {
+    id: String,
+    role: registry::NodeRole,
+    region: String,
+    addrs: registry::NodeAddrs,
+    /// Viewers per stream on the node.
+    viewers: std::collections::BTreeMap<String, u64>,
+    egress_bps: u64,
+    /// Milliseconds since its last heartbeat.
+    heartbeat_age_ms: u64,
+}
+
+async fn v1_nodes(State(state): State<AppState>) -> Response {
+    match state.registry.nodes().await {
+        Ok(nodes) => {
+            let now = registry::now_ms();
+            let mut views: Vec<NodeView> = nodes
+                .into_iter()
+                .map(|n| NodeView {
+                    heartbeat_age_ms: now.saturating_sub(n.updated_at_ms),
+                    id: n.id,
+                    role: n.role,
+                    region: n.region,
+                    addrs: n.addrs,
+                    viewers: n.viewers,
+                    egress_bps: n.egress_bps,
+                })
+                .collect();
+            views.sort_by(|a, b| a.id.cmp(&b.id));
+            Json(json!({ "nodes": views })).into_response()
+        }
+        Err(e) => v1_error(e.into()),
+    }
+}
+
+/// The control console: rooms and keys, nodes, live rooms with their play URLs.
+async fn console() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../console.html"),
+    )
+        .into_response()
 }
 
 async fn v1_pulls(State(state): State<AppState>) -> Response {

@@ -633,7 +633,9 @@ async fn openapi_lists_every_endpoint() {
         ("/api/v1/rooms/{room}/play.flv", "get"),
         ("/api/v1/rooms/{room}/play.m3u8", "get"),
         ("/api/v1/rooms/{room}/play.rtmp", "get"),
+        ("/api/v1/nodes", "get"),
         ("/api/v1/openapi.json", "get"),
+        ("/console", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
     ];
@@ -644,7 +646,7 @@ async fn openapi_lists_every_endpoint() {
             "{method} {path}"
         );
     }
-    assert_eq!(paths.len(), 24);
+    assert_eq!(paths.len(), 26);
     assert!(
         paths["/api/v1/rooms/{room}/play.flv"]["get"]["responses"]["302"]["headers"]["Location"]
             .is_object()
@@ -2888,4 +2890,49 @@ async fn pulls_are_kept_in_the_registry_with_the_state_their_origin_reports() {
     assert!(reg.pulls().await.unwrap().is_empty());
     let (status, _) = api.get("/control/pull?oper=stop&app=live&name=cam").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// `/api/v1/nodes` lists the nodes' heartbeats (behind the token); `/console` is the page,
+/// open, with nothing in it that the API does not give.
+#[tokio::test]
+async fn nodes_are_listed_and_the_console_is_a_page() {
+    let api = api(ApiConfig {
+        admin_token: Some("t".into()),
+        ..config()
+    })
+    .await;
+    api.registry
+        .heartbeat(
+            &node(
+                "edge-1",
+                NodeRole::Edge,
+                "10.0.0.9:8080",
+                &[("live/movie", 3)],
+            ),
+            TTL,
+        )
+        .await
+        .unwrap();
+    let (status, _) = api.call(Method::GET, "/api/v1/nodes", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = api.call(Method::GET, "/api/v1/nodes", Some("t")).await;
+    assert_eq!(status, StatusCode::OK);
+    let edge = &body["nodes"][0];
+    assert_eq!(
+        (&edge["id"], &edge["role"], &edge["addrs"]["http"]),
+        (&json!("edge-1"), &json!("edge"), &json!("10.0.0.9:8080"))
+    );
+    assert_eq!(edge["viewers"]["live/movie"], 3);
+    assert!(edge["heartbeat_age_ms"]
+        .as_u64()
+        .is_some_and(|ms| ms < 5_000));
+    assert!(edge.get("pulls").is_none(), "{edge}");
+    let (status, headers, page) = api.call_raw(Method::GET, "/console", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("/api/v1/nodes") && page.contains("/api/v1/rooms?all=true"));
 }
