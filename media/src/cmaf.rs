@@ -706,6 +706,55 @@ mod tests {
         assert!(!p.has(2, Some(open.1)));
     }
 
+    /// Enhanced-RTMP codecs package as the writer writes them: HEVC (`hvc1`) and AV1
+    /// video, Opus audio, in segments and parts.
+    #[test]
+    fn hevc_av1_and_opus_are_packaged() {
+        use crate::fmp4::tests::{av1_header, ex_audio, ex_video, hevc_header, opus_header};
+        // HEVC coded frames without a composition offset (packet type 3): one NAL unit,
+        // IDR (type 19) or trailing (type 1); AV1 temporal units of one frame OBU.
+        let hevc = |key: bool, n: u8| {
+            let nal = if key {
+                [0x26, 0x01, n]
+            } else {
+                [0x02, 0x01, n]
+            };
+            let mut body = vec![0, 0, 0, 3];
+            body.extend_from_slice(&nal);
+            ex_video(key, 3, b"hvc1", &body)
+        };
+        let av1 = |key: bool, n: u8| ex_video(key, 1, b"av01", &[0x32, 0x02, n, n]);
+        for (header, frame, entry) in [
+            (
+                hevc_header(),
+                &hevc as &dyn Fn(bool, u8) -> Bytes,
+                &b"hvcC"[..],
+            ),
+            (av1_header(), &av1, &b"av1C"[..]),
+        ] {
+            let mut p = packaged_with(CmafConfig::default(), &[]);
+            p.push(&header);
+            p.push(&opus_header());
+            for ms in (0..3000u64).step_by(40) {
+                let key = ms % 1000 == 0;
+                let mut f = Frame::new(MediaKind::Video, ms, frame(key, (ms / 40) as u8));
+                f.segment = key.then(|| mark(ms / 1000, ms));
+                p.push(&f);
+                let opus = ex_audio(1, b"Opus", &[0xFC, (ms / 20) as u8]);
+                p.push(&Frame::new(MediaKind::Audio, ms, opus));
+            }
+            let (number, init) = p.init().unwrap();
+            let has = |needle: &[u8]| init.windows(needle.len()).any(|w| w == needle);
+            assert!(has(entry) && has(b"Opus") && has(b"dOps"), "init {number}");
+            assert_eq!(p.segments().count(), 2);
+            for s in p.segments() {
+                assert_eq!(s.parts.len(), 4);
+                assert!(s.parts[0].independent);
+                assert!(s.data.windows(4).any(|w| w == b"mdat"));
+            }
+        }
+    }
+
     /// The text is rendered once per change: until a part closes, every request gets the
     /// same bytes (the same allocation, even).
     #[test]

@@ -20,7 +20,7 @@ mod entry;
 pub mod read;
 mod stream;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use bytes::{BufMut, Bytes};
 

@@ -264,7 +264,7 @@ fn avc(key: bool, composition_ms: i32, id: u8) -> Bytes {
 }
 
 /// An Enhanced RTMP video packet: frame type 1 (key) or 2, packet type, FourCC, body.
-fn ex_video(key: bool, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {
+pub(crate) fn ex_video(key: bool, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {
     let frame_type = if key { 1 } else { 2 };
     let mut p = vec![0x80 | (frame_type << 4) | packet_type];
     p.extend_from_slice(fourcc);
@@ -273,7 +273,7 @@ fn ex_video(key: bool, packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes 
 }
 
 /// An Enhanced RTMP audio packet (SoundFormat 9): packet type, FourCC, body.
-fn ex_audio(packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {
+pub(crate) fn ex_audio(packet_type: u8, fourcc: &[u8; 4], body: &[u8]) -> Bytes {
     let mut p = vec![0x90 | packet_type];
     p.extend_from_slice(fourcc);
     p.extend_from_slice(body);
@@ -307,16 +307,16 @@ const VP9_KEYFRAME_176X144: [u8; 10] = [0x82, 0x49, 0x83, 0x42, 0x00, 0x0A, 0xF0
 /// libopus's OpusHead: stereo, pre-skip 312, 48 kHz input.
 const OPUS_HEAD: &[u8] = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00";
 
-fn hevc_header() -> Frame {
+pub(crate) fn hevc_header() -> Frame {
     video(0, ex_video(true, 0, b"hvc1", &hvcc()))
 }
-fn av1_header() -> Frame {
+pub(crate) fn av1_header() -> Frame {
     video(0, ex_video(true, 0, b"av01", &AV1C_208X120))
 }
 fn vp9_header() -> Frame {
     video(0, ex_video(true, 0, b"vp09", &VPCC))
 }
-fn opus_header() -> Frame {
+pub(crate) fn opus_header() -> Frame {
     audio(0, ex_audio(0, b"Opus", OPUS_HEAD))
 }
 
