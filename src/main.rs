@@ -100,6 +100,11 @@ struct MediaArgs {
     /// than a segment. Players hold back three parts.
     #[arg(long, env = "FERROLIVE_HLS_PART_MS", default_value_t = 333)]
     hls_part_ms: u64,
+    /// With a secret, every play (RTMP, HTTP-FLV, HLS and its segments and parts, every
+    /// protocol) needs `?token=`, signed with it (the control API mints them); the same on
+    /// every node and the control API. Edges check tokens themselves.
+    #[arg(long, env = "FERROLIVE_PLAY_SECRET", hide_env_values = true)]
+    play_secret: Option<String>,
     /// A directory with the console's player libraries (`hls.min.js`, `mpegts.js`) for
     /// networks without the internet; without it the console's pages load them from a CDN.
     #[arg(long, env = "FERROLIVE_CONSOLE_ASSETS")]
@@ -487,6 +492,10 @@ struct ControlApiArgs {
     /// The origins' record folder (shared with them), for listing and deleting recordings.
     #[arg(long, env = "FERROLIVE_RECORD_DIR", value_name = "DIR")]
     record_dir: Option<PathBuf>,
+    /// The nodes' play secret: the API mints play tokens
+    /// (`POST /api/v1/rooms/{room}/play-token`) and puts them in play URLs.
+    #[arg(long, env = "FERROLIVE_PLAY_SECRET", hide_env_values = true)]
+    play_secret: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -591,6 +600,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         args.media.shutdown_grace,
     )?;
     api.record_dir = args.record.record_dir.clone();
+    api.play_secret = play_secret(&args.media.play_secret);
     fit_connection_caps(&mut [
         &mut node.rtmp_limits,
         &mut node.http_limits,
@@ -655,6 +665,7 @@ async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
         idle_grace: seconds("edge-idle-grace", args.edge_idle_grace)?,
+        play_secret: node.play_secret.clone(),
     };
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Edge).await?;
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "edge advertises");
@@ -700,6 +711,7 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
         args.shutdown_grace,
     )?;
     api.record_dir = args.record_dir;
+    api.play_secret = play_secret(&args.play_secret);
     fit_connection_caps(&mut [&mut api.limits]);
     let registry = args.redis.connect().await?;
     control_api::run(api, registry, shutdown_signal())
@@ -723,6 +735,7 @@ fn api_config(
         limits: limits.limits(),
         shutdown_grace: seconds("shutdown-grace", shutdown_grace)?,
         record_dir: None,
+        play_secret: None,
     })
 }
 
@@ -811,7 +824,15 @@ fn node_config(
         rtmp_incomplete_limit: args.rtmp_incomplete_mib.saturating_mul(1024 * 1024),
         record_dir: None,
         console_assets: args.console_assets.clone(),
+        play_secret: play_secret(&args.play_secret),
     })
+}
+
+/// The play secret of a flag (an empty one is none).
+fn play_secret(flag: &Option<String>) -> Option<media::token::PlaySecret> {
+    flag.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| media::token::PlaySecret::new(s.as_bytes()))
 }
 
 fn node_id(cluster: &ClusterArgs) -> String {

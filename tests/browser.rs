@@ -50,8 +50,12 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// Panics with what to do unless Chromium, Node.js and the players are there.
-fn require_browser() {
+/// Panics with what to do unless Chromium, Node.js and the players are there. The guard
+/// it returns runs the browser tests one at a time: each drives up to three Chromiums
+/// with a publisher and servers, and together they would starve each other of CPU (two
+/// cores) until the players stalled.
+fn require_browser() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -61,6 +65,7 @@ fn require_browser() {
         browser_dir().join("node_modules/playwright-core").exists(),
         "tests/browser/node_modules is missing: run the test command from README.md (it runs npm ci there)"
     );
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Play `url` with `player` (hlsjs, mpegts, native) for `seconds`.
@@ -103,7 +108,7 @@ fn publish_b_frames(url: &str) -> Proc {
 /// several segments, not one.
 #[test]
 fn a_cold_hls_stream_starts_without_a_stall() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     let _publisher = publish_b_frames(&server.rtmp_url("cold"));
@@ -132,7 +137,7 @@ fn a_cold_hls_stream_starts_without_a_stall() {
 /// mpegts.js sees no second onMetaData.
 #[test]
 fn players_cross_a_b_frame_publishers_reconnect() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     let url = server.rtmp_url("again");
@@ -171,23 +176,11 @@ fn players_cross_a_b_frame_publishers_reconnect() {
 /// machine), where whole segments play more than 6 s behind.
 #[test]
 fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let redis = Redis::start();
-    let node = |role: &str, id: &str| {
-        let url = redis.url();
-        let args = [
-            "--redis-url",
-            &url,
-            "--advertise-host",
-            "127.0.0.1",
-            "--allow-loopback-advertise",
-            "--node-id",
-            id,
-            "--rtmp-noauth",
-        ];
-        Server::spawn(role, &args)
-    };
+    let node =
+        |role: &str, id: &str| Server::in_cluster(role, id, &redis.url(), &["--rtmp-noauth"]);
     let origin = node("origin", "origin-b");
     let edge = node("edge", "edge-b");
     let _publisher = publish_b_frames(&origin.rtmp_url("low"));
@@ -245,7 +238,7 @@ fn hls_js_plays_ts_fmp4_and_low_latency_from_origin_and_edge() {
 /// mpegts.js plays WebSocket-FLV (`ws://HOST:PORT/live/ROOM.flv`), as it plays HTTP-FLV.
 #[test]
 fn mpegts_js_plays_websocket_flv() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     let _publisher = publish_b_frames(&server.rtmp_url("ws"));
@@ -260,7 +253,7 @@ fn mpegts_js_plays_websocket_flv() {
 /// Chromium's own `<video>` plays HTTP-fMP4 (`/live/ROOM.mp4`) as it arrives.
 #[test]
 fn chromium_plays_http_fmp4_in_a_video_element() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     let _publisher = publish_b_frames(&server.rtmp_url("fmp4"));
@@ -280,7 +273,7 @@ fn chromium_plays_http_fmp4_in_a_video_element() {
 /// seeks in it by byte ranges, then plays on from there.
 #[test]
 fn chromium_seeks_in_a_recorded_mp4() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     let record = testkit::temp_dir("browser-recording").join("rec");
     let server = Server::start(&["--record-dir", record.to_str().unwrap()]);
     let mut publisher = publish_b_frames(&server.rtmp_url("vod"));
@@ -382,7 +375,7 @@ fn assert_played(what: &str, played: &Value, report: &Report) {
 /// npm copies, whose integrity hashes the pages pin).
 #[test]
 fn the_console_lists_the_stream_and_plays_every_protocol() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     let _publisher = publish_b_frames(&server.rtmp_url("show"));
@@ -408,7 +401,7 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
 /// is fetched from the CDN (every such request fails here) and the player plays.
 #[test]
 fn the_console_works_without_the_internet_with_console_assets() {
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let assets = testkit::temp_dir("console-assets");
     let node_modules = browser_dir().join("node_modules");
@@ -433,7 +426,7 @@ fn the_console_works_without_the_internet_with_console_assets() {
 #[test]
 fn the_control_console_rotates_a_key_and_the_old_one_is_refused() {
     use std::io::{BufRead, BufReader};
-    require_browser();
+    let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let data = testkit::temp_dir("control-console");
     let server = Server::spawn(

@@ -28,17 +28,7 @@ impl Cluster {
     }
 
     fn node(&self, role: &str, id: &str, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--redis-url",
-            &self.url,
-            "--advertise-host",
-            "127.0.0.1",
-            "--allow-loopback-advertise",
-            "--node-id",
-            id,
-        ];
-        args.extend_from_slice(extra);
-        Server::spawn(role, &args)
+        Server::in_cluster(role, id, &self.url, extra)
     }
 
     fn key(&self, room: &str) -> String {

@@ -356,19 +356,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let api = Server::spawn("control-api", &["--redis-url", &url]);
     let record = temp_dir("grafana-record");
     let missing_source = format!("live/absent=rtmp://127.0.0.1:{}/live/absent", free_port());
-    let node = |role: &str, id: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--redis-url",
-            &url,
-            "--advertise-host",
-            "127.0.0.1",
-            "--allow-loopback-advertise",
-            "--node-id",
-            id,
-        ];
-        args.extend_from_slice(extra);
-        Server::spawn(role, &args)
-    };
+    let node = |role: &str, id: &str, extra: &[&str]| Server::in_cluster(role, id, &url, extra);
     let origin = node(
         "origin",
         "origin-g",

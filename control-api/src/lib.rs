@@ -65,6 +65,8 @@ pub struct ApiConfig {
     pub shutdown_grace: Duration,
     /// The record folder the origins write (none: recordings are not listed here).
     pub record_dir: Option<std::path::PathBuf>,
+    /// The cluster's play secret: the API mints play tokens and puts them in play URLs.
+    pub play_secret: Option<media::token::PlaySecret>,
 }
 
 /// The default caps on the control API's open connections.
@@ -101,6 +103,7 @@ impl Default for ApiConfig {
             limits: DEFAULT_LIMITS,
             shutdown_grace: Duration::from_secs(5),
             record_dir: None,
+            play_secret: None,
         }
     }
 }
@@ -122,6 +125,7 @@ pub(crate) struct AppState {
     /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
     pub shutdown: watch::Receiver<bool>,
     pub record_dir: Option<Arc<std::path::Path>>,
+    pub play_secret: Option<media::token::PlaySecret>,
 }
 
 impl AppState {
@@ -139,6 +143,7 @@ impl AppState {
             )),
             shutdown,
             record_dir: config.record_dir.as_deref().map(Arc::from),
+            play_secret: config.play_secret.clone(),
         }
     }
 }

@@ -54,6 +54,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/pulls"),
     ("GET", "/api/v1/pulls"),
     ("DELETE", "/api/v1/pulls/{id}"),
+    ("POST", "/api/v1/rooms/{room}/play-token"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -129,6 +130,7 @@ fn endpoint(state: &AppState, method: &str, path: &str) -> MethodRouter<AppState
         ("GET", "/api/v1/rooms/{room}/play.m3u8") => (Guard::V1, play_redirect(PlayFormat::Hls)),
         ("GET", "/api/v1/rooms/{room}/play.rtmp") => (Guard::V1, play_redirect(PlayFormat::Rtmp)),
         ("GET", "/api/v1/nodes") => (Guard::V1, get(v1_nodes)),
+        ("POST", "/api/v1/rooms/{room}/play-token") => (Guard::V1, post(v1_play_token)),
         ("GET", "/api/v1/openapi.json") => (Guard::Open, get(openapi)),
         // The page holds nothing: what it shows comes from the API, with the token the
         // operator types in.
@@ -869,6 +871,44 @@ async fn v1_play(
 ) -> Response {
     match play_view(&state, &room, query).await {
         Ok(view) => no_store(Json(view).into_response()),
+        Err(e) => v1_error(e),
+    }
+}
+
+/// What a play token is asked for: how long it is good for, and the one client address it
+/// is good from.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayTokenRequest {
+    lifetime_s: Option<u64>,
+    ip: Option<std::net::IpAddr>,
+}
+
+/// The longest a minted play token may live: a week.
+const MAX_TOKEN_LIFETIME_S: u64 = 7 * 24 * 3600;
+
+async fn v1_play_token(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    query: AppQueryResult,
+    body: Option<Json<PlayTokenRequest>>,
+) -> Response {
+    let app = match requested_app(&state, query) {
+        Ok(app) => app,
+        Err(e) => return v1_error(e),
+    };
+    let asked = body.map(|Json(b)| b).unwrap_or_default();
+    let lifetime = asked
+        .lifetime_s
+        .unwrap_or(crate::rooms::PLAY_TOKEN_LIFETIME.as_secs());
+    if !(1..=MAX_TOKEN_LIFETIME_S).contains(&lifetime) {
+        return v1_error(ApiError::BadRequest(format!(
+            "lifetime_s must be 1 to {MAX_TOKEN_LIFETIME_S}"
+        )));
+    }
+    let lifetime = std::time::Duration::from_secs(lifetime);
+    match state.play_token(&room, &app, lifetime, asked.ip) {
+        Ok(token) => no_store(Json(token).into_response()),
         Err(e) => v1_error(e),
     }
 }

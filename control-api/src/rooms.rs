@@ -367,6 +367,24 @@ pub struct PlayView {
     pub flv: String,
     /// `http://<node http>/<app>/<room>.m3u8`.
     pub hls: String,
+    /// With a play secret: the token the URLs carry (good for [`PLAY_TOKEN_LIFETIME`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// How long the tokens in play answers are good for.
+pub const PLAY_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A play token minted by the API.
+#[derive(Debug, Serialize)]
+pub struct PlayToken {
+    pub room: String,
+    pub app: String,
+    pub token: String,
+    /// Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// Bound to this client address, if any.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl PlayView {
@@ -386,7 +404,18 @@ impl PlayView {
             rtmp: format!("rtmp://{rtmp}/{app}/{room}"),
             flv: format!("http://{http}/{app}/{room}.flv"),
             hls: format!("http://{http}/{app}/{room}.m3u8"),
+            token: None,
         }
+    }
+
+    /// The URLs with `token`.
+    fn with_token(mut self, token: String) -> Self {
+        for url in [&mut self.rtmp, &mut self.flv, &mut self.hls] {
+            url.push_str("?token=");
+            url.push_str(&token);
+        }
+        self.token = Some(token);
+        self
     }
 }
 
@@ -395,6 +424,43 @@ impl AppState {
     /// (see [`best_edge`]); with no edge registered, on the origin holding the stream's
     /// lease. `NotFound` when the stream is not live.
     pub async fn play(&self, room: &str, app: &App, region: Option<&str>) -> ApiResult<PlayView> {
+        let view = self.play_node(room, app, region).await?;
+        Ok(match &self.play_secret {
+            Some(secret) => {
+                let expires = registry::now_ms() / 1000 + PLAY_TOKEN_LIFETIME.as_secs();
+                view.with_token(secret.sign(&stream_of(app, room), expires, None))
+            }
+            None => view,
+        })
+    }
+
+    /// A token to play `app/room` for `lifetime`, from `ip` only if given.
+    pub fn play_token(
+        &self,
+        room: &str,
+        app: &App,
+        lifetime: std::time::Duration,
+        ip: Option<std::net::IpAddr>,
+    ) -> ApiResult<PlayToken> {
+        validate_room(room)?;
+        let Some(secret) = &self.play_secret else {
+            return Err(ApiError::BadRequest(
+                "play tokens need a play secret (--play-secret)".into(),
+            ));
+        };
+        let expires_at_ms = registry::now_ms() + lifetime.as_millis() as u64;
+        // Whole seconds, rounded up: a token is never good for less than asked.
+        let expires = expires_at_ms.div_ceil(1000);
+        Ok(PlayToken {
+            room: room.to_owned(),
+            app: app.to_string(),
+            token: secret.sign(&stream_of(app, room), expires, ip),
+            expires_at_ms: expires * 1000,
+            ip,
+        })
+    }
+
+    async fn play_node(&self, room: &str, app: &App, region: Option<&str>) -> ApiResult<PlayView> {
         validate_room(room)?;
         let Some(lease) = self.registry.lease(&stream_of(app, room)).await? else {
             return Err(not_live(app));

@@ -634,6 +634,7 @@ async fn openapi_lists_every_endpoint() {
         ("/api/v1/rooms/{room}/play.m3u8", "get"),
         ("/api/v1/rooms/{room}/play.rtmp", "get"),
         ("/api/v1/nodes", "get"),
+        ("/api/v1/rooms/{room}/play-token", "post"),
         ("/api/v1/openapi.json", "get"),
         ("/console", "get"),
         ("/healthz", "get"),
@@ -646,7 +647,7 @@ async fn openapi_lists_every_endpoint() {
             "{method} {path}"
         );
     }
-    assert_eq!(paths.len(), 26);
+    assert_eq!(paths.len(), 27);
     assert!(
         paths["/api/v1/rooms/{room}/play.flv"]["get"]["responses"]["302"]["headers"]["Location"]
             .is_object()
@@ -822,6 +823,7 @@ const ROUTES_WITH_APP: &[(&str, &str)] = &[
     ("POST", "/api/v1/rooms/{room}/relays"),
     ("GET", "/api/v1/rooms/{room}/relays"),
     ("DELETE", "/api/v1/rooms/{room}/relays/{id}"),
+    ("POST", "/api/v1/rooms/{room}/play-token"),
     ("GET", "/api/v1/rooms/{room}/play"),
     ("GET", "/api/v1/rooms/{room}/play.flv"),
     ("GET", "/api/v1/rooms/{room}/play.m3u8"),
@@ -2935,4 +2937,85 @@ async fn nodes_are_listed_and_the_console_is_a_page() {
         .starts_with("text/html"));
     let page = String::from_utf8(page).unwrap();
     assert!(page.contains("/api/v1/nodes") && page.contains("/api/v1/rooms?all=true"));
+}
+
+/// With a play secret the API mints play tokens any node accepts, and its play answers
+/// carry one; without it, minting is refused.
+#[tokio::test]
+async fn play_tokens_are_minted_and_put_in_play_urls() {
+    let secret = media::token::PlaySecret::new(b"cluster secret");
+    let api = api(ApiConfig {
+        play_secret: Some(secret.clone()),
+        ..config()
+    })
+    .await;
+    let now_s = registry::now_ms() / 1000;
+    let client: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let (status, minted) = api
+        .send_json(
+            Method::POST,
+            "/api/v1/rooms/movie/play-token",
+            json!({"lifetime_s": 60, "ip": "192.0.2.7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    assert_eq!(
+        secret.verify("live/movie", Some(token), now_s, client),
+        Ok(())
+    );
+    let elsewhere = "192.0.2.8".parse().unwrap();
+    assert!(secret
+        .verify("live/movie", Some(token), now_s, elsewhere)
+        .is_err());
+    assert!(secret
+        .verify("live/other", Some(token), now_s, client)
+        .is_err());
+    assert!(secret
+        .verify("live/movie", Some(token), now_s + 62, client)
+        .is_err());
+    let expires = minted["expires_at_ms"].as_u64().unwrap();
+    assert!(
+        (now_s * 1000 + 59_000..=now_s * 1000 + 62_000).contains(&expires),
+        "{minted}"
+    );
+    // Without a body: an hour, from anywhere.
+    let (status, minted) = api
+        .call(Method::POST, "/api/v1/rooms/movie/play-token", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    assert_eq!(
+        secret.verify("live/movie", Some(token), now_s + 3500, elsewhere),
+        Ok(())
+    );
+    for bad in [
+        json!({"lifetime_s": 0}),
+        json!({"ip": "nowhere"}),
+        json!({"other": 1}),
+    ] {
+        let (status, body) = api
+            .send_json(Method::POST, "/api/v1/rooms/movie/play-token", bad.clone())
+            .await;
+        assert!(status.is_client_error(), "{bad}: {status} {body}");
+    }
+    // The play answer's URLs carry a token.
+    go_live(api.registry.as_ref(), "movie").await;
+    let (status, play) = api.get("/api/v1/rooms/movie/play").await;
+    assert_eq!(status, StatusCode::OK, "{play}");
+    let token = play["token"].as_str().unwrap();
+    assert_eq!(
+        secret.verify("live/movie", Some(token), now_s, elsewhere),
+        Ok(())
+    );
+    for url in ["rtmp", "flv", "hls"] {
+        let url = play[url].as_str().unwrap();
+        assert!(url.ends_with(&format!("?token={token}")), "{url}");
+    }
+    // No secret, no tokens.
+    let plain = self::api(config()).await;
+    let (status, _) = plain
+        .call(Method::POST, "/api/v1/rooms/movie/play-token", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -33,6 +33,8 @@ pub struct PullConfig {
     pub upstream_grace: Duration,
     /// A pulled stream nobody watches for this long is stopped.
     pub idle_grace: Duration,
+    /// The cluster's play secret: pulls carry a token signed with it, as any player must.
+    pub play_secret: Option<media::token::PlaySecret>,
 }
 
 impl Default for PullConfig {
@@ -41,6 +43,7 @@ impl Default for PullConfig {
             play_wait: Duration::from_secs(3),
             upstream_grace: Duration::from_secs(15),
             idle_grace: Duration::from_secs(10),
+            play_secret: None,
         }
     }
 }

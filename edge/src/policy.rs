@@ -201,6 +201,7 @@ mod tests {
             play_wait: Duration::from_secs(3),
             upstream_grace: Duration::from_secs(15),
             idle_grace: Duration::from_secs(10),
+            play_secret: None,
         }
     }
 

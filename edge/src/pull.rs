@@ -328,7 +328,16 @@ impl Pulls {
             .await
             .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??
             .ok_or(PullError::NotLive)?;
-        let url = format!("http://{}/{key}.flv?{MARKS_QUERY}", lease.addrs.http);
+        let mut url = format!("http://{}/{key}.flv?{MARKS_QUERY}", lease.addrs.http);
+        if let Some(secret) = &self.config.play_secret {
+            // Only needed to open the pull: a token good for a minute.
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                + 60;
+            url.push_str("&token=");
+            url.push_str(&secret.sign(key, expires, None));
+        }
         debug!(stream = %key, owner = %lease.node_id, %url, "connecting upstream");
         let response = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get(&url).send())
             .await

@@ -488,6 +488,30 @@ impl SegmentHead {
     }
 }
 
+/// `playlist` with `query` added to every URI it lists (segments, parts, init segments,
+/// the preload hint): a player's token, which relative URIs would not carry.
+pub fn with_query(playlist: &[u8], query: &str) -> String {
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 64 * query.len());
+    let join = |uri: &str| if uri.contains('?') { '&' } else { '?' };
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        match line.split_once("URI=\"") {
+            // A URI line: a segment's.
+            _ if !line.starts_with('#') => {
+                out.push_str(&format!("{line}{}{query}", join(line)));
+            }
+            // A tag with a URI attribute: a part, the init segment, the preload hint.
+            Some((head, rest)) => {
+                let (uri, tail) = rest.split_once('"').unwrap_or((rest, ""));
+                out.push_str(&format!("{head}URI=\"{uri}{}{query}\"{tail}", join(uri)));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn write_parts(out: &mut String, sequence: u64, parts: &[Arc<Part>]) {
     use std::fmt::Write;
     for (i, part) in parts.iter().enumerate() {
@@ -753,6 +777,26 @@ mod tests {
                 assert!(s.data.windows(4).any(|w| w == b"mdat"));
             }
         }
+    }
+
+    #[test]
+    fn a_query_is_added_to_every_uri() {
+        let mut p = packaged(&stream(0, 3, 0));
+        let text = with_query(&p.playlist(false), "token=1.x");
+        let uris: Vec<&str> = text
+            .lines()
+            .filter_map(|l| match l.split_once("URI=\"") {
+                Some((_, rest)) => rest.split('"').next(),
+                None => (!l.starts_with('#')).then_some(l),
+            })
+            .collect();
+        assert!(uris.len() > 10, "{text}");
+        assert!(uris.iter().all(|u| u.ends_with("?token=1.x")), "{text}");
+        assert!(
+            text.contains("#EXT-X-MAP:URI=\"init0.mp4?token=1.x\"\n"),
+            "{text}"
+        );
+        assert!(text.contains(",INDEPENDENT=YES\n"), "{text}");
     }
 
     /// The text is rendered once per change: until a part closes, every request gets the

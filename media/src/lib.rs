@@ -23,5 +23,6 @@ pub mod segment;
 #[cfg(test)]
 mod test_payloads;
 pub mod timestamp;
+pub mod token;
 pub mod ts;
 pub mod websocket;

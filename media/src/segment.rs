@@ -86,17 +86,15 @@ impl SegmentMark {
 
 /// Gives marks their program date (EXT-X-PROGRAM-DATE-TIME): the wall clock is read when
 /// the stream or a discontinuity begins, and later marks are dated from there along the
-/// media timeline, so that segment dates agree with segment durations. A publisher's clock
-/// is not the wall's: when the two have drifted more than a second apart, the wall clock
-/// is read again.
+/// media timeline, so that each segment's date is the one before plus its duration, as
+/// players that place segments by their dates need. A publisher whose clock runs apart from
+/// the wall's moves the dates apart from the wall clock with it, until the next
+/// discontinuity (a new publisher, new codec parameters) dates anew.
 #[derive(Debug, Default)]
 pub struct ProgramDates {
     /// The discontinuity, timestamp and wall-clock time (Unix ms) dates count from.
     anchor: Option<(u64, u64, u64)>,
 }
-
-/// How far media time may drift from the wall clock before dates are taken anew.
-const DATE_DRIFT_MS: u64 = 1000;
 
 impl ProgramDates {
     /// Date `mark`, made at `now_unix_ms`.
@@ -106,7 +104,6 @@ impl ProgramDates {
                 if discontinuity == mark.discontinuity && mark.timestamp >= at =>
             {
                 Some(date + (mark.timestamp - at))
-                    .filter(|d| d.abs_diff(now_unix_ms) <= DATE_DRIFT_MS)
             }
             _ => None,
         };
@@ -276,7 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn program_dates_follow_media_time_until_it_drifts_or_breaks() {
+    fn program_dates_follow_media_time_until_a_discontinuity() {
         let mut dates = ProgramDates::default();
         let mut at = |timestamp: u64, discontinuity: u64, now: u64| {
             let mut m = SegmentMark {
@@ -290,13 +287,14 @@ mod tests {
             m.program_date_ms
         };
         assert_eq!(at(5_000, 0, 1_000_000), 1_000_000);
-        // Arrival jitter does not move dates off the media timeline...
+        // Arrival jitter, and a publisher running late, do not move dates off the media
+        // timeline...
         assert_eq!(at(7_000, 0, 1_002_300), 1_002_000);
         assert_eq!(at(9_000, 0, 1_003_600), 1_004_000);
-        // ...but a second of drift does, and so does a discontinuity.
-        assert_eq!(at(11_000, 0, 1_007_100), 1_007_100);
-        assert_eq!(at(13_000, 1, 1_009_000), 1_009_000);
-        assert_eq!(at(15_000, 1, 1_011_000), 1_011_000);
+        assert_eq!(at(11_000, 0, 1_009_100), 1_006_000);
+        // ...a discontinuity dates anew.
+        assert_eq!(at(13_000, 1, 1_012_000), 1_012_000);
+        assert_eq!(at(15_000, 1, 1_014_500), 1_014_000);
     }
 
     fn video(ts: u64, key: bool, generation: u32) -> Frame {

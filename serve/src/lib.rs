@@ -68,6 +68,8 @@ pub struct NodeConfig {
     pub record_dir: Option<PathBuf>,
     /// Where the console's player libraries are (none: the pages load them from a CDN).
     pub console_assets: Option<PathBuf>,
+    /// With a secret, every play needs a token signed with it (see [`media::token`]).
+    pub play_secret: Option<media::token::PlaySecret>,
     /// Declared bytes of unfinished RTMP messages the node holds at most for connections
     /// that are not publishing, all together (see [`rtmp::IncompleteMessages`]).
     pub rtmp_incomplete_limit: usize,
@@ -159,6 +161,31 @@ impl Node {
             })
             .await;
         joined
+    }
+
+    /// Whether `client` may play `stream` with the `token=` in `query`: always without a
+    /// play secret.
+    pub fn authorize_play(
+        &self,
+        stream: &str,
+        query: &str,
+        client: std::net::IpAddr,
+    ) -> Result<(), media::token::TokenError> {
+        let Some(secret) = &self.config.play_secret else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        secret.verify(stream, media::token::from_query(query), now, client)
+    }
+
+    /// The token to carry into the URIs a playlist lists (`None` without a play secret).
+    pub fn token_to_carry<'a>(&self, query: &'a str) -> Option<&'a str> {
+        self.config
+            .play_secret
+            .as_ref()
+            .and(media::token::from_query(query))
     }
 
     /// Whether the node is shutting down.

@@ -284,10 +284,21 @@ impl Connection {
     async fn on_event(&mut self, event: SessionEvent) -> Result<(), ConnError> {
         match event {
             SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
-            SessionEvent::Play { app, name, .. } => {
+            SessionEvent::Play { app, name, query } => {
                 // A second play replaces the first.
                 self.stop_playing().await?;
-                let join = match stream_key(&app, &name) {
+                let key = stream_key(&app, &name);
+                if let Some(refused) = key
+                    .as_deref()
+                    .and_then(|key| (self.node.authorize_play(key, &query, self.peer.ip())).err())
+                {
+                    debug!(stream = ?key, peer = %self.peer, %refused, "play refused");
+                    self.session
+                        .reject_play("NetStream.Play.Failed", &refused.to_string());
+                    self.role = Role::Closing;
+                    return Ok(());
+                }
+                let join = match key {
                     Some(key) => self.node.join(&key, Audience::Viewer).await,
                     None => None,
                 };

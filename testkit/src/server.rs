@@ -76,6 +76,22 @@ impl Server {
         panic!("{subcommand} did not start on any free ports");
     }
 
+    /// `ferrolive <role>` (origin or edge) in the cluster whose Redis is at `redis_url`, as
+    /// node `id`, advertising loopback, with `extra` arguments.
+    pub fn in_cluster(role: &str, id: &str, redis_url: &str, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--redis-url",
+            redis_url,
+            "--advertise-host",
+            "127.0.0.1",
+            "--allow-loopback-advertise",
+            "--node-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        Server::spawn(role, &args)
+    }
+
     /// The same on given addresses (to restart a node where it was).
     pub fn spawn_at(
         subcommand: &str,
@@ -214,12 +230,16 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// Wait until `room` plays over HTTP-FLV.
+    /// Wait until `room` (app `live`) has a publisher on this node, as its `/api/streams`
+    /// says (which needs no play token).
     pub fn wait_live(&self, room: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let entry = format!(
+            "{{\"stream\":\"live/{room}\",\"app\":\"live\",\"room\":\"{room}\",\"publishing\":true"
+        );
         loop {
-            if let Some(r) = http_get(self.http, &format!("/live/{room}.flv")) {
-                if r.status == 200 {
+            if let Some(r) = http_get(self.http, "/api/streams") {
+                if r.status == 200 && String::from_utf8_lossy(&r.body).contains(&entry) {
                     return;
                 }
             }

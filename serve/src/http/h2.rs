@@ -24,7 +24,7 @@ use media::http::{RequestHead, MAX_USER_AGENT};
 use tokio::net::TcpStream;
 
 use super::routes::route;
-use super::{reply, HttpError};
+use super::{refuse_play, reply, HttpError};
 use crate::Node;
 
 /// Requests one connection may have open at once (blocking reloads included).
@@ -78,7 +78,11 @@ async fn answer(
         websocket_key: None,
     };
     let head_only = head.method == "HEAD";
-    let reply = reply(route(&head.method, head.path()), &head, peer, node).await;
+    let route = route(&head.method, head.path());
+    let reply = match refuse_play(&route, &head, peer, node) {
+        Some(refused) => refused,
+        None => reply(route, &head, peer, node).await,
+    };
     let length = reply.body.len();
     let status = StatusCode::from_u16(reply.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = if head_only { Bytes::new() } else { reply.body };

@@ -157,7 +157,12 @@ async fn handle(
 ) -> Result<Option<TcpStream>, HttpError> {
     let head_only = request.method == "HEAD";
     let keep = request.keep_alive;
-    match route(&request.method, request.path()) {
+    let route = route(&request.method, request.path());
+    if let Some(refused) = refuse_play(&route, request, peer, node) {
+        refused.write(&mut socket, head_only, keep).await?;
+        return Ok(Some(socket));
+    }
+    match route {
         Route::Preflight => {
             let head = format!(
                 "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
@@ -233,6 +238,21 @@ async fn handle(
     Ok(Some(socket))
 }
 
+/// With a play secret, a play without a valid token for its stream is refused (403, with
+/// the reason).
+fn refuse_play(
+    route: &Route<'_>,
+    request: &RequestHead,
+    peer: SocketAddr,
+    node: &Node,
+) -> Option<Reply> {
+    let stream = route.played_stream()?;
+    let refused = node
+        .authorize_play(stream, request.query(), peer.ip())
+        .err()?;
+    Some(Reply::text("403 Forbidden", format!("{refused}\n")))
+}
+
 /// The answer to a request whose answer is one body, for HTTP/1.1 and HTTP/2 alike. The
 /// continuous streams and recordings take the connection; over HTTP/2 they are refused.
 async fn reply(
@@ -261,7 +281,12 @@ async fn reply(
         Route::Playlist { stream, room } => {
             let playlist = match stream {
                 Some(key) => {
-                    let uri = |sequence: u64| format!("{room}/{sequence}.ts");
+                    // Segment URIs carry the player's token: they need it too.
+                    let token = node.token_to_carry(request.query());
+                    let uri = |sequence: u64| match token {
+                        Some(token) => format!("{room}/{sequence}.ts?token={token}"),
+                        None => format!("{room}/{sequence}.ts"),
+                    };
                     node.hls.playlist(node, &key, &client(&key), uri).await
                 }
                 None => Err(NoPlaylist::NotLive),
@@ -287,6 +312,11 @@ async fn reply(
                         .await
                 }
                 None => Err(PlaylistRefusal::No(NoPlaylist::NotLive)),
+            };
+            let playlist = match node.token_to_carry(request.query()) {
+                Some(token) => playlist
+                    .map(|text| media::cmaf::with_query(&text, &format!("token={token}")).into()),
+                None => playlist,
             };
             playlist_reply(playlist)
         }

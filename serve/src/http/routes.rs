@@ -78,6 +78,22 @@ pub enum Route<'a> {
     Streams,
 }
 
+impl Route<'_> {
+    /// The stream a play route plays (what a play token must name).
+    pub fn played_stream(&self) -> Option<&str> {
+        match self {
+            Route::Flv { stream }
+            | Route::Ts { stream }
+            | Route::Mp4 { stream }
+            | Route::Playlist { stream, .. }
+            | Route::CmafPlaylist { stream }
+            | Route::CmafFile { stream, .. } => stream.as_deref(),
+            Route::Segment { stream } => stream.as_ref().map(|(key, _)| key.as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// The route of a request for `path` (without the query) with `method`.
 pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
     match method {

@@ -1,0 +1,193 @@
+//! Signed play tokens: what `?token=` on a play URL must be when a node runs with a play
+//! secret. A token names a stream, an expiry and optionally the one client address it is
+//! good for, signed with HMAC-SHA256 under the secret every node and the control API share,
+//! so that any node checks it on its own, with no registry round trip.
+//!
+//! The text is `{expires}.{signature}`, or `{expires}.ip.{signature}` for a token bound to
+//! the client's address: `expires` in Unix seconds, the signature base64url (no padding)
+//! over `ferrolive-play`, the stream (`app/room`), the expiry and the address (empty when
+//! unbound), one per line.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Why a play is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("this stream needs a play token (?token=)")]
+    Missing,
+    #[error("the play token is not one")]
+    Malformed,
+    #[error("the play token has expired")]
+    Expired,
+    /// Tampered with, for another stream, for another client address, or signed with
+    /// another secret: which one is not said.
+    #[error("the play token is not valid for this stream and client")]
+    Invalid,
+}
+
+fn signature(secret: &[u8], stream: &str, expires: u64, ip: Option<IpAddr>) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    mac.update(format!("ferrolive-play\n{stream}\n{expires}\n{ip}").as_bytes());
+    mac
+}
+
+/// The secret play tokens are signed with, shared by every node and the control API. It
+/// never shows in logs or debug output.
+#[derive(Clone)]
+pub struct PlaySecret(Arc<[u8]>);
+
+impl std::fmt::Debug for PlaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlaySecret(..)")
+    }
+}
+
+impl PlaySecret {
+    pub fn new(secret: &[u8]) -> PlaySecret {
+        PlaySecret(secret.into())
+    }
+
+    /// A token for playing `stream` until `expires` (Unix seconds), from `ip` only if given.
+    pub fn sign(&self, stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
+        sign(&self.0, stream, expires, ip)
+    }
+
+    /// Whether `token` lets `client` play `stream` at `now` (Unix seconds).
+    pub fn verify(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        now: u64,
+        client: IpAddr,
+    ) -> Result<(), TokenError> {
+        verify(&self.0, stream, token, now, client)
+    }
+}
+
+fn sign(secret: &[u8], stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
+    let tag = URL_SAFE_NO_PAD.encode(
+        signature(secret, stream, expires, ip)
+            .finalize()
+            .into_bytes(),
+    );
+    match ip {
+        Some(_) => format!("{expires}.ip.{tag}"),
+        None => format!("{expires}.{tag}"),
+    }
+}
+
+fn verify(
+    secret: &[u8],
+    stream: &str,
+    token: Option<&str>,
+    now: u64,
+    client: IpAddr,
+) -> Result<(), TokenError> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
+    let mut fields = token.split('.');
+    let expires: u64 = fields
+        .next()
+        .and_then(|e| e.parse().ok())
+        .ok_or(TokenError::Malformed)?;
+    let (bound, tag) = match (fields.next(), fields.next(), fields.next()) {
+        (Some("ip"), Some(tag), None) => (true, tag),
+        (Some(tag), None, None) => (false, tag),
+        _ => return Err(TokenError::Malformed),
+    };
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| TokenError::Malformed)?;
+    let ip = bound.then_some(client);
+    // Checked in constant time, and before the expiry, so that an expired token says so
+    // only when it was a real one.
+    signature(secret, stream, expires, ip)
+        .verify_slice(&tag)
+        .map_err(|_| TokenError::Invalid)?;
+    if now >= expires {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+/// The `token` parameter of a URL query (`a=1&token=X`).
+pub fn from_query(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"shared by every node";
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_token_plays_its_stream_until_it_expires() {
+        let token = sign(SECRET, "live/a", 1_000, None);
+        let check = |stream: &str, token: &str, now: u64| {
+            verify(SECRET, stream, Some(token), now, ip("10.0.0.1"))
+        };
+        assert_eq!(check("live/a", &token, 999), Ok(()));
+        assert_eq!(check("live/a", &token, 1_000), Err(TokenError::Expired));
+        assert_eq!(check("live/b", &token, 999), Err(TokenError::Invalid));
+        assert_eq!(check("other/a", &token, 999), Err(TokenError::Invalid));
+        // Tampered: a later expiry, a changed signature.
+        let later = token.replacen("1000", "9000", 1);
+        assert_eq!(check("live/a", &later, 999), Err(TokenError::Invalid));
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 2;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(bytes).unwrap();
+        assert_eq!(check("live/a", &flipped, 999), Err(TokenError::Invalid));
+        let other_secret = sign(b"another secret", "live/a", 1_000, None);
+        assert_eq!(
+            check("live/a", &other_secret, 999),
+            Err(TokenError::Invalid)
+        );
+        for bad in ["x", "1000", "1000.ip", "1000.a.b.c", "abc.def", "1000.!!!"] {
+            assert_eq!(check("live/a", bad, 0), Err(TokenError::Malformed), "{bad}");
+        }
+        assert_eq!(
+            verify(SECRET, "live/a", None, 0, ip("10.0.0.1")),
+            Err(TokenError::Missing)
+        );
+    }
+
+    #[test]
+    fn a_bound_token_plays_from_its_address_only() {
+        let token = sign(SECRET, "live/a", 1_000, Some(ip("192.0.2.7")));
+        assert!(token.contains(".ip."));
+        let from = |client: &str| verify(SECRET, "live/a", Some(&token), 10, ip(client));
+        assert_eq!(from("192.0.2.7"), Ok(()));
+        assert_eq!(from("192.0.2.8"), Err(TokenError::Invalid));
+        assert_eq!(from("::1"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn the_secret_does_not_show() {
+        let secret = PlaySecret::new(b"hunter2");
+        assert_eq!(format!("{secret:?}"), "PlaySecret(..)");
+        let token = secret.sign("live/a", 10, None);
+        assert_eq!(secret.verify("live/a", Some(&token), 5, ip("::1")), Ok(()));
+    }
+
+    #[test]
+    fn the_token_is_found_in_a_query() {
+        assert_eq!(from_query("token=abc"), Some("abc"));
+        assert_eq!(from_query("_HLS_msn=3&token=1.x&_HLS_part=1"), Some("1.x"));
+        assert_eq!(from_query("mytoken=abc"), None);
+        assert_eq!(from_query(""), None);
+    }
+}
