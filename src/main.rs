@@ -139,6 +139,16 @@ struct MediaArgs {
         default_value_t = 2000
     )]
     http_max_connections_per_ip: usize,
+    /// Player HTTP requests one client address may make per second, in bursts of as many
+    /// (0: no limit); more are answered 429. Players behind one NAT share an address: an
+    /// LL-HLS player makes about 6 requests a second, an HLS player one every second or two.
+    #[arg(long, env = "FERROLIVE_HTTP_REQUESTS_PER_IP", default_value_t = 0)]
+    http_requests_per_ip: u32,
+    /// Publishes one channel key (or, with --rtmp-noauth, one room name) may start per
+    /// minute, in bursts of as many (0: no limit); more are refused with
+    /// NetStream.Publish.BadName before the key is even looked up.
+    #[arg(long, env = "FERROLIVE_PUBLISHES_PER_KEY", default_value_t = 30)]
+    publishes_per_key: u32,
 }
 
 /// Recording (standalone and origin).
@@ -623,6 +633,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
         record: args.record.config()?,
         relay: args.relay.config()?,
         tls: args.relay.tls()?,
+        publishes_per_key: args.media.publishes_per_key,
     };
     announce_auth(&args.media);
     let api_task = tokio::spawn(control_api::run(api, registry, shutdown_signal()));
@@ -654,6 +665,7 @@ async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
         record: args.record.config()?,
         relay: args.relay.config()?,
         tls: args.relay.tls()?,
+        publishes_per_key: args.media.publishes_per_key,
     };
     Ok(origin::run(config, shutdown_signal()).await?)
 }
@@ -824,6 +836,7 @@ fn node_config(
         rtmp_incomplete_limit: args.rtmp_incomplete_mib.saturating_mul(1024 * 1024),
         record_dir: None,
         console_assets: args.console_assets.clone(),
+        http_requests_per_ip: args.http_requests_per_ip,
         play_secret: play_secret(&args.play_secret),
     })
 }

@@ -416,3 +416,46 @@ fn one_address_cannot_take_every_slot() {
         }
     }
 }
+
+/// The rate limits an operator sets: player HTTP requests per address per second (429,
+/// then served again once the second has passed) and publishes per channel key per
+/// minute (refused before the key is looked up); other addresses and keys are unaffected.
+#[test]
+fn request_and_publish_rates_are_limited() {
+    require_ffmpeg();
+    let server = Server::start(&["--http-requests-per-ip", "5", "--publishes-per-key", "2"]);
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| http_get(server.http, "/healthz").map_or(0, |r| r.status))
+        .collect();
+    // Five a second (the start-up probe took one of them).
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((3..=5).contains(&served), "{statuses:?}");
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(limited, 8 - served, "{statuses:?}");
+    let refused = http_get(server.http, "/healthz").unwrap();
+    assert!(String::from_utf8_lossy(&refused.body).contains("retry in"));
+    // Another address is served meanwhile.
+    let mut other = connect_from([127, 0, 0, 2], server.http);
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = other.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        http_get(server.http, "/healthz").map(|r| r.status),
+        Some(200)
+    );
+
+    let url = server.rtmp_url("busy");
+    for n in 0..2 {
+        let (accepted, mut publisher) = publish_accepted(&url, Duration::from_secs(2));
+        assert!(accepted, "publish {n} within the limit");
+        publisher.kill();
+    }
+    let (accepted, _) = publish_accepted(&url, Duration::from_secs(2));
+    assert!(!accepted, "a third publish within the minute");
+    let (accepted, _other) = publish_accepted(&server.rtmp_url("calm"), Duration::from_secs(2));
+    assert!(accepted, "another key is not limited");
+}

@@ -23,7 +23,6 @@ mod apps;
 mod auth;
 mod grpc;
 mod outage;
-mod ratelimit;
 mod recordings;
 mod relays;
 mod rest;
@@ -121,7 +120,7 @@ pub(crate) struct AppState {
     pub auth: Arc<Auth>,
     /// The apps requests may name.
     pub apps: Arc<apps::Apps>,
-    pub limiter: Arc<ratelimit::RateLimiter>,
+    pub limiter: Arc<serve::ratelimit::RateLimiter>,
     /// Becomes `true` when the server shuts down (ends `WatchRooms` streams).
     pub shutdown: watch::Receiver<bool>,
     pub record_dir: Option<Arc<std::path::Path>>,
@@ -138,7 +137,7 @@ impl AppState {
             registry,
             auth: Arc::new(config.auth()),
             apps: Arc::new(apps::Apps::new(&config.apps)),
-            limiter: Arc::new(ratelimit::RateLimiter::per_minute(
+            limiter: Arc::new(serve::ratelimit::RateLimiter::per_minute(
                 config.key_rate_per_minute,
             )),
             shutdown,

@@ -44,6 +44,8 @@ pub struct OriginConfig {
     pub relay: RelayConfig,
     /// Trust for `rtmps://` and `https://` relays (see [`Tls::new`]).
     pub tls: Arc<Tls>,
+    /// Publishes a channel key may start per minute (0: no limit).
+    pub publishes_per_key: u32,
 }
 
 /// Serve as an origin until `shutdown` resolves, then shut down gracefully.
@@ -66,6 +68,8 @@ pub struct Origin {
     recordings: Option<Arc<Recordings>>,
     forwards: Arc<Forwards>,
     pulls: Arc<Pulls>,
+    /// Publishes per channel key ([`OriginConfig::publishes_per_key`]).
+    publish_limits: serve::ratelimit::RateLimiter<String>,
 }
 
 /// How long a viewer of a room fed on demand waits for the pull to bring it.
@@ -112,6 +116,7 @@ impl Origin {
                 recordings,
                 forwards,
                 pulls,
+                publish_limits: serve::ratelimit::RateLimiter::per_minute(config.publishes_per_key),
             }
         });
         origin.pulls.start_config();
@@ -188,6 +193,14 @@ impl Role for Origin {
         name: &str,
         peer: SocketAddr,
     ) -> Result<Publishing, Refusal> {
+        // Counted before the key is looked up: a flood of publishes costs no registry call.
+        if let Err(wait) = self.publish_limits.take(name.to_owned()) {
+            info!(%peer, "publish refused: too many publishes with this name");
+            return Err(Refusal::bad_name(format!(
+                "Too many publishes with this key; retry in {} s",
+                wait.as_secs() + 1
+            )));
+        }
         let room = self.admit(name).await?;
         self.publish_room(app, &room, &peer).await
     }

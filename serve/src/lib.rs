@@ -12,6 +12,7 @@ pub mod hls;
 pub mod http;
 pub mod io;
 pub mod metrics;
+pub mod ratelimit;
 pub mod recordings;
 mod role;
 pub mod rtmp;
@@ -70,6 +71,8 @@ pub struct NodeConfig {
     pub console_assets: Option<PathBuf>,
     /// With a secret, every play needs a token signed with it (see [`media::token`]).
     pub play_secret: Option<media::token::PlaySecret>,
+    /// Player HTTP requests a client address may make per second (0: no limit).
+    pub http_requests_per_ip: u32,
     /// Declared bytes of unfinished RTMP messages the node holds at most for connections
     /// that are not publishing, all together (see [`rtmp::IncompleteMessages`]).
     pub rtmp_incomplete_limit: usize,
@@ -103,6 +106,8 @@ pub struct Node {
     pub rtmp_admission: Arc<Admission>,
     pub http_admission: Arc<Admission>,
     pub incomplete: Arc<rtmp::IncompleteMessages>,
+    /// Player HTTP requests per client address ([`NodeConfig::http_requests_per_ip`]).
+    pub request_limits: ratelimit::RateLimiter,
     /// Raised once when the node starts shutting down; connections watch it.
     shutdown: watch::Sender<bool>,
 }
@@ -246,6 +251,7 @@ pub async fn run(
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
         http_admission: Admission::new("player HTTP", config.http_limits),
         incomplete: Arc::new(rtmp::IncompleteMessages::new(config.rtmp_incomplete_limit)),
+        request_limits: ratelimit::RateLimiter::per_second(config.http_requests_per_ip),
         config,
         shutdown: watch::channel(false).0,
     });

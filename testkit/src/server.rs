@@ -230,16 +230,23 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// Wait until `room` (app `live`) has a publisher on this node, as its `/api/streams`
-    /// says (which needs no play token).
+    /// Wait until `room` (app `live`) has a publisher on this node that has sent its codec
+    /// headers (so its metadata before them), as its `/api/streams` says (which needs no
+    /// play token).
     pub fn wait_live(&self, room: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         let entry = format!(
             "{{\"stream\":\"live/{room}\",\"app\":\"live\",\"room\":\"{room}\",\"publishing\":true"
         );
+        let started = |list: &str| {
+            list.split_once(&entry).is_some_and(|(_, rest)| {
+                let fields = rest.split('}').next().unwrap_or_default();
+                fields.contains("\"video\":\"") || fields.contains("\"audio\":\"")
+            })
+        };
         loop {
             if let Some(r) = http_get(self.http, "/api/streams") {
-                if r.status == 200 && String::from_utf8_lossy(&r.body).contains(&entry) {
+                if r.status == 200 && started(&String::from_utf8_lossy(&r.body)) {
                     return;
                 }
             }

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use media::http::{RequestHead, MAX_USER_AGENT};
 use tokio::net::TcpStream;
 
+use super::respond::Reply;
 use super::routes::route;
 use super::{refuse_play, reply, HttpError};
 use crate::Node;
@@ -79,9 +80,13 @@ async fn answer(
     };
     let head_only = head.method == "HEAD";
     let route = route(&head.method, head.path());
-    let reply = match refuse_play(&route, &head, peer, node) {
-        Some(refused) => refused,
-        None => reply(route, &head, peer, node).await,
+    let reply = match (
+        node.request_limits.take(peer.ip()),
+        refuse_play(&route, &head, peer, node),
+    ) {
+        (Err(wait), _) => Reply::too_many(wait),
+        (Ok(()), Some(refused)) => refused,
+        (Ok(()), None) => reply(route, &head, peer, node).await,
     };
     let length = reply.body.len();
     let status = StatusCode::from_u16(reply.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -139,6 +139,15 @@ async fn connection(
             Err(_) if served > 0 => return Ok(()),
             Err(_) => return Err(HttpError::Timeout),
         };
+        if let Err(wait) = node.request_limits.take(peer.ip()) {
+            Reply::too_many(wait)
+                .write(&mut socket, request.method == "HEAD", request.keep_alive)
+                .await?;
+            if request.keep_alive {
+                continue;
+            }
+            return Ok(());
+        }
         match handle(socket, peer, &request, node).await? {
             Some(returned) if request.keep_alive => socket = returned,
             _ => return Ok(()),

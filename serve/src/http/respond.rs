@@ -77,6 +77,15 @@ impl Reply {
         }
     }
 
+    /// The client asks too often: 429, and when to try again.
+    pub fn too_many(wait: std::time::Duration) -> Reply {
+        let seconds = wait.as_secs_f64().ceil().max(1.0);
+        Reply::text(
+            "429 Too Many Requests",
+            format!("too many requests from this address; retry in {seconds} s\n"),
+        )
+    }
+
     /// `what` is not here (404).
     pub fn not_found(what: &'static str) -> Reply {
         Reply::text("404 Not Found", format!("{what} not found\n"))
