@@ -326,15 +326,17 @@ fn chromium_seeks_in_a_recorded_mp4() {
     );
 }
 
-/// Drive the node console at `server` for `stream` (see `tests/browser/console.mjs`).
-fn console(server: &Server, stream: &str, offline: bool) -> Report {
+/// Drive the node console at `server` for `stream` (see `tests/browser/console.mjs`),
+/// offline (the player libraries from the node) with a play token for the bare page.
+fn console(server: &Server, stream: &str, offline: Option<&str>) -> Report {
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
     let out = Command::new("node")
         .current_dir(browser_dir())
         .args(["console.mjs", "--base", &format!("http://{}", server.http)])
         .args(["--stream", stream, "--screenshots"])
         .arg(&screenshots)
-        .args(["--offline", if offline { "yes" } else { "no" }])
+        .args(["--offline", if offline.is_some() { "yes" } else { "no" }])
+        .args(["--token", offline.unwrap_or_default()])
         .output()
         .expect("node is required: run the test command from README.md");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -381,7 +383,7 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
     let _publisher = publish_b_frames(&server.rtmp_url("show"));
     server.wait_live("show");
     std::thread::sleep(Duration::from_secs(3));
-    let report = console(&server, "live/show", false);
+    let report = console(&server, "live/show", None);
     let listed = report.number("listedMs");
     assert!(listed > 0.0 && listed < 3000.0, "{report}");
     let row = report.0["row"].as_str().unwrap_or_default();
@@ -398,7 +400,8 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
 }
 
 /// With `--console-assets`, the pages load the player libraries from the node: nothing
-/// is fetched from the CDN (every such request fails here) and the player plays.
+/// is fetched from the CDN (every such request fails here) and the player plays; on a
+/// node with a play secret, with the token the page's own URL carries.
 #[test]
 fn the_console_works_without_the_internet_with_console_assets() {
     let _one_at_a_time = require_browser();
@@ -411,10 +414,18 @@ fn the_console_works_without_the_internet_with_console_assets() {
     ] {
         std::fs::copy(node_modules.join(from), assets.join(to)).expect("copy a library");
     }
-    let server = Server::start(&["--console-assets", assets.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--console-assets",
+        assets.to_str().unwrap(),
+        "--play-secret",
+        "console-play-secret",
+    ]);
     let _publisher = publish_b_frames(&server.rtmp_url("local"));
     server.wait_live("local");
-    let report = console(&server, "live/local", true);
+    let (status, minted) = server.api("POST", "/api/v1/rooms/local/play-token", None);
+    assert_eq!(status, 200, "{minted}");
+    let minted: Value = serde_json::from_str(&minted).unwrap();
+    let report = console(&server, "live/local", minted["token"].as_str());
     assert!(report.texts("cdnRequests").is_empty(), "{report}");
     assert_played("/play/live/local offline", &report.0["bare"], &report);
 }

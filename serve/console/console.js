@@ -23,10 +23,14 @@ const Console = (() => {
         return e;
     };
 
+    // A node with a play secret wants ?token= on every play: the page passes on its own.
+    const token = new URLSearchParams(location.search).get('token');
+    const withToken = url => token ? `${url}?token=${encodeURIComponent(token)}` : url;
+
     function urls(stream) {
         const http = location.origin + '/' + stream;
         const ws = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/' + stream;
-        return {
+        const all = {
             'http-flv': http + '.flv',
             'ws-flv': ws + '.flv',
             'hls': http + '.m3u8',
@@ -35,6 +39,8 @@ const Console = (() => {
             'http-ts': http + '.ts',
             'rtmp': `rtmp://${location.hostname}:${rtmpPort}/${stream}`,
         };
+        for (const name of Object.keys(all)) all[name] = withToken(all[name]);
+        return all;
     }
 
     function stop(video) {
@@ -128,7 +134,8 @@ const Console = (() => {
             function choose(stream, how) {
                 chosen = stream;
                 protocol = how;
-                history.replaceState(null, '', `/?stream=${encodeURIComponent(stream)}&protocol=${how}`);
+                const keep = token ? `&token=${encodeURIComponent(token)}` : '';
+                history.replaceState(null, '', `/?stream=${encodeURIComponent(stream)}&protocol=${how}${keep}`);
                 $('player').hidden = false;
                 $('playing').textContent = stream;
                 const switcher = $('protocols');
@@ -144,7 +151,8 @@ const Console = (() => {
                 copyable(list, 'RTMP', u.rtmp);
                 for (const [id, name] of PROTOCOLS) copyable(list, name, u[id]);
                 copyable(list, 'HTTP-TS', u['http-ts']);
-                copyable(list, 'embed', `<iframe src="${location.origin}/play/${stream}?protocol=${how}" allow="autoplay" width="640" height="360"></iframe>`);
+                const embed = `${location.origin}/play/${stream}?protocol=${how}` + (token ? `&token=${encodeURIComponent(token)}` : '');
+                copyable(list, 'embed', `<iframe src="${embed}" allow="autoplay" width="640" height="360"></iframe>`);
                 const [app] = stream.split('/');
                 const obs = $('obs');
                 obs.replaceChildren();

@@ -2,6 +2,7 @@
 // on stdout, how it went. Used by the end-to-end tests in tests/browser.rs.
 //
 //   node console.mjs --base http://HOST:PORT --stream APP/ROOM --screenshots DIR [--offline yes]
+//       [--token TOKEN]
 //
 // The pages load hls.js and mpegts.js from a CDN; here those requests are answered with the
 // copies npm installed (the same bytes, so the integrity hashes hold), and nothing goes to
@@ -94,7 +95,8 @@ try {
         }
         report.row = await tab.textContent(`tr[data-stream="${stream}"]`);
     }
-    await tab.goto(`${base}/play/${stream}?protocol=${offline ? 'http-flv' : 'll-hls'}`);
+    const token = args.token ? `&token=${args.token}` : '';
+    await tab.goto(`${base}/play/${stream}?protocol=${offline ? 'http-flv' : 'll-hls'}${token}`);
     report.bare = await watch(tab, 7);
     await tab.screenshot({ path: path.join(screenshots, offline ? 'play-offline.png' : 'play.png') });
     process.stdout.write(JSON.stringify(report) + '\n');

@@ -79,9 +79,11 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The stream a play route plays (what a play token must name).
+    /// The stream a play route plays (what a play token must name); for a recording, the
+    /// stream it recorded.
     pub fn played_stream(&self) -> Option<&str> {
         match self {
+            Route::Recording { file } => file.and_then(|f| f.rsplit_once('/')).map(|(s, _)| s),
             Route::Flv { stream }
             | Route::Ts { stream }
             | Route::Mp4 { stream }
@@ -220,6 +222,33 @@ mod tests {
         // What may name a file is `recordings::is_recording`'s to say (tested there).
         for bad in ["/recordings/live/room/../../etc/passwd.flv", "/recordings/"] {
             assert_eq!(file(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn play_routes_name_the_stream_a_token_must_name() {
+        let played = |path: &str| route("GET", path).played_stream().map(str::to_owned);
+        for path in [
+            "/live/a.flv",
+            "/live/a.ts",
+            "/live/a.mp4",
+            "/live/a.m3u8",
+            "/live/a/7.ts",
+            "/live/a/index.m3u8",
+            "/live/a/init0.mp4",
+            "/live/a/7.2.m4s",
+            "/recordings/live/a/2026-12-06T23-26-24Z.mp4",
+        ] {
+            assert_eq!(played(path).as_deref(), Some("live/a"), "{path}");
+        }
+        for path in [
+            "/",
+            "/play/live/a",
+            "/api/streams",
+            "/metrics",
+            "/console/console.js",
+        ] {
+            assert_eq!(played(path), None, "{path}");
         }
     }
 
