@@ -331,10 +331,7 @@ impl Pulls {
         let mut url = format!("http://{}/{key}.flv?{MARKS_QUERY}", lease.addrs.http);
         if let Some(secret) = &self.config.play_secret {
             // Only needed to open the pull: a token good for a minute.
-            let expires = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                + 60;
+            let expires = registry::now_ms() / 1000 + 60;
             url.push_str("&token=");
             url.push_str(&secret.sign(key, expires, None));
         }

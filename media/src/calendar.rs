@@ -1,5 +1,13 @@
 //! Dates from Unix time, for the few places a date is written out (HLS program dates,
-//! recording names), without a date crate.
+//! recording names), without a date crate; and the Unix time now, for the few places that
+//! need the wall clock (segment numbers and dates, play token expiry).
+
+/// Milliseconds since the Unix epoch now.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The calendar date `days` after 1970-01-01 (proleptic Gregorian), by counting 400-year
 /// eras of 146 097 days from 0000-03-01, so that leap days fall at the end of a year.

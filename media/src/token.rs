@@ -9,12 +9,12 @@
 //! unbound), one per line.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// Why a play is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -31,17 +31,11 @@ pub enum TokenError {
     Invalid,
 }
 
-fn signature(secret: &[u8], stream: &str, expires: u64, ip: Option<IpAddr>) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
-    mac.update(format!("ferrolive-play\n{stream}\n{expires}\n{ip}").as_bytes());
-    mac
-}
-
-/// The secret play tokens are signed with, shared by every node and the control API. It
-/// never shows in logs or debug output.
+/// The secret play tokens are signed with, shared by every node and the control API, kept
+/// as the HMAC state it keys (made once, not per play). It never shows in logs or debug
+/// output.
 #[derive(Clone)]
-pub struct PlaySecret(Arc<[u8]>);
+pub struct PlaySecret(Hmac<Sha256>);
 
 impl std::fmt::Debug for PlaySecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,12 +45,32 @@ impl std::fmt::Debug for PlaySecret {
 
 impl PlaySecret {
     pub fn new(secret: &[u8]) -> PlaySecret {
-        PlaySecret(secret.into())
+        // HMAC's own key rule (RFC 2104): a key longer than the hash's block is hashed
+        // first, and the key is padded with zeros to a block.
+        let mut block = [0u8; 64];
+        if secret.len() > block.len() {
+            block[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        PlaySecret(<Hmac<Sha256> as KeyInit>::new(&block.into()))
+    }
+
+    fn signature(&self, stream: &str, expires: u64, ip: Option<IpAddr>) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        mac.update(format!("ferrolive-play\n{stream}\n{expires}\n{ip}").as_bytes());
+        mac
     }
 
     /// A token for playing `stream` until `expires` (Unix seconds), from `ip` only if given.
     pub fn sign(&self, stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
-        sign(&self.0, stream, expires, ip)
+        let signature = self.signature(stream, expires, ip).finalize().into_bytes();
+        let tag = URL_SAFE_NO_PAD.encode(signature);
+        match ip {
+            Some(_) => format!("{expires}.ip.{tag}"),
+            None => format!("{expires}.{tag}"),
+        }
     }
 
     /// Whether `token` lets `client` play `stream` at `now` (Unix seconds).
@@ -67,53 +81,30 @@ impl PlaySecret {
         now: u64,
         client: IpAddr,
     ) -> Result<(), TokenError> {
-        verify(&self.0, stream, token, now, client)
+        let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
+        let mut fields = token.split('.');
+        let expires: u64 = fields
+            .next()
+            .and_then(|e| e.parse().ok())
+            .ok_or(TokenError::Malformed)?;
+        let (bound, tag) = match (fields.next(), fields.next(), fields.next()) {
+            (Some("ip"), Some(tag), None) => (true, tag),
+            (Some(tag), None, None) => (false, tag),
+            _ => return Err(TokenError::Malformed),
+        };
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Malformed)?;
+        // Checked in constant time, and before the expiry, so that an expired token says
+        // so only when it was a real one.
+        self.signature(stream, expires, bound.then_some(client))
+            .verify_slice(&tag)
+            .map_err(|_| TokenError::Invalid)?;
+        if now >= expires {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
     }
-}
-
-fn sign(secret: &[u8], stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
-    let tag = URL_SAFE_NO_PAD.encode(
-        signature(secret, stream, expires, ip)
-            .finalize()
-            .into_bytes(),
-    );
-    match ip {
-        Some(_) => format!("{expires}.ip.{tag}"),
-        None => format!("{expires}.{tag}"),
-    }
-}
-
-fn verify(
-    secret: &[u8],
-    stream: &str,
-    token: Option<&str>,
-    now: u64,
-    client: IpAddr,
-) -> Result<(), TokenError> {
-    let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
-    let mut fields = token.split('.');
-    let expires: u64 = fields
-        .next()
-        .and_then(|e| e.parse().ok())
-        .ok_or(TokenError::Malformed)?;
-    let (bound, tag) = match (fields.next(), fields.next(), fields.next()) {
-        (Some("ip"), Some(tag), None) => (true, tag),
-        (Some(tag), None, None) => (false, tag),
-        _ => return Err(TokenError::Malformed),
-    };
-    let tag = URL_SAFE_NO_PAD
-        .decode(tag)
-        .map_err(|_| TokenError::Malformed)?;
-    let ip = bound.then_some(client);
-    // Checked in constant time, and before the expiry, so that an expired token says so
-    // only when it was a real one.
-    signature(secret, stream, expires, ip)
-        .verify_slice(&tag)
-        .map_err(|_| TokenError::Invalid)?;
-    if now >= expires {
-        return Err(TokenError::Expired);
-    }
-    Ok(())
 }
 
 /// The `token` parameter of a URL query (`a=1&token=X`).
@@ -127,7 +118,9 @@ pub fn from_query(query: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const SECRET: &[u8] = b"shared by every node";
+    fn secret() -> PlaySecret {
+        PlaySecret::new(b"shared by every node")
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -135,9 +128,9 @@ mod tests {
 
     #[test]
     fn a_token_plays_its_stream_until_it_expires() {
-        let token = sign(SECRET, "live/a", 1_000, None);
+        let token = secret().sign("live/a", 1_000, None);
         let check = |stream: &str, token: &str, now: u64| {
-            verify(SECRET, stream, Some(token), now, ip("10.0.0.1"))
+            secret().verify(stream, Some(token), now, ip("10.0.0.1"))
         };
         assert_eq!(check("live/a", &token, 999), Ok(()));
         assert_eq!(check("live/a", &token, 1_000), Err(TokenError::Expired));
@@ -151,7 +144,7 @@ mod tests {
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(bytes).unwrap();
         assert_eq!(check("live/a", &flipped, 999), Err(TokenError::Invalid));
-        let other_secret = sign(b"another secret", "live/a", 1_000, None);
+        let other_secret = PlaySecret::new(b"another secret").sign("live/a", 1_000, None);
         assert_eq!(
             check("live/a", &other_secret, 999),
             Err(TokenError::Invalid)
@@ -160,19 +153,36 @@ mod tests {
             assert_eq!(check("live/a", bad, 0), Err(TokenError::Malformed), "{bad}");
         }
         assert_eq!(
-            verify(SECRET, "live/a", None, 0, ip("10.0.0.1")),
+            secret().verify("live/a", None, 0, ip("10.0.0.1")),
             Err(TokenError::Missing)
         );
     }
 
     #[test]
     fn a_bound_token_plays_from_its_address_only() {
-        let token = sign(SECRET, "live/a", 1_000, Some(ip("192.0.2.7")));
+        let token = secret().sign("live/a", 1_000, Some(ip("192.0.2.7")));
         assert!(token.contains(".ip."));
-        let from = |client: &str| verify(SECRET, "live/a", Some(&token), 10, ip(client));
+        let from = |client: &str| secret().verify("live/a", Some(&token), 10, ip(client));
         assert_eq!(from("192.0.2.7"), Ok(()));
         assert_eq!(from("192.0.2.8"), Err(TokenError::Invalid));
         assert_eq!(from("::1"), Err(TokenError::Invalid));
+    }
+
+    /// The key made once is HMAC's own: short, block-long and longer secrets sign as
+    /// HMAC-SHA256 keyed with them does.
+    #[test]
+    fn the_secret_keys_hmac_as_hmac_does() {
+        for len in [0, 1, 20, 64, 65, 200] {
+            let key = vec![0xA5u8; len];
+            let mut expected =
+                <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("any key length");
+            expected.update(b"ferrolive-play\nlive/a\n9\n");
+            let tag = URL_SAFE_NO_PAD.encode(expected.finalize().into_bytes());
+            assert_eq!(
+                PlaySecret::new(&key).sign("live/a", 9, None),
+                format!("9.{tag}")
+            );
+        }
     }
 
     #[test]

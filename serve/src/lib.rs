@@ -179,9 +179,7 @@ impl Node {
         let Some(secret) = &self.config.play_secret else {
             return Ok(());
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = media::calendar::unix_now_ms() / 1000;
         secret.verify(stream, media::token::from_query(query), now, client)
     }
 

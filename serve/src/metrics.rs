@@ -122,14 +122,12 @@ impl ViewerGuard {
     pub fn new(metrics: Arc<Metrics>, protocol: Protocol, stream: &str) -> Self {
         metrics.viewers.fetch_add(1, Relaxed);
         metrics.viewers_by_protocol[protocol.index()].fetch_add(1, Relaxed);
-        metrics
-            .stream_viewers()
-            .entry(stream.to_owned())
-            .or_default()[protocol.index()] += 1;
+        let stream = stream.to_owned();
+        metrics.stream_viewers().entry(stream.clone()).or_default()[protocol.index()] += 1;
         ViewerGuard {
             metrics,
             protocol,
-            stream: stream.to_owned(),
+            stream,
         }
     }
 }

@@ -79,12 +79,18 @@ pub struct FlvViewer {
     ended: bool,
 }
 
+/// A connection to `addr` whose reads give up after 10 s (a test waits, it never hangs).
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let socket = TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+}
+
 impl FlvViewer {
     pub fn connect(addr: SocketAddr, room: &str) -> FlvViewer {
-        let mut socket = TcpStream::connect(addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut socket = connect(addr);
         write!(
             socket,
             "GET /live/{room}.flv HTTP/1.1\r\nHost: test\r\n\r\n"

@@ -16,7 +16,7 @@ pub struct ListedPart {
 
 /// A segment as listed: its parts (when near the live edge) and, unless it is the open
 /// one at the end, its EXTINF and URI.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListedSegment {
     pub sequence: u64,
     pub parts: Vec<ListedPart>,
@@ -118,15 +118,7 @@ pub fn check_ll_playlist(text: &str) -> Result<LlPlaylist, String> {
     let mut discontinuity_sequence = 0;
     let mut skipped = 0;
     let mut segments: Vec<ListedSegment> = Vec::new();
-    let mut pending = ListedSegment {
-        sequence: 0,
-        parts: Vec::new(),
-        duration: None,
-        uri: None,
-        map: String::new(),
-        program_date_ms: None,
-        discontinuity: false,
-    };
+    let mut pending = ListedSegment::default();
     let mut map: Option<String> = None;
     let mut extinf: Option<f64> = None;
     let mut preload_hint = None;
@@ -198,18 +190,7 @@ pub fn check_ll_playlist(text: &str) -> Result<LlPlaylist, String> {
                 pending.duration = Some(duration);
                 pending.uri = Some(uri.to_owned());
                 pending.map = map.clone().ok_or_else(|| format!("{uri} without a MAP"))?;
-                segments.push(std::mem::replace(
-                    &mut pending,
-                    ListedSegment {
-                        sequence: 0,
-                        parts: Vec::new(),
-                        duration: None,
-                        uri: None,
-                        map: String::new(),
-                        program_date_ms: None,
-                        discontinuity: false,
-                    },
-                ));
+                segments.push(std::mem::take(&mut pending));
             }
         }
     }

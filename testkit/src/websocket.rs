@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 pub const BINARY: u8 = 0x2;
 pub const CLOSE: u8 = 0x8;
@@ -23,10 +22,7 @@ pub type Message = (u8, Vec<u8>);
 impl WebSocket {
     /// Open `path` on `addr`; the answer's status line and headers if it is not 101.
     pub fn open(addr: SocketAddr, path: &str) -> Result<WebSocket, String> {
-        let mut socket = TcpStream::connect(addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut socket = crate::http::connect(addr);
         // The sample key of RFC 6455 1.3, whose accept value the RFC gives.
         write!(
             socket,

@@ -12,15 +12,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium, parseArgs } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => {
-        if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]]);
-        return pairs;
-    }, []),
-);
+const args = parseArgs();
 const { base, stream, screenshots } = args;
 const offline = args.offline === 'yes';
 if (!base || !stream || !screenshots) {
@@ -34,14 +29,7 @@ const cdnCopies = {
 };
 const protocols = ['http-flv', 'ws-flv', 'hls', 'll-hls', 'http-fmp4'];
 
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required',
-    ],
-});
+const browser = await launchChromium();
 const report = { listedMs: null, protocols: {}, bare: null, console: [], cdnRequests: [] };
 
 // How a player does over `seconds`: the playhead at a third and at the end, decoded

@@ -9,20 +9,12 @@
 
 import path from 'node:path';
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launchChromium, parseArgs } from './common.mjs';
 
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => {
-        if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]]);
-        return pairs;
-    }, []),
-);
+const args = parseArgs();
 const { api, token, room, screenshots } = args;
 fs.mkdirSync(screenshots, { recursive: true });
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-});
+const browser = await launchChromium();
 const console_ = [];
 try {
     const tab = await browser.newPage({ viewport: { width: 1280, height: 800 } });

@@ -20,15 +20,10 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium, parseArgs } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => {
-        if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]]);
-        return pairs;
-    }, []),
-);
+const args = parseArgs();
 const player = args.player;
 const url = args.url;
 const seconds = Number(args.seconds ?? 10);
@@ -122,14 +117,7 @@ const server = http.createServer((req, res) => {
 await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
 const pageUrl = `http://127.0.0.1:${server.address().port}/`;
 
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required',
-    ],
-});
+const browser = await launchChromium();
 const console_ = [];
 try {
     const tab = await browser.newPage();

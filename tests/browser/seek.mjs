@@ -7,14 +7,9 @@
 // went on from there, and the element's errors.
 
 import http from 'node:http';
-import { chromium } from 'playwright-core';
+import { launchChromium, parseArgs } from './common.mjs';
 
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => {
-        if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]]);
-        return pairs;
-    }, []),
-);
+const args = parseArgs();
 const url = args.url;
 const to = Number(args.to ?? 0.6);
 if (!url) {
@@ -49,14 +44,7 @@ const server = http.createServer((req, res) => {
 });
 await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
 
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required',
-    ],
-});
+const browser = await launchChromium();
 try {
     const tab = await browser.newPage();
     // Which byte ranges the browser asked for, to show that it seeks by range.

@@ -360,15 +360,5 @@ impl Hub {
     }
 }
 
-fn unix_seconds() -> u64 {
-    unix_millis() / 1000
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,8 @@ use tokio::sync::broadcast;
 
 use super::history::History;
 use super::stats::PublishStats;
-use super::{unix_millis, unix_seconds, Audience, HubConfig};
+use super::{Audience, HubConfig};
+use crate::calendar::unix_now_ms;
 use crate::codec;
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
 use crate::metadata;
@@ -45,7 +46,7 @@ impl Stream {
                 pending: Vec::new(),
                 segmenter: config
                     .segment_target(name)
-                    .map(|target| Segmenter::new(target.as_millis() as u64, unix_seconds())),
+                    .map(|target| Segmenter::new(target.as_millis() as u64, unix_now_ms() / 1000)),
                 program_dates: ProgramDates::default(),
                 upstream_mark: None,
                 publisher: None,
@@ -261,7 +262,7 @@ impl StreamState {
         let marks_here = !frame.sequence_header && self.marks_on(kind);
         frame.segment = match &mut self.segmenter {
             Some(segmenter) => segmenter.observe(&frame).map(|mut mark| {
-                self.program_dates.stamp(&mut mark, unix_millis());
+                self.program_dates.stamp(&mut mark, unix_now_ms());
                 mark
             }),
             // The mark came just ahead of the frame it marks: the next frame of the track

@@ -173,6 +173,11 @@ impl Subscriber {
         self.skipped
     }
 
+    /// Whether frames of the replay it joined with (GOP, or history) are still to come.
+    pub fn is_replaying(&self) -> bool {
+        !self.initial.is_empty()
+    }
+
     /// Batches published but not yet taken by this viewer, plus frames of the GOP replay.
     pub fn queued(&self) -> usize {
         self.receiver.len() + self.initial.len()

@@ -6,6 +6,7 @@ mod gate;
 pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,10 @@ struct Packaging {
     last_request: Mutex<Instant>,
     /// Woken whenever a segment or part is finished, or the stream ends.
     progress: Notify,
+    /// The packagers have taken the stream's recent segments the packaging started with:
+    /// until then a playlist would list only some of them, and then jump ahead by the
+    /// rest (a player starting on it would stay seconds behind live).
+    caught_up: std::sync::atomic::AtomicBool,
     /// Blocked reloads are answered before part downloads go out.
     reloads: ReloadGate,
 }
@@ -80,6 +85,10 @@ impl Packaging {
 
     fn touch(&self) {
         *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
     }
 
     fn idle_for(&self) -> Duration {
@@ -141,7 +150,7 @@ impl Hls {
             let notified = packaging.progress.notified();
             {
                 let packager = packaging.packager();
-                if packager.has_segments() {
+                if packager.has_segments() && packaging.is_caught_up() {
                     return Ok(packager.playlist(&uri));
                 }
                 if packager.is_ended() {
@@ -202,13 +211,13 @@ impl Hls {
             .map_err(PlaylistRefusal::No)?;
         let first_wait = self.config_for(key).target_duration * 3 + Duration::from_secs(4);
         let mut deadline = tokio::time::Instant::now() + first_wait;
-        let mut blocking_from = None;
+        // Set once the reload blocks on its part (counted for the reload gate).
         let mut blocked = None;
         loop {
             let notified = packaging.progress.notified();
             {
                 let mut cmaf = packaging.cmaf();
-                if cmaf.has_segments() || cmaf.is_ended() {
+                if (cmaf.has_segments() && packaging.is_caught_up()) || cmaf.is_ended() {
                     let Some((msn, part)) = wait_for else {
                         return Ok(cmaf.playlist(skip));
                     };
@@ -220,11 +229,10 @@ impl Hls {
                     if cmaf.has(msn, part) || cmaf.is_ended() {
                         return Ok(cmaf.playlist(skip));
                     }
-                    if blocking_from.is_none() {
+                    if blocked.is_none() {
                         // A part that does not come within three target durations: 503.
                         let wait = Duration::from_secs(3 * cmaf.target_duration());
                         deadline = tokio::time::Instant::now() + wait;
-                        blocking_from = Some(());
                         blocked = Some(packaging.reloads.block());
                     }
                 }
@@ -233,8 +241,8 @@ impl Hls {
                 return Err(PlaylistRefusal::No(NoPlaylist::Cannot(why.to_owned())));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(match blocking_from {
-                    Some(()) => PlaylistRefusal::NotInTime,
+                return Err(match blocked {
+                    Some(_) => PlaylistRefusal::NotInTime,
                     None => PlaylistRefusal::No(NoPlaylist::NotLive),
                 });
             }
@@ -343,6 +351,7 @@ impl Hls {
             cmaf: Mutex::new(CmafPackager::new(cmaf)),
             last_request: Mutex::new(Instant::now()),
             progress: Notify::new(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
             reloads: ReloadGate::default(),
         });
         streams.insert(key.to_owned(), packaging.clone());
@@ -381,7 +390,14 @@ impl Hls {
                         let mut packager = packaging.packager();
                         let before = packager.listed().last().map(|s| s.sequence);
                         packager.push(&frame);
-                        if moved || packager.listed().last().map(|s| s.sequence) != before {
+                        let caught_up = packaging.is_caught_up();
+                        if !caught_up && !sub.is_replaying() {
+                            // The recent segments are all in: waiting requests answer now.
+                            packaging.caught_up.store(true, Ordering::Release);
+                            packaging.progress.notify_waiters();
+                        } else if caught_up
+                            && (moved || packager.listed().last().map(|s| s.sequence) != before)
+                        {
                             if moved {
                                 packaging.reloads.release();
                             }
