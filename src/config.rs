@@ -6,9 +6,10 @@
 //! hls-segment = 2                 # (snake_case works too: hls_segment)
 //! apps = ["live", "game"]         # lists may be arrays
 //!
-//! [app.game]                      # an app's own HLS settings
+//! [app.game]                      # an app's own HLS settings and hooks
 //! hls-segment = 4
 //! hls-window = 10
+//! on-play = "http://hooks.internal/game/play"
 //! ```
 //!
 //! Precedence: flags, then `FERROLIVE_*` variables, then the file, then the defaults. The
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+use serve::hooks::HookEvent;
 
 /// The file given by `--config` (or `FERROLIVE_CONFIG`), if any.
 pub fn file_in(args: &[OsString]) -> Option<PathBuf> {
@@ -56,6 +58,8 @@ pub struct ConfigFile {
 pub struct AppSection {
     pub hls_segment: Option<Duration>,
     pub hls_window: Option<usize>,
+    /// The app's own hooks (`on-play = "URL"`, ...): which event, and its URL.
+    pub hooks: Vec<(HookEvent, String)>,
 }
 
 impl ConfigFile {
@@ -169,6 +173,13 @@ impl ConfigFile {
     }
 }
 
+/// The hook an app setting names (`on-play`, ...).
+fn hook_event(setting: &str) -> Option<HookEvent> {
+    HookEvent::ALL
+        .into_iter()
+        .find(|event| event.action().replace('_', "-") == setting)
+}
+
 fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -205,9 +216,13 @@ fn app_sections(value: &Value) -> anyhow::Result<BTreeMap<String, AppSection>> {
                     })?;
                     section.hls_window = Some(window as usize);
                 }
-                _ => bail!(
-                    "[app.{app}] `{key}` is not an app setting (hls-segment, hls-window: numbers)"
-                ),
+                (name, value) => match (hook_event(name), value) {
+                    (Some(event), Value::String(url)) => section.hooks.push((event, url.clone())),
+                    (Some(_), _) => bail!("[app.{app}] {key}: a URL"),
+                    (None, _) => bail!(
+                        "[app.{app}] `{key}` is not an app setting (hls-segment, hls-window: numbers; on-publish, on-play, on-unpublish, on-stop, on-record-done, on-relay: URLs)"
+                    ),
+                },
             }
         }
         sections.insert(app.clone(), section);
@@ -280,7 +295,7 @@ mod tests {
     #[test]
     fn app_sections_name_the_apps_and_their_hls() {
         let file = ConfigFile::parse(
-            "[app.live]\n[app.game]\nhls-segment = 4\nhls_window = 10\n",
+            "[app.live]\n[app.game]\nhls-segment = 4\nhls_window = 10\non-play = \"http://h/p\"\n",
             &command(),
         )
         .unwrap();
@@ -289,7 +304,8 @@ mod tests {
             file.apps["game"],
             AppSection {
                 hls_segment: Some(Duration::from_secs(4)),
-                hls_window: Some(10)
+                hls_window: Some(10),
+                hooks: vec![(HookEvent::Play, "http://h/p".into())],
             }
         );
         let merged = file.merge_into(os(&["ferrolive", "origin"]), &command());
@@ -307,6 +323,7 @@ mod tests {
         assert!(error("rtmp-addr = { a = 1 }\n").contains("a string, a number or a list"));
         assert!(error("[app.game]\nhls-segment = 0.5\n").contains("at least 1 second"));
         assert!(error("[app.game]\nrecord = true\n").contains("not an app setting"));
+        assert!(error("[app.game]\non-stop = 1\n").contains("on-stop: a URL"));
         assert!(error("[app.\"a/b\"]\n").contains("not a valid app name"));
         assert!(error("rtmp-addr = \n").contains("line 1"));
     }

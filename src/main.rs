@@ -16,6 +16,7 @@ use media::hub::{HubConfig, Segmenting};
 use origin::OriginConfig;
 use registry::{EmbeddedRegistry, NodeAddrs, NodeIdentity, NodeRole, RedisRegistry, Registry};
 use serve::admission::{fit_to_open_files, ConnectionLimits};
+use serve::hooks::{HookEvent, HookUrl, HookUrls, HooksConfig};
 use serve::NodeConfig;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -105,6 +106,8 @@ struct MediaArgs {
     /// every node and the control API. Edges check tokens themselves.
     #[arg(long, env = "FERROLIVE_PLAY_SECRET", hide_env_values = true)]
     play_secret: Option<String>,
+    #[command(flatten)]
+    hooks: HookArgs,
     /// A directory with the console's player libraries (`hls.min.js`, `mpegts.js`) for
     /// networks without the internet; without it the console's pages load them from a CDN.
     #[arg(long, env = "FERROLIVE_CONSOLE_ASSETS")]
@@ -149,6 +152,86 @@ struct MediaArgs {
     /// NetStream.Publish.BadName before the key is even looked up.
     #[arg(long, env = "FERROLIVE_PUBLISHES_PER_KEY", default_value_t = 30)]
     publishes_per_key: u32,
+}
+
+/// HTTP hooks: URLs told of (or asked about) publishes, plays, recordings and relays. An
+/// `[app.NAME]` section of the config file may set its own (`on-play = "http://..."`).
+#[derive(Args, Clone)]
+struct HookArgs {
+    /// Asked before a publish starts (origins): a 2xx allows, anything else refuses.
+    #[arg(long, env = "FERROLIVE_ON_PUBLISH", value_name = "URL")]
+    on_publish: Option<String>,
+    /// Asked before a play starts (every protocol; an HLS player once per session).
+    #[arg(long, env = "FERROLIVE_ON_PLAY", value_name = "URL")]
+    on_play: Option<String>,
+    /// Told when a publish ends.
+    #[arg(long, env = "FERROLIVE_ON_UNPUBLISH", value_name = "URL")]
+    on_unpublish: Option<String>,
+    /// Told when a player that was let in stops.
+    #[arg(long, env = "FERROLIVE_ON_STOP", value_name = "URL")]
+    on_stop: Option<String>,
+    /// Told when a recorded file is finished.
+    #[arg(long, env = "FERROLIVE_ON_RECORD_DONE", value_name = "URL")]
+    on_record_done: Option<String>,
+    /// Told when a forward or pull goes live, fails or ends.
+    #[arg(long, env = "FERROLIVE_ON_RELAY", value_name = "URL")]
+    on_relay: Option<String>,
+    /// Seconds on_publish and on_play wait for an answer (and each attempt at a
+    /// notification may take).
+    #[arg(long, env = "FERROLIVE_HOOK_TIMEOUT", default_value_t = 2.0)]
+    hook_timeout: f64,
+    /// Let publishes and plays go on when on_publish or on_play does not answer in time or
+    /// cannot be reached (default: refuse them).
+    #[arg(long, env = "FERROLIVE_HOOK_FAIL_OPEN")]
+    hook_fail_open: bool,
+    /// Sign every hook body: `X-Ferrolive-Signature: sha256=HEX`, the HMAC-SHA256 of the
+    /// body under this secret.
+    #[arg(long, env = "FERROLIVE_HOOK_SECRET", hide_env_values = true)]
+    hook_secret: Option<String>,
+}
+
+impl HookArgs {
+    fn config(&self, sections: &AppSections) -> anyhow::Result<HooksConfig> {
+        let urls = |set: &[(HookEvent, &Option<String>)]| -> anyhow::Result<HookUrls> {
+            let mut urls = HookUrls::default();
+            for (event, url) in set {
+                if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
+                    urls.set(*event, HookUrl::parse(url).map_err(anyhow::Error::msg)?);
+                }
+            }
+            Ok(urls)
+        };
+        let global = urls(&[
+            (HookEvent::Publish, &self.on_publish),
+            (HookEvent::Play, &self.on_play),
+            (HookEvent::Unpublish, &self.on_unpublish),
+            (HookEvent::Stop, &self.on_stop),
+            (HookEvent::RecordDone, &self.on_record_done),
+            (HookEvent::Relay, &self.on_relay),
+        ])?;
+        let mut apps = BTreeMap::new();
+        for (app, section) in sections {
+            if section.hooks.is_empty() {
+                continue;
+            }
+            let mut own = HookUrls::default();
+            for (event, url) in &section.hooks {
+                let url = HookUrl::parse(url).map_err(|e| anyhow::anyhow!("[app.{app}] {e}"))?;
+                own.set(*event, url);
+            }
+            apps.insert(app.clone(), own);
+        }
+        Ok(HooksConfig {
+            global,
+            apps,
+            timeout: seconds("hook-timeout", self.hook_timeout)?,
+            fail_open: self.hook_fail_open,
+            secret: (self.hook_secret.as_deref())
+                .filter(|s| !s.is_empty())
+                .map(|s| media::token::HmacKey::new(s.as_bytes())),
+            node: String::new(),
+        })
+    }
 }
 
 /// Recording (standalone and origin).
@@ -602,6 +685,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
     };
     let mut node = node_config(&args.media, &args.apps, apps)?;
     node.record_dir = args.record.record_dir.clone();
+    node.hooks.node = "standalone".into();
     let mut api = api_config(
         args.api_addr,
         &args.auth,
@@ -655,6 +739,7 @@ async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
     node.record_dir = args.record.record_dir.clone();
     fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
+    node.hooks.node = identity.id.clone();
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
     announce_auth(&args.media);
     let config = OriginConfig {
@@ -680,6 +765,7 @@ async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
         play_secret: node.play_secret.clone(),
     };
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Edge).await?;
+    node.hooks.node = identity.id.clone();
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "edge advertises");
     let config = EdgeConfig {
         node,
@@ -838,6 +924,7 @@ fn node_config(
         console_assets: args.console_assets.clone(),
         http_requests_per_ip: args.http_requests_per_ip,
         play_secret: play_secret(&args.play_secret),
+        hooks: args.hooks.config(sections)?,
     })
 }
 

@@ -11,13 +11,12 @@ mod policy;
 mod pull;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use media::hub::Segmenting;
 use registry::{Heartbeat, Load, NodeIdentity, Registry};
-use serve::{NodeConfig, Publishing, Refusal, Role, Shared, StartError};
+use serve::{NodeConfig, PublishRequest, Publishing, Refusal, Role, Shared, StartError};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -101,13 +100,8 @@ impl Edge {
 #[async_trait::async_trait]
 impl Role for Edge {
     /// Edges only play: publishing goes to an origin.
-    async fn publish(
-        &self,
-        _app: &str,
-        _name: &str,
-        peer: SocketAddr,
-    ) -> Result<Publishing, Refusal> {
-        info!(%peer, "publish refused: this is an edge");
+    async fn publish(&self, request: &PublishRequest<'_>) -> Result<Publishing, Refusal> {
+        info!(peer = %request.peer, "publish refused: this is an edge");
         Err(Refusal::bad_name("This is an edge: publish to an origin"))
     }
 

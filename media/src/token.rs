@@ -31,20 +31,19 @@ pub enum TokenError {
     Invalid,
 }
 
-/// The secret play tokens are signed with, shared by every node and the control API, kept
-/// as the HMAC state it keys (made once, not per play). It never shows in logs or debug
+/// An HMAC-SHA256 key, keyed once (not per message). It never shows in logs or debug
 /// output.
 #[derive(Clone)]
-pub struct PlaySecret(Hmac<Sha256>);
+pub struct HmacKey(Hmac<Sha256>);
 
-impl std::fmt::Debug for PlaySecret {
+impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PlaySecret(..)")
+        f.write_str("HmacKey(..)")
     }
 }
 
-impl PlaySecret {
-    pub fn new(secret: &[u8]) -> PlaySecret {
+impl HmacKey {
+    pub fn new(secret: &[u8]) -> HmacKey {
         // HMAC's own key rule (RFC 2104): a key longer than the hash's block is hashed
         // first, and the key is padded with zeros to a block.
         let mut block = [0u8; 64];
@@ -53,19 +52,42 @@ impl PlaySecret {
         } else {
             block[..secret.len()].copy_from_slice(secret);
         }
-        PlaySecret(<Hmac<Sha256> as KeyInit>::new(&block.into()))
+        HmacKey(<Hmac<Sha256> as KeyInit>::new(&block.into()))
     }
 
-    fn signature(&self, stream: &str, expires: u64, ip: Option<IpAddr>) -> Hmac<Sha256> {
+    /// The HMAC of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 32] {
         let mut mac = self.0.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the HMAC of `message` (compared in constant time).
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
+/// The secret play tokens are signed with, shared by every node and the control API.
+#[derive(Clone, Debug)]
+pub struct PlaySecret(HmacKey);
+
+impl PlaySecret {
+    pub fn new(secret: &[u8]) -> PlaySecret {
+        PlaySecret(HmacKey::new(secret))
+    }
+
+    /// What a token's signature is the HMAC of.
+    fn signed(stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
         let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
-        mac.update(format!("ferrolive-play\n{stream}\n{expires}\n{ip}").as_bytes());
-        mac
+        format!("ferrolive-play\n{stream}\n{expires}\n{ip}")
     }
 
     /// A token for playing `stream` until `expires` (Unix seconds), from `ip` only if given.
     pub fn sign(&self, stream: &str, expires: u64, ip: Option<IpAddr>) -> String {
-        let signature = self.signature(stream, expires, ip).finalize().into_bytes();
+        let signature = self.0.sign(Self::signed(stream, expires, ip).as_bytes());
         let tag = URL_SAFE_NO_PAD.encode(signature);
         match ip {
             Some(_) => format!("{expires}.ip.{tag}"),
@@ -97,9 +119,10 @@ impl PlaySecret {
             .map_err(|_| TokenError::Malformed)?;
         // Checked in constant time, and before the expiry, so that an expired token says
         // so only when it was a real one.
-        self.signature(stream, expires, bound.then_some(client))
-            .verify_slice(&tag)
-            .map_err(|_| TokenError::Invalid)?;
+        let signed = Self::signed(stream, expires, bound.then_some(client));
+        if !self.0.verify(signed.as_bytes(), &tag) {
+            return Err(TokenError::Invalid);
+        }
         if now >= expires {
             return Err(TokenError::Expired);
         }
@@ -188,7 +211,7 @@ mod tests {
     #[test]
     fn the_secret_does_not_show() {
         let secret = PlaySecret::new(b"hunter2");
-        assert_eq!(format!("{secret:?}"), "PlaySecret(..)");
+        assert_eq!(format!("{secret:?}"), "PlaySecret(HmacKey(..))");
         let token = secret.sign("live/a", 10, None);
         assert_eq!(secret.verify("live/a", Some(&token), 5, ip("::1")), Ok(()));
     }

@@ -12,12 +12,14 @@ pub mod record;
 pub mod relay;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use media::hub::Hub;
 use registry::{redact_key, Heartbeat, Load, NodeIdentity, Registry};
-use serve::{stream_key, NodeConfig, Publishing, Refusal, Role, Shared, StartError};
+use serve::hooks::{HookEvent, HookRequest, Hooks};
+use serve::{
+    stream_key, NodeConfig, PublishRequest, Publishing, Refusal, Role, Shared, StartError,
+};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -68,6 +70,7 @@ pub struct Origin {
     recordings: Option<Arc<Recordings>>,
     forwards: Arc<Forwards>,
     pulls: Arc<Pulls>,
+    hooks: Arc<Hooks>,
     /// Publishes per channel key ([`OriginConfig::publishes_per_key`]).
     publish_limits: serve::ratelimit::RateLimiter<String>,
 }
@@ -82,7 +85,7 @@ impl Origin {
         let recordings = config
             .record
             .clone()
-            .map(|record| Recordings::new(record, shared.hub.clone(), shared.metrics.clone()));
+            .map(|record| Recordings::new(record, shared));
         let forwards = Forwards::new(shared, config.tls.clone(), config.relay.push.clone());
         let origin = Arc::new_cyclic(|origin| {
             let pulls = Pulls::new(
@@ -90,6 +93,7 @@ impl Origin {
                 shared.hub.clone(),
                 config.tls.clone(),
                 shared.metrics.clone(),
+                shared.hooks.clone(),
                 &config.relay.pull,
                 config.relay.pull_idle,
             );
@@ -116,6 +120,7 @@ impl Origin {
                 recordings,
                 forwards,
                 pulls,
+                hooks: shared.hooks.clone(),
                 publish_limits: serve::ratelimit::RateLimiter::per_minute(config.publishes_per_key),
             }
         });
@@ -187,22 +192,39 @@ impl Origin {
 impl Role for Origin {
     /// Admit a publisher: its name must be a valid stream (a channel key when the node
     /// checks keys), free locally, and not live on another node.
-    async fn publish(
-        &self,
-        app: &str,
-        name: &str,
-        peer: SocketAddr,
-    ) -> Result<Publishing, Refusal> {
+    async fn publish(&self, request: &PublishRequest<'_>) -> Result<Publishing, Refusal> {
+        let (app, peer) = (request.app, request.peer);
         // Counted before the key is looked up: a flood of publishes costs no registry call.
-        if let Err(wait) = self.publish_limits.take(name.to_owned()) {
+        if let Err(wait) = self.publish_limits.take(request.name.to_owned()) {
             info!(%peer, "publish refused: too many publishes with this name");
             return Err(Refusal::bad_name(format!(
                 "Too many publishes with this key; retry in {} s",
                 wait.as_secs() + 1
             )));
         }
-        let room = self.admit(name).await?;
-        self.publish_room(app, &room, &peer).await
+        let room = self.admit(request.name).await?;
+        // The hook hears of the room, never of the key.
+        let hook = HookRequest {
+            app: app.to_owned(),
+            room: room.clone(),
+            client: Some(peer),
+            protocol: request.protocol.label(),
+            query: request.query.to_owned(),
+            extra: Vec::new(),
+        };
+        if let Err(refused) = self.hooks.ask(HookEvent::Publish, &hook).await {
+            return Err(Refusal::bad_name(refused.to_string()));
+        }
+        let publishing = self.publish_room(app, &room, &peer).await?;
+        Ok(
+            match self.hooks.notify_on_drop(HookEvent::Unpublish, hook) {
+                Some(notice) => Publishing {
+                    hold: publishing.hold.also(notice),
+                    ..publishing
+                },
+                None => publishing,
+            },
+        )
     }
 
     /// Streams are published here: the local hub has them or nobody does, unless a pull

@@ -9,8 +9,10 @@
 pub mod admission;
 pub mod fanout;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod io;
+mod json;
 pub mod metrics;
 pub mod ratelimit;
 pub mod recordings;
@@ -36,7 +38,7 @@ use crate::admission::{Admission, ConnectionLimits};
 use crate::fanout::Lanes;
 use crate::hls::Hls;
 use crate::metrics::Metrics;
-pub use crate::role::{Eviction, Hold, Publishing, Refusal, Role, Shared};
+pub use crate::role::{Eviction, Hold, PublishRequest, Publishing, Refusal, Role, Shared};
 pub use media::names::stream_key;
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct NodeConfig {
     pub console_assets: Option<PathBuf>,
     /// With a secret, every play needs a token signed with it (see [`media::token`]).
     pub play_secret: Option<media::token::PlaySecret>,
+    /// Hooks to ask and tell about publishes and plays.
+    pub hooks: hooks::HooksConfig,
     /// Player HTTP requests a client address may make per second (0: no limit).
     pub http_requests_per_ip: u32,
     /// Declared bytes of unfinished RTMP messages the node holds at most for connections
@@ -103,6 +107,7 @@ pub struct Node {
     pub lanes: Arc<Lanes>,
     pub metrics: Arc<Metrics>,
     pub role: Arc<dyn Role>,
+    pub hooks: Arc<hooks::Hooks>,
     pub rtmp_admission: Arc<Admission>,
     pub http_admission: Arc<Admission>,
     pub incomplete: Arc<rtmp::IncompleteMessages>,
@@ -183,6 +188,25 @@ impl Node {
         secret.verify(stream, media::token::from_query(query), now, client)
     }
 
+    /// Ask the `on_play` hook whether `peer` may play `stream` over `protocol` (with the
+    /// query of its URL). What it gives, held while the player plays, tells the `on_stop`
+    /// hook when dropped.
+    pub async fn ask_to_play(
+        &self,
+        stream: &str,
+        query: &str,
+        peer: SocketAddr,
+        protocol: metrics::Protocol,
+    ) -> Result<Option<hooks::NotifyOnDrop>, hooks::HookRefusal> {
+        let request = hooks::HookRequest {
+            client: Some(peer),
+            query: query.to_owned(),
+            ..hooks::HookRequest::for_stream(stream, protocol.label())
+        };
+        self.hooks.ask(hooks::HookEvent::Play, &request).await?;
+        Ok(self.hooks.notify_on_drop(hooks::HookEvent::Stop, request))
+    }
+
     /// The token to carry into the URIs a playlist lists (`None` without a play secret).
     pub fn token_to_carry<'a>(&self, query: &'a str) -> Option<&'a str> {
         self.config
@@ -217,6 +241,7 @@ pub fn shared(config: &NodeConfig) -> Shared {
         hub: Hub::new(hub),
         lanes: Arc::new(Lanes::new(config.merge_window)),
         metrics: Arc::new(Metrics::default()),
+        hooks: Arc::new(hooks::Hooks::new(config.hooks.clone())),
     }
 }
 
@@ -245,6 +270,7 @@ pub async fn run(
         hls: Arc::new(Hls::new(config.hls.clone(), config.app_hls.clone())),
         lanes: shared.lanes,
         metrics: shared.metrics,
+        hooks: shared.hooks,
         role,
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
         http_admission: Admission::new("player HTTP", config.http_limits),

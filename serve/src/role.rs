@@ -12,15 +12,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::fanout::Lanes;
-use crate::metrics::Metrics;
+use crate::hooks::Hooks;
+use crate::metrics::{Metrics, Protocol};
 
 /// What a role decides for the node it runs on.
 #[async_trait::async_trait]
 pub trait Role: Send + Sync + 'static {
-    /// A client asks to publish `name` (what it sent: a channel key, or a room name) in
-    /// `app`. On success the role has claimed the stream in the hub.
-    async fn publish(&self, app: &str, name: &str, peer: SocketAddr)
-        -> Result<Publishing, Refusal>;
+    /// A client asks to publish. On success the role has claimed the stream in the hub.
+    async fn publish(&self, request: &PublishRequest<'_>) -> Result<Publishing, Refusal>;
 
     /// A viewer asks for the hub stream `stream`; `attach` attaches it to the local hub
     /// and says whether it could. An origin tries once; an edge pulls the stream from its
@@ -37,12 +36,13 @@ pub trait Role: Send + Sync + 'static {
 }
 
 /// What a role shares with the node it serves: the streams, their fan-outs (which an
-/// origin's forwards join as RTMP viewers do) and the counters.
+/// origin's forwards join as RTMP viewers do), the counters and the hooks.
 #[derive(Clone)]
 pub struct Shared {
     pub hub: Arc<Hub>,
     pub lanes: Arc<Lanes>,
     pub metrics: Arc<Metrics>,
+    pub hooks: Arc<Hooks>,
 }
 
 impl Shared {
@@ -55,6 +55,18 @@ impl Shared {
     pub fn bytes_out(&self) -> u64 {
         self.metrics.bytes_out_total.load(Ordering::Relaxed)
     }
+}
+
+/// What a client asked to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRequest<'a> {
+    pub app: &'a str,
+    /// What it sent: a channel key, or a room name.
+    pub name: &'a str,
+    /// The query of its URL (without `?`), for the `on_publish` hook.
+    pub query: &'a str,
+    pub peer: SocketAddr,
+    pub protocol: Protocol,
 }
 
 /// A publish the role accepted: the hub's publisher, and what the role holds for the
@@ -84,6 +96,14 @@ impl Hold {
         Hold {
             eviction: Some(eviction),
             _held: Some(Box::new(held)),
+        }
+    }
+
+    /// The same hold, also keeping `more` until it is dropped.
+    pub fn also(self, more: impl Send + Sync + 'static) -> Hold {
+        Hold {
+            eviction: self.eviction,
+            _held: Some(Box::new((self._held, more))),
         }
     }
 

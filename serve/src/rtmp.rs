@@ -16,9 +16,10 @@ use tracing::{debug, info, warn};
 
 use crate::admission;
 use crate::fanout::{EgressError, Membership, Pace, Pump};
+use crate::hooks::NotifyOnDrop;
 use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics, Protocol, ViewerGuard};
-use crate::{stream_key, Hold, Node, Publishing};
+use crate::{stream_key, Hold, Node, PublishRequest, Publishing};
 
 /// Time allowed for the whole negotiation, handshake through publish or play: a client
 /// that drips bytes must not hold a connection by resetting a per-read timer.
@@ -150,6 +151,8 @@ enum Role {
         membership: Membership,
         name: String,
         _viewer: ViewerGuard,
+        /// Tells the `on_stop` hook when the play ends.
+        _stop_notice: Option<NotifyOnDrop>,
     },
     /// Answered with an error status; close once it is sent.
     Closing,
@@ -283,7 +286,9 @@ impl Connection {
 
     async fn on_event(&mut self, event: SessionEvent) -> Result<(), ConnError> {
         match event {
-            SessionEvent::Publish { app, name, .. } => self.on_publish(&app, &name).await?,
+            SessionEvent::Publish { app, name, query } => {
+                self.on_publish(&app, &name, &query).await?
+            }
             SessionEvent::Play { app, name, query } => {
                 // A second play replaces the first.
                 self.stop_playing().await?;
@@ -297,6 +302,22 @@ impl Connection {
                         .reject_play("NetStream.Play.Failed", &refused.to_string());
                     self.role = Role::Closing;
                     return Ok(());
+                }
+                let mut stop_notice = None;
+                if let Some(key) = &key {
+                    match (self
+                        .node
+                        .ask_to_play(key, &query, self.peer, Protocol::Rtmp))
+                    .await
+                    {
+                        Ok(notice) => stop_notice = notice,
+                        Err(refused) => {
+                            self.session
+                                .reject_play("NetStream.Play.Failed", &refused.to_string());
+                            self.role = Role::Closing;
+                            return Ok(());
+                        }
+                    }
                 }
                 let join = match key {
                     Some(key) => self.node.join(&key, Audience::Viewer).await,
@@ -326,9 +347,13 @@ impl Connection {
                             membership,
                             name,
                             _viewer,
+                            _stop_notice: stop_notice,
                         };
                     }
                     None => {
+                        if let Some(notice) = stop_notice {
+                            notice.disarm();
+                        }
                         self.session
                             .reject_play("NetStream.Play.StreamNotFound", "Stream not found");
                         self.role = Role::Closing;
@@ -364,7 +389,7 @@ impl Connection {
     }
 
     /// Ask the node's role whether this client may publish; it claims the stream.
-    async fn on_publish(&mut self, app: &str, name: &str) -> Result<(), ConnError> {
+    async fn on_publish(&mut self, app: &str, name: &str, query: &str) -> Result<(), ConnError> {
         if self.node.is_shutting_down() {
             self.refuse_publish("NetStream.Publish.Failed", "Server shutting down");
             return Ok(());
@@ -374,14 +399,20 @@ impl Connection {
             self.refuse_publish("NetStream.Publish.BadName", "Unknown app");
             return Ok(());
         }
-        let Publishing { publisher, hold } =
-            match self.node.role.publish(app, name, self.peer).await {
-                Ok(publishing) => publishing,
-                Err(refusal) => {
-                    self.refuse_publish(refusal.code, &refusal.description);
-                    return Ok(());
-                }
-            };
+        let request = PublishRequest {
+            app,
+            name,
+            query,
+            peer: self.peer,
+            protocol: Protocol::Rtmp,
+        };
+        let Publishing { publisher, hold } = match self.node.role.publish(&request).await {
+            Ok(publishing) => publishing,
+            Err(refusal) => {
+                self.refuse_publish(refusal.code, &refusal.description);
+                return Ok(());
+            }
+        };
         info!(stream = %publisher.name(), peer = %self.peer, "publish start");
         Metrics::add(&self.node.metrics.publishes_total, 1);
         self.session.accept_publish();

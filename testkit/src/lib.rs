@@ -1,13 +1,14 @@
 //! Test support shared by the end-to-end tests (`tests/`), the registry's Redis tests and
 //! the bench's test: the real `ferrolive` binary ([`Server`]), a real `redis-server`
 //! ([`Redis`]), nginx with the RTMP module ([`Nginx`]), ffmpeg and ffprobe as publisher and player, plain HTTP and HTTP-FLV readers
-//! built on the project's own demuxer, and a blocking RTMP client ([`RtmpClient`]) on
-//! media's sans-IO client session.
+//! built on the project's own demuxer, a blocking RTMP client ([`RtmpClient`]) on
+//! media's sans-IO client session, and a hook server ([`HookServer`]).
 //!
 //! Everything here panics on failure with a message saying what went wrong: it only ever
 //! runs inside tests.
 
 mod ffmpeg;
+mod hooks;
 mod http;
 pub mod llhls;
 mod nginx;
@@ -23,6 +24,7 @@ use std::process::Child;
 pub use ffmpeg::{
     decode, decode_to_end, publish, publish_accepted, require_ffmpeg, Decoded, Source,
 };
+pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};
 pub use nginx::{require_nginx, Nginx};
 pub use redis::Redis;

@@ -116,6 +116,10 @@ pub struct Closing {
 }
 
 impl Closing {
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Whether the file is closed (or its writer gave up).
     pub fn is_done(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())

@@ -21,8 +21,10 @@ use media::flv::FlvFileWriter;
 use media::fmp4::Fmp4Writer;
 use media::frame::{Frame, MediaKind};
 use media::hub::{Audience, Delivery, Hub};
+use serve::hooks::{HookEvent, HookRequest, Hooks};
 use serve::metrics::Metrics;
 use serve::recordings::{prune, Retention};
+use serve::Shared;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -69,6 +71,8 @@ pub struct Recordings {
     config: RecordConfig,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    /// Told of every file finished (`on_record_done`).
+    hooks: Arc<Hooks>,
     /// Streams being recorded, each with the signal that stops it.
     active: Mutex<HashMap<String, Arc<Notify>>>,
     /// Raised when the last recording has finished.
@@ -81,11 +85,12 @@ pub struct Recordings {
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Recordings {
-    pub fn new(config: RecordConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<Recordings> {
+    pub fn new(config: RecordConfig, shared: &Shared) -> Arc<Recordings> {
         let recordings = Arc::new(Recordings {
             config,
-            hub,
-            metrics,
+            hub: shared.hub.clone(),
+            metrics: shared.metrics.clone(),
+            hooks: shared.hooks.clone(),
             active: Mutex::default(),
             idle: Notify::new(),
             opened: Notify::new(),
@@ -147,6 +152,7 @@ impl Recordings {
             app: app.to_owned(),
             room: room.to_owned(),
             config: self.config.clone(),
+            hooks: self.hooks.clone(),
             files: Vec::new(),
             closing: Vec::new(),
         };
@@ -215,6 +221,7 @@ struct Recording {
     app: String,
     room: String,
     config: RecordConfig,
+    hooks: Arc<Hooks>,
     /// The open file of each format.
     files: Vec<OpenFile>,
     /// Files closed and still being written.
@@ -373,16 +380,28 @@ impl Recording {
             self.closing.drain(..).partition(Closing::is_done);
         self.closing = pending;
         for closing in done {
-            closing.wait(FINISH_WITHIN).await?;
+            self.finished(closing).await?;
         }
+        Ok(())
+    }
+
+    /// Wait for a closing file: the `on_record_done` hook is told of it once it is whole.
+    async fn finished(&self, closing: Closing) -> Result<(), String> {
+        let file = closing.path().display().to_string();
+        closing.wait(FINISH_WITHIN).await?;
+        let request = HookRequest {
+            extra: vec![("file", file)],
+            ..HookRequest::for_stream(&self.stream, "record")
+        };
+        self.hooks.notify(HookEvent::RecordDone, &request);
         Ok(())
     }
 
     /// Wait for the files closed so far.
     async fn closed(&mut self) -> Result<(), String> {
         let mut result = Ok(());
-        for closing in self.closing.drain(..) {
-            result = result.and(closing.wait(FINISH_WITHIN).await);
+        for closing in std::mem::take(&mut self.closing) {
+            result = result.and(self.finished(closing).await);
         }
         result
     }

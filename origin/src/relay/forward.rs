@@ -21,6 +21,7 @@ use media::outbox::Format;
 use media::rtmp::url::RelayUrl;
 use registry::RelayInfo;
 use serve::fanout::{EgressError, Lanes, Pace, Pump, Totals};
+use serve::hooks::Hooks;
 use serve::io::{read_some, shutdown_write, write_all};
 use serve::metrics::Metrics;
 use serve::Shared;
@@ -33,7 +34,7 @@ use super::policy::{Backoff, Failure};
 use super::rtmp::{Answers, RtmpPush};
 use super::transport::Tls;
 use super::Rule;
-use super::{lock, set};
+use super::{change_state, lock, set};
 
 /// Time to connect, handshake and have the publish accepted.
 const NEGOTIATE_WITHIN: Duration = Duration::from_secs(10);
@@ -54,6 +55,7 @@ pub struct Forwards {
     lanes: Arc<Lanes>,
     tls: Arc<Tls>,
     metrics: Arc<Metrics>,
+    hooks: Arc<Hooks>,
     rules: Vec<Rule>,
     /// Forwards running, by stream.
     running: Mutex<HashMap<String, Vec<Forward>>>,
@@ -73,6 +75,7 @@ impl Forwards {
             lanes: shared.lanes.clone(),
             tls,
             metrics: shared.metrics.clone(),
+            hooks: shared.hooks.clone(),
             rules,
             running: Mutex::default(),
         })
@@ -123,6 +126,7 @@ impl Forwards {
         let (stream, id) = (stream.to_owned(), id.to_owned());
         tokio::spawn(async move {
             forwards.run(&stream, url, &state, &stop).await;
+            change_state(&forwards.hooks, "forward", &stream, &state, "ended", None);
             let mut running = forwards.running();
             if let Some(list) = running.get_mut(&stream) {
                 list.retain(|f| !Arc::ptr_eq(&f.stop, &stop));
@@ -191,10 +195,7 @@ impl Forwards {
                 },
                 () = stop.notified() => return,
             };
-            set(state, |s| {
-                s.state = "live".into();
-                s.error = None;
-            });
+            change_state(&self.hooks, "forward", stream, state, "live", None);
             Metrics::add(&self.metrics.relays_live, 1);
             let since = Instant::now();
             let ended = match push.into_plain() {
@@ -375,10 +376,14 @@ impl Forwards {
         let wait = backoff.failed(failure, live_for);
         Metrics::add(&self.metrics.relay_retries_total, 1);
         warn!(stream, url = %lock(state).url, error = why, retry_in = ?wait, "forward failed");
-        set(state, |s| {
-            s.state = "retrying".into();
-            s.error = Some(why.to_owned());
-        });
+        change_state(
+            &self.hooks,
+            "forward",
+            stream,
+            state,
+            "retrying",
+            Some(why.to_owned()),
+        );
         tokio::select! {
             () = tokio::time::sleep(wait) => self.hub.is_live(stream),
             () = stop.notified() => false,

@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use registry::RelayInfo;
+use serve::hooks::{HookEvent, HookRequest, Hooks};
 use serve::metrics::escape_label;
 
 pub use forward::Forwards;
@@ -135,6 +136,36 @@ fn lock(state: &Mutex<RelayInfo>) -> MutexGuard<'_, RelayInfo> {
 
 fn set(state: &Mutex<RelayInfo>, change: impl FnOnce(&mut RelayInfo)) {
     change(&mut lock(state));
+}
+
+/// A relay (`kind`: forward or pull) of `stream` is now `to` (live, retrying with `error`,
+/// ended): the API shows it, and the `on_relay` hook is told.
+fn change_state(
+    hooks: &Hooks,
+    kind: &'static str,
+    stream: &str,
+    state: &Mutex<RelayInfo>,
+    to: &str,
+    error: Option<String>,
+) {
+    let info = {
+        let mut info = lock(state);
+        info.state = to.to_owned();
+        info.error = error;
+        info.clone()
+    };
+    let mut extra = vec![
+        ("relay", kind.to_owned()),
+        ("id", info.id),
+        ("url", info.url),
+        ("state", info.state),
+    ];
+    extra.extend(info.error.map(|error| ("error", error)));
+    let request = HookRequest {
+        extra,
+        ..HookRequest::for_stream(stream, "relay")
+    };
+    hooks.notify(HookEvent::Relay, &request);
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use media::frame::Frame;
 use media::hub::{Hub, Pushed};
 use media::rtmp::url::{RelayUrl, Scheme};
 use registry::{Registry, RelayInfo};
+use serve::hooks::Hooks;
 use serve::metrics::Metrics;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ use super::flv::FlvPull;
 use super::policy::{Backoff, Failure};
 use super::rtmp::{RelayError, RtmpPull};
 use super::transport::Tls;
-use super::{lock, set};
+use super::{change_state, lock, set};
 use crate::Origin;
 
 /// Time to connect and have the source start sending.
@@ -74,6 +75,7 @@ pub struct Pulls {
     hub: Arc<Hub>,
     tls: Arc<Tls>,
     metrics: Arc<Metrics>,
+    hooks: Arc<Hooks>,
     idle_grace: Duration,
     /// The config's always-on pulls.
     always: Vec<PullRule>,
@@ -97,6 +99,7 @@ impl Pulls {
         hub: Arc<Hub>,
         tls: Arc<Tls>,
         metrics: Arc<Metrics>,
+        hooks: Arc<Hooks>,
         rules: &[PullRule],
         idle_grace: Duration,
     ) -> Arc<Pulls> {
@@ -105,6 +108,7 @@ impl Pulls {
             hub,
             tls,
             metrics,
+            hooks,
             idle_grace,
             always: rules.iter().filter(|r| !r.on_demand).cloned().collect(),
             on_demand: (rules.iter().filter(|r| r.on_demand))
@@ -193,6 +197,7 @@ impl Pulls {
         let pulls = self.clone();
         tokio::spawn(async move {
             pulls.run(&rule, &state, &stop, &live).await;
+            change_state(&pulls.hooks, "pull", &stream, &state, "ended", None);
             let mut running = pulls.running();
             if running
                 .get(&stream)
@@ -291,10 +296,7 @@ impl Pulls {
             let wait = backoff.failed(failure, live_for);
             Metrics::add(&self.metrics.relay_retries_total, 1);
             warn!(%stream, url = %rule.url.redacted(), error = %why, retry_in = ?wait, "pull failed");
-            set(state, |s| {
-                s.state = "retrying".into();
-                s.error = Some(why);
-            });
+            change_state(&self.hooks, "pull", &stream, state, "retrying", Some(why));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stop.notified() => return,
@@ -328,10 +330,7 @@ impl Pulls {
             mut publisher,
             hold,
         } = publishing;
-        set(state, |s| {
-            s.state = "live".into();
-            s.error = None;
-        });
+        change_state(&self.hooks, "pull", &stream, state, "live", None);
         live.notify_waiters();
         Metrics::add(&self.metrics.relays_live, 1);
         let mut audience = tokio::time::interval(AUDIENCE_CHECK);

@@ -6,6 +6,7 @@ mod gate;
 pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use tracing::{debug, warn};
 
 use self::gate::ReloadGate;
 use self::sessions::{SessionKey, Sessions};
+use crate::hooks::{HookEvent, HookRefusal, NotifyOnDrop};
 use crate::metrics::{Protocol, ViewerGuard};
 use crate::Node;
 
@@ -106,6 +108,8 @@ pub struct Hls {
     by_app: BTreeMap<String, HlsConfig>,
     streams: Mutex<HashMap<String, Arc<Packaging>>>,
     sessions: Mutex<Sessions<Player>>,
+    /// Players the on_play hook let in, each telling on_stop when its session ends.
+    admitted: Mutex<Sessions<Option<NotifyOnDrop>>>,
 }
 
 impl Hls {
@@ -115,7 +119,37 @@ impl Hls {
             by_app,
             streams: Mutex::default(),
             sessions: Mutex::default(),
+            admitted: Mutex::default(),
         }
+    }
+
+    /// Ask the on_play hook whether `client` (at `peer`, with the query of its playlist
+    /// URL) may play `key`: once per session, not at every playlist request.
+    pub async fn ask_to_play(
+        &self,
+        node: &Node,
+        key: &str,
+        client: &SessionKey,
+        query: &str,
+        peer: SocketAddr,
+    ) -> Result<(), HookRefusal> {
+        let app = app_of(key);
+        if node.hooks.url(HookEvent::Play, app).is_none()
+            && node.hooks.url(HookEvent::Stop, app).is_none()
+        {
+            return Ok(());
+        }
+        if self.admitted().touch(client, Instant::now()) {
+            return Ok(());
+        }
+        let notice = node.ask_to_play(key, query, peer, Protocol::Hls).await?;
+        self.admitted()
+            .start(client.clone(), Instant::now(), notice);
+        Ok(())
+    }
+
+    fn admitted(&self) -> MutexGuard<'_, Sessions<Option<NotifyOnDrop>>> {
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The settings of the stream `key`: its app's, or the node's.
@@ -369,6 +403,7 @@ impl Hls {
                 if expired_at.elapsed() >= EXPIRE_EVERY {
                     expired_at = Instant::now();
                     hls.sessions().expire(&key, expired_at, false);
+                    hls.admitted().expire(&key, expired_at, false);
                 }
                 let delivery = tokio::select! {
                     d = sub.next() => d,
@@ -432,6 +467,7 @@ impl Hls {
                 streams.remove(&key);
                 drop(streams);
                 hls.sessions().expire(&key, Instant::now(), true);
+                hls.admitted().expire(&key, Instant::now(), true);
             }
             debug!(stream = %key, "hls packaging stopped");
         });

@@ -69,8 +69,27 @@ impl<T> Sessions<T> {
 
     /// A playlist request: it keeps a session going but does not start one.
     pub fn playlist(&mut self, key: &SessionKey, now: Instant) {
-        if let Some((last, _)) = self.sessions.get_mut(key) {
-            *last = now;
+        self.touch(key, now);
+    }
+
+    /// Keep the session `key` going: whether there is one.
+    pub fn touch(&mut self, key: &SessionKey, now: Instant) -> bool {
+        match self.sessions.get_mut(key) {
+            Some((last, _)) => {
+                *last = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Start the session `key` holding `held` (unless there are too many), after dropping
+    /// every idle session, of any stream.
+    pub fn start(&mut self, key: SessionKey, now: Instant, held: T) {
+        self.sessions
+            .retain(|_, (last, _)| now.saturating_duration_since(*last) < SESSION_IDLE);
+        if self.sessions.len() < MAX_SESSIONS {
+            self.sessions.insert(key, (now, held));
         }
     }
 
@@ -115,6 +134,23 @@ mod tests {
         assert_eq!(sessions.count("live/a"), 1);
         sessions.expire("live/a", at(35), false);
         assert_eq!(sessions.count("live/a"), 0);
+    }
+
+    #[test]
+    fn a_started_session_goes_on_while_touched_and_starting_another_drops_idle_ones() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut sessions: Sessions<()> = Sessions::default();
+        let a = SessionKey::new("live/a", A, "x");
+        let b = SessionKey::new("live/b", B, "x");
+        assert!(!sessions.touch(&a, at(0)));
+        sessions.start(a.clone(), at(0), ());
+        assert!(sessions.touch(&a, at(15)));
+        sessions.start(b.clone(), at(30), ());
+        assert_eq!((sessions.count("live/a"), sessions.count("live/b")), (1, 1));
+        sessions.start(SessionKey::new("live/c", A, "x"), at(40), ());
+        assert_eq!(sessions.count("live/a"), 0);
+        assert!(sessions.touch(&b, at(40)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::respond::Reply;
+use crate::json::string as json_string;
 use crate::metrics::Protocol;
 use crate::Node;
 
@@ -145,33 +146,9 @@ pub(super) fn streams(node: &Node) -> Reply {
     }
 }
 
-/// `text` as a JSON string.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strings_are_escaped_for_json() {
-        assert_eq!(json_string("live/a"), "\"live/a\"");
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
-    }
 
     #[test]
     fn pages_load_the_libraries_from_the_cdn_or_this_node() {

@@ -38,7 +38,7 @@ use crate::fanout::EgressError;
 use crate::hls::sessions::SessionKey;
 use crate::hls::{NoPlaylist, PlaylistRefusal};
 use crate::io::starts_as_http2;
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::metrics::{GaugeGuard, Metrics, Protocol};
 use crate::Node;
 
 const MAX_HEAD: usize = 8 * 1024;
@@ -171,6 +171,59 @@ async fn handle(
         refused.write(&mut socket, head_only, keep).await?;
         return Ok(Some(socket));
     }
+    // A play that takes the connection asks the on_play hook first (an HLS player asks
+    // once per session, see `Hls::ask_to_play`), and tells on_stop when it ends.
+    let mut stop_notice = None;
+    if let Some((stream, protocol)) = continuous_play(&route, request) {
+        match node
+            .ask_to_play(stream, request.query(), peer, protocol)
+            .await
+        {
+            Ok(notice) => stop_notice = notice,
+            Err(refused) => {
+                let refused = Reply::text("403 Forbidden", format!("{refused}\n"));
+                refused.write(&mut socket, head_only, keep).await?;
+                return Ok(Some(socket));
+            }
+        }
+    }
+    let served = serve_route(socket, peer, request, route, node).await;
+    // The socket came back: it was not a play after all (no such stream).
+    if let (Ok(Some(_)), Some(notice)) = (&served, stop_notice) {
+        notice.disarm();
+    }
+    served
+}
+
+/// A play of a continuous stream (HTTP-FLV, WebSocket-FLV, HTTP-TS, HTTP-fMP4) by a
+/// player: its stream and protocol. Edges pulling a stream are not players.
+fn continuous_play<'a>(route: &'a Route<'_>, request: &RequestHead) -> Option<(&'a str, Protocol)> {
+    if request.method == "HEAD" {
+        return None;
+    }
+    let (stream, protocol) = match route {
+        Route::Flv { stream } if request.query_has(MARKS_QUERY) => return None,
+        Route::Flv { stream } if request.websocket_key.is_some() => {
+            (stream, Protocol::WebSocketFlv)
+        }
+        Route::Flv { stream } => (stream, Protocol::HttpFlv),
+        Route::Ts { stream } => (stream, Protocol::HttpTs),
+        Route::Mp4 { stream } => (stream, Protocol::HttpFmp4),
+        _ => return None,
+    };
+    Some((stream.as_deref()?, protocol))
+}
+
+/// Answer a request that may go on: the route's handler.
+async fn serve_route(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    request: &RequestHead,
+    route: Route<'_>,
+    node: &Arc<Node>,
+) -> Result<Option<TcpStream>, HttpError> {
+    let head_only = request.method == "HEAD";
+    let keep = request.keep_alive;
     match route {
         Route::Preflight => {
             let head = format!(
@@ -271,6 +324,21 @@ async fn reply(
     node: &Arc<Node>,
 ) -> Reply {
     let client = |key: &str| SessionKey::new(key, peer.ip(), &request.user_agent);
+    // An HLS player asks the on_play hook at its first playlist.
+    if let Route::Playlist {
+        stream: Some(key), ..
+    }
+    | Route::CmafPlaylist { stream: Some(key) } = &route
+    {
+        let query = request.query();
+        if let Err(refused) = node
+            .hls
+            .ask_to_play(node, key, &client(key), query, peer)
+            .await
+        {
+            return Reply::text("403 Forbidden", format!("{refused}\n"));
+        }
+    }
     match route {
         Route::Health => Reply::text("200 OK", "ok\n"),
         // Ready while accepting work; a draining node says no so balancers move on.
@@ -282,6 +350,7 @@ async fn reply(
             let refused = node.rtmp_admission.refused() + node.http_admission.refused();
             let mut body = node.metrics.render(&node.hub, refused);
             node.role.metrics(&mut body);
+            node.hooks.metrics(&mut body);
             Reply {
                 content_type: "text/plain; version=0.0.4",
                 ..Reply::text("200 OK", body)
