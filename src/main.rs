@@ -17,6 +17,7 @@ use origin::OriginConfig;
 use registry::{EmbeddedRegistry, NodeAddrs, NodeIdentity, NodeRole, RedisRegistry, Registry};
 use serve::admission::{fit_to_open_files, ConnectionLimits};
 use serve::hooks::{HookEvent, HookUrl, HookUrls, HooksConfig};
+use serve::tls::Certificates;
 use serve::NodeConfig;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -62,6 +63,12 @@ struct MediaArgs {
     /// Player HTTP listen address: /live/{room}.flv, .m3u8, /metrics, /healthz.
     #[arg(long, env = "FERROLIVE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// RTMPS listen address (publish and play over TLS; needs --tls-cert and --tls-key).
+    /// OBS and most services use port 443.
+    #[arg(long, env = "FERROLIVE_RTMPS_ADDR", requires = "tls_cert")]
+    rtmps_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive.
     #[arg(long, env = "FERROLIVE_LOG", default_value = "info")]
     log: String,
@@ -152,6 +159,64 @@ struct MediaArgs {
     /// NetStream.Publish.BadName before the key is even looked up.
     #[arg(long, env = "FERROLIVE_PUBLISHES_PER_KEY", default_value_t = 30)]
     publishes_per_key: u32,
+}
+
+/// TLS: RTMPS, and HTTPS beside HTTP on the same ports.
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM certificate chain (the server's certificate first). With --tls-key, the player
+    /// port and the control API take HTTPS beside HTTP, and --rtmps-addr listens. The files
+    /// are read again when they change, or on SIGHUP.
+    #[arg(
+        long,
+        env = "FERROLIVE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "FERROLIVE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate, read now (an error names the file), reloaded on SIGHUP.
+    fn load(&self) -> anyhow::Result<Option<Arc<Certificates>>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let certificates = Certificates::load(cert, key)?;
+        reload_on_sighup(&certificates);
+        Ok(Some(certificates))
+    }
+}
+
+/// Read the certificate again on every SIGHUP.
+fn reload_on_sighup(certificates: &Arc<Certificates>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot watch SIGHUP: the certificate is reloaded when its files change");
+        return;
+    };
+    let certificates = Arc::downgrade(certificates);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(certificates) = certificates.upgrade() else {
+                return;
+            };
+            match certificates.reload() {
+                Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    warn!(error = %e, "SIGHUP: cannot reload the TLS certificate; keeping the previous one")
+                }
+            }
+        }
+    });
 }
 
 /// HTTP hooks: URLs told of (or asked about) publishes, plays, recordings and relays. An
@@ -589,6 +654,8 @@ struct ControlApiArgs {
     /// (`POST /api/v1/rooms/{room}/play-token`) and puts them in play URLs.
     #[arg(long, env = "FERROLIVE_PLAY_SECRET", hide_env_values = true)]
     play_secret: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -695,6 +762,7 @@ async fn standalone(args: StandaloneArgs, apps: &AppSections) -> anyhow::Result<
     )?;
     api.record_dir = args.record.record_dir.clone();
     api.play_secret = play_secret(&args.media.play_secret);
+    api.tls = node.tls.clone();
     fit_connection_caps(&mut [
         &mut node.rtmp_limits,
         &mut node.http_limits,
@@ -810,6 +878,7 @@ async fn control_api_only(args: ControlApiArgs) -> anyhow::Result<()> {
     )?;
     api.record_dir = args.record_dir;
     api.play_secret = play_secret(&args.play_secret);
+    api.tls = args.tls.load()?;
     fit_connection_caps(&mut [&mut api.limits]);
     let registry = args.redis.connect().await?;
     control_api::run(api, registry, shutdown_signal())
@@ -834,6 +903,7 @@ fn api_config(
         shutdown_grace: seconds("shutdown-grace", shutdown_grace)?,
         record_dir: None,
         play_secret: None,
+        tls: None,
     })
 }
 
@@ -886,6 +956,8 @@ fn node_config(
     Ok(NodeConfig {
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
+        rtmps_addr: args.rtmps_addr,
+        tls: args.tls.load()?,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
         viewer_send_buffer: args.viewer_send_buffer,
         merge_window: Duration::from_millis(args.merge_window_ms),

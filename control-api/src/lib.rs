@@ -66,6 +66,8 @@ pub struct ApiConfig {
     pub record_dir: Option<std::path::PathBuf>,
     /// The cluster's play secret: the API mints play tokens and puts them in play URLs.
     pub play_secret: Option<media::token::PlaySecret>,
+    /// A certificate: the port takes HTTPS (and gRPC over TLS) beside plain connections.
+    pub tls: Option<Arc<serve::tls::Certificates>>,
 }
 
 /// The default caps on the control API's open connections.
@@ -103,6 +105,7 @@ impl Default for ApiConfig {
             shutdown_grace: Duration::from_secs(5),
             record_dir: None,
             play_secret: None,
+            tls: None,
         }
     }
 }
@@ -205,9 +208,19 @@ pub async fn serve(
     let outage = AbortOnDrop(tokio::spawn(outage::watch(registry.clone())));
     let app = app(AppState::new(&config, registry, stop_rx.clone())).await;
     let admission = Admission::new("control API", config.limits);
+    let tls = match &config.tls {
+        Some(certificates) => {
+            certificates.watch();
+            Some(Arc::new(
+                serve::tls::Terminator::new(certificates.clone()).await?,
+            ))
+        }
+        None => None,
+    };
     let server = tokio::spawn(server::serve(
         listener,
         admission,
+        tls,
         app,
         stop_rx,
         config.shutdown_grace,

@@ -25,6 +25,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serve::admission::{refuse_http, Admission, Admitted};
+use serve::tls::{starts_as_tls, Alpn, Terminator};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -46,6 +47,7 @@ const HTTP2_MAX_STREAMS: u32 = 100;
 pub(crate) async fn serve(
     listener: TcpListener,
     admission: Arc<Admission>,
+    tls: Option<Arc<Terminator>>,
     router: axum::Router,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -55,7 +57,8 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             (socket, peer, admitted) = admission.accept(&listener, refuse_http) => {
-                connections.spawn(connection(socket, peer, admitted, router.clone(), stop.clone()));
+                let tls = tls.clone();
+                connections.spawn(connection(socket, peer, admitted, tls, router.clone(), stop.clone()));
             }
             // Reap finished connections so the set holds only open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -71,15 +74,29 @@ pub(crate) async fn serve(
     .is_ok()
 }
 
-/// One client connection, HTTP/1.1 or HTTP/2 (prior knowledge, as gRPC clients speak it).
+/// One client connection, HTTP/1.1 or HTTP/2 (prior knowledge, as gRPC clients speak it),
+/// in the clear or (with a certificate) over TLS.
 async fn connection(
-    socket: TcpStream,
+    mut socket: TcpStream,
     peer: SocketAddr,
     _admitted: Admitted,
+    tls: Option<Arc<Terminator>>,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
+    if let Some(tls) = tls {
+        let is_tls = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, starts_as_tls(&socket)).await;
+        if matches!(is_tls, Ok(Ok(true))) {
+            socket = match tls.terminate(socket, peer, Alpn::Http).await {
+                Ok(plain) => plain,
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "control API TLS handshake failed");
+                    return;
+                }
+            };
+        }
+    }
     let http2 = match tokio::time::timeout(
         FIRST_REQUEST_TIMEOUT,
         serve::io::starts_as_http2(&socket),

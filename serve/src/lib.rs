@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod recordings;
 mod role;
 pub mod rtmp;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,6 +46,11 @@ pub use media::names::stream_key;
 pub struct NodeConfig {
     pub rtmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// RTMPS listen address (needs [`NodeConfig::tls`]).
+    pub rtmps_addr: Option<SocketAddr>,
+    /// The certificate for RTMPS and for HTTPS on the player port (which then takes TLS
+    /// and plain connections alike).
+    pub tls: Option<Arc<tls::Certificates>>,
     /// How long viewers wait for a publisher that vanished without unpublishing.
     pub reconnect_grace: Duration,
     /// Kernel send buffer for each viewer socket (0: the kernel's autotuning). A bound keeps
@@ -113,6 +119,8 @@ pub struct Node {
     pub incomplete: Arc<rtmp::IncompleteMessages>,
     /// Player HTTP requests per client address ([`NodeConfig::http_requests_per_ip`]).
     pub request_limits: ratelimit::RateLimiter,
+    /// Where TLS connections are ended, with a certificate.
+    pub tls: Option<tls::Terminator>,
     /// Raised once when the node starts shutting down; connections watch it.
     shutdown: watch::Sender<bool>,
 }
@@ -260,11 +268,27 @@ pub async fn run(
     };
     let rtmp = bind("RTMP", config.rtmp_addr).await?;
     let http = bind("player HTTP", config.http_addr).await?;
+    let rtmps = match config.rtmps_addr {
+        Some(addr) => Some(bind("RTMPS", addr).await?),
+        None => None,
+    };
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     };
-    info!(rtmp = %local(&rtmp), http = %local(&http), "listening");
+    info!(rtmp = %local(&rtmp), http = %local(&http), rtmps = ?rtmps.as_ref().map(local), tls = config.tls.is_some(), "listening");
+    let tls = match &config.tls {
+        Some(certificates) => {
+            certificates.watch();
+            let terminator = tls::Terminator::new(certificates.clone()).await;
+            Some(terminator.map_err(|error| StartError::Bind {
+                what: "TLS (loopback)",
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                error,
+            })?)
+        }
+        None => None,
+    };
     let node = Arc::new(Node {
         hub: shared.hub,
         hls: Arc::new(Hls::new(config.hls.clone(), config.app_hls.clone())),
@@ -276,13 +300,19 @@ pub async fn run(
         http_admission: Admission::new("player HTTP", config.http_limits),
         incomplete: Arc::new(rtmp::IncompleteMessages::new(config.rtmp_incomplete_limit)),
         request_limits: ratelimit::RateLimiter::per_second(config.http_requests_per_ip),
+        tls,
         config,
         shutdown: watch::channel(false).0,
     });
-    let rtmp_task = tokio::spawn(rtmp::serve(rtmp, node.clone()));
-    let http_task = tokio::spawn(http::serve(http, node.clone()));
+    let mut listeners = vec![
+        tokio::spawn(rtmp::serve(rtmp, node.clone(), false)),
+        tokio::spawn(http::serve(http, node.clone())),
+    ];
+    if let Some(rtmps) = rtmps {
+        listeners.push(tokio::spawn(rtmp::serve(rtmps, node.clone(), true)));
+    }
     shutdown.await;
-    graceful_shutdown(&node, [rtmp_task, http_task]).await;
+    graceful_shutdown(&node, listeners).await;
     Ok(())
 }
 
@@ -295,7 +325,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// (leases, the node's heartbeat) and let viewers drain: all within
 /// [`NodeConfig::shutdown_grace`], even with the registry unreachable (every step is
 /// bounded; past the grace we give up).
-async fn graceful_shutdown(node: &Arc<Node>, listeners: [tokio::task::JoinHandle<()>; 2]) {
+async fn graceful_shutdown(node: &Arc<Node>, listeners: Vec<tokio::task::JoinHandle<()>>) {
     let started = Instant::now();
     let grace = node.config.shutdown_grace;
     let deadline = started + grace;

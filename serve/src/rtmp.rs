@@ -19,6 +19,7 @@ use crate::fanout::{EgressError, Membership, Pace, Pump};
 use crate::hooks::NotifyOnDrop;
 use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics, Protocol, ViewerGuard};
+use crate::tls::Alpn;
 use crate::{stream_key, Hold, Node, PublishRequest, Publishing};
 
 /// Time allowed for the whole negotiation, handshake through publish or play: a client
@@ -32,7 +33,9 @@ const READ_BUFFER: usize = 64 * 1024;
 /// 64 KiB, players' connections held 2.7 MiB more with 1000 players.
 const SMALL_READ_BUFFER: usize = 4 * 1024;
 
-pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+/// Serve RTMP (RTMPS with `tls`: every connection's TLS is ended first, see
+/// [`crate::tls`]) on `listener`.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, tls: bool) {
     loop {
         let (socket, peer, admitted) = node
             .rtmp_admission
@@ -43,6 +46,20 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
             let _admitted = admitted;
             let _open = GaugeGuard::new(node.metrics.clone(), |m| &m.rtmp_connections);
             Metrics::add(&node.metrics.rtmp_connections_total, 1);
+            let socket = match (tls, &node.tls) {
+                (false, _) => socket,
+                (true, Some(terminator)) => {
+                    match terminator.terminate(socket, peer, Alpn::None).await {
+                        Ok(plain) => plain,
+                        Err(e) => {
+                            Metrics::add(&node.metrics.connections_rejected_total, 1);
+                            info!(%peer, error = %e, "rtmps handshake failed");
+                            return;
+                        }
+                    }
+                }
+                (true, None) => return,
+            };
             match Connection::new(socket, peer, node.clone()).run().await {
                 Ok(()) => {}
                 Err(e) if e.is_rejection() => {

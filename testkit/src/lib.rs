@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::Child;
 
 pub use ffmpeg::{
-    decode, decode_to_end, publish, publish_accepted, require_ffmpeg, Decoded, Source,
+    decode, decode_to_end, publish, publish_accepted, publish_with, require_ffmpeg, Decoded, Source,
 };
 pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};

@@ -39,6 +39,7 @@ use crate::hls::sessions::SessionKey;
 use crate::hls::{NoPlaylist, PlaylistRefusal};
 use crate::io::starts_as_http2;
 use crate::metrics::{GaugeGuard, Metrics, Protocol};
+use crate::tls::{starts_as_tls, Alpn};
 use crate::Node;
 
 const MAX_HEAD: usize = 8 * 1024;
@@ -104,6 +105,15 @@ async fn connection(
     node: &Arc<Node>,
 ) -> Result<(), HttpError> {
     let _ = socket.set_nodelay(true);
+    // With a certificate, the port takes HTTPS too: told apart by the first byte.
+    if let Some(tls) = &node.tls {
+        match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, starts_as_tls(&socket)).await {
+            Ok(Ok(true)) => socket = tls.terminate(socket, peer, Alpn::Http).await?,
+            Ok(Ok(false)) => {}
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return Err(HttpError::Timeout),
+        }
+    }
     match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, starts_as_http2(&socket)).await {
         Ok(Ok(true)) => return h2::serve(socket, peer, node.clone()).await,
         Ok(Ok(false)) => {}
