@@ -24,6 +24,8 @@ command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] 
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 # nghttp (nghttp2's client): HTTP/2 cleartext (h2c) on the player port (tests/llhls.rs).
 command -v nghttp >/dev/null || missing+=(nghttp2-client)
+# curl: HTTPS with a test CA, HTTP/2 by ALPN (tests/tls.rs).
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo=""
