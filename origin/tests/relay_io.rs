@@ -556,6 +556,7 @@ fn forwards_over_rtmp_and_rtmps_deliver_the_stream() {
             hub: Hub::new(HubConfig::default()),
             lanes: Arc::new(Lanes::new(Duration::from_millis(40))),
             metrics: Arc::new(Metrics::default()),
+            hooks: Arc::new(serve::hooks::Hooks::none()),
         };
         let tls = Arc::new(Tls::new(Some(&pki.ca_pem)).unwrap());
         let forwards = Forwards::new(&shared, tls.clone(), Vec::new());
