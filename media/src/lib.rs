@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod names;
 pub mod outbox;
 pub mod rtmp;
+pub mod rtp;
 pub mod segment;
 #[cfg(test)]
 mod test_payloads;
