@@ -507,4 +507,4 @@ fn aac_frame(writer: &mut PacketWriter, timestamp: u32, frame: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
