@@ -399,7 +399,7 @@ impl MediaDescription {
 /// Bytes from hex digits (an AAC `config=`); `None` if odd-length or not hex.
 fn hex(text: &str) -> Option<Vec<u8>> {
     let text = text.trim().as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks_exact(2)
