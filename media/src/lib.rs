@@ -20,6 +20,7 @@ pub mod names;
 pub mod outbox;
 pub mod rtmp;
 pub mod rtp;
+pub mod rtsp;
 pub mod sdp;
 pub mod segment;
 #[cfg(test)]

@@ -495,4 +495,4 @@ pub fn parse(text: &[u8]) -> Result<SessionDescription, SdpError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
