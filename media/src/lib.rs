@@ -1,4 +1,5 @@
-//! Media protocols and formats without I/O: AMF, RTMP, FLV, codec configurations, MPEG-TS,
+//! Media protocols and formats without I/O: AMF, RTMP, RTSP with RTP and SDP, FLV, codec
+//! configurations, MPEG-TS,
 //! fragmented MP4, HLS, HTTP request heads, and the stream hub that fans one publisher out to
 //! many viewers.
 //!

@@ -213,7 +213,7 @@ impl Codec {
                         profile[0], profile[1], profile[2]
                     );
                 }
-                if !sps.is_empty() && !pps.is_empty() {
+                if !sps.is_empty() || !pps.is_empty() {
                     let sets = [sps.as_slice(), pps].concat();
                     let _ = write!(fmtp, ";sprop-parameter-sets={}", encode(&sets));
                 }
@@ -231,7 +231,8 @@ impl Codec {
                     "streamtype=5;profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config={hex}"
                 ))
             }
-            Codec::Opus { channels } => (*channels == 2).then(|| "sprop-stereo=1".to_string()),
+            // What the stream carries, so that a mono stream's receiver need not mix down.
+            Codec::Opus { channels } => Some(format!("sprop-stereo={}", u8::from(*channels > 1))),
         }
     }
 }

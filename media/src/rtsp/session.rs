@@ -391,17 +391,13 @@ impl ServerSession {
         );
     }
 
-    /// The stream `uri` names, if it is this session's stream (or the session has none
-    /// yet, in which case it becomes the session's).
-    fn stream_of(&mut self, uri: &str) -> Option<StreamPath> {
+    /// The stream `uri` names, if it is this session's stream or the session has none yet
+    /// (an accepted ANNOUNCE or SETUP binds the session to its stream).
+    fn stream_of(&self, uri: &str) -> Option<StreamPath> {
         let path = StreamPath::parse(uri)?;
         match &self.stream {
             Some(stream) if !stream.same_stream(&path) => None,
-            Some(_) => Some(path),
-            None => {
-                self.stream = Some(path.clone());
-                Some(path)
-            }
+            _ => Some(path),
         }
     }
 
