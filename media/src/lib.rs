@@ -1,7 +1,6 @@
 //! Media protocols and formats without I/O: AMF, RTMP, RTSP with RTP and SDP, FLV, codec
-//! configurations, MPEG-TS,
-//! fragmented MP4, HLS, HTTP request heads, and the stream hub that fans one publisher out to
-//! many viewers.
+//! configurations, MPEG-TS, fragmented MP4, HLS, HTTP request heads, and the stream hub that
+//! fans one publisher out to many viewers.
 //!
 //! [`frame`] is the vocabulary at the bottom that every format shares; nothing in it names
 //! a format, the hub or a protocol session.
