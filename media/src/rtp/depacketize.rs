@@ -53,7 +53,9 @@ impl RtpClock {
     pub fn ms(&mut self, timestamp: u32) -> u64 {
         if let Some(last) = self.last {
             // The shortest way round the 32-bit circle: forward across a wrap, or back.
-            self.elapsed += i64::from(timestamp.wrapping_sub(last) as i32);
+            self.elapsed = self
+                .elapsed
+                .saturating_add(i64::from(timestamp.wrapping_sub(last) as i32));
         }
         self.last = Some(timestamp);
         let ms = i128::from(self.elapsed) * 1000 / i128::from(self.clock_rate);
@@ -85,7 +87,7 @@ impl SequenceTracker {
             None => 0,
         };
         self.expected = Some(sequence.wrapping_add(1));
-        self.lost += u64::from(gap);
+        self.lost = self.lost.saturating_add(u64::from(gap));
         gap
     }
 }

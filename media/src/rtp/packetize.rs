@@ -41,7 +41,8 @@ pub struct PacketizerParams {
     pub payload_type: u8,
     /// The interleaved channel of the track's RTP packets: 2 x the track's index.
     pub channel: u8,
-    /// Payload bytes a packet may carry; anything smaller than 64 is raised to 64.
+    /// Payload bytes a packet may carry, between 64 and what an interleaved frame's 16-bit
+    /// length allows (values outside are brought inside).
     pub max_payload: usize,
 }
 
@@ -128,7 +129,9 @@ struct PacketWriter {
 
 impl PacketWriter {
     fn new(mut params: PacketizerParams) -> Self {
-        params.max_payload = params.max_payload.max(64);
+        params.max_payload = params
+            .max_payload
+            .clamp(64, usize::from(u16::MAX) - HEADER_LEN);
         PacketWriter {
             next_sequence: params.first_sequence,
             params,
@@ -157,10 +160,8 @@ impl PacketWriter {
         self.starts.push(self.buffer.len());
         self.buffer.put_u8(b'$');
         self.buffer.put_u8(self.params.channel);
-        // Payloads are bounded by max_payload, itself far below 64 KiB in practice; a
-        // caller asking for more gets lengths that saturate rather than wrap.
-        self.buffer
-            .put_u16(u16::try_from(HEADER_LEN + payload_len).unwrap_or(u16::MAX));
+        // Payloads are at most max_payload, which keeps the length within 16 bits.
+        self.buffer.put_u16((HEADER_LEN + payload_len) as u16);
         RtpHeader {
             marker: false,
             payload_type: self.params.payload_type,
@@ -283,7 +284,9 @@ impl VideoPacketizer {
                 None
             }
             (VideoPacketKind::Frame, codec) => {
-                let pts = i64::try_from(timestamp_ms).ok()? + i64::from(info.composition_time);
+                let pts = i64::try_from(timestamp_ms)
+                    .ok()?
+                    .saturating_add(i64::from(info.composition_time));
                 let timestamp = self.writer.timestamp(pts, VIDEO_CLOCK_RATE);
                 let key = info.frame == VideoFrameKind::Key;
                 match (&self.params, codec) {
@@ -431,7 +434,7 @@ enum AudioParams {
     Opus,
 }
 
-/// AAC or Opus frames into RTP.
+/// AAC or Opus frames into RTP. An Opus packet larger than the payload size is dropped.
 #[derive(Debug)]
 pub struct AudioPacketizer {
     writer: PacketWriter,
@@ -469,7 +472,11 @@ impl AudioPacketizer {
                 aac_frame(&mut self.writer, timestamp, data);
                 self.writer.finish()
             }
-            AudioCodec::Opus if info.coded && !data.is_empty() => {
+            // RFC 7587 has no fragmentation: an Opus packet (at most 120 ms, a few KB) that
+            // does not fit cannot be sent.
+            AudioCodec::Opus
+                if info.coded && !data.is_empty() && data.len() <= self.writer.max_payload() =>
+            {
                 self.params = Some(AudioParams::Opus);
                 let timestamp = self.writer.timestamp(ms, OPUS_CLOCK_RATE);
                 self.writer.packet(timestamp, &[data]);

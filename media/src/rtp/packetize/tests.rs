@@ -312,6 +312,13 @@ fn opus_round_trip() {
 }
 
 #[test]
+fn opus_packet_larger_than_a_payload_is_dropped() {
+    let mut packetizer = AudioPacketizer::new(params());
+    let tag = [&[0x91][..], b"Opus", &[0; DEFAULT_MAX_PAYLOAD + 1]].concat();
+    assert!(packetizer.push(&tag, 0).is_none());
+}
+
+#[test]
 fn sender_report_follows_the_packets() {
     let mut packetizer = AudioPacketizer::new(params());
     packetizer.push(&aac_sequence_header(), 0);
