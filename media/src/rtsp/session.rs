@@ -303,8 +303,15 @@ impl ServerSession {
                 }
             }
             Method::Setup => self.on_setup(cseq, request, events),
-            Method::Play => {
-                if !matches!(state, State::Ready | State::Playing) || self.announced.is_some() {
+            Method::Play | Method::Record => {
+                // A player's session plays, a publisher's (one that announced) records.
+                let play = request.method == Method::Play;
+                let allowed = if play {
+                    matches!(state, State::Ready | State::Playing) && self.announced.is_none()
+                } else {
+                    state == State::Ready && self.announced.is_some()
+                };
+                if !allowed {
                     return self.respond(Response::new(455, Some(cseq)));
                 }
                 if !in_session {
@@ -313,21 +320,13 @@ impl ServerSession {
                 let Some(path) = self.stream_of(&request.uri) else {
                     return self.respond(Response::new(404, Some(cseq)));
                 };
-                events.push(SessionEvent::Play { path });
-                self.wait(cseq, Pending::Play);
-            }
-            Method::Record => {
-                if state != State::Ready || self.announced.is_none() {
-                    return self.respond(Response::new(455, Some(cseq)));
+                if play {
+                    events.push(SessionEvent::Play { path });
+                    self.wait(cseq, Pending::Play);
+                } else {
+                    events.push(SessionEvent::Record { path });
+                    self.wait(cseq, Pending::Record);
                 }
-                if !in_session {
-                    return self.respond(Response::new(454, Some(cseq)));
-                }
-                let Some(path) = self.stream_of(&request.uri) else {
-                    return self.respond(Response::new(404, Some(cseq)));
-                };
-                events.push(SessionEvent::Record { path });
-                self.wait(cseq, Pending::Record);
             }
             Method::Teardown => {
                 if state == State::Init && !in_session {
