@@ -24,8 +24,8 @@ pub const MAX_ACCESS_UNIT: usize = 8 * 1024 * 1024;
 /// The most NAL units an access unit may gather.
 pub const MAX_NAL_UNITS: usize = 1024;
 
-/// One track's RTP timestamps as milliseconds since its first packet, the 32-bit wrap
-/// undone. Steps back (B-frames, in presentation order) are followed; a time before the
+/// One track's RTP timestamps as milliseconds since its first packet (rounded), the
+/// 32-bit wrap undone. Steps back (B-frames, in presentation order) are followed; a time before the
 /// first packet comes out as 0.
 #[derive(Debug, Clone)]
 pub struct RtpClock {
@@ -58,7 +58,10 @@ impl RtpClock {
                 .saturating_add(i64::from(timestamp.wrapping_sub(last) as i32));
         }
         self.last = Some(timestamp);
-        let ms = i128::from(self.elapsed) * 1000 / i128::from(self.clock_rate);
+        // To the nearest millisecond: a packetizer's timestamps (milliseconds scaled to
+        // the clock, floored) then come back as the milliseconds they were made from.
+        let rate = i128::from(self.clock_rate);
+        let ms = (i128::from(self.elapsed) * 1000 + rate / 2).div_euclid(rate);
         u64::try_from(ms).unwrap_or(0)
     }
 }
@@ -589,7 +592,7 @@ mod tests {
             vec![
                 (0, &[1, 1][..]),
                 (21, &[2, 2, 2][..]),
-                (42, &[9, 9, 8, 8, 8][..])
+                (43, &[9, 9, 8, 8, 8][..])
             ]
         );
     }
