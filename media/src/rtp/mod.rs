@@ -7,9 +7,9 @@
 //! A hub frame is packetized once per stream, not once per viewer: a [`VideoPacketizer`] or
 //! [`AudioPacketizer`] is fed the stream's frames in order and numbers the packets itself, so
 //! sequence numbers, timestamps and the SSRC are the stream's, and no viewer's copy is ever
-//! rewritten. What it returns, [`RtpPackets`], is one contiguous [`Bytes`] holding every
-//! packet of the frame already framed for RTSP's interleaved TCP mode (`$`, channel, 16-bit
-//! length, packet; RFC 2326 10.12), plus where each packet begins:
+//! rewritten. What it returns, [`RtpPackets`], is one contiguous [`Bytes`](bytes::Bytes)
+//! holding every packet of the frame already framed for RTSP's interleaved TCP mode (`$`,
+//! channel, 16-bit length, packet; RFC 2326 10.12), plus where each packet begins:
 //!
 //! - a TCP viewer writes [`RtpPackets::interleaved`] as it is, one buffer for the whole frame;
 //! - a UDP viewer sends each [`RtpPackets::datagrams`] item, a slice of the same buffer that
