@@ -101,35 +101,27 @@ pub enum AnswerError {
     NotPending(&'static str),
 }
 
-/// A request waiting for the driver's answer.
+/// A request waiting for the driver's answer: the event it was told as, with what the
+/// answer needs besides (the CSeq to echo, the URL asked for).
 #[derive(Debug)]
-enum Pending {
-    Describe {
-        url: String,
-    },
-    Announce {
-        path: StreamPath,
-        description: SessionDescription,
-    },
-    Setup {
-        path: StreamPath,
-        track: usize,
-        transport: Transport,
-        url: String,
-    },
-    Play,
-    Record,
+struct Pending {
+    cseq: u32,
+    url: String,
+    event: SessionEvent,
 }
 
 impl Pending {
-    fn name(&self) -> &'static str {
-        match self {
-            Pending::Describe { .. } => "DESCRIBE",
-            Pending::Announce { .. } => "ANNOUNCE",
-            Pending::Setup { .. } => "SETUP",
-            Pending::Play => "PLAY",
-            Pending::Record => "RECORD",
-        }
+    /// Whether this is the request that the `accept_*` of `method` answers.
+    fn is(&self, method: &str) -> bool {
+        let waiting = match self.event {
+            SessionEvent::Describe { .. } => "DESCRIBE",
+            SessionEvent::Announce { .. } => "ANNOUNCE",
+            SessionEvent::Setup { .. } => "SETUP",
+            SessionEvent::Play { .. } => "PLAY",
+            SessionEvent::Record { .. } => "RECORD",
+            _ => "",
+        };
+        waiting == method
     }
 }
 
@@ -143,8 +135,7 @@ pub struct ServerSession {
     timeout_secs: u32,
     state: State,
     out: BytesMut,
-    /// The request waiting for the driver's answer, with its CSeq.
-    pending: Option<(u32, Pending)>,
+    pending: Option<Pending>,
     /// The stream this session is about, from its first DESCRIBE, ANNOUNCE or SETUP.
     stream: Option<StreamPath>,
     announced: Option<SessionDescription>,
@@ -272,8 +263,7 @@ impl ServerSession {
             }
             Method::Describe => match self.stream_of(&request.uri) {
                 Some(path) => {
-                    events.push(SessionEvent::Describe { path });
-                    self.wait(cseq, Pending::Describe { url: request.uri });
+                    self.wait(cseq, request.uri, SessionEvent::Describe { path }, events);
                 }
                 None => self.respond(Response::new(404, Some(cseq))),
             },
@@ -293,11 +283,8 @@ impl ServerSession {
                 }
                 match sdp::parse(&request.body) {
                     Ok(description) if !description.media.is_empty() => {
-                        events.push(SessionEvent::Announce {
-                            path: path.clone(),
-                            description: description.clone(),
-                        });
-                        self.wait(cseq, Pending::Announce { path, description });
+                        let event = SessionEvent::Announce { path, description };
+                        self.wait(cseq, request.uri, event, events);
                     }
                     _ => self.respond(Response::new(400, Some(cseq))),
                 }
@@ -320,13 +307,12 @@ impl ServerSession {
                 let Some(path) = self.stream_of(&request.uri) else {
                     return self.respond(Response::new(404, Some(cseq)));
                 };
-                if play {
-                    events.push(SessionEvent::Play { path });
-                    self.wait(cseq, Pending::Play);
+                let event = if play {
+                    SessionEvent::Play { path }
                 } else {
-                    events.push(SessionEvent::Record { path });
-                    self.wait(cseq, Pending::Record);
-                }
+                    SessionEvent::Record { path }
+                };
+                self.wait(cseq, request.uri, event, events);
             }
             Method::Teardown => {
                 if state == State::Init && !in_session {
@@ -374,20 +360,12 @@ impl ServerSession {
             transport.interleaved = Some((rtp, rtp + 1));
         }
         transport.record = self.announced.is_some();
-        events.push(SessionEvent::Setup {
-            path: path.clone(),
+        let event = SessionEvent::Setup {
+            path,
             track,
-            transport: transport.clone(),
-        });
-        self.wait(
-            cseq,
-            Pending::Setup {
-                path,
-                track,
-                transport,
-                url: request.uri,
-            },
-        );
+            transport,
+        };
+        self.wait(cseq, request.uri, event, events);
     }
 
     /// The stream `uri` names, if it is this session's stream or the session has none yet
@@ -400,8 +378,16 @@ impl ServerSession {
         }
     }
 
-    fn wait(&mut self, cseq: u32, pending: Pending) {
-        self.pending = Some((cseq, pending));
+    /// Tell the driver `event` and wait for its answer.
+    fn wait(
+        &mut self,
+        cseq: u32,
+        url: String,
+        event: SessionEvent,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        events.push(event.clone());
+        self.pending = Some(Pending { cseq, url, event });
     }
 
     fn respond(&mut self, response: Response) {
@@ -419,22 +405,17 @@ impl ServerSession {
         }
     }
 
-    /// Take the pending request if it is the one `name` answers.
-    fn take_pending(&mut self, name: &'static str) -> Result<(u32, Pending), AnswerError> {
-        match &self.pending {
-            Some((_, pending)) if pending.name() == name => {
-                self.pending.take().ok_or(AnswerError::NotPending(name))
-            }
-            _ => Err(AnswerError::NotPending(name)),
+    /// Take the pending request if it is the one the `accept_*` of `method` answers.
+    fn take_pending(&mut self, method: &'static str) -> Result<Pending, AnswerError> {
+        match self.pending.take_if(|pending| pending.is(method)) {
+            Some(pending) => Ok(pending),
+            None => Err(AnswerError::NotPending(method)),
         }
     }
 
     /// Answer DESCRIBE with the stream's description ([`crate::sdp::describe`]).
     pub fn accept_describe(&mut self, sdp: &str) -> Result<(), AnswerError> {
-        let (cseq, pending) = self.take_pending("DESCRIBE")?;
-        let Pending::Describe { url } = pending else {
-            return Err(AnswerError::NotPending("DESCRIBE"));
-        };
+        let Pending { cseq, url, .. } = self.take_pending("DESCRIBE")?;
         let base = if url.ends_with('/') {
             url
         } else {
@@ -449,8 +430,9 @@ impl ServerSession {
 
     /// Accept an ANNOUNCE: the publisher may set up its tracks.
     pub fn accept_announce(&mut self) -> Result<(), AnswerError> {
-        let (cseq, pending) = self.take_pending("ANNOUNCE")?;
-        let Pending::Announce { path, description } = pending else {
+        let pending = self.take_pending("ANNOUNCE")?;
+        let (cseq, SessionEvent::Announce { path, description }) = (pending.cseq, pending.event)
+        else {
             return Err(AnswerError::NotPending("ANNOUNCE"));
         };
         self.stream = Some(path);
@@ -466,13 +448,12 @@ impl ServerSession {
         server_port: Option<(u16, u16)>,
         ssrc: Option<u32>,
     ) -> Result<(), AnswerError> {
-        let (cseq, pending) = self.take_pending("SETUP")?;
-        let Pending::Setup {
+        let Pending { cseq, url, event } = self.take_pending("SETUP")?;
+        let SessionEvent::Setup {
             path,
             track,
             mut transport,
-            url,
-        } = pending
+        } = event
         else {
             return Err(AnswerError::NotPending("SETUP"));
         };
@@ -500,10 +481,7 @@ impl ServerSession {
     /// Accept a PLAY; `rtp_info` says where each track's packets begin for this viewer
     /// (tracks without an entry are left out of `RTP-Info`).
     pub fn accept_play(&mut self, rtp_info: &[RtpInfo]) -> Result<(), AnswerError> {
-        let (cseq, pending) = self.take_pending("PLAY")?;
-        let Pending::Play = pending else {
-            return Err(AnswerError::NotPending("PLAY"));
-        };
+        let cseq = self.take_pending("PLAY")?.cseq;
         let mut info = String::new();
         for entry in rtp_info {
             let Some(setup) = self.tracks.iter().find(|t| t.track == entry.track) else {
@@ -532,7 +510,7 @@ impl ServerSession {
     /// Accept a RECORD: interleaved RTP from the publisher now comes out as
     /// [`SessionEvent::Rtp`].
     pub fn accept_record(&mut self) -> Result<(), AnswerError> {
-        let (cseq, _) = self.take_pending("RECORD")?;
+        let cseq = self.take_pending("RECORD")?.cseq;
         let response = self.with_session(Response::new(200, Some(cseq)));
         self.respond(response);
         self.state = State::Recording;
@@ -542,7 +520,11 @@ impl ServerSession {
     /// Refuse the waiting request with `status` (404 no such stream, 401/403 not allowed,
     /// 453 no ports left, 455 already published, 503 overloaded...).
     pub fn reject(&mut self, status: u16) -> Result<(), AnswerError> {
-        let (cseq, _) = self.pending.take().ok_or(AnswerError::NotPending("any"))?;
+        let cseq = self
+            .pending
+            .take()
+            .ok_or(AnswerError::NotPending("any"))?
+            .cseq;
         self.respond(Response::new(status, Some(cseq)));
         Ok(())
     }
