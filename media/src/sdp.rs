@@ -7,11 +7,10 @@
 //! - play: [`Codec::from_sequence_header`] for each track the stream has, then
 //!   [`describe`]; the same payload types and clock rates go to the packetizers
 //!   ([`crate::rtp::packetize`]).
-//! - publish: [`parse`], then [`MediaDescription::codec`] for each track. H.264 and HEVC
-//!   parameter sets from `sprop-*` and the AAC `config=` are what the FLV sequence headers
-//!   are made of ([`crate::rtp::flv::VideoTagBuilder::new`] with
-//!   [`Codec::parameter_sets`], [`Codec::audio_tag_builder`]); [`Codec::nal_format`] and the
-//!   AAC AU-header layout pick the depacketizer.
+//! - publish: [`parse`], then [`MediaDescription::codec`] for each track, which makes its
+//!   [`crate::rtsp::TrackReceiver`]. H.264 and HEVC parameter sets from `sprop-*` and the
+//!   AAC `config=` are what the FLV sequence headers are made of; the AAC AU-header layout
+//!   is what the depacketizer reads.
 //!
 //! Only what RTSP needs is read: the media lines, `rtpmap`, `fmtp` and `control` of each
 //! medium's first payload type. Reading is bounded by the input (the RTSP body limit) and
@@ -29,8 +28,7 @@ use crate::codec::{
     VideoPacketKind,
 };
 use crate::frame::MediaKind;
-use crate::rtp::flv::AudioTagBuilder;
-use crate::rtp::{AuHeaderLayout, NalFormat, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
+use crate::rtp::{AuHeaderLayout, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
 
 /// The most media sections a description may have; a stream has two.
 pub const MAX_MEDIA: usize = 8;
@@ -149,34 +147,12 @@ impl Codec {
         }
     }
 
-    /// Which depacketizer reads this video codec.
-    pub fn nal_format(&self) -> Option<NalFormat> {
-        match self {
-            Codec::H264 { .. } => Some(NalFormat::H264),
-            Codec::H265 { .. } => Some(NalFormat::Hevc),
-            _ => None,
-        }
-    }
-
     /// The video parameter sets, VPS first, for [`crate::rtp::flv::VideoTagBuilder::new`].
     pub fn parameter_sets(&self) -> Vec<Bytes> {
         match self {
             Codec::H264 { sps, pps } => [sps.as_slice(), pps].concat(),
             Codec::H265 { vps, sps, pps } => [vps.as_slice(), sps, pps].concat(),
             _ => Vec::new(),
-        }
-    }
-
-    /// What turns this audio codec's frames into FLV tag bodies.
-    pub fn audio_tag_builder(&self) -> Option<AudioTagBuilder> {
-        match self {
-            Codec::Aac { config, .. } => Some(AudioTagBuilder::Aac {
-                config: config.clone(),
-            }),
-            Codec::Opus { channels } => Some(AudioTagBuilder::Opus {
-                channels: *channels,
-            }),
-            _ => None,
         }
     }
 

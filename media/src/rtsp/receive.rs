@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::frame::MediaKind;
 use crate::rtp::depacketize::{AacDepacketizer, OpusDepacketizer, VideoDepacketizer};
 use crate::rtp::flv::{AudioTagBuilder, VideoTagBuilder};
-use crate::rtp::{RtpError, RtpPacket};
+use crate::rtp::{NalFormat, RtpError, RtpPacket};
 use crate::sdp::Codec;
 
 /// An FLV tag body for the hub, with its timestamp.
@@ -52,16 +52,6 @@ impl TrackReceiver {
     /// [`crate::sdp::MediaDescription::codec`]).
     pub fn new(codec: &Codec) -> TrackReceiver {
         let receiver = match codec {
-            Codec::H264 { .. } | Codec::H265 { .. } => {
-                let format = match codec {
-                    Codec::H264 { .. } => crate::rtp::NalFormat::H264,
-                    _ => crate::rtp::NalFormat::Hevc,
-                };
-                Receiver::Video {
-                    depacketizer: VideoDepacketizer::new(format),
-                    builder: VideoTagBuilder::new(format, &codec.parameter_sets()),
-                }
-            }
             Codec::Aac {
                 config,
                 sample_rate,
@@ -79,6 +69,16 @@ impl TrackReceiver {
                     channels: *channels,
                 },
             },
+            Codec::H264 { .. } | Codec::H265 { .. } => {
+                let format = match codec {
+                    Codec::H264 { .. } => NalFormat::H264,
+                    _ => NalFormat::Hevc,
+                };
+                Receiver::Video {
+                    depacketizer: VideoDepacketizer::new(format),
+                    builder: VideoTagBuilder::new(format, &codec.parameter_sets()),
+                }
+            }
         };
         TrackReceiver {
             receiver,

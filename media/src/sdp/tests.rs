@@ -148,8 +148,6 @@ fn reads_what_ffmpeg_announces() {
         }
     );
     assert_eq!(codec.clock_rate(), 44_100);
-    let builder = codec.audio_tag_builder().unwrap();
-    assert_eq!(&builder.sequence_header()[..], &[0xAF, 0, 0x12, 0x10]);
 }
 
 #[test]
