@@ -619,5 +619,88 @@ fn main() {
         "audio_only",
         &fmp4_input(&[], &aac, &av_records(&[], &[], &aac_frame, 23)),
     );
+    rtsp_seeds();
     println!("seeds written");
+}
+
+/// Seeds for `rtsp` (ffmpeg playing over TCP and publishing, VLC playing over UDP, in the
+/// session id the target uses), `sdp` (what ffmpeg announces, what the server describes)
+/// and `rtp` (an H.264 keyframe and AAC frames packetized, as `len u8 | packet` records).
+fn rtsp_seeds() {
+    use media::rtp::{AudioPacketizer, PacketizerParams, VideoPacketizer};
+    use media::sdp::{self, Codec, Track};
+
+    let announced = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+a=tool:libavformat 60.16.100\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFA=,aOvjyw==; profile-level-id=64001F\r\n\
+a=control:streamid=0\r\nm=audio 0 RTP/AVP 97\r\nb=AS:128\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\n\
+a=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3; config=1210\r\n\
+a=control:streamid=1\r\n";
+    let agent = "User-Agent: Lavf60.16.100\r\n";
+    let play = format!(
+        "OPTIONS rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nCSeq: 1\r\n{agent}\r\n\
+DESCRIBE rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nAccept: application/sdp\r\nCSeq: 2\r\n{agent}\r\n\
+SETUP rtsp://127.0.0.1:8554/live/room/trackID=0 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nCSeq: 3\r\n{agent}\r\n\
+SETUP rtsp://127.0.0.1:8554/live/room/trackID=1 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3\r\nCSeq: 4\r\n{agent}Session: F00D\r\n\r\n\
+PLAY rtsp://127.0.0.1:8554/live/room/ RTSP/1.0\r\nRange: npt=0.000-\r\nCSeq: 5\r\n{agent}Session: F00D\r\n\r\n\
+$\x01\x00\x04rtcp\
+GET_PARAMETER rtsp://127.0.0.1:8554/live/room/ RTSP/1.0\r\nCSeq: 6\r\n{agent}Session: F00D\r\n\r\n\
+TEARDOWN rtsp://127.0.0.1:8554/live/room/ RTSP/1.0\r\nCSeq: 7\r\n{agent}Session: F00D\r\n\r\n"
+    );
+    write("rtsp", "ffmpeg_play_tcp", &with_split_header(play.as_bytes()));
+    let publish = format!(
+        "OPTIONS rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nCSeq: 1\r\n{agent}\r\n\
+ANNOUNCE rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nContent-Type: application/sdp\r\nCSeq: 2\r\n{agent}Content-Length: {}\r\n\r\n{announced}\
+SETUP rtsp://127.0.0.1:8554/live/room/streamid=0 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\nCSeq: 3\r\n{agent}\r\n\
+SETUP rtsp://127.0.0.1:8554/live/room/streamid=1 RTSP/1.0\r\nTransport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record\r\nCSeq: 4\r\n{agent}Session: F00D\r\n\r\n\
+RECORD rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nRange: npt=0.000-\r\nCSeq: 5\r\n{agent}Session: F00D\r\n\r\n\
+$\x00\x00\x04rtp0$\x03\x00\x04rtcp\
+TEARDOWN rtsp://127.0.0.1:8554/live/room RTSP/1.0\r\nCSeq: 6\r\n{agent}Session: F00D\r\n\r\n",
+        announced.len()
+    );
+    write("rtsp", "ffmpeg_publish_tcp", &with_split_header(publish.as_bytes()));
+    let udp = "DESCRIBE rtsp://h/live/room?token=abc RTSP/1.0\r\nCSeq: 2\r\n\r\n\
+SETUP rtsp://h/live/room?token=abc/trackID=0 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP;unicast;client_port=50000-50001\r\n\r\n\
+PLAY rtsp://h/live/room?token=abc/ RTSP/1.0\r\nCSeq: 4\r\nSession: F00D\r\n\r\n";
+    write("rtsp", "vlc_play_udp", &with_split_header(udp.as_bytes()));
+
+    write("sdp", "ffmpeg_h264_aac", announced.as_bytes());
+    let mut video_header = vec![0x17, 0, 0, 0, 0];
+    video_header.extend_from_slice(&avcc());
+    let aac_header = [0xAF, 0, 0x12, 0x10];
+    let described = sdp::describe(
+        &[
+            Track {
+                codec: Codec::from_sequence_header(media::frame::MediaKind::Video, &video_header).unwrap(),
+                payload_type: 96,
+            },
+            Track {
+                codec: Codec::from_sequence_header(media::frame::MediaKind::Audio, &aac_header).unwrap(),
+                payload_type: 97,
+            },
+            Track { codec: Codec::Opus { channels: 2 }, payload_type: 98 },
+        ],
+        "127.0.0.1",
+    );
+    write("sdp", "described_h264_aac_opus", described.as_bytes());
+
+    let params = PacketizerParams { max_payload: 200, ..PacketizerParams::new(0, 96, 1, 0, 0) };
+    let mut video = VideoPacketizer::new(params);
+    let mut audio = AudioPacketizer::new(params);
+    video.push(&video_header, 0);
+    audio.push(&aac_header, 0);
+    let mut keyframe = vec![0x17, 1, 0, 0, 0, 0, 0, 2, 0];
+    keyframe.extend(std::iter::once(0x65).chain((0..511).map(|i| i as u8)));
+    let aac_frame = [0xAF, 1, 0x21, 0x10, 0x04, 0x60, 0x8C, 0x1C];
+    let mut records = Vec::new();
+    for packets in [video.push(&keyframe, 0), audio.push(&aac_frame, 0), audio.push(&aac_frame, 23)]
+        .into_iter()
+        .flatten()
+    {
+        for packet in packets.datagrams() {
+            records.push(u8::try_from(packet.len()).unwrap());
+            records.extend_from_slice(&packet);
+        }
+    }
+    write("rtp", "h264_keyframe_aac", &records);
 }

@@ -46,6 +46,67 @@ impl AvcConfig {
             pps,
         })
     }
+
+    /// The record for parameter sets met in a bitstream (an RTP publisher's SDP or its
+    /// in-band SPS and PPS): profile, compatibility and level are the three bytes after
+    /// the first SPS's NAL header, as avcC defines them. Frames get 4-byte lengths.
+    pub fn from_parameter_sets(sps: Vec<Bytes>, pps: Vec<Bytes>) -> Result<Self, CodecError> {
+        let first = sps.first().ok_or(CodecError::Invalid("no SPS"))?;
+        let &[header, profile, compatibility, level, ..] = first.as_ref() else {
+            return Err(CodecError::Truncated);
+        };
+        if header & 0x1F != 7 {
+            return Err(CodecError::NotSps(header & 0x1F));
+        }
+        if sps.len() > 31 || pps.len() > 255 {
+            return Err(CodecError::Invalid("too many parameter sets"));
+        }
+        Ok(Self {
+            profile,
+            compatibility,
+            level,
+            nal_length_size: 4,
+            sps,
+            pps,
+        })
+    }
+
+    /// The avcC record, what [`AvcConfig::parse`] reads. Parameter sets longer than a
+    /// 16-bit length cannot be written and are left out, as are sets beyond the counts
+    /// the record can hold (31 SPS, 255 PPS).
+    pub fn record(&self) -> Vec<u8> {
+        let mut out = vec![
+            1,
+            self.profile,
+            self.compatibility,
+            self.level,
+            0xFC | (self.nal_length_size.clamp(1, 4) - 1),
+        ];
+        let sps = writable_sets(&self.sps, 31);
+        out.push(0xE0 | sps.len() as u8);
+        put_param_sets(&mut out, &sps);
+        let pps = writable_sets(&self.pps, 255);
+        out.push(pps.len() as u8);
+        put_param_sets(&mut out, &pps);
+        out
+    }
+}
+
+/// The parameter sets a record can carry: at most `max`, each shorter than 64 KiB.
+pub(super) fn writable_sets(sets: &[Bytes], max: usize) -> Vec<&[u8]> {
+    sets.iter()
+        .map(|set| set.as_ref())
+        .filter(|set| u16::try_from(set.len()).is_ok())
+        .take(max)
+        .collect()
+}
+
+/// Each set with its 16-bit length, as avcC and hvcC hold them.
+pub(super) fn put_param_sets(out: &mut Vec<u8>, sets: &[&[u8]]) {
+    for set in sets {
+        out.extend_from_slice(&(set.len() as u16).to_be_bytes());
+        out.extend_from_slice(set);
+    }
 }
 
 /// Skip one scaling_list() of `size` coefficients (H.264 7.3.2.1.1.1).

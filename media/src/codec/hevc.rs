@@ -2,11 +2,14 @@
 
 use bytes::Bytes;
 
+use super::avc::{put_param_sets, writable_sets};
 use super::bits::{unescape_rbsp, BitReader, ByteReader};
 use super::CodecError;
 
-/// NAL unit type of a sequence parameter set.
+/// NAL unit types of the parameter sets.
+const NAL_VPS: u8 = 32;
 const NAL_SPS: u8 = 33;
+const NAL_PPS: u8 = 34;
 
 /// ISO 14496-15 HEVCDecoderConfigurationRecord, reduced to what a server needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +27,6 @@ impl HevcConfig {
     ///
     /// The version byte is not checked: some old muxers wrote 0 there.
     pub fn parse(record: &[u8]) -> Result<Self, CodecError> {
-        const NAL_VPS: u8 = 32;
-        const NAL_PPS: u8 = 34;
         /// Fixed-size fields from configurationVersion through the byte holding
         /// lengthSizeMinusOne.
         const FIXED_LEN: usize = 22;
@@ -53,6 +54,53 @@ impl HevcConfig {
             r.param_sets(count, target)?;
         }
         Ok(config)
+    }
+
+    /// The hvcC record, what [`HevcConfig::parse`] reads, for parameter sets met in a
+    /// bitstream (an RTP publisher's SDP or its in-band VPS, SPS and PPS).
+    ///
+    /// The profile, tier and level fields are the general profile_tier_level of the first
+    /// SPS (its 12 bytes follow the SPS's first byte, H.265 7.3.2.2), and the sub-layer count
+    /// and nesting flag come from that byte; chroma format and bit depths are written as
+    /// 4:2:0 8-bit (decoders configure from the SPS itself). An SPS too short to hold them
+    /// is an error.
+    pub fn record(&self) -> Result<Vec<u8>, CodecError> {
+        let sps = self.sps.first().ok_or(CodecError::Invalid("no SPS"))?;
+        let rbsp = unescape_rbsp(sps.get(2..).ok_or(CodecError::Truncated)?);
+        let first = *rbsp.first().ok_or(CodecError::Truncated)?;
+        let general_profile_tier_level = rbsp.get(1..13).ok_or(CodecError::Truncated)?;
+        let sub_layers = ((first >> 1) & 0x07) + 1;
+        let temporal_id_nested = first & 0x01;
+        let mut out = vec![1];
+        out.extend_from_slice(general_profile_tier_level);
+        out.extend_from_slice(&[
+            0xF0,
+            0x00, // min_spatial_segmentation_idc 0
+            0xFC, // parallelismType unknown
+            0xFD, // chroma_format_idc 1
+            0xF8, // bit depth luma 8
+            0xF8, // bit depth chroma 8
+            0x00,
+            0x00, // avgFrameRate unknown
+            (sub_layers << 3) | (temporal_id_nested << 2) | (self.nal_length_size.clamp(1, 4) - 1),
+        ]);
+        let arrays: Vec<(u8, Vec<&[u8]>)> = [
+            (NAL_VPS, &self.vps),
+            (NAL_SPS, &self.sps),
+            (NAL_PPS, &self.pps),
+        ]
+        .into_iter()
+        .map(|(nal_type, sets)| (nal_type, writable_sets(sets, usize::from(u16::MAX))))
+        .filter(|(_, sets)| !sets.is_empty())
+        .collect();
+        out.push(arrays.len() as u8);
+        for (nal_type, sets) in arrays {
+            // array_completeness: these are all the sets of this type.
+            out.push(0x80 | nal_type);
+            out.extend_from_slice(&(sets.len() as u16).to_be_bytes());
+            put_param_sets(&mut out, &sets);
+        }
+        Ok(out)
     }
 }
 
