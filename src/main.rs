@@ -63,6 +63,9 @@ struct MediaArgs {
     /// Player HTTP listen address: /live/{room}.flv, .m3u8, /metrics, /healthz.
     #[arg(long, env = "FERROLIVE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// RTSP listen address (play any stream over TCP or UDP; publish with the channel key).
+    #[arg(long, env = "FERROLIVE_RTSP_ADDR", default_value = "0.0.0.0:8554")]
+    rtsp_addr: SocketAddr,
     /// RTMPS listen address (publish and play over TLS; needs --tls-cert and --tls-key).
     /// OBS and most services use port 443.
     #[arg(long, env = "FERROLIVE_RTMPS_ADDR", requires = "tls_cert")]
@@ -957,6 +960,7 @@ fn node_config(
         rtmp_addr: args.rtmp_addr,
         http_addr: args.http_addr,
         rtmps_addr: args.rtmps_addr,
+        rtsp_addr: Some(args.rtsp_addr),
         tls: args.tls.load()?,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
         viewer_send_buffer: args.viewer_send_buffer,

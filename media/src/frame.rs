@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::codec::{self, VideoFrameKind, VideoPacketKind};
+use crate::rtp::RtpPackets;
 
 /// Kind of media carried by a publisher's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct Frame {
     pub(crate) flv_ws: OnceLock<Bytes>,
     /// The frame as RTMP chunks, made on first use (see [`crate::rtmp::message`]).
     pub(crate) rtmp: OnceLock<Bytes>,
+    /// The frame as its stream's RTP packets, made by the hub once the stream has RTSP
+    /// players (numbered in stream order, so not on first use: see [`crate::rtp`]).
+    pub(crate) rtp: OnceLock<RtpPackets>,
 }
 
 impl Frame {
@@ -59,7 +63,14 @@ impl Frame {
             flv_chunk: OnceLock::new(),
             flv_ws: OnceLock::new(),
             rtmp: OnceLock::new(),
+            rtp: OnceLock::new(),
         }
+    }
+
+    /// The frame's RTP packets, once its stream is packetized for RTSP players (none for
+    /// metadata and sequence headers).
+    pub fn rtp_packets(&self) -> Option<&RtpPackets> {
+        self.rtp.get()
     }
 
     /// The timestamp the frame goes out with in FLV and RTMP. Metadata goes out at 0:

@@ -22,6 +22,8 @@ pub enum Format {
     /// FLV tags in an HTTP body; `marks` sends each HLS segment mark as a script tag
     /// ahead of its frame (for edges).
     Flv { framing: FlvFraming, marks: bool },
+    /// RTP packets interleaved on an RTSP connection (see [`crate::rtp`]).
+    Rtp,
 }
 
 /// How an FLV response body is framed.
@@ -76,15 +78,18 @@ pub enum Shared {
     Rtmp,
     /// FLV tags framed for an HTTP body.
     Flv(FlvFraming),
+    /// The stream's RTP packets, interleaved for RTSP over TCP.
+    Rtp,
 }
 
 impl Shared {
     /// Every shared encoding, in [`Shared::index`] order.
-    pub const ALL: [Shared; 4] = [
+    pub const ALL: [Shared; 5] = [
         Shared::Rtmp,
         Shared::Flv(FlvFraming::Chunked),
         Shared::Flv(FlvFraming::UntilClose),
         Shared::Flv(FlvFraming::WebSocket),
+        Shared::Rtp,
     ];
 
     /// Its place in [`Shared::ALL`].
@@ -94,6 +99,7 @@ impl Shared {
             Shared::Flv(FlvFraming::Chunked) => 1,
             Shared::Flv(FlvFraming::UntilClose) => 2,
             Shared::Flv(FlvFraming::WebSocket) => 3,
+            Shared::Rtp => 4,
         }
     }
 
@@ -105,7 +111,18 @@ impl Shared {
             Shared::Rtmp => frame.rtmp_chunks(),
             Shared::Flv(_) if frame.kind == MediaKind::Metadata => &[],
             Shared::Flv(framing) => framing.framed(frame),
+            Shared::Rtp => Shared::rtp(frame),
         }
+    }
+
+    /// A frame's interleaved RTP packets: nothing for what has none (metadata, headers,
+    /// which travel in the SDP and in-band).
+    fn rtp(frame: &Frame) -> &Bytes {
+        static NONE: Bytes = Bytes::new();
+        frame
+            .rtp
+            .get()
+            .map_or(&NONE, |packets| packets.interleaved())
     }
 
     /// The frame's buffer that [`Shared::bytes`] borrows from.
@@ -113,6 +130,7 @@ impl Shared {
         match self {
             Shared::Rtmp => frame.rtmp_chunks(),
             Shared::Flv(framing) => framing.buffer(frame),
+            Shared::Rtp => Shared::rtp(frame),
         }
     }
 }
@@ -363,6 +381,7 @@ impl Outbox {
             Format::Rtmp { stream_id } if stream_id == MEDIA_STREAM_ID => Some(Shared::Rtmp),
             Format::Rtmp { .. } => None,
             Format::Flv { framing, .. } => Some(Shared::Flv(framing)),
+            Format::Rtp => Some(Shared::Rtp),
         }
     }
 
@@ -409,7 +428,7 @@ impl Outbox {
             if self.pushing == UnitKind::Replay {
                 let framing = match self.format {
                     Format::Flv { framing, .. } => framing,
-                    Format::Rtmp { .. } => unreachable!("checked above"),
+                    Format::Rtmp { .. } | Format::Rtp => unreachable!("checked above"),
                 };
                 let bytes = framing.buffer(frame).slice_ref(framing.framed(frame));
                 self.units.push_back(Unit {
@@ -422,6 +441,8 @@ impl Outbox {
         let bytes = match (self.shared(frame), self.format) {
             (Some((buffer, bytes)), _) => buffer.slice_ref(bytes),
             (None, Format::Rtmp { stream_id }) => frame.rtmp_chunks_for(stream_id),
+            // RTP viewers always share the stream's packets.
+            (None, Format::Rtp) => Shared::rtp(frame).clone(),
             // A frame starting a segment, for an edge: the mark goes ahead of it in one
             // unit, so that falling behind cannot drop one of the two (a mark without its
             // keyframe would mark the wrong one downstream).

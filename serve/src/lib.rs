@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod recordings;
 mod role;
 pub mod rtmp;
+pub mod rtsp;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,8 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     /// RTMPS listen address (needs [`NodeConfig::tls`]).
     pub rtmps_addr: Option<SocketAddr>,
+    /// RTSP listen address (none: no RTSP).
+    pub rtsp_addr: Option<SocketAddr>,
     /// The certificate for RTMPS and for HTTPS on the player port (which then takes TLS
     /// and plain connections alike).
     pub tls: Option<Arc<tls::Certificates>>,
@@ -116,6 +119,8 @@ pub struct Node {
     pub hooks: Arc<hooks::Hooks>,
     pub rtmp_admission: Arc<Admission>,
     pub http_admission: Arc<Admission>,
+    /// RTSP connections take the RTMP listener's caps.
+    pub rtsp_admission: Arc<Admission>,
     pub incomplete: Arc<rtmp::IncompleteMessages>,
     /// Player HTTP requests per client address ([`NodeConfig::http_requests_per_ip`]).
     pub request_limits: ratelimit::RateLimiter,
@@ -179,6 +184,36 @@ impl Node {
             })
             .await;
         joined
+    }
+
+    /// Attach an RTSP player to `key`, the stream the role finds or starts for it, once it
+    /// has a track RTP can carry (waiting up to `wait` for its codec headers: an edge's
+    /// pull has just begun). See [`media::hub::Hub::join_rtp`].
+    pub async fn join_rtp(
+        &self,
+        key: &str,
+        origin: &str,
+        wait: Duration,
+    ) -> Option<media::hub::RtpJoin> {
+        if !self.serves_stream(key) {
+            return None;
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut joined = None;
+            let hub = &self.hub;
+            let live = self
+                .role
+                .attach(key, &mut || {
+                    joined = hub.join_rtp(key, fastrand::u64(..), origin);
+                    joined.is_some() || hub.is_live(key)
+                })
+                .await;
+            if joined.is_some() || !live || Instant::now() >= deadline {
+                return joined;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether `client` may play `stream` with the `token=` in `query`: always without a
@@ -272,11 +307,15 @@ pub async fn run(
         Some(addr) => Some(bind("RTMPS", addr).await?),
         None => None,
     };
+    let rtsp = match config.rtsp_addr {
+        Some(addr) => Some(bind("RTSP", addr).await?),
+        None => None,
+    };
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     };
-    info!(rtmp = %local(&rtmp), http = %local(&http), rtmps = ?rtmps.as_ref().map(local), tls = config.tls.is_some(), "listening");
+    info!(rtmp = %local(&rtmp), http = %local(&http), rtsp = ?rtsp.as_ref().map(local), rtmps = ?rtmps.as_ref().map(local), tls = config.tls.is_some(), "listening");
     let tls = match &config.tls {
         Some(certificates) => {
             certificates.watch();
@@ -298,6 +337,7 @@ pub async fn run(
         role,
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
         http_admission: Admission::new("player HTTP", config.http_limits),
+        rtsp_admission: Admission::new("RTSP", config.rtmp_limits),
         incomplete: Arc::new(rtmp::IncompleteMessages::new(config.rtmp_incomplete_limit)),
         request_limits: ratelimit::RateLimiter::per_second(config.http_requests_per_ip),
         tls,
@@ -310,6 +350,9 @@ pub async fn run(
     ];
     if let Some(rtmps) = rtmps {
         listeners.push(tokio::spawn(rtmp::serve(rtmps, node.clone(), true)));
+    }
+    if let Some(rtsp) = rtsp {
+        listeners.push(tokio::spawn(rtsp::serve(rtsp, node.clone())));
     }
     shutdown.await;
     graceful_shutdown(&node, listeners).await;

@@ -12,6 +12,7 @@ use media::hub::Hub;
 pub struct Metrics {
     pub rtmp_connections: AtomicU64,
     pub rtmp_connections_total: AtomicU64,
+    pub rtsp_connections: AtomicU64,
     pub http_connections: AtomicU64,
     pub http_connections_total: AtomicU64,
     /// Connections closed for a protocol error, a timeout or a peer that would not read.
@@ -82,16 +83,18 @@ pub enum Protocol {
     Hls,
     HttpTs,
     HttpFmp4,
+    Rtsp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 7] = [
         Protocol::Rtmp,
         Protocol::HttpFlv,
         Protocol::WebSocketFlv,
         Protocol::Hls,
         Protocol::HttpTs,
         Protocol::HttpFmp4,
+        Protocol::Rtsp,
     ];
 
     pub fn index(self) -> usize {
@@ -107,6 +110,7 @@ impl Protocol {
             Protocol::Hls => "hls",
             Protocol::HttpTs => "http-ts",
             Protocol::HttpFmp4 => "http-fmp4",
+            Protocol::Rtsp => "rtsp",
         }
     }
 }
@@ -208,6 +212,12 @@ impl Metrics {
             "counter",
             "RTMP connections accepted.",
             get(&self.rtmp_connections_total),
+        );
+        metric(
+            "ferrolive_rtsp_connections",
+            "gauge",
+            "Open RTSP connections.",
+            get(&self.rtsp_connections),
         );
         metric(
             "ferrolive_http_connections",

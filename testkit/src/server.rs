@@ -39,6 +39,8 @@ pub struct Server {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     pub api: SocketAddr,
+    /// Its RTSP listener (none for the control API).
+    pub rtsp: Option<SocketAddr>,
 }
 
 fn local_addr() -> SocketAddr {
@@ -128,6 +130,7 @@ impl Server {
             None => Command::new(&binary),
         };
         cmd.arg(subcommand);
+        let mut rtsp = None;
         if subcommand != "control-api" {
             cmd.args([
                 "--rtmp-addr",
@@ -135,6 +138,11 @@ impl Server {
                 "--http-addr",
                 &http.to_string(),
             ]);
+            if !args.contains(&"--rtsp-addr") {
+                let addr = local_addr();
+                cmd.args(["--rtsp-addr", &addr.to_string()]);
+                rtsp = Some(addr);
+            }
         }
         if subcommand != "origin" && subcommand != "edge" {
             cmd.args(["--api-addr", &api.to_string()]);
@@ -154,6 +162,7 @@ impl Server {
             rtmp,
             http,
             api,
+            rtsp,
         };
         let (probe, path) = if subcommand == "control-api" {
             (api, "/healthz")
@@ -198,6 +207,12 @@ impl Server {
 
     pub fn rtmp_url(&self, room: &str) -> String {
         format!("rtmp://{}/live/{room}", self.rtmp)
+    }
+
+    /// `rtsp://.../live/ROOM`.
+    pub fn rtsp_url(&self, room: &str) -> String {
+        let rtsp = self.rtsp.expect("a node with an RTSP listener");
+        format!("rtsp://{rtsp}/live/{room}")
     }
 
     pub fn flv_url(&self, room: &str) -> String {

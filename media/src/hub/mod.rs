@@ -39,7 +39,18 @@ pub use viewer::{BatchEvent, BatchStream, Delivery, Join, Subscriber, Watching};
 
 use stream::{PublisherSlot, Stream};
 
-use crate::frame::Frame;
+use bytes::Bytes;
+
+use crate::frame::{Frame, MediaKind};
+
+/// An RTSP player attached to a stream (see [`Hub::join_rtp`]).
+pub struct RtpJoin {
+    pub join: Join,
+    /// The session description (SDP) of the stream.
+    pub description: String,
+    /// What each of its RTP tracks carries, in `trackID` order.
+    pub tracks: Vec<MediaKind>,
+}
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -300,6 +311,37 @@ impl Hub {
             backlog: self.config.backlog.max(16),
             watching: Watching::new(&stream, audience),
         })
+    }
+
+    /// Attach an RTSP player to `name` as [`Hub::join`] does, with the stream's session
+    /// description (`origin` in its `o=` line). The stream is packetized as RTP from now on
+    /// (once, for every RTSP player; `random` seeds its numbering), the player's replay
+    /// included. `None` when nothing is published under `name`, or it has no track RTP
+    /// can carry (yet: a stream whose headers have not come).
+    pub fn join_rtp(&self, name: &str, random: u64, origin: &str) -> Option<RtpJoin> {
+        let (description, tracks) = {
+            let stream = self.streams().get(name)?.clone();
+            let mut state = stream.lock();
+            if state.ended || !state.start_rtp(random) {
+                return None;
+            }
+            let sender = state.rtp.as_ref()?;
+            let tracks = sender.tracks().iter().map(|t| t.codec.media_kind());
+            (sender.describe(origin), tracks.collect())
+        };
+        Some(RtpJoin {
+            join: self.join(name, Audience::Viewer)?,
+            description,
+            tracks,
+        })
+    }
+
+    /// The RTCP sender report of `name`'s RTP track `track` at `ntp_time`, once the stream
+    /// is packetized (see [`Hub::join_rtp`]).
+    pub fn rtp_sender_report(&self, name: &str, track: usize, ntp_time: u64) -> Option<Bytes> {
+        let stream = self.streams().get(name)?.clone();
+        let state = stream.lock();
+        state.rtp.as_ref()?.sender_report(track, ntp_time)
     }
 
     /// Count one more of `audience` on a live stream while the returned handle lives,

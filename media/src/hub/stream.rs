@@ -2,7 +2,7 @@
 //! gathered for the ring.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::calendar::unix_now_ms;
 use crate::codec;
 use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
 use crate::metadata;
+use crate::rtsp::StreamSender;
 use crate::segment::{ProgramDates, Segmenter};
 use crate::timestamp::{StreamClock, Track};
 
@@ -66,6 +67,7 @@ impl Stream {
                 history: History::new(config.history_segments, config.history_max_bytes),
                 ends: TrackEnds::default(),
                 stats: PublishStats::default(),
+                rtp: None,
             }),
         }
     }
@@ -127,6 +129,8 @@ pub(super) struct StreamState {
     /// Where the current publisher's tracks end, for the next one to start after.
     ends: TrackEnds,
     pub(super) stats: PublishStats,
+    /// The stream's RTP packetizers, from its first RTSP player until it ends.
+    pub(super) rtp: Option<StreamSender>,
 }
 
 /// Where a publisher's audio and video end, for the next publisher of the stream to
@@ -216,9 +220,33 @@ impl StreamState {
         self.gop_bytes = 0;
     }
 
+    /// Packetize the stream for RTSP players from now on (`random` seeds its RTP
+    /// numbering), starting with the frames a new viewer is replayed: `false` while it has
+    /// no track RTP can carry.
+    pub(super) fn start_rtp(&mut self, random: u64) -> bool {
+        if self.rtp.is_none() {
+            let header = |h: &Option<Arc<Frame>>| h.as_ref().map(|f| f.payload.clone());
+            let (video, audio) = (header(&self.video_header), header(&self.audio_header));
+            let sender = StreamSender::new(video.as_deref(), audio.as_deref(), random);
+            if sender.tracks().is_empty() {
+                return false;
+            }
+            // In stream order, as every later frame will be.
+            let mut sender = sender;
+            for frame in &self.gop {
+                if let Some((_, packets)) = sender.push(frame) {
+                    let _ = frame.rtp.set(packets);
+                }
+            }
+            self.rtp = Some(sender);
+        }
+        true
+    }
+
     pub(super) fn end(&mut self) {
         self.flush();
         self.ended = true;
+        self.rtp = None;
         self.publisher = None;
         self.gop.clear();
         self.history.clear();
@@ -271,6 +299,11 @@ impl StreamState {
             None if marks_here => self.upstream_mark.take(),
             None => None,
         };
+        if let Some(sender) = &mut self.rtp {
+            if let Some((_, packets)) = sender.push(&frame) {
+                frame.rtp = OnceLock::from(packets);
+            }
+        }
         let frame = Arc::new(frame);
         self.history
             .push(&frame, [&self.video_header, &self.audio_header]);

@@ -270,7 +270,7 @@ impl Subscriber {
 
 impl Join {
     /// The viewer takes its frames itself instead of through a fan-out.
-    pub(super) fn into_subscriber(self) -> Subscriber {
+    pub fn into_subscriber(self) -> Subscriber {
         let tracks = self.watching.tracks();
         Subscriber {
             watching: self.watching,
