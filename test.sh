@@ -8,15 +8,16 @@ cd "$(dirname "$0")"
 missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v redis-server >/dev/null || missing+=(redis-server)
-# GStreamer publishes like OBS's and many encoders' muxers do (tests/interop.rs).
+# GStreamer publishes like OBS's and many encoders' muxers do (tests/interop.rs), and
+# plays and publishes RTSP (tests/rtsp.rs).
 gst_ok() {
     command -v gst-launch-1.0 >/dev/null &&
-        for element in rtmp2sink flvmux x264enc avenc_aac; do
+        for element in rtmp2sink flvmux x264enc avenc_aac rtspsrc rtspclientsink avdec_h264; do
             gst-inspect-1.0 "$element" >/dev/null 2>&1 || return 1
         done
 }
 gst_ok || missing+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # nginx-rtmp: a peer the relays forward to and pull from (tests/relay.rs).
 command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] ||

@@ -66,6 +66,10 @@ struct MediaArgs {
     /// RTSP listen address (play any stream over TCP or UDP; publish with the channel key).
     #[arg(long, env = "FERROLIVE_RTSP_ADDR", default_value = "0.0.0.0:8554")]
     rtsp_addr: SocketAddr,
+    /// Seconds an RTSP session over UDP may go without a request or an RTCP packet (it
+    /// is then closed; players send them every few seconds).
+    #[arg(long, env = "FERROLIVE_RTSP_SESSION_TIMEOUT", default_value_t = 60)]
+    rtsp_session_timeout: u64,
     /// RTMPS listen address (publish and play over TLS; needs --tls-cert and --tls-key).
     /// OBS and most services use port 443.
     #[arg(long, env = "FERROLIVE_RTMPS_ADDR", requires = "tls_cert")]
@@ -961,6 +965,7 @@ fn node_config(
         http_addr: args.http_addr,
         rtmps_addr: args.rtmps_addr,
         rtsp_addr: Some(args.rtsp_addr),
+        rtsp_session_timeout: Duration::from_secs(args.rtsp_session_timeout.max(1)),
         tls: args.tls.load()?,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
         viewer_send_buffer: args.viewer_send_buffer,

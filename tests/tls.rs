@@ -130,7 +130,7 @@ fn rtmps_https_and_a_certificate_replaced_while_playing() {
     // ffmpeg publishes over RTMPS, checking the certificate against the test CA.
     let ca = first.ca.to_str().unwrap();
     let url = format!("rtmps://{rtmps}/live/secure");
-    let options = ["-tls_verify", "1", "-ca_file", ca];
+    let options = ["-tls_verify", "1", "-ca_file", ca, "-f", "flv"];
     let _publisher = publish_with(&url, Source::AudioVideo, 25, 0, &options);
     server.wait_live("secure");
 

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub rtmps_addr: Option<SocketAddr>,
     /// RTSP listen address (none: no RTSP).
     pub rtsp_addr: Option<SocketAddr>,
+    /// What an RTSP session over UDP may go without a request or an RTCP packet (a TCP
+    /// session lives as long as its connection); its `Session` header says so.
+    pub rtsp_session_timeout: Duration,
     /// The certificate for RTMPS and for HTTPS on the player port (which then takes TLS
     /// and plain connections alike).
     pub tls: Option<Arc<tls::Certificates>>,

@@ -37,9 +37,6 @@ use crate::io::{limit_send_buffer, read_some, write_all};
 use crate::metrics::{GaugeGuard, Metrics, Protocol, ViewerGuard};
 use crate::{stream_key, Hold, Node, PublishRequest, Publishing};
 
-/// What a session may go without a request or an RTCP packet (UDP sessions; a TCP
-/// session lives as long as its connection), as its `Session` header says.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed from connecting to PLAY or RECORD.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publisher that sends nothing for this long is dropped (its viewers wait for it).
@@ -143,7 +140,7 @@ struct Publish {
     /// Per announced track: its depacketizer (none for a codec we cannot take).
     receivers: Vec<Option<TrackReceiver>>,
     /// UDP tracks' packets: (track, packet).
-    udp: Option<(mpsc::Sender<(usize, Bytes)>, mpsc::Receiver<(usize, Bytes)>)>,
+    udp: Option<mpsc::Receiver<(usize, Bytes)>>,
     _udp_tasks: Vec<AbortOnDrop>,
     recording: bool,
     told_invalid: bool,
@@ -180,11 +177,12 @@ impl Connection {
     fn new(socket: TcpStream, peer: SocketAddr, node: Arc<Node>) -> Self {
         let _ = socket.set_nodelay(true);
         let id = format!("{:016x}", fastrand::u64(..));
+        let timeout = node.config.rtsp_session_timeout.as_secs() as u32;
         Connection {
             socket: Arc::new(socket),
             peer,
             node,
-            session: ServerSession::new(id, SESSION_TIMEOUT.as_secs() as u32),
+            session: ServerSession::new(id, timeout),
             input: BytesMut::with_capacity(SMALL_READ_BUFFER),
             role: Role::Negotiating,
             udp: Vec::new(),
@@ -221,7 +219,8 @@ impl Connection {
                 Role::Closing => return Ok(()),
                 Role::Playing(playing) => {
                     let udp = matches!(playing.delivering, Delivering::Udp { .. });
-                    let silent_until = self.last_heard + SESSION_TIMEOUT;
+                    let timeout = self.node.config.rtsp_session_timeout;
+                    let silent_until = self.last_heard + timeout;
                     let pump = match &playing.delivering {
                         Delivering::Tcp(membership) => membership.pump()?,
                         Delivering::Udp { .. } => Pump::Idle,
@@ -245,13 +244,13 @@ impl Connection {
                             continue;
                         }
                         _ = tokio::time::sleep_until(silent_until), if udp => {
-                            return Err(ConnError::Timeout(SESSION_TIMEOUT));
+                            return Err(ConnError::Timeout(timeout));
                         }
                     }
                 }
                 Role::Publishing(publishing) if publishing.recording => {
                     let idle_until = self.last_heard + PUBLISH_IDLE_TIMEOUT;
-                    let udp = publishing.udp.as_mut().map(|(_, rx)| rx);
+                    let udp = publishing.udp.as_mut();
                     tokio::select! {
                         read = read_some(&self.socket, &mut self.input) => read?,
                         Some((track, packet)) = recv(udp) => {
@@ -577,7 +576,7 @@ impl Connection {
                 let task = tokio::spawn(receive_udp(track, pair, tx.clone()));
                 publishing._udp_tasks.push(AbortOnDrop(task));
             }
-            publishing.udp = Some((tx, rx));
+            publishing.udp = Some(rx);
         }
         publishing.recording = true;
         info!(stream = %publishing.publisher.name(), peer = %self.peer, "rtsp publish start");

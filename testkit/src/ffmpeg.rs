@@ -49,11 +49,12 @@ pub enum Source {
 /// ffmpeg publishing a test source in real time with `gop` frames per keyframe at 25 fps.
 /// `seconds` of 0 publishes until killed.
 pub fn publish(url: &str, source: Source, gop: u32, seconds: u32) -> Proc {
-    publish_with(url, source, gop, seconds, &[])
+    publish_with(url, source, gop, seconds, &["-f", "flv"])
 }
 
-/// [`publish`], with more options for the output (`-tls_verify 1`, ...).
-pub fn publish_with(url: &str, source: Source, gop: u32, seconds: u32, options: &[&str]) -> Proc {
+/// [`publish`] with the output's format and options given (`-f rtsp -rtsp_transport udp`,
+/// `-tls_verify 1 ... -f flv`).
+pub fn publish_with(url: &str, source: Source, gop: u32, seconds: u32, output: &[&str]) -> Proc {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re"]);
     if source != Source::AudioOnly {
@@ -82,8 +83,8 @@ pub fn publish_with(url: &str, source: Source, gop: u32, seconds: u32, options: 
     if source != Source::VideoOnly {
         cmd.args(["-c:a", "aac", "-b:a", "64k"]);
     }
-    cmd.args(options)
-        .args(["-f", "flv", url])
+    cmd.args(output)
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
