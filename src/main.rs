@@ -630,6 +630,10 @@ struct EdgeArgs {
     /// another origin after its origin died is picked up).
     #[arg(long, env = "FERROLIVE_UPSTREAM_GRACE", default_value_t = 15.0)]
     upstream_grace: f64,
+    /// Seconds an upstream may be silent before the edge counts it lost and re-pulls (sooner
+    /// when the stream's own pace says so: four of its longest recent gaps, at least 1 s).
+    #[arg(long, env = "FERROLIVE_UPSTREAM_TIMEOUT", default_value_t = 3.0)]
+    upstream_timeout: f64,
     /// Seconds a pulled stream may have no viewers before the pull stops.
     #[arg(long, env = "FERROLIVE_EDGE_IDLE_GRACE", default_value_t = 10.0)]
     edge_idle_grace: f64,
@@ -837,6 +841,7 @@ async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
         play_wait: seconds("edge-play-wait", args.edge_play_wait)?,
         upstream_grace: seconds("upstream-grace", args.upstream_grace)?,
         idle_grace: seconds("edge-idle-grace", args.edge_idle_grace)?,
+        upstream_timeout: seconds("upstream-timeout", args.upstream_timeout)?,
         play_secret: node.play_secret.clone(),
     };
     let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Edge).await?;

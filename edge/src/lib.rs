@@ -32,6 +32,9 @@ pub struct PullConfig {
     pub upstream_grace: Duration,
     /// A pulled stream nobody watches for this long is stopped.
     pub idle_grace: Duration,
+    /// The longest an upstream may be silent before it counts as lost (sooner when its
+    /// pace says so: a few of its usual gaps).
+    pub upstream_timeout: Duration,
     /// The cluster's play secret: pulls carry a token signed with it, as any player must.
     pub play_secret: Option<media::token::PlaySecret>,
 }
@@ -42,6 +45,7 @@ impl Default for PullConfig {
             play_wait: Duration::from_secs(3),
             upstream_grace: Duration::from_secs(15),
             idle_grace: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(3),
             play_secret: None,
         }
     }

@@ -6,8 +6,9 @@
 //! The rules:
 //! - starting: while some viewer still waits for the stream, look the owner up again every
 //!   [`START_RETRY`];
-//! - live: an upstream that sends nothing for [`UPSTREAM_STALL`] is lost; a stream nobody
-//!   watched for the idle grace is stopped;
+//! - live: an upstream silent for a few of its usual gaps (see [`Pace`]; at least
+//!   [`MIN_STALL`], at most the upstream timeout) is lost; a stream nobody watched for the
+//!   idle grace is stopped;
 //! - lost: re-pull with a backoff from [`BACKOFF_FIRST`] doubling to [`BACKOFF_MAX`], for up
 //!   to the upstream grace after the loss, and stop early if nobody watches;
 //! - a new pull is [`Readiness`]-checked before viewers see it.
@@ -18,8 +19,15 @@ use media::frame::MediaKind;
 
 use crate::PullConfig;
 
-/// An upstream that sends nothing for this long is lost (a live stream sends every few ms).
-pub const UPSTREAM_STALL: Duration = Duration::from_secs(10);
+/// An upstream is lost once silent for this many of its longest recent gaps...
+pub const STALL_GAPS: u32 = 4;
+/// ...but never sooner than this (a publisher's hiccup is not a broken link)...
+pub const MIN_STALL: Duration = Duration::from_secs(1);
+/// ...and the gaps it normally leaves are those of this window and the one before...
+pub const PACE_WINDOW: Duration = Duration::from_secs(5);
+/// ...once it has been heard from for this long (before, only the upstream timeout
+/// applies: a new upstream's first second is the burst of its replay, not its pace).
+pub const PACE_LEARNED_AFTER: Duration = Duration::from_secs(1);
 /// While a pull starts: how often the owner is looked up again.
 pub const START_RETRY: Duration = Duration::from_millis(200);
 /// After a loss: the first wait between re-pulls, doubling up to [`BACKOFF_MAX`].
@@ -52,11 +60,56 @@ pub enum Repull {
     GiveUp,
 }
 
+/// How an upstream normally paces what it sends: the longest gap between arrivals in the
+/// current window and the one before it. A live stream sends every frame (tens of
+/// milliseconds); its silence is noticed after a few of its own gaps, not after a fixed
+/// time chosen for the slowest stream there could be.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    connected: Instant,
+    last_arrival: Instant,
+    window_start: Instant,
+    current: Duration,
+    previous: Duration,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Pace {
+        Pace {
+            connected: now,
+            last_arrival: now,
+            window_start: now,
+            current: Duration::ZERO,
+            previous: Duration::ZERO,
+        }
+    }
+
+    fn gap(&mut self, gap: Duration, now: Instant) {
+        if now.saturating_duration_since(self.window_start) >= PACE_WINDOW {
+            self.previous = self.current;
+            self.current = Duration::ZERO;
+            self.window_start = now;
+        }
+        self.current = self.current.max(gap);
+        self.last_arrival = now;
+    }
+
+    /// The longest gap the upstream normally leaves (`None` until it has been heard from
+    /// for [`PACE_LEARNED_AFTER`]).
+    pub fn normal_gap(&self) -> Option<Duration> {
+        let heard_for = self.last_arrival.saturating_duration_since(self.connected);
+        (heard_for >= PACE_LEARNED_AFTER).then(|| self.previous.max(self.current))
+    }
+}
+
 /// One pull's timers.
 #[derive(Debug, Clone)]
 pub struct PullPolicy {
     upstream_grace: Duration,
     idle_grace: Duration,
+    /// The longest silence allowed, whatever the pace.
+    upstream_timeout: Duration,
+    pace: Pace,
     /// When the upstream last sent something (or connected).
     last_data: Instant,
     /// Since when nobody watches.
@@ -70,6 +123,8 @@ impl PullPolicy {
         PullPolicy {
             upstream_grace: config.upstream_grace,
             idle_grace: config.idle_grace,
+            upstream_timeout: config.upstream_timeout,
+            pace: Pace::new(now),
             last_data: now,
             unwatched_since: None,
             lost: None,
@@ -86,16 +141,34 @@ impl PullPolicy {
     pub fn connected(&mut self, now: Instant) {
         self.last_data = now;
         self.lost = None;
+        self.pace = Pace::new(now);
     }
 
     /// The upstream sent something.
     pub fn received(&mut self, now: Instant) {
+        self.pace
+            .gap(now.saturating_duration_since(self.last_data), now);
         self.last_data = now;
+    }
+
+    /// How long the upstream may be silent before it counts as lost: a few of its usual
+    /// gaps, within [`MIN_STALL`] and the upstream timeout (which is all it gets until its
+    /// pace is known).
+    pub fn stall_after(&self) -> Duration {
+        match self.pace.normal_gap() {
+            Some(gap) => (gap * STALL_GAPS).clamp(MIN_STALL, self.upstream_timeout.max(MIN_STALL)),
+            None => self.upstream_timeout,
+        }
+    }
+
+    /// The upstream's pace (for saying why it was lost).
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     /// The periodic look at a live pull, with `viewers` watching now.
     pub fn check(&mut self, now: Instant, viewers: usize) -> Check {
-        if now.saturating_duration_since(self.last_data) >= UPSTREAM_STALL {
+        if now.saturating_duration_since(self.last_data) >= self.stall_after() {
             return Check::Stalled;
         }
         if self.idle(now, viewers) {
@@ -201,6 +274,7 @@ mod tests {
             play_wait: Duration::from_secs(3),
             upstream_grace: Duration::from_secs(15),
             idle_grace: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(3),
             play_secret: None,
         }
     }
@@ -218,19 +292,45 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_upstream_is_lost_after_the_stall_time() {
+    fn a_silent_upstream_is_lost_after_a_few_of_its_usual_gaps() {
         let t0 = Instant::now();
         let mut policy = PullPolicy::new(&config(), t0);
         policy.connected(t0);
+        // Until its pace is known: the upstream timeout.
         policy.received(t0 + ms(100));
-        assert_eq!(
-            policy.check(t0 + ms(100) + UPSTREAM_STALL - ms(1), 1),
-            Check::Continue
-        );
-        assert_eq!(
-            policy.check(t0 + ms(100) + UPSTREAM_STALL, 1),
-            Check::Stalled
-        );
+        assert_eq!(policy.stall_after(), ms(3000));
+        assert_eq!(policy.check(t0 + ms(3099), 1), Check::Continue);
+        assert_eq!(policy.check(t0 + ms(3100), 1), Check::Stalled);
+        // A stream sending every 40 ms with a 300 ms pause now and then: four pauses.
+        let mut now = t0 + ms(100);
+        while now < t0 + ms(11_000) {
+            now += if (now - t0).as_millis() % 2000 < 40 { ms(300) } else { ms(40) };
+            policy.received(now);
+        }
+        assert_eq!(policy.stall_after(), ms(1200));
+        assert_eq!(policy.check(now + ms(1199), 1), Check::Continue);
+        assert_eq!(policy.check(now + ms(1200), 1), Check::Stalled);
+        // A fast stream is given at least a second; a slow one at most the timeout.
+        let steady = |gap: u64| {
+            let mut policy = PullPolicy::new(&config(), t0);
+            policy.connected(t0);
+            let mut now = t0;
+            while now < t0 + ms(11_000) {
+                now += ms(gap);
+                policy.received(now);
+            }
+            policy.stall_after()
+        };
+        assert_eq!(steady(20), MIN_STALL);
+        assert_eq!(steady(2000), ms(3000));
+        // A new upstream's replay burst, then silence: its pace is not known, so it gets
+        // the whole timeout.
+        let mut policy = PullPolicy::new(&config(), t0);
+        policy.connected(t0);
+        for n in 1..=100 {
+            policy.received(t0 + Duration::from_micros(n * 100));
+        }
+        assert_eq!(policy.stall_after(), ms(3000));
     }
 
     #[test]

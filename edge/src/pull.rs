@@ -49,16 +49,16 @@ pub enum PullError {
     NotLive,
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("upstream: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("the connection to the origin broke: {0}")]
+    Http(String),
     #[error("upstream answered HTTP {0}")]
     Status(u16),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream FLV: {0}")]
     Flv(#[from] FlvError),
-    #[error("upstream sent nothing for {0:?}")]
-    Stalled(Duration),
+    #[error("the origin sent nothing for {silent:?} (it normally leaves {normal} between sends)")]
+    Stalled { silent: Duration, normal: String },
     #[error("local stream taken over by another publisher")]
     Replaced,
 }
@@ -68,6 +68,21 @@ enum Phase {
     Starting,
     Live,
     Gone,
+}
+
+impl From<reqwest::Error> for PullError {
+    /// reqwest's own words ("error decoding response body") with what caused them
+    /// ("connection reset by peer"), which is what an operator needs.
+    fn from(e: reqwest::Error) -> Self {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        PullError::Http(text)
+    }
 }
 
 /// One stream being pulled (or about to be), as the viewers waiting for it see it.
@@ -374,8 +389,12 @@ impl Pulls {
                     match policy.check(Instant::now(), local.viewers()) {
                         Check::Continue => {}
                         Check::Stalled => {
-                            let stall = crate::policy::UPSTREAM_STALL;
-                            return Upstream::Lost(PullError::Stalled(stall));
+                            let normal = match policy.pace().normal_gap() {
+                                Some(gap) => format!("at most {gap:?}"),
+                                None => "an unknown time".to_owned(),
+                            };
+                            let silent = policy.stall_after();
+                            return Upstream::Lost(PullError::Stalled { silent, normal });
                         }
                         Check::Idle => {
                             if self.retire_idle(key, pull, local, policy) {
@@ -389,7 +408,7 @@ impl Pulls {
             let chunk = match chunk {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => return Upstream::Ended,
-                Err(e) => return Upstream::Lost(e.into()),
+                Err(e) => return Upstream::Lost(PullError::from(e)),
             };
             let now = Instant::now();
             policy.received(now);

@@ -2,11 +2,13 @@
 //! the bench's test: the real `ferrolive` binary ([`Server`]), a real `redis-server`
 //! ([`Redis`]), nginx with the RTMP module ([`Nginx`]), ffmpeg and ffprobe as publisher and player, plain HTTP and HTTP-FLV readers
 //! built on the project's own demuxer, a blocking RTMP client ([`RtmpClient`]) on
-//! media's sans-IO client session, and a hook server ([`HookServer`]).
+//! media's sans-IO client session, a hook server ([`HookServer`]) and a fault-injecting TCP
+//! proxy ([`FaultProxy`]).
 //!
 //! Everything here panics on failure with a message saying what went wrong: it only ever
 //! runs inside tests.
 
+mod faults;
 mod ffmpeg;
 mod hooks;
 mod http;
@@ -24,6 +26,7 @@ use std::process::Child;
 pub use ffmpeg::{
     decode, decode_to_end, publish, publish_accepted, publish_with, require_ffmpeg, Decoded, Source,
 };
+pub use faults::{Direction, Fault, FaultProxy};
 pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};
 pub use nginx::{require_nginx, Nginx};

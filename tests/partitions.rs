@@ -1,0 +1,107 @@
+//! Network faults between the cluster's processes, made with the tests' own fault proxy
+//! (this kernel has no netem or iptables): links cut, slowed and healed, and what players
+//! see meanwhile.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use testkit::*;
+
+/// An origin that advertises 127.0.0.2, where a fault proxy in front of its player port
+/// stands: edges pull from it through the proxy.
+fn origin_behind_proxy(redis: &Redis, id: &str) -> (Server, FaultProxy) {
+    let origin = Server::spawn(
+        "origin",
+        &[
+            "--redis-url",
+            &redis.url(),
+            "--advertise-host",
+            "127.0.0.2",
+            "--allow-loopback-advertise",
+            "--node-id",
+            id,
+            "--rtmp-noauth",
+        ],
+    );
+    let listen = SocketAddr::new([127, 0, 0, 2].into(), origin.http.port());
+    let proxy = FaultProxy::start_on(listen, origin.http);
+    (origin, proxy)
+}
+
+/// A player on `addr` reading `room` over HTTP-FLV in a thread: when each video tag came,
+/// and whether the stream ended (or the connection closed).
+struct Watcher {
+    video_at: Arc<Mutex<Vec<Instant>>>,
+    done: std::thread::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(addr: SocketAddr, room: &str) -> Watcher {
+        let video_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let seen = video_at.clone();
+        let mut viewer = FlvViewer::connect(addr, room);
+        viewer.set_timeout(Duration::from_secs(30));
+        let done = std::thread::spawn(move || {
+            while let Some(tag) = viewer.next_tag() {
+                if tag.tag_type == 9 {
+                    seen.lock().unwrap().push(Instant::now());
+                }
+            }
+        });
+        Watcher { video_at, done }
+    }
+
+    /// The first video tag after `after`, waiting up to `within`.
+    fn video_after(&self, after: Instant, within: Duration) -> Option<Duration> {
+        let deadline = Instant::now() + within;
+        loop {
+            let first = (self.video_at.lock().unwrap().iter())
+                .find(|t| **t > after)
+                .map(|t| t.duration_since(after));
+            if first.is_some() || Instant::now() > deadline {
+                return first;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn is_playing(&self) -> bool {
+        !self.done.is_finished()
+    }
+}
+
+#[test]
+fn an_edge_cut_from_its_origin_for_ten_seconds_resumes_its_viewers_at_once() {
+    require_ffmpeg();
+    let redis = Redis::start();
+    let (origin, link) = origin_behind_proxy(&redis, "o1");
+    let edge = Server::in_cluster("edge", "e1", &redis.url(), &[]);
+    let _publisher = publish(&origin.rtmp_url("cut"), Source::AudioVideo, 25, 0);
+    origin.wait_live("cut");
+    let watcher = Watcher::start(edge.http, "cut");
+    let started = Instant::now();
+    assert!(watcher.video_after(started, Duration::from_secs(10)).is_some());
+
+    link.block();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    link.heal();
+    let healed = Instant::now();
+    let resumed = watcher
+        .video_after(healed, Duration::from_secs(10))
+        .expect("video after the heal");
+    assert!(watcher.is_playing(), "the viewer was kept");
+    assert!(
+        resumed <= Duration::from_secs(4),
+        "video resumed {resumed:?} after the heal"
+    );
+    // During the cut the edge noticed the silence from the stream's pace, and kept
+    // re-pulling (nothing reached the viewer from the dead link meanwhile).
+    let during = (watcher.video_at.lock().unwrap().iter())
+        .filter(|t| **t > cut + Duration::from_secs(2) && **t < healed)
+        .count();
+    assert_eq!(during, 0);
+    assert!(edge.metric("ferrolive_upstream_repulls_total") >= 1);
+    eprintln!("video resumed {resumed:?} after a 10 s cut healed");
+}
