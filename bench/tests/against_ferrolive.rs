@@ -15,6 +15,18 @@ fn server() -> Option<testkit::Server> {
     Some(testkit::Server::start(&["--log", "warn"]))
 }
 
+/// Runs the bench and prints its table; its publisher must not have failed.
+async fn run(args: bench::BenchArgs) -> bench::Report {
+    let report = bench::run(args).await.expect("bench runs");
+    report.print_table();
+    assert!(
+        report.publisher_error.is_none(),
+        "{:?}",
+        report.publisher_error
+    );
+    report
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn bench_against_ferrolive() {
     let Some(server) = server() else {
@@ -40,14 +52,7 @@ async fn bench_against_ferrolive() {
         quiet: true,
         ..Default::default()
     };
-    let report = bench::run(args).await.expect("bench runs");
-    report.print_table();
-
-    assert!(
-        report.publisher_error.is_none(),
-        "{:?}",
-        report.publisher_error
-    );
+    let report = run(args).await;
     let published = report.frames_published.unwrap();
     assert!(published >= 5 * 30 - 5, "published {published} frames");
     let (streamed, llhls): (Vec<_>, Vec<_>) = report
@@ -150,14 +155,7 @@ async fn bench_rtsp_against_ferrolive() {
         quiet: true,
         ..Default::default()
     };
-    let report = bench::run(args).await.expect("bench runs");
-    report.print_table();
-
-    assert!(
-        report.publisher_error.is_none(),
-        "{:?}",
-        report.publisher_error
-    );
+    let report = run(args).await;
     let [p] = &report.protocols[..] else {
         panic!("one protocol: {:?}", report.protocols)
     };
