@@ -17,9 +17,10 @@ Usage: bench/compare.sh [options]
 Options (each also settable through the environment variable in brackets):
   --ferrolive PATH    ferrolive binary                [FERROLIVE, default: target/release/ferrolive]
   --players "LIST"    player counts                   [PLAYERS, default: "250 500 1000 2000"]
-  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts, hls, ll-hls
+  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp
                       [PROTOCOLS, default: "rtmp http-flv"]
-                      (all but rtmp run against ferrolive only: nginx-rtmp serves none)
+                      (all but rtmp run against ferrolive only: nginx-rtmp serves none;
+                      rtsp plays RTP interleaved over TCP from ferrolive's --rtsp-addr)
   --servers "LIST"    nginx and/or ferrolive          [SERVERS, default: "nginx ferrolive"]
   --duration SECS     measurement per run             [DURATION, default: 20]
   --out DIR           output directory                [OUTDIR, default: a new mktemp dir]
@@ -88,8 +89,8 @@ for n in $PLAYERS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "player count is not a positive integer: $n"
 done
 for p in $PROTOCOLS; do
-    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts|hls|ll-hls)$ ]] ||
-        die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts, hls, ll-hls)"
+    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts|hls|ll-hls|rtsp)$ ]] ||
+        die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp)"
 done
 for s in $SERVERS; do
     [[ $s == nginx || $s == ferrolive ]] || die "unknown server: $s (nginx, ferrolive)"
@@ -225,16 +226,17 @@ wait_ready() {
     return 1
 }
 
-# Sets SERVER_PID, PUBLISH_URL, PLAY_RTMP, PLAY_FLV.
+# Sets SERVER_PID, PUBLISH_URL and the PLAY_* URLs.
 start_ferrolive() {
-    local dir=$1 rtmp http api
-    read -r rtmp http api <<<"$(free_ports 3)"
+    local dir=$1 rtmp http api rtsp
+    read -r rtmp http api rtsp <<<"$(free_ports 4)"
     mkdir -p "$dir/data"
     local extra
     read -r -a extra <<<"${FERROLIVE_ARGS:-}"
     "$FERROLIVE" standalone --rtmp-noauth \
         --rtmp-addr "127.0.0.1:$rtmp" --http-addr "127.0.0.1:$http" \
-        --api-addr "127.0.0.1:$api" --data-dir "$dir/data" --log "$FERROLIVE_LOG" \
+        --api-addr "127.0.0.1:$api" --rtsp-addr "127.0.0.1:$rtsp" \
+        --data-dir "$dir/data" --log "$FERROLIVE_LOG" \
         "${extra[@]}" >"$dir/server.log" 2>&1 </dev/null &
     SERVER_PID=$!
     PUBLISH_URL=rtmp://127.0.0.1:$rtmp/live/bench
@@ -244,7 +246,8 @@ start_ferrolive() {
     PLAY_TS=http://127.0.0.1:$http/live/bench.ts
     PLAY_HLS=http://127.0.0.1:$http/live/bench.m3u8
     PLAY_LLHLS=http://127.0.0.1:$http/live/bench/index.m3u8
-    wait_ready ferrolive "$dir" "$rtmp" "$http" "$api"
+    PLAY_RTSP=rtsp://127.0.0.1:$rtsp/live/bench
+    wait_ready ferrolive "$dir" "$rtmp" "$http" "$api" "$rtsp"
 }
 
 start_nginx() {
@@ -381,6 +384,7 @@ run_one() {
         http-ts) args+=(--ts "$n" --url-ts "$PLAY_TS") ;;
         hls) args+=(--hls "$n" --url-hls "$PLAY_HLS") ;;
         ll-hls) args+=(--llhls "$n" --url-llhls "$PLAY_LLHLS") ;;
+        rtsp) args+=(--rtsp "$n" --url-rtsp "$PLAY_RTSP") ;;
     esac
     echo "$FERROLIVE ${args[*]}" >"$dir/bench.cmd"
 
@@ -550,6 +554,14 @@ for r in rows:
             f"{name} ll-hls {r['players']}: {p['llhls_parts']} parts delivered, "
             f"{p['llhls_parts_missing']} missing, {p['llhls_reload_timeouts']} reloads "
             f"answered 503; blocking reload answer spread p50/p99/max {spread}"
+        )
+    if r["protocol"] == "rtsp":
+        q = p.get("latency_ms")
+        latency = f"{q['p50_ms']:.1f}/{q['p99_ms']:.1f} ms" if q else "-"
+        notes.append(
+            f"{name} rtsp {r['players']}: {p['rtp_video_packets']} video and "
+            f"{p['rtp_audio_packets']} audio RTP packets, {p['rtp_packets_lost']} missing "
+            f"(gaps in sequence numbers); latency p50/p99 {latency}"
         )
     if rep.get("publisher_error"):
         notes.append(f"{name} {r['protocol']} {r['players']}: publisher error: {rep['publisher_error']}")

@@ -28,6 +28,7 @@ impl Url {
         let default_port = match scheme.as_str() {
             "http" | "ws" => 80,
             "rtmp" => 1935,
+            "rtsp" => 554,
             other => bail!("unsupported scheme {other} in {s}"),
         };
         let (authority, path) = match rest.find('/') {

@@ -1,4 +1,4 @@
-//! `ferrolive bench`: a load generator for any RTMP / HTTP-FLV / HLS server.
+//! `ferrolive bench`: a load generator for any RTMP / HTTP-FLV / HLS / RTSP server.
 //!
 //! N players per protocol (one tokio task each, small reused buffers), optionally the bench's
 //! own RTMP publisher (synthetic H.264+AAC-tagged stream or an FLV file in real time) whose
@@ -11,6 +11,7 @@ pub mod llhls;
 pub mod marker;
 pub mod players;
 pub mod rtmp;
+pub mod rtsp;
 pub mod source;
 pub mod stats;
 
@@ -47,6 +48,9 @@ pub struct BenchArgs {
     /// Low-latency HLS players (blocking reloads, every part).
     #[arg(long, default_value_t = 0)]
     pub llhls: usize,
+    /// RTSP players (RTP interleaved over TCP).
+    #[arg(long, default_value_t = 0)]
+    pub rtsp: usize,
     /// rtmp://host:port/app/room (default: the --publish URL).
     #[arg(long)]
     pub url_rtmp: Option<String>,
@@ -65,6 +69,10 @@ pub struct BenchArgs {
     /// http://host:port/app/room/index.m3u8 (a low-latency media playlist with parts)
     #[arg(long)]
     pub url_llhls: Option<String>,
+    /// rtsp://host:port/app/room (default: the --publish URL's host and path on port 8554,
+    /// ferrolive's default --rtsp-addr)
+    #[arg(long)]
+    pub url_rtsp: Option<String>,
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     pub ramp_per_sec: f64,
@@ -133,10 +141,14 @@ const WARMUP: Duration = Duration::from_millis(500);
 /// Runs the whole benchmark and returns the report (also written to `--json` if given).
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     // Players per protocol, in `Proto` order.
-    let counts = [args.rtmp, args.flv, args.hls, args.ws, args.ts, args.llhls];
+    let counts = [
+        args.rtmp, args.flv, args.hls, args.ws, args.ts, args.llhls, args.rtsp,
+    ];
     let total: usize = counts.iter().sum();
     if total == 0 && args.publish.is_none() {
-        bail!("nothing to do: give --rtmp/--flv/--hls/--ws/--ts/--llhls players and/or --publish");
+        bail!(
+            "nothing to do: give --rtmp/--flv/--hls/--ws/--ts/--llhls/--rtsp players and/or --publish"
+        );
     }
     if args.duration.is_nan() || args.duration <= 0.0 {
         bail!("--duration must be positive");
@@ -148,15 +160,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.rtmp > 0 && rtmp_url.is_none() {
         bail!("--rtmp needs --url-rtmp (or --publish)");
     }
-    // The URLs of the players over HTTP, in `Proto` order (none for RTMP).
+    // The URLs of the other players, in `Proto` order (none for RTMP).
     let parse = |url: &Option<String>| url.as_deref().map(http::Url::parse).transpose();
-    let http_urls = [
+    let rtsp_url = match (&args.url_rtsp, &args.publish) {
+        (Some(url), _) => Some(http::Url::parse(url)?),
+        (None, Some(publish)) => Some(rtsp::url_of_published(publish)?),
+        (None, None) => None,
+    };
+    if let Some(url) = rtsp_url.as_ref().filter(|u| u.scheme != "rtsp") {
+        bail!("--url-rtsp is not an rtsp:// URL: {url:?}");
+    }
+    let urls = [
         None,
         parse(&args.url_flv)?,
         parse(&args.url_hls)?,
         parse(&args.url_ws)?,
         parse(&args.url_ts)?,
         parse(&args.url_llhls)?,
+        rtsp_url,
     ];
     for (proto, flag) in [
         (Proto::Flv, "flv"),
@@ -164,8 +185,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         (Proto::WsFlv, "ws"),
         (Proto::Ts, "ts"),
         (Proto::Llhls, "llhls"),
+        (Proto::Rtsp, "rtsp"),
     ] {
-        if counts[proto as usize] > 0 && http_urls[proto as usize].is_none() {
+        if counts[proto as usize] > 0 && urls[proto as usize].is_none() {
             bail!("--{flag} needs --url-{flag}");
         }
     }
@@ -240,10 +262,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         tokio::time::sleep_until(at).await;
         let shared = shared.clone();
         let rtmp_url = rtmp_url.clone();
-        let http_url = http_urls[proto as usize].clone();
+        let url = urls[proto as usize].clone();
         handles.push(tokio::spawn(async move {
             let mut t = Tracker::new(shared, proto);
-            let result = match (proto, rtmp_url, http_url) {
+            let result = match (proto, rtmp_url, url) {
                 (Proto::Rtmp, Some(url), _) => {
                     tokio::time::timeout_at(stop, rtmp::player(&url, &mut t)).await
                 }
@@ -261,6 +283,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 }
                 (Proto::Llhls, _, Some(url)) => {
                     tokio::time::timeout_at(stop, llhls::llhls_player(&url, &mut t)).await
+                }
+                (Proto::Rtsp, _, Some(url)) => {
+                    tokio::time::timeout_at(stop, rtsp::player(&url, &mut t)).await
                 }
                 // Players are only made for protocols with a URL (checked above).
                 _ => Ok(Err(anyhow!("no URL for this protocol"))),

@@ -20,16 +20,18 @@ pub enum Proto {
     WsFlv = 3,
     Ts = 4,
     Llhls = 5,
+    Rtsp = 6,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 6] = [
+    pub const ALL: [Proto; 7] = [
         Proto::Rtmp,
         Proto::Flv,
         Proto::Hls,
         Proto::WsFlv,
         Proto::Ts,
         Proto::Llhls,
+        Proto::Rtsp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Proto {
             Proto::WsFlv => "ws-flv",
             Proto::Ts => "http-ts",
             Proto::Llhls => "ll-hls",
+            Proto::Rtsp => "rtsp",
         }
     }
 }
@@ -155,6 +158,11 @@ pub struct Tracker {
     pub parts_missing: u64,
     /// LL-HLS: blocking reloads answered 503 (the part did not come in time).
     pub reload_timeouts: u64,
+    /// RTSP: RTP packets received on the video and audio tracks, and packets missing
+    /// (gaps in a track's sequence numbers).
+    pub rtp_video_packets: u64,
+    pub rtp_audio_packets: u64,
+    pub rtp_packets_lost: u64,
 }
 
 impl Tracker {
@@ -176,6 +184,9 @@ impl Tracker {
             parts: 0,
             parts_missing: 0,
             reload_timeouts: 0,
+            rtp_video_packets: 0,
+            rtp_audio_packets: 0,
+            rtp_packets_lost: 0,
         }
     }
 
@@ -306,6 +317,9 @@ impl Tracker {
             parts: self.parts,
             parts_missing: self.parts_missing,
             reload_timeouts: self.reload_timeouts,
+            rtp_video_packets: self.rtp_video_packets,
+            rtp_audio_packets: self.rtp_audio_packets,
+            rtp_packets_lost: self.rtp_packets_lost,
         }
     }
 }
@@ -329,6 +343,9 @@ pub struct Outcome {
     pub parts: u64,
     pub parts_missing: u64,
     pub reload_timeouts: u64,
+    pub rtp_video_packets: u64,
+    pub rtp_audio_packets: u64,
+    pub rtp_packets_lost: u64,
 }
 
 /// p50 / p99 / max in milliseconds.
@@ -380,6 +397,11 @@ pub struct ProtoReport {
     pub llhls_reload_timeouts: u64,
     /// LL-HLS: the spread of the answers to blocking reloads (see [`Shared::reload_spread`]).
     pub llhls_reload_spread_ms: Option<Quantiles>,
+    /// RTSP: RTP packets received on video and audio tracks, and packets missing (gaps in
+    /// a track's sequence numbers: frames the server skipped or lost).
+    pub rtp_video_packets: u64,
+    pub rtp_audio_packets: u64,
+    pub rtp_packets_lost: u64,
     /// Error message -> players.
     pub errors: BTreeMap<String, u64>,
 }
@@ -474,6 +496,9 @@ pub fn proto_report(
         llhls_parts_missing: outcomes.iter().map(|o| o.parts_missing).sum(),
         llhls_reload_timeouts: outcomes.iter().map(|o| o.reload_timeouts).sum(),
         llhls_reload_spread_ms: None,
+        rtp_video_packets: outcomes.iter().map(|o| o.rtp_video_packets).sum(),
+        rtp_audio_packets: outcomes.iter().map(|o| o.rtp_audio_packets).sum(),
+        rtp_packets_lost: outcomes.iter().map(|o| o.rtp_packets_lost).sum(),
         errors,
     }
 }
@@ -580,6 +605,12 @@ impl Report {
                 s.push_str(&format!(
                     "hls: {} segments downloaded (latency: segment arrival - frame send; no stall accounting)\n",
                     r.hls_segments
+                ));
+            }
+            if r.protocol == "rtsp" && r.players > 0 {
+                s.push_str(&format!(
+                    "rtsp: {} video and {} audio RTP packets, {} missing (gaps in sequence numbers)\n",
+                    r.rtp_video_packets, r.rtp_audio_packets, r.rtp_packets_lost
                 ));
             }
             if r.protocol == "ll-hls" && r.players > 0 {

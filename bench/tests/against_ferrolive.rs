@@ -1,18 +1,37 @@
-//! Runs the bench (own synthetic publisher, RTMP, HTTP-FLV, WebSocket-FLV, HTTP-TS and
-//! LL-HLS players) against a real
+//! Runs the bench (own synthetic publisher, RTMP, HTTP-FLV, WebSocket-FLV, HTTP-TS,
+//! LL-HLS and RTSP players) against a real
 //! `ferrolive standalone --rtmp-noauth`, started by testkit. The binary is another
 //! package's, so it is there only if the workspace was built; the test is skipped (with a
 //! message) if it is not.
 
 use tokio::io::AsyncReadExt;
 
-#[tokio::test(flavor = "current_thread")]
-async fn bench_against_ferrolive() {
+/// A standalone node, or `None` (the test is skipped) when the binary is not built.
+fn server() -> Option<testkit::Server> {
     if testkit::ferrolive_binary().is_none() {
         eprintln!("SKIPPED: ferrolive binary not built (run `cargo build` in the workspace first)");
-        return;
+        return None;
     }
-    let server = testkit::Server::start(&["--log", "warn"]);
+    Some(testkit::Server::start(&["--log", "warn"]))
+}
+
+/// Runs the bench and prints its table; its publisher must not have failed.
+async fn run(args: bench::BenchArgs) -> bench::Report {
+    let report = bench::run(args).await.expect("bench runs");
+    report.print_table();
+    assert!(
+        report.publisher_error.is_none(),
+        "{:?}",
+        report.publisher_error
+    );
+    report
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bench_against_ferrolive() {
+    let Some(server) = server() else {
+        return;
+    };
     let (rtmp, http) = (server.rtmp.port(), server.http.port());
     let data = testkit::temp_dir("bench-report");
 
@@ -33,14 +52,7 @@ async fn bench_against_ferrolive() {
         quiet: true,
         ..Default::default()
     };
-    let report = bench::run(args).await.expect("bench runs");
-    report.print_table();
-
-    assert!(
-        report.publisher_error.is_none(),
-        "{:?}",
-        report.publisher_error
-    );
+    let report = run(args).await;
     let published = report.frames_published.unwrap();
     assert!(published >= 5 * 30 - 5, "published {published} frames");
     let (streamed, llhls): (Vec<_>, Vec<_>) = report
@@ -123,4 +135,47 @@ async fn bench_against_ferrolive() {
         .unwrap_or_else(|| panic!("no zero-copy counter in {metrics}"));
     assert!(zero_copy > 0, "nothing sent from tapes");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// RTSP players (interleaved over TCP) of the bench's own stream: every one plays, every
+/// frame arrives, no RTP packet is missing, and the marker gives latencies.
+#[tokio::test(flavor = "current_thread")]
+async fn bench_rtsp_against_ferrolive() {
+    let Some(server) = server() else {
+        return;
+    };
+    let args = bench::BenchArgs {
+        rtsp: 3,
+        publish: Some(format!(
+            "rtmp://127.0.0.1:{}/live/benchrtsp",
+            server.rtmp.port()
+        )),
+        url_rtsp: Some(server.rtsp_url("benchrtsp")),
+        duration: 4.0,
+        quiet: true,
+        ..Default::default()
+    };
+    let report = run(args).await;
+    let [p] = &report.protocols[..] else {
+        panic!("one protocol: {:?}", report.protocols)
+    };
+    assert_eq!(p.protocol, "rtsp");
+    assert_eq!(
+        (p.players, p.connected, p.failed),
+        (3, 3, 0),
+        "{:?}",
+        p.errors
+    );
+    assert_eq!(p.rtp_packets_lost, 0);
+    assert!(p.rtp_audio_packets > 0, "no audio packets");
+    assert_eq!(
+        p.frames_received_pct,
+        Some(100.0),
+        "frames {}/{:?}",
+        p.frames_received,
+        p.frames_expected
+    );
+    let lat = p.latency_ms.expect("latency measured");
+    assert!(lat.p99_ms < 200.0, "latency {lat:?}");
+    assert!(p.ttff_ms.is_some());
 }
