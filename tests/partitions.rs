@@ -81,7 +81,9 @@ fn an_edge_cut_from_its_origin_for_ten_seconds_resumes_its_viewers_at_once() {
     origin.wait_live("cut");
     let watcher = Watcher::start(edge.http, "cut");
     let started = Instant::now();
-    assert!(watcher.video_after(started, Duration::from_secs(10)).is_some());
+    assert!(watcher
+        .video_after(started, Duration::from_secs(10))
+        .is_some());
 
     link.block();
     let cut = Instant::now();
@@ -104,4 +106,99 @@ fn an_edge_cut_from_its_origin_for_ten_seconds_resumes_its_viewers_at_once() {
     assert_eq!(during, 0);
     assert!(edge.metric("ferrolive_upstream_repulls_total") >= 1);
     eprintln!("video resumed {resumed:?} after a 10 s cut healed");
+}
+
+/// A broadcaster that retries every half second, as OBS does, until stopped.
+struct RetryingBroadcaster {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RetryingBroadcaster {
+    fn start(url: String) -> RetryingBroadcaster {
+        let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut attempt = publish(&url, Source::AudioVideo, 25, 0);
+                while attempt.0.try_wait().unwrap().is_none() {
+                    if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        attempt.kill();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        RetryingBroadcaster { stop }
+    }
+}
+
+impl Drop for RetryingBroadcaster {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether `room` has a publisher on `server` now.
+fn publishing(server: &Server, room: &str) -> bool {
+    let entry = format!(
+        "\"stream\":\"live/{room}\",\"app\":\"live\",\"room\":\"{room}\",\"publishing\":true"
+    );
+    http_get(server.http, "/api/streams")
+        .is_some_and(|r| String::from_utf8_lossy(&r.body).contains(&entry))
+}
+
+#[test]
+fn redis_cut_from_everyone_for_fifteen_seconds_is_forgotten_within_a_second() {
+    require_ffmpeg();
+    let redis = Redis::start();
+    let link = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
+    let url = format!("redis://{}", link.addr);
+    let api = Server::spawn("control-api", &["--redis-url", &url]);
+    let origin = Server::in_cluster("origin", "o1", &url, &[]);
+    let key = |room: &str| {
+        let (status, body) = api.api("GET", &format!("/control/get?room={room}"), None);
+        assert_eq!(status, 200, "{body}");
+        livego_data(&body)
+    };
+    let (stay, late) = (key("stay"), key("late"));
+    let _live = publish(&origin.rtmp_url(&stay), Source::AudioVideo, 25, 0);
+    origin.wait_live("stay");
+
+    link.block();
+    std::thread::sleep(Duration::from_secs(5));
+    // A broadcaster starting during the outage cannot be let in (its key cannot be
+    // checked) and keeps retrying.
+    let _broadcaster = RetryingBroadcaster::start(origin.rtmp_url(&late));
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(!publishing(&origin, "late"));
+    link.heal();
+    let healed = Instant::now();
+
+    // Every live room listed again, and the retrying publish taken, within a second.
+    let listed = |room: &str| {
+        let (status, body) = api.api("GET", "/api/v1/rooms", None);
+        status == 200 && body.contains(&format!("\"{room}\"")) && body.contains("\"o1\"")
+    };
+    let deadline = healed + Duration::from_secs(5);
+    while !listed("stay") {
+        assert!(Instant::now() < deadline, "the live room never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stay_back = healed.elapsed();
+    while !publishing(&origin, "late") {
+        assert!(Instant::now() < deadline, "publish never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let taken = healed.elapsed();
+    eprintln!("after the heal: live room listed in {stay_back:?}, a publish taken in {taken:?}");
+    assert!(
+        stay_back <= Duration::from_secs(1),
+        "live room listed {stay_back:?} after"
+    );
+    assert!(
+        taken <= Duration::from_secs(1),
+        "publish taken {taken:?} after"
+    );
 }

@@ -304,7 +304,11 @@ mod tests {
         // A stream sending every 40 ms with a 300 ms pause now and then: four pauses.
         let mut now = t0 + ms(100);
         while now < t0 + ms(11_000) {
-            now += if (now - t0).as_millis() % 2000 < 40 { ms(300) } else { ms(40) };
+            now += if (now - t0).as_millis() % 2000 < 40 {
+                ms(300)
+            } else {
+                ms(40)
+            };
             policy.received(now);
         }
         assert_eq!(policy.stall_after(), ms(1200));

@@ -25,6 +25,9 @@ use crate::relay::Forwards;
 /// A lease lives this long without a refresh: a node that dies loses its streams within it.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
 const LEASE_REFRESH: Duration = Duration::from_secs(2);
+/// After a refresh failed (the registry unreachable), the next try comes this soon, so
+/// that the stream is registered again as soon as the registry is back.
+const LEASE_RETRY: Duration = Duration::from_millis(250);
 
 /// The leases of one node's streams.
 pub(crate) struct Leases {
@@ -220,9 +223,11 @@ async fn keep(
         let _ = closing.wait_for(|closing| *closing).await;
     };
     tokio::pin!(shutdown);
+    let mut next_refresh = LEASE_REFRESH;
+    let mut told_unavailable = false;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(LEASE_REFRESH) => {}
+            _ = tokio::time::sleep(next_refresh) => {}
             _ = stopped.changed() => break,
             _ = &mut shutdown => break,
         }
@@ -274,9 +279,14 @@ async fn keep(
             _ = stopped.changed() => break,
             _ = &mut shutdown => break,
         };
+        next_refresh = match outcome {
+            Err(RegistryError::Unavailable(_)) => LEASE_RETRY,
+            _ => LEASE_REFRESH,
+        };
         match outcome {
             Ok(outcome @ (RefreshOutcome::Refreshed | RefreshOutcome::Orders(_))) => {
-                if !acquired {
+                let after_outage = std::mem::take(&mut told_unavailable);
+                if !acquired || after_outage {
                     info!(stream = %lease.stream, "stream registered");
                 }
                 acquired = true;
@@ -295,7 +305,10 @@ async fn keep(
                 return;
             }
             Err(RegistryError::Unavailable(e)) => {
-                warn!(stream = %lease.stream, error = %e, "lease refresh failed; retrying")
+                // Said once per outage, not at every retry.
+                if !std::mem::replace(&mut told_unavailable, true) {
+                    warn!(stream = %lease.stream, error = %e, "registry unreachable; the stream goes on, and its lease is retried until the registry is back")
+                }
             }
             Err(e) => warn!(stream = %lease.stream, error = %e, "lease refresh failed"),
         }

@@ -16,6 +16,9 @@ use crate::{now_ms, NodeAddrs, NodeInfo, NodeRole, Registry};
 pub const NODE_TTL: Duration = Duration::from_secs(6);
 /// How often a node heartbeats.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// After a failed heartbeat the next comes this soon, so that the node is listed again as
+/// soon as the registry is back.
+pub const HEARTBEAT_RETRY: Duration = Duration::from_millis(250);
 
 /// Who a node is in the registry.
 #[derive(Debug, Clone)]
@@ -104,6 +107,11 @@ async fn beat(registry: Arc<dyn Registry>, identity: NodeIdentity, mut load: imp
             }
             Err(_) => {}
         }
-        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        let next = if failing {
+            HEARTBEAT_RETRY
+        } else {
+            HEARTBEAT_EVERY
+        };
+        tokio::time::sleep(next).await;
     }
 }

@@ -205,7 +205,11 @@ impl Scripts {
 
 /// Registry backed by Redis (see the module documentation for the schema).
 pub struct RedisRegistry {
-    conn: ConnectionManager,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The connection, numbered: an exchange that times out replaces the one it used (see
+    /// [`RedisRegistry::bounded`]).
+    conn: std::sync::Mutex<(u64, ConnectionManager)>,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
@@ -269,10 +273,12 @@ impl RedisRegistry {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(250));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| RegistryError::Unavailable(format!("redis: {e}")))?;
         Ok(RedisRegistry {
-            conn,
+            client,
+            config,
+            conn: std::sync::Mutex::new((0, conn)),
             prefix: prefix.to_owned(),
             timeout,
             scripts: Scripts::new(),
@@ -297,10 +303,31 @@ impl RedisRegistry {
         format!("{}{name}", self.prefix)
     }
 
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        (conn.0, conn.1.clone())
+    }
+
+    /// Give up the connection numbered `number` (unless that was done already): the next
+    /// exchange makes a new one. A connection whose exchange timed out may sit on a link
+    /// that went silent (a partition, a hung Redis), where TCP would take minutes to say so:
+    /// a new one works as soon as Redis answers again, instead of waiting behind it.
+    fn renew(&self, number: u64) {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.0 != number {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => *conn = (number + 1, fresh),
+            Err(e) => tracing::warn!(error = %e, "cannot make a new Redis connection"),
+        }
+    }
+
     /// Run one Redis exchange (`exchange` on a connection), bounded by the timeout, mapping
     /// errors. A connection found dropped (Redis restarted since the last exchange) is
     /// tried once more: the manager reconnects for it, so the first call after Redis is
-    /// back succeeds instead of failing with a broken pipe. Nothing is retried otherwise.
+    /// back succeeds instead of failing with a broken pipe. An exchange that times out
+    /// gives up its connection ([`RedisRegistry::renew`]). Nothing is retried otherwise.
     async fn bounded<T, F>(
         &self,
         what: &str,
@@ -309,19 +336,28 @@ impl RedisRegistry {
     where
         F: Future<Output = RedisResult<T>>,
     {
+        let (number, conn) = self.connection();
         let attempts = async {
-            match exchange(self.conn.clone()).await {
-                Err(e) if e.is_connection_dropped() => exchange(self.conn.clone()).await,
+            match exchange(conn.clone()).await {
+                Err(e) if e.is_connection_dropped() => exchange(conn.clone()).await,
                 result => result,
             }
         };
         match tokio::time::timeout(self.timeout, attempts).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(what, e)),
-            Err(_) => Err(RegistryError::Unavailable(format!(
-                "redis {what}: no answer within {:?}",
-                self.timeout
-            ))),
+            Ok(Err(e)) => {
+                if e.is_timeout() {
+                    self.renew(number);
+                }
+                Err(map_err(what, e))
+            }
+            Err(_) => {
+                self.renew(number);
+                Err(RegistryError::Unavailable(format!(
+                    "redis {what}: no answer within {:?}",
+                    self.timeout
+                )))
+            }
         }
     }
 

@@ -145,7 +145,12 @@ fn pump(
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if reset(&links.0.lock().unwrap()) {
                     break;
                 }
@@ -157,7 +162,10 @@ fn pump(
         let mut state = lock.lock().unwrap();
         // Held while blocked (checking for resets now and then).
         while state.fault(direction) == Fault::Block && !reset(&state) {
-            state = changed.wait_timeout(state, Duration::from_millis(50)).unwrap().0;
+            state = changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
         if reset(&state) {
             break;
@@ -220,7 +228,10 @@ mod tests {
             .unwrap();
         assert!(round_trip(&mut socket, 1).unwrap() < Duration::from_millis(100));
 
-        proxy.set(Direction::ToClient, Fault::Delay(Duration::from_millis(200)));
+        proxy.set(
+            Direction::ToClient,
+            Fault::Delay(Duration::from_millis(200)),
+        );
         let slow = round_trip(&mut socket, 2).unwrap();
         assert!(slow >= Duration::from_millis(200), "{slow:?}");
 

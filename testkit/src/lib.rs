@@ -23,10 +23,10 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
 
+pub use faults::{Direction, Fault, FaultProxy};
 pub use ffmpeg::{
     decode, decode_to_end, publish, publish_accepted, publish_with, require_ffmpeg, Decoded, Source,
 };
-pub use faults::{Direction, Fault, FaultProxy};
 pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};
 pub use nginx::{require_nginx, Nginx};
