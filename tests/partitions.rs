@@ -202,3 +202,57 @@ fn redis_cut_from_everyone_for_fifteen_seconds_is_forgotten_within_a_second() {
         "publish taken {taken:?} after"
     );
 }
+
+#[test]
+fn an_origin_cut_from_redis_loses_its_room_to_a_republish_and_edges_follow_at_once() {
+    require_ffmpeg();
+    let redis = Redis::start();
+    let direct = redis.url();
+    let o1_link = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port)));
+    let o1_redis = format!("redis://{}", o1_link.addr);
+    let api = Server::spawn("control-api", &["--redis-url", &direct]);
+    let o1 = Server::in_cluster("origin", "o1", &o1_redis, &[]);
+    let o2 = Server::in_cluster("origin", "o2", &direct, &[]);
+    let edge = Server::in_cluster("edge", "e1", &direct, &[]);
+    let (status, body) = api.api("GET", "/control/get?room=split", None);
+    assert_eq!(status, 200, "{body}");
+    let key = livego_data(&body);
+
+    let mut first = publish(&o1.rtmp_url(&key), Source::AudioVideo, 25, 0);
+    o1.wait_live("split");
+    let watcher = Watcher::start(edge.http, "split");
+    assert!(watcher
+        .video_after(Instant::now(), Duration::from_secs(10))
+        .is_some());
+
+    // o1 is cut off from Redis: its lease runs out (6 s), and the broadcaster's
+    // republish to o2 is taken.
+    o1_link.block();
+    std::thread::sleep(Duration::from_secs(7));
+    let _second = publish(&o2.rtmp_url(&key), Source::AudioVideo, 25, 0);
+    o2.wait_live("split");
+    let moved = Instant::now();
+    // The edge follows the new owner at once: o1's publisher can go and video goes on.
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill();
+    let first_gone = Instant::now();
+    let resumed = watcher
+        .video_after(
+            first_gone + Duration::from_millis(500),
+            Duration::from_secs(5),
+        )
+        .expect("video from the new owner");
+    assert!(watcher.is_playing(), "no viewer closed");
+    assert!(
+        resumed < Duration::from_secs(1),
+        "video resumed {resumed:?} after"
+    );
+
+    // The link heals: o1 finds its lease taken and ends its stream; the viewer plays on.
+    o1_link.heal();
+    std::thread::sleep(Duration::from_secs(3));
+    let now = Instant::now();
+    assert!(watcher.video_after(now, Duration::from_secs(2)).is_some());
+    assert!(watcher.is_playing(), "no viewer closed after the heal");
+    eprintln!("edge followed the republish ({moved:?}); video after o1's publisher left within {resumed:?}");
+}

@@ -1588,6 +1588,9 @@ struct DownRegistry;
 
 #[async_trait::async_trait]
 impl Registry for DownRegistry {
+    fn owner_changes(&self) -> tokio::sync::broadcast::Receiver<registry::OwnerChange> {
+        tokio::sync::broadcast::channel(1).1
+    }
     async fn get_or_create_key(&self, _: &str) -> registry::Result<String> {
         down()
     }

@@ -26,7 +26,7 @@ use media::flv::{self, FlvError, FlvReader};
 use media::frame::{MediaKind, SegmentMark};
 use media::hub::{Hub, Publisher, Pushed, StatsHandle};
 use media::segment::MARKS_QUERY;
-use registry::{Registry, RegistryError};
+use registry::{OwnerChange, Registry, RegistryError};
 use serve::metrics::{GaugeGuard, Metrics};
 use serve::Shared;
 use tokio::sync::watch;
@@ -61,6 +61,10 @@ pub enum PullError {
     Stalled { silent: Duration, normal: String },
     #[error("local stream taken over by another publisher")]
     Replaced,
+    #[error("the stream moved to node {0}")]
+    Moved(String),
+    #[error("the registry still names an older owner of the stream (generation {0})")]
+    Older(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,8 @@ struct Pull {
     phase: watch::Sender<Phase>,
     /// A starting pull keeps trying until then; every waiting viewer pushes it on.
     start_until: Mutex<Instant>,
+    /// The stream's latest owner, as the registry told it.
+    owner: watch::Sender<Option<OwnerChange>>,
 }
 
 impl Pull {
@@ -112,6 +118,9 @@ struct Local {
     generation: Option<u32>,
     /// Viewer count of the hub stream (kept across upstreams).
     stats: Option<StatsHandle>,
+    /// The owner pulled from last: its publish session and the stream's generation then.
+    /// A pull never goes back to an older generation.
+    owner: Option<(String, u64)>,
 }
 
 impl Local {
@@ -154,7 +163,7 @@ impl Pulls {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(0)
             .build()?;
-        Ok(Arc::new(Pulls {
+        let pulls = Arc::new(Pulls {
             config,
             registry,
             client,
@@ -162,7 +171,9 @@ impl Pulls {
             metrics: shared.metrics.clone(),
             pulls: Mutex::default(),
             closing: watch::channel(false).0,
-        }))
+        });
+        tokio::spawn(follow_owners(Arc::downgrade(&pulls)));
+        Ok(pulls)
     }
 
     fn pulls(&self) -> MutexGuard<'_, HashMap<String, Arc<Pull>>> {
@@ -203,6 +214,7 @@ impl Pulls {
                     let pull = Arc::new(Pull {
                         phase: watch::channel(Phase::Starting).0,
                         start_until: Mutex::new(deadline),
+                        owner: watch::channel(None).0,
                     });
                     pulls.insert(key.to_owned(), pull.clone());
                     tokio::spawn(self.clone().run(key.to_owned(), pull.clone()));
@@ -238,7 +250,7 @@ impl Pulls {
         let mut policy = PullPolicy::new(&self.config, started);
         // Starting: retry while some viewer still waits.
         let mut response = loop {
-            match self.connect(&key).await {
+            match self.connect(&key, &mut local).await {
                 Ok(response) => break response,
                 Err(e) => {
                     debug!(stream = %key, error = %e, "upstream not available yet");
@@ -269,11 +281,18 @@ impl Pulls {
                 .stream(&key, &pull, response, &mut local, &mut policy, started)
                 .await
             {
-                Upstream::Ended => {
-                    info!(stream = %key, "origin ended the stream");
-                    self.retire(&key, &pull, &mut local, || false);
-                    return;
-                }
+                Upstream::Ended => match self.moved(&key, &local).await {
+                    // The origin ended the stream because it is no longer its owner (it
+                    // lost its lease while cut off): follow the stream to its new owner.
+                    Some(node) => {
+                        warn!(stream = %key, %node, "upstream ended, but the stream lives on another origin; following it");
+                    }
+                    None => {
+                        info!(stream = %key, "origin ended the stream");
+                        self.retire(&key, &pull, &mut local, || false);
+                        return;
+                    }
+                },
                 Upstream::Idle => {
                     info!(stream = %key, "no viewers; pull stopped");
                     return;
@@ -329,7 +348,7 @@ impl Pulls {
                     return None;
                 }
             }
-            match self.connect(key).await {
+            match self.connect(key, local).await {
                 Ok(response) => return Some(response),
                 Err(e) => debug!(stream = %key, error = %e, "re-pull failed"),
             }
@@ -337,12 +356,15 @@ impl Pulls {
         }
     }
 
-    /// The owner's HTTP-FLV response for `key`.
-    async fn connect(&self, key: &str) -> Result<reqwest::Response, PullError> {
-        let lease = tokio::time::timeout(CONNECT_TIMEOUT, self.registry.lease(key))
-            .await
-            .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))??
-            .ok_or(PullError::NotLive)?;
+    /// The owner's HTTP-FLV response for `key`, never from an owner older than the one
+    /// `local` pulled from last (which it then names).
+    async fn connect(&self, key: &str, local: &mut Local) -> Result<reqwest::Response, PullError> {
+        let lease = self.owner(key).await?.ok_or(PullError::NotLive)?;
+        if let Some((_, newest)) = &local.owner {
+            if lease.generation < *newest {
+                return Err(PullError::Older(lease.generation));
+            }
+        }
         let mut url = format!("http://{}/{key}.flv?{MARKS_QUERY}", lease.addrs.http);
         if let Some(secret) = &self.config.play_secret {
             // Only needed to open the pull: a token good for a minute.
@@ -357,7 +379,27 @@ impl Pulls {
         if response.status() != reqwest::StatusCode::OK {
             return Err(PullError::Status(response.status().as_u16()));
         }
+        local.owner = Some((lease.session, lease.generation));
         Ok(response)
+    }
+
+    /// Who owns `key` now, as the registry says.
+    async fn owner(&self, key: &str) -> Result<Option<registry::StreamLease>, PullError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.registry.lease(key))
+            .await
+            .map_err(|_| PullError::Timeout(CONNECT_TIMEOUT))?
+            .map_err(PullError::from)
+    }
+
+    /// Whether the stream that `local` pulled has an owner other than the one it pulled from
+    /// (the clean end of an upstream is then a move, not the end of the stream).
+    async fn moved(&self, key: &str, local: &Local) -> Option<String> {
+        let lease = self.owner(key).await.ok()??;
+        let pulled = local.owner.as_ref();
+        let moved = pulled.is_none_or(|(session, generation)| {
+            lease.session != *session && lease.generation >= *generation
+        });
+        moved.then_some(lease.node_id)
     }
 
     /// Demux one upstream body into the hub until it ends, breaks or nobody watches.
@@ -378,9 +420,21 @@ impl Pulls {
         let mut readiness = Readiness::default();
         let mut pending: Vec<(MediaKind, u32, Bytes)> = Vec::new();
         let mut closing = self.closing.subscribe();
+        let mut owner = pull.owner.subscribe();
+        owner.mark_unchanged();
         loop {
             let chunk = tokio::select! {
                 chunk = response.chunk() => chunk,
+                Ok(()) = owner.changed() => {
+                    let change = owner.borrow_and_update().clone();
+                    let pulled = local.owner.as_ref();
+                    match change {
+                        Some(change) if pulled.is_none_or(|(session, generation)| {
+                            change.session != *session && change.generation > *generation
+                        }) => return Upstream::Lost(PullError::Moved(change.node_id)),
+                        _ => continue,
+                    }
+                }
                 _ = closing.wait_for(|c| *c) => {
                     self.retire(key, pull, local, || false);
                     return Upstream::Closed;
@@ -535,5 +589,29 @@ impl Pulls {
             policy.watched();
         }
         retired
+    }
+}
+
+/// Tell each pull when its stream gets a new owner, as the registry announces it, so that
+/// it switches at once instead of when its old upstream breaks or ends.
+async fn follow_owners(pulls: std::sync::Weak<Pulls>) {
+    let Some(mut changes) = pulls.upgrade().map(|p| p.registry.owner_changes()) else {
+        return;
+    };
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            // Missed some: pulls still find owners by looking them up.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(pulls) = pulls.upgrade() else {
+            return;
+        };
+        let pull = pulls.pulls().get(&change.stream).cloned();
+        if let Some(pull) = pull {
+            debug!(stream = %change.stream, node = %change.node_id, generation = change.generation, "stream has a new owner");
+            pull.owner.send_replace(Some(change));
+        }
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    new_key, now_ms, LeaseOutcome, NodeInfo, Order, PullSpec, RefreshOutcome, Registry,
-    RegistryError, Result, Room, StreamLease, MAX_PENDING_ORDERS,
+    new_key, now_ms, LeaseOutcome, NodeInfo, Order, OwnerChange, PullSpec, RefreshOutcome,
+    Registry, RegistryError, Result, Room, StreamLease, MAX_PENDING_ORDERS,
 };
 
 const KEYS_FILE: &str = "keys.json";
@@ -26,6 +26,7 @@ pub struct EmbeddedRegistry {
     /// Held across the file write; the state mutex below never is.
     writer: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    owners: tokio::sync::broadcast::Sender<OwnerChange>,
 }
 
 impl std::fmt::Debug for EmbeddedRegistry {
@@ -40,6 +41,8 @@ impl std::fmt::Debug for EmbeddedRegistry {
 struct State {
     keys: Keys,
     leases: HashMap<String, LeaseEntry>,
+    /// Each stream's owners so far.
+    generations: HashMap<String, u64>,
     nodes: HashMap<String, (NodeInfo, Instant)>,
     /// Pulls asked for at run time (not kept across restarts: the config's pulls are).
     pulls: BTreeMap<String, PullSpec>,
@@ -151,6 +154,7 @@ impl EmbeddedRegistry {
         Ok(EmbeddedRegistry {
             path: Some(path),
             writer: tokio::sync::Mutex::new(()),
+            owners: tokio::sync::broadcast::channel(256).0,
             state: Mutex::new(State {
                 keys,
                 ..State::default()
@@ -163,6 +167,7 @@ impl EmbeddedRegistry {
         EmbeddedRegistry {
             path: None,
             writer: tokio::sync::Mutex::new(()),
+            owners: tokio::sync::broadcast::channel(256).0,
             state: Mutex::new(State::default()),
         }
     }
@@ -286,6 +291,10 @@ impl Registry for EmbeddedRegistry {
             Some(e) if e.expires > now => (e.kicked, std::mem::take(&mut e.orders)),
             _ => (false, Vec::new()),
         };
+        let fresh = !state
+            .leases
+            .get(&lease.stream)
+            .is_some_and(|e| e.expires > now);
         state.leases.insert(
             lease.stream.clone(),
             LeaseEntry {
@@ -295,6 +304,16 @@ impl Registry for EmbeddedRegistry {
                 orders,
             },
         );
+        if fresh {
+            let generation = state.generations.entry(lease.stream.clone()).or_default();
+            *generation += 1;
+            let _ = self.owners.send(OwnerChange {
+                stream: lease.stream.clone(),
+                generation: *generation,
+                node_id: lease.node_id.clone(),
+                session: lease.session.clone(),
+            });
+        }
         Ok(LeaseOutcome::Acquired)
     }
 
@@ -342,11 +361,19 @@ impl Registry for EmbeddedRegistry {
     async fn lease(&self, stream: &str) -> Result<Option<StreamLease>> {
         let now = Instant::now();
         let state = self.state();
+        let generation = state.generations.get(stream).copied().unwrap_or(0);
         Ok(state
             .leases
             .get(stream)
             .filter(|e| e.expires > now)
-            .map(|e| e.lease.clone()))
+            .map(|e| StreamLease {
+                generation,
+                ..e.lease.clone()
+            }))
+    }
+
+    fn owner_changes(&self) -> tokio::sync::broadcast::Receiver<OwnerChange> {
+        self.owners.subscribe()
     }
 
     async fn leases(&self) -> Result<Vec<StreamLease>> {

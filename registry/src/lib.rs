@@ -73,6 +73,21 @@ pub struct StreamLease {
     /// The stream's forwards to other servers.
     #[serde(default)]
     pub relays: Vec<RelayInfo>,
+    /// Counts the stream's owners: a publish session that takes a free lease gets the next
+    /// number, so a later owner always has a higher one. Set by the registry (what
+    /// [`Registry::lease`] reads), not by the owner.
+    #[serde(default, skip_serializing)]
+    pub generation: u64,
+}
+
+/// A stream got a new owner (a publish session took its free lease): what
+/// [`Registry::owner_changes`] tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerChange {
+    pub stream: String,
+    pub generation: u64,
+    pub node_id: String,
+    pub session: String,
 }
 
 /// A relay (a forward, or a pull feeding a room) as the node running it reports it.
@@ -198,6 +213,10 @@ pub trait Registry: Send + Sync + 'static {
     async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome>;
     /// Compare-and-delete: remove the lease only if `session` still holds it.
     async fn release_lease(&self, stream: &str, session: &str) -> Result<bool>;
+    /// Every new owner of any stream from now on, as it happens (Redis pub/sub: told within
+    /// a round trip, not found by polling). A receiver that falls behind misses changes,
+    /// which [`Registry::lease`] still gives.
+    fn owner_changes(&self) -> tokio::sync::broadcast::Receiver<OwnerChange>;
     async fn lease(&self, stream: &str) -> Result<Option<StreamLease>>;
     async fn leases(&self) -> Result<Vec<StreamLease>>;
     /// Ask the owner to disconnect the publisher of `stream` (seen at its next refresh).

@@ -8,6 +8,8 @@
 //! | `room:{room}`          | hash                | `key`, `key_created_ms`                        |
 //! | `rooms`                | set                 | every room name                                |
 //! | `stream:{app/room}`    | string, PX ttl      | JSON [`StreamLease`]                           |
+//! | `generation:{app/room}`| integer             | the stream's owners so far (see `generation`)  |
+//! | `owners` (channel)     | pub/sub             | each new owner: stream, generation, node, session |
 //! | `streams`              | set                 | every stream that may hold a lease             |
 //! | `kick:{app/room}`      | string, PX ttl      | session id of the kicked publisher             |
 //! | `orders:{app/room}`    | list, PX ttl        | session, a newline, a JSON [`Order`]           |
@@ -33,8 +35,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RedisResult, Script};
 
 use crate::{
-    new_key, LeaseOutcome, NodeInfo, Order, PullSpec, RefreshOutcome, Registry, RegistryError,
-    Result, Room, StreamLease, MAX_PENDING_ORDERS,
+    new_key, LeaseOutcome, NodeInfo, Order, OwnerChange, PullSpec, RefreshOutcome, Registry,
+    RegistryError, Result, Room, StreamLease, MAX_PENDING_ORDERS,
 };
 
 /// Bound on every registry operation (including (re)connecting).
@@ -79,7 +81,10 @@ return existed
 "#;
 
 /// Set the lease if absent or held by the same session; nil when set, else the holder's JSON.
-/// KEYS: stream:{s}, streams. ARGV: session, lease JSON, ttl ms, stream.
+/// A lease taken while free gives the stream its next generation, told on the owners
+/// channel as `stream`, generation, node and session, one per line.
+/// KEYS: stream:{s}, streams, generation:{s}. ARGV: session, lease JSON, ttl ms, stream,
+/// owners channel, node.
 const ACQUIRE: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -88,6 +93,10 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[4])
+if not cur then
+  local generation = redis.call('INCR', KEYS[3])
+  redis.call('PUBLISH', ARGV[5], ARGV[4] .. '\n' .. generation .. '\n' .. ARGV[6] .. '\n' .. ARGV[1])
+end
 return false
 "#;
 
@@ -203,8 +212,67 @@ impl Scripts {
     }
 }
 
+/// The pub/sub channel (under the prefix) new owners are told on.
+const OWNERS_CHANNEL: &str = "owners";
+
+/// Listen to the owners channel for as long as anyone may (the registry lives), on a
+/// connection of its own, made again whenever it breaks.
+async fn listen_owners(
+    client: redis::Client,
+    channel: String,
+    owners: tokio::sync::broadcast::Sender<OwnerChange>,
+) {
+    use tokio_stream::StreamExt as _;
+    let mut told = false;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(DEFAULT_TIMEOUT, subscribed).await {
+            Ok(Ok(mut pubsub)) => {
+                told = false;
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Ok(text) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    let mut lines = text.split('\n');
+                    let (Some(stream), Some(generation), Some(node), Some(session)) =
+                        (lines.next(), lines.next(), lines.next(), lines.next())
+                    else {
+                        continue;
+                    };
+                    let Ok(generation) = generation.parse() else {
+                        continue;
+                    };
+                    let _ = owners.send(OwnerChange {
+                        stream: stream.to_owned(),
+                        generation,
+                        node_id: node.to_owned(),
+                        session: session.to_owned(),
+                    });
+                }
+            }
+            Ok(Err(e)) if !told => {
+                told = true;
+                tracing::warn!(error = %e, "cannot listen for stream owner changes; retrying")
+            }
+            _ => {}
+        }
+        if owners.receiver_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Registry backed by Redis (see the module documentation for the schema).
 pub struct RedisRegistry {
+    /// New owners, as the owners channel tells them (see [`listen_owners`]).
+    owners: tokio::sync::broadcast::Sender<OwnerChange>,
+    owners_listening: std::sync::Mutex<bool>,
     client: redis::Client,
     config: ConnectionManagerConfig,
     /// The connection, numbered: an exchange that times out replaces the one it used (see
@@ -276,6 +344,8 @@ impl RedisRegistry {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| RegistryError::Unavailable(format!("redis: {e}")))?;
         Ok(RedisRegistry {
+            owners: tokio::sync::broadcast::channel(256).0,
+            owners_listening: std::sync::Mutex::new(false),
             client,
             config,
             conn: std::sync::Mutex::new((0, conn)),
@@ -557,10 +627,13 @@ impl Registry for RedisRegistry {
         let skey = self.k("stream", &lease.stream);
         let mut inv = self.scripts.acquire.key(&skey);
         inv.key(self.set_key("streams"))
+            .key(self.k("generation", &lease.stream))
             .arg(&lease.session)
             .arg(json)
             .arg(ttl_ms(ttl))
-            .arg(&lease.stream);
+            .arg(&lease.stream)
+            .arg(self.set_key(OWNERS_CHANNEL))
+            .arg(&lease.node_id);
         let inv = &inv;
         let holder: Option<String> = self
             .bounded("acquire_lease", move |mut conn| async move {
@@ -627,10 +700,36 @@ impl Registry for RedisRegistry {
 
     async fn lease(&self, stream: &str) -> Result<Option<StreamLease>> {
         let key = self.k("stream", stream);
-        match self.get_string("GET stream", key.clone()).await? {
-            Some(json) => Ok(Some(from_json(&key, &json)?)),
-            None => Ok(None),
+        let keys = [key.clone(), self.k("generation", stream)];
+        let keys = &keys;
+        let (json, generation): (Option<String>, Option<u64>) = self
+            .bounded("MGET stream", move |mut conn| async move {
+                redis::cmd("MGET").arg(keys).query_async(&mut conn).await
+            })
+            .await?;
+        let Some(json) = json else {
+            return Ok(None);
+        };
+        let mut lease: StreamLease = from_json(&key, &json)?;
+        lease.generation = generation.unwrap_or(0);
+        Ok(Some(lease))
+    }
+
+    fn owner_changes(&self) -> tokio::sync::broadcast::Receiver<OwnerChange> {
+        let mut listening = self
+            .owners_listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !*listening {
+            *listening = true;
+            let channel = self.set_key(OWNERS_CHANNEL);
+            tokio::spawn(listen_owners(
+                self.client.clone(),
+                channel,
+                self.owners.clone(),
+            ));
         }
+        self.owners.subscribe()
     }
 
     async fn leases(&self) -> Result<Vec<StreamLease>> {
