@@ -127,6 +127,7 @@ fn lease_in(app: &str, room: &str, node: &str, session: &str) -> StreamLease {
         viewers: 2,
         recording: Some(false),
         relays: Vec::new(),
+        generation: 0,
     }
 }
 
@@ -1590,6 +1591,14 @@ struct DownRegistry;
 impl Registry for DownRegistry {
     fn owner_changes(&self) -> tokio::sync::broadcast::Receiver<registry::OwnerChange> {
         tokio::sync::broadcast::channel(1).1
+    }
+    async fn take_over_lease(
+        &self,
+        _: &registry::StreamLease,
+        _: &str,
+        _: std::time::Duration,
+    ) -> registry::Result<bool> {
+        down()
     }
     async fn get_or_create_key(&self, _: &str) -> registry::Result<String> {
         down()

@@ -177,6 +177,13 @@ impl PullPolicy {
         Check::Continue
     }
 
+    /// The upstream is silent, but for a reason that is not a broken link (its publisher
+    /// left and the origin holds the stream for the publisher's return): allow it another
+    /// stall time from `now`.
+    pub fn keep_waiting(&mut self, now: Instant) {
+        self.last_data = now;
+    }
+
     /// The upstream broke (an error, a stall, or an end without the stream's end).
     pub fn lost(&mut self, now: Instant) {
         self.lost = Some((now, BACKOFF_FIRST));

@@ -348,11 +348,18 @@ impl Pulls {
                     return None;
                 }
             }
+            let mut owner = pull.owner.subscribe();
+            owner.mark_unchanged();
             match self.connect(key, local).await {
                 Ok(response) => return Some(response),
                 Err(e) => debug!(stream = %key, error = %e, "re-pull failed"),
             }
-            tokio::time::sleep(policy.repull_failed(Instant::now())).await;
+            // A new owner is tried at once, without waiting out the backoff.
+            let wait = policy.repull_failed(Instant::now());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = owner.changed() => {}
+            }
         }
     }
 
@@ -422,9 +429,11 @@ impl Pulls {
         let mut closing = self.closing.subscribe();
         let mut owner = pull.owner.subscribe();
         owner.mark_unchanged();
+        // Since when the upstream is silent with no owner registered (see the stall check).
+        let mut orphaned: Option<Instant> = None;
         loop {
             let chunk = tokio::select! {
-                chunk = response.chunk() => chunk,
+                chunk = response.chunk() => Some(chunk),
                 Ok(()) = owner.changed() => {
                     let change = owner.borrow_and_update().clone();
                     let pulled = local.owner.as_ref();
@@ -441,23 +450,43 @@ impl Pulls {
                 }
                 _ = check.tick() => {
                     match policy.check(Instant::now(), local.viewers()) {
-                        Check::Continue => {}
-                        Check::Stalled => {
-                            let normal = match policy.pace().normal_gap() {
-                                Some(gap) => format!("at most {gap:?}"),
-                                None => "an unknown time".to_owned(),
-                            };
-                            let silent = policy.stall_after();
-                            return Upstream::Lost(PullError::Stalled { silent, normal });
-                        }
+                        Check::Continue => continue,
+                        Check::Stalled => None,
                         Check::Idle => {
                             if self.retire_idle(key, pull, local, policy) {
                                 return Upstream::Idle;
                             }
+                            continue;
                         }
                     }
-                    continue;
                 }
+            };
+            // Silent past its pace: what the registry says tells a broken link from a
+            // stream between publishers.
+            let Some(chunk) = chunk else {
+                let pulled = local.owner.as_ref().map(|(session, _)| session.as_str());
+                match self.owner(key).await {
+                    // No owner: its publisher left, and the origin holds the stream for its
+                    // return (and ends it if it does not come back), as long as the
+                    // upstream grace allows.
+                    Ok(None)
+                        if orphaned.get_or_insert(Instant::now()).elapsed()
+                            < self.config.upstream_grace =>
+                    {
+                        policy.keep_waiting(Instant::now());
+                        continue;
+                    }
+                    Ok(Some(lease)) if Some(lease.session.as_str()) != pulled => {
+                        return Upstream::Lost(PullError::Moved(lease.node_id));
+                    }
+                    _ => {}
+                }
+                let normal = match policy.pace().normal_gap() {
+                    Some(gap) => format!("at most {gap:?}"),
+                    None => "an unknown time".to_owned(),
+                };
+                let silent = policy.stall_after();
+                return Upstream::Lost(PullError::Stalled { silent, normal });
             };
             let chunk = match chunk {
                 Ok(Some(chunk)) => chunk,
@@ -466,6 +495,7 @@ impl Pulls {
             };
             let now = Instant::now();
             policy.received(now);
+            orphaned = None;
             buf.extend_from_slice(&chunk);
             loop {
                 let tag = match reader.read(&mut buf) {

@@ -16,6 +16,7 @@ use registry::{
     now_ms, LeaseOutcome, NodeAddrs, Order, RefreshOutcome, Registry, RegistryError, StreamLease,
 };
 use serve::{Eviction, Hold, Refusal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -28,6 +29,33 @@ const LEASE_REFRESH: Duration = Duration::from_secs(2);
 /// After a refresh failed (the registry unreachable), the next try comes this soon, so
 /// that the stream is registered again as soon as the registry is back.
 const LEASE_RETRY: Duration = Duration::from_millis(250);
+
+/// How long the holder of a lease a new publisher wants may take to say whether it is
+/// there.
+const OWNER_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Most of a node's `/api/streams` answer read.
+const OWNER_ANSWER_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Whether a node's `/api/streams` answer (HTTP head and JSON body) lists `stream` with a
+/// publisher. An answer that is not a 200 with that JSON says nothing: `true`.
+fn publishes(answer: &[u8], stream: &str) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return true;
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        return true;
+    }
+    let Ok(listing) = serde_json::from_str::<serde_json::Value>(body) else {
+        return true;
+    };
+    let Some(streams) = listing["streams"].as_array() else {
+        return true;
+    };
+    streams
+        .iter()
+        .any(|s| s["stream"] == stream && s["publishing"] == true)
+}
 
 /// The leases of one node's streams.
 pub(crate) struct Leases {
@@ -106,11 +134,25 @@ impl Leases {
                 );
             }
             Ok(LeaseOutcome::HeldBy(other)) => {
-                info!(stream = %stream, owner = %other.node_id, "publish refused: live on another node");
-                return Err(Refusal::bad_name(format!(
-                    "Stream is live on node {}",
-                    other.node_id
-                )));
+                // A broadcaster retrying here after its origin died: take the stream over
+                // at once, rather than when the dead origin's lease runs out.
+                let gone = self.owner_is_gone(&other).await;
+                let taken = gone
+                    && matches!(
+                        (self.registry)
+                            .take_over_lease(&lease, &other.session, LEASE_TTL)
+                            .await,
+                        Ok(true)
+                    );
+                if !taken {
+                    info!(stream = %stream, owner = %other.node_id, "publish refused: live on another node");
+                    return Err(Refusal::bad_name(format!(
+                        "Stream is live on node {}",
+                        other.node_id
+                    )));
+                }
+                info!(stream = %stream, owner = %other.node_id, "the stream's owner is gone; taking it over");
+                acquired = true;
             }
             Err(e) => {
                 warn!(stream = %stream, error = %e, "registry unavailable; will register the stream when it is back")
@@ -129,6 +171,43 @@ impl Leases {
             eviction.clone(),
         ));
         Ok(Hold::new(eviction, Release(stop)))
+    }
+
+    /// Whether the node holding `lease` is provably gone: its heartbeat has expired, it
+    /// refuses connections (its process is not there), or it answers that it is not
+    /// publishing the stream. A node that does not answer in time may be alive behind a
+    /// slow link: not gone.
+    async fn owner_is_gone(&self, lease: &StreamLease) -> bool {
+        if let Ok(nodes) = self.registry.nodes().await {
+            if !nodes.iter().any(|n| n.id == lease.node_id) {
+                return true;
+            }
+        }
+        let ask = async {
+            let mut socket = match tokio::net::TcpStream::connect(&lease.addrs.http).await {
+                Ok(socket) => socket,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionRefused,
+            };
+            let request = format!(
+                "GET /api/streams HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                lease.addrs.http
+            );
+            let mut answer = Vec::new();
+            let read = async {
+                socket.write_all(request.as_bytes()).await?;
+                (&mut socket)
+                    .take(OWNER_ANSWER_LIMIT)
+                    .read_to_end(&mut answer)
+                    .await
+            };
+            if read.await.is_err() {
+                return false;
+            }
+            !publishes(&answer, &lease.stream)
+        };
+        tokio::time::timeout(OWNER_PROBE_TIMEOUT, ask)
+            .await
+            .unwrap_or(false)
     }
 
     /// What operators asked of `stream`'s origin.

@@ -172,6 +172,18 @@ impl EmbeddedRegistry {
         }
     }
 
+    /// `lease`'s session is its stream's new owner: the next generation, told.
+    fn new_owner(&self, state: &mut State, lease: &StreamLease) {
+        let generation = state.generations.entry(lease.stream.clone()).or_default();
+        *generation += 1;
+        let _ = self.owners.send(OwnerChange {
+            stream: lease.stream.clone(),
+            generation: *generation,
+            node_id: lease.node_id.clone(),
+            session: lease.session.clone(),
+        });
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-changed (every change
         // is a single assignment or insert), so a poisoned lock is still usable.
@@ -291,10 +303,10 @@ impl Registry for EmbeddedRegistry {
             Some(e) if e.expires > now => (e.kicked, std::mem::take(&mut e.orders)),
             _ => (false, Vec::new()),
         };
-        let fresh = !state
+        let fresh = state
             .leases
             .get(&lease.stream)
-            .is_some_and(|e| e.expires > now);
+            .is_none_or(|e| e.expires <= now);
         state.leases.insert(
             lease.stream.clone(),
             LeaseEntry {
@@ -305,16 +317,34 @@ impl Registry for EmbeddedRegistry {
             },
         );
         if fresh {
-            let generation = state.generations.entry(lease.stream.clone()).or_default();
-            *generation += 1;
-            let _ = self.owners.send(OwnerChange {
-                stream: lease.stream.clone(),
-                generation: *generation,
-                node_id: lease.node_id.clone(),
-                session: lease.session.clone(),
-            });
+            self.new_owner(&mut state, lease);
         }
         Ok(LeaseOutcome::Acquired)
+    }
+
+    async fn take_over_lease(
+        &self,
+        lease: &StreamLease,
+        from: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.state();
+        match state.leases.get(&lease.stream) {
+            Some(e) if e.expires > now && e.lease.session == from => {}
+            _ => return Ok(false),
+        }
+        state.leases.insert(
+            lease.stream.clone(),
+            LeaseEntry {
+                lease: lease.clone(),
+                expires: now + ttl,
+                kicked: false,
+                orders: Vec::new(),
+            },
+        );
+        self.new_owner(&mut state, lease);
+        Ok(true)
     }
 
     async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome> {
@@ -487,6 +517,11 @@ mod tests {
     #[tokio::test]
     async fn kick() {
         common::check_kick(&EmbeddedRegistry::in_memory()).await;
+    }
+
+    #[tokio::test]
+    async fn owners() {
+        common::check_owners(&EmbeddedRegistry::in_memory()).await;
     }
 
     #[tokio::test]

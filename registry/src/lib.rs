@@ -213,6 +213,11 @@ pub trait Registry: Send + Sync + 'static {
     async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome>;
     /// Compare-and-delete: remove the lease only if `session` still holds it.
     async fn release_lease(&self, stream: &str, session: &str) -> Result<bool>;
+    /// Take the lease of `lease.stream` from `from` (a session whose owner is known to be
+    /// gone) if it still holds it, as a new owner (a new generation). `false`: it does
+    /// not hold it any more.
+    async fn take_over_lease(&self, lease: &StreamLease, from: &str, ttl: Duration)
+        -> Result<bool>;
     /// Every new owner of any stream from now on, as it happens (Redis pub/sub: told within
     /// a round trip, not found by polling). A receiver that falls behind misses changes,
     /// which [`Registry::lease`] still gives.

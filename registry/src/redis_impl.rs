@@ -100,6 +100,22 @@ end
 return false
 "#;
 
+/// Replace the lease held by session ARGV[2] with a new owner's, as a new generation; 1 if
+/// replaced, 0 if that session does not hold it.
+/// KEYS: stream:{s}, streams, generation:{s}. ARGV: session, from session, lease JSON,
+/// ttl ms, stream, owners channel, node.
+const TAKE_OVER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, obj = pcall(cjson.decode, cur)
+if not (ok and type(obj) == 'table' and obj.session == ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+local generation = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[6], ARGV[5] .. '\n' .. generation .. '\n' .. ARGV[7] .. '\n' .. ARGV[1])
+return 1
+"#;
+
 /// Refresh a lease held by this session. A pending kick for this session is consumed and the
 /// lease deleted; pending orders are consumed and those for this session answered. Returns
 /// {'lost'}, {'kicked'} or {'refreshed', order JSON...}.
@@ -189,6 +205,7 @@ struct Scripts {
     reset_key: Script,
     delete_room: Script,
     acquire: Script,
+    take_over: Script,
     refresh: Script,
     release: Script,
     kick: Script,
@@ -203,6 +220,7 @@ impl Scripts {
             reset_key: Script::new(RESET_KEY),
             delete_room: Script::new(DELETE_ROOM),
             acquire: Script::new(ACQUIRE),
+            take_over: Script::new(TAKE_OVER),
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
             kick: Script::new(KICK),
@@ -644,6 +662,32 @@ impl Registry for RedisRegistry {
             None => Ok(LeaseOutcome::Acquired),
             Some(json) => Ok(LeaseOutcome::HeldBy(from_json(&skey, &json)?)),
         }
+    }
+
+    async fn take_over_lease(
+        &self,
+        lease: &StreamLease,
+        from: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let json = to_json("lease", lease)?;
+        let mut inv = self.scripts.take_over.key(self.k("stream", &lease.stream));
+        inv.key(self.set_key("streams"))
+            .key(self.k("generation", &lease.stream))
+            .arg(&lease.session)
+            .arg(from)
+            .arg(json)
+            .arg(ttl_ms(ttl))
+            .arg(&lease.stream)
+            .arg(self.set_key(OWNERS_CHANNEL))
+            .arg(&lease.node_id);
+        let inv = &inv;
+        let taken: i64 = self
+            .bounded("take_over_lease", move |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(taken == 1)
     }
 
     async fn refresh_lease(&self, lease: &StreamLease, ttl: Duration) -> Result<RefreshOutcome> {

@@ -32,6 +32,7 @@ async fn conformance() {
     common::check_leases(&registry(&server, "t2:").await).await;
     common::check_lease_expiry(&registry(&server, "t3:").await).await;
     common::check_kick(&registry(&server, "t4:").await).await;
+    common::check_owners(&registry(&server, "t8:").await).await;
     common::check_orders(&registry(&server, "t7:").await).await;
     common::check_pulls(&registry(&server, "t8:").await).await;
     common::check_nodes(&registry(&server, "t5:").await).await;

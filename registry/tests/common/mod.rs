@@ -36,7 +36,94 @@ pub fn lease(stream: &str, session: &str) -> StreamLease {
         viewers: 0,
         recording: Some(true),
         relays: Vec::new(),
+        generation: 0,
     }
+}
+
+/// The lease of `stream` as its owner wrote it (without the generation the registry adds,
+/// which [`check_owners`] checks).
+pub async fn stored(reg: &dyn Registry, stream: &str) -> Option<StreamLease> {
+    let lease = reg.lease(stream).await.unwrap()?;
+    Some(StreamLease {
+        generation: 0,
+        ..lease
+    })
+}
+
+/// Owners are numbered by generation and told as they change: a session taking a free
+/// lease is a new owner, the same session again is not, and a take-over from a session
+/// that still holds the lease is.
+pub async fn check_owners(reg: &dyn Registry) {
+    let mut changes = reg.owner_changes();
+    // Redis's channel is listened to from the first call on: wait until it is.
+    let warm = lease("live/warm", "w");
+    let mut heard = false;
+    for _ in 0..40 {
+        assert_eq!(
+            reg.acquire_lease(&warm, LONG).await.unwrap(),
+            LeaseOutcome::Acquired
+        );
+        let wait = std::time::Duration::from_millis(250);
+        heard = tokio::time::timeout(wait, changes.recv()).await.is_ok();
+        assert!(reg.release_lease("live/warm", "w").await.unwrap());
+        if heard {
+            break;
+        }
+    }
+    assert!(heard, "no owner change told");
+    let a = lease("live/o", "s1");
+    assert_eq!(
+        reg.acquire_lease(&a, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    let first = reg.lease("live/o").await.unwrap().unwrap().generation;
+    assert!(first >= 1);
+    let told = tokio::time::timeout(LONG, changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            told.stream.as_str(),
+            told.generation,
+            told.session.as_str(),
+            told.node_id.as_str()
+        ),
+        ("live/o", first, "s1", "node-s1")
+    );
+    // The same session again: no new owner.
+    assert_eq!(
+        reg.acquire_lease(&a, LONG).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        reg.lease("live/o").await.unwrap().unwrap().generation,
+        first
+    );
+    // A take-over from a session that no longer holds it fails; from the holder, it is the
+    // next generation.
+    let b = lease("live/o", "s2");
+    assert!(!reg.take_over_lease(&b, "s9", LONG).await.unwrap());
+    assert!(reg.take_over_lease(&b, "s1", LONG).await.unwrap());
+    assert_eq!(stored(reg, "live/o").await, Some(b.clone()));
+    assert_eq!(
+        reg.lease("live/o").await.unwrap().unwrap().generation,
+        first + 1
+    );
+    let told = tokio::time::timeout(LONG, changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((told.generation, told.session.as_str()), (first + 1, "s2"));
+    // The old session has lost it.
+    assert_eq!(
+        reg.refresh_lease(&a, LONG).await.unwrap(),
+        RefreshOutcome::Lost
+    );
+    assert!(!reg
+        .take_over_lease(&lease("live/none", "s3"), "s1", LONG)
+        .await
+        .unwrap());
 }
 
 pub fn node(id: &str) -> NodeInfo {
@@ -132,12 +219,12 @@ pub async fn check_keys_and_rooms(reg: &dyn Registry) {
 /// Lease ownership: acquire, HeldBy, same-session re-acquire, refresh, release.
 pub async fn check_leases(reg: &dyn Registry) {
     let a = lease("live/a", "s1");
-    assert_eq!(reg.lease("live/a").await.unwrap(), None);
+    assert_eq!(stored(reg, "live/a").await, None);
     assert_eq!(
         reg.acquire_lease(&a, LONG).await.unwrap(),
         LeaseOutcome::Acquired
     );
-    assert_eq!(reg.lease("live/a").await.unwrap(), Some(a.clone()));
+    assert_eq!(stored(reg, "live/a").await, Some(a.clone()));
 
     // Another session is refused and told who holds it.
     let intruder = lease("live/a", "s2");
@@ -154,7 +241,7 @@ pub async fn check_leases(reg: &dyn Registry) {
         reg.acquire_lease(&a2, LONG).await.unwrap(),
         LeaseOutcome::Acquired
     );
-    assert_eq!(reg.lease("live/a").await.unwrap(), Some(a2.clone()));
+    assert_eq!(stored(reg, "live/a").await, Some(a2.clone()));
 
     // Only the owner refreshes; refresh updates the stats.
     assert_eq!(
@@ -172,7 +259,7 @@ pub async fn check_leases(reg: &dyn Registry) {
         reg.refresh_lease(&a3, LONG).await.unwrap(),
         RefreshOutcome::Refreshed
     );
-    assert_eq!(reg.lease("live/a").await.unwrap(), Some(a3.clone()));
+    assert_eq!(stored(reg, "live/a").await, Some(a3.clone()));
 
     // A second stream; listing is sorted by stream.
     let b = lease("live/b", "s3");
@@ -184,9 +271,9 @@ pub async fn check_leases(reg: &dyn Registry) {
 
     // Release is compare-and-delete by session.
     assert!(!reg.release_lease("live/a", "s2").await.unwrap());
-    assert_eq!(reg.lease("live/a").await.unwrap(), Some(a3.clone()));
+    assert_eq!(stored(reg, "live/a").await, Some(a3.clone()));
     assert!(reg.release_lease("live/a", "s1").await.unwrap());
-    assert_eq!(reg.lease("live/a").await.unwrap(), None);
+    assert_eq!(stored(reg, "live/a").await, None);
     assert!(!reg.release_lease("live/a", "s1").await.unwrap());
     assert_eq!(
         reg.refresh_lease(&a3, LONG).await.unwrap(),
@@ -216,7 +303,7 @@ pub async fn check_lease_expiry(reg: &dyn Registry) {
     );
     assert!(reg.lease("live/exp").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(reg.lease("live/exp").await.unwrap(), None);
+    assert_eq!(stored(reg, "live/exp").await, None);
     assert!(reg.leases().await.unwrap().is_empty());
     assert_eq!(
         reg.refresh_lease(&a, short).await.unwrap(),
@@ -244,7 +331,7 @@ pub async fn check_lease_expiry(reg: &dyn Registry) {
             RefreshOutcome::Refreshed
         );
     }
-    assert_eq!(reg.lease("live/kept").await.unwrap(), Some(c));
+    assert_eq!(stored(reg, "live/kept").await, Some(c));
 }
 
 /// Kick: false without a lease; the owner's next refresh answers Kicked (once).
@@ -333,7 +420,7 @@ pub async fn check_kick(reg: &dyn Registry) {
     );
     assert!(reg.kick("live/k").await.unwrap());
     // The lease stays until the owner notices.
-    assert_eq!(reg.lease("live/k").await.unwrap(), Some(a.clone()));
+    assert_eq!(stored(reg, "live/k").await, Some(a.clone()));
     // Another session's refresh neither sees nor consumes the kick.
     assert_eq!(
         reg.refresh_lease(&lease("live/k", "s2"), LONG)
@@ -346,7 +433,7 @@ pub async fn check_kick(reg: &dyn Registry) {
         RefreshOutcome::Kicked
     );
     // Kicked: the session no longer owns the stream, and the kick is consumed.
-    assert_eq!(reg.lease("live/k").await.unwrap(), None);
+    assert_eq!(stored(reg, "live/k").await, None);
     assert_eq!(
         reg.refresh_lease(&a, LONG).await.unwrap(),
         RefreshOutcome::Lost
