@@ -229,6 +229,13 @@ fn an_origin_cut_from_redis_loses_its_room_to_a_republish_and_edges_follow_at_on
     // republish to o2 is taken.
     o1_link.block();
     std::thread::sleep(Duration::from_secs(7));
+    // o1's lease ran out unrenewed: it no longer serves the stream to edges as its owner
+    // (its own players go on).
+    let pull = http_get(o1.http, "/live/split.flv?segment_marks=1").unwrap();
+    assert_eq!(
+        pull.status, 421,
+        "an origin without its lease still serves edges"
+    );
     let _second = publish(&o2.rtmp_url(&key), Source::AudioVideo, 25, 0);
     o2.wait_live("split");
     let moved = Instant::now();

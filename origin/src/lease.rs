@@ -70,6 +70,8 @@ pub(crate) struct Leases {
     forwards: Arc<Forwards>,
     /// The leases held (session -> stream), while their keepers run.
     held: watch::Sender<HashMap<String, String>>,
+    /// When each stream's lease was last acquired or refreshed (stream -> time).
+    renewed: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
     /// Raised when the node shuts down: every keeper releases its lease and stops.
     closing: watch::Sender<bool>,
 }
@@ -99,7 +101,28 @@ impl Leases {
             recordings,
             forwards,
             held: watch::channel(HashMap::new()).0,
+            renewed: std::sync::Mutex::default(),
             closing: watch::channel(false).0,
+        }
+    }
+
+    /// Whether this node still owns `stream`: its lease was renewed within its time to
+    /// live. A stream published while the registry was unreachable, never registered, is
+    /// owned too (nobody else can hold it). One whose lease ran out unrenewed may have
+    /// another owner now.
+    pub(crate) fn owns(&self, stream: &str) -> bool {
+        let renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        renewed
+            .get(stream)
+            .is_none_or(|at| at.elapsed() < LEASE_TTL)
+    }
+
+    fn renewed(&self, stream: &str, now: bool) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if now {
+            renewed.insert(stream.to_owned(), tokio::time::Instant::now());
+        } else {
+            renewed.remove(stream);
         }
     }
 
@@ -157,6 +180,9 @@ impl Leases {
             Err(e) => {
                 warn!(stream = %stream, error = %e, "registry unavailable; will register the stream when it is back")
             }
+        }
+        if acquired {
+            self.renewed(&stream, true);
         }
         let (stop, stopped) = watch::channel(false);
         let eviction = Eviction::default();
@@ -364,6 +390,7 @@ async fn keep(
         };
         match outcome {
             Ok(outcome @ (RefreshOutcome::Refreshed | RefreshOutcome::Orders(_))) => {
+                listed.leases.renewed(&lease.stream, true);
                 let after_outage = std::mem::take(&mut told_unavailable);
                 if !acquired || after_outage {
                     info!(stream = %lease.stream, "stream registered");
@@ -392,6 +419,7 @@ async fn keep(
             Err(e) => warn!(stream = %lease.stream, error = %e, "lease refresh failed"),
         }
     }
+    listed.leases.renewed(&lease.stream, false);
     if let Err(e) = registry.release_lease(&lease.stream, &lease.session).await {
         warn!(stream = %lease.stream, error = %e, "could not release the lease; it expires by itself");
     } else {

@@ -236,6 +236,10 @@ impl Role for Origin {
         self.pulls.demand(stream, Instant::now() + PULL_WAIT).await && attach()
     }
 
+    fn owns(&self, stream: &str) -> bool {
+        self.leases.owns(stream)
+    }
+
     /// Publishers end their streams on the node's shutdown signal and drop their leases;
     /// keepers release them, while the heartbeat is removed.
     async fn shut_down(&self, deadline: Instant) {

@@ -31,6 +31,13 @@ pub trait Role: Send + Sync + 'static {
     /// and give back what it holds in the registry, by `deadline` at the latest.
     async fn shut_down(&self, deadline: Instant);
 
+    /// Whether this node may serve `stream` to another node (an edge) as its owner: an
+    /// origin whose lease has run out unrenewed (cut off from the registry) may not, since
+    /// the stream may have another owner by now.
+    fn owns(&self, _stream: &str) -> bool {
+        true
+    }
+
     /// Append the role's own metrics (Prometheus text) to `out`.
     fn metrics(&self, _out: &mut String) {}
 }

@@ -251,6 +251,17 @@ async fn serve_route(
             } else {
                 Audience::Viewer
             };
+            if let Some(key) = stream
+                .as_deref()
+                .filter(|key| marks && !node.role.owns(key))
+            {
+                // 421: not the node to ask; the edge looks the owner up again.
+                let why = format!("{key} is not owned here now\n");
+                Reply::text("421 Misdirected Request", why)
+                    .write(&mut socket, head_only, keep)
+                    .await?;
+                return Ok(Some(socket));
+            }
             let join = match stream {
                 Some(key) => node.join(&key, audience).await,
                 None => None,
