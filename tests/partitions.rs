@@ -263,3 +263,75 @@ fn an_origin_cut_from_redis_loses_its_room_to_a_republish_and_edges_follow_at_on
     assert!(watcher.is_playing(), "no viewer closed after the heal");
     eprintln!("edge followed the republish ({moved:?}); video after o1's publisher left within {resumed:?}");
 }
+
+/// What `redis-cli -p PORT ARGS...` prints.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is required (redis-tools)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn losing_the_redis_master_under_sentinel_costs_a_failover_not_the_cluster() {
+    require_ffmpeg();
+    let mut master = Redis::start();
+    let replica = Redis::replica_of(&master);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("the replica never synced", &|| {
+        redis_cli(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+    });
+    let sentinel = Sentinel::start(&master, "ferrolive");
+    wait("the sentinel never saw the replica", &|| {
+        redis_cli(sentinel.port, &["SENTINEL", "replicas", "ferrolive"])
+            .contains(&replica.port.to_string())
+    });
+    let url = format!("redis+sentinel://127.0.0.1:{}/ferrolive", sentinel.port);
+    let api = Server::spawn("control-api", &["--redis-url", &url]);
+    let origin = Server::in_cluster("origin", "o1", &url, &[]);
+    let edge = Server::in_cluster("edge", "e1", &url, &[]);
+    let key = |room: &str| {
+        let (status, body) = api.api("GET", &format!("/control/get?room={room}"), None);
+        assert_eq!(status, 200, "{body}");
+        livego_data(&body)
+    };
+    let (before, after) = (key("before"), key("after"));
+    let _publisher = publish(&origin.rtmp_url(&before), Source::AudioVideo, 25, 0);
+    origin.wait_live("before");
+    let watcher = Watcher::start(edge.http, "before");
+    assert!(watcher
+        .video_after(Instant::now(), Duration::from_secs(10))
+        .is_some());
+    // Everything so far reached the replica.
+    std::thread::sleep(Duration::from_secs(1));
+
+    master.stop();
+    let killed = Instant::now();
+    wait("no failover", &|| {
+        redis_cli(replica.port, &["INFO", "replication"]).contains("role:master")
+    });
+    let failed_over = killed.elapsed();
+    // The live room's lease is intact on the new master, and new publishes are taken.
+    let listed = || {
+        let (status, body) = api.api("GET", "/api/v1/rooms", None);
+        status == 200 && body.contains("\"before\"") && body.contains("\"o1\"")
+    };
+    wait("the live room is not listed after the failover", &listed);
+    let relisted = killed.elapsed();
+    let (taken, _second) = publish_accepted(&origin.rtmp_url(&after), Duration::from_secs(3));
+    assert!(taken, "a publish after the failover was refused");
+    let now = Instant::now();
+    assert!(watcher.video_after(now, Duration::from_secs(3)).is_some());
+    assert!(watcher.is_playing(), "no viewer closed");
+    eprintln!(
+        "master killed: failover in {failed_over:?}, the live room listed again {relisted:?} after"
+    );
+}

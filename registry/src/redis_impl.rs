@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -230,13 +231,70 @@ impl Scripts {
     }
 }
 
+/// Where the Redis master is: one address, or whatever Redis Sentinel says.
+enum Source {
+    Direct(redis::Client),
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`: the master of SERVICE as
+    /// the sentinels name it, asked again whenever a connection is given up (so a failover
+    /// is followed).
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    fn parse(url: &str) -> Result<Source> {
+        let invalid = |why: String| RegistryError::Unavailable(format!("invalid redis url: {why}"));
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return redis::Client::open(url)
+                .map(Source::Direct)
+                .map_err(|e| invalid(e.to_string()));
+        };
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| {
+            invalid("redis+sentinel:// needs /SERVICE after the sentinels".into())
+        })?;
+        let mut path = path.split('/');
+        let service = path.next().filter(|s| !s.is_empty());
+        let service = service.ok_or_else(|| invalid("no service (master) name".into()))?;
+        let db = match path.next() {
+            Some(db) => db
+                .parse()
+                .map_err(|_| invalid(format!("{db:?} is not a database number")))?,
+            None => 0,
+        };
+        let sentinels: Vec<String> = (hosts.split(','))
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("redis://{h}"))
+            .collect();
+        if sentinels.is_empty() {
+            return Err(invalid("no sentinel addresses".into()));
+        }
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(redis::RedisConnectionInfo::default().set_db(db));
+        let client = redis::sentinel::SentinelClient::build(
+            sentinels,
+            service.to_owned(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        Ok(Source::Sentinel(tokio::sync::Mutex::new(client)))
+    }
+
+    /// A client for the master, as of now.
+    async fn client(&self) -> RedisResult<redis::Client> {
+        match self {
+            Source::Direct(client) => Ok(client.clone()),
+            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+}
+
 /// The pub/sub channel (under the prefix) new owners are told on.
 const OWNERS_CHANNEL: &str = "owners";
 
 /// Listen to the owners channel for as long as anyone may (the registry lives), on a
 /// connection of its own, made again whenever it breaks.
 async fn listen_owners(
-    client: redis::Client,
+    source: Arc<Source>,
     channel: String,
     owners: tokio::sync::broadcast::Sender<OwnerChange>,
 ) {
@@ -244,7 +302,7 @@ async fn listen_owners(
     let mut told = false;
     loop {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = source.client().await?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, RedisError>(pubsub)
         };
@@ -291,11 +349,11 @@ pub struct RedisRegistry {
     /// New owners, as the owners channel tells them (see [`listen_owners`]).
     owners: tokio::sync::broadcast::Sender<OwnerChange>,
     owners_listening: std::sync::Mutex<bool>,
-    client: redis::Client,
+    source: Arc<Source>,
     config: ConnectionManagerConfig,
-    /// The connection, numbered: an exchange that times out replaces the one it used (see
-    /// [`RedisRegistry::bounded`]).
-    conn: std::sync::Mutex<(u64, ConnectionManager)>,
+    /// The connection, numbered: an exchange that times out or finds the connection
+    /// broken gives it up (see [`RedisRegistry::bounded`]); none until the master is known.
+    conn: std::sync::Mutex<(u64, Option<ConnectionManager>)>,
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
@@ -349,8 +407,7 @@ impl RedisRegistry {
     /// [`RedisRegistry::connect`] with a bound other than [`DEFAULT_TIMEOUT`] on every
     /// operation.
     pub async fn connect_with_timeout(url: &str, prefix: &str, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| RegistryError::Unavailable(format!("invalid redis url: {e}")))?;
+        let source = Source::parse(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -359,12 +416,18 @@ impl RedisRegistry {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(250));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| RegistryError::Unavailable(format!("redis: {e}")))?;
+        // A single address is known at once; a sentinel is asked at the first exchange.
+        let conn = match &source {
+            Source::Direct(client) => Some(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .map_err(|e| RegistryError::Unavailable(format!("redis: {e}")))?,
+            ),
+            Source::Sentinel(_) => None,
+        };
         Ok(RedisRegistry {
             owners: tokio::sync::broadcast::channel(256).0,
             owners_listening: std::sync::Mutex::new(false),
-            client,
+            source: Arc::new(source),
             config,
             conn: std::sync::Mutex::new((0, conn)),
             prefix: prefix.to_owned(),
@@ -391,23 +454,33 @@ impl RedisRegistry {
         format!("{}{name}", self.prefix)
     }
 
-    fn connection(&self) -> (u64, ConnectionManager) {
+    fn connection(&self) -> (u64, Option<ConnectionManager>) {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         (conn.0, conn.1.clone())
     }
 
-    /// Give up the connection numbered `number` (unless that was done already): the next
-    /// exchange makes a new one. A connection whose exchange timed out may sit on a link
-    /// that went silent (a partition, a hung Redis), where TCP would take minutes to say so:
-    /// a new one works as soon as Redis answers again, instead of waiting behind it.
-    fn renew(&self, number: u64) {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if conn.0 != number {
+    /// Give up the connection numbered `number` (unless that was done already) for one to
+    /// the master as its source says now. A connection whose exchange timed out may sit on
+    /// a link that went silent (a partition, a hung Redis), where TCP would take minutes to
+    /// say so; one refused or read-only may be to a master that failed over: a new one
+    /// works as soon as Redis answers again, instead of waiting behind it.
+    async fn renew(&self, number: u64) {
+        if self.connection().0 != number {
             return;
         }
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
-            Ok(fresh) => *conn = (number + 1, fresh),
-            Err(e) => tracing::warn!(error = %e, "cannot make a new Redis connection"),
+        let client = tokio::time::timeout(self.timeout, self.source.client()).await;
+        let fresh = match client {
+            Ok(Ok(client)) => ConnectionManager::new_lazy_with_config(client, self.config.clone())
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        let fresh = fresh
+            .inspect_err(|e| tracing::debug!(error = %e, "no Redis master to connect to yet"))
+            .ok();
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if conn.0 == number {
+            *conn = (number + 1, fresh);
         }
     }
 
@@ -424,7 +497,16 @@ impl RedisRegistry {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        let (number, conn) = self.connection();
+        let (mut number, mut conn) = self.connection();
+        if conn.is_none() {
+            self.renew(number).await;
+            (number, conn) = self.connection();
+        }
+        let Some(conn) = conn else {
+            return Err(RegistryError::Unavailable(format!(
+                "redis {what}: no master known"
+            )));
+        };
         let attempts = async {
             match exchange(conn.clone()).await {
                 Err(e) if e.is_connection_dropped() => exchange(conn.clone()).await,
@@ -434,13 +516,14 @@ impl RedisRegistry {
         match tokio::time::timeout(self.timeout, attempts).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_timeout() {
-                    self.renew(number);
+                let read_only = e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+                if e.is_timeout() || e.is_io_error() || e.is_connection_refusal() || read_only {
+                    self.renew(number).await;
                 }
                 Err(map_err(what, e))
             }
             Err(_) => {
-                self.renew(number);
+                self.renew(number).await;
                 Err(RegistryError::Unavailable(format!(
                     "redis {what}: no answer within {:?}",
                     self.timeout
@@ -768,7 +851,7 @@ impl Registry for RedisRegistry {
             *listening = true;
             let channel = self.set_key(OWNERS_CHANNEL);
             tokio::spawn(listen_owners(
-                self.client.clone(),
+                self.source.clone(),
                 channel,
                 self.owners.clone(),
             ));

@@ -30,7 +30,7 @@ pub use ffmpeg::{
 pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};
 pub use nginx::{require_nginx, Nginx};
-pub use redis::Redis;
+pub use redis::{Redis, Sentinel};
 pub use rtmp::RtmpClient;
 pub use server::{ferrolive_binary, livego_data, Server};
 

@@ -20,7 +20,7 @@ impl Redis {
     /// redis-server binds it: then it tries another.
     pub fn start() -> Redis {
         for _ in 0..5 {
-            if let Some(child) = try_start_on(free_port()) {
+            if let Some(child) = try_start_on(free_port(), &[]) {
                 return child;
             }
         }
@@ -29,7 +29,19 @@ impl Redis {
 
     /// On `port`, which must be free (to bring a Redis back where clients expect it).
     pub fn start_on(port: u16) -> Redis {
-        try_start_on(port).unwrap_or_else(|| panic!("redis-server did not start on {port}"))
+        try_start_on(port, &[]).unwrap_or_else(|| panic!("redis-server did not start on {port}"))
+    }
+
+    /// A replica of `master`, on a free port.
+    pub fn replica_of(master: &Redis) -> Redis {
+        let master_port = master.port.to_string();
+        for _ in 0..5 {
+            let args = ["--replicaof", "127.0.0.1", &master_port];
+            if let Some(replica) = try_start_on(free_port(), &args) {
+                return replica;
+            }
+        }
+        panic!("redis-server (replica) did not start on any free port");
     }
 
     pub fn url(&self) -> String {
@@ -84,7 +96,7 @@ impl Drop for Redis {
 
 /// `None` when another process holds the port (a check that only connects could be
 /// answered by another test's server, so the answering process id is compared).
-fn try_start_on(port: u16) -> Option<Redis> {
+fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
     let mut child = Command::new("redis-server")
         .args([
             "--port",
@@ -96,6 +108,7 @@ fn try_start_on(port: u16) -> Option<Redis> {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server is required: run the test command from README.md, which installs it");
@@ -174,5 +187,61 @@ mod tests {
         redis.pause();
         drop(redis);
         assert_eq!(ping(port, second), None);
+    }
+}
+
+/// A Redis Sentinel (redis-server in sentinel mode) watching `master` as the service
+/// `service`: it declares the master down after a second without an answer and fails over
+/// to a replica on its own (a quorum of one).
+pub struct Sentinel {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    pub fn start(master: &Redis, service: &str) -> Sentinel {
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = crate::temp_dir(&format!("sentinel-{port}"));
+            let conf = dir.join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {service} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {service} 1000\n\
+                 sentinel failover-timeout {service} 5000\n\
+                 sentinel parallel-syncs {service} 1\n",
+                dir.display(),
+                master.port
+            );
+            std::fs::write(&conf, text).unwrap();
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is required (sentinel mode)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if redis_pid(port) == Some(child.id()) {
+                    return Sentinel { child, port, dir };
+                }
+                assert!(Instant::now() < deadline, "redis sentinel did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("redis sentinel did not start on any free port");
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
