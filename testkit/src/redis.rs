@@ -152,44 +152,6 @@ fn redis_pid(port: u16) -> Option<u32> {
     line.trim().parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// PING's answer, or `None` when nothing answers within `timeout`.
-    fn ping(port: u16, timeout: Duration) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(timeout)).ok()?;
-        s.write_all(b"PING\r\n").ok()?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    #[test]
-    fn stops_restarts_on_its_port_pauses_and_resumes() {
-        let mut redis = Redis::start();
-        let port = redis.port;
-        assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
-        let second = Duration::from_secs(1);
-        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
-        redis.stop();
-        assert!(!redis.is_running());
-        assert_eq!(ping(port, second), None);
-        redis.restart();
-        assert_eq!(redis.port, port);
-        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
-        redis.pause();
-        assert_eq!(ping(port, Duration::from_millis(300)), None);
-        redis.resume();
-        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
-        // Dropped while paused: killed all the same, its port free again.
-        redis.pause();
-        drop(redis);
-        assert_eq!(ping(port, second), None);
-    }
-}
-
 /// A Redis Sentinel (redis-server in sentinel mode) watching `master` as the service
 /// `service`: it declares the master down after a second without an answer and fails over
 /// to a replica on its own (a quorum of one).
@@ -243,5 +205,43 @@ impl Drop for Sentinel {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PING's answer, or `None` when nothing answers within `timeout`.
+    fn ping(port: u16, timeout: Duration) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        s.write_all(b"PING\r\n").ok()?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[test]
+    fn stops_restarts_on_its_port_pauses_and_resumes() {
+        let mut redis = Redis::start();
+        let port = redis.port;
+        assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+        let second = Duration::from_secs(1);
+        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
+        redis.stop();
+        assert!(!redis.is_running());
+        assert_eq!(ping(port, second), None);
+        redis.restart();
+        assert_eq!(redis.port, port);
+        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
+        redis.pause();
+        assert_eq!(ping(port, Duration::from_millis(300)), None);
+        redis.resume();
+        assert_eq!(ping(port, second).as_deref(), Some("+PONG\r\n"));
+        // Dropped while paused: killed all the same, its port free again.
+        redis.pause();
+        drop(redis);
+        assert_eq!(ping(port, second), None);
     }
 }
