@@ -167,8 +167,8 @@ struct Connection {
     session: ServerSession,
     input: BytesMut,
     role: Role,
-    /// UDP sockets of the tracks set up so far, by track.
-    udp: Vec<(usize, UdpPair, Transport)>,
+    /// UDP tracks set up so far: the track, its sockets, the client's RTP and RTCP ports.
+    udp: Vec<(usize, UdpPair, (u16, u16))>,
     /// When the client last showed it is alive.
     last_heard: tokio::time::Instant,
 }
@@ -369,7 +369,7 @@ impl Connection {
             let _ = self.session.accept_setup(None, None);
             return Ok(());
         }
-        let (Some((rtp_port, rtcp_port)), true) = (transport.client_port, transport.unicast) else {
+        let (Some(client_ports), true) = (transport.client_port, transport.unicast) else {
             self.reject(461);
             return Ok(());
         };
@@ -384,11 +384,8 @@ impl Connection {
         if self.session.accept_setup(Some(server), None).is_err() {
             return Ok(());
         }
-        let client = |port| SocketAddr::new(self.peer.ip(), port);
-        let mut transport = transport;
-        transport.client_port = Some((client(rtp_port).port(), client(rtcp_port).port()));
         self.udp.retain(|(t, ..)| *t != track);
-        self.udp.push((track, pair, transport));
+        self.udp.push((track, pair, client_ports));
         Ok(())
     }
 
@@ -455,10 +452,7 @@ impl Connection {
             let mut destinations = Vec::new();
             let mut reports = Vec::new();
             let mut udp_tasks = Vec::new();
-            for (track, pair, transport) in udp {
-                let Some((rtp_port, rtcp_port)) = transport.client_port else {
-                    continue;
-                };
+            for (track, pair, (rtp_port, rtcp_port)) in udp {
                 let ip = self.peer.ip();
                 let kind = tracks.get(track).copied();
                 destinations.push((kind, pair.rtp.clone(), SocketAddr::new(ip, rtp_port)));
