@@ -461,10 +461,8 @@ impl Connection {
                     ReportTo::Udp(pair.rtcp.clone(), SocketAddr::new(ip, rtcp_port)),
                 ));
                 // A player's receiver reports over UDP keep its session alive.
-                udp_tasks.push(AbortOnDrop(tokio::spawn(heard_from(
-                    pair.rtcp,
-                    heard.clone(),
-                ))));
+                let rtcp = heard_from(pair.rtcp, ip, heard.clone());
+                udp_tasks.push(AbortOnDrop(tokio::spawn(rtcp)));
             }
             let task = tokio::spawn(send_udp(join, destinations, self.node.metrics.clone()));
             udp_tasks.push(AbortOnDrop(task));
@@ -567,7 +565,7 @@ impl Connection {
         if !udp.is_empty() {
             let (tx, rx) = mpsc::channel(UDP_QUEUE);
             for (track, pair, _) in udp {
-                let task = tokio::spawn(receive_udp(track, pair, tx.clone()));
+                let task = tokio::spawn(receive_udp(track, pair, self.peer.ip(), tx.clone()));
                 publishing._udp_tasks.push(AbortOnDrop(task));
             }
             publishing.udp = Some(rx);
@@ -714,22 +712,33 @@ async fn send_udp(
     }
 }
 
-/// Raise `heard` for every packet a UDP player sends to a track's RTCP port (receiver
-/// reports; their content is not needed).
-async fn heard_from(socket: Arc<UdpSocket>, heard: Arc<Notify>) {
+/// Raise `heard` for every packet the player at `player` sends to a track's RTCP port
+/// (receiver reports; their content is not needed). Others' packets are ignored.
+async fn heard_from(socket: Arc<UdpSocket>, player: std::net::IpAddr, heard: Arc<Notify>) {
     let mut buf = [0u8; 1500];
-    while socket.recv_from(&mut buf).await.is_ok() {
-        heard.notify_one();
+    while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+        if from.ip() == player {
+            heard.notify_one();
+        }
     }
 }
 
-/// A UDP publisher's packets for `track`, to its connection's task.
-async fn receive_udp(track: usize, pair: UdpPair, to: mpsc::Sender<(usize, Bytes)>) {
+/// A UDP publisher's packets for `track` (from the publisher's address only: nobody else
+/// may inject media), to its connection's task.
+async fn receive_udp(
+    track: usize,
+    pair: UdpPair,
+    publisher: std::net::IpAddr,
+    to: mpsc::Sender<(usize, Bytes)>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let Ok((n, _)) = pair.rtp.recv_from(&mut buf).await else {
+        let Ok((n, from)) = pair.rtp.recv_from(&mut buf).await else {
             return;
         };
+        if from.ip() != publisher {
+            continue;
+        }
         let packet = Bytes::copy_from_slice(&buf[..n]);
         if to.try_send((track, packet)).is_err() && to.is_closed() {
             return;
