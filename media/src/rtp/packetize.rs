@@ -427,12 +427,16 @@ fn aggregate(writer: &mut PacketWriter, timestamp: u32, header: &[u8], units: &[
 /// What an audio packetizer knows of the stream's codec.
 #[derive(Debug, Clone, Copy)]
 enum AudioParams {
-    /// AAC at the AudioSpecificConfig's sample rate.
+    /// AAC at the AudioSpecificConfig's sample rate; the RTP timestamp of the last frame.
     Aac {
         clock_rate: u32,
+        last: Option<u32>,
     },
     Opus,
 }
+
+/// Samples in one AAC frame (AAC-LC; the RTP clock is the AudioSpecificConfig's rate).
+const AAC_FRAME_SAMPLES: u32 = 1024;
 
 /// AAC or Opus frames into RTP. An Opus packet larger than the payload size is dropped.
 #[derive(Debug)]
@@ -461,14 +465,31 @@ impl AudioPacketizer {
                 let config = AacConfig::parse(data).ok()?;
                 self.params = Some(AudioParams::Aac {
                     clock_rate: config.sample_rate,
+                    last: None,
                 });
                 None
             }
             AudioCodec::Aac if info.coded && !data.is_empty() => {
-                let Some(AudioParams::Aac { clock_rate }) = self.params else {
+                let Some(AudioParams::Aac { clock_rate, last }) = &mut self.params else {
                     return None;
                 };
-                let timestamp = self.writer.timestamp(ms, clock_rate);
+                // FLV's millisecond timestamps round each frame's time; an AAC frame is
+                // 1024 samples, so a frame that follows its predecessor within 2 ms of
+                // that is put exactly 1024 ticks after it (players' clocks see no jitter).
+                let rounded = self.writer.timestamp(ms, *clock_rate);
+                let timestamp = match *last {
+                    Some(previous) => {
+                        let next = previous.wrapping_add(AAC_FRAME_SAMPLES);
+                        let off = rounded.wrapping_sub(next) as i32;
+                        if off.unsigned_abs() <= *clock_rate / 500 {
+                            next
+                        } else {
+                            rounded
+                        }
+                    }
+                    None => rounded,
+                };
+                *last = Some(timestamp);
                 aac_frame(&mut self.writer, timestamp, data);
                 self.writer.finish()
             }

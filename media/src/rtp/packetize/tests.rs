@@ -292,6 +292,22 @@ fn aac_round_trip_with_a_fragmented_frame() {
 }
 
 #[test]
+fn aac_frames_are_1024_ticks_apart_whatever_the_milliseconds_round_to() {
+    let mut packetizer = AudioPacketizer::new(params());
+    assert!(packetizer.push(&aac_sequence_header(), 0).is_none());
+    let tag = [&[0xAF, 0x01][..], &[0x21, 0, 0]].concat();
+    let mut stamps = Vec::new();
+    // 44.1 kHz: a frame is 23.22 ms, which FLV rounds to 23 or 24; then a 1 s gap.
+    for ms in [0, 23, 46, 70, 93, 116, 1116] {
+        let packets = packetizer.push(&tag, ms).unwrap();
+        stamps.push(parsed(&packets)[0].header.timestamp.wrapping_sub(1000));
+    }
+    assert_eq!(&stamps[..6], &[0, 1024, 2048, 3072, 4096, 5120]);
+    // A gap is not papered over: the frame goes where its time says.
+    assert_eq!(stamps[6], 1116 * 441 / 10);
+}
+
+#[test]
 fn opus_round_trip() {
     let mut packetizer = AudioPacketizer::new(params());
     let tag = [&[0x91][..], b"Opus", &[0xFC, 1, 2, 3]].concat();
