@@ -108,6 +108,10 @@ fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
             "--appendonly",
             "no",
         ])
+        // A replica's full sync writes an RDB file: into a directory of the test's own,
+        // not wherever the tests run.
+        .arg("--dir")
+        .arg(crate::temp_dir(&format!("redis-{port}")))
         .args(extra)
         .stdout(Stdio::null())
         .spawn()
