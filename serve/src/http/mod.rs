@@ -43,6 +43,8 @@ use crate::tls::{starts_as_tls, Alpn};
 use crate::Node;
 
 const MAX_HEAD: usize = 8 * 1024;
+/// The largest request body read (a WHEP offer is a few KiB of SDP).
+const MAX_BODY: u64 = 64 * 1024;
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
@@ -149,6 +151,27 @@ async fn connection(
             Err(_) if served > 0 => return Ok(()),
             Err(_) => return Err(HttpError::Timeout),
         };
+        // The body comes off the connection whatever the route, so that the next request
+        // starts where it should; a body too large is refused and the connection closed.
+        if request.content_length > MAX_BODY {
+            let why = format!("request bodies are at most {MAX_BODY} bytes\n");
+            Reply::text("413 Content Too Large", why)
+                .write(&mut socket, false, false)
+                .await?;
+            drain_before_close(&mut socket).await;
+            return Err(HeadError::Malformed("request body too large").into());
+        }
+        let body = match tokio::time::timeout(
+            FIRST_REQUEST_TIMEOUT,
+            read_body(&mut socket, &mut buf, request.content_length as usize),
+        )
+        .await
+        {
+            Ok(body) => body?,
+            Err(_) => return Err(HttpError::Timeout),
+        };
+        // No route takes a body yet.
+        drop(body);
         if let Err(wait) = node.request_limits.take(peer.ip()) {
             Reply::too_many(wait)
                 .write(&mut socket, request.method == "HEAD", request.keep_alive)
@@ -491,6 +514,21 @@ async fn read_request(
             };
         }
     }
+}
+
+/// Read a body of `length` bytes (what the head's reading left in `buf` first). Bounded
+/// by the caller ([`MAX_BODY`]) and by its deadline.
+async fn read_body(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+    length: usize,
+) -> Result<Bytes, HttpError> {
+    while buf.len() < length {
+        if socket.read_buf(buf).await? == 0 {
+            return Err(HeadError::Malformed("truncated request body").into());
+        }
+    }
+    Ok(buf.split_to(length).freeze())
 }
 
 /// A playlist, or why there is none, in the status a player understands.
