@@ -15,6 +15,7 @@ mod h2;
 mod muxed;
 mod respond;
 pub mod routes;
+mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -170,8 +171,6 @@ async fn connection(
             Ok(body) => body?,
             Err(_) => return Err(HttpError::Timeout),
         };
-        // No route takes a body yet.
-        drop(body);
         if let Err(wait) = node.request_limits.take(peer.ip()) {
             Reply::too_many(wait)
                 .write(&mut socket, request.method == "HEAD", request.keep_alive)
@@ -181,7 +180,7 @@ async fn connection(
             }
             return Ok(());
         }
-        match handle(socket, peer, &request, node).await? {
+        match handle(socket, peer, &request, body, node).await? {
             Some(returned) if request.keep_alive => socket = returned,
             _ => return Ok(()),
         }
@@ -195,6 +194,7 @@ async fn handle(
     mut socket: TcpStream,
     peer: SocketAddr,
     request: &RequestHead,
+    body: Bytes,
     node: &Arc<Node>,
 ) -> Result<Option<TcpStream>, HttpError> {
     let head_only = request.method == "HEAD";
@@ -220,7 +220,7 @@ async fn handle(
             }
         }
     }
-    let served = serve_route(socket, peer, request, route, node).await;
+    let served = serve_route(socket, peer, (request, body), route, node).await;
     // The socket came back: it was not a play after all (no such stream).
     if let (Ok(Some(_)), Some(notice)) = (&served, stop_notice) {
         notice.disarm();
@@ -251,7 +251,7 @@ fn continuous_play<'a>(route: &'a Route<'_>, request: &RequestHead) -> Option<(&
 async fn serve_route(
     mut socket: TcpStream,
     peer: SocketAddr,
-    request: &RequestHead,
+    (request, body): (&RequestHead, Bytes),
     route: Route<'_>,
     node: &Arc<Node>,
 ) -> Result<Option<TcpStream>, HttpError> {
@@ -260,7 +260,7 @@ async fn serve_route(
     match route {
         Route::Preflight => {
             let head = format!(
-                "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+                "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, POST, DELETE, OPTIONS\r\n\
                  Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
                 connection_header(keep)
             );
@@ -313,6 +313,14 @@ async fn serve_route(
         }
         Route::Mp4 { stream } => {
             return serve_muxed(socket, peer, request, stream, Muxed::Fmp4, node).await
+        }
+        Route::Whep { stream } => {
+            whep::offer(&mut socket, peer, request, stream, body, node).await?
+        }
+        Route::WhepSession { stream, session } => {
+            whep::delete(stream, session, node)
+                .write(&mut socket, false, keep)
+                .await?
         }
         Route::Recording { file } => match (file, &node.config.record_dir) {
             (Some(file), Some(dir)) => {
@@ -460,12 +468,15 @@ async fn reply(
                 None => Reply::not_found("segment"),
             }
         }
-        Route::Flv { .. } | Route::Ts { .. } | Route::Mp4 { .. } | Route::Recording { .. } => {
-            Reply::text(
-                "505 HTTP Version Not Supported",
-                "continuous streams and recordings are served over HTTP/1.1\n",
-            )
-        }
+        Route::Flv { .. }
+        | Route::Ts { .. }
+        | Route::Mp4 { .. }
+        | Route::Recording { .. }
+        | Route::Whep { .. }
+        | Route::WhepSession { .. } => Reply::text(
+            "505 HTTP Version Not Supported",
+            "continuous streams, recordings and WHEP are served over HTTP/1.1\n",
+        ),
         Route::Preflight | Route::MethodNotAllowed => {
             Reply::text("405 Method Not Allowed", "method not allowed\n")
         }
