@@ -16,6 +16,7 @@ use std::time::Duration;
 use std::process::Stdio;
 
 use serde_json::Value;
+use testkit::browser::{browser_dir, require_browser};
 use testkit::{Proc, Redis, Server};
 
 /// How one playback went (see `tests/browser/play.mjs`).
@@ -44,28 +45,6 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
     }
-}
-
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Panics with what to do unless Chromium, Node.js and the players are there. The guard
-/// it returns runs the browser tests one at a time: each drives up to three Chromiums
-/// with a publisher and servers, and together they would starve each other of CPU (two
-/// cores) until the players stalled.
-fn require_browser() -> std::sync::MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is required: run the test command from README.md, which installs it"
-    );
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "tests/browser/node_modules is missing: run the test command from README.md (it runs npm ci there)"
-    );
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Play `url` with `player` (hlsjs, mpegts, native) for `seconds`.

@@ -14,14 +14,15 @@ export function parseArgs() {
 }
 
 /// Headless Chromium (`$CHROMIUM`, else Debian's), with nothing of its own on the network
-/// and media allowed to play without a click.
-export function launchChromium() {
+/// and media allowed to play without a click; `extra` flags after those.
+export function launchChromium(extra = []) {
     return chromium.launch({
         executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
         args: [
             '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
             '--disable-background-networking', '--disable-component-update', '--disable-sync',
             '--autoplay-policy=no-user-gesture-required',
+            ...extra,
         ],
     });
 }
