@@ -7,11 +7,10 @@
 //! Also, without a browser: the signalling's refusals (no stream, not SDP, a session that
 //! is not there) and its CORS preflight.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::browser::{browser_dir, require_browser};
+use testkit::browser::{require_browser, run_script};
 use testkit::{http_request, publish, Redis, Server, Source};
 
 /// How one WHEP playback went (see `tests/browser/whep.mjs`).
@@ -32,20 +31,12 @@ impl std::fmt::Display for Report {
 /// Play `url` (a WHEP endpoint) in Chromium for `seconds`, then leave as `leave` says
 /// (`delete`: DELETE the session; `vanish`: close the browser without a word).
 fn play_whep(url: &str, seconds: u32, leave: &str) -> Report {
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .args(["whep.mjs", "--url", url, "--seconds", &seconds.to_string()])
-        .args(["--leave", leave])
-        .output()
-        .expect("node is required: run the test command from README.md");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "whep.mjs printed nothing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    Report(serde_json::from_str(line).expect("whep.mjs prints one JSON report"))
+    let seconds = seconds.to_string();
+    let line = run_script(
+        "whep.mjs",
+        &["--url", url, "--seconds", &seconds, "--leave", leave],
+    );
+    Report(serde_json::from_str(&line).expect("whep.mjs prints one JSON report"))
 }
 
 /// Over 10 s of a 25 fps stream, Chromium presents more than 30 pictures, of the stream's

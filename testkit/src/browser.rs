@@ -26,3 +26,23 @@ pub fn require_browser() -> MutexGuard<'static, ()> {
     );
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Run `node SCRIPT ARGS...` in `tests/browser` and give the last line it printed (each
+/// script reports as one JSON line at the end); panics with its stderr if it printed
+/// nothing.
+pub fn run_script(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("node")
+        .current_dir(browser_dir())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("node is required: run the test command from README.md");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last() {
+        Some(line) => line.to_owned(),
+        None => panic!(
+            "{script} printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}

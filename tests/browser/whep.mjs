@@ -14,8 +14,7 @@
 // (getVideoPlaybackQuality, and the receiver's framesDecoded), the picture's size, the
 // connection's last state, the DELETE's status, errors and the page's console.
 
-import http from 'node:http';
-import { launchChromium, parseArgs } from './common.mjs';
+import { launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
 
 const args = parseArgs();
 const url = args.url;
@@ -77,12 +76,7 @@ window.stop = async () => {
 </script>
 </body></html>`;
 
-const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(page);
-});
-await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
-const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+const { server, url: pageUrl } = await servePage(page);
 
 // Host candidates by address, not mDNS names (no multicast on the network), and loopback
 // among them: the node under test answers on 127.0.0.1.
@@ -92,9 +86,7 @@ const browser = await launchChromium([
 ]);
 const console_ = [];
 try {
-    const tab = await browser.newPage();
-    tab.on('console', message => console_.push(message.type() + ': ' + message.text()));
-    tab.on('pageerror', error => console_.push('pageerror: ' + error.message));
+    const tab = await tabWithConsole(browser, console_);
     await tab.goto(pageUrl);
     await tab.waitForTimeout(seconds * 1000);
     const report = await tab.evaluate(async () => {
