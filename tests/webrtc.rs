@@ -7,6 +7,7 @@
 //! Also, without a browser: the signalling's refusals (no stream, not SDP, a session that
 //! is not there) and its CORS preflight.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -115,12 +116,13 @@ fn chromium_plays_whep_from_an_origin_and_an_edge_that_pulls_on_the_offer() {
 
 /// The signalling without a browser: a stream that is not live is 404, an offer that is
 /// not `application/sdp` 415, and a session that is not there 404; the preflight allows
-/// the POST and the DELETE from any origin.
+/// the POST and the DELETE from any origin; with a play secret, an offer without a token
+/// is 403.
 #[test]
 fn whep_signalling_refuses_what_it_cannot_answer() {
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
-    let post = |path: &str, content_type: &str, body: &str| {
+    let post_to = |server: &Server, path: &str, content_type: &str, body: &str| {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -128,6 +130,8 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
         );
         http_request(server.http, &request).expect("an answer")
     };
+    let post =
+        |path: &str, content_type: &str, body: &str| post_to(&server, path, content_type, body);
     assert_eq!(
         post("/live/none/whep", "application/sdp", "v=0\r\n").status,
         404
@@ -157,4 +161,29 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
         allowed.contains("POST") && allowed.contains("DELETE"),
         "{allowed}"
     );
+    // A body is read off a keep-alive connection whatever the answer: the request after
+    // it is answered as the next one.
+    let mut socket = std::net::TcpStream::connect(server.http).unwrap();
+    let offer = "v=0\r\n";
+    let pipelined = format!(
+        "POST /live/none/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{offer}GET /healthz HTTP/1.1\r\nHost: x\r\n\
+         Connection: close\r\n\r\n",
+        offer.len()
+    );
+    socket.write_all(pipelined.as_bytes()).unwrap();
+    let mut answers = String::new();
+    socket.read_to_string(&mut answers).unwrap();
+    let statuses: Vec<&str> = answers
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK"],
+        "{answers}"
+    );
+    let guarded = Server::start(&["--play-secret", "s3cret"]);
+    let refused = post_to(&guarded, "/live/sig/whep", "application/sdp", "v=0\r\n");
+    assert_eq!(refused.status, 403);
 }
