@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::browser::{require_browser, run_script};
-use testkit::{http_request, publish, Redis, Server, Source};
+use testkit::{http_request, publish, publish_with, Redis, Server, Source};
 
 /// How one WHEP playback went (see `tests/browser/whep.mjs`).
 struct Report(Value);
@@ -112,6 +112,39 @@ fn chromium_plays_whep_from_an_origin_and_an_edge_that_pulls_on_the_offer() {
         assert_eq!(report.number("deleteStatus"), 200.0, "{what}: {report}");
         assert_session_ends(server, Duration::from_secs(2), what);
     }
+}
+
+/// A stream whose audio is Opus (published over RTSP: ffmpeg 5.1 has no Opus in FLV) plays
+/// with its sound: Chromium receives Opus packets and decodes samples from them.
+#[test]
+fn chromium_gets_the_opus_of_a_stream_that_has_it() {
+    let _one_at_a_time = require_browser();
+    let server = Server::start(&[]);
+    let output = [
+        "-c:a",
+        "libopus",
+        "-ar",
+        "48000",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+    ];
+    let _publisher = publish_with(&server.rtsp_url("opus"), Source::AudioVideo, 25, 0, &output);
+    server.wait_live("opus");
+    let report = play_whep(
+        &format!("http://{}/live/opus/whep", server.http),
+        8,
+        "delete",
+    );
+    assert_played(&report, "opus");
+    let audio = &report.0["audio"];
+    assert_eq!(audio["codec"].as_str(), Some("audio/opus"), "{report}");
+    // 20 ms packets: 50 a second.
+    assert!(
+        audio["packetsReceived"].as_f64().unwrap_or(0.0) > 100.0,
+        "{report}"
+    );
 }
 
 /// The signalling without a browser: a stream that is not live is 404, an offer that is

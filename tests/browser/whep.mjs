@@ -11,8 +11,9 @@
 //
 // The report: the answer's status and Location, when the first picture was presented
 // (ms after the POST), pictures presented (requestVideoFrameCallback) and decoded
-// (getVideoPlaybackQuality, and the receiver's framesDecoded), the picture's size, the
-// connection's last state, the DELETE's status, errors and the page's console.
+// (getVideoPlaybackQuality, and the receiver's framesDecoded), the picture's size, the audio
+// received (packets, samples, codec), the connection's last state, the DELETE's status,
+// errors and the page's console.
 
 import { launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
 
@@ -48,10 +49,14 @@ async function play() {
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
     pc.onconnectionstatechange = () => report.connectionStates.push(pc.connectionState);
+    // Both tracks in the element (muted: audio plays without a click), as a player would.
+    const stream = new MediaStream();
     pc.ontrack = event => {
-        if (event.track.kind !== 'video') return;
-        video.srcObject = new MediaStream([event.track]);
-        video.play().catch(e => report.errors.push('play: ' + e));
+        stream.addTrack(event.track);
+        if (video.srcObject !== stream) {
+            video.srcObject = stream;
+            video.play().catch(e => report.errors.push('play: ' + e));
+        }
     };
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
@@ -92,9 +97,17 @@ try {
     const report = await tab.evaluate(async () => {
         const quality = document.getElementById('v').getVideoPlaybackQuality();
         let framesDecoded = null;
+        const audio = { packetsReceived: 0, samplesReceived: 0, codec: null };
         const stats = window.pc ? await window.pc.getStats() : new Map();
         stats.forEach(s => {
-            if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded = s.framesDecoded;
+            if (s.type !== 'inbound-rtp') return;
+            if (s.kind === 'video') framesDecoded = s.framesDecoded;
+            if (s.kind === 'audio') {
+                audio.packetsReceived = s.packetsReceived;
+                audio.samplesReceived = s.totalSamplesReceived;
+                const codec = s.codecId && stats.get(s.codecId);
+                audio.codec = codec ? codec.mimeType : null;
+            }
         });
         const video = document.getElementById('v');
         return {
@@ -102,6 +115,7 @@ try {
             decodedFrames: quality.totalVideoFrames,
             droppedFrames: quality.droppedVideoFrames,
             framesDecoded,
+            audio,
             width: video.videoWidth,
             height: video.videoHeight,
             connectionState: window.pc ? window.pc.connectionState : null,
