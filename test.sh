@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests drive when it is missing (ffmpeg,
-# redis-server, GStreamer, Chromium, and the browser players' npm packages), then runs
-# every unit, property and end-to-end test in the workspace.
+# redis-server, GStreamer, Chromium, the browser players' npm packages, and OpenSSL's
+# headers for the build), then runs every unit, property and end-to-end test in the
+# workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,6 +28,9 @@ command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 command -v nghttp >/dev/null || missing+=(nghttp2-client)
 # curl: HTTPS with a test CA, HTTP/2 by ALPN (tests/tls.rs).
 command -v curl >/dev/null || missing+=(curl)
+# WebRTC's DTLS and SRTP (str0m's OpenSSL backend) link the system's OpenSSL.
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo=""

@@ -70,6 +70,18 @@ struct MediaArgs {
     /// is then closed; players send them every few seconds).
     #[arg(long, env = "FERROLIVE_RTSP_SESSION_TIMEOUT", default_value_t = 60)]
     rtsp_session_timeout: u64,
+    /// WebRTC (WHEP) UDP address, shared by every WebRTC viewer (players post their offer
+    /// to /APP/ROOM/whep on the player port).
+    #[arg(
+        long,
+        env = "FERROLIVE_WEBRTC_UDP_ADDR",
+        default_value = "0.0.0.0:8189"
+    )]
+    webrtc_udp_addr: SocketAddr,
+    /// The IP address WebRTC players are told to send to (default: the advertised host
+    /// when it is an address, else the address each offer came in on).
+    #[arg(long, env = "FERROLIVE_WEBRTC_PUBLIC_IP")]
+    webrtc_public_ip: Option<IpAddr>,
     /// RTMPS listen address (publish and play over TLS; needs --tls-cert and --tls-key).
     /// OBS and most services use port 443.
     #[arg(long, env = "FERROLIVE_RTMPS_ADDR", requires = "tls_cert")]
@@ -817,7 +829,7 @@ async fn origin(args: OriginArgs, apps: &AppSections) -> anyhow::Result<()> {
     let mut node = node_config(&args.media, &args.apps, apps)?;
     node.record_dir = args.record.record_dir.clone();
     fit_connection_caps(&mut [&mut node.rtmp_limits, &mut node.http_limits]);
-    let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Origin).await?;
+    let (registry, identity) = cluster_identity(&args.cluster, &mut node, NodeRole::Origin).await?;
     node.hooks.node = identity.id.clone();
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "origin advertises");
     announce_auth(&args.media);
@@ -844,7 +856,7 @@ async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
         upstream_timeout: seconds("upstream-timeout", args.upstream_timeout)?,
         play_secret: node.play_secret.clone(),
     };
-    let (registry, identity) = cluster_identity(&args.cluster, &node, NodeRole::Edge).await?;
+    let (registry, identity) = cluster_identity(&args.cluster, &mut node, NodeRole::Edge).await?;
     node.hooks.node = identity.id.clone();
     info!(node = %identity.id, rtmp = %identity.addrs.rtmp, http = %identity.addrs.http, "edge advertises");
     let config = EdgeConfig {
@@ -860,11 +872,19 @@ async fn edge(args: EdgeArgs, apps: &AppSections) -> anyhow::Result<()> {
 /// it advertises).
 async fn cluster_identity(
     cluster: &ClusterArgs,
-    node: &NodeConfig,
+    node: &mut NodeConfig,
     role: NodeRole,
 ) -> anyhow::Result<(Arc<dyn Registry>, NodeIdentity)> {
     let registry = cluster.redis.connect().await?;
     let host = advertised_host(cluster)?;
+    // WebRTC players reach a cluster node where other nodes do, unless told otherwise.
+    if let Some(webrtc) = node.webrtc.as_mut().filter(|w| w.public_ip.is_none()) {
+        webrtc.public_ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok();
+    }
     let identity = NodeIdentity {
         id: node_id(cluster),
         role,
@@ -971,6 +991,11 @@ fn node_config(
         rtmps_addr: args.rtmps_addr,
         rtsp_addr: Some(args.rtsp_addr),
         rtsp_session_timeout: Duration::from_secs(args.rtsp_session_timeout.max(1)),
+        webrtc: Some(serve::webrtc::WebRtcConfig {
+            udp_addr: args.webrtc_udp_addr,
+            public_ip: args.webrtc_public_ip,
+            max_sessions: args.http_max_connections,
+        }),
         tls: args.tls.load()?,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,
         viewer_send_buffer: args.viewer_send_buffer,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use std::process::Stdio;
 
 use serde_json::Value;
+use testkit::browser::{browser_dir, require_browser, run_script};
 use testkit::{Proc, Redis, Server};
 
 /// How one playback went (see `tests/browser/play.mjs`).
@@ -46,44 +47,12 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Panics with what to do unless Chromium, Node.js and the players are there. The guard
-/// it returns runs the browser tests one at a time: each drives up to three Chromiums
-/// with a publisher and servers, and together they would starve each other of CPU (two
-/// cores) until the players stalled.
-fn require_browser() -> std::sync::MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is required: run the test command from README.md, which installs it"
-    );
-    assert!(
-        browser_dir().join("node_modules/playwright-core").exists(),
-        "tests/browser/node_modules is missing: run the test command from README.md (it runs npm ci there)"
-    );
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Play `url` with `player` (hlsjs, mpegts, native) for `seconds`.
 fn play(player: &str, url: &str, seconds: u32) -> Report {
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .args(["play.mjs", "--player", player, "--url", url])
-        .args(["--seconds", &seconds.to_string()])
-        .output()
-        .expect("node is required: run the test command from README.md");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "play.mjs printed nothing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    Report(serde_json::from_str(line).expect("play.mjs prints one JSON report"))
+    let seconds = seconds.to_string();
+    let args = ["--player", player, "--url", url, "--seconds", &seconds];
+    let line = run_script("play.mjs", &args);
+    Report(serde_json::from_str(&line).expect("play.mjs prints one JSON report"))
 }
 
 /// ffmpeg publishing 25 fps H.264 with B-frames (2 s GOP) and AAC in real time, until
@@ -296,22 +265,9 @@ fn chromium_seeks_in_a_recorded_mp4() {
         .find(|n| n.ends_with(".mp4"))
         .expect("a recorded MP4");
     let url = format!("http://{}/recordings/live/vod/{name}", server.http);
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .args(["seek.mjs", "--url", &url, "--to", "0.6"])
-        .output()
-        .expect("node is required: run the test command from README.md");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = stdout
-        .lines()
-        .last()
-        .and_then(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "seek.mjs: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let line = run_script("seek.mjs", &["--url", &url, "--to", "0.6"]);
+    let report: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("seek.mjs prints one JSON report: {line}"));
     let number = |field: &str| report[field].as_f64().unwrap_or(-1.0);
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     assert!((9.0..14.0).contains(&number("duration")), "{report}");
@@ -330,24 +286,22 @@ fn chromium_seeks_in_a_recorded_mp4() {
 /// offline (the player libraries from the node) with a play token for the bare page.
 fn console(server: &Server, stream: &str, offline: Option<&str>) -> Report {
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
-    let out = Command::new("node")
-        .current_dir(browser_dir())
-        .args(["console.mjs", "--base", &format!("http://{}", server.http)])
-        .args(["--stream", stream, "--screenshots"])
-        .arg(&screenshots)
-        .args(["--offline", if offline.is_some() { "yes" } else { "no" }])
-        .args(["--token", offline.unwrap_or_default()])
-        .output()
-        .expect("node is required: run the test command from README.md");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "console.mjs printed nothing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let base = format!("http://{}", server.http);
+    let args = [
+        "--base",
+        &base,
+        "--stream",
+        stream,
+        "--screenshots",
+        screenshots.to_str().expect("a UTF-8 target directory"),
+        "--offline",
+        if offline.is_some() { "yes" } else { "no" },
+        "--token",
+        offline.unwrap_or_default(),
+    ];
+    let line = run_script("console.mjs", &args);
     eprintln!("console screenshots in {}", screenshots.display());
-    Report(serde_json::from_str(line).expect("console.mjs prints one JSON report"))
+    Report(serde_json::from_str(&line).expect("console.mjs prints one JSON report"))
 }
 
 /// How one player in the console went: its picture advanced and was decoded, the page

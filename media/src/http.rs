@@ -3,8 +3,9 @@
 //! reads into a buffer and calls [`take_head`] until it yields a head.
 //!
 //! Only what the player port needs is kept: method, target, keep-alive, HTTP/1.0 or not.
-//! Requests with a body are refused: nothing on the player port takes one, and a body we
-//! did not read would be taken for the next request.
+//! A body is taken only with a `Content-Length` (a WHEP offer): the server reads exactly
+//! that many bytes, so the next request starts where it should. Chunked bodies are
+//! refused: nothing on the player port needs one.
 //!
 //! [`response`] is the client side, response heads and chunked bodies, for a relay that
 //! pulls HTTP-FLV.
@@ -35,7 +36,15 @@ pub struct RequestHead {
     /// A WebSocket handshake's `Sec-WebSocket-Key`, when the request asks to upgrade to
     /// WebSocket (`Upgrade: websocket`).
     pub websocket_key: Option<String>,
+    /// The body's length (`Content-Length`; 0 without one). The server reads it, whatever
+    /// the route, before answering.
+    pub content_length: u64,
+    /// The `Content-Type` header, cut to [`MAX_CONTENT_TYPE`] bytes.
+    pub content_type: String,
 }
+
+/// The longest `Content-Type` kept (`application/sdp` and its parameters).
+pub const MAX_CONTENT_TYPE: usize = 128;
 
 /// The longest `User-Agent` kept.
 pub const MAX_USER_AGENT: usize = 256;
@@ -160,6 +169,7 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let mut user_agent = String::new();
     let mut range = None;
     let (mut upgrade_websocket, mut websocket_key) = (false, None);
+    let (mut content_length, mut content_type) = (None, String::new());
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket = h.value.eq_ignore_ascii_case(b"websocket");
@@ -183,10 +193,27 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
                 keep_alive = true;
             }
         }
-        let has_body = (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
-            || h.name.eq_ignore_ascii_case("transfer-encoding");
-        if has_body {
-            return Err(HeadError::Malformed("request bodies are not accepted here"));
+        if h.name.eq_ignore_ascii_case("content-type") {
+            let value = &h.value[..h.value.len().min(MAX_CONTENT_TYPE)];
+            content_type = String::from_utf8_lossy(value).into_owned();
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let length = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+            // Two different lengths: where the next request starts is anyone's guess
+            // (request smuggling), so the request is refused (RFC 9112, 6.3).
+            if content_length.is_some_and(|l| l != length) {
+                return Err(HeadError::Malformed("conflicting Content-Length headers"));
+            }
+            content_length = Some(length);
+        }
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HeadError::Malformed(
+                "chunked request bodies are not accepted here",
+            ));
         }
     }
     Ok(RequestHead {
@@ -197,6 +224,8 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         user_agent,
         range,
         websocket_key: websocket_key.filter(|_| upgrade_websocket),
+        content_length: content_length.unwrap_or(0),
+        content_type,
     })
 }
 
@@ -235,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_parse_and_refuse_bodies() {
+    fn request_heads_parse_with_their_body_length() {
         let r = take(b"GET /live/a.flv HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
@@ -245,7 +274,21 @@ mod tests {
         );
         let r = take(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!r.keep_alive && r.http10);
-        assert!(take(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").is_err());
+        let r = take(b"POST /live/a/whep HTTP/1.1\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.content_length, r.content_type.as_str()),
+            (5, "application/sdp")
+        );
+        for refused in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n",
+        ] {
+            assert!(take(refused.as_bytes()).is_err(), "{refused}");
+        }
         assert!(take(b"\x00\x01garbage\r\n\r\n").is_err());
     }
 

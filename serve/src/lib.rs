@@ -20,6 +20,7 @@ mod role;
 pub mod rtmp;
 pub mod rtsp;
 pub mod tls;
+pub mod webrtc;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,6 +55,8 @@ pub struct NodeConfig {
     /// What an RTSP session over UDP may go without a request or an RTCP packet (a TCP
     /// session lives as long as its connection); its `Session` header says so.
     pub rtsp_session_timeout: Duration,
+    /// WebRTC playback (WHEP) and its UDP socket (none: no WebRTC).
+    pub webrtc: Option<webrtc::WebRtcConfig>,
     /// The certificate for RTMPS and for HTTPS on the player port (which then takes TLS
     /// and plain connections alike).
     pub tls: Option<Arc<tls::Certificates>>,
@@ -129,6 +132,8 @@ pub struct Node {
     pub request_limits: ratelimit::RateLimiter,
     /// Where TLS connections are ended, with a certificate.
     pub tls: Option<tls::Terminator>,
+    /// WebRTC sessions and their shared socket, when configured.
+    pub webrtc: Option<Arc<webrtc::WebRtc>>,
     /// Raised once when the node starts shutting down; connections watch it.
     shutdown: watch::Sender<bool>,
 }
@@ -314,11 +319,24 @@ pub async fn run(
         Some(addr) => Some(bind("RTSP", addr).await?),
         None => None,
     };
+    let metrics = shared.metrics;
+    let webrtc = match &config.webrtc {
+        Some(webrtc) => Some(
+            webrtc::WebRtc::bind(webrtc.clone(), metrics.clone())
+                .await
+                .map_err(|error| StartError::Bind {
+                    what: "WebRTC (UDP)",
+                    addr: webrtc.udp_addr,
+                    error,
+                })?,
+        ),
+        None => None,
+    };
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     };
-    info!(rtmp = %local(&rtmp), http = %local(&http), rtsp = ?rtsp.as_ref().map(local), rtmps = ?rtmps.as_ref().map(local), tls = config.tls.is_some(), "listening");
+    info!(rtmp = %local(&rtmp), http = %local(&http), rtsp = ?rtsp.as_ref().map(local), webrtc = ?webrtc.as_ref().map(|w| w.local_addr()), rtmps = ?rtmps.as_ref().map(local), tls = config.tls.is_some(), "listening");
     let tls = match &config.tls {
         Some(certificates) => {
             certificates.watch();
@@ -335,7 +353,7 @@ pub async fn run(
         hub: shared.hub,
         hls: Arc::new(Hls::new(config.hls.clone(), config.app_hls.clone())),
         lanes: shared.lanes,
-        metrics: shared.metrics,
+        metrics,
         hooks: shared.hooks,
         role,
         rtmp_admission: Admission::new("RTMP", config.rtmp_limits),
@@ -344,6 +362,7 @@ pub async fn run(
         incomplete: Arc::new(rtmp::IncompleteMessages::new(config.rtmp_incomplete_limit)),
         request_limits: ratelimit::RateLimiter::per_second(config.http_requests_per_ip),
         tls,
+        webrtc: webrtc.clone(),
         config,
         shutdown: watch::channel(false).0,
     });
@@ -356,6 +375,9 @@ pub async fn run(
     }
     if let Some(rtsp) = rtsp {
         listeners.push(tokio::spawn(rtsp::serve(rtsp, node.clone())));
+    }
+    if let Some(webrtc) = webrtc {
+        listeners.push(tokio::spawn(webrtc.receive()));
     }
     shutdown.await;
     graceful_shutdown(&node, listeners).await;

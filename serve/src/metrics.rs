@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Audio and video messages dropped because they cannot be valid for their codec.
     pub invalid_media_total: AtomicU64,
     pub viewers_dropped_slow_total: AtomicU64,
+    /// WebRTC packets dropped because the shared UDP socket's buffer was full.
+    pub webrtc_packets_dropped_total: AtomicU64,
     /// Edge: streams pulled from an origin on a miss (one per pull, however many viewers).
     pub upstream_pulls_total: AtomicU64,
     /// Edge: pulls running now (starting, live or re-pulling).
@@ -84,10 +86,11 @@ pub enum Protocol {
     HttpTs,
     HttpFmp4,
     Rtsp,
+    WebRtc,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 7] = [
+    pub const ALL: [Protocol; 8] = [
         Protocol::Rtmp,
         Protocol::HttpFlv,
         Protocol::WebSocketFlv,
@@ -95,6 +98,7 @@ impl Protocol {
         Protocol::HttpTs,
         Protocol::HttpFmp4,
         Protocol::Rtsp,
+        Protocol::WebRtc,
     ];
 
     pub fn index(self) -> usize {
@@ -111,6 +115,7 @@ impl Protocol {
             Protocol::HttpTs => "http-ts",
             Protocol::HttpFmp4 => "http-fmp4",
             Protocol::Rtsp => "rtsp",
+            Protocol::WebRtc => "webrtc",
         }
     }
 }
@@ -284,6 +289,12 @@ impl Metrics {
             "counter",
             "Viewers disconnected for staying behind.",
             get(&self.viewers_dropped_slow_total),
+        );
+        metric(
+            "ferrolive_webrtc_packets_dropped_total",
+            "counter",
+            "WebRTC packets dropped because the UDP socket's send buffer was full.",
+            get(&self.webrtc_packets_dropped_total),
         );
         metric(
             "ferrolive_upstream_pulls_total",

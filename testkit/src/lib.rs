@@ -8,6 +8,7 @@
 //! Everything here panics on failure with a message saying what went wrong: it only ever
 //! runs inside tests.
 
+pub mod browser;
 mod faults;
 mod ffmpeg;
 mod hooks;
@@ -39,6 +40,15 @@ pub use server::{ferrolive_binary, livego_data, Server};
 /// [`Redis`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP port on loopback that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()

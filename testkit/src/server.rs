@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::ffmpeg::require_ffmpeg;
 use crate::http::{http_get, http_request};
-use crate::{free_port, send_signal, temp_dir};
+use crate::{free_port, free_udp_port, send_signal, temp_dir};
 
 /// The `ferrolive` binary the tests run: `$FERROLIVE_BIN` if set, else the one cargo
 /// built next to the running test. Test executables live in `<target>/<profile>/deps/`
@@ -41,6 +41,8 @@ pub struct Server {
     pub api: SocketAddr,
     /// Its RTSP listener (none for the control API).
     pub rtsp: Option<SocketAddr>,
+    /// Its WebRTC UDP socket (none for the control API).
+    pub webrtc: Option<SocketAddr>,
 }
 
 fn local_addr() -> SocketAddr {
@@ -130,7 +132,7 @@ impl Server {
             None => Command::new(&binary),
         };
         cmd.arg(subcommand);
-        let mut rtsp = None;
+        let (mut rtsp, mut webrtc) = (None, None);
         if subcommand != "control-api" {
             cmd.args([
                 "--rtmp-addr",
@@ -142,6 +144,13 @@ impl Server {
                 let addr = local_addr();
                 cmd.args(["--rtsp-addr", &addr.to_string()]);
                 rtsp = Some(addr);
+            }
+            // Every node binds WebRTC's UDP socket: not the default port, which the
+            // servers of tests running in parallel would all want.
+            if !args.contains(&"--webrtc-udp-addr") {
+                let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+                cmd.args(["--webrtc-udp-addr", &addr.to_string()]);
+                webrtc = Some(addr);
             }
         }
         if subcommand != "origin" && subcommand != "edge" {
@@ -163,6 +172,7 @@ impl Server {
             http,
             api,
             rtsp,
+            webrtc,
         };
         let (probe, path) = if subcommand == "control-api" {
             (api, "/healthz")

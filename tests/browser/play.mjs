@@ -16,11 +16,9 @@
 // now minus the date of the picture shown); decoded and dropped frames;
 // the player's warnings and errors and the page's console.
 
-import http from 'node:http';
-import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchChromium, parseArgs } from './common.mjs';
+import { launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = parseArgs();
@@ -104,25 +102,12 @@ setInterval(() => {
 </script>
 </body></html>`;
 
-const server = http.createServer((req, res) => {
-    const file = scripts[req.url];
-    if (file) {
-        res.writeHead(200, { 'content-type': 'text/javascript' });
-        fs.createReadStream(file).pipe(res);
-    } else {
-        res.writeHead(200, { 'content-type': 'text/html' });
-        res.end(page);
-    }
-});
-await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
-const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+const { server, url: pageUrl } = await servePage(page, scripts);
 
 const browser = await launchChromium();
 const console_ = [];
 try {
-    const tab = await browser.newPage();
-    tab.on('console', message => console_.push(message.type() + ': ' + message.text()));
-    tab.on('pageerror', error => console_.push('pageerror: ' + error.message));
+    const tab = await tabWithConsole(browser, console_);
     await tab.goto(pageUrl);
     await tab.waitForTimeout(seconds * 1000);
     const report = await tab.evaluate(() => {

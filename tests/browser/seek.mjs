@@ -6,8 +6,7 @@
 // The report: the duration the browser found, where the seek landed, whether playback
 // went on from there, and the element's errors.
 
-import http from 'node:http';
-import { launchChromium, parseArgs } from './common.mjs';
+import { launchChromium, parseArgs, servePage } from './common.mjs';
 
 const args = parseArgs();
 const url = args.url;
@@ -38,11 +37,7 @@ video.addEventListener('loadedmetadata', async () => {
 </script>
 </body></html>`;
 
-const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(page);
-});
-await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+const { server, url: pageUrl } = await servePage(page);
 
 const browser = await launchChromium();
 try {
@@ -54,7 +49,7 @@ try {
         const range = (await request.allHeaders())['range'];
         if (range) ranges.push(range);
     });
-    await tab.goto(`http://127.0.0.1:${server.address().port}/`);
+    await tab.goto(pageUrl);
     await tab.waitForFunction(() => window.done || window.report.errors.length > 0, null, { timeout: 20000 })
         .catch(() => {});
     const report = await tab.evaluate(() => window.report);

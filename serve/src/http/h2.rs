@@ -77,6 +77,9 @@ async fn answer(
         user_agent,
         range: None,
         websocket_key: None,
+        // Over HTTP/2 nothing reads a body: WHEP is answered over HTTP/1.1 only.
+        content_length: 0,
+        content_type: String::new(),
     };
     let head_only = head.method == "HEAD";
     let route = route(&head.method, head.path());

@@ -15,6 +15,7 @@ mod h2;
 mod muxed;
 mod respond;
 pub mod routes;
+mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ use crate::tls::{starts_as_tls, Alpn};
 use crate::Node;
 
 const MAX_HEAD: usize = 8 * 1024;
+/// The largest request body read (a WHEP offer is a few KiB of SDP).
+const MAX_BODY: u64 = 64 * 1024;
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
@@ -149,6 +152,25 @@ async fn connection(
             Err(_) if served > 0 => return Ok(()),
             Err(_) => return Err(HttpError::Timeout),
         };
+        // The body comes off the connection whatever the route, so that the next request
+        // starts where it should; a body too large is refused and the connection closed.
+        if request.content_length > MAX_BODY {
+            let why = format!("request bodies are at most {MAX_BODY} bytes\n");
+            Reply::text("413 Content Too Large", why)
+                .write(&mut socket, false, false)
+                .await?;
+            drain_before_close(&mut socket).await;
+            return Err(HeadError::Malformed("request body too large").into());
+        }
+        let body = match tokio::time::timeout(
+            FIRST_REQUEST_TIMEOUT,
+            read_body(&mut socket, &mut buf, request.content_length as usize),
+        )
+        .await
+        {
+            Ok(body) => body?,
+            Err(_) => return Err(HttpError::Timeout),
+        };
         if let Err(wait) = node.request_limits.take(peer.ip()) {
             Reply::too_many(wait)
                 .write(&mut socket, request.method == "HEAD", request.keep_alive)
@@ -158,7 +180,7 @@ async fn connection(
             }
             return Ok(());
         }
-        match handle(socket, peer, &request, node).await? {
+        match handle(socket, peer, &request, body, node).await? {
             Some(returned) if request.keep_alive => socket = returned,
             _ => return Ok(()),
         }
@@ -172,6 +194,7 @@ async fn handle(
     mut socket: TcpStream,
     peer: SocketAddr,
     request: &RequestHead,
+    body: Bytes,
     node: &Arc<Node>,
 ) -> Result<Option<TcpStream>, HttpError> {
     let head_only = request.method == "HEAD";
@@ -197,7 +220,7 @@ async fn handle(
             }
         }
     }
-    let served = serve_route(socket, peer, request, route, node).await;
+    let served = serve_route(socket, peer, (request, body), route, node).await;
     // The socket came back: it was not a play after all (no such stream).
     if let (Ok(Some(_)), Some(notice)) = (&served, stop_notice) {
         notice.disarm();
@@ -228,7 +251,7 @@ fn continuous_play<'a>(route: &'a Route<'_>, request: &RequestHead) -> Option<(&
 async fn serve_route(
     mut socket: TcpStream,
     peer: SocketAddr,
-    request: &RequestHead,
+    (request, body): (&RequestHead, Bytes),
     route: Route<'_>,
     node: &Arc<Node>,
 ) -> Result<Option<TcpStream>, HttpError> {
@@ -237,7 +260,7 @@ async fn serve_route(
     match route {
         Route::Preflight => {
             let head = format!(
-                "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+                "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, POST, DELETE, OPTIONS\r\n\
                  Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
                 connection_header(keep)
             );
@@ -290,6 +313,14 @@ async fn serve_route(
         }
         Route::Mp4 { stream } => {
             return serve_muxed(socket, peer, request, stream, Muxed::Fmp4, node).await
+        }
+        Route::Whep { stream } => {
+            whep::offer(&mut socket, peer, request, stream, body, node).await?
+        }
+        Route::WhepSession { stream, session } => {
+            whep::delete(stream, session, node)
+                .write(&mut socket, false, keep)
+                .await?
         }
         Route::Recording { file } => match (file, &node.config.record_dir) {
             (Some(file), Some(dir)) => {
@@ -437,12 +468,15 @@ async fn reply(
                 None => Reply::not_found("segment"),
             }
         }
-        Route::Flv { .. } | Route::Ts { .. } | Route::Mp4 { .. } | Route::Recording { .. } => {
-            Reply::text(
-                "505 HTTP Version Not Supported",
-                "continuous streams and recordings are served over HTTP/1.1\n",
-            )
-        }
+        Route::Flv { .. }
+        | Route::Ts { .. }
+        | Route::Mp4 { .. }
+        | Route::Recording { .. }
+        | Route::Whep { .. }
+        | Route::WhepSession { .. } => Reply::text(
+            "505 HTTP Version Not Supported",
+            "continuous streams, recordings and WHEP are served over HTTP/1.1\n",
+        ),
         Route::Preflight | Route::MethodNotAllowed => {
             Reply::text("405 Method Not Allowed", "method not allowed\n")
         }
@@ -491,6 +525,21 @@ async fn read_request(
             };
         }
     }
+}
+
+/// Read a body of `length` bytes (what the head's reading left in `buf` first). Bounded
+/// by the caller ([`MAX_BODY`]) and by its deadline.
+async fn read_body(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+    length: usize,
+) -> Result<Bytes, HttpError> {
+    while buf.len() < length {
+        if socket.read_buf(buf).await? == 0 {
+            return Err(HeadError::Malformed("truncated request body").into());
+        }
+    }
+    Ok(buf.split_to(length).freeze())
 }
 
 /// A playlist, or why there is none, in the status a player understands.

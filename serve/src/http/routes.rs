@@ -17,6 +17,8 @@
 //! | GET, HEAD | `/{app}/{room}/index.m3u8` | [`Route::CmafPlaylist`] (fMP4 and LL-HLS) |
 //! | GET, HEAD | `/{app}/{room}/init{n}.mp4`, `{seq}.m4s`, `{seq}.{part}.m4s` | [`Route::CmafFile`] |
 //! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
+//! | POST | `/{app}/{room}/whep` | [`Route::Whep`] (WebRTC playback: an SDP offer in, the answer out) |
+//! | DELETE | `/{app}/{room}/whep/{session}` | [`Route::WhepSession`] (ends that playback) |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
 
@@ -76,6 +78,15 @@ pub enum Route<'a> {
     ConsoleLibrary(&'a str),
     /// The node's live streams as JSON.
     Streams,
+    /// A WHEP offer: play the stream over WebRTC.
+    Whep {
+        stream: Option<String>,
+    },
+    /// A WHEP session's resource (the `Location` the offer's answer gave), to end it.
+    WhepSession {
+        stream: Option<String>,
+        session: &'a str,
+    },
 }
 
 impl Route<'_> {
@@ -89,7 +100,8 @@ impl Route<'_> {
             | Route::Mp4 { stream }
             | Route::Playlist { stream, .. }
             | Route::CmafPlaylist { stream }
-            | Route::CmafFile { stream, .. } => stream.as_deref(),
+            | Route::CmafFile { stream, .. }
+            | Route::Whep { stream } => stream.as_deref(),
             Route::Segment { stream } => stream.as_ref().map(|(key, _)| key.as_str()),
             _ => None,
         }
@@ -101,6 +113,10 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
     match method {
         "OPTIONS" => return Route::Preflight,
         "GET" | "HEAD" => {}
+        "POST" => return whep_of(path).unwrap_or(Route::MethodNotAllowed),
+        // Only ending a session: trickle ICE (PATCH) is not needed by an ICE-lite server,
+        // whose one candidate is in its answer.
+        "DELETE" => return whep_session_of(path).unwrap_or(Route::MethodNotAllowed),
         _ => return Route::MethodNotAllowed,
     }
     if let Some(file) = path.strip_prefix(RECORDINGS) {
@@ -195,6 +211,26 @@ fn stream_of<'a>(path: &'a str, suffix: &str) -> Option<(String, &'a str)> {
     Some((stream_key(app, room)?, room))
 }
 
+/// The suffix of a WHEP endpoint: `/{app}/{room}/whep`.
+pub const WHEP: &str = "/whep";
+
+/// `/{app}/{room}/whep` -> a WHEP offer's route.
+fn whep_of(path: &str) -> Option<Route<'_>> {
+    let stream = path.strip_suffix(WHEP)?;
+    (stream.matches('/').count() == 2).then(|| Route::Whep {
+        stream: stream_of(stream, "").map(|(key, _)| key),
+    })
+}
+
+/// `/{app}/{room}/whep/{session}` -> a WHEP session's route.
+fn whep_session_of(path: &str) -> Option<Route<'_>> {
+    let (endpoint, session) = path.rsplit_once('/')?;
+    let Some(Route::Whep { stream }) = whep_of(endpoint) else {
+        return None;
+    };
+    (!session.is_empty()).then_some(Route::WhepSession { stream, session })
+}
+
 /// `/{app}/{room}/{sequence}.ts` -> (stream key, sequence).
 fn segment_of(path: &str) -> Option<(String, u64)> {
     let rest = path.strip_prefix('/')?.strip_suffix(".ts")?;
@@ -241,6 +277,10 @@ mod tests {
         ] {
             assert_eq!(played(path).as_deref(), Some("live/a"), "{path}");
         }
+        // A WHEP offer plays; ending the session needs only its (unguessable) id.
+        let offer = route("POST", "/live/a/whep");
+        assert_eq!(offer.played_stream(), Some("live/a"));
+        assert_eq!(route("DELETE", "/live/a/whep/abc").played_stream(), None);
         for path in [
             "/",
             "/play/live/a",
@@ -340,9 +380,37 @@ mod tests {
     }
 
     #[test]
+    fn whep_offers_and_sessions() {
+        assert_eq!(
+            route("POST", "/live/room/whep"),
+            Route::Whep {
+                stream: Some("live/room".into())
+            }
+        );
+        assert_eq!(
+            route("POST", "/live/bad name/whep"),
+            Route::Whep { stream: None }
+        );
+        assert_eq!(route("POST", "/live/whep"), Route::MethodNotAllowed);
+        assert_eq!(route("POST", "/a/b/c/whep"), Route::MethodNotAllowed);
+        assert_eq!(
+            route("DELETE", "/live/room/whep/0123abcd"),
+            Route::WhepSession {
+                stream: Some("live/room".into()),
+                session: "0123abcd"
+            }
+        );
+        assert_eq!(route("DELETE", "/live/room/whep/"), Route::MethodNotAllowed);
+        assert_eq!(route("DELETE", "/live/room.flv"), Route::MethodNotAllowed);
+        // GET of the endpoint is no stream of ours.
+        assert_eq!(route("GET", "/live/room/whep"), Route::NotFound);
+    }
+
+    #[test]
     fn methods_and_fixed_paths() {
         assert_eq!(route("OPTIONS", "/anything"), Route::Preflight);
         assert_eq!(route("POST", "/live/a.flv"), Route::MethodNotAllowed);
+        assert_eq!(route("PATCH", "/live/a/whep/abc"), Route::MethodNotAllowed);
         assert_eq!(route("HEAD", "/healthz"), Route::Health);
         assert_eq!(route("GET", "/readyz"), Route::Ready);
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
