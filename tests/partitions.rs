@@ -261,7 +261,10 @@ fn an_origin_cut_from_redis_loses_its_room_to_a_republish_and_edges_follow_at_on
     let now = Instant::now();
     assert!(watcher.video_after(now, Duration::from_secs(2)).is_some());
     assert!(watcher.is_playing(), "no viewer closed after the heal");
-    eprintln!("edge followed the republish ({moved:?}); video after o1's publisher left within {resumed:?}");
+    eprintln!(
+        "republish taken {:?} before o1's publisher left; video after it left within {resumed:?}",
+        first_gone - moved
+    );
 }
 
 /// What `redis-cli -p PORT ARGS...` prints.
