@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use media::frame::MediaKind;
+use media::frame::{MediaKind, SegmentMark};
 
 use crate::PullConfig;
 
@@ -34,8 +34,16 @@ pub const START_RETRY: Duration = Duration::from_millis(200);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A new pull counts as ready for viewers once every track the FLV header announces has
-/// sent something, or this long after its first tag.
-pub const READY_AFTER: Duration = Duration::from_millis(1000);
+/// sent something and the origin's replay has all come (see [`REPLAY_DONE_GAP`]), or this
+/// long after its first tag.
+pub const READY_AFTER: Duration = Duration::from_millis(3000);
+/// The origin's replay (its last few segments) comes in one burst, reads back to back;
+/// the live stream after it comes a frame at a time. A pause this long between reads says
+/// the burst is over.
+pub const REPLAY_DONE_GAP: Duration = Duration::from_millis(30);
+/// With the origin's segment marks dated (its wall clock), the replay has all come once a
+/// frame arrives within this long of when the origin took it.
+pub const LIVE_WITHIN_MS: i64 = 1000;
 /// Bytes held back while a new pull waits for its tracks.
 pub const MAX_PENDING: usize = 32 * 1024 * 1024;
 
@@ -243,6 +251,13 @@ impl PullPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     first_tag: Option<Instant>,
+    /// When the upstream last gave something, and whether it paused since the first tag.
+    last_read: Option<Instant>,
+    replay_done: bool,
+    /// The latest dated segment mark: the origin's wall clock (Unix ms) at its FLV time.
+    dated_mark: Option<(u64, u32)>,
+    /// A frame came within [`LIVE_WITHIN_MS`] of when the origin took it.
+    live: bool,
     seen_audio: bool,
     seen_video: bool,
     pending_bytes: usize,
@@ -257,9 +272,39 @@ impl Readiness {
         self.pending_bytes += bytes;
     }
 
+    /// A tag held back: a dated segment mark says when its frame was taken at the origin,
+    /// which the frames after it are placed from; one taken just now means the replay is
+    /// over. `unix_now_ms` is this node's wall clock.
+    pub fn tag(&mut self, kind: MediaKind, timestamp: u32, payload: &[u8], unix_now_ms: u64) {
+        match kind {
+            MediaKind::Metadata => {
+                if let Some(mark) = SegmentMark::from_script(payload) {
+                    if mark.program_date_ms > 0 {
+                        self.dated_mark = Some((mark.program_date_ms, timestamp));
+                    }
+                }
+            }
+            _ => {
+                if let Some((date, at)) = self.dated_mark {
+                    let taken = date as i64 + i64::from(timestamp.wrapping_sub(at) as i32);
+                    self.live |= unix_now_ms as i64 - taken <= LIVE_WITHIN_MS;
+                }
+            }
+        }
+    }
+
+    /// The upstream gave something (a read, any number of tags).
+    pub fn read(&mut self, now: Instant) {
+        if let (Some(last), Some(_)) = (self.last_read, self.first_tag) {
+            self.replay_done |= now.saturating_duration_since(last) >= REPLAY_DONE_GAP;
+        }
+        self.last_read = Some(now);
+    }
+
     /// Ready when every track the upstream's FLV header announces (`tracks`, once the
-    /// header is read) has sent something, or [`READY_AFTER`] after the first tag, or when
-    /// holding more would take too much memory.
+    /// header is read) has sent something and the origin's replay has all come (so that a
+    /// first HLS playlist lists the replayed segments and the parts up to now), or
+    /// [`READY_AFTER`] after the first tag, or when holding more would take too much memory.
     pub fn is_ready(&self, tracks: Option<(bool, bool)>, now: Instant) -> bool {
         let tracks_seen = tracks.is_some_and(|(audio, video)| {
             (!audio || self.seen_audio) && (!video || self.seen_video)
@@ -267,7 +312,12 @@ impl Readiness {
         let waited = self
             .first_tag
             .is_some_and(|t| now.saturating_duration_since(t) >= READY_AFTER);
-        tracks_seen || waited || self.pending_bytes > MAX_PENDING
+        // Dated marks say exactly when the replay is over; without them, a pause does.
+        let replay_over = match self.dated_mark {
+            Some(_) => self.live,
+            None => self.replay_done,
+        };
+        (tracks_seen && replay_over) || waited || self.pending_bytes > MAX_PENDING
     }
 }
 
@@ -398,22 +448,55 @@ mod tests {
     }
 
     #[test]
-    fn readiness_waits_for_the_announced_tracks_or_a_second() {
+    fn readiness_waits_for_the_announced_tracks_and_the_end_of_the_replay() {
         let t0 = Instant::now();
         let mut ready = Readiness::default();
         assert!(!ready.is_ready(None, t0));
+        ready.read(t0);
         ready.held(MediaKind::Video, 100, t0);
-        assert!(!ready.is_ready(Some((true, true)), t0));
-        assert!(ready.is_ready(Some((false, true)), t0));
         ready.held(MediaKind::Audio, 10, t0);
-        assert!(ready.is_ready(Some((true, true)), t0));
+        // The replay still comes back to back: not yet.
+        ready.read(t0 + ms(1));
+        assert!(!ready.is_ready(Some((true, true)), t0 + ms(1)));
+        // A pause: the live stream, a frame at a time.
+        ready.read(t0 + ms(1) + REPLAY_DONE_GAP);
+        assert!(ready.is_ready(Some((true, true)), t0 + ms(40)));
+        assert!(ready.is_ready(Some((false, true)), t0 + ms(40)));
+        // A track announced and not seen: wait for it, at most READY_AFTER.
         let mut video_only = Readiness::default();
+        video_only.read(t0);
         video_only.held(MediaKind::Video, 100, t0);
+        video_only.read(t0 + ms(100));
         assert!(!video_only.is_ready(Some((true, true)), t0 + READY_AFTER - ms(1)));
         assert!(video_only.is_ready(Some((true, true)), t0 + READY_AFTER));
         let mut huge = Readiness::default();
         huge.held(MediaKind::Video, MAX_PENDING + 1, t0);
         assert!(huge.is_ready(None, t0));
+    }
+
+    #[test]
+    fn with_dated_marks_the_replay_is_over_at_a_frame_taken_just_now() {
+        let t0 = Instant::now();
+        let now_ms = 1_000_000;
+        let mark = SegmentMark {
+            sequence: 7,
+            discontinuity: 0,
+            timestamp: 10_000,
+            target_duration: 2,
+            program_date_ms: now_ms - 6_000,
+        };
+        let mut ready = Readiness::default();
+        ready.read(t0);
+        ready.tag(MediaKind::Metadata, 10_000, &mark.to_script(), now_ms);
+        ready.held(MediaKind::Video, 100, t0);
+        ready.held(MediaKind::Audio, 10, t0);
+        // Frames from six seconds ago, even after a pause in the burst: not yet.
+        ready.tag(MediaKind::Video, 10_000, &[], now_ms);
+        ready.read(t0 + REPLAY_DONE_GAP * 2);
+        assert!(!ready.is_ready(Some((true, true)), t0 + ms(100)));
+        // A frame taken half a second ago: live.
+        ready.tag(MediaKind::Video, 15_500, &[], now_ms);
+        assert!(ready.is_ready(Some((true, true)), t0 + ms(100)));
     }
 
     proptest! {

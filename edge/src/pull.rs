@@ -495,6 +495,7 @@ impl Pulls {
             };
             let now = Instant::now();
             policy.received(now);
+            readiness.read(now);
             orphaned = None;
             buf.extend_from_slice(&chunk);
             loop {
@@ -516,6 +517,7 @@ impl Pulls {
                     continue;
                 }
                 readiness.held(kind, tag.payload.len(), now);
+                readiness.tag(kind, tag.timestamp, &tag.payload, registry::now_ms());
                 pending.push((kind, tag.timestamp, tag.payload));
             }
             // Publish locally only once the tracks are known, so that the first viewers
