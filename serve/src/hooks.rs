@@ -289,6 +289,11 @@ impl Hooks {
         own.or_else(|| self.config.global.get(event))
     }
 
+    /// Whether plays in `app` have a hook (`on_play` or `on_stop`) to hear of them.
+    pub fn watch_plays(&self, app: &str) -> bool {
+        self.url(HookEvent::Play, app).is_some() || self.url(HookEvent::Stop, app).is_some()
+    }
+
     /// Ask the hook for `event` (`on_publish`, `on_play`) whether `request` may go on:
     /// allowed at once without one.
     pub async fn ask(&self, event: HookEvent, request: &HookRequest) -> Result<(), HookRefusal> {

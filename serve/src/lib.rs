@@ -249,6 +249,10 @@ impl Node {
         peer: SocketAddr,
         protocol: metrics::Protocol,
     ) -> Result<Option<hooks::NotifyOnDrop>, hooks::HookRefusal> {
+        if !self.hooks.watch_plays(media::names::app_of(stream)) {
+            // Most nodes have no hooks: a play costs nothing for them.
+            return Ok(None);
+        }
         let request = hooks::HookRequest {
             client: Some(peer),
             query: query.to_owned(),
@@ -264,6 +268,21 @@ impl Node {
             .play_secret
             .as_ref()
             .and(media::token::from_query(query))
+    }
+
+    /// A publisher that left without ending its stream (no unpublish, no TEARDOWN): its
+    /// viewers are held for the reconnect grace, so a broadcaster that reconnects does not
+    /// lose them; then the stream ends unless a new publisher took it.
+    pub fn hold_for_reconnect(&self, publisher: media::hub::Publisher, peer: SocketAddr) {
+        let (name, generation) = (publisher.name().to_owned(), publisher.generation());
+        drop(publisher);
+        let hub = self.hub.clone();
+        let grace = self.config.reconnect_grace;
+        info!(stream = %name, %peer, "publisher gone; holding viewers for {grace:?}");
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            hub.end_if_orphaned(&name, generation);
+        });
     }
 
     /// Whether the node is shutting down.

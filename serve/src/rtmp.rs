@@ -214,15 +214,7 @@ impl Connection {
         // so a broadcaster that reconnects does not lose them.
         if let Role::Publishing { publisher, .. } = std::mem::replace(&mut self.role, Role::Closing)
         {
-            let (name, generation) = (publisher.name().to_owned(), publisher.generation());
-            drop(publisher);
-            let hub = self.node.hub.clone();
-            let grace = self.node.config.reconnect_grace;
-            info!(stream = %name, peer = %self.peer, "publisher gone; holding viewers for {grace:?}");
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                hub.end_if_orphaned(&name, generation);
-            });
+            self.node.hold_for_reconnect(publisher, self.peer);
         }
         result
     }

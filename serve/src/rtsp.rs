@@ -194,16 +194,8 @@ impl Connection {
         let result = self.drive().await;
         // A publisher that leaves without TEARDOWN keeps its viewers for a grace period.
         if let Role::Publishing(publishing) = std::mem::replace(&mut self.role, Role::Closing) {
-            let publisher = publishing.publisher;
-            let (name, generation) = (publisher.name().to_owned(), publisher.generation());
-            drop(publisher);
-            let hub = self.node.hub.clone();
-            let grace = self.node.config.reconnect_grace;
-            info!(stream = %name, peer = %self.peer, "rtsp publisher gone; holding viewers for {grace:?}");
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                hub.end_if_orphaned(&name, generation);
-            });
+            self.node
+                .hold_for_reconnect(publishing.publisher, self.peer);
         }
         result
     }

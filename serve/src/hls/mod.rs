@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use self::gate::ReloadGate;
 use self::sessions::{SessionKey, Sessions};
-use crate::hooks::{HookEvent, HookRefusal, NotifyOnDrop};
+use crate::hooks::{HookRefusal, NotifyOnDrop};
 use crate::metrics::{Protocol, ViewerGuard};
 use crate::Node;
 
@@ -133,10 +133,7 @@ impl Hls {
         query: &str,
         peer: SocketAddr,
     ) -> Result<(), HookRefusal> {
-        let app = app_of(key);
-        if node.hooks.url(HookEvent::Play, app).is_none()
-            && node.hooks.url(HookEvent::Stop, app).is_none()
-        {
+        if !node.hooks.watch_plays(app_of(key)) {
             return Ok(());
         }
         if self.admitted().touch(client, Instant::now()) {
