@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the end-to-end tests drive when it is missing (ffmpeg,
-# redis-server, GStreamer, Chromium, the browser players' npm packages, and OpenSSL's
-# headers for the build), then runs every unit, property and end-to-end test in the
-# workspace.
+# redis-server, GStreamer, Chromium, the browser players' npm packages, OpenSSL's and
+# libopus's headers for the build), then runs every unit, property and end-to-end test in
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +31,8 @@ command -v curl >/dev/null || missing+=(curl)
 # WebRTC's DTLS and SRTP (str0m's OpenSSL backend) link the system's OpenSSL.
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+# AAC to Opus and back for WebRTC (the audio crate) links the system's libopus.
+pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo=""

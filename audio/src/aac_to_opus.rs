@@ -1,0 +1,1 @@
+//! AAC to Opus (to be written).

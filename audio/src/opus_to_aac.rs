@@ -1,0 +1,1 @@
+//! Opus to AAC (to be written).
