@@ -284,7 +284,7 @@ fn chromium_seeks_in_a_recorded_mp4() {
 
 /// Drive the node console at `server` for `stream` (see `tests/browser/console.mjs`),
 /// offline (the player libraries from the node) with a play token for the bare page.
-fn console(server: &Server, stream: &str, offline: Option<&str>) -> Report {
+fn console(server: &Server, stream: &str, offline: Option<&str>, more: &[&str]) -> Report {
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
     let base = format!("http://{}", server.http);
     let args = [
@@ -299,6 +299,7 @@ fn console(server: &Server, stream: &str, offline: Option<&str>) -> Report {
         "--token",
         offline.unwrap_or_default(),
     ];
+    let args: Vec<&str> = args.iter().chain(more).copied().collect();
     let line = run_script("console.mjs", &args);
     eprintln!("console screenshots in {}", screenshots.display());
     Report(serde_json::from_str(&line).expect("console.mjs prints one JSON report"))
@@ -337,7 +338,7 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
     let _publisher = publish_b_frames(&server.rtmp_url("show"));
     server.wait_live("show");
     std::thread::sleep(Duration::from_secs(3));
-    let report = console(&server, "live/show", None);
+    let report = console(&server, "live/show", None, &[]);
     let listed = report.number("listedMs");
     assert!(listed > 0.0 && listed < 3000.0, "{report}");
     let row = report.0["row"].as_str().unwrap_or_default();
@@ -351,6 +352,26 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
     assert_played("/play/live/show", &report.0["bare"], &report);
     let cdn = report.texts("cdnRequests");
     assert!(cdn.iter().any(|u| u.contains("hls.js@")), "{report}");
+}
+
+/// The console's WebRTC player: the page posts its own WHEP offer, plays, and shows how far
+/// behind the picture is; the bare page `/play/APP/ROOM?protocol=webrtc` too. (The
+/// publisher sends no B-frames: browsers' WebRTC decoders take none.)
+#[test]
+fn the_console_plays_webrtc_with_its_latency_on_screen() {
+    let _one_at_a_time = require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = testkit::publish(&server.rtmp_url("rtc"), testkit::Source::AudioVideo, 25, 0);
+    server.wait_live("rtc");
+    let webrtc = ["--protocols", "webrtc", "--bare", "webrtc"];
+    let report = console(&server, "live/rtc", None, &webrtc);
+    for played in [&report.0["protocols"]["webrtc"], &report.0["bare"]] {
+        assert_played("webrtc", played, &report);
+        eprintln!("webrtc in the console: {played}");
+        let latency = played["latency"].as_f64().unwrap_or(f64::MAX);
+        assert!((0.0..1.0).contains(&latency), "{played}");
+    }
 }
 
 /// With `--console-assets`, the pages load the player libraries from the node: nothing
@@ -379,7 +400,7 @@ fn the_console_works_without_the_internet_with_console_assets() {
     let (status, minted) = server.api("POST", "/api/v1/rooms/local/play-token", None);
     assert_eq!(status, 200, "{minted}");
     let minted: Value = serde_json::from_str(&minted).unwrap();
-    let report = console(&server, "live/local", minted["token"].as_str());
+    let report = console(&server, "live/local", minted["token"].as_str(), &[]);
     assert!(report.texts("cdnRequests").is_empty(), "{report}");
     assert_played("/play/live/local offline", &report.0["bare"], &report);
 }

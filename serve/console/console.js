@@ -11,8 +11,9 @@ const Console = (() => {
         ['hls', 'HLS'],
         ['ll-hls', 'LL-HLS'],
         ['http-fmp4', 'HTTP-fMP4'],
+        ['webrtc', 'WebRTC'],
     ];
-    const VIEWER_PROTOCOLS = ['rtmp', 'http-flv', 'ws-flv', 'hls', 'http-ts', 'http-fmp4'];
+    const VIEWER_PROTOCOLS = ['rtmp', 'http-flv', 'ws-flv', 'hls', 'http-ts', 'http-fmp4', 'rtsp', 'webrtc'];
     let rtmpPort = 1935;
     let current = null;
 
@@ -37,6 +38,7 @@ const Console = (() => {
             'll-hls': http + '/index.m3u8',
             'http-fmp4': http + '.mp4',
             'http-ts': http + '.ts',
+            'webrtc': http + '/whep',
             'rtmp': `rtmp://${location.hostname}:${rtmpPort}/${stream}`,
         };
         for (const name of Object.keys(all)) all[name] = withToken(all[name]);
@@ -46,6 +48,7 @@ const Console = (() => {
     function stop(video) {
         if (current) current.destroy();
         current = null;
+        video.srcObject = null;
         video.removeAttribute('src');
         video.load();
     }
@@ -75,6 +78,9 @@ const Console = (() => {
                 // Safari plays HLS itself.
                 video.src = url;
             }
+        } else if (protocol === 'webrtc') {
+            current = whep(video, url, failed);
+            return;
         } else {
             // Fragmented MP4 as it arrives: the browser's own player takes it.
             video.src = url;
@@ -82,9 +88,66 @@ const Console = (() => {
         video.play().catch(() => {});
     }
 
+    // WebRTC (WHEP): post a receive-only offer to `url`, take the answer, show the tracks.
+    // The node is ICE-lite: it needs none of the browser's candidates, so the offer goes at
+    // once. Leaving DELETEs the session, so the node stops sending at once.
+    function whep(video, url, failed) {
+        const pc = new RTCPeerConnection();
+        pc.addTransceiver('video', { direction: 'recvonly' });
+        pc.addTransceiver('audio', { direction: 'recvonly' });
+        const tracks = new MediaStream();
+        pc.ontrack = event => {
+            tracks.addTrack(event.track);
+            if (video.srcObject !== tracks) video.srcObject = tracks;
+            video.play().catch(() => {});
+        };
+        pc.onconnectionstatechange = () => {
+            if (pc.connectionState === 'failed') failed('WebRTC connection failed');
+        };
+        const session = { pc, resource: null, latency: null };
+        (async () => {
+            await pc.setLocalDescription(await pc.createOffer());
+            const answer = await fetch(url, {
+                method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp,
+            });
+            const sdp = await answer.text();
+            if (answer.status !== 201) return failed(`WHEP ${answer.status}: ${sdp.trim()}`);
+            session.resource = new URL(answer.headers.get('location'), url);
+            await pc.setRemoteDescription({ type: 'answer', sdp });
+        })().catch(e => failed('WHEP: ' + e));
+        const seen = {};
+        const poll = setInterval(async () => { session.latency = await rtcLatency(pc, seen); }, 250);
+        session.destroy = () => {
+            clearInterval(poll);
+            if (session.resource) fetch(session.resource, { method: 'DELETE' }).catch(() => {});
+            pc.close();
+        };
+        return session;
+    }
+
+    // How far behind a WebRTC picture is, as the browser knows it: half the round trip to
+    // the node, the time pictures waited in the jitter buffer lately, and decoding.
+    async function rtcLatency(pc, last) {
+        let video = null, path = null;
+        (await pc.getStats()).forEach(s => {
+            if (s.type === 'inbound-rtp' && s.kind === 'video') video = s;
+            if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') path = s;
+        });
+        if (!video || !video.framesDecoded) return null;
+        const emitted = video.jitterBufferEmittedCount - (last.emitted || 0);
+        const waited = video.jitterBufferDelay - (last.waited || 0);
+        Object.assign(last, { emitted: video.jitterBufferEmittedCount, waited: video.jitterBufferDelay });
+        if (emitted > 0) last.jitter = waited / emitted;
+        const network = path && path.currentRoundTripTime ? path.currentRoundTripTime / 2 : 0;
+        const decoding = video.totalDecodeTime / video.framesDecoded;
+        return ['from the node to the screen', network + (last.jitter || 0) + decoding];
+    }
+
     // How far behind live the picture is: by the stream's program dates where the player
-    // knows them (LL-HLS), else by what has arrived and not been shown yet.
+    // knows them (LL-HLS), by WebRTC's statistics, else by what has arrived and not been
+    // shown yet.
     function latency(video) {
+        if (current && current.pc) return current.latency;
         const hls = current && current.hls;
         if (hls && hls.playingDate) return ['behind the origin\'s clock', (Date.now() - hls.playingDate.getTime()) / 1000];
         if (hls && hls.latency) return ['behind the live edge', hls.latency];

@@ -17,6 +17,13 @@ export function parseArgs() {
 
 /// Headless Chromium (`$CHROMIUM`, else Debian's), with nothing of its own on the network
 /// and media allowed to play without a click; `extra` flags after those.
+// WebRTC to a node on this machine: host candidates by address, not mDNS names (there is
+// no multicast here), and loopback among them (the node answers on 127.0.0.1).
+export const WEBRTC_ON_LOOPBACK = [
+    '--allow-loopback-in-peer-connection',
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
 export function launchChromium(extra = []) {
     return chromium.launch({
         executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',

@@ -2,7 +2,10 @@
 // on stdout, how it went. Used by the end-to-end tests in tests/browser.rs.
 //
 //   node console.mjs --base http://HOST:PORT --stream APP/ROOM --screenshots DIR [--offline yes]
-//       [--token TOKEN]
+//       [--token TOKEN] [--protocols a,b,...] [--bare PROTOCOL]
+//
+// --protocols: the console's players to try in turn (default: all but WebRTC); --bare: the
+// protocol of the bare page /play/APP/ROOM (default: LL-HLS, or HTTP-FLV when offline).
 //
 // The pages load hls.js and mpegts.js from a CDN; here those requests are answered with the
 // copies npm installed (the same bytes, so the integrity hashes hold), and nothing goes to
@@ -12,7 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchChromium, parseArgs } from './common.mjs';
+import { WEBRTC_ON_LOOPBACK, launchChromium, parseArgs } from './common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = parseArgs();
@@ -27,9 +30,10 @@ const cdnCopies = {
     'https://cdn.jsdelivr.net/npm/hls.js@1.7.4/dist/hls.min.js': 'node_modules/hls.js/dist/hls.min.js',
     'https://cdn.jsdelivr.net/npm/mpegts.js@1.8.2/dist/mpegts.js': 'node_modules/mpegts.js/dist/mpegts.js',
 };
-const protocols = ['http-flv', 'ws-flv', 'hls', 'll-hls', 'http-fmp4'];
+const protocols = (args.protocols ?? 'http-flv,ws-flv,hls,ll-hls,http-fmp4').split(',');
+const bareProtocol = args.bare ?? (offline ? 'http-flv' : 'll-hls');
 
-const browser = await launchChromium();
+const browser = await launchChromium(WEBRTC_ON_LOOPBACK);
 const report = { listedMs: null, protocols: {}, bare: null, console: [], cdnRequests: [] };
 
 // How a player does over `seconds`: the playhead at a third and at the end, decoded
@@ -84,7 +88,7 @@ try {
         report.row = await tab.textContent(`tr[data-stream="${stream}"]`);
     }
     const token = args.token ? `&token=${args.token}` : '';
-    await tab.goto(`${base}/play/${stream}?protocol=${offline ? 'http-flv' : 'll-hls'}${token}`);
+    await tab.goto(`${base}/play/${stream}?protocol=${bareProtocol}${token}`);
     report.bare = await watch(tab, 7);
     await tab.screenshot({ path: path.join(screenshots, offline ? 'play-offline.png' : 'play.png') });
     process.stdout.write(JSON.stringify(report) + '\n');

@@ -15,7 +15,7 @@
 // received (packets, samples, codec), the connection's last state, the DELETE's status,
 // errors and the page's console.
 
-import { launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
+import { WEBRTC_ON_LOOPBACK, launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
 
 const args = parseArgs();
 const url = args.url;
@@ -83,12 +83,7 @@ window.stop = async () => {
 
 const { server, url: pageUrl } = await servePage(page);
 
-// Host candidates by address, not mDNS names (no multicast on the network), and loopback
-// among them: the node under test answers on 127.0.0.1.
-const browser = await launchChromium([
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-]);
+const browser = await launchChromium(WEBRTC_ON_LOOPBACK);
 const console_ = [];
 try {
     const tab = await tabWithConsole(browser, console_);
