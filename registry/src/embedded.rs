@@ -297,7 +297,7 @@ impl Registry for EmbeddedRegistry {
         let mut state = self.state();
         let (kicked, orders) = match state.leases.get_mut(&lease.stream) {
             Some(e) if e.expires > now && e.lease.session != lease.session => {
-                return Ok(LeaseOutcome::HeldBy(e.lease.clone()));
+                return Ok(LeaseOutcome::HeldBy(Box::new(e.lease.clone())));
             }
             // Same session: what an operator asked stays pending.
             Some(e) if e.expires > now => (e.kicked, std::mem::take(&mut e.orders)),

@@ -121,7 +121,7 @@ pub enum LeaseOutcome {
     /// The lease is ours (new, or already held by this session).
     Acquired,
     /// Another live session holds it.
-    HeldBy(StreamLease),
+    HeldBy(Box<StreamLease>),
 }
 
 /// What happened when a lease was refreshed.

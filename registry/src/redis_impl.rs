@@ -743,7 +743,7 @@ impl Registry for RedisRegistry {
             .await?;
         match holder {
             None => Ok(LeaseOutcome::Acquired),
-            Some(json) => Ok(LeaseOutcome::HeldBy(from_json(&skey, &json)?)),
+            Some(json) => Ok(LeaseOutcome::HeldBy(Box::new(from_json(&skey, &json)?))),
         }
     }
 

@@ -230,7 +230,7 @@ pub async fn check_leases(reg: &dyn Registry) {
     let intruder = lease("live/a", "s2");
     assert_eq!(
         reg.acquire_lease(&intruder, LONG).await.unwrap(),
-        LeaseOutcome::HeldBy(a.clone())
+        LeaseOutcome::HeldBy(Box::new(a.clone()))
     );
     // The same session acquires again (e.g. after a registry hiccup), updating the lease.
     let a2 = StreamLease {
