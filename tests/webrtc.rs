@@ -8,11 +8,12 @@
 //! is not there) and its CORS preflight.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::browser::{require_browser, run_script};
-use testkit::{http_request, publish, publish_with, Redis, Server, Source};
+use testkit::{http_request, publish, publish_with, LossyUdpRelay, Redis, Server, Source};
 
 /// How one WHEP playback went (see `tests/browser/whep.mjs`).
 struct Report(Value);
@@ -112,6 +113,38 @@ fn chromium_plays_whep_from_an_origin_and_an_edge_that_pulls_on_the_offer() {
         assert_eq!(report.number("deleteStatus"), 200.0, "{what}: {report}");
         assert_session_ends(server, Duration::from_secs(2), what);
     }
+}
+
+/// A viewer behind a lossy link keeps playing: one datagram in 25 of what the node sends
+/// it is lost (by the test's own UDP relay: the fault proxy carries only TCP), Chromium
+/// asks again for what it lost (NACK), and the node resends it from its history. The GOP
+/// is 10 s, so a picture spoiled by a loss would otherwise stay so until the next keyframe.
+#[test]
+fn a_viewer_behind_a_lossy_link_recovers_through_nacks() {
+    let _one_at_a_time = require_browser();
+    // The node answers with 127.0.0.2, where the relay listens on the node's own port.
+    let port = testkit::free_udp_port();
+    let bound: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = Server::start(&[
+        "--webrtc-udp-addr",
+        &bound.to_string(),
+        "--webrtc-public-ip",
+        "127.0.0.2",
+    ]);
+    let relay = LossyUdpRelay::start(format!("127.0.0.2:{port}").parse().unwrap(), bound, 25);
+    let _publisher = publish(&server.rtmp_url("lossy"), Source::AudioVideo, 250, 0);
+    server.wait_live("lossy");
+    let url = format!("http://{}/live/lossy/whep", server.http);
+    let report = play_whep(&url, 10, "delete");
+    assert_played(&report, "lossy");
+    let video = &report.0["video"];
+    let field = |name: &str| video[name].as_f64().unwrap_or(0.0);
+    eprintln!("the relay lost {} datagrams", relay.lost());
+    assert!(relay.lost() > 40, "{report}");
+    assert!(field("nackCount") > 10.0, "{report}");
+    // Nearly every picture of the 10 s decoded, and none stayed frozen for long.
+    assert!(report.number("framesDecoded") > 200.0, "{report}");
+    assert!(field("totalFreezesDuration") < 1.0, "{report}");
 }
 
 /// A stream whose audio is Opus (published over RTSP: ffmpeg 5.1 has no Opus in FLV) plays

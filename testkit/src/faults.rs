@@ -5,9 +5,13 @@
 //! Every fault applies to the connections open now and to those made later: a blocked
 //! link accepts new connections but carries nothing until it is healed, as a cut cable
 //! would (the peers see silence, not a refusal).
+//!
+//! For UDP (WebRTC's media), [`LossyUdpRelay`] loses some of what a server sends.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,6 +193,61 @@ fn pump(
     let _ = to.shutdown(Shutdown::Both);
 }
 
+/// A UDP relay in front of `target` that loses one datagram in `every` of those the
+/// target sends back (after the first [`LossyUdpRelay::SPARED`], so that ICE and DTLS get
+/// going), as a lossy link to a viewer would. Each client address gets a socket of its
+/// own towards the target, so the target sees one peer per client.
+pub struct LossyUdpRelay {
+    pub addr: SocketAddr,
+    lost: Arc<AtomicU64>,
+}
+
+impl LossyUdpRelay {
+    /// Datagrams of each client's link carried before the losses begin.
+    pub const SPARED: u64 = 100;
+
+    /// A relay on `listen` (another loopback address with the target's port, for a node
+    /// that advertises an address and not a port).
+    pub fn start(listen: SocketAddr, target: SocketAddr, every: u64) -> LossyUdpRelay {
+        let front = Arc::new(UdpSocket::bind(listen).unwrap());
+        let addr = front.local_addr().unwrap();
+        let lost = Arc::new(AtomicU64::new(0));
+        let counted = lost.clone();
+        std::thread::spawn(move || {
+            let mut links: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok((n, client)) = front.recv_from(&mut buf) {
+                let link = links.entry(client).or_insert_with(|| {
+                    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    back.connect(target).unwrap();
+                    let replies = back.try_clone().unwrap();
+                    let (front, lost) = (front.clone(), counted.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut sent = 0u64;
+                        while let Ok(n) = replies.recv(&mut buf) {
+                            sent += 1;
+                            if sent > Self::SPARED && sent % every == 0 {
+                                lost.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            let _ = front.send_to(&buf[..n], client);
+                        }
+                    });
+                    back
+                });
+                let _ = link.send(&buf[..n]);
+            }
+        });
+        LossyUdpRelay { addr, lost }
+    }
+
+    /// Datagrams lost so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +317,34 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         assert!(round_trip(&mut again, 6).is_some());
+    }
+
+    /// Past the spared start, one datagram in `every` from the server is lost, and none
+    /// from the client.
+    #[test]
+    fn the_udp_relay_loses_one_reply_in_every() {
+        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        let relay = LossyUdpRelay::start("127.0.0.1:0".parse().unwrap(), target, 10);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut got = 0;
+        let mut buf = [0u8; 2048];
+        for i in 0..300u32 {
+            client.send_to(&i.to_be_bytes(), relay.addr).unwrap();
+            if client.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+        }
+        // 200 past the spared 100, one in ten of them lost.
+        assert_eq!((got, relay.lost()), (280, 20));
     }
 }

@@ -24,7 +24,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Child;
 
-pub use faults::{Direction, Fault, FaultProxy};
+pub use faults::{Direction, Fault, FaultProxy, LossyUdpRelay};
 pub use ffmpeg::{
     decode, decode_to_end, publish, publish_accepted, publish_with, require_ffmpeg, Decoded, Source,
 };

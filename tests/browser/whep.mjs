@@ -11,7 +11,8 @@
 //
 // The report: the answer's status and Location, when the first picture was presented
 // (ms after the POST), pictures presented (requestVideoFrameCallback) and decoded
-// (getVideoPlaybackQuality, and the receiver's framesDecoded), the picture's size, the audio
+// (getVideoPlaybackQuality, and the receiver's framesDecoded), the receiver's losses, NACKs,
+// PLIs and freezes, the picture's size, the audio
 // received (packets, samples, codec), the connection's last state, the DELETE's status,
 // errors and the page's console.
 
@@ -91,12 +92,19 @@ try {
     await tab.waitForTimeout(seconds * 1000);
     const report = await tab.evaluate(async () => {
         const quality = document.getElementById('v').getVideoPlaybackQuality();
-        let framesDecoded = null;
+        let framesDecoded = null, receiver = null;
         const audio = { packetsReceived: 0, samplesReceived: 0, codec: null };
         const stats = window.pc ? await window.pc.getStats() : new Map();
         stats.forEach(s => {
             if (s.type !== 'inbound-rtp') return;
-            if (s.kind === 'video') framesDecoded = s.framesDecoded;
+            if (s.kind === 'video') {
+                framesDecoded = s.framesDecoded;
+                receiver = {
+                    packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount,
+                    freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
+                    keyFramesDecoded: s.keyFramesDecoded,
+                };
+            }
             if (s.kind === 'audio') {
                 audio.packetsReceived = s.packetsReceived;
                 audio.samplesReceived = s.totalSamplesReceived;
@@ -110,6 +118,7 @@ try {
             decodedFrames: quality.totalVideoFrames,
             droppedFrames: quality.droppedVideoFrames,
             framesDecoded,
+            video: receiver,
             audio,
             width: video.videoWidth,
             height: video.videoHeight,
