@@ -227,7 +227,7 @@ impl LossyUdpRelay {
                         let mut sent = 0u64;
                         while let Ok(n) = replies.recv(&mut buf) {
                             sent += 1;
-                            if sent > Self::SPARED && sent % every == 0 {
+                            if sent > Self::SPARED && sent.is_multiple_of(every) {
                                 lost.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
