@@ -338,6 +338,8 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
     let _publisher = publish_b_frames(&server.rtmp_url("show"));
     server.wait_live("show");
     std::thread::sleep(Duration::from_secs(3));
+    // B-frames are noticed (the console warns WebRTC viewers of them).
+    assert!(has_b_frames(&server, "live/show"));
     let report = console(&server, "live/show", None, &[]);
     let listed = report.number("listedMs");
     assert!(listed > 0.0 && listed < 3000.0, "{report}");
@@ -354,6 +356,17 @@ fn the_console_lists_the_stream_and_plays_every_protocol() {
     assert!(cdn.iter().any(|u| u.contains("hls.js@")), "{report}");
 }
 
+/// `/api/streams` entry of `stream`, and whether it says the stream has B-frames.
+fn has_b_frames(server: &Server, stream: &str) -> bool {
+    let answer = testkit::http_get(server.http, "/api/streams").expect("/api/streams answers");
+    let streams: Value = serde_json::from_slice(&answer.body).expect("JSON");
+    let entry = streams["streams"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["stream"] == stream))
+        .unwrap_or_else(|| panic!("{stream} listed: {streams}"));
+    entry["b_frames"].as_bool().expect("b_frames in the entry")
+}
+
 /// The console's WebRTC player: the page posts its own WHEP offer, plays, and shows how far
 /// behind the picture is; the bare page `/play/APP/ROOM?protocol=webrtc` too. (The
 /// publisher sends no B-frames: browsers' WebRTC decoders take none.)
@@ -364,6 +377,7 @@ fn the_console_plays_webrtc_with_its_latency_on_screen() {
     let server = Server::start(&[]);
     let _publisher = testkit::publish(&server.rtmp_url("rtc"), testkit::Source::AudioVideo, 25, 0);
     server.wait_live("rtc");
+    assert!(!has_b_frames(&server, "live/rtc"));
     let webrtc = ["--protocols", "webrtc", "--bare", "webrtc"];
     let report = console(&server, "live/rtc", None, &webrtc);
     for played in [&report.0["protocols"]["webrtc"], &report.0["bare"]] {

@@ -191,8 +191,20 @@ const Console = (() => {
             let chosen = wanted.get('stream');
             let protocol = wanted.get('protocol') || 'll-hls';
             const last = new Map();
+            // The last /api/streams answer's entries, by stream.
+            let live = new Map();
             for (const host of document.querySelectorAll('.host')) host.textContent = location.hostname + ':' + rtmpPort;
             showLatency(video);
+
+            // WebRTC of a stream with B-frames: say why the picture stutters.
+            function note() {
+                const s = live.get(chosen);
+                const stutters = protocol === 'webrtc' && s && s.b_frames;
+                $('note').hidden = !stutters;
+                $('note').textContent = stutters ? 'This stream has B-frames, which browsers\' WebRTC ' +
+                    'decoders cannot take: expect mostly keyframes. Publish without them (x264: bframes=0, ' +
+                    'ffmpeg: -bf 0) for WebRTC viewers.' : '';
+            }
 
             function choose(stream, how) {
                 chosen = stream;
@@ -224,6 +236,7 @@ const Console = (() => {
                 for (const row of document.querySelectorAll('#streams tbody tr')) {
                     row.classList.toggle('selected', row.dataset.stream === stream);
                 }
+                note();
                 play(video, stream, how);
             }
 
@@ -235,6 +248,8 @@ const Console = (() => {
                     return;
                 }
                 rtmpPort = answer.rtmp_port;
+                live = new Map(answer.streams.map(s => [s.stream, s]));
+                note();
                 $('node').textContent = `${answer.streams.length} live`;
                 const now = performance.now();
                 const rows = answer.streams.map(s => {

@@ -10,6 +10,12 @@ pub struct PublishStats {
     pub audio_codec: Option<&'static str>,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// Pictures come in another order than they are shown (B-frames): browsers' WebRTC
+    /// decoders cannot take such a stream, so WebRTC viewers see little more than its
+    /// keyframes. Stays set once seen.
+    pub b_frames: bool,
+    /// The last picture's presentation time (ms), to notice B-frames by.
+    last_presented: Option<i64>,
     /// Payload bytes received from the publisher so far: all, video, audio.
     pub bytes_in: u64,
     pub video_bytes_in: u64,
@@ -22,8 +28,18 @@ pub struct PublishStats {
 }
 
 impl PublishStats {
-    pub(super) fn observe(&mut self, kind: MediaKind, sequence_header: bool, payload: &[u8]) {
+    /// Count a frame the publisher sent at `timestamp` (ms, the stream's clock).
+    pub(super) fn observe(
+        &mut self,
+        kind: MediaKind,
+        sequence_header: bool,
+        timestamp: u64,
+        payload: &[u8],
+    ) {
         self.bytes_in += payload.len() as u64;
+        if kind == MediaKind::Video && !sequence_header && !self.b_frames {
+            self.notice_reordering(timestamp, payload);
+        }
         match kind {
             MediaKind::Video => self.video_bytes_in += payload.len() as u64,
             MediaKind::Audio => self.audio_bytes_in += payload.len() as u64,
@@ -55,5 +71,43 @@ impl PublishStats {
             }
             MediaKind::Metadata => {}
         }
+    }
+
+    /// A picture shown before the one sent ahead of it means B-frames.
+    fn notice_reordering(&mut self, timestamp: u64, payload: &[u8]) {
+        let Some(info) = codec::parse_video_tag(payload) else {
+            return;
+        };
+        let presented = timestamp as i64 + i64::from(info.composition_time);
+        if self.last_presented.is_some_and(|last| presented < last) {
+            self.b_frames = true;
+        }
+        self.last_presented = Some(presented);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An AVC picture tag sent at `dts` and shown `cts` ms later.
+    fn picture(cts: i32) -> Vec<u8> {
+        let cts = cts.to_be_bytes();
+        vec![0x27, 1, cts[1], cts[2], cts[3], 0, 0, 0, 1, 0x41]
+    }
+
+    #[test]
+    fn b_frames_are_noticed_by_pictures_shown_out_of_order() {
+        let mut stats = PublishStats::default();
+        // A constant offset, pictures in order: no B-frames.
+        for dts in [0, 40, 80, 120] {
+            stats.observe(MediaKind::Video, false, dts, &picture(80));
+        }
+        assert!(!stats.b_frames);
+        // I P B B: the P (sent at 160) is shown at 280, after the Bs sent after it.
+        for (dts, cts) in [(160, 120), (200, 40), (240, 0)] {
+            stats.observe(MediaKind::Video, false, dts, &picture(cts));
+        }
+        assert!(stats.b_frames);
     }
 }

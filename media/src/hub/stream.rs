@@ -272,8 +272,8 @@ impl StreamState {
             None => self.clock.last(),
         };
         frame.generation = self.generation;
-        self.stats
-            .observe(kind, frame.sequence_header, &frame.payload);
+        let sequence_header = frame.sequence_header;
+        (self.stats).observe(kind, sequence_header, frame.timestamp, &frame.payload);
         match kind {
             MediaKind::Audio => {
                 self.has_audio = true;

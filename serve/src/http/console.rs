@@ -123,7 +123,7 @@ pub(super) fn streams(node: &Node) -> Reply {
         let _ = write!(
             out,
             "{}{{\"stream\":{},\"app\":{},\"room\":{},\"publishing\":{},\"video\":{},\"audio\":{},\
-             \"width\":{},\"height\":{},\"bytes_in\":{},\"uptime_ms\":{},\"viewers\":{{{}}},\"relays\":{}}}",
+             \"width\":{},\"height\":{},\"b_frames\":{},\"bytes_in\":{},\"uptime_ms\":{},\"viewers\":{{{}}},\"relays\":{}}}",
             if i > 0 { "," } else { "" },
             json_string(&s.name),
             json_string(app),
@@ -133,6 +133,7 @@ pub(super) fn streams(node: &Node) -> Reply {
             text(s.stats.audio_codec),
             number(s.stats.width),
             number(s.stats.height),
+            s.stats.b_frames,
             s.stats.bytes_in,
             now.saturating_duration_since(s.created).as_millis(),
             by_protocol.join(","),
