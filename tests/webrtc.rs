@@ -1,6 +1,7 @@
 //! WebRTC playback (WHEP) in Chromium: a standalone node, an origin and an edge answer a
 //! browser's offer, and the `<video>` presents the stream's pictures (H.264 passed through,
-//! DTLS-SRTP over the node's one UDP socket, on loopback). Driven by Playwright
+//! DTLS-SRTP over the node's one UDP socket, on loopback) and Chromium decodes its sound
+//! (the RTMP publisher's AAC, transcoded to Opus once per stream). Driven by Playwright
 //! (`tests/browser/whep.mjs`), with Debian's `chromium`; see tests/browser.rs for the
 //! set-up.
 //!
@@ -32,10 +33,26 @@ impl std::fmt::Display for Report {
 /// Play `url` (a WHEP endpoint) in Chromium for `seconds`, then leave as `leave` says
 /// (`delete`: DELETE the session; `vanish`: close the browser without a word).
 fn play_whep(url: &str, seconds: u32, leave: &str) -> Report {
+    play_whep_sessions(url, seconds, leave, 1)
+}
+
+/// [`play_whep`] with `sessions` connections to the stream in one page (the report's
+/// `others` are the second and later).
+fn play_whep_sessions(url: &str, seconds: u32, leave: &str, sessions: u32) -> Report {
     let seconds = seconds.to_string();
+    let sessions = sessions.to_string();
     let line = run_script(
         "whep.mjs",
-        &["--url", url, "--seconds", &seconds, "--leave", leave],
+        &[
+            "--url",
+            url,
+            "--seconds",
+            &seconds,
+            "--leave",
+            leave,
+            "--sessions",
+            &sessions,
+        ],
     );
     Report(serde_json::from_str(&line).expect("whep.mjs prints one JSON report"))
 }
@@ -57,6 +74,26 @@ fn assert_played(report: &Report, what: &str) {
         (320.0, 240.0),
         "{what}: {report}"
     );
+}
+
+/// Chromium decoded sound: Opus packets, samples out of them, and not silence but the
+/// publisher's 440 Hz sine (heard through WebAudio).
+fn assert_heard(report: &Report, what: &str) {
+    let audio = &report.0["audio"];
+    let number = |field: &str| audio[field].as_f64().unwrap_or(0.0);
+    assert_eq!(
+        audio["codec"].as_str(),
+        Some("audio/opus"),
+        "{what}: {report}"
+    );
+    assert!(number("packetsReceived") > 100.0, "{what}: {report}");
+    assert!(number("samplesReceived") > 48_000.0, "{what}: {report}");
+    let heard = &report.0["heard"];
+    // ffmpeg's sine has an amplitude of 1/8: an RMS of 0.088.
+    let rms = heard["loudestRms"].as_f64().unwrap_or(0.0);
+    assert!(rms > 0.03, "{what}: silence: {report}");
+    let hz = heard["peakHz"].as_f64().unwrap_or(0.0);
+    assert!((hz - 440.0).abs() < 20.0, "{what}: {hz} Hz: {report}");
 }
 
 /// The node stops counting its WebRTC viewer within `within`; how long that took.
@@ -82,6 +119,7 @@ fn chromium_plays_whep_from_a_standalone_node() {
     let url = format!("http://{}/live/rtc/whep", server.http);
     let report = play_whep(&url, 10, "delete");
     assert_played(&report, "standalone");
+    assert_heard(&report, "standalone");
     // The DELETE ended the session at once.
     assert_eq!(report.number("deleteStatus"), 200.0, "{report}");
     assert_session_ends(&server, Duration::from_secs(2), "after DELETE");
@@ -101,17 +139,91 @@ fn chromium_plays_whep_from_an_origin_and_an_edge_that_pulls_on_the_offer() {
         |role: &str, id: &str| Server::in_cluster(role, id, &redis.url(), &["--rtmp-noauth"]);
     let origin = node("origin", "origin-w");
     let edge = node("edge", "edge-w");
+    // ffmpeg's RTMP: H.264 and AAC (44.1 kHz), which WebRTC gets as Opus (48 kHz).
     let _publisher = publish(&origin.rtmp_url("far"), Source::AudioVideo, 25, 0);
     origin.wait_live("far");
     // Nobody watches on the edge before the origin's viewer is done: the edge's offer
     // starts its pull.
     for (server, what) in [(&origin, "origin"), (&edge, "edge")] {
         let url = format!("http://{}/live/far/whep", server.http);
-        let report = play_whep(&url, 10, "delete");
+        let report = play_whep(&url, 6, "delete");
         assert_played(&report, what);
+        assert_heard(&report, what);
         assert_eq!(report.number("deleteStatus"), 200.0, "{what}: {report}");
         assert_session_ends(server, Duration::from_secs(2), what);
+        // The last session gone, so is the stream's feed and its transcoder.
+        let start = Instant::now();
+        while server.metric("ferrolive_webrtc_feeds") != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{what}: feed left running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(server.metric("ferrolive_webrtc_audio_transcoders"), 0);
     }
+}
+
+/// Three sessions of one stream are fed by one packetizer and one AAC transcoder, and
+/// each decodes pictures and sound.
+#[test]
+fn sessions_of_one_stream_share_its_packetizer_and_transcoder() {
+    let _one_at_a_time = require_browser();
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("many"), Source::AudioVideo, 25, 0);
+    server.wait_live("many");
+    let url = format!("http://{}/live/many/whep", server.http);
+    // While the browser plays, the most feeds and transcoders the node ran at once.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peaks = {
+        let (watching, http) = (watching.clone(), server.http);
+        std::thread::spawn(move || {
+            let metric = |text: &str, name: &str| -> u64 {
+                (text.lines())
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let (mut feeds, mut transcoders, mut viewers) = (0, 0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(answer) = testkit::http_get(http, "/metrics") {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    feeds = feeds.max(metric(&text, "ferrolive_webrtc_feeds"));
+                    transcoders =
+                        transcoders.max(metric(&text, "ferrolive_webrtc_audio_transcoders"));
+                    viewers = viewers.max(metric(
+                        &text,
+                        "ferrolive_protocol_viewers{protocol=\"webrtc\"}",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (feeds, transcoders, viewers)
+        })
+    };
+    let report = play_whep_sessions(&url, 6, "delete", 3);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (feeds, transcoders, viewers) = peaks.join().unwrap();
+    assert_played(&report, "first session");
+    assert_heard(&report, "first session");
+    let others = report.0["others"].as_array().cloned().unwrap_or_default();
+    assert_eq!(others.len(), 2, "{report}");
+    for other in &others {
+        assert!(
+            other["framesDecoded"].as_f64().unwrap_or(0.0) > 30.0,
+            "{report}"
+        );
+        assert!(
+            other["audioSamples"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+    }
+    assert_eq!(viewers, 3, "three sessions counted");
+    assert_eq!(
+        (feeds, transcoders),
+        (1, 1),
+        "one feed, one transcoder: {report}"
+    );
+    assert_session_ends(&server, Duration::from_secs(2), "after DELETE");
 }
 
 /// A stream whose audio is Opus (published over RTSP: ffmpeg 5.1 has no Opus in FLV) plays
