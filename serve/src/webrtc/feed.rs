@@ -7,10 +7,10 @@
 //! no session copies or allocates anything per packet (SRTP encrypts into a buffer of its
 //! own anyway).
 //!
-//! [`Packetizing`] is the sans-IO part (frames in, [`Unit`]s out, the current GOP kept for
-//! new sessions and keyframe requests); [`Feed`] is the task that runs it over the hub's
-//! frames while the stream has WebRTC sessions, and [`Feeds`] finds a stream's feed or
-//! starts it.
+//! [`Packetizing`] is the sans-IO part (frames in, [`Unit`]s out) and [`GopCache`] the
+//! pictures a new session starts with; [`Feed`] is the task that runs them over the hub's
+//! frames while the stream has WebRTC sessions (packetizing and transcoding outside the
+//! lock the sessions take), and [`Feeds`] finds a stream's feed or starts it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -78,9 +78,6 @@ pub(super) struct Packetizing {
     /// Pictures are dropped until a keyframe: at the start, and after frames were lost.
     waiting_for_key: bool,
     audio: AudioSource,
-    /// The pictures since the last keyframe, starting with it.
-    gop: Vec<Arc<Picture>>,
-    gop_bytes: usize,
     opus_out: Vec<OpusPacket>,
 }
 
@@ -93,15 +90,8 @@ impl Packetizing {
             h264: false,
             waiting_for_key: true,
             audio: AudioSource::None,
-            gop: Vec::new(),
-            gop_bytes: 0,
             opus_out: Vec::new(),
         }
-    }
-
-    /// The pictures a session starts with (or resends for a keyframe request).
-    pub fn gop(&self) -> &[Arc<Picture>] {
-        &self.gop
     }
 
     /// Whether the stream's AAC is being transcoded.
@@ -112,8 +102,6 @@ impl Packetizing {
     /// Frames were lost before they reached the feed: pictures wait for a keyframe.
     pub fn skipped(&mut self) {
         self.waiting_for_key = true;
-        self.gop.clear();
-        self.gop_bytes = 0;
     }
 
     /// The units `frame` makes, appended to `out`. A bad AudioSpecificConfig is an
@@ -160,24 +148,7 @@ impl Packetizing {
             pts_ms: frame.timestamp as i64 + i64::from(info.composition_time),
             key: frame.key,
         });
-        self.keep_in_gop(&picture, packets.interleaved().len());
         out.push(Unit::Picture(picture));
-    }
-
-    fn keep_in_gop(&mut self, picture: &Arc<Picture>, bytes: usize) {
-        if picture.key {
-            self.gop.clear();
-            self.gop_bytes = 0;
-        } else if self.gop.is_empty() {
-            return;
-        }
-        if self.gop.len() >= GOP_MAX_PICTURES || self.gop_bytes + bytes > GOP_MAX_BYTES {
-            self.gop.clear();
-            self.gop_bytes = 0;
-            return;
-        }
-        self.gop_bytes += bytes;
-        self.gop.push(picture.clone());
     }
 
     fn audio(&mut self, frame: &Frame, out: &mut Vec<Unit>) -> Result<(), String> {
@@ -225,6 +196,40 @@ impl Packetizing {
     }
 }
 
+/// The pictures since the last keyframe, starting with it: what a session starts with.
+#[derive(Debug, Default)]
+pub(super) struct GopCache {
+    pictures: Vec<Arc<Picture>>,
+    bytes: usize,
+}
+
+impl GopCache {
+    pub fn pictures(&self) -> &[Arc<Picture>] {
+        &self.pictures
+    }
+
+    pub fn clear(&mut self) {
+        self.pictures.clear();
+        self.bytes = 0;
+    }
+
+    /// Keep `picture` if it is a keyframe (a new GOP) or follows one.
+    pub fn keep(&mut self, picture: &Arc<Picture>) {
+        if picture.key {
+            self.clear();
+        } else if self.pictures.is_empty() {
+            return;
+        }
+        let bytes: usize = picture.payloads.iter().map(|p| p.bytes.len()).sum();
+        if self.pictures.len() >= GOP_MAX_PICTURES || self.bytes + bytes > GOP_MAX_BYTES {
+            self.clear();
+            return;
+        }
+        self.bytes += bytes;
+        self.pictures.push(picture.clone());
+    }
+}
+
 /// What sessions and the feed's task share: the GOP so far and the live units after it,
 /// under one lock so that a session joining sees every picture once.
 struct Shared {
@@ -232,7 +237,7 @@ struct Shared {
 }
 
 struct FeedState {
-    packetizing: Packetizing,
+    gop: GopCache,
     /// `None` once the feed ended: its sessions see the channel close.
     units: Option<broadcast::Sender<Unit>>,
 }
@@ -266,7 +271,7 @@ impl Feed {
             None => broadcast::channel(1).1,
         };
         Joined {
-            gop: state.packetizing.gop().to_vec(),
+            gop: state.gop.pictures().to_vec(),
             units,
         }
     }
@@ -304,7 +309,7 @@ impl Feeds {
         let (units, _) = broadcast::channel(FEED_BACKLOG);
         let shared = Arc::new(Shared {
             state: Mutex::new(FeedState {
-                packetizing: Packetizing::new(),
+                gop: GopCache::default(),
                 units: Some(units),
             }),
         });
@@ -320,6 +325,7 @@ impl Feeds {
         tokio::spawn(async move {
             let _running = GaugeGuard::new(metrics.clone(), |m| &m.webrtc_feeds);
             let mut transcoding: Option<GaugeGuard> = None;
+            let mut packetizing = Packetizing::new();
             let mut made = Vec::new();
             info!(stream = %name, "webrtc feed start");
             loop {
@@ -330,22 +336,26 @@ impl Feeds {
                 let frame = match delivery {
                     Delivery::Frame(frame) => frame,
                     Delivery::Skipped(_) => {
-                        lock(&shared.state).packetizing.skipped();
+                        packetizing.skipped();
+                        lock(&shared.state).gop.clear();
                         continue;
                     }
                     Delivery::End => break,
                 };
-                let mut state = lock(&shared.state);
-                if let Err(e) = state.packetizing.push(&frame, &mut made) {
+                if let Err(e) = packetizing.push(&frame, &mut made) {
                     warn!(stream = %name, error = %e, "webrtc feed: audio not sent");
                 }
-                let transcodes = state.packetizing.transcodes();
+                let transcodes = packetizing.transcodes();
                 if transcodes != transcoding.is_some() {
                     transcoding = transcodes
                         .then(|| GaugeGuard::new(metrics.clone(), |m| &m.webrtc_audio_transcoders));
                 }
-                if let Some(units) = &state.units {
-                    for unit in made.drain(..) {
+                let mut state = lock(&shared.state);
+                for unit in made.drain(..) {
+                    if let Unit::Picture(picture) = &unit {
+                        state.gop.keep(picture);
+                    }
+                    if let Some(units) = &state.units {
                         // No session listening is no error: they may all be connecting.
                         let _ = units.send(unit);
                     }
@@ -407,6 +417,8 @@ mod tests {
         feed.push(&picture(120, false, 10), &mut out).unwrap();
         let sent = pictures(&out);
         assert_eq!(sent.len(), 2);
+        let mut gop = GopCache::default();
+        sent.iter().for_each(|p| gop.keep(p));
         let key = &sent[0];
         assert!(key.key);
         assert_eq!(key.pts_ms, 120);
@@ -418,14 +430,40 @@ mod tests {
         let markers: Vec<bool> = key.payloads.iter().map(|p| p.marker).collect();
         assert_eq!(markers.iter().filter(|m| **m).count(), 1);
         assert_eq!(markers.last(), Some(&true));
-        assert_eq!(feed.gop().len(), 2);
+        assert_eq!(gop.pictures().len(), 2);
         // A loss: inter pictures wait for the next keyframe, which starts a new GOP.
         feed.skipped();
         out.clear();
         feed.push(&picture(160, false, 10), &mut out).unwrap();
-        assert!(out.is_empty() && feed.gop().is_empty());
+        assert!(out.is_empty());
         feed.push(&picture(200, true, 10), &mut out).unwrap();
-        assert_eq!(feed.gop().len(), 1);
+        pictures(&out).iter().for_each(|p| gop.keep(p));
+        assert_eq!(gop.pictures().len(), 1);
+        assert!(gop.pictures()[0].key);
+    }
+
+    #[test]
+    fn a_gop_too_long_is_dropped_until_the_next_keyframe() {
+        let picture = |key| {
+            Arc::new(Picture {
+                payloads: Vec::new(),
+                pts_ms: 0,
+                key,
+            })
+        };
+        let mut gop = GopCache::default();
+        gop.keep(&picture(false));
+        assert!(gop.pictures().is_empty());
+        gop.keep(&picture(true));
+        for _ in 1..GOP_MAX_PICTURES {
+            gop.keep(&picture(false));
+        }
+        assert_eq!(gop.pictures().len(), GOP_MAX_PICTURES);
+        gop.keep(&picture(false));
+        gop.keep(&picture(false));
+        assert!(gop.pictures().is_empty());
+        gop.keep(&picture(true));
+        assert_eq!(gop.pictures().len(), 1);
     }
 
     #[test]
@@ -433,7 +471,7 @@ mod tests {
         let (units, _) = broadcast::channel(16);
         let shared = Arc::new(Shared {
             state: Mutex::new(FeedState {
-                packetizing: Packetizing::new(),
+                gop: GopCache::default(),
                 units: Some(units.clone()),
             }),
         });
@@ -442,23 +480,19 @@ mod tests {
             stop: Arc::new(Notify::new()),
             stream_id: 1,
         };
+        let mut packetizing = Packetizing::new();
         let mut made = Vec::new();
-        let mut state = lock(&shared.state);
-        state
-            .packetizing
-            .push(&sequence_header(), &mut made)
-            .unwrap();
-        state
-            .packetizing
+        packetizing.push(&sequence_header(), &mut made).unwrap();
+        packetizing
             .push(&picture(0, true, 2000), &mut made)
             .unwrap();
-        drop(state);
+        lock(&shared.state).gop.keep(&pictures(&made)[0]);
         let (mut first, mut second) = (feed.join(), feed.join());
-        lock(&shared.state)
-            .packetizing
+        made.clear();
+        packetizing
             .push(&picture(40, false, 2000), &mut made)
             .unwrap();
-        for unit in made.drain(1..) {
+        for unit in made.drain(..) {
             units.send(unit).unwrap();
         }
         // Both start with the same keyframe and get the same live picture: one copy of

@@ -51,7 +51,7 @@ pub(super) struct Session {
     pub feed: Arc<Feed>,
 }
 
-/// Where a media line's samples go.
+/// Where a media line's packets go.
 #[derive(Debug, Clone, Copy)]
 struct Track {
     mid: Mid,
