@@ -332,3 +332,112 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
     let refused = post_to(&guarded, "/live/sig/whep", "application/sdp", "v=0\r\n");
     assert_eq!(refused.status, 403);
 }
+
+/// A viewer's keyframe request (PLI) is answered from the GOP cache, not by waiting for the
+/// publisher's next keyframe: with a 10 s GOP, the keyframe comes again within half a
+/// second, its RTP timestamp one tick after a picture already sent. The viewer is str0m
+/// (a browser cannot be told to send a PLI), over the node's real UDP socket.
+#[test]
+fn a_keyframe_request_is_answered_from_the_gop_cache() {
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    // A keyframe every 250 pictures: none but the GOP cache's in the test's few seconds.
+    let _publisher = publish(&server.rtmp_url("pli"), Source::AudioVideo, 250, 0);
+    server.wait_live("pli");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .clear_codecs()
+        .enable_h264(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    let video = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let offer = offer.to_sdp_string();
+    let request = format!(
+        "POST /live/pli/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+        offer.len()
+    );
+    let answer = http_request(server.http, &request).expect("an answer");
+    assert_eq!(answer.status, 201);
+    let answer = SdpAnswer::from_sdp_string(&String::from_utf8_lossy(&answer.body)).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+
+    // Every video RTP timestamp seen, and when keyframes (a STAP-A with SPS and PPS
+    // first) came with which timestamp.
+    let mut times = std::collections::HashSet::new();
+    let mut keyframes: Vec<(Instant, u32)> = Vec::new();
+    let mut asked: Option<Instant> = None;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 2048];
+    while started.elapsed() < Duration::from_secs(4) {
+        let wake = loop {
+            match rtc.poll_output().unwrap() {
+                Output::Timeout(at) => break at,
+                Output::Transmit(out) => {
+                    let _ = socket.send_to(&out.contents, out.destination);
+                }
+                Output::Event(Event::RtpPacket(packet)) => {
+                    let time = packet.header.timestamp;
+                    times.insert(time);
+                    if packet.payload.first().is_some_and(|b| b & 0x1f == 24) {
+                        keyframes.push((Instant::now(), time));
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        };
+        // A second and a half into the picture, ask once for a keyframe.
+        if asked.is_none() && times.len() > 25 && started.elapsed() > Duration::from_millis(1500) {
+            let mut api = rtc.direct_api();
+            let stream = api.stream_rx_by_mid(video, None).expect("a video stream");
+            stream.request_keyframe(KeyframeRequestKind::Pli);
+            asked = Some(Instant::now());
+            continue;
+        }
+        let timeout = wake
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        socket.set_read_timeout(Some(timeout)).unwrap();
+        let input = match socket.recv_from(&mut buf) {
+            Ok((len, source)) => Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: local,
+                    contents: buf[..len].try_into().unwrap(),
+                },
+            ),
+            Err(_) => Input::Timeout(Instant::now()),
+        };
+        rtc.handle_input(input).unwrap();
+    }
+    let asked = asked.expect("pictures came, and a PLI went");
+    // The GOP cache's keyframe started the session; the answer is the second keyframe.
+    assert!(keyframes.len() >= 2, "keyframes: {keyframes:?}");
+    let (at, time) = keyframes[1];
+    let after = at.saturating_duration_since(asked);
+    eprintln!("PLI answered after {after:?}");
+    assert!(
+        at >= asked && after < Duration::from_millis(500),
+        "the answer came {after:?} after the PLI"
+    );
+    assert!(
+        times.contains(&time.wrapping_sub(1)),
+        "the answer's keyframe is 1 tick after a picture sent"
+    );
+    assert_eq!(keyframes.len(), 2, "one answer: {keyframes:?}");
+    assert_eq!(server.metric("ferrolive_webrtc_keyframe_answers_total"), 1);
+}

@@ -13,7 +13,8 @@
 // The report: the answer's status and Location, when the first picture was presented
 // (ms after the POST), pictures presented (requestVideoFrameCallback) and decoded
 // (getVideoPlaybackQuality, and the receiver's framesDecoded), the picture's size, the audio
-// received (packets, samples, codec), the connection's last state, the DELETE's status,
+// received (packets, samples, codec) and heard (`heard`: the loudest RMS and its strongest
+// frequency, through WebAudio), the connection's last state, the DELETE's status,
 // errors and the page's console. With `--sessions K`, K-1 more sessions of the same stream
 // play in the same page (no <video>), each reported under `others` with the frames and
 // audio samples it decoded.
