@@ -335,10 +335,12 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
 
 /// A viewer's keyframe request (PLI) is answered from the GOP cache, not by waiting for the
 /// publisher's next keyframe: with a 10 s GOP, the keyframe comes again within half a
-/// second, its RTP timestamp one tick after a picture already sent. The viewer is str0m
-/// (a browser cannot be told to send a PLI), over the node's real UDP socket.
+/// second, its RTP timestamp one tick after a picture already sent. And packets the
+/// viewer lost and NACKed are sent again: every sequence number arrives. The viewer is
+/// str0m (a browser cannot be told to send a PLI or to lose packets), over the node's
+/// real UDP socket.
 #[test]
-fn a_keyframe_request_is_answered_from_the_gop_cache() {
+fn a_keyframe_request_and_nacks_are_answered() {
     use std::net::UdpSocket;
     use std::sync::Arc;
     use str0m::change::SdpAnswer;
@@ -377,6 +379,9 @@ fn a_keyframe_request_is_answered_from_the_gop_cache() {
     // Every video RTP timestamp seen, and when keyframes (a STAP-A with SPS and PPS
     // first) came with which timestamp.
     let mut times = std::collections::HashSet::new();
+    let mut sequence_numbers = std::collections::BTreeSet::new();
+    let mut datagrams = 0u64;
+    let mut lost = 0;
     let mut keyframes: Vec<(Instant, u32)> = Vec::new();
     let mut asked: Option<Instant> = None;
     let started = Instant::now();
@@ -389,6 +394,7 @@ fn a_keyframe_request_is_answered_from_the_gop_cache() {
                     let _ = socket.send_to(&out.contents, out.destination);
                 }
                 Output::Event(Event::RtpPacket(packet)) => {
+                    sequence_numbers.insert(*packet.seq_no);
                     let time = packet.header.timestamp;
                     times.insert(time);
                     if packet.payload.first().is_some_and(|b| b & 0x1f == 24) {
@@ -411,6 +417,22 @@ fn a_keyframe_request_is_answered_from_the_gop_cache() {
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
         socket.set_read_timeout(Some(timeout)).unwrap();
         let input = match socket.recv_from(&mut buf) {
+            // Lose every 40th RTP packet (not RTCP: RFC 5761's payload types) in the first
+            // second of the picture, three in all.
+            Ok((len, _))
+                if len > 12
+                    && buf[0] >> 6 == 2
+                    && !(64..96).contains(&(buf[1] & 0x7f))
+                    && !sequence_numbers.is_empty()
+                    && lost < 3
+                    && {
+                        datagrams += 1;
+                        datagrams % 40 == 0
+                    } =>
+            {
+                lost += 1;
+                continue;
+            }
             Ok((len, source)) => Input::Receive(
                 Instant::now(),
                 Receive {
@@ -440,4 +462,14 @@ fn a_keyframe_request_is_answered_from_the_gop_cache() {
     );
     assert_eq!(keyframes.len(), 2, "one answer: {keyframes:?}");
     assert_eq!(server.metric("ferrolive_webrtc_keyframe_answers_total"), 1);
+    // The lost packets came again (over RTX): no sequence number is missing.
+    assert_eq!(lost, 3);
+    let (first, last) = (sequence_numbers.first(), sequence_numbers.last());
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("no video packets");
+    };
+    let missing: Vec<u64> = (*first..=*last)
+        .filter(|n| !sequence_numbers.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "never received: {missing:?}");
 }
