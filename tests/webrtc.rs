@@ -427,7 +427,7 @@ fn a_keyframe_request_and_nacks_are_answered() {
                     && lost < 3
                     && {
                         datagrams += 1;
-                        datagrams % 40 == 0
+                        datagrams.is_multiple_of(40)
                     } =>
             {
                 lost += 1;
