@@ -1,6 +1,7 @@
 //! WebRTC playback (WHEP) in Chromium: a standalone node, an origin and an edge answer a
 //! browser's offer, and the `<video>` presents the stream's pictures (H.264 passed through,
-//! DTLS-SRTP over the node's one UDP socket, on loopback). Driven by Playwright
+//! DTLS-SRTP over the node's one UDP socket, on loopback) and Chromium decodes its sound
+//! (the RTMP publisher's AAC, transcoded to Opus once per stream). Driven by Playwright
 //! (`tests/browser/whep.mjs`), with Debian's `chromium`; see tests/browser.rs for the
 //! set-up.
 //!
@@ -33,10 +34,26 @@ impl std::fmt::Display for Report {
 /// Play `url` (a WHEP endpoint) in Chromium for `seconds`, then leave as `leave` says
 /// (`delete`: DELETE the session; `vanish`: close the browser without a word).
 fn play_whep(url: &str, seconds: u32, leave: &str) -> Report {
+    play_whep_sessions(url, seconds, leave, 1)
+}
+
+/// [`play_whep`] with `sessions` connections to the stream in one page (the report's
+/// `others` are the second and later).
+fn play_whep_sessions(url: &str, seconds: u32, leave: &str, sessions: u32) -> Report {
     let seconds = seconds.to_string();
+    let sessions = sessions.to_string();
     let line = run_script(
         "whep.mjs",
-        &["--url", url, "--seconds", &seconds, "--leave", leave],
+        &[
+            "--url",
+            url,
+            "--seconds",
+            &seconds,
+            "--leave",
+            leave,
+            "--sessions",
+            &sessions,
+        ],
     );
     Report(serde_json::from_str(&line).expect("whep.mjs prints one JSON report"))
 }
@@ -58,6 +75,26 @@ fn assert_played(report: &Report, what: &str) {
         (320.0, 240.0),
         "{what}: {report}"
     );
+}
+
+/// Chromium decoded sound: Opus packets, samples out of them, and not silence but the
+/// publisher's 440 Hz sine (heard through WebAudio).
+fn assert_heard(report: &Report, what: &str) {
+    let audio = &report.0["audio"];
+    let number = |field: &str| audio[field].as_f64().unwrap_or(0.0);
+    assert_eq!(
+        audio["codec"].as_str(),
+        Some("audio/opus"),
+        "{what}: {report}"
+    );
+    assert!(number("packetsReceived") > 100.0, "{what}: {report}");
+    assert!(number("samplesReceived") > 48_000.0, "{what}: {report}");
+    let heard = &report.0["heard"];
+    // ffmpeg's sine has an amplitude of 1/8: an RMS of 0.088.
+    let rms = heard["loudestRms"].as_f64().unwrap_or(0.0);
+    assert!(rms > 0.03, "{what}: silence: {report}");
+    let hz = heard["peakHz"].as_f64().unwrap_or(0.0);
+    assert!((hz - 440.0).abs() < 20.0, "{what}: {hz} Hz: {report}");
 }
 
 /// The node stops counting its WebRTC viewer within `within`; how long that took.
@@ -83,6 +120,7 @@ fn chromium_plays_whep_from_a_standalone_node() {
     let url = format!("http://{}/live/rtc/whep", server.http);
     let report = play_whep(&url, 10, "delete");
     assert_played(&report, "standalone");
+    assert_heard(&report, "standalone");
     // The DELETE ended the session at once.
     assert_eq!(report.number("deleteStatus"), 200.0, "{report}");
     assert_session_ends(&server, Duration::from_secs(2), "after DELETE");
@@ -102,16 +140,28 @@ fn chromium_plays_whep_from_an_origin_and_an_edge_that_pulls_on_the_offer() {
         |role: &str, id: &str| Server::in_cluster(role, id, &redis.url(), &["--rtmp-noauth"]);
     let origin = node("origin", "origin-w");
     let edge = node("edge", "edge-w");
+    // ffmpeg's RTMP: H.264 and AAC (44.1 kHz), which WebRTC gets as Opus (48 kHz).
     let _publisher = publish(&origin.rtmp_url("far"), Source::AudioVideo, 25, 0);
     origin.wait_live("far");
     // Nobody watches on the edge before the origin's viewer is done: the edge's offer
     // starts its pull.
     for (server, what) in [(&origin, "origin"), (&edge, "edge")] {
         let url = format!("http://{}/live/far/whep", server.http);
-        let report = play_whep(&url, 10, "delete");
+        let report = play_whep(&url, 6, "delete");
         assert_played(&report, what);
+        assert_heard(&report, what);
         assert_eq!(report.number("deleteStatus"), 200.0, "{what}: {report}");
         assert_session_ends(server, Duration::from_secs(2), what);
+        // The last session gone, so is the stream's feed and its transcoder.
+        let start = Instant::now();
+        while server.metric("ferrolive_webrtc_feeds") != 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{what}: feed left running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(server.metric("ferrolive_webrtc_audio_transcoders"), 0);
     }
 }
 
@@ -145,6 +195,68 @@ fn a_viewer_behind_a_lossy_link_recovers_through_nacks() {
     // Nearly every picture of the 10 s decoded, and none stayed frozen for long.
     assert!(report.number("framesDecoded") > 200.0, "{report}");
     assert!(field("totalFreezesDuration") < 1.0, "{report}");
+}
+
+/// Three sessions of one stream are fed by one packetizer and one AAC transcoder, and
+/// each decodes pictures and sound.
+#[test]
+fn sessions_of_one_stream_share_its_packetizer_and_transcoder() {
+    let _one_at_a_time = require_browser();
+    let server = Server::start(&[]);
+    let _publisher = publish(&server.rtmp_url("many"), Source::AudioVideo, 25, 0);
+    server.wait_live("many");
+    let url = format!("http://{}/live/many/whep", server.http);
+    // While the browser plays, the most feeds and transcoders the node ran at once.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peaks = {
+        let (watching, http) = (watching.clone(), server.http);
+        std::thread::spawn(move || {
+            let metric = |text: &str, name: &str| -> u64 {
+                (text.lines())
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let (mut feeds, mut transcoders, mut viewers) = (0, 0, 0);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(answer) = testkit::http_get(http, "/metrics") {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    feeds = feeds.max(metric(&text, "ferrolive_webrtc_feeds"));
+                    transcoders =
+                        transcoders.max(metric(&text, "ferrolive_webrtc_audio_transcoders"));
+                    viewers = viewers.max(metric(
+                        &text,
+                        "ferrolive_protocol_viewers{protocol=\"webrtc\"}",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (feeds, transcoders, viewers)
+        })
+    };
+    let report = play_whep_sessions(&url, 6, "delete", 3);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (feeds, transcoders, viewers) = peaks.join().unwrap();
+    assert_played(&report, "first session");
+    assert_heard(&report, "first session");
+    let others = report.0["others"].as_array().cloned().unwrap_or_default();
+    assert_eq!(others.len(), 2, "{report}");
+    for other in &others {
+        assert!(
+            other["framesDecoded"].as_f64().unwrap_or(0.0) > 30.0,
+            "{report}"
+        );
+        assert!(
+            other["audioSamples"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+    }
+    assert_eq!(viewers, 3, "three sessions counted");
+    assert_eq!(
+        (feeds, transcoders),
+        (1, 1),
+        "one feed, one transcoder: {report}"
+    );
+    assert_session_ends(&server, Duration::from_secs(2), "after DELETE");
 }
 
 /// A stream whose audio is Opus (published over RTSP: ffmpeg 5.1 has no Opus in FLV) plays
@@ -252,4 +364,145 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
     let guarded = Server::start(&["--play-secret", "s3cret"]);
     let refused = post_to(&guarded, "/live/sig/whep", "application/sdp", "v=0\r\n");
     assert_eq!(refused.status, 403);
+}
+
+/// A viewer's keyframe request (PLI) is answered from the GOP cache, not by waiting for the
+/// publisher's next keyframe: with a 10 s GOP, the keyframe comes again within half a
+/// second, its RTP timestamp one tick after a picture already sent. And packets the
+/// viewer lost and NACKed are sent again: every sequence number arrives. The viewer is
+/// str0m (a browser cannot be told to send a PLI or to lose packets), over the node's
+/// real UDP socket.
+#[test]
+fn a_keyframe_request_and_nacks_are_answered() {
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    // A keyframe every 250 pictures: none but the GOP cache's in the test's few seconds.
+    let _publisher = publish(&server.rtmp_url("pli"), Source::AudioVideo, 250, 0);
+    server.wait_live("pli");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let mut rtc = Rtc::builder()
+        .set_rtp_mode(true)
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .clear_codecs()
+        .enable_h264(true)
+        .build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    let video = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let offer = offer.to_sdp_string();
+    let request = format!(
+        "POST /live/pli/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+        offer.len()
+    );
+    let answer = http_request(server.http, &request).expect("an answer");
+    assert_eq!(answer.status, 201);
+    let answer = SdpAnswer::from_sdp_string(&String::from_utf8_lossy(&answer.body)).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+
+    // Every video RTP timestamp seen, and when keyframes (a STAP-A with SPS and PPS
+    // first) came with which timestamp.
+    let mut times = std::collections::HashSet::new();
+    let mut sequence_numbers = std::collections::BTreeSet::new();
+    let mut datagrams = 0u64;
+    let mut lost = 0;
+    let mut keyframes: Vec<(Instant, u32)> = Vec::new();
+    let mut asked: Option<Instant> = None;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 2048];
+    while started.elapsed() < Duration::from_secs(4) {
+        let wake = loop {
+            match rtc.poll_output().unwrap() {
+                Output::Timeout(at) => break at,
+                Output::Transmit(out) => {
+                    let _ = socket.send_to(&out.contents, out.destination);
+                }
+                Output::Event(Event::RtpPacket(packet)) => {
+                    sequence_numbers.insert(*packet.seq_no);
+                    let time = packet.header.timestamp;
+                    times.insert(time);
+                    if packet.payload.first().is_some_and(|b| b & 0x1f == 24) {
+                        keyframes.push((Instant::now(), time));
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        };
+        // A second and a half into the picture, ask once for a keyframe.
+        if asked.is_none() && times.len() > 25 && started.elapsed() > Duration::from_millis(1500) {
+            let mut api = rtc.direct_api();
+            let stream = api.stream_rx_by_mid(video, None).expect("a video stream");
+            stream.request_keyframe(KeyframeRequestKind::Pli);
+            asked = Some(Instant::now());
+            continue;
+        }
+        let timeout = wake
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        socket.set_read_timeout(Some(timeout)).unwrap();
+        let input = match socket.recv_from(&mut buf) {
+            // Lose every 40th RTP packet (not RTCP: RFC 5761's payload types) in the first
+            // second of the picture, three in all.
+            Ok((len, _))
+                if len > 12
+                    && buf[0] >> 6 == 2
+                    && !(64..96).contains(&(buf[1] & 0x7f))
+                    && !sequence_numbers.is_empty()
+                    && lost < 3
+                    && {
+                        datagrams += 1;
+                        datagrams.is_multiple_of(40)
+                    } =>
+            {
+                lost += 1;
+                continue;
+            }
+            Ok((len, source)) => Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: local,
+                    contents: buf[..len].try_into().unwrap(),
+                },
+            ),
+            Err(_) => Input::Timeout(Instant::now()),
+        };
+        rtc.handle_input(input).unwrap();
+    }
+    let asked = asked.expect("pictures came, and a PLI went");
+    // The GOP cache's keyframe started the session; the answer is the second keyframe.
+    assert!(keyframes.len() >= 2, "keyframes: {keyframes:?}");
+    let (at, time) = keyframes[1];
+    let after = at.saturating_duration_since(asked);
+    eprintln!("PLI answered after {after:?}");
+    assert!(
+        at >= asked && after < Duration::from_millis(500),
+        "the answer came {after:?} after the PLI"
+    );
+    assert!(
+        times.contains(&time.wrapping_sub(1)),
+        "the answer's keyframe is 1 tick after a picture sent"
+    );
+    assert_eq!(keyframes.len(), 2, "one answer: {keyframes:?}");
+    assert_eq!(server.metric("ferrolive_webrtc_keyframe_answers_total"), 1);
+    // The lost packets came again (over RTX): no sequence number is missing.
+    assert_eq!(lost, 3);
+    let (first, last) = (sequence_numbers.first(), sequence_numbers.last());
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("no video packets");
+    };
+    let missing: Vec<u64> = (*first..=*last)
+        .filter(|n| !sequence_numbers.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "never received: {missing:?}");
 }

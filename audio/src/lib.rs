@@ -6,3 +6,5 @@
 
 pub mod aac_to_opus;
 pub mod opus_to_aac;
+
+pub use aac_to_opus::{AacToOpus, AacToOpusError, OpusPacket};

@@ -341,7 +341,7 @@ pub async fn run(
     let metrics = shared.metrics;
     let webrtc = match &config.webrtc {
         Some(webrtc) => Some(
-            webrtc::WebRtc::bind(webrtc.clone(), metrics.clone())
+            webrtc::WebRtc::bind(webrtc.clone(), shared.hub.clone(), metrics.clone())
                 .await
                 .map_err(|error| StartError::Bind {
                     what: "WebRTC (UDP)",

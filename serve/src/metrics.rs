@@ -37,6 +37,12 @@ pub struct Metrics {
     pub viewers_dropped_slow_total: AtomicU64,
     /// WebRTC packets dropped because the shared UDP socket's buffer was full.
     pub webrtc_packets_dropped_total: AtomicU64,
+    /// Streams packetized for WebRTC now (one feed per stream, however many sessions).
+    pub webrtc_feeds: AtomicU64,
+    /// Of `webrtc_feeds`, those transcoding the stream's AAC to Opus.
+    pub webrtc_audio_transcoders: AtomicU64,
+    /// Keyframe requests (PLI, FIR) of WebRTC viewers answered from the GOP cache.
+    pub webrtc_keyframe_answers_total: AtomicU64,
     /// Edge: streams pulled from an origin on a miss (one per pull, however many viewers).
     pub upstream_pulls_total: AtomicU64,
     /// Edge: pulls running now (starting, live or re-pulling).
@@ -295,6 +301,24 @@ impl Metrics {
             "counter",
             "WebRTC packets dropped because the UDP socket's send buffer was full.",
             get(&self.webrtc_packets_dropped_total),
+        );
+        metric(
+            "ferrolive_webrtc_feeds",
+            "gauge",
+            "Streams packetized for WebRTC now, once each for all their sessions.",
+            get(&self.webrtc_feeds),
+        );
+        metric(
+            "ferrolive_webrtc_audio_transcoders",
+            "gauge",
+            "Streams whose AAC is transcoded to Opus for WebRTC now, once each.",
+            get(&self.webrtc_audio_transcoders),
+        );
+        metric(
+            "ferrolive_webrtc_keyframe_answers_total",
+            "counter",
+            "WebRTC keyframe requests (PLI, FIR) answered by resending the GOP cache.",
+            get(&self.webrtc_keyframe_answers_total),
         );
         metric(
             "ferrolive_upstream_pulls_total",

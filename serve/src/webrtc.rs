@@ -2,21 +2,23 @@
 //! player port and gets an answer whose one candidate is this node's WebRTC UDP port.
 //!
 //! The WebRTC stack is [`str0m`], sans-IO like the rest of the house: each session is an
-//! ICE-lite `Rtc` driven by a task of its own ([`session`]), which takes the stream's
-//! frames from the hub (a [`media::hub::Subscriber`], so an edge pulls on a miss as for
-//! every protocol, and a new viewer starts at the GOP cache's keyframe), turns them into
-//! samples ([`samples`]) and sends what the `Rtc` makes. DTLS and SRTP use the system's
-//! OpenSSL.
+//! ICE-lite `Rtc` in RTP mode driven by a task of its own ([`session`]). A stream with
+//! WebRTC sessions has one [`feed`]: it takes the stream's frames from the hub once and
+//! makes them RTP payloads once (H.264 as RTSP packetizes it; AAC transcoded to Opus),
+//! and every session writes those same payloads under its own numbering
+//! ([`outgoing`]), starting at the GOP cache's keyframe. A viewer's keyframe request is
+//! answered from the GOP cache, not passed to the publisher. DTLS and SRTP use the
+//! system's OpenSSL.
 //!
 //! Every session shares one UDP socket (`--webrtc-udp-addr`): [`WebRtc::receive`] reads
 //! it and hands each datagram to its session, found by the sender's address, or for the
 //! first datagrams from an address (STUN binding requests), by the server's half of the
 //! STUN username, the ufrag this node put in the session's answer.
 //!
-//! Next steps (issue 25): packetize once per stream and share the packets, as RTSP does;
-//! answer PLI/FIR from the GOP cache; AAC to Opus; WHIP ingest.
+//! Next step (issue 25): WHIP ingest.
 
-mod samples;
+mod feed;
+mod outgoing;
 mod session;
 
 use std::collections::HashMap;
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
-use media::hub::Subscriber;
+use media::hub::{Hub, Subscriber};
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::{IceCreds, StunMessage};
@@ -102,12 +104,17 @@ pub struct WebRtc {
     /// browser checks the fingerprint in the answer, not who signed it.
     certificate: DtlsCert,
     sessions: Mutex<Sessions>,
+    /// Each stream's payloads, made once for all of its sessions.
+    feeds: feed::Feeds,
+    hub: Arc<Hub>,
     metrics: Arc<Metrics>,
 }
 
 /// What a session takes with it: the viewer's counts and the `on_stop` notice, dropped
 /// when it ends.
 pub struct Viewer {
+    /// The viewer's place in the stream (on an edge, what started the pull); its frames
+    /// come from the stream's feed, so only its count is kept.
     pub frames: Subscriber,
     pub peer: SocketAddr,
     pub stop_notice: Option<NotifyOnDrop>,
@@ -115,7 +122,11 @@ pub struct Viewer {
 
 impl WebRtc {
     /// Bind the shared socket.
-    pub async fn bind(config: WebRtcConfig, metrics: Arc<Metrics>) -> std::io::Result<Arc<WebRtc>> {
+    pub async fn bind(
+        config: WebRtcConfig,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<WebRtc>> {
         let socket = UdpSocket::bind(config.udp_addr).await?;
         let local = socket.local_addr()?;
         let crypto = str0m::crypto::from_feature_flags();
@@ -130,6 +141,8 @@ impl WebRtc {
             crypto: Arc::new(crypto),
             certificate,
             sessions: Mutex::default(),
+            feeds: feed::Feeds::default(),
+            hub,
             metrics,
         }))
     }
@@ -181,6 +194,8 @@ impl WebRtc {
             .set_local_ice_credentials(credentials)
             .set_crypto_provider(self.crypto.clone())
             .set_dtls_cert(self.certificate.clone())
+            // The feed's payloads are written as they are, under the session's numbering.
+            .set_rtp_mode(true)
             // What the hub's streams carry and a browser plays.
             .clear_codecs()
             .enable_h264(true)
@@ -194,6 +209,11 @@ impl WebRtc {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| OpenError::Refused(e.to_string()))?;
+        let watching = viewer.frames.into_watching();
+        let feed = self
+            .feeds
+            .get_or_start(stream, watching.stream_id(), &self.hub, &self.metrics)
+            .ok_or_else(|| OpenError::Refused("the stream ended".into()))?;
         let id = session_id();
         let (inbox, datagrams) = mpsc::channel(INBOX);
         let stop = Arc::new(Notify::new());
@@ -230,6 +250,7 @@ impl WebRtc {
             metrics: self.metrics.clone(),
             name: stream.to_owned(),
             id: id.clone(),
+            feed,
         };
         tokio::spawn(async move {
             let _registered = registered;
@@ -237,7 +258,8 @@ impl WebRtc {
             let peer = viewer.peer;
             let name = task.name.clone();
             let id = task.id.clone();
-            let ended = task.run(viewer.frames, shutdown).await;
+            let ended = task.run(shutdown).await;
+            drop(watching);
             drop(viewer.stop_notice);
             info!(stream = %name, %peer, session = %id, why = %ended, "webrtc viewer end");
         });

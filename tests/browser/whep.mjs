@@ -2,6 +2,7 @@
 // JSON on stdout. Used by the end-to-end tests in tests/webrtc.rs.
 //
 //   node whep.mjs --url http://NODE/APP/ROOM/whep --seconds N [--leave delete|vanish]
+//                 [--sessions K]
 //
 // The page (served by this script from 127.0.0.1, so the offer is a cross-origin POST with
 // its CORS preflight, as from any site) posts a receive-only offer, sets the answer, shows
@@ -12,9 +13,12 @@
 // The report: the answer's status and Location, when the first picture was presented
 // (ms after the POST), pictures presented (requestVideoFrameCallback) and decoded
 // (getVideoPlaybackQuality, and the receiver's framesDecoded), the receiver's losses, NACKs,
-// PLIs and freezes, the picture's size, the audio
-// received (packets, samples, codec), the connection's last state, the DELETE's status,
-// errors and the page's console.
+// PLIs and freezes (`video`), the picture's size, the audio received (packets, samples,
+// codec) and heard (`heard`: the loudest RMS and its strongest frequency, through
+// WebAudio), the connection's last state, the DELETE's status, errors and the page's
+// console. With `--sessions K`, K-1 more sessions of the same stream
+// play in the same page (no <video>), each reported under `others` with the frames and
+// audio samples it decoded.
 
 import { WEBRTC_ON_LOOPBACK, launchChromium, parseArgs, servePage, tabWithConsole } from './common.mjs';
 
@@ -22,6 +26,7 @@ const args = parseArgs();
 const url = args.url;
 const seconds = Number(args.seconds ?? 10);
 const leave = args.leave ?? 'delete';
+const sessions = Number(args.sessions ?? 1);
 if (!url) {
     console.error('usage: node whep.mjs --url http://NODE/APP/ROOM/whep --seconds N');
     process.exit(2);
@@ -34,7 +39,7 @@ const page = `<!doctype html>
 const video = document.getElementById('v');
 const report = {
     status: null, location: null, firstFrameMs: null, presentedFrames: 0,
-    connectionStates: [], errors: [],
+    connectionStates: [], errors: [], heard: { loudestRms: 0, peakHz: null },
 };
 window.report = report;
 const t0 = performance.now();
@@ -54,6 +59,7 @@ async function play() {
     const stream = new MediaStream();
     pc.ontrack = event => {
         stream.addTrack(event.track);
+        if (event.track.kind === 'audio') listen(event.track);
         if (video.srcObject !== stream) {
             video.srcObject = stream;
             video.play().catch(e => report.errors.push('play: ' + e));
@@ -71,12 +77,56 @@ async function play() {
     if (answer.status !== 201) { report.errors.push('answer: ' + sdp); return; }
     await pc.setRemoteDescription({ type: 'answer', sdp });
 }
+// What the sound is, through WebAudio (the receiver's audioLevel stays 0 in a headless
+// browser whose element is muted): the loudest RMS over 100 ms windows, and the
+// frequency of the strongest bin when it was loudest.
+function listen(track) {
+    const context = new AudioContext();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 8192;
+    context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    const wave = new Float32Array(analyser.fftSize);
+    const spectrum = new Float32Array(analyser.frequencyBinCount);
+    setInterval(() => {
+        analyser.getFloatTimeDomainData(wave);
+        const rms = Math.sqrt(wave.reduce((sum, v) => sum + v * v, 0) / wave.length);
+        if (rms <= report.heard.loudestRms) return;
+        report.heard.loudestRms = rms;
+        analyser.getFloatFrequencyData(spectrum);
+        let peak = 0;
+        spectrum.forEach((db, bin) => { if (db > spectrum[peak]) peak = bin; });
+        report.heard.peakHz = Math.round(peak * context.sampleRate / analyser.fftSize);
+    }, 100);
+}
 play().catch(e => report.errors.push('whep: ' + e));
+// More sessions of the same stream, each with its own connection.
+window.others = [];
+async function playAnother() {
+    const pc = new RTCPeerConnection();
+    const other = { pc, location: null };
+    window.others.push(other);
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const answer = await fetch(${JSON.stringify(url)}, {
+        method: 'POST', headers: { 'content-type': 'application/sdp' }, body: offer.sdp,
+    });
+    other.location = answer.headers.get('location');
+    const sdp = await answer.text();
+    if (answer.status !== 201) { report.errors.push('another answer: ' + sdp); return; }
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+}
+for (let i = 1; i < ${sessions}; i++) playAnother().catch(e => report.errors.push('another: ' + e));
 window.stop = async () => {
     if (!report.location) return null;
     const resource = new URL(report.location, ${JSON.stringify(url)});
     const response = await fetch(resource, { method: 'DELETE' });
     window.pc.close();
+    for (const other of window.others) {
+        if (other.location) await fetch(new URL(other.location, ${JSON.stringify(url)}), { method: 'DELETE' });
+        other.pc.close();
+    }
     return response.status;
 };
 </script>
@@ -92,34 +142,51 @@ try {
     await tab.waitForTimeout(seconds * 1000);
     const report = await tab.evaluate(async () => {
         const quality = document.getElementById('v').getVideoPlaybackQuality();
-        let framesDecoded = null, receiver = null;
-        const audio = { packetsReceived: 0, samplesReceived: 0, codec: null };
-        const stats = window.pc ? await window.pc.getStats() : new Map();
-        stats.forEach(s => {
-            if (s.type !== 'inbound-rtp') return;
-            if (s.kind === 'video') {
-                framesDecoded = s.framesDecoded;
-                receiver = {
-                    packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount,
-                    freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
-                    keyFramesDecoded: s.keyFramesDecoded,
-                };
-            }
-            if (s.kind === 'audio') {
-                audio.packetsReceived = s.packetsReceived;
-                audio.samplesReceived = s.totalSamplesReceived;
-                const codec = s.codecId && stats.get(s.codecId);
-                audio.codec = codec ? codec.mimeType : null;
-            }
-        });
+        // What one connection received and decoded, from its inbound-rtp stats.
+        const received = async pc => {
+            const got = {
+                framesDecoded: null, pliCount: 0,
+                audio: { packetsReceived: 0, samplesReceived: 0, audioLevel: 0, totalAudioEnergy: 0, codec: null },
+            };
+            const stats = pc ? await pc.getStats() : new Map();
+            stats.forEach(s => {
+                if (s.type !== 'inbound-rtp') return;
+                if (s.kind === 'video') {
+                    got.framesDecoded = s.framesDecoded;
+                    got.pliCount = s.pliCount;
+                    got.video = {
+                        packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount,
+                        freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
+                        keyFramesDecoded: s.keyFramesDecoded,
+                    };
+                }
+                if (s.kind === 'audio') {
+                    got.audio.packetsReceived = s.packetsReceived;
+                    got.audio.samplesReceived = s.totalSamplesReceived;
+                    got.audio.audioLevel = s.audioLevel ?? 0;
+                    got.audio.totalAudioEnergy = s.totalAudioEnergy ?? 0;
+                    const codec = s.codecId && stats.get(s.codecId);
+                    got.audio.codec = codec ? codec.mimeType : null;
+                }
+            });
+            return got;
+        };
+        const { framesDecoded, pliCount, video: receiver, audio } = await received(window.pc);
+        const others = [];
+        for (const other of window.others) {
+            const got = await received(other.pc);
+            others.push({ framesDecoded: got.framesDecoded, audioSamples: got.audio.samplesReceived });
+        }
         const video = document.getElementById('v');
         return {
             ...window.report,
             decodedFrames: quality.totalVideoFrames,
             droppedFrames: quality.droppedVideoFrames,
             framesDecoded,
+            pliCount,
             video: receiver,
             audio,
+            others,
             width: video.videoWidth,
             height: video.videoHeight,
             connectionState: window.pc ? window.pc.connectionState : null,

@@ -168,6 +168,12 @@ impl Subscriber {
         self.has_video
     }
 
+    /// Keep only the viewer's count, for a viewer whose frames come another way (a
+    /// WebRTC session, fed by its stream's one packetizer).
+    pub fn into_watching(self) -> Watching {
+        self.watching
+    }
+
     /// Frames dropped for this viewer so far.
     pub fn skipped(&self) -> u64 {
         self.skipped

@@ -1,24 +1,32 @@
 //! One WebRTC viewer: its `Rtc` driven by a task of its own, fed the datagrams the shared
-//! socket's reader routes to it, the stream's frames once ICE and DTLS are up, and its
-//! own timer.
+//! socket's reader routes to it, its stream's feed once ICE and DTLS are up, and its own
+//! timer.
 //!
-//! str0m's rule: every change to an `Rtc` (a datagram, a timeout, a written sample) is
+//! The `Rtc` runs in RTP mode: the feed's payloads, made once for the stream, are written
+//! as they are with the session's own payload types, SSRCs, sequence numbers and
+//! timestamps ([`super::outgoing`]). Video packets are written NACK-able, so str0m keeps
+//! them in the stream's send buffer and resends what the viewer reports lost (over RTX
+//! when negotiated).
+//!
+//! str0m's rule: every change to an `Rtc` (a datagram, a timeout, a written packet) is
 //! followed by polling it until it says when it next wants the time ([`Session::drain`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media::hub::{Delivery, Subscriber};
 use str0m::format::Codec;
-use str0m::media::{MediaKind, MediaTime, Mid};
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::debug;
 
-use super::samples::{ticks_48khz, ticks_90khz, Sample, Samples};
+use super::feed::{Feed, Picture, Unit};
+use super::outgoing::{AudioOut, VideoOut};
 use super::Datagram;
 use crate::fanout::SlowViewerGuard;
 use crate::metrics::Metrics;
@@ -39,13 +47,15 @@ pub(super) struct Session {
     pub metrics: Arc<Metrics>,
     pub name: String,
     pub id: String,
+    /// The stream's payloads, shared with its other sessions.
+    pub feed: Arc<Feed>,
 }
 
-/// Where a media line's samples go.
+/// Where a media line's packets go.
 #[derive(Debug, Clone, Copy)]
 struct Track {
     mid: Mid,
-    pt: str0m::media::Pt,
+    pt: Pt,
 }
 
 /// What the session knows of its media lines.
@@ -76,24 +86,50 @@ pub(super) enum Ended {
     Rtc(#[from] str0m::RtcError),
 }
 
+/// Where the session is in its stream: its numbering on the shared payloads and the
+/// wall clock the stream's clock maps to.
+struct Sending {
+    video: VideoOut,
+    audio: AudioOut,
+    /// The stream's clock placed at the first packet sent: (when, stream ms).
+    epoch: Option<(Instant, i64)>,
+    /// The wall clock of the last picture sent (an answer's pictures go out at it).
+    last_picture_at: Option<Instant>,
+}
+
+impl Sending {
+    fn new() -> Sending {
+        Sending {
+            video: VideoOut::new(fastrand::u16(..), fastrand::u32(..)),
+            audio: AudioOut::new(fastrand::u16(..), fastrand::u32(..)),
+            epoch: None,
+            last_picture_at: None,
+        }
+    }
+
+    /// The wall-clock time of `ms` on the stream's clock (for str0m's sender reports,
+    /// which browsers line audio and video up with).
+    fn wallclock(&mut self, ms: i64) -> Instant {
+        let (start, first) = *self.epoch.get_or_insert((Instant::now(), ms));
+        start + Duration::from_millis(ms.saturating_sub(first).max(0) as u64)
+    }
+}
+
 impl Session {
     /// Run until the viewer or the stream goes; says why it ended.
-    pub async fn run(
-        mut self,
-        mut frames: Subscriber,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> Ended {
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send) -> Ended {
         tokio::pin!(shutdown);
         let started = Instant::now();
         let mut last_heard = started;
         let mut connected = false;
         let mut tracks = Tracks::default();
-        let mut samples = Samples::new();
+        let mut sending = Sending::new();
         let mut slow = SlowViewerGuard::default();
-        // Samples' wall clock: the stream's clock placed at the first sample sent.
-        let mut epoch: Option<(Instant, u64)> = None;
+        // The feed's live units, taken once there is somewhere to send them (before, they
+        // would only pile up).
+        let mut units: Option<broadcast::Receiver<Unit>> = None;
         let ended = loop {
-            let wake = match self.drain(&mut connected, &mut tracks) {
+            let wake = match self.drain(&mut connected, &mut tracks, &mut sending) {
                 Ok(wake) => wake,
                 Err(ended) => break ended,
             };
@@ -104,11 +140,23 @@ impl Session {
             if now.duration_since(last_heard) > SILENCE {
                 break Ended::Silent(SILENCE);
             }
+            let ready = connected && (tracks.video.is_some() || tracks.audio.is_some());
+            if ready && units.is_none() {
+                // The GOP so far first, so that the picture starts at once; then live.
+                let joined = self.feed.join();
+                // The GOP's last picture is the stream's now: the wall clock of every packet
+                // is then in the past or present, as sender reports need.
+                if let Some(last) = joined.gop.last() {
+                    sending.epoch = Some((Instant::now(), last.pts_ms));
+                }
+                for picture in &joined.gop {
+                    self.send_picture(picture, &tracks, &mut sending);
+                }
+                units = Some(joined.units);
+                continue;
+            }
             // Wake for str0m's timer, and at least once a second for our own deadlines.
             let wake = wake.min(now + Duration::from_secs(1));
-            // Frames wait in the subscriber (bounded by the hub's backlog: past it, a skip
-            // to the next keyframe) until there is somewhere to send them.
-            let ready = connected && (tracks.video.is_some() || tracks.audio.is_some());
             tokio::select! {
                 biased;
                 _ = self.stop.notified() => break Ended::Deleted,
@@ -133,20 +181,24 @@ impl Session {
                         break e.into();
                     }
                 }
-                delivery = frames.next(), if ready => match delivery {
-                    Delivery::Frame(frame) => {
-                        let Some(sample) = samples.push(&frame) else { continue };
-                        if let Err(e) = self.write(sample, &tracks, &mut epoch) {
-                            break e.into();
+                unit = next_unit(&mut units) => match unit {
+                    Ok(Unit::Picture(picture)) => self.send_picture(&picture, &tracks, &mut sending),
+                    Ok(Unit::Opus { payload, ms }) => {
+                        if let Some(track) = tracks.audio {
+                            let (sequence, time) = sending.audio.packet(ms);
+                            let wallclock = sending.wallclock(ms as i64);
+                            let packet = RtpWrite::new(track.pt, sequence.into(), time, wallclock, payload);
+                            self.write(track.mid, packet);
                         }
                     }
-                    Delivery::Skipped(n) => {
-                        samples.skip_to_key();
+                    // The session fell the feed's backlog behind: on from the next keyframe.
+                    Err(RecvError::Lagged(n)) => {
+                        sending.video.lost();
                         if let Err(e) = slow.skipped(n, &self.metrics, Instant::now()) {
                             break Ended::TooSlow(e.to_string());
                         }
                     }
-                    Delivery::End => break Ended::StreamOver,
+                    Err(RecvError::Closed) => break Ended::StreamOver,
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
@@ -157,43 +209,81 @@ impl Session {
         };
         // A DTLS close_notify, so the browser learns at once rather than by silence.
         self.rtc.disconnect();
-        let _ = self.drain(&mut connected, &mut tracks);
+        let _ = self.drain(&mut connected, &mut tracks, &mut sending);
         ended
     }
 
-    /// Write one sample to its media line.
-    fn write(
+    /// Send a live picture (unless the session waits for a keyframe).
+    fn send_picture(&mut self, picture: &Arc<Picture>, tracks: &Tracks, sending: &mut Sending) {
+        let Some(track) = tracks.video else { return };
+        let Some(time) = sending.video.live(picture) else {
+            return;
+        };
+        let wallclock = sending.wallclock(picture.pts_ms);
+        sending.last_picture_at = Some(wallclock);
+        self.write_picture(track, picture, time, wallclock, &mut sending.video);
+    }
+
+    /// Write a picture's payloads at RTP time `time`, NACK-able.
+    fn write_picture(
         &mut self,
-        sample: Sample,
-        tracks: &Tracks,
-        epoch: &mut Option<(Instant, u64)>,
-    ) -> Result<(), str0m::RtcError> {
-        let (track, ms, time, data): (_, _, _, Vec<u8>) = match sample {
-            Sample::Video { annexb, pts_ms, .. } => {
-                let ms = pts_ms.max(0) as u64;
-                let time = MediaTime::from_90khz(ticks_90khz(pts_ms));
-                (tracks.video, ms, time, annexb)
-            }
-            Sample::Opus { packet, ms } => {
-                let time =
-                    MediaTime::new(ticks_48khz(ms), str0m::media::Frequency::FORTY_EIGHT_KHZ);
-                (tracks.audio, ms, time, packet.to_vec())
-            }
-        };
-        let Some(track) = track else {
-            return Ok(());
-        };
-        let (start, first_ms) = *epoch.get_or_insert((Instant::now(), ms));
-        let wallclock = start + Duration::from_millis(ms.saturating_sub(first_ms));
-        let Some(writer) = self.rtc.writer(track.mid) else {
-            return Ok(());
-        };
-        writer.write(track.pt, wallclock, time, data)
+        track: Track,
+        picture: &Picture,
+        time: u32,
+        wallclock: Instant,
+        video: &mut VideoOut,
+    ) {
+        for payload in &picture.payloads {
+            let packet = RtpWrite::new(
+                track.pt,
+                video.next_sequence().into(),
+                time,
+                wallclock,
+                payload.bytes.clone(),
+            )
+            .marker(payload.marker)
+            .nackable(true);
+            self.write(track.mid, packet);
+        }
+    }
+
+    /// Queue one packet on the media line's send stream (there is one once the answer is
+    /// made for a line the viewer receives).
+    fn write(&mut self, mid: Mid, packet: RtpWrite) {
+        if let Some(stream) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            stream.write_rtp(packet);
+        }
+    }
+
+    /// A viewer's keyframe request: answered from the GOP cache, never asked of the
+    /// publisher (see [`super::outgoing`]).
+    fn answer_keyframe_request(&mut self, tracks: &Tracks, sending: &mut Sending) {
+        let Some(track) = tracks.video else { return };
+        let answer = sending.video.keyframe_request(Instant::now());
+        if answer.is_empty() {
+            return;
+        }
+        Metrics::add(&self.metrics.webrtc_keyframe_answers_total, 1);
+        let wallclock = sending.last_picture_at.unwrap_or_else(Instant::now);
+        for timed in &answer {
+            self.write_picture(
+                track,
+                &timed.picture,
+                timed.time,
+                wallclock,
+                &mut sending.video,
+            );
+        }
     }
 
     /// Poll the `Rtc` until it wants the time: send what it made, note what it says.
     /// When it next wants the time, or why the session is over.
-    fn drain(&mut self, connected: &mut bool, tracks: &mut Tracks) -> Result<Instant, Ended> {
+    fn drain(
+        &mut self,
+        connected: &mut bool,
+        tracks: &mut Tracks,
+        sending: &mut Sending,
+    ) -> Result<Instant, Ended> {
         loop {
             match self.rtc.poll_output()? {
                 Output::Timeout(at) => return Ok(at),
@@ -224,9 +314,8 @@ impl Session {
                         }
                     }
                     Event::KeyframeRequest(request) => {
-                        // The next keyframe comes with the stream's GOP (answering from the
-                        // GOP cache is a next step).
                         debug!(stream = %self.name, session = %self.id, kind = ?request.kind, "keyframe request");
+                        self.answer_keyframe_request(tracks, sending);
                     }
                     _ => {}
                 },
@@ -234,11 +323,11 @@ impl Session {
         }
     }
 
-    /// The payload type a media line's samples go with: H.264 in packetization mode 1
-    /// (fragmented NAL units; mode 0 cannot carry a picture larger than a packet), or Opus.
-    fn track(&mut self, mid: Mid, kind: MediaKind) -> Option<Track> {
-        let writer = self.rtc.writer(mid)?;
-        let pt = writer.payload_params().find_map(|params| {
+    /// The payload type a media line's packets go with: H.264 in packetization mode 1
+    /// (fragmented NAL units, which the feed makes), or Opus; one the viewer offered.
+    fn track(&self, mid: Mid, kind: MediaKind) -> Option<Track> {
+        let offered = self.rtc.media(mid)?.remote_pts();
+        let pt = self.rtc.codec_config().params().iter().find_map(|params| {
             let spec = params.spec();
             let fits = match kind {
                 MediaKind::Video => {
@@ -246,8 +335,16 @@ impl Session {
                 }
                 MediaKind::Audio => spec.codec == Codec::Opus,
             };
-            fits.then(|| params.pt())
+            (fits && offered.contains(&params.pt())).then(|| params.pt())
         })?;
         Some(Track { mid, pt })
+    }
+}
+
+/// The next unit of the feed, once the session takes them (never, before).
+async fn next_unit(units: &mut Option<broadcast::Receiver<Unit>>) -> Result<Unit, RecvError> {
+    match units {
+        Some(units) => units.recv().await,
+        None => std::future::pending().await,
     }
 }
