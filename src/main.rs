@@ -994,7 +994,10 @@ fn node_config(
         webrtc: Some(serve::webrtc::WebRtcConfig {
             udp_addr: args.webrtc_udp_addr,
             public_ip: args.webrtc_public_ip,
-            max_sessions: args.http_max_connections,
+            limits: ConnectionLimits {
+                total: args.http_max_connections,
+                per_ip: args.http_max_connections_per_ip,
+            },
         }),
         tls: args.tls.load()?,
         reconnect_grace: seconds("reconnect-grace", args.reconnect_grace)?,

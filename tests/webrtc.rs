@@ -506,3 +506,54 @@ fn a_keyframe_request_and_nacks_are_answered() {
         .collect();
     assert!(missing.is_empty(), "never received: {missing:?}");
 }
+
+/// WebRTC sessions count against the player port's caps: with two allowed from one
+/// address, a third offer from it is refused 503 until one of the two ends.
+#[test]
+fn webrtc_sessions_from_one_address_are_capped() {
+    use std::sync::Arc;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, Rtc};
+
+    testkit::require_ffmpeg();
+    let server = Server::start(&["--http-max-connections-per-ip", "2"]);
+    let _publisher = publish(&server.rtmp_url("capped"), Source::AudioVideo, 25, 0);
+    server.wait_live("capped");
+    // A receive-only offer, as any player makes (never connected: a session counts from
+    // its answer on).
+    let offer = || {
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        let offer = offer.to_sdp_string();
+        let request = format!(
+            "POST /live/capped/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+            offer.len()
+        );
+        http_request(server.http, &request).expect("an answer")
+    };
+    let first = offer();
+    let statuses = [first.status, offer().status, offer().status];
+    assert_eq!(statuses, [201, 201, 503]);
+    let location = first
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .expect("a Location")
+        .trim()
+        .to_owned();
+    let delete = format!("DELETE {location} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(http_request(server.http, &delete).unwrap().status, 200);
+    // The session is let go as its task ends.
+    let viewers = || server.metric("ferrolive_protocol_viewers{protocol=\"webrtc\"}");
+    let start = Instant::now();
+    while viewers() != 1 && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(offer().status, 201);
+}

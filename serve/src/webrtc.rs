@@ -36,6 +36,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
+use crate::admission::{Admission, ConnectionLimits, Refused};
 use crate::hooks::NotifyOnDrop;
 use crate::metrics::{Metrics, Protocol, ViewerGuard};
 
@@ -47,8 +48,9 @@ pub struct WebRtcConfig {
     /// The address put in answers' candidates (none: the socket's address when it names
     /// one, else the address the offer's HTTP request came in on).
     pub public_ip: Option<IpAddr>,
-    /// Sessions open at once, at most (the player port's connection cap).
-    pub max_sessions: usize,
+    /// Sessions open at once, in all and from one IP address (the player port's
+    /// connection caps): each holds a task, its `Rtc` and a place on the socket.
+    pub limits: ConnectionLimits,
 }
 
 /// A datagram bigger than this is no WebRTC packet of a viewer (they stay under the path
@@ -66,8 +68,8 @@ pub enum OpenError {
     BadOffer(String),
     #[error("the offer cannot be answered: {0}")]
     Refused(String),
-    #[error("too many WebRTC sessions on this node")]
-    TooMany,
+    #[error("too many WebRTC sessions: {0}")]
+    TooMany(Refused),
 }
 
 /// A session as the socket's reader and the HTTP handlers see it.
@@ -104,6 +106,8 @@ pub struct WebRtc {
     /// browser checks the fingerprint in the answer, not who signed it.
     certificate: DtlsCert,
     sessions: Mutex<Sessions>,
+    /// The caps on open sessions (the config's limits).
+    admission: Arc<Admission>,
     /// Each stream's payloads, made once for all of its sessions.
     feeds: feed::Feeds,
     hub: Arc<Hub>,
@@ -134,6 +138,7 @@ impl WebRtc {
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| std::io::Error::other("OpenSSL made no DTLS certificate"))?;
+        let admission = Admission::new("WebRTC", config.limits);
         Ok(Arc::new(WebRtc {
             socket: Arc::new(socket),
             local,
@@ -141,6 +146,7 @@ impl WebRtc {
             crypto: Arc::new(crypto),
             certificate,
             sessions: Mutex::default(),
+            admission,
             feeds: feed::Feeds::default(),
             hub,
             metrics,
@@ -184,9 +190,10 @@ impl WebRtc {
     ) -> Result<(String, String), OpenError> {
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| OpenError::BadOffer(e.to_string()))?;
-        if self.open_sessions() >= self.config.max_sessions {
-            return Err(OpenError::TooMany);
-        }
+        let admitted = self
+            .admission
+            .admit(viewer.peer.ip())
+            .map_err(OpenError::TooMany)?;
         let credentials = IceCreds::new();
         let ufrag = credentials.ufrag.clone();
         let mut rtc = Rtc::builder()
@@ -219,10 +226,6 @@ impl WebRtc {
         let stop = Arc::new(Notify::new());
         {
             let mut sessions = self.sessions();
-            // Checked again under the lock: offers come in on many connections at once.
-            if sessions.by_id.len() >= self.config.max_sessions {
-                return Err(OpenError::TooMany);
-            }
             sessions.by_ufrag.insert(ufrag.clone(), id.clone());
             sessions.by_id.insert(
                 id.clone(),
@@ -255,6 +258,7 @@ impl WebRtc {
         tokio::spawn(async move {
             let _registered = registered;
             let _counted = counted;
+            let _admitted = admitted;
             let peer = viewer.peer;
             let name = task.name.clone();
             let id = task.id.clone();

@@ -77,7 +77,7 @@ pub(super) async fn offer(
     let opened = webrtc.open(&key, offer, via, viewer, node.shutting_down());
     let (id, answer) = match opened {
         Ok(opened) => opened,
-        Err(e @ OpenError::TooMany) => {
+        Err(e @ OpenError::TooMany(_)) => {
             return Reply::text("503 Service Unavailable", format!("{e}\n"))
                 .write(socket, false, keep)
                 .await;
