@@ -13,11 +13,16 @@
 //! first datagrams from an address (STUN binding requests), by the server's half of the
 //! STUN username, the ufrag this node put in the session's answer.
 //!
+//! Publishers (WHIP) have sessions on the same socket: [`ingest`].
+//!
 //! Next steps (issue 25): packetize once per stream and share the packets, as RTSP does;
-//! answer PLI/FIR from the GOP cache; AAC to Opus; WHIP ingest.
+//! answer PLI/FIR from the GOP cache; AAC to Opus.
 
+mod ingest;
 mod samples;
 mod session;
+
+pub use ingest::PublisherAnswer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -76,6 +81,8 @@ struct Entry {
     /// Raised by DELETE: the session's task ends.
     stop: Arc<Notify>,
     addresses: Vec<SocketAddr>,
+    /// A publisher's session (WHIP), which only a WHIP DELETE ends.
+    publishing: bool,
 }
 
 #[derive(Default)]
@@ -212,6 +219,7 @@ impl WebRtc {
                     inbox,
                     stop: stop.clone(),
                     addresses: Vec::new(),
+                    publishing: false,
                 },
             );
         }
@@ -248,7 +256,7 @@ impl WebRtc {
     pub fn close(&self, stream: &str, id: &str) -> bool {
         let sessions = self.sessions();
         match sessions.by_id.get(id) {
-            Some(entry) if entry.stream == stream => {
+            Some(entry) if !entry.publishing && entry.stream == stream => {
                 entry.stop.notify_one();
                 true
             }
