@@ -19,7 +19,7 @@ mod tags;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use media::hub::Pushed;
 use str0m::change::SdpOffer;
@@ -30,7 +30,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
-use self::tags::{IngestTags, KeyframeAsks, Tag};
+use self::tags::{IngestTags, KeyframeAsks, SenderReport, Tag};
 use super::{session_id, Datagram, Entry, OpenError, Registered, WebRtc};
 use crate::metrics::Metrics;
 use crate::{Node, Publishing};
@@ -251,16 +251,21 @@ impl PublishSession {
         let mut connected = false;
         let mut tags = IngestTags::new();
         let mut asks = KeyframeAsks::default();
+        let mut aligned_told = false;
         let mut out = Vec::new();
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
-            let wake = match self.drain(&mut connected, &mut tags, &mut out) {
+            let wake = match self.drain(&mut connected, &mut tags, &mut asks, &mut out) {
                 Ok(wake) => wake,
                 Err(ended) => break ended,
             };
             if let Err(ended) = self.push(publisher, &mut out, &mut asks) {
                 break ended;
+            }
+            if let (false, Some(late)) = (aligned_told, tags.aligned) {
+                aligned_told = true;
+                debug!(stream = %self.stream, session = %self.id, audio_late_ms = late, "tracks aligned by their sender reports");
             }
             tokio::select! {
                 biased;
@@ -308,7 +313,7 @@ impl PublishSession {
         };
         // A DTLS close_notify, so the browser learns at once rather than by silence.
         self.rtc.disconnect();
-        let _ = self.drain(&mut connected, &mut tags, &mut out);
+        let _ = self.drain(&mut connected, &mut tags, &mut asks, &mut out);
         ended
     }
 
@@ -359,6 +364,7 @@ impl PublishSession {
         &mut self,
         connected: &mut bool,
         tags: &mut IngestTags,
+        asks: &mut KeyframeAsks,
         out: &mut Vec<Tag>,
     ) -> Result<Instant, Ended> {
         loop {
@@ -385,9 +391,21 @@ impl PublishSession {
                         self.video = self.video.or(Some(added.mid));
                     }
                     Event::MediaData(data) => {
-                        let rtp = data.time.numer();
+                        let report = data.last_sender_info.and_then(|info| {
+                            let since = info.ntp_time.duration_since(UNIX_EPOCH).ok()?;
+                            Some(SenderReport {
+                                rtp: info.rtp_time.numer() as u32,
+                                unix_ms: i64::try_from(since.as_millis()).ok()?,
+                            })
+                        });
+                        let rtp = (data.time.numer(), report);
                         let made = match data.params.spec().codec {
-                            Codec::H264 => tags.video(&data.data, rtp, data.network_time),
+                            Codec::H264 => {
+                                if !data.contiguous {
+                                    asks.broken();
+                                }
+                                tags.video(&data.data, rtp, data.network_time)
+                            }
                             Codec::Opus => tags.audio(&data.data, rtp, data.network_time),
                             _ => Vec::new(),
                         };

@@ -5,8 +5,12 @@
 //!
 //! - **Timeline.** Both tracks go on one clock in milliseconds from the session's first
 //!   packet: each track's first packet is placed where it arrived, and from there its own
-//!   RTP clock (90 kHz video, 48 kHz audio) counts, so the two keep the offset they had on
-//!   the wire, and each track's times never go back.
+//!   RTP clock (90 kHz video, 48 kHz audio) counts, and each track's times never go back.
+//!   Arrival is only near capture (encoding and pacing delay each track differently), so
+//!   once both tracks' RTCP sender reports have come (which tie each RTP clock to the
+//!   sender's one wall clock), the track placed early is moved forward by the difference,
+//!   once: a skip between two pictures, or a moment of concealed audio, never time going
+//!   back.
 //! - **Video.** H.264 becomes an AVC sequence header built from the in-band SPS and PPS
 //!   (again whenever they change), then AVCC pictures, keyframes flagged, composition time
 //!   0 ([`VideoTagBuilder`], as for an RTSP publisher).
@@ -34,13 +38,31 @@ pub(crate) struct Tag {
 /// MPEG-TS muxer writes its own).
 const AUD: u8 = 9;
 
+/// An RTCP sender report: the sender's wall clock at one RTP time of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SenderReport {
+    /// The RTP time, as on the wire (32 bits).
+    pub rtp: u32,
+    /// The wall clock (NTP), in ms since the Unix epoch.
+    pub unix_ms: i64,
+}
+
+/// Sender reports that put the tracks further apart than this are not believed (a sender
+/// whose tracks' clocks are not one).
+const MAX_ALIGNMENT: i64 = 1000;
+
 /// One track's RTP clock placed on the session's timeline.
 #[derive(Debug)]
 struct TrackClock {
     rate: u64,
     /// The first packet's RTP time and where it was placed (ms).
     first: Option<(u64, u64)>,
+    /// Added to the placement by the alignment of the tracks.
+    shift: u64,
     last_ms: u64,
+    /// Where this track is placed minus the sender's wall clock (ms), from its first
+    /// sender report.
+    offset: Option<i64>,
 }
 
 impl TrackClock {
@@ -48,20 +70,44 @@ impl TrackClock {
         TrackClock {
             rate,
             first: None,
+            shift: 0,
             last_ms: 0,
+            offset: None,
         }
     }
 
     /// `rtp` (str0m's RTP time, its 32-bit wrap undone) in ms on the timeline; `arrived_ms`
-    /// places the track's first packet.
-    fn ms(&mut self, rtp: u64, arrived_ms: u64) -> u64 {
+    /// places the track's first packet; `report` is the track's latest sender report.
+    fn ms(&mut self, rtp: u64, arrived_ms: u64, report: Option<SenderReport>) -> u64 {
         let (first_rtp, first_ms) = *self.first.get_or_insert((rtp, arrived_ms));
         // A packet from before the first (reordered) is shown with it.
         let elapsed = rtp.saturating_sub(first_rtp).saturating_mul(1000) / self.rate;
-        let ms = first_ms.saturating_add(elapsed).max(self.last_ms);
+        let placed = first_ms.saturating_add(self.shift).saturating_add(elapsed);
+        if let (None, Some(report)) = (self.offset, report) {
+            // Ticks from the report to this packet, across the 32-bit wrap.
+            let ticks = i64::from((rtp as u32).wrapping_sub(report.rtp) as i32);
+            let wall = report.unix_ms + ticks * 1000 / self.rate as i64;
+            self.offset = Some(placed as i64 - wall);
+        }
+        let ms = placed.max(self.last_ms);
         self.last_ms = ms;
         ms
     }
+}
+
+/// Move the track placed early (relative to the other, by their sender reports) forward,
+/// once both have reports: by how much audio was placed late (negative: early), or `None`
+/// before both have reports.
+fn align(video: &mut TrackClock, audio: &mut TrackClock) -> Option<i64> {
+    let (Some(video_offset), Some(audio_offset)) = (video.offset, audio.offset) else {
+        return None;
+    };
+    let late = audio_offset - video_offset;
+    if late.abs() <= MAX_ALIGNMENT {
+        let track = if late > 0 { video } else { audio };
+        track.shift += late.unsigned_abs();
+    }
+    Some(late)
 }
 
 /// A publisher's two tracks into tag bodies.
@@ -73,6 +119,9 @@ pub(crate) struct IngestTags {
     video: VideoTagBuilder,
     audio: OpusToAac,
     audio_header_sent: bool,
+    /// How much audio was placed late, once the tracks are aligned by their sender
+    /// reports (not moved when more than [`MAX_ALIGNMENT`]).
+    pub aligned: Option<i64>,
 }
 
 impl IngestTags {
@@ -84,6 +133,7 @@ impl IngestTags {
             video: VideoTagBuilder::new(NalFormat::H264, &[]),
             audio: OpusToAac::new(),
             audio_header_sent: false,
+            aligned: None,
         }
     }
 
@@ -92,11 +142,25 @@ impl IngestTags {
         arrived.saturating_duration_since(epoch).as_millis() as u64
     }
 
-    /// One H.264 access unit (Annex B) at `rtp` on the 90 kHz clock: a sequence header if
+    /// Align the tracks once their reports allow (applies from the next packet on).
+    fn align(&mut self) {
+        if self.aligned.is_none() {
+            self.aligned = align(&mut self.video_clock, &mut self.audio_clock);
+        }
+    }
+
+    /// One H.264 access unit (Annex B) at `rtp` on the 90 kHz clock (with the track's
+    /// latest sender report): a sequence header if
     /// its parameter sets are new, then the picture (none before parameter sets came).
-    pub fn video(&mut self, annexb: &[u8], rtp: u64, arrived: Instant) -> Vec<Tag> {
+    pub fn video(
+        &mut self,
+        annexb: &[u8],
+        (rtp, report): (u64, Option<SenderReport>),
+        arrived: Instant,
+    ) -> Vec<Tag> {
         let arrived_ms = self.arrived_ms(arrived);
-        let ms = self.video_clock.ms(rtp, arrived_ms);
+        let ms = self.video_clock.ms(rtp, arrived_ms, report);
+        self.align();
         let mut nal_units = annexb_nal_units(&Bytes::copy_from_slice(annexb));
         nal_units.retain(|nal| nal.first().is_some_and(|b| b & 0x1F != AUD));
         let unit = AccessUnit {
@@ -112,11 +176,18 @@ impl IngestTags {
             .collect()
     }
 
-    /// One Opus packet at `rtp` on the 48 kHz clock: the AAC frames it completes (the
+    /// One Opus packet at `rtp` on the 48 kHz clock (with the track's latest sender
+    /// report): the AAC frames it completes (the
     /// first after the AAC sequence header).
-    pub fn audio(&mut self, packet: &[u8], rtp: u64, arrived: Instant) -> Vec<Tag> {
+    pub fn audio(
+        &mut self,
+        packet: &[u8],
+        (rtp, report): (u64, Option<SenderReport>),
+        arrived: Instant,
+    ) -> Vec<Tag> {
         let arrived_ms = self.arrived_ms(arrived);
-        let ms = self.audio_clock.ms(rtp, arrived_ms);
+        let ms = self.audio_clock.ms(rtp, arrived_ms, report);
+        self.align();
         let frames = self.audio.push(packet, ms);
         let mut tags = Vec::with_capacity(frames.len() + 1);
         let Some(config) = self.audio.audio_specific_config() else {
@@ -163,6 +234,12 @@ impl KeyframeAsks {
     /// A keyframe came.
     pub fn keyframe(&mut self, now: Instant) {
         self.last_keyframe = Some(now);
+    }
+
+    /// Packets of a picture were lost: what follows may not decode until a keyframe, so
+    /// ask as when the stream has none.
+    pub fn broken(&mut self) {
+        self.last_keyframe = None;
     }
 
     /// Whether to ask now; if so, asking is noted.
