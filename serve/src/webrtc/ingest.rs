@@ -1,12 +1,13 @@
 //! WebRTC publishing (WHIP): a publisher's session on the node's shared UDP socket, ICE-lite
 //! and DTLS-SRTP through str0m like a WHEP viewer's, receiving H.264 and Opus.
 //!
-//! The HTTP side (`http::whip`) asks the role first, exactly as for an RTMP or RTSP publish
-//! (channel key, `on_publish` hook, one publisher per stream); this module answers the
-//! offer ([`WebRtc::answer_publisher`], before anything is claimed, so a bad offer costs
-//! nothing) and then runs the session ([`WebRtc::start_publish`]): str0m's frame mode gives
-//! whole H.264 access units and Opus packets, which [`tags`] turns into the hub's FLV tag
-//! bodies (Opus transcoded to AAC once, here, so every player and recording gets AAC).
+//! The HTTP side (`http::whip`) has this module answer the offer first
+//! ([`WebRtc::answer_publisher`]: nothing is claimed, so a bad offer costs nothing), then
+//! asks the role exactly as for an RTMP or RTSP publish (channel key, `on_publish` hook, one
+//! publisher per stream), and then has the session run ([`WebRtc::start_publish`]): str0m's
+//! frame mode gives whole H.264 access units and Opus packets, which [`tags`] turns into
+//! the hub's FLV tag bodies (Opus transcoded to AAC once, here, so every player and
+//! recording gets AAC).
 //!
 //! A browser sends a keyframe only when asked: the session asks (PLI) until the first one
 //! comes and then every [`tags::KEYFRAME_EVERY`].
@@ -64,7 +65,8 @@ pub struct PublisherAnswer {
     pub sdp: String,
 }
 
-/// Why a publish session ended (for the log), and whether the stream ends with it.
+/// Why a publish session ended (for the log; whether the stream ends with it or waits for
+/// a reconnect is decided by it).
 #[derive(Debug, thiserror::Error)]
 enum Ended {
     #[error("ended by the publisher (DELETE)")]
@@ -186,9 +188,11 @@ impl WebRtc {
         };
         tokio::spawn(async move {
             let _registered = registered;
-            let Publishing { publisher, hold } = publishing;
+            let Publishing {
+                mut publisher,
+                hold,
+            } = publishing;
             let (stream, id) = (session.stream.clone(), session.id.clone());
-            let mut publisher = publisher;
             let ended = session.run(&mut publisher, &hold).await;
             info!(%stream, %peer, session = %id, why = %ended, "webrtc publish end");
             match ended {
@@ -196,6 +200,8 @@ impl WebRtc {
                 Ended::Deleted | Ended::Shutdown | Ended::NeverConnected(_) => {
                     publisher.finish(&node.hub)
                 }
+                // The stream is its successor's now.
+                Ended::Replaced => drop(publisher),
                 // It may come back: its viewers wait for the reconnect grace.
                 _ => node.hold_for_reconnect(publisher, peer),
             }
