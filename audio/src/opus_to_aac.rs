@@ -1,8 +1,9 @@
 //! Opus to AAC-LC, once per stream: a WebRTC (WHIP) publisher sends Opus, and FLV, RTMP,
 //! MPEG-TS HLS and recordings carry AAC.
 //!
-//! Opus packets come in with their times in milliseconds (from the RTP clock, so exact for
-//! Opus's 2.5 ms multiples); AAC access units of 1024 samples at 48 kHz go out, each with
+//! Opus packets come in with their times in milliseconds (from the RTP clock: exact for
+//! whole-millisecond packets such as browsers' 20 ms, and a rounded time is within the
+//! jitter allowed); AAC access units of 1024 samples at 48 kHz go out, each with
 //! the time of its first sample, counted in samples so that consecutive frames are exactly
 //! 1024 samples apart (21 or 22 ms as rounded). Short gaps (lost packets) are concealed
 //! with libopus's packet loss concealment, then silence; a packet that does not decode is
@@ -14,7 +15,8 @@
 //! block is encoded from a window of four, `[previous, block, next, after next]`, and only
 //! the frame of `block` and `next` is kept: it decodes to `block`, and it is the frame a
 //! continuous encoder would have made, up to a window decision at the window's edges.
-//! That costs five frame encodings per frame and one block (21 ms) of look-ahead.
+//! That costs five frame encodings per frame and one block (21 ms) of look-ahead beyond
+//! the one AAC needs anyway.
 
 use std::collections::VecDeque;
 
