@@ -1,7 +1,7 @@
 //! WebRTC publishing (WHIP): Chromium publishes its fake camera and microphone (H.264 and
 //! Opus, DTLS-SRTP over the node's one UDP socket, on loopback) with a channel key, and
-//! ffmpeg plays the room over HTTP-FLV and HLS: H.264 of the camera's size and AAC (the
-//! Opus transcoded once at ingest), both decoding. Driven by Playwright
+//! ffmpeg plays the room over HTTP-FLV, RTMP and HLS: H.264 of the camera's size and AAC
+//! (the Opus transcoded once at ingest), both decoding. Driven by Playwright
 //! (`tests/browser/whip.mjs`), with Debian's `chromium`; see tests/browser.rs for the
 //! set-up.
 //!
@@ -110,6 +110,9 @@ fn chromium_publishes_whip_and_ffmpeg_plays_it_over_flv_and_hls() {
     // The fake camera runs at 20 fps; AAC frames are 1024 samples at 48 kHz (47 a second).
     assert!(decoded.video > 30, "{decoded:?}");
     assert!(decoded.audio > 100, "{decoded:?}");
+    let rtmp = decode(&server.rtmp_url("cam"), 2.0);
+    eprintln!("RTMP, 2 s: {rtmp:?}");
+    assert!(rtmp.video > 15 && rtmp.audio > 50, "{rtmp:?}");
     let hls = format!("http://{}/live/cam.m3u8", server.http);
     let decoded_hls = decode(&hls, 4.0);
     eprintln!("HLS, 4 s: {decoded_hls:?}");
