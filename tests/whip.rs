@@ -19,7 +19,8 @@ use testkit::{decode, http_get, http_request, livego_data, temp_dir, Response, S
 
 /// A standalone node that checks channel keys, and the key of `room`.
 fn keyed_server(room: &str) -> (Server, String) {
-    let data = temp_dir("whip");
+    // A folder per room: the tests of this process run at once.
+    let data = temp_dir(&format!("whip-{room}"));
     let server = Server::spawn("standalone", &["--data-dir", data.to_str().unwrap()]);
     let (status, body) = server.api("GET", &format!("/control/get?room={room}"), None);
     assert_eq!(status, 200, "{body}");
