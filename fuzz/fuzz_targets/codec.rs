@@ -1,9 +1,10 @@
 //! Codec header / configuration record parsers, all on the same input. Checks the documented
-//! `data_offset <= payload.len()` guarantees, that NALU and OBU iteration stays inside the
-//! input, and that picture sizes are never 0.
+//! `data_offset <= payload.len()` guarantees, that NALU and OBU iteration (length-prefixed
+//! and Annex B) stays inside the input, and that picture sizes are never 0.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use media::codec::avc::annexb_nal_units;
 use media::codec::{
     av1_obus, av1_sequence_resolution, avc_sps_resolution, hevc_sps_resolution,
     length_prefixed_nalus, parse_audio_tag, parse_video_tag, vp9_frame_resolution, AacConfig,
@@ -82,4 +83,8 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(total <= data.len());
     }
+    // Annex B (a WebRTC publisher's pictures): units are non-empty, apart, inside the input.
+    let units = annexb_nal_units(&bytes::Bytes::copy_from_slice(data));
+    let total: usize = units.iter().map(|u| u.len() + 3).sum();
+    assert!(units.iter().all(|u| !u.is_empty()) && total <= data.len());
 });

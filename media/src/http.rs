@@ -41,10 +41,16 @@ pub struct RequestHead {
     pub content_length: u64,
     /// The `Content-Type` header, cut to [`MAX_CONTENT_TYPE`] bytes.
     pub content_type: String,
+    /// The token of an `Authorization: Bearer TOKEN` header (how OBS and other WHIP
+    /// clients send a stream key); none when longer than [`MAX_BEARER_TOKEN`].
+    pub bearer_token: Option<String>,
 }
 
 /// The longest `Content-Type` kept (`application/sdp` and its parameters).
 pub const MAX_CONTENT_TYPE: usize = 128;
+
+/// The longest bearer token kept (a channel key is far shorter).
+pub const MAX_BEARER_TOKEN: usize = 256;
 
 /// The longest `User-Agent` kept.
 pub const MAX_USER_AGENT: usize = 256;
@@ -170,7 +176,11 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     let mut range = None;
     let (mut upgrade_websocket, mut websocket_key) = (false, None);
     let (mut content_length, mut content_type) = (None, String::new());
+    let mut bearer_token = None;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("authorization") {
+            bearer_token = bearer(h.value);
+        }
         if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket = h.value.eq_ignore_ascii_case(b"websocket");
         }
@@ -226,7 +236,17 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
         websocket_key: websocket_key.filter(|_| upgrade_websocket),
         content_length: content_length.unwrap_or(0),
         content_type,
+        bearer_token,
     })
+}
+
+/// The token of an `Authorization` value `Bearer TOKEN` (the scheme in any case, RFC 6750).
+fn bearer(value: &[u8]) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_BEARER_TOKEN)
+        .then(|| token.to_owned())
 }
 
 #[cfg(test)]
@@ -290,6 +310,19 @@ mod tests {
             assert!(take(refused.as_bytes()).is_err(), "{refused}");
         }
         assert!(take(b"\x00\x01garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let token = |h: &str| take(h.as_bytes()).unwrap().unwrap().bearer_token;
+        let post =
+            |auth: &str| format!("POST /live/whip HTTP/1.1\r\nAuthorization: {auth}\r\n\r\n");
+        assert_eq!(token(&post("Bearer k3y")).as_deref(), Some("k3y"));
+        assert_eq!(token(&post("bearer  k3y ")).as_deref(), Some("k3y"));
+        assert_eq!(token(&post("Basic dXNlcjpwYXNz")), None);
+        assert_eq!(token(&post("Bearer")), None);
+        assert_eq!(token(&post(&format!("Bearer {}", "k".repeat(300)))), None);
+        assert_eq!(token("GET / HTTP/1.1\r\n\r\n"), None);
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Leases {
                     );
                 if !taken {
                     info!(stream = %stream, owner = %other.node_id, "publish refused: live on another node");
-                    return Err(Refusal::bad_name(format!(
+                    return Err(Refusal::taken(format!(
                         "Stream is live on node {}",
                         other.node_id
                     )));

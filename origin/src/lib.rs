@@ -145,7 +145,7 @@ impl Origin {
             Ok(publisher) => publisher,
             Err(e) => {
                 info!(stream = %key, %from, "publish refused: {e}");
-                return Err(Refusal::bad_name("Stream already publishing"));
+                return Err(Refusal::taken("Stream already publishing"));
             }
         };
         match self.leases.claim(&publisher).await {

@@ -142,14 +142,26 @@ impl Eviction {
 pub struct Refusal {
     pub code: &'static str,
     pub description: String,
+    /// The stream has a publisher already (here or on another node): for protocols that
+    /// say so apart from a wrong name (WHIP's 409).
+    pub taken: bool,
 }
 
 impl Refusal {
-    /// `NetStream.Publish.BadName`: the name is wrong or taken.
+    /// `NetStream.Publish.BadName`: the name is wrong.
     pub fn bad_name(description: impl Into<String>) -> Self {
         Refusal {
             code: "NetStream.Publish.BadName",
             description: description.into(),
+            taken: false,
+        }
+    }
+
+    /// `NetStream.Publish.BadName` too, as RTMP publishers know it: the stream is taken.
+    pub fn taken(description: impl Into<String>) -> Self {
+        Refusal {
+            taken: true,
+            ..Refusal::bad_name(description)
         }
     }
 
@@ -158,6 +170,7 @@ impl Refusal {
         Refusal {
             code: "NetStream.Publish.Failed",
             description: description.into(),
+            taken: false,
         }
     }
 }

@@ -15,11 +15,14 @@
 //! first datagrams from an address (STUN binding requests), by the server's half of the
 //! STUN username, the ufrag this node put in the session's answer.
 //!
-//! Next step (issue 25): WHIP ingest.
+//! Publishers (WHIP) have sessions on the same socket: [`ingest`].
 
 mod feed;
+mod ingest;
 mod outgoing;
 mod session;
+
+pub use ingest::PublisherAnswer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +83,8 @@ struct Entry {
     /// Raised by DELETE: the session's task ends.
     stop: Arc<Notify>,
     addresses: Vec<SocketAddr>,
+    /// A publisher's session (WHIP), which only a WHIP DELETE ends.
+    publishing: bool,
 }
 
 #[derive(Default)]
@@ -235,6 +240,7 @@ impl WebRtc {
                     inbox,
                     stop: stop.clone(),
                     addresses: Vec::new(),
+                    publishing: false,
                 },
             );
         }
@@ -274,7 +280,7 @@ impl WebRtc {
     pub fn close(&self, stream: &str, id: &str) -> bool {
         let sessions = self.sessions();
         match sessions.by_id.get(id) {
-            Some(entry) if entry.stream == stream => {
+            Some(entry) if !entry.publishing && entry.stream == stream => {
                 entry.stop.notify_one();
                 true
             }

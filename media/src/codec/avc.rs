@@ -231,3 +231,38 @@ pub fn length_prefixed_nalus(data: &[u8], nal_length_size: u8) -> impl Iterator<
         }
     })
 }
+
+/// NAL units of an Annex B buffer (each after a `00 00 01` or `00 00 00 01` start code), as
+/// slices of `data` without their start codes. Bytes before the first start code and empty
+/// units are skipped; trailing zero bytes (a following start code's leading zero, or
+/// `trailing_zero_8bits`) are not part of a unit.
+pub fn annexb_nal_units(data: &Bytes) -> Vec<Bytes> {
+    let mut units = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            if let Some(begin) = start {
+                units.push(trimmed(data, begin, i));
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(begin) = start {
+        units.push(trimmed(data, begin, data.len()));
+    }
+    units.retain(|unit| !unit.is_empty());
+    units
+}
+
+/// `data[begin..end]` without the zero bytes it ends with.
+fn trimmed(data: &Bytes, begin: usize, end: usize) -> Bytes {
+    let mut end = end;
+    while end > begin && data[end - 1] == 0 {
+        end -= 1;
+    }
+    data.slice(begin..end)
+}

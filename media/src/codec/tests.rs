@@ -754,6 +754,25 @@ fn nalu_iteration() {
     assert_eq!(length_prefixed_nalus(&[], 4).count(), 0);
 }
 
+#[test]
+fn annexb_units() {
+    // What a WebRTC depacketizer gives: 4- and 3-byte start codes, a trailing zero.
+    let data = Bytes::from_static(&[
+        0xff, 0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88, 0, 0, 3, 1, 0,
+    ]);
+    let units = annexb_nal_units(&data);
+    assert_eq!(
+        units,
+        vec![
+            Bytes::from_static(&[0x67, 0x42]),
+            Bytes::from_static(&[0x68, 0xce]),
+            Bytes::from_static(&[0x65, 0x88, 0, 0, 3, 1]),
+        ]
+    );
+    assert!(annexb_nal_units(&Bytes::from_static(&[0, 0, 1, 0, 0, 1])).is_empty());
+    assert!(annexb_nal_units(&Bytes::new()).is_empty());
+}
+
 proptest! {
     #[test]
     fn header_parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
@@ -771,6 +790,8 @@ proptest! {
             let total: usize = length_prefixed_nalus(&data, size).map(<[u8]>::len).sum();
             prop_assert!(total <= data.len());
         }
+        let units = annexb_nal_units(&Bytes::from(data.clone()));
+        prop_assert!(units.iter().all(|u| !u.is_empty() && u.len() <= data.len()));
     }
 
     #[test]

@@ -80,6 +80,7 @@ async fn answer(
         // Over HTTP/2 nothing reads a body: WHEP is answered over HTTP/1.1 only.
         content_length: 0,
         content_type: String::new(),
+        bearer_token: None,
     };
     let head_only = head.method == "HEAD";
     let route = route(&head.method, head.path());

@@ -16,6 +16,7 @@ mod muxed;
 mod respond;
 pub mod routes;
 mod whep;
+mod whip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -259,9 +260,11 @@ async fn serve_route(
     let keep = request.keep_alive;
     match route {
         Route::Preflight => {
+            // `*` does not cover Authorization (the Fetch standard): a WHIP client in a
+            // page sends its key as a bearer token.
             let head = format!(
                 "HTTP/1.1 204 No Content\r\n{CORS}Access-Control-Allow-Methods: GET, HEAD, POST, DELETE, OPTIONS\r\n\
-                 Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
+                 Access-Control-Allow-Headers: Authorization, *\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\n{}\r\n",
                 connection_header(keep)
             );
             socket.write_all(head.as_bytes()).await?;
@@ -319,6 +322,14 @@ async fn serve_route(
         }
         Route::WhepSession { stream, session } => {
             whep::delete(stream, session, node)
+                .write(&mut socket, false, keep)
+                .await?
+        }
+        Route::Whip { app, key } => {
+            whip::offer(&mut socket, peer, request, (app, key), body, node).await?
+        }
+        Route::WhipSession { stream, session } => {
+            whip::delete(stream, session, node)
                 .write(&mut socket, false, keep)
                 .await?
         }
@@ -473,9 +484,11 @@ async fn reply(
         | Route::Mp4 { .. }
         | Route::Recording { .. }
         | Route::Whep { .. }
-        | Route::WhepSession { .. } => Reply::text(
+        | Route::WhepSession { .. }
+        | Route::Whip { .. }
+        | Route::WhipSession { .. } => Reply::text(
             "505 HTTP Version Not Supported",
-            "continuous streams, recordings and WHEP are served over HTTP/1.1\n",
+            "continuous streams, recordings, WHEP and WHIP are served over HTTP/1.1\n",
         ),
         Route::Preflight | Route::MethodNotAllowed => {
             Reply::text("405 Method Not Allowed", "method not allowed\n")

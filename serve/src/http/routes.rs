@@ -19,6 +19,8 @@
 //! | GET, HEAD | `/recordings/{app}/{room}/{file}.flv` (`.mp4`) | [`Route::Recording`] |
 //! | POST | `/{app}/{room}/whep` | [`Route::Whep`] (WebRTC playback: an SDP offer in, the answer out) |
 //! | DELETE | `/{app}/{room}/whep/{session}` | [`Route::WhepSession`] (ends that playback) |
+//! | POST | `/{app}/{key}/whip`, `/{app}/whip` | [`Route::Whip`] (WebRTC publish: the channel key in the path, or else in `Authorization: Bearer`) |
+//! | DELETE | `/{app}/{room}/whip/{session}` | [`Route::WhipSession`] (ends that publish) |
 //! | GET, HEAD | anything else | [`Route::NotFound`] |
 //! | other | any | [`Route::MethodNotAllowed`] |
 
@@ -87,6 +89,18 @@ pub enum Route<'a> {
         stream: Option<String>,
         session: &'a str,
     },
+    /// A WHIP offer: publish over WebRTC to `app`, with the channel key of the path
+    /// (`/{app}/{key}/whip`), or none there (`/{app}/whip`, OBS's form: the key comes as
+    /// a bearer token).
+    Whip {
+        app: &'a str,
+        key: Option<&'a str>,
+    },
+    /// A WHIP session's resource (`/{app}/{room}/whip/{session}`), to end the publish.
+    WhipSession {
+        stream: Option<String>,
+        session: &'a str,
+    },
 }
 
 impl Route<'_> {
@@ -113,10 +127,15 @@ pub fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
     match method {
         "OPTIONS" => return Route::Preflight,
         "GET" | "HEAD" => {}
-        "POST" => return whep_of(path).unwrap_or(Route::MethodNotAllowed),
+        "POST" => {
+            return (whep_of(path).or_else(|| whip_of(path))).unwrap_or(Route::MethodNotAllowed)
+        }
         // Only ending a session: trickle ICE (PATCH) is not needed by an ICE-lite server,
         // whose one candidate is in its answer.
-        "DELETE" => return whep_session_of(path).unwrap_or(Route::MethodNotAllowed),
+        "DELETE" => {
+            return (whep_session_of(path).or_else(|| whip_session_of(path)))
+                .unwrap_or(Route::MethodNotAllowed)
+        }
         _ => return Route::MethodNotAllowed,
     }
     if let Some(file) = path.strip_prefix(RECORDINGS) {
@@ -229,6 +248,30 @@ fn whep_session_of(path: &str) -> Option<Route<'_>> {
         return None;
     };
     (!session.is_empty()).then_some(Route::WhepSession { stream, session })
+}
+
+/// The suffix of a WHIP endpoint: `/{app}/{key}/whip` or `/{app}/whip`.
+pub const WHIP: &str = "/whip";
+
+/// `/{app}/{key}/whip` or `/{app}/whip` -> a WHIP offer's route.
+fn whip_of(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix('/')?.strip_suffix(WHIP)?;
+    let (app, key) = match rest.split_once('/') {
+        Some((app, key)) if !key.contains('/') => (app, Some(key)),
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    (!app.is_empty() && key != Some("")).then_some(Route::Whip { app, key })
+}
+
+/// `/{app}/{room}/whip/{session}` -> a WHIP session's route.
+fn whip_session_of(path: &str) -> Option<Route<'_>> {
+    let (endpoint, session) = path.rsplit_once('/')?;
+    let stream = endpoint.strip_suffix(WHIP)?;
+    (stream.matches('/').count() == 2 && !session.is_empty()).then(|| Route::WhipSession {
+        stream: stream_of(stream, "").map(|(key, _)| key),
+        session,
+    })
 }
 
 /// `/{app}/{room}/{sequence}.ts` -> (stream key, sequence).
@@ -404,6 +447,47 @@ mod tests {
         assert_eq!(route("DELETE", "/live/room.flv"), Route::MethodNotAllowed);
         // GET of the endpoint is no stream of ours.
         assert_eq!(route("GET", "/live/room/whep"), Route::NotFound);
+    }
+
+    #[test]
+    fn whip_offers_and_sessions() {
+        let offer = |path| route("POST", path);
+        assert_eq!(
+            offer("/live/k3y/whip"),
+            Route::Whip {
+                app: "live",
+                key: Some("k3y")
+            }
+        );
+        // OBS's form: the URL names the app; the key comes as a bearer token.
+        assert_eq!(
+            offer("/live/whip"),
+            Route::Whip {
+                app: "live",
+                key: None
+            }
+        );
+        // A room called `whip` is played over WHEP like any other.
+        assert_eq!(
+            offer("/live/whip/whep"),
+            Route::Whep {
+                stream: Some("live/whip".into())
+            }
+        );
+        for refused in ["/whip", "/live//whip", "/a/b/c/whip"] {
+            assert_eq!(offer(refused), Route::MethodNotAllowed, "{refused}");
+        }
+        assert_eq!(offer("/live/k3y/whip").played_stream(), None);
+        assert_eq!(
+            route("DELETE", "/live/room/whip/0123abcd"),
+            Route::WhipSession {
+                stream: Some("live/room".into()),
+                session: "0123abcd"
+            }
+        );
+        assert_eq!(route("DELETE", "/live/room/whip/"), Route::MethodNotAllowed);
+        assert_eq!(route("DELETE", "/live/whip/abc"), Route::MethodNotAllowed);
+        assert_eq!(route("GET", "/live/room/whip"), Route::NotFound);
     }
 
     #[test]
