@@ -1,7 +1,8 @@
 //! WebRTC publishing (WHIP): Chromium publishes its fake camera and microphone (H.264 and
 //! Opus, DTLS-SRTP over the node's one UDP socket, on loopback) with a channel key, and
 //! ffmpeg plays the room over HTTP-FLV, RTMP and HLS: H.264 of the camera's size and AAC
-//! (the Opus transcoded once at ingest), both decoding. Driven by Playwright
+//! (the Opus transcoded once at ingest), both decoding; and Chromium plays it over WHEP,
+//! pictures and sound. Driven by Playwright
 //! (`tests/browser/whip.mjs`), with Debian's `chromium`; see tests/browser.rs for the
 //! set-up.
 //!
@@ -101,7 +102,7 @@ fn chromium_publishes_whip_and_ffmpeg_plays_it_over_flv_and_hls() {
     let _one_at_a_time = require_browser();
     let (server, key) = keyed_server("cam");
     let url = format!("http://{}/live/{key}/whip", server.http);
-    let browser = publish_whip(url, 20, None, "delete");
+    let browser = publish_whip(url, 28, None, "delete");
     server.wait_live("cam");
     let flv = server.flv_url("cam");
     let streams = probe(&flv);
@@ -119,6 +120,21 @@ fn chromium_publishes_whip_and_ffmpeg_plays_it_over_flv_and_hls() {
     eprintln!("HLS, 4 s: {decoded_hls:?}");
     assert!(decoded_hls.video > 30, "{decoded_hls:?}");
     assert!(decoded_hls.audio > 100, "{decoded_hls:?}");
+    // And WebRTC to WebRTC: another Chromium plays the room over WHEP, with its sound
+    // (the AAC made at ingest, transcoded to Opus again for WebRTC viewers).
+    let whep = format!("http://{}/live/cam/whep", server.http);
+    let line = run_script("whep.mjs", &["--url", &whep, "--seconds", "5"]);
+    let played: Value = serde_json::from_str(&line).expect("whep.mjs prints one JSON report");
+    eprintln!("WHEP, 5 s: {played}");
+    assert!(
+        played["framesDecoded"].as_f64().unwrap_or(0.0) > 30.0,
+        "{played}"
+    );
+    assert_eq!(played["audio"]["codec"], "audio/opus", "{played}");
+    assert!(
+        played["audio"]["samplesReceived"].as_f64().unwrap_or(0.0) > 48_000.0,
+        "{played}"
+    );
     let report = browser.join().expect("the browser's thread");
     eprintln!("whip.mjs: {report}");
     assert_eq!(report["status"], 201, "{report}");
