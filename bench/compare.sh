@@ -579,7 +579,8 @@ for r in rows:
             f"{p['connected']} viewers not decoding ({p['whep_first_not_key']} without a "
             f"keyframe first, {p['whep_frames_not_contiguous']} frames after a gap); video "
             f"frames per viewer mean/min {p['frames_per_player_mean']}/"
-            f"{p['frames_per_player_min']}; TTFF p50 {(p.get('ttff_ms') or {}).get('p50_ms')} ms"
+            f"{p['frames_per_player_min']}; TTFF p50 {(p.get('ttff_ms') or {}).get('p50_ms')} ms; "
+            f"{p['udp_receive_buffer_errors']} datagrams dropped for full UDP receive buffers"
         )
     if rep.get("publisher_error"):
         notes.append(f"{name} {r['protocol']} {r['players']}: publisher error: {rep['publisher_error']}")

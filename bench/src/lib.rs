@@ -254,6 +254,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     };
     let _ = shared.times.set((end.into_std(), stop.into_std()));
 
+    let udp_drops_before = (args.whep > 0)
+        .then(whep::udp_receive_buffer_errors)
+        .flatten();
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, end, total)));
 
     // Interleave the protocols so each ramps up at the same pace.
@@ -379,6 +382,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             published,
             proto != Proto::Hls,
         );
+        if proto == Proto::Whep {
+            report.udp_receive_buffer_errors = udp_drops_before
+                .zip(whep::udp_receive_buffer_errors())
+                .map(|(before, after)| after.saturating_sub(before));
+        }
         if proto == Proto::Llhls {
             report.llhls_reload_spread_ms = stats::Quantiles::of(&shared.reload_spread());
         }

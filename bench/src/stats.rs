@@ -429,6 +429,9 @@ pub struct ProtoReport {
     pub whep_first_not_key: u64,
     pub whep_frames_not_contiguous: u64,
     pub whep_audio_frames: u64,
+    /// WebRTC: datagrams the machine dropped for full UDP receive buffers during the run
+    /// (see [`crate::whep::udp_receive_buffer_errors`]).
+    pub udp_receive_buffer_errors: Option<u64>,
     /// Error message -> players.
     pub errors: BTreeMap<String, u64>,
 }
@@ -537,6 +540,7 @@ pub fn proto_report(
         whep_first_not_key: connected.iter().filter(|o| o.whep_first_not_key).count() as u64,
         whep_frames_not_contiguous: outcomes.iter().map(|o| o.whep_not_contiguous).sum(),
         whep_audio_frames: outcomes.iter().map(|o| o.whep_audio_frames).sum(),
+        udp_receive_buffer_errors: None,
         errors,
     }
 }
@@ -663,6 +667,11 @@ impl Report {
                     r.frames_per_player_min.map_or("-".to_owned(), |n| n.to_string()),
                     r.whep_audio_frames
                 ));
+                if let Some(n) = r.udp_receive_buffer_errors {
+                    s.push_str(&format!(
+                        "webrtc: {n} datagrams dropped on this machine for full UDP receive buffers during the run\n"
+                    ));
+                }
             }
             if r.protocol == "ll-hls" && r.players > 0 {
                 s.push_str(&format!(

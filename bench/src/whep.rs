@@ -36,6 +36,12 @@ use crate::stats::Tracker;
 const MAX_ANSWER: usize = 64 * 1024;
 /// Largest datagram read; WebRTC packets stay under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
+/// Each viewer's socket receive buffer. A joining viewer gets the GOP cache's pictures as
+/// fast as the server sends them (a 2 s GOP of a 2.7 Mbit/s stream is about 700 KB), and
+/// the one bench thread reads hundreds of sockets in turn: with the kernel's default
+/// (208 KB here) the burst overflows it and the losses are asked again (NACK), which is
+/// the bench's doing, not the server's.
+const RECEIVE_BUFFER: usize = 1 << 20;
 /// H.264 payload types offered, all in packetization mode 1 (fragmented NAL units: mode 0
 /// cannot carry a picture bigger than a packet), with their RTX types: str0m's defaults
 /// for the Baseline, Constrained Baseline, Main and High profiles.
@@ -103,9 +109,7 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
     // with the server's: the address this host reaches the server's HTTP port from.
     let mut http = TcpStream::connect(url.addr()).await.context("connect")?;
     let local_ip = http.local_addr()?.ip();
-    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
-        .await
-        .context("bind the UDP socket")?;
+    let socket = bind_udp(SocketAddr::new(local_ip, 0)).context("bind the UDP socket")?;
     let local = socket.local_addr()?;
 
     let mut config = Rtc::builder()
@@ -198,6 +202,32 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
     t.whep_first_not_key = decoding.first_not_key;
     t.whep_not_contiguous = decoding.not_contiguous;
     result
+}
+
+/// A non-blocking UDP socket on `addr` with a receive buffer of [`RECEIVE_BUFFER`].
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps it at net.core.rmem_max, and the default still works.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Datagrams the kernel dropped so far, on the whole machine, because a UDP socket's
+/// receive buffer was full (`RcvbufErrors` in /proc/net/snmp; Linux only). Over a run, a
+/// rise says viewers (or the server's socket) did not read in time: the load generator may
+/// be the limit, and the losses cost retransmissions.
+pub fn udp_receive_buffer_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// POST the offer on `http` (`Connection: close`) and return the answer's SDP.
