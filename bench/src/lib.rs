@@ -1,9 +1,10 @@
 //! `ferrolive bench`: a load generator for any RTMP / HTTP-FLV / HLS / RTSP server.
 //!
-//! N players per protocol (WebRTC viewers too: [`whep`]) (one tokio task each, small reused buffers), optionally the bench's
-//! own RTMP publisher (synthetic H.264+AAC-tagged stream or an FLV file in real time) whose
-//! video frames carry a sequence number and send time, so every player measures frames lost
-//! and publisher-to-player latency. Reports a table and JSON.
+//! N players per protocol (WebRTC viewers too: [`whep`]), one tokio task each with small
+//! reused buffers, optionally the bench's own RTMP publisher (synthetic H.264+AAC-tagged
+//! stream or an FLV file in real time) whose video frames carry a sequence number and send
+//! time, so every player measures frames lost and publisher-to-player latency. Reports a
+//! table and JSON.
 
 pub mod histogram;
 pub mod http;
@@ -200,13 +201,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             bail!("--{flag} needs --url-{flag}");
         }
     }
-    marker::now_us(); // start the shared clock
-                      // One DTLS certificate for every WebRTC viewer, made before the clock runs.
+    // One DTLS certificate for every WebRTC viewer, made before anything is timed.
     let identity = if args.whep > 0 {
         Some(Arc::new(whep::Identity::new()?))
     } else {
         None
     };
+    marker::now_us(); // start the shared clock
 
     let shared = Shared::new(args.publish.is_some(), args.stall_ms);
     let duration = Duration::from_secs_f64(args.duration);

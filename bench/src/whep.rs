@@ -5,8 +5,9 @@
 //!
 //! Cheap by design, since the bench shares the machine with the server: one tokio task per
 //! viewer on the bench's runtime (one thread by default), one DTLS certificate for all
-//! (a key generation each would cost more than the handshake), no statistics events, and
-//! a socket read until it is empty on each wake-up rather than one wake-up per datagram.
+//! (a key generation each would cost more than the handshake), str0m's statistics events
+//! left off, and a socket read until it is empty on each wake-up rather than one wake-up
+//! per datagram.
 //!
 //! Every video frame is counted and timed by the bench marker in its Annex B data (the
 //! server passes the publisher's SEI through), as an HTTP-TS access unit is. A viewer
@@ -199,8 +200,6 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
             }
         }
     };
-    t.whep_first_not_key = decoding.first_not_key;
-    t.whep_not_contiguous = decoding.not_contiguous;
     result
 }
 
@@ -298,6 +297,9 @@ fn media(data: &MediaData, video: str0m::media::Mid, decoding: &mut Decoding, t:
         return;
     }
     decoding.frame(data.is_keyframe(), data.contiguous);
+    // In the tracker at once: the run's end drops this player's future wherever it is.
+    t.whep_first_not_key = decoding.first_not_key;
+    t.whep_not_contiguous = decoding.not_contiguous;
     t.coded_frame(marker::find_annexb(&data.data));
 }
 
