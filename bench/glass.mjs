@@ -24,7 +24,9 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { launchChromium, parseArgs, servePage, tabWithConsole } from '../tests/browser/common.mjs';
+import {
+    launchChromium, parseArgs, servePage, tabWithConsole, WEBRTC_ON_LOOPBACK,
+} from '../tests/browser/common.mjs';
 import { readBarcode, age, BLOCK, BLOCKS } from './glass-barcode.mjs';
 
 const args = parseArgs();
@@ -110,11 +112,7 @@ ${whep ? `playWhep(${JSON.stringify(whep)}).catch(e => report.errors.push('whep:
 </body></html>`;
 
 const { server, url: pageUrl } = await servePage(page, scripts);
-// Host candidates by address (no mDNS names), loopback among them, as whep.mjs does.
-const browser = await launchChromium([
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-]);
+const browser = await launchChromium(WEBRTC_ON_LOOPBACK);
 const console_ = [];
 try {
     const tab = await tabWithConsole(browser, console_);
