@@ -11,9 +11,9 @@
 # every picture it presents reads the time back: now - drawn is one sample. The edge is
 # asked only once the origin's run is over, so its pull starts with its viewer.
 #
-# Prints one line per run (p50/p90/p99/max ms) and a markdown table (OUTDIR/results.md);
-# each run's JSON report is OUTDIR/PROTOCOL-NODE.json, the servers' and ffmpeg's logs are
-# beside them.
+# Prints a markdown table (p50/p90/p99/max ms per protocol and node, also
+# OUTDIR/results.md); each run's JSON report is OUTDIR/PROTOCOL-NODE.json, the servers' and
+# ffmpeg's logs are beside them.
 #
 # Usage: bench/glass.sh            (env: FERROLIVE, SECONDS_EACH=30 (measured, after a
 #                                   WARMUP=5 s), PROTOCOLS="webrtc" (add http-flv for
