@@ -17,10 +17,11 @@ Usage: bench/compare.sh [options]
 Options (each also settable through the environment variable in brackets):
   --ferrolive PATH    ferrolive binary                [FERROLIVE, default: target/release/ferrolive]
   --players "LIST"    player counts                   [PLAYERS, default: "250 500 1000 2000"]
-  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp
-                      [PROTOCOLS, default: "rtmp http-flv"]
+  --protocols "LIST"  player protocols: rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp,
+                      webrtc  [PROTOCOLS, default: "rtmp http-flv"]
                       (all but rtmp run against ferrolive only: nginx-rtmp serves none;
-                      rtsp plays RTP interleaved over TCP from ferrolive's --rtsp-addr)
+                      rtsp plays RTP interleaved over TCP from ferrolive's --rtsp-addr;
+                      webrtc: WHEP viewers, DTLS-SRTP over ferrolive's --webrtc-udp-addr)
   --servers "LIST"    nginx and/or ferrolive          [SERVERS, default: "nginx ferrolive"]
   --duration SECS     measurement per run             [DURATION, default: 20]
   --out DIR           output directory                [OUTDIR, default: a new mktemp dir]
@@ -89,8 +90,8 @@ for n in $PLAYERS; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "player count is not a positive integer: $n"
 done
 for p in $PROTOCOLS; do
-    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts|hls|ll-hls|rtsp)$ ]] ||
-        die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp)"
+    [[ $p =~ ^(rtmp|http-flv|ws-flv|http-ts|hls|ll-hls|rtsp|webrtc)$ ]] ||
+        die "unknown protocol: $p (rtmp, http-flv, ws-flv, http-ts, hls, ll-hls, rtsp, webrtc)"
 done
 for s in $SERVERS; do
     [[ $s == nginx || $s == ferrolive ]] || die "unknown server: $s (nginx, ferrolive)"
@@ -194,6 +195,11 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
+# A free UDP port on loopback (ferrolive's WebRTC socket).
+free_udp_port() {
+    python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------- servers
@@ -228,14 +234,16 @@ wait_ready() {
 
 # Sets SERVER_PID, PUBLISH_URL and the PLAY_* URLs.
 start_ferrolive() {
-    local dir=$1 rtmp http api rtsp
+    local dir=$1 rtmp http api rtsp udp
     read -r rtmp http api rtsp <<<"$(free_ports 4)"
+    udp=$(free_udp_port)
     mkdir -p "$dir/data"
     local extra
     read -r -a extra <<<"${FERROLIVE_ARGS:-}"
     "$FERROLIVE" standalone --rtmp-noauth \
         --rtmp-addr "127.0.0.1:$rtmp" --http-addr "127.0.0.1:$http" \
         --api-addr "127.0.0.1:$api" --rtsp-addr "127.0.0.1:$rtsp" \
+        --webrtc-udp-addr "127.0.0.1:$udp" \
         --data-dir "$dir/data" --log "$FERROLIVE_LOG" \
         "${extra[@]}" >"$dir/server.log" 2>&1 </dev/null &
     SERVER_PID=$!
@@ -247,6 +255,7 @@ start_ferrolive() {
     PLAY_HLS=http://127.0.0.1:$http/live/bench.m3u8
     PLAY_LLHLS=http://127.0.0.1:$http/live/bench/index.m3u8
     PLAY_RTSP=rtsp://127.0.0.1:$rtsp/live/bench
+    PLAY_WHEP=http://127.0.0.1:$http/live/bench/whep
     wait_ready ferrolive "$dir" "$rtmp" "$http" "$api" "$rtsp"
 }
 
@@ -385,6 +394,7 @@ run_one() {
         hls) args+=(--hls "$n" --url-hls "$PLAY_HLS") ;;
         ll-hls) args+=(--llhls "$n" --url-llhls "$PLAY_LLHLS") ;;
         rtsp) args+=(--rtsp "$n" --url-rtsp "$PLAY_RTSP") ;;
+        webrtc) args+=(--whep "$n" --url-whep "$PLAY_WHEP") ;;
     esac
     echo "$FERROLIVE ${args[*]}" >"$dir/bench.cmd"
 
@@ -562,6 +572,15 @@ for r in rows:
             f"{name} rtsp {r['players']}: {p['rtp_video_packets']} video and "
             f"{p['rtp_audio_packets']} audio RTP packets, {p['rtp_packets_lost']} missing "
             f"(gaps in sequence numbers); latency p50/p99 {latency}"
+        )
+    if r["protocol"] == "webrtc":
+        notes.append(
+            f"{name} webrtc {r['players']}: {p['whep_viewers_not_decoding']} of "
+            f"{p['connected']} viewers not decoding ({p['whep_first_not_key']} without a "
+            f"keyframe first, {p['whep_frames_not_contiguous']} frames after a gap); video "
+            f"frames per viewer mean/min {p['frames_per_player_mean']}/"
+            f"{p['frames_per_player_min']}; TTFF p50 {(p.get('ttff_ms') or {}).get('p50_ms')} ms; "
+            f"{p['udp_receive_buffer_errors']} datagrams dropped for full UDP receive buffers"
         )
     if rep.get("publisher_error"):
         notes.append(f"{name} {r['protocol']} {r['players']}: publisher error: {rep['publisher_error']}")

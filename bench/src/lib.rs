@@ -1,9 +1,10 @@
 //! `ferrolive bench`: a load generator for any RTMP / HTTP-FLV / HLS / RTSP server.
 //!
-//! N players per protocol (one tokio task each, small reused buffers), optionally the bench's
-//! own RTMP publisher (synthetic H.264+AAC-tagged stream or an FLV file in real time) whose
-//! video frames carry a sequence number and send time, so every player measures frames lost
-//! and publisher-to-player latency. Reports a table and JSON.
+//! N players per protocol (WebRTC viewers too: [`whep`]), one tokio task each with small
+//! reused buffers, optionally the bench's own RTMP publisher (synthetic H.264+AAC-tagged
+//! stream or an FLV file in real time) whose video frames carry a sequence number and send
+//! time, so every player measures frames lost and publisher-to-player latency. Reports a
+//! table and JSON.
 
 pub mod histogram;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod rtmp;
 pub mod rtsp;
 pub mod source;
 pub mod stats;
+pub mod whep;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,6 +53,9 @@ pub struct BenchArgs {
     /// RTSP players (RTP interleaved over TCP).
     #[arg(long, default_value_t = 0)]
     pub rtsp: usize,
+    /// WebRTC viewers (WHEP: an offer posted to --url-whep, then ICE, DTLS-SRTP, RTP).
+    #[arg(long, default_value_t = 0)]
+    pub whep: usize,
     /// rtmp://host:port/app/room (default: the --publish URL).
     #[arg(long)]
     pub url_rtmp: Option<String>,
@@ -73,6 +78,9 @@ pub struct BenchArgs {
     /// ferrolive's default --rtsp-addr)
     #[arg(long)]
     pub url_rtsp: Option<String>,
+    /// http://host:port/app/room/whep (the WHEP endpoint on the player port)
+    #[arg(long)]
+    pub url_whep: Option<String>,
     /// Players started per second.
     #[arg(long, default_value_t = 200.0)]
     pub ramp_per_sec: f64,
@@ -142,12 +150,12 @@ const WARMUP: Duration = Duration::from_millis(500);
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     // Players per protocol, in `Proto` order.
     let counts = [
-        args.rtmp, args.flv, args.hls, args.ws, args.ts, args.llhls, args.rtsp,
+        args.rtmp, args.flv, args.hls, args.ws, args.ts, args.llhls, args.rtsp, args.whep,
     ];
     let total: usize = counts.iter().sum();
     if total == 0 && args.publish.is_none() {
         bail!(
-            "nothing to do: give --rtmp/--flv/--hls/--ws/--ts/--llhls/--rtsp players and/or --publish"
+            "nothing to do: give --rtmp/--flv/--hls/--ws/--ts/--llhls/--rtsp/--whep players and/or --publish"
         );
     }
     if args.duration.is_nan() || args.duration <= 0.0 {
@@ -178,6 +186,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         parse(&args.url_ts)?,
         parse(&args.url_llhls)?,
         rtsp_url,
+        parse(&args.url_whep)?,
     ];
     for (proto, flag) in [
         (Proto::Flv, "flv"),
@@ -186,11 +195,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         (Proto::Ts, "ts"),
         (Proto::Llhls, "llhls"),
         (Proto::Rtsp, "rtsp"),
+        (Proto::Whep, "whep"),
     ] {
         if counts[proto as usize] > 0 && urls[proto as usize].is_none() {
             bail!("--{flag} needs --url-{flag}");
         }
     }
+    // One DTLS certificate for every WebRTC viewer, made before anything is timed.
+    let identity = if args.whep > 0 {
+        Some(Arc::new(whep::Identity::new()?))
+    } else {
+        None
+    };
     marker::now_us(); // start the shared clock
 
     let shared = Shared::new(args.publish.is_some(), args.stall_ms);
@@ -239,6 +255,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     };
     let _ = shared.times.set((end.into_std(), stop.into_std()));
 
+    let udp_drops_before = (args.whep > 0)
+        .then(whep::udp_receive_buffer_errors)
+        .flatten();
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, end, total)));
 
     // Interleave the protocols so each ramps up at the same pace.
@@ -263,6 +282,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let shared = shared.clone();
         let rtmp_url = rtmp_url.clone();
         let url = urls[proto as usize].clone();
+        let identity = identity.clone();
         handles.push(tokio::spawn(async move {
             let mut t = Tracker::new(shared, proto);
             let result = match (proto, rtmp_url, url) {
@@ -287,6 +307,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 (Proto::Rtsp, _, Some(url)) => {
                     tokio::time::timeout_at(stop, rtsp::player(&url, &mut t)).await
                 }
+                (Proto::Whep, _, Some(url)) => match identity {
+                    Some(identity) => {
+                        tokio::time::timeout_at(stop, whep::player(&url, &identity, &mut t)).await
+                    }
+                    None => Ok(Err(anyhow!("no DTLS identity for WebRTC"))),
+                },
                 // Players are only made for protocols with a URL (checked above).
                 _ => Ok(Err(anyhow!("no URL for this protocol"))),
             };
@@ -357,6 +383,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             published,
             proto != Proto::Hls,
         );
+        if proto == Proto::Whep {
+            report.udp_receive_buffer_errors = udp_drops_before
+                .zip(whep::udp_receive_buffer_errors())
+                .map(|(before, after)| after.saturating_sub(before));
+        }
         if proto == Proto::Llhls {
             report.llhls_reload_spread_ms = stats::Quantiles::of(&shared.reload_spread());
         }

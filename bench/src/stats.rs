@@ -21,10 +21,11 @@ pub enum Proto {
     Ts = 4,
     Llhls = 5,
     Rtsp = 6,
+    Whep = 7,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 7] = [
+    pub const ALL: [Proto; 8] = [
         Proto::Rtmp,
         Proto::Flv,
         Proto::Hls,
@@ -32,6 +33,7 @@ impl Proto {
         Proto::Ts,
         Proto::Llhls,
         Proto::Rtsp,
+        Proto::Whep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Proto {
             Proto::Ts => "http-ts",
             Proto::Llhls => "ll-hls",
             Proto::Rtsp => "rtsp",
+            Proto::Whep => "webrtc",
         }
     }
 }
@@ -163,6 +166,11 @@ pub struct Tracker {
     pub rtp_video_packets: u64,
     pub rtp_audio_packets: u64,
     pub rtp_packets_lost: u64,
+    /// WHEP: the first video frame was not a keyframe; video frames that did not follow
+    /// the one before (a gap in the packets); audio frames (Opus packets) received.
+    pub whep_first_not_key: bool,
+    pub whep_not_contiguous: u64,
+    pub whep_audio_frames: u64,
 }
 
 impl Tracker {
@@ -187,6 +195,9 @@ impl Tracker {
             rtp_video_packets: 0,
             rtp_audio_packets: 0,
             rtp_packets_lost: 0,
+            whep_first_not_key: false,
+            whep_not_contiguous: 0,
+            whep_audio_frames: 0,
         }
     }
 
@@ -320,6 +331,9 @@ impl Tracker {
             rtp_video_packets: self.rtp_video_packets,
             rtp_audio_packets: self.rtp_audio_packets,
             rtp_packets_lost: self.rtp_packets_lost,
+            whep_first_not_key: self.whep_first_not_key,
+            whep_not_contiguous: self.whep_not_contiguous,
+            whep_audio_frames: self.whep_audio_frames,
         }
     }
 }
@@ -346,6 +360,9 @@ pub struct Outcome {
     pub rtp_video_packets: u64,
     pub rtp_audio_packets: u64,
     pub rtp_packets_lost: u64,
+    pub whep_first_not_key: bool,
+    pub whep_not_contiguous: u64,
+    pub whep_audio_frames: u64,
 }
 
 /// p50 / p99 / max in milliseconds.
@@ -402,6 +419,19 @@ pub struct ProtoReport {
     pub rtp_video_packets: u64,
     pub rtp_audio_packets: u64,
     pub rtp_packets_lost: u64,
+    /// Video frames received per connected player: the mean and the fewest.
+    pub frames_per_player_mean: Option<f64>,
+    pub frames_per_player_min: Option<u64>,
+    /// WebRTC: connected viewers whose pictures would not all decode (the first frame not
+    /// a keyframe, or a frame after a gap), of them those that started without a keyframe,
+    /// frames after a gap (all viewers), and audio frames received.
+    pub whep_viewers_not_decoding: u64,
+    pub whep_first_not_key: u64,
+    pub whep_frames_not_contiguous: u64,
+    pub whep_audio_frames: u64,
+    /// WebRTC: datagrams the machine dropped for full UDP receive buffers during the run
+    /// (see [`crate::whep::udp_receive_buffer_errors`]).
+    pub udp_receive_buffer_errors: Option<u64>,
     /// Error message -> players.
     pub errors: BTreeMap<String, u64>,
 }
@@ -499,6 +529,18 @@ pub fn proto_report(
         rtp_video_packets: outcomes.iter().map(|o| o.rtp_video_packets).sum(),
         rtp_audio_packets: outcomes.iter().map(|o| o.rtp_audio_packets).sum(),
         rtp_packets_lost: outcomes.iter().map(|o| o.rtp_packets_lost).sum(),
+        frames_per_player_mean: (!connected.is_empty()).then(|| {
+            round2(connected.iter().map(|o| o.frames).sum::<u64>() as f64 / connected.len() as f64)
+        }),
+        frames_per_player_min: connected.iter().map(|o| o.frames).min(),
+        whep_viewers_not_decoding: connected
+            .iter()
+            .filter(|o| o.whep_first_not_key || o.whep_not_contiguous > 0)
+            .count() as u64,
+        whep_first_not_key: connected.iter().filter(|o| o.whep_first_not_key).count() as u64,
+        whep_frames_not_contiguous: outcomes.iter().map(|o| o.whep_not_contiguous).sum(),
+        whep_audio_frames: outcomes.iter().map(|o| o.whep_audio_frames).sum(),
+        udp_receive_buffer_errors: None,
         errors,
     }
 }
@@ -612,6 +654,24 @@ impl Report {
                     "rtsp: {} video and {} audio RTP packets, {} missing (gaps in sequence numbers)\n",
                     r.rtp_video_packets, r.rtp_audio_packets, r.rtp_packets_lost
                 ));
+            }
+            if r.protocol == "webrtc" && r.players > 0 {
+                s.push_str(&format!(
+                    "webrtc: {} of {} viewers not decoding ({} without a keyframe first, {} frames after a gap); \
+                     video frames per viewer mean/min {}/{}; {} audio frames\n",
+                    r.whep_viewers_not_decoding,
+                    r.connected,
+                    r.whep_first_not_key,
+                    r.whep_frames_not_contiguous,
+                    opt(r.frames_per_player_mean, 0),
+                    r.frames_per_player_min.map_or("-".to_owned(), |n| n.to_string()),
+                    r.whep_audio_frames
+                ));
+                if let Some(n) = r.udp_receive_buffer_errors {
+                    s.push_str(&format!(
+                        "webrtc: {n} datagrams dropped on this machine for full UDP receive buffers during the run\n"
+                    ));
+                }
             }
             if r.protocol == "ll-hls" && r.players > 0 {
                 s.push_str(&format!(
