@@ -34,6 +34,7 @@ use media::hub::{Hub, Subscriber};
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::{IceCreds, StunMessage};
+use str0m::rtp::Extension;
 use str0m::{Candidate, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
@@ -59,6 +60,8 @@ pub struct WebRtcConfig {
 /// A datagram bigger than this is no WebRTC packet of a viewer (they stay under the path
 /// MTU, and a viewer sends only STUN, DTLS and RTCP).
 const MAX_DATAGRAM: usize = 2048;
+/// The shared socket's receive and send buffers, asked of the kernel.
+const SOCKET_BUFFER: usize = 8 << 20;
 /// Datagrams waiting for a session's task; more are dropped, as a full socket would.
 const INBOX: usize = 128;
 /// Addresses one session may be reached from (a browser tries each of its candidates).
@@ -137,6 +140,12 @@ impl WebRtc {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Arc<WebRtc>> {
         let socket = UdpSocket::bind(config.udp_addr).await?;
+        // Every session's datagrams share this socket: the kernel's default buffers (about
+        // 200 KiB) overflow when a few hundred players join at once (STUN and DTLS in) or
+        // get their first GOP (out). The kernel caps these at net.core.rmem_max/wmem_max.
+        let buffers = socket2::SockRef::from(&socket);
+        let _ = buffers.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = buffers.set_send_buffer_size(SOCKET_BUFFER);
         let local = socket.local_addr()?;
         let crypto = str0m::crypto::from_feature_flags();
         let certificate = crypto
@@ -212,6 +221,11 @@ impl WebRtc {
             .clear_codecs()
             .enable_h264(true)
             .enable_opus(true, false)
+            // Only the media's id in the header: no transport-wide sequence numbers, so
+            // browsers send no congestion feedback (TWCC) for the node to account for,
+            // per packet and per viewer, when it adapts nothing to it.
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
             .build(Instant::now());
         let candidate = self.candidate(via);
         let host =
