@@ -37,6 +37,15 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
 /// (RFC 7675's consent lapses after 30 s; browsers check every few seconds).
 const SILENCE: Duration = Duration::from_secs(30);
 
+/// Packets a session keeps to answer NACKs from: about a second of a 2.7 Mbit/s stream (a
+/// NACK comes a round trip after the loss). str0m's default, 2000 over 3 s, cost each
+/// viewer about a megabyte.
+const RTX_PACKETS: usize = 400;
+const RTX_AGE: Duration = Duration::from_millis(1500);
+/// Queued resends are dropped when they would be more than this share of what is sent
+/// (str0m's default): a viewer on a link that loses that much is better off skipping.
+const RTX_RATIO_CAP: f32 = 0.15;
+
 pub(super) struct Session {
     pub rtc: Rtc,
     pub socket: Arc<UdpSocket>,
@@ -311,6 +320,11 @@ impl Session {
                         match added.kind {
                             MediaKind::Video => tracks.video = tracks.video.or(track),
                             MediaKind::Audio => tracks.audio = tracks.audio.or(track),
+                        }
+                        if let Some(stream) =
+                            self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
+                        {
+                            stream.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(RTX_RATIO_CAP));
                         }
                     }
                     Event::KeyframeRequest(request) => {
