@@ -121,8 +121,9 @@ ffmpeg -hide_banner -loglevel warning -nostdin -re \
     -c:a aac -b:a 128k -ar 44100 \
     -f flv "rtmp://$ORIGIN_RTMP/live/glass" >"$OUTDIR/ffmpeg.log" 2>&1 &
 PIDS+=($!)
+# Live once the origin lists it as published (an FLV request would never end: it is live).
 for _ in $(seq 100); do
-    curl -sf -o /dev/null -r 0-0 --max-time 1 "http://$ORIGIN_HTTP/live/glass.flv" && break
+    curl -sf --max-time 1 "http://$ORIGIN_HTTP/api/streams" | grep -q '"stream":"live/glass","app":"live","room":"glass","publishing":true' && break
     sleep 0.2
 done
 sleep 2 # a GOP or two in the origin's cache

@@ -104,6 +104,23 @@ struct Datagram {
     contents: Bytes,
 }
 
+impl Datagram {
+    /// What an `Rtc` takes of it, sent to `destination` (the session's candidate); none
+    /// when it is no STUN, DTLS or RTP.
+    fn input(&self, destination: SocketAddr) -> Option<str0m::Input<'_>> {
+        let contents = self.contents.as_ref().try_into().ok()?;
+        Some(str0m::Input::Receive(
+            self.at,
+            str0m::net::Receive {
+                proto: str0m::net::Protocol::Udp,
+                source: self.source,
+                destination,
+                contents,
+            },
+        ))
+    }
+}
+
 /// The node's WebRTC: the shared socket and its sessions.
 pub struct WebRtc {
     socket: Arc<UdpSocket>,

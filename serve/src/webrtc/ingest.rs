@@ -26,7 +26,6 @@ use media::hub::Pushed;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol as NetProtocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
@@ -287,19 +286,8 @@ impl PublishSession {
                 datagram = self.datagrams.recv() => {
                     let Some(datagram) = datagram else { break Ended::Shutdown };
                     last_heard = datagram.at;
-                    let Ok(contents) = datagram.contents.as_ref().try_into() else {
-                        // Not STUN, DTLS or RTP: not for WebRTC.
-                        continue;
-                    };
-                    let input = Input::Receive(
-                        datagram.at,
-                        Receive {
-                            proto: NetProtocol::Udp,
-                            source: datagram.source,
-                            destination: self.candidate,
-                            contents,
-                        },
-                    );
+                    // Not STUN, DTLS or RTP: not for WebRTC.
+                    let Some(input) = datagram.input(self.candidate) else { continue };
                     if let Err(e) = self.rtc.handle_input(input) {
                         break e.into();
                     }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -173,19 +172,8 @@ impl Session {
                 datagram = self.datagrams.recv() => {
                     let Some(datagram) = datagram else { break Ended::Shutdown };
                     last_heard = datagram.at;
-                    let Ok(contents) = datagram.contents.as_ref().try_into() else {
-                        // Not STUN, DTLS or RTP: not for WebRTC.
-                        continue;
-                    };
-                    let input = Input::Receive(
-                        datagram.at,
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: datagram.source,
-                            destination: self.candidate,
-                            contents,
-                        },
-                    );
+                    // Not STUN, DTLS or RTP: not for WebRTC.
+                    let Some(input) = datagram.input(self.candidate) else { continue };
                     if let Err(e) = self.rtc.handle_input(input) {
                         break e.into();
                     }
