@@ -124,11 +124,28 @@ fn players_cross_a_b_frame_publishers_reconnect() {
     std::thread::sleep(Duration::from_secs(8));
     // The encoder dies and is started again (the server holds the players meanwhile).
     first.kill();
+    let killed = std::time::Instant::now();
     let _second = publish_b_frames(&url);
+    // The players' longest freeze includes the encoder's restart, which a loaded machine
+    // slows: how long until the node has a publisher again counts on top of the second
+    // allowed (nothing if the node had not yet noticed the first one go).
+    let publishing = || {
+        testkit::http_get(server.http, "/api/streams").is_some_and(|r| {
+            String::from_utf8_lossy(&r.body).contains("\"room\":\"again\",\"publishing\":true")
+        })
+    };
+    while !publishing() && killed.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restart = killed.elapsed().as_millis() as f64;
+    eprintln!("the node had a publisher again {restart} ms after the first was killed");
     for handle in handles {
         let (player, report) = handle.join().unwrap();
         assert!(report.started(), "{player}: {report}");
-        assert!(report.number("maxFreezeMs") <= 1000.0, "{player}: {report}");
+        assert!(
+            report.number("maxFreezeMs") <= 1000.0 + restart,
+            "{player}: {report}"
+        );
         assert!(report.texts("errors").is_empty(), "{player}: {report}");
         let warnings = report.texts("warnings");
         assert!(
