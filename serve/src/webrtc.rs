@@ -31,11 +31,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use media::hub::{Hub, Subscriber};
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::ice::{IceCreds, StunMessage};
 use str0m::rtp::Extension;
-use str0m::{Candidate, Rtc};
+use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
@@ -197,6 +197,37 @@ impl WebRtc {
         self.sessions().by_id.len()
     }
 
+    /// The start of every session's `Rtc`: ICE-lite, fresh ICE credentials and this node's
+    /// DTLS certificate. Its ufrag, by which the socket's reader finds the session.
+    fn session_config(&self) -> (RtcConfig, String) {
+        let credentials = IceCreds::new();
+        let ufrag = credentials.ufrag.clone();
+        let config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(credentials)
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.certificate.clone());
+        (config, ufrag)
+    }
+
+    /// Give `rtc` this node's one candidate (see [`WebRtc::candidate`]) and answer `offer`:
+    /// the answer, and the candidate.
+    fn answer(
+        &self,
+        rtc: &mut Rtc,
+        offer: SdpOffer,
+        via: IpAddr,
+    ) -> Result<(SdpAnswer, SocketAddr), OpenError> {
+        let candidate = self.candidate(via);
+        let host =
+            Candidate::host(candidate, "udp").map_err(|e| OpenError::Refused(e.to_string()))?;
+        rtc.add_local_candidate(host);
+        let answer = (rtc.sdp_api())
+            .accept_offer(offer)
+            .map_err(|e| OpenError::Refused(e.to_string()))?;
+        Ok((answer, candidate))
+    }
+
     /// The candidate browsers are told to reach: the configured public address, the
     /// socket's own when it names one, else the address the offer came in on (`via`).
     fn candidate(&self, via: IpAddr) -> SocketAddr {
@@ -219,19 +250,13 @@ impl WebRtc {
         viewer: Viewer,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(String, String), OpenError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer).map_err(|e| OpenError::BadOffer(e.to_string()))?;
+        let offer = parse_offer(offer)?;
         let admitted = self
             .admission
             .admit(viewer.peer.ip())
             .map_err(OpenError::TooMany)?;
-        let credentials = IceCreds::new();
-        let ufrag = credentials.ufrag.clone();
-        let mut rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .set_local_ice_credentials(credentials)
-            .set_crypto_provider(self.crypto.clone())
-            .set_dtls_cert(self.certificate.clone())
+        let (config, ufrag) = self.session_config();
+        let mut rtc = config
             // The feed's payloads are written as they are, under the session's numbering.
             .set_rtp_mode(true)
             // What the hub's streams carry and a browser plays.
@@ -244,14 +269,7 @@ impl WebRtc {
             .clear_extension_map()
             .set_extension(4, Extension::RtpMid)
             .build(Instant::now());
-        let candidate = self.candidate(via);
-        let host =
-            Candidate::host(candidate, "udp").map_err(|e| OpenError::Refused(e.to_string()))?;
-        rtc.add_local_candidate(host);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| OpenError::Refused(e.to_string()))?;
+        let (answer, candidate) = self.answer(&mut rtc, offer, via)?;
         let watching = viewer.frames.into_watching();
         let feed = self
             .feeds
@@ -387,6 +405,15 @@ impl Drop for Registered {
             }
         }
     }
+}
+
+/// `offer` as SDP. The parser's error runs over several lines (and names a pointer): its
+/// first says it.
+fn parse_offer(offer: &str) -> Result<SdpOffer, OpenError> {
+    SdpOffer::from_sdp_string(offer).map_err(|e| {
+        let why = e.to_string();
+        OpenError::BadOffer(why.lines().next().unwrap_or_default().to_owned())
+    })
 }
 
 /// 128 random bits in hex: the session's resource name, which is all a DELETE needs.

@@ -34,7 +34,7 @@ mod stream;
 mod viewer;
 
 pub use publisher::{Publisher, Pushed, StatsHandle};
-pub use stats::PublishStats;
+pub use stats::{PresentationOrder, PublishStats};
 pub use viewer::{BatchEvent, BatchStream, Delivery, Join, Subscriber, Watching};
 
 use stream::{PublisherSlot, Stream};

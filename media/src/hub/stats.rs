@@ -14,8 +14,8 @@ pub struct PublishStats {
     /// decoders cannot take such a stream, so WebRTC viewers see little more than its
     /// keyframes. Stays set once seen.
     pub b_frames: bool,
-    /// The last picture's presentation time (ms), to notice B-frames by.
-    last_presented: Option<i64>,
+    /// The pictures' order, to notice B-frames by.
+    order: PresentationOrder,
     /// Payload bytes received from the publisher so far: all, video, audio.
     pub bytes_in: u64,
     pub video_bytes_in: u64,
@@ -79,10 +79,26 @@ impl PublishStats {
             return;
         };
         let presented = timestamp as i64 + i64::from(info.composition_time);
-        if self.last_presented.is_some_and(|last| presented < last) {
-            self.b_frames = true;
-        }
-        self.last_presented = Some(presented);
+        self.b_frames |= self.order.shown_early(presented);
+    }
+}
+
+/// Whether pictures are shown in the order they are sent: one shown before a picture sent
+/// ahead of it is a B-frame (what browsers' WebRTC decoders cannot take).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresentationOrder {
+    last_presented_ms: Option<i64>,
+}
+
+impl PresentationOrder {
+    /// Take the next picture (in the order sent), shown at `presented_ms`: whether it is
+    /// shown before the one sent before it.
+    pub fn shown_early(&mut self, presented_ms: i64) -> bool {
+        let early = self
+            .last_presented_ms
+            .is_some_and(|last| presented_ms < last);
+        self.last_presented_ms = Some(presented_ms);
+        early
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use audio::{AacToOpus, OpusPacket};
 use media::codec::{parse_audio_tag, parse_video_tag, AudioCodec, VideoCodec, VideoPacketKind};
 use media::frame::{Frame, MediaKind};
-use media::hub::{Audience, Delivery, Hub};
+use media::hub::{Audience, Delivery, Hub, PresentationOrder};
 use media::rtp::{PacketizerParams, VideoPacketizer};
 use tokio::sync::{broadcast, Notify};
 use tracing::{info, warn};
@@ -79,9 +79,9 @@ pub(super) struct Packetizing {
     waiting_for_key: bool,
     audio: AudioSource,
     opus_out: Vec<OpusPacket>,
-    /// The last picture's presentation time, and whether one came before it: B-frames,
-    /// which browsers' WebRTC decoders cannot take (they show little but keyframes).
-    last_pts_ms: Option<i64>,
+    /// Whether a picture was shown before one sent ahead of it: B-frames, which browsers'
+    /// WebRTC decoders cannot take (they show little but keyframes).
+    order: PresentationOrder,
     pub b_frames: bool,
 }
 
@@ -95,7 +95,7 @@ impl Packetizing {
             waiting_for_key: true,
             audio: AudioSource::None,
             opus_out: Vec::new(),
-            last_pts_ms: None,
+            order: PresentationOrder::default(),
             b_frames: false,
         }
     }
@@ -150,8 +150,7 @@ impl Packetizing {
             })
             .collect();
         let pts_ms = frame.timestamp as i64 + i64::from(info.composition_time);
-        self.b_frames |= self.last_pts_ms.is_some_and(|last| pts_ms < last);
-        self.last_pts_ms = Some(pts_ms);
+        self.b_frames |= self.order.shown_early(pts_ms);
         let picture = Arc::new(Picture {
             payloads,
             pts_ms,

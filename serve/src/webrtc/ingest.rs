@@ -23,15 +23,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use media::hub::Pushed;
-use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use self::tags::{IngestTags, KeyframeAsks, SenderReport, Tag};
-use super::{session_id, Datagram, Entry, OpenError, Registered, WebRtc};
+use super::{parse_offer, session_id, Datagram, Entry, OpenError, Registered, WebRtc};
 use crate::admission::Admitted;
 use crate::metrics::Metrics;
 use crate::{Node, Publishing};
@@ -99,35 +98,17 @@ impl WebRtc {
         peer: IpAddr,
         via: IpAddr,
     ) -> Result<PublisherAnswer, OpenError> {
-        // The parser's error runs over several lines (and names a pointer): its first says it.
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| {
-            let why = e.to_string();
-            OpenError::BadOffer(why.lines().next().unwrap_or_default().to_owned())
-        })?;
+        let offer = parse_offer(offer)?;
         let admitted = self.admission.admit(peer).map_err(OpenError::TooMany)?;
-        let credentials = str0m::ice::IceCreds::new();
-        let ufrag = credentials.ufrag.clone();
-        let mut config = Rtc::builder()
-            .set_ice_lite(true)
-            .set_local_ice_credentials(credentials)
-            .set_crypto_provider(self.crypto.clone())
-            .set_dtls_cert(self.certificate.clone())
-            .clear_codecs()
-            .enable_opus(true, false);
+        let (config, ufrag) = self.session_config();
+        let mut config = config.clear_codecs().enable_opus(true, false);
         for (pt, rtx, profile) in H264_MODE_1 {
             config
                 .codec_config()
                 .add_h264(pt.into(), Some(rtx.into()), true, profile);
         }
         let mut rtc = config.build(Instant::now());
-        let candidate = self.candidate(via);
-        let host =
-            Candidate::host(candidate, "udp").map_err(|e| OpenError::Refused(e.to_string()))?;
-        rtc.add_local_candidate(host);
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| OpenError::BadOffer(e.to_string()))?;
+        let (answer, candidate) = self.answer(&mut rtc, offer, via)?;
         let sdp = answer.to_sdp_string();
         if !takes_media(&sdp) {
             return Err(OpenError::Refused(
