@@ -366,6 +366,186 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
     assert_eq!(refused.status, 403);
 }
 
+/// A WHEP viewer made of str0m (for what a browser cannot be told to do or does not
+/// take), with its socket and the video line it offered, answered by `server` for `room`.
+struct Str0mViewer {
+    rtc: str0m::Rtc,
+    socket: std::net::UdpSocket,
+    local: SocketAddr,
+    video: str0m::media::Mid,
+}
+
+impl Str0mViewer {
+    /// Offer to receive video in the codecs `codecs` enables, and take the answer.
+    fn offer(
+        server: &Server,
+        room: &str,
+        codecs: impl FnOnce(str0m::RtcConfig) -> str0m::RtcConfig,
+    ) -> Str0mViewer {
+        use str0m::change::SdpAnswer;
+        use str0m::media::{Direction, MediaKind};
+        use str0m::{Candidate, Rtc};
+
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = socket.local_addr().unwrap();
+        let config = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .clear_codecs();
+        let mut rtc = codecs(config).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let offer = offer.to_sdp_string();
+        let request = format!(
+            "POST /live/{room}/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
+            offer.len()
+        );
+        let answer = http_request(server.http, &request).expect("an answer");
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let answer = SdpAnswer::from_sdp_string(&String::from_utf8_lossy(&answer.body)).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        Str0mViewer {
+            rtc,
+            socket,
+            local,
+            video,
+        }
+    }
+
+    /// Run the connection for `seconds`, handing each RTP packet to `packet`.
+    fn receive(&mut self, seconds: u64, mut packet: impl FnMut(&str0m::rtp::RtpPacket)) {
+        use str0m::net::{Protocol, Receive};
+        use str0m::{Event, Input, Output};
+
+        let started = Instant::now();
+        let mut buf = vec![0u8; 2048];
+        while started.elapsed() < Duration::from_secs(seconds) {
+            let wake = loop {
+                match self.rtc.poll_output().unwrap() {
+                    Output::Timeout(at) => break at,
+                    Output::Transmit(out) => {
+                        let _ = self.socket.send_to(&out.contents, out.destination);
+                    }
+                    Output::Event(Event::RtpPacket(rtp)) => packet(&rtp),
+                    Output::Event(_) => {}
+                }
+            };
+            let timeout = wake
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            self.socket.set_read_timeout(Some(timeout)).unwrap();
+            let input = match self.socket.recv_from(&mut buf) {
+                Ok((len, source)) => Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents: buf[..len].try_into().unwrap(),
+                    },
+                ),
+                Err(_) => Input::Timeout(Instant::now()),
+            };
+            self.rtc.handle_input(input).unwrap();
+        }
+    }
+}
+
+/// AV1 passes through to a browser that takes it: ffmpeg's AV1 (libaom), published to an
+/// origin over Enhanced RTMP, plays in Chromium from an edge, decoded as AV1.
+#[test]
+fn chromium_plays_an_av1_stream_from_an_edge() {
+    let _one_at_a_time = require_browser();
+    testkit::require_ffmpeg();
+    let redis = Redis::start();
+    let node =
+        |role: &str, id: &str| Server::in_cluster(role, id, &redis.url(), &["--rtmp-noauth"]);
+    let origin = node("origin", "origin-a");
+    let edge = node("edge", "edge-a");
+    let _publisher = testkit::publish_av1(origin.rtmp, "av1", 25);
+    origin.wait_live("av1");
+    let report = play_whep(&format!("http://{}/live/av1/whep", edge.http), 8, "delete");
+    assert_played(&report, "AV1 from an edge");
+    assert_eq!(
+        report.0["video"]["codec"].as_str(),
+        Some("video/AV1"),
+        "{report}"
+    );
+}
+
+/// HEVC passes through to a viewer that offers it (Chromium here does not: it decodes
+/// HEVC only in hardware), so the viewer is str0m: ffmpeg's H.265 (x265, published over
+/// RTSP) arrives with the H.265 payload type, keyframes led by an aggregation packet of
+/// VPS, SPS and PPS, and the packets make whole pictures again.
+#[test]
+fn an_hevc_stream_reaches_a_viewer_that_offers_hevc() {
+    use media::rtp::{NalFormat, RtpHeader, RtpPacket, VideoDepacketizer};
+
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = publish_with(
+        &server.rtsp_url("hevc"),
+        Source::VideoOnly,
+        25,
+        0,
+        &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "bframes=0:log-level=error",
+            "-f",
+            "rtsp",
+        ],
+    );
+    server.wait_live("hevc");
+    let mut viewer = Str0mViewer::offer(&server, "hevc", |config| {
+        config.enable_h264(true).enable_h265(true)
+    });
+    let hevc = viewer
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == str0m::format::Codec::H265)
+        .map(|p| *p.pt())
+        .unwrap();
+    let mut depacketizer = VideoDepacketizer::new(NalFormat::Hevc);
+    let (mut pictures, mut keyframes, mut payload_types) = (Vec::new(), 0, Vec::new());
+    viewer.receive(4, |rtp| {
+        if !payload_types.contains(&*rtp.header.payload_type) {
+            payload_types.push(*rtp.header.payload_type);
+        }
+        // An aggregation packet (type 48) of the parameter sets leads each keyframe.
+        if rtp.payload.first().is_some_and(|b| (b >> 1) & 0x3f == 48) {
+            keyframes += 1;
+        }
+        // As the node's own RTSP ingest reads it.
+        let mut packet = Vec::new();
+        RtpHeader {
+            marker: rtp.header.marker,
+            payload_type: *rtp.header.payload_type,
+            sequence: rtp.header.sequence_number,
+            timestamp: rtp.header.timestamp,
+            ssrc: *rtp.header.ssrc,
+        }
+        .write(&mut packet);
+        packet.extend_from_slice(&rtp.payload);
+        let packet = RtpPacket::parse(packet.into()).unwrap();
+        depacketizer.push(&packet, &mut pictures);
+    });
+    assert_eq!(payload_types, [hevc], "every packet is H.265");
+    assert!(keyframes >= 1, "keyframes: {keyframes}");
+    assert!(pictures.len() > 50, "pictures: {}", pictures.len());
+}
+
 /// A viewer's keyframe request (PLI) is answered from the GOP cache, not by waiting for the
 /// publisher's next keyframe: with a 10 s GOP, the keyframe comes again within half a
 /// second, its RTP timestamp one tick after a picture already sent. And packets the
@@ -374,40 +554,21 @@ fn whep_signalling_refuses_what_it_cannot_answer() {
 /// real UDP socket.
 #[test]
 fn a_keyframe_request_and_nacks_are_answered() {
-    use std::net::UdpSocket;
-    use std::sync::Arc;
-    use str0m::change::SdpAnswer;
-    use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+    use str0m::media::KeyframeRequestKind;
     use str0m::net::{Protocol, Receive};
-    use str0m::{Candidate, Event, Input, Output, Rtc};
+    use str0m::{Event, Input, Output};
 
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
     // A keyframe every 250 pictures: none but the GOP cache's in the test's few seconds.
     let _publisher = publish(&server.rtmp_url("pli"), Source::AudioVideo, 250, 0);
     server.wait_live("pli");
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let local = socket.local_addr().unwrap();
-    let mut rtc = Rtc::builder()
-        .set_rtp_mode(true)
-        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-        .clear_codecs()
-        .enable_h264(true)
-        .build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
-    let mut change = rtc.sdp_api();
-    let video = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = change.apply().unwrap();
-    let offer = offer.to_sdp_string();
-    let request = format!(
-        "POST /live/pli/whep HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{offer}",
-        offer.len()
-    );
-    let answer = http_request(server.http, &request).expect("an answer");
-    assert_eq!(answer.status, 201);
-    let answer = SdpAnswer::from_sdp_string(&String::from_utf8_lossy(&answer.body)).unwrap();
-    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    let Str0mViewer {
+        mut rtc,
+        socket,
+        local,
+        video,
+    } = Str0mViewer::offer(&server, "pli", |config| config.enable_h264(true));
 
     // Every video RTP timestamp seen, and when keyframes (a STAP-A with SPS and PPS
     // first) came with which timestamp.

@@ -2,7 +2,7 @@
 //! input as records (`len u8 | bytes`) read as RTP packets by every depacketizer, whose
 //! access units go through the FLV builders; and the same records as FLV tag bodies through
 //! the packetizers (after valid H.264 and AAC sequence headers), whose packets must parse
-//! and fit the payload size.
+//! and fit the payload size; and each record as the OBUs of an AV1 keyframe, likewise.
 #![no_main]
 
 use bytes::Bytes;
@@ -18,6 +18,11 @@ const AVC_SEQUENCE_HEADER: &[u8] = &[
     0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0, 4, 0x67, 0x64, 0, 0x1F, 1, 0, 2, 0x68, 0xEB,
 ];
 const AAC_SEQUENCE_HEADER: &[u8] = &[0xAF, 0, 0x12, 0x10];
+/// An Enhanced RTMP AV1 sequence start: av1C with a sequence header OBU.
+const AV1_SEQUENCE_HEADER: &[u8] = &[
+    0x80, b'a', b'v', b'0', b'1', 0x81, 0, 0x0C, 0, 0x0A, 0x0A, 0, 0, 0, 0x24, 0xC4, 0xFF, 0xDF, 0,
+    0x68, 0x02,
+];
 const MAX_PAYLOAD: usize = 100;
 
 fn records(mut data: &[u8]) -> Vec<&[u8]> {
@@ -66,10 +71,18 @@ fuzz_target!(|data: &[u8]| {
     let params = PacketizerParams { max_payload: MAX_PAYLOAD, ..PacketizerParams::new(0, 96, 1, 0, 0) };
     let mut video = VideoPacketizer::new(params);
     let mut audio = AudioPacketizer::new(params);
+    let mut av1 = VideoPacketizer::new(params);
     video.push(AVC_SEQUENCE_HEADER, 0);
     audio.push(AAC_SEQUENCE_HEADER, 0);
+    av1.push(AV1_SEQUENCE_HEADER, 0);
     for (i, record) in records(data).into_iter().enumerate() {
-        for packets in [video.push(record, i as u64), audio.push(record, i as u64)].into_iter().flatten() {
+        let av1_keyframe = [&[0x91, b'a', b'v', b'0', b'1'], record].concat();
+        let made = [
+            video.push(record, i as u64),
+            audio.push(record, i as u64),
+            av1.push(&av1_keyframe, i as u64),
+        ];
+        for packets in made.into_iter().flatten() {
             assert!(!packets.is_empty());
             for datagram in packets.datagrams() {
                 let packet = RtpPacket::parse(datagram).expect("a packetized packet parses");

@@ -259,9 +259,12 @@ impl WebRtc {
         let mut rtc = config
             // The feed's payloads are written as they are, under the session's numbering.
             .set_rtp_mode(true)
-            // What the hub's streams carry and a browser plays.
+            // What the hub's streams carry and a browser plays: a session sends each
+            // picture in its codec, among those the browser offered.
             .clear_codecs()
             .enable_h264(true)
+            .enable_h265(true)
+            .enable_av1(true)
             .enable_opus(true, false)
             // Only the media's id in the header: no transport-wide sequence numbers, so
             // browsers send no congestion feedback (TWCC) for the node to account for,

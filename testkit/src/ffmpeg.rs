@@ -166,3 +166,80 @@ fn decoded_from(out: Output, elapsed: Duration) -> Decoded {
         elapsed,
     }
 }
+
+/// ffmpeg's AV1 (libaom in real-time mode, 320x240 at 25 fps, a keyframe every `gop`
+/// pictures) published over Enhanced RTMP to `room` on `rtmp` (app `live`) until the
+/// returned ffmpeg is killed: ffmpeg 5.1 cannot send AV1 in FLV itself, so it writes IVF
+/// to a pipe and [`RtmpClient`] sends each temporal unit as coded frames, after a sequence
+/// start whose av1C carries the first sequence header OBU.
+pub fn publish_av1(rtmp: std::net::SocketAddr, room: &str, gop: u32) -> Proc {
+    use std::io::Read;
+
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-c:v", "libaom-av1", "-usage", "realtime", "-cpu-used", "8"])
+        .args(["-lag-in-frames", "0", "-pix_fmt", "yuv420p"])
+        .args(["-g", &gop.to_string(), "-f", "ivf", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map(Proc)
+        .expect("start ffmpeg (libaom-av1)");
+    let mut ivf = ffmpeg.0.stdout.take().expect("ffmpeg's stdout");
+    let mut publisher = crate::RtmpClient::connect(rtmp, "live");
+    assert!(publisher.publish(room), "the AV1 publish is taken");
+    std::thread::spawn(move || {
+        // The IVF file header, then per frame: size (u32 LE), pts (u64 LE), the unit.
+        let mut header = [0u8; 32];
+        if ivf.read_exact(&mut header).is_err() {
+            return;
+        }
+        let mut configured = false;
+        let mut frame_header = [0u8; 12];
+        let mut number = 0u32;
+        while ivf.read_exact(&mut frame_header).is_ok() {
+            let size = u32::from_le_bytes(frame_header[..4].try_into().unwrap());
+            let mut unit = vec![0u8; size as usize];
+            if ivf.read_exact(&mut unit).is_err() {
+                return;
+            }
+            // Its OBUs (all with sizes, as libaom writes them) but the temporal delimiter;
+            // a keyframe's unit starts with the sequence header.
+            let mut obus = Vec::new();
+            let mut sequence_header = None;
+            for obu in media::codec::av1_obus(&unit).map_while(Result::ok) {
+                match obu.obu_type {
+                    media::codec::OBU_TEMPORAL_DELIMITER => {}
+                    media::codec::OBU_SEQUENCE_HEADER => {
+                        sequence_header.get_or_insert(obu.bytes);
+                        obus.extend_from_slice(obu.bytes);
+                    }
+                    _ => obus.extend_from_slice(obu.bytes),
+                }
+            }
+            let key = sequence_header.is_some();
+            let ms = number * 40;
+            number += 1;
+            if let (false, Some(sequence_header)) = (configured, sequence_header) {
+                // av1C: version 1; profile 0, level 4.0; 8-bit 4:2:0 (what libaom is asked
+                // for); then the sequence header OBU, which decoders take.
+                let mut start = vec![0x80];
+                start.extend_from_slice(b"av01");
+                start.extend_from_slice(&[0x81, 0x08, 0x0c, 0x00]);
+                start.extend_from_slice(sequence_header);
+                publisher.send(6, 9, 1, ms, &start);
+                configured = true;
+            }
+            if !configured {
+                continue;
+            }
+            let mut frame = vec![0x80 | if key { 0x10 } else { 0x20 } | 1];
+            frame.extend_from_slice(b"av01");
+            frame.extend_from_slice(&obus);
+            publisher.send(6, 9, 1, ms, &frame);
+        }
+    });
+    ffmpeg
+}

@@ -12,8 +12,8 @@
 //
 // The report: the answer's status and Location, when the first picture was presented
 // (ms after the POST), pictures presented (requestVideoFrameCallback) and decoded
-// (getVideoPlaybackQuality, and the receiver's framesDecoded), the receiver's losses, NACKs,
-// PLIs and freezes (`video`), the picture's size, the audio received (packets, samples,
+// (getVideoPlaybackQuality, and the receiver's framesDecoded), the receiver's codec, losses,
+// NACKs, PLIs and freezes (`video`), the picture's size, the audio received (packets, samples,
 // codec) and heard (`heard`: the loudest RMS and its strongest frequency, through
 // WebAudio), the connection's last state, the DELETE's status, errors and the page's
 // console. With `--sessions K`, K-1 more sessions of the same stream
@@ -158,6 +158,7 @@ try {
                         packetsLost: s.packetsLost, nackCount: s.nackCount, pliCount: s.pliCount,
                         freezeCount: s.freezeCount, totalFreezesDuration: s.totalFreezesDuration,
                         keyFramesDecoded: s.keyFramesDecoded,
+                        codec: (s.codecId && stats.get(s.codecId)?.mimeType) ?? null,
                     };
                 }
                 if (s.kind === 'audio') {

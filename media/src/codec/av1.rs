@@ -7,6 +7,8 @@ use super::CodecError;
 /// OBU types (AV1 6.2.2) this crate looks at.
 pub const OBU_SEQUENCE_HEADER: u8 = 1;
 pub const OBU_TEMPORAL_DELIMITER: u8 = 2;
+pub const OBU_TILE_LIST: u8 = 8;
+pub const OBU_PADDING: u8 = 15;
 
 /// AV1 Codec Configuration Record (AV1-ISOBMFF 2.3), the fields a muxer needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

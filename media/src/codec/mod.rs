@@ -22,7 +22,10 @@ pub mod tag;
 pub mod vp9;
 
 pub use aac::AacConfig;
-pub use av1::{av1_obus, av1_sequence_resolution, Av1Config};
+pub use av1::{
+    av1_obus, av1_sequence_resolution, Av1Config, OBU_PADDING, OBU_SEQUENCE_HEADER,
+    OBU_TEMPORAL_DELIMITER, OBU_TILE_LIST,
+};
 pub use avc::{avc_sps_resolution, length_prefixed_nalus, AvcConfig};
 pub use hevc::{hevc_sps_resolution, HevcConfig};
 pub use opus::OpusHead;

@@ -30,8 +30,8 @@
 //! reports take the wall-clock time as a parameter.
 //!
 //! Files: [`header`] (the fixed header), [`rtcp`] (reports), [`packetize`] (H.264, HEVC,
-//! AAC, Opus into RTP), [`depacketize`] (RTP into access units), [`flv`] (access units into
-//! FLV tag bodies for the hub).
+//! AV1, AAC, Opus into RTP), [`depacketize`] (RTP into access units), [`flv`] (access
+//! units into FLV tag bodies for the hub).
 
 pub mod depacketize;
 pub mod flv;

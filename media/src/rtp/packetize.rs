@@ -1,5 +1,6 @@
 //! A stream's frames (FLV tag bodies, as the hub holds them) into RTP packets: H.264 (RFC
-//! 6184), HEVC (RFC 7798), AAC (RFC 3640, AAC-hbr) and Opus (RFC 7587).
+//! 6184), HEVC (RFC 7798), AV1 (AOMedia's RTP payload format for AV1), AAC (RFC 3640,
+//! AAC-hbr) and Opus (RFC 7587).
 //!
 //! Run one packetizer per track of a stream and share its [`RtpPackets`] with every viewer
 //! (see the [module docs](super) for why and how TCP and UDP viewers send them).
@@ -7,7 +8,9 @@
 //! Video: each frame is one access unit. Its NAL units go one per packet when they fit,
 //! split into fragmentation units when they do not, and a keyframe is preceded by the
 //! parameter sets of the last sequence header in one aggregation packet, so a viewer that
-//! joins at a keyframe can decode without the SDP's. The marker bit is set on the last
+//! joins at a keyframe can decode without the SDP's. AV1 temporal units go as OBU elements
+//! behind an aggregation header, fragmented across packets as they need, and a keyframe
+//! without a sequence header OBU gets the av1C's. The marker bit is set on the last
 //! packet of the access unit; the timestamp is the presentation time (the frame's
 //! milliseconds plus its composition time offset) at 90 kHz.
 //!
@@ -21,8 +24,9 @@ use super::header::{RtpHeader, HEADER_LEN};
 use super::rtcp::SenderReport;
 use super::{DEFAULT_MAX_PAYLOAD, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
 use crate::codec::{
-    length_prefixed_nalus, parse_audio_tag, parse_video_tag, AacConfig, AudioCodec, AvcConfig,
-    HevcConfig, VideoCodec, VideoFrameKind, VideoPacketKind,
+    av1_obus, length_prefixed_nalus, parse_audio_tag, parse_video_tag, AacConfig, AudioCodec,
+    Av1Config, AvcConfig, HevcConfig, VideoCodec, VideoFrameKind, VideoPacketKind, OBU_PADDING,
+    OBU_SEQUENCE_HEADER, OBU_TEMPORAL_DELIMITER, OBU_TILE_LIST,
 };
 
 /// Bytes before each packet in interleaved form: `$`, channel, 16-bit length.
@@ -243,9 +247,14 @@ enum VideoParams {
         nal_length_size: u8,
         parameter_sets: Vec<Bytes>,
     },
+    Av1 {
+        /// The av1C's configOBUs: the sequence header a keyframe is decoded with.
+        config_obus: Bytes,
+    },
 }
 
-/// H.264 or HEVC frames into RTP; the codec is the one of the sequence headers it is fed.
+/// H.264, HEVC or AV1 frames into RTP; the codec is the one of the sequence headers it is
+/// fed.
 #[derive(Debug)]
 pub struct VideoPacketizer {
     writer: PacketWriter,
@@ -283,6 +292,13 @@ impl VideoPacketizer {
                 });
                 None
             }
+            (VideoPacketKind::SequenceHeader, VideoCodec::Av1) => {
+                let config = Av1Config::parse(data).ok()?;
+                self.params = Some(VideoParams::Av1 {
+                    config_obus: Bytes::copy_from_slice(data.get(config.config_obus_offset..)?),
+                });
+                None
+            }
             (VideoPacketKind::Frame, codec) => {
                 let pts = i64::try_from(timestamp_ms)
                     .ok()?
@@ -317,6 +333,9 @@ impl VideoPacketizer {
                         for nal in length_prefixed_nalus(data, *nal_length_size) {
                             hevc_unit(&mut self.writer, timestamp, nal);
                         }
+                    }
+                    (Some(VideoParams::Av1 { config_obus }), VideoCodec::Av1) => {
+                        av1_temporal_unit(&mut self.writer, timestamp, data, key, config_obus);
                     }
                     _ => return None,
                 }
@@ -404,6 +423,97 @@ fn hevc_aggregate(writer: &mut PacketWriter, timestamp: u32, sets: &[Bytes]) {
         for set in sets {
             hevc_unit(writer, timestamp, set);
         }
+    }
+}
+
+/// The AV1 aggregation header's bits: the first OBU element continues the last packet's
+/// (Z), the last one continues in the next packet (Y), a new coded video sequence starts
+/// here (N). W stays 0: every element is preceded by its length.
+const AV1_Z: u8 = 0x80;
+const AV1_Y: u8 = 0x40;
+const AV1_N: u8 = 0x08;
+
+/// One AV1 temporal unit (low-overhead OBUs, as Enhanced RTMP carries them). Each OBU goes
+/// as an element without its size field (the element's length says it); temporal
+/// delimiters, tile lists and padding are not sent (the payload format says so). A
+/// keyframe starts a coded video sequence: N is set on its first packet, and the av1C's
+/// sequence header goes first when the unit has none of its own, as receivers (libwebrtc)
+/// take N to mean a keyframe that decodes on its own.
+fn av1_temporal_unit(
+    writer: &mut PacketWriter,
+    timestamp: u32,
+    data: &[u8],
+    key: bool,
+    config_obus: &[u8],
+) {
+    let obus = || av1_obus(data).map_while(Result::ok);
+    let has_sequence_header = obus().any(|obu| obu.obu_type == OBU_SEQUENCE_HEADER);
+    let configured = (key && !has_sequence_header)
+        .then(|| av1_obus(config_obus).map_while(Result::ok))
+        .into_iter()
+        .flatten();
+    let elements = configured.chain(obus()).filter(|obu| {
+        !matches!(
+            obu.obu_type,
+            OBU_TEMPORAL_DELIMITER | OBU_TILE_LIST | OBU_PADDING
+        )
+    });
+    let max = writer.max_payload();
+    let mut packet = Vec::with_capacity(max);
+    packet.push(if key { AV1_N } else { 0 });
+    let mut element = Vec::new();
+    let mut length = [0u8; 8];
+    for obu in elements {
+        // The OBU's header without the size flag (and its extension byte), then its payload.
+        let header_len = 1 + usize::from(obu.bytes[0] & 0x04 != 0);
+        element.clear();
+        element.push(obu.bytes[0] & !0x02);
+        element.extend_from_slice(&obu.bytes[1..header_len]);
+        element.extend_from_slice(obu.payload);
+        let mut rest = &element[..];
+        loop {
+            let space = max - packet.len();
+            let whole = leb128(rest.len(), &mut length);
+            if whole + rest.len() <= space {
+                packet.extend_from_slice(&length[..whole]);
+                packet.extend_from_slice(rest);
+                break;
+            }
+            // The largest piece that fits with its own length in front.
+            let mut piece = space.saturating_sub(1);
+            while piece > 0 && leb128(piece, &mut length) + piece > space {
+                piece -= 1;
+            }
+            let continues = piece > 0;
+            if continues {
+                let n = leb128(piece, &mut length);
+                packet.extend_from_slice(&length[..n]);
+                packet.extend_from_slice(&rest[..piece]);
+                rest = &rest[piece..];
+                packet[0] |= AV1_Y;
+            }
+            writer.packet(timestamp, &[&packet]);
+            packet.clear();
+            packet.push(if continues { AV1_Z } else { 0 });
+        }
+    }
+    if packet.len() > 1 {
+        writer.packet(timestamp, &[&packet]);
+    }
+}
+
+/// `value` as leb128 in `out`; how many bytes that took.
+fn leb128(mut value: usize, out: &mut [u8; 8]) -> usize {
+    let mut n = 0;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 || n == 7 {
+            out[n] = byte;
+            return n + 1;
+        }
+        out[n] = byte | 0x80;
+        n += 1;
     }
 }
 

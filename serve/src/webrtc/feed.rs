@@ -1,6 +1,7 @@
-//! One stream's media made ready for WebRTC once, for all of its sessions: H.264 pictures
-//! as RTP payloads (RFC 6184, by the packetizer RTSP uses), audio as Opus packets (the
-//! stream's own Opus, or its AAC transcoded, [`audio::AacToOpus`]).
+//! One stream's media made ready for WebRTC once, for all of its sessions: H.264, HEVC or
+//! AV1 pictures as RTP payloads (by the packetizer RTSP uses; which of them a session
+//! sends is the codec its browser offered), audio as Opus packets (the stream's own Opus,
+//! or its AAC transcoded, [`audio::AacToOpus`]).
 //!
 //! Every payload is an `Arc<[u8]>`, which is what str0m's RTP-mode writer takes: a
 //! session writes it with its own payload type, SSRC, sequence number and timestamp, and
@@ -41,10 +42,12 @@ pub(super) struct Payload {
     pub marker: bool,
 }
 
-/// One H.264 access unit in RTP payloads, shown at `pts_ms` on the stream's clock. A
-/// keyframe's first payload holds the SPS and PPS (a STAP-A), so it decodes on its own.
+/// One picture in RTP payloads, shown at `pts_ms` on the stream's clock. A keyframe's
+/// first payloads hold its parameter sets (H.264's SPS and PPS in a STAP-A, HEVC's VPS,
+/// SPS and PPS in an AP, AV1's sequence header), so it decodes on its own.
 #[derive(Debug)]
 pub(super) struct Picture {
+    pub codec: VideoCodec,
     pub payloads: Vec<Payload>,
     pub pts_ms: i64,
     pub key: bool,
@@ -73,8 +76,9 @@ enum AudioSource {
 /// A stream's frames into [`Unit`]s, in stream order: plain data in, plain data out.
 pub(super) struct Packetizing {
     video: VideoPacketizer,
-    /// The video's sequence header was H.264 (HEVC and others are not sent).
-    h264: bool,
+    /// The codec of the video's last sequence header, if WebRTC carries it (H.264, HEVC,
+    /// AV1; not VP9, whose payload format the packetizer does not make).
+    codec: Option<VideoCodec>,
     /// Pictures are dropped until a keyframe: at the start, and after frames were lost.
     waiting_for_key: bool,
     audio: AudioSource,
@@ -91,7 +95,7 @@ impl Packetizing {
         let params = PacketizerParams::new(0, 96, 0, 0, 0);
         Packetizing {
             video: VideoPacketizer::new(params),
-            h264: false,
+            codec: None,
             waiting_for_key: true,
             audio: AudioSource::None,
             opus_out: Vec::new(),
@@ -126,12 +130,16 @@ impl Packetizing {
             return;
         };
         if info.packet == VideoPacketKind::SequenceHeader {
-            self.h264 = info.codec == VideoCodec::Avc;
+            self.codec = matches!(
+                info.codec,
+                VideoCodec::Avc | VideoCodec::Hevc | VideoCodec::Av1
+            )
+            .then_some(info.codec);
             // The packetizer takes the parameter sets in.
             let _ = self.video.push(&frame.payload, frame.timestamp);
             return;
         }
-        if !self.h264 || info.codec != VideoCodec::Avc || (self.waiting_for_key && !frame.key) {
+        if self.codec != Some(info.codec) || (self.waiting_for_key && !frame.key) {
             return;
         }
         let Some(packets) = self.video.push(&frame.payload, frame.timestamp) else {
@@ -152,6 +160,7 @@ impl Packetizing {
         let pts_ms = frame.timestamp as i64 + i64::from(info.composition_time);
         self.b_frames |= self.order.shown_early(pts_ms);
         let picture = Arc::new(Picture {
+            codec: info.codec,
             payloads,
             pts_ms,
             key: frame.key,
@@ -481,6 +490,7 @@ mod tests {
     fn a_gop_too_long_is_dropped_until_the_next_keyframe() {
         let picture = |key| {
             Arc::new(Picture {
+                codec: VideoCodec::Avc,
                 payloads: Vec::new(),
                 pts_ms: 0,
                 key,
@@ -542,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn opus_passes_through_and_hevc_does_not() {
+    fn opus_passes_through() {
         let mut feed = Packetizing::new();
         let mut out = Vec::new();
         let mut opus = vec![0x91];
@@ -554,14 +564,67 @@ mod tests {
             panic!("one Opus packet: {out:?}");
         };
         assert_eq!(&payload[..], &[0xfc, 0xff, 0xfe]);
-        // An HEVC sequence header: its pictures are not sent.
-        out.clear();
-        let hevc = Frame::new(MediaKind::Video, 0, Bytes::from_static(&[0x1c, 0, 0, 0, 0]));
-        feed.push(&hevc, &mut out).unwrap();
-        let mut key = picture(0, true, 10).payload.to_vec();
-        key[0] = 0x1c;
-        feed.push(&Frame::new(MediaKind::Video, 0, key.into()), &mut out)
+    }
+
+    /// An Enhanced RTMP video tag: `fourcc`, packet type 0 (sequence start) or 1 (coded
+    /// frames, with a zero composition time for HEVC), then `body`.
+    fn ex_video(fourcc: &[u8; 4], key: bool, packet_type: u8, body: &[u8]) -> Frame {
+        let mut payload = vec![0x80 | if key { 0x10 } else { 0x20 } | packet_type];
+        payload.extend_from_slice(fourcc);
+        if packet_type == 1 && fourcc == b"hvc1" {
+            payload.extend_from_slice(&[0, 0, 0]);
+        }
+        payload.extend_from_slice(body);
+        Frame::new(MediaKind::Video, 0, payload.into())
+    }
+
+    /// HEVC and AV1 pictures are made for the sessions whose browsers take them, each
+    /// marked with its codec; VP9 (no payload format here) is not sent.
+    #[test]
+    fn hevc_and_av1_pictures_are_made_and_vp9_is_not() {
+        let mut feed = Packetizing::new();
+        let mut out = Vec::new();
+        let hevc_config = media::codec::HevcConfig {
+            nal_length_size: 4,
+            vps: vec![Bytes::from_static(&[0x40, 0x01, 0x0c])],
+            // Main profile, level 3.1.
+            sps: vec![Bytes::from_static(&[
+                0x42, 0x01, 0x01, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 0x5d, 0xa0, 0x02, 0x80,
+            ])],
+            pps: vec![Bytes::from_static(&[0x44, 0x01, 0xc1])],
+        };
+        let idr = [0, 0, 0, 4, 0x26, 0x01, 0xaf, 0x00];
+        feed.push(
+            &ex_video(b"hvc1", true, 0, &hevc_config.record().unwrap()),
+            &mut out,
+        )
+        .unwrap();
+        feed.push(&ex_video(b"hvc1", true, 1, &idr), &mut out)
             .unwrap();
-        assert!(out.is_empty());
+        // av1C with a sequence header OBU, then a temporal unit of one frame OBU.
+        let av1c = [0x81, 0, 0x0c, 0, 0x0a, 0x01, 0x00];
+        feed.push(&ex_video(b"av01", true, 0, &av1c), &mut out)
+            .unwrap();
+        feed.push(
+            &ex_video(b"av01", true, 1, &[0x32, 0x02, 0xaa, 0xbb]),
+            &mut out,
+        )
+        .unwrap();
+        let vpcc = [1, 0, 0, 0, 0, 0x1f, 0x80, 2, 2, 2, 0, 0];
+        feed.push(&ex_video(b"vp09", true, 0, &vpcc), &mut out)
+            .unwrap();
+        feed.push(&ex_video(b"vp09", true, 1, &[0x82, 0x49]), &mut out)
+            .unwrap();
+        let sent = pictures(&out);
+        let codecs: Vec<VideoCodec> = sent.iter().map(|p| p.codec).collect();
+        assert_eq!(codecs, [VideoCodec::Hevc, VideoCodec::Av1]);
+        // HEVC: an AP (type 48) with the parameter sets, then the IDR; AV1: one packet
+        // starting a coded video sequence (N), the av1C's sequence header then the frame.
+        assert_eq!(sent[0].payloads[0].bytes[0] >> 1, 48);
+        assert_eq!(&sent[0].payloads[1].bytes[..], &idr[4..]);
+        assert_eq!(
+            &sent[1].payloads[0].bytes[..],
+            &[0x08, 2, 0x08, 0x00, 3, 0x30, 0xaa, 0xbb]
+        );
     }
 }

@@ -171,6 +171,7 @@ mod tests {
 
     fn picture(pts_ms: i64, key: bool) -> Arc<Picture> {
         Arc::new(Picture {
+            codec: media::codec::VideoCodec::Avc,
             payloads: Vec::new(),
             pts_ms,
             key,

@@ -15,14 +15,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::Codec;
+use media::codec::VideoCodec;
+use str0m::format::{Codec, CodecSpec};
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, Notify};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::feed::{Feed, Picture, Unit};
 use super::outgoing::{AudioOut, VideoOut};
@@ -66,11 +67,35 @@ struct Track {
     pt: Pt,
 }
 
+/// The video line: the payload type of each codec the viewer took (H.264 in packetization
+/// mode 1, HEVC, AV1), so that a picture goes with its own codec's.
+#[derive(Debug, Clone, Copy)]
+struct VideoTrack {
+    mid: Mid,
+    h264: Option<Pt>,
+    hevc: Option<Pt>,
+    av1: Option<Pt>,
+}
+
+impl VideoTrack {
+    fn for_codec(&self, codec: VideoCodec) -> Option<Track> {
+        let pt = match codec {
+            VideoCodec::Avc => self.h264,
+            VideoCodec::Hevc => self.hevc,
+            VideoCodec::Av1 => self.av1,
+            _ => None,
+        }?;
+        Some(Track { mid: self.mid, pt })
+    }
+}
+
 /// What the session knows of its media lines.
 #[derive(Debug, Default)]
 struct Tracks {
-    video: Option<Track>,
+    video: Option<VideoTrack>,
     audio: Option<Track>,
+    /// A codec of the stream the viewer did not offer (said once in the log).
+    refused: Option<VideoCodec>,
 }
 
 /// Why a session ended (for the log).
@@ -158,7 +183,7 @@ impl Session {
                     sending.epoch = Some((Instant::now(), last.pts_ms));
                 }
                 for picture in &joined.gop {
-                    self.send_picture(picture, &tracks, &mut sending);
+                    self.send_picture(picture, &mut tracks, &mut sending);
                 }
                 units = Some(joined.units);
                 continue;
@@ -179,7 +204,7 @@ impl Session {
                     }
                 }
                 unit = next_unit(&mut units) => match unit {
-                    Ok(Unit::Picture(picture)) => self.send_picture(&picture, &tracks, &mut sending),
+                    Ok(Unit::Picture(picture)) => self.send_picture(&picture, &mut tracks, &mut sending),
                     Ok(Unit::Opus { payload, ms }) => {
                         if let Some(track) = tracks.audio {
                             let (sequence, time) = sending.audio.packet(ms);
@@ -210,9 +235,16 @@ impl Session {
         ended
     }
 
-    /// Send a live picture (unless the session waits for a keyframe).
-    fn send_picture(&mut self, picture: &Arc<Picture>, tracks: &Tracks, sending: &mut Sending) {
-        let Some(track) = tracks.video else { return };
+    /// Send a live picture (unless the session waits for a keyframe, or the viewer's
+    /// browser does not take its codec).
+    fn send_picture(&mut self, picture: &Arc<Picture>, tracks: &mut Tracks, sending: &mut Sending) {
+        let Some(video) = tracks.video else { return };
+        let Some(track) = video.for_codec(picture.codec) else {
+            if tracks.refused.replace(picture.codec) != Some(picture.codec) {
+                warn!(stream = %self.name, session = %self.id, codec = ?picture.codec, "the viewer's browser did not offer the stream's video codec: no pictures sent");
+            }
+            return;
+        };
         let Some(time) = sending.video.live(picture) else {
             return;
         };
@@ -255,7 +287,7 @@ impl Session {
     /// A viewer's keyframe request: answered from the GOP cache, never asked of the
     /// publisher (see [`super::outgoing`]).
     fn answer_keyframe_request(&mut self, tracks: &Tracks, sending: &mut Sending) {
-        let Some(track) = tracks.video else { return };
+        let Some(video) = tracks.video else { return };
         let answer = sending.video.keyframe_request(Instant::now());
         if answer.is_empty() {
             return;
@@ -263,6 +295,9 @@ impl Session {
         Metrics::add(&self.metrics.webrtc_keyframe_answers_total, 1);
         let wallclock = sending.last_picture_at.unwrap_or_else(Instant::now);
         for timed in &answer {
+            let Some(track) = video.for_codec(timed.picture.codec) else {
+                continue;
+            };
             self.write_picture(
                 track,
                 &timed.picture,
@@ -304,10 +339,13 @@ impl Session {
                         return Err(Ended::Disconnected);
                     }
                     Event::MediaAdded(added) => {
-                        let track = self.track(added.mid, added.kind);
                         match added.kind {
-                            MediaKind::Video => tracks.video = tracks.video.or(track),
-                            MediaKind::Audio => tracks.audio = tracks.audio.or(track),
+                            MediaKind::Video => {
+                                tracks.video = tracks.video.or_else(|| self.video(added.mid));
+                            }
+                            MediaKind::Audio => {
+                                tracks.audio = tracks.audio.or_else(|| self.opus(added.mid));
+                            }
                         }
                         if let Some(stream) =
                             self.rtc.direct_api().stream_tx_by_mid(added.mid, None)
@@ -325,20 +363,31 @@ impl Session {
         }
     }
 
-    /// The payload type a media line's packets go with: H.264 in packetization mode 1
-    /// (fragmented NAL units, which the feed makes), or Opus; one the viewer offered.
-    fn track(&self, mid: Mid, kind: MediaKind) -> Option<Track> {
+    /// The first payload type the viewer offered on line `mid` that `fits`.
+    fn offered(&self, mid: Mid, fits: impl Fn(&CodecSpec) -> bool) -> Option<Pt> {
         let offered = self.rtc.media(mid)?.remote_pts();
-        let pt = self.rtc.codec_config().params().iter().find_map(|params| {
-            let spec = params.spec();
-            let fits = match kind {
-                MediaKind::Video => {
-                    spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
-                }
-                MediaKind::Audio => spec.codec == Codec::Opus,
-            };
-            (fits && offered.contains(&params.pt())).then(|| params.pt())
-        })?;
+        self.rtc.codec_config().params().iter().find_map(|params| {
+            (fits(&params.spec()) && offered.contains(&params.pt())).then(|| params.pt())
+        })
+    }
+
+    /// The video line's payload types: H.264 in packetization mode 1 (fragmented NAL
+    /// units, which the feed makes), HEVC and AV1, those the viewer offered; none of them,
+    /// no video.
+    fn video(&self, mid: Mid) -> Option<VideoTrack> {
+        let track = VideoTrack {
+            mid,
+            h264: self.offered(mid, |spec| {
+                spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
+            }),
+            hevc: self.offered(mid, |spec| spec.codec == Codec::H265),
+            av1: self.offered(mid, |spec| spec.codec == Codec::Av1),
+        };
+        (track.h264.is_some() || track.hevc.is_some() || track.av1.is_some()).then_some(track)
+    }
+
+    fn opus(&self, mid: Mid) -> Option<Track> {
+        let pt = self.offered(mid, |spec| spec.codec == Codec::Opus)?;
         Some(Track { mid, pt })
     }
 }

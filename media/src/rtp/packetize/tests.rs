@@ -345,7 +345,158 @@ fn sender_report_follows_the_packets() {
     assert_eq!((report.packet_count, report.octet_count), (1, 4 + 3));
 }
 
+/// An OBU with its size field: `obu_type`, `extension` (the byte after the header, if
+/// any) and a body of `len` recognisable bytes.
+fn obu(obu_type: u8, extension: Option<u8>, len: usize) -> Vec<u8> {
+    let mut obu = vec![(obu_type << 3) | 0x02 | if extension.is_some() { 0x04 } else { 0 }];
+    obu.extend(extension);
+    let mut size = len;
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        obu.push(if size > 0 { byte | 0x80 } else { byte });
+        if size == 0 {
+            break;
+        }
+    }
+    obu.extend((0..len).map(|i| (i * 7 % 253) as u8));
+    obu
+}
+
+/// The same OBU as the payload format carries it: without its size field.
+fn without_size(obu: &[u8]) -> Vec<u8> {
+    let header_len = 1 + usize::from(obu[0] & 0x04 != 0);
+    let payload = crate::codec::av1_obus(obu).next().unwrap().unwrap().payload;
+    [&[obu[0] & !0x02], &obu[1..header_len], payload].concat()
+}
+
+const AV1_SEQUENCE_HEADER: &[u8] = &[
+    0x0A, 0x0A, 0x00, 0x00, 0x00, 0x24, 0xC4, 0xFF, 0xDF, 0x00, 0x68, 0x02,
+];
+
+fn av1_sequence_header() -> Vec<u8> {
+    [
+        &[0x80][..],
+        b"av01",
+        &[0x81, 0x00, 0x0C, 0x00],
+        AV1_SEQUENCE_HEADER,
+    ]
+    .concat()
+}
+
+fn av1_frame(key: bool, obus: &[Vec<u8>]) -> Vec<u8> {
+    [
+        &[0x80 | if key { 0x10 } else { 0x20 } | 1][..],
+        b"av01",
+        &obus.concat(),
+    ]
+    .concat()
+}
+
+/// The OBU elements of AV1 RTP payloads put back together (read here independently of the
+/// packetizer): each packet's aggregation header and its elements, a fragment joined to
+/// the next packet's first element when Y and Z say so.
+fn av1_elements(packets: &[RtpPacket]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut headers = Vec::new();
+    let mut elements: Vec<Vec<u8>> = Vec::new();
+    let mut continuing = false;
+    for packet in packets {
+        let payload = &packet.payload[..];
+        let header = payload[0];
+        headers.push(header);
+        assert_eq!(header & 0x30, 0, "W is 0: every element has its length");
+        assert_eq!(
+            header & 0x80 != 0,
+            continuing,
+            "Z follows the last packet's Y"
+        );
+        let mut rest = &payload[1..];
+        let mut first = true;
+        while !rest.is_empty() {
+            let (mut len, mut n) = (0usize, 0);
+            loop {
+                let byte = rest[n];
+                len |= usize::from(byte & 0x7f) << (7 * n);
+                n += 1;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let element = &rest[n..n + len];
+            rest = &rest[n + len..];
+            if first && continuing {
+                elements.last_mut().unwrap().extend_from_slice(element);
+            } else {
+                elements.push(element.to_vec());
+            }
+            first = false;
+        }
+        continuing = header & 0x40 != 0;
+    }
+    assert!(!continuing, "the last packet ends its element");
+    (headers, elements)
+}
+
+#[test]
+fn av1_keyframe_gets_the_sequence_header_and_loses_its_delimiter() {
+    let mut packetizer = VideoPacketizer::new(params());
+    assert!(packetizer.push(&av1_sequence_header(), 0).is_none());
+    let frame = obu(6, None, 3000);
+    let tag = av1_frame(true, &[obu(2, None, 0), frame.clone()]);
+    let rtp = parsed(&packetizer.push(&tag, 1000).unwrap());
+    let (headers, elements) = av1_elements(&rtp);
+    // The av1C's sequence header first, then the frame, fragmented: N on the first packet.
+    assert_eq!(
+        elements,
+        [without_size(AV1_SEQUENCE_HEADER), without_size(&frame)]
+    );
+    assert!(rtp.len() >= 3);
+    assert_eq!(headers[0] & 0x08, 0x08);
+    assert!(headers[1..].iter().all(|h| h & 0x08 == 0));
+    assert!(rtp.iter().all(|p| p.payload.len() <= DEFAULT_MAX_PAYLOAD));
+    let markers: Vec<bool> = rtp.iter().map(|p| p.header.marker).collect();
+    assert_eq!(markers.iter().filter(|m| **m).count(), 1);
+    assert_eq!(markers.last(), Some(&true));
+    assert!(rtp.iter().all(|p| p.header.timestamp == 1000 + 90_000));
+    // An inter frame: its own OBUs, no N; a keyframe with its own sequence header keeps
+    // that one only.
+    let inter = obu(6, Some(0x08), 100);
+    let rtp = parsed(
+        &packetizer
+            .push(&av1_frame(false, std::slice::from_ref(&inter)), 1040)
+            .unwrap(),
+    );
+    let (headers, elements) = av1_elements(&rtp);
+    assert_eq!((headers, elements), (vec![0], vec![without_size(&inter)]));
+    let own = obu(1, None, 10);
+    let rtp = parsed(
+        &packetizer
+            .push(&av1_frame(true, &[own.clone(), frame.clone()]), 1080)
+            .unwrap(),
+    );
+    assert_eq!(
+        av1_elements(&rtp).1,
+        [without_size(&own), without_size(&frame)]
+    );
+}
+
 proptest! {
+    #[test]
+    fn any_av1_temporal_unit_round_trips(
+        obus in prop::collection::vec((3u8..7, prop::option::of(any::<u8>()), 0usize..3000), 1..8),
+        max_payload in 64usize..1500,
+    ) {
+        let mut params = params();
+        params.max_payload = max_payload;
+        let mut packetizer = VideoPacketizer::new(params);
+        packetizer.push(&av1_sequence_header(), 0);
+        let obus: Vec<Vec<u8>> = obus.iter().map(|&(t, e, len)| obu(t, e, len)).collect();
+        let rtp = parsed(&packetizer.push(&av1_frame(false, &obus), 40).unwrap());
+        let expected: Vec<Vec<u8>> = obus.iter().map(|o| without_size(o)).collect();
+        prop_assert_eq!(av1_elements(&rtp).1, expected);
+        prop_assert!(rtp.iter().all(|p| p.payload.len() <= max_payload));
+    }
+
     #[test]
     fn any_h264_frame_round_trips(
         sizes in prop::collection::vec(1usize..4000, 1..8),
