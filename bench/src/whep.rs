@@ -35,8 +35,9 @@ use crate::stats::Tracker;
 
 /// Largest answer (head and SDP) read from the server.
 const MAX_ANSWER: usize = 64 * 1024;
-/// Largest datagram read; WebRTC packets stay under the path MTU.
-const MAX_DATAGRAM: usize = 2048;
+/// Largest read: a batch of datagrams the kernel hands over whole (UDP_GRO), at most an
+/// IP packet's 64 KiB.
+const MAX_READ: usize = 64 * 1024;
 /// Each viewer's socket receive buffer. A joining viewer gets the GOP cache's pictures as
 /// fast as the server sends them (a 2 s GOP of a 2.7 Mbit/s stream is about 700 KB), and
 /// the one bench thread reads hundreds of sockets in turn: with the kernel's default
@@ -134,7 +135,7 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
         .accept_answer(pending, answer)
         .context("accept the answer")?;
 
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; MAX_READ];
     let mut decoding = Decoding::default();
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
@@ -158,8 +159,8 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
                 }
                 // Every datagram waiting, one wake-up for all.
                 let mut failed = None;
-                loop {
-                    let (n, source) = match socket.try_recv_from(&mut buf) {
+                'read: loop {
+                    let (n, source, segment) = match receive(&socket, &mut buf) {
                         Ok(received) => received,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         // An ICMP error for an earlier send: the server's socket is gone.
@@ -169,19 +170,21 @@ pub async fn player(url: &Url, identity: &Identity, t: &mut Tracker) -> anyhow::
                         }
                     };
                     t.bytes(n);
-                    // Not STUN, DTLS or RTP: nothing for the Rtc.
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive { proto: Protocol::Udp, source, destination: local, contents },
-                    );
-                    if let Err(e) = rtc.handle_input(input) {
-                        failed = Some(e.into());
-                        break;
-                    }
-                    if let Err(e) = drain(&mut rtc, &socket, video, &mut decoding, t) {
-                        failed = Some(e);
-                        break;
+                    for datagram in buf[..n].chunks(segment) {
+                        // Not STUN, DTLS or RTP: nothing for the Rtc.
+                        let Ok(contents) = datagram.try_into() else { continue };
+                        let input = Input::Receive(
+                            Instant::now(),
+                            Receive { proto: Protocol::Udp, source, destination: local, contents },
+                        );
+                        if let Err(e) = rtc.handle_input(input) {
+                            failed = Some(e.into());
+                            break 'read;
+                        }
+                        if let Err(e) = drain(&mut rtc, &socket, video, &mut decoding, t) {
+                            failed = Some(e);
+                            break 'read;
+                        }
                     }
                 }
                 if let Some(e) = failed {
@@ -206,9 +209,89 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     )?;
     // Best effort: the kernel caps it at net.core.rmem_max, and the default still works.
     let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    enable_gro(&socket);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+/// Ask the kernel to hand over a sender's GSO batch (a picture's packets, as the server
+/// sends them) in one read, as UDP_GRO does, rather than split it into datagrams queued
+/// one by one: on loopback that split is the sender's work. Best effort: without it every
+/// read is one datagram.
+#[cfg(target_os = "linux")]
+fn enable_gro(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and an int option value that lives across the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enable_gro(_: &socket2::Socket) {}
+
+/// One read: the bytes, where they came from, and the size of each datagram in them (all
+/// of it, unless the kernel handed over a GRO batch).
+#[cfg(target_os = "linux")]
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, usize)> {
+    use std::os::fd::AsRawFd;
+    socket.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: recvmsg(2) with a message header whose name (socket2's storage), data and
+        // control buffers are live, writable and of the lengths given; the control messages
+        // are read with the CMSG macros within the length the kernel returned.
+        let ((n, segment), source) = unsafe {
+            socket2::SockAddr::try_init(|name, name_len| {
+                let mut data = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                let mut control = [0u64; 8];
+                let mut message: libc::msghdr = std::mem::zeroed();
+                message.msg_name = name.cast();
+                message.msg_namelen = *name_len;
+                message.msg_iov = &mut data;
+                message.msg_iovlen = 1;
+                message.msg_control = control.as_mut_ptr().cast();
+                message.msg_controllen = std::mem::size_of_val(&control) as _;
+                let n = libc::recvmsg(socket.as_raw_fd(), &mut message, 0);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                *name_len = message.msg_namelen;
+                let n = n as usize;
+                let mut segment = n;
+                let mut header = libc::CMSG_FIRSTHDR(&message);
+                while !header.is_null() {
+                    if (*header).cmsg_level == libc::SOL_UDP && (*header).cmsg_type == libc::UDP_GRO
+                    {
+                        let size =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>());
+                        segment = usize::try_from(size).unwrap_or(n);
+                    }
+                    header = libc::CMSG_NXTHDR(&message, header);
+                }
+                Ok((n, segment))
+            })?
+        };
+        let source = source
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("a datagram from no IP address"))?;
+        Ok((n, source, segment.max(1)))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, usize)> {
+    let (n, source) = socket.try_recv_from(buf)?;
+    Ok((n, source, n.max(1)))
 }
 
 /// Datagrams the kernel dropped so far, on the whole machine, because a UDP socket's

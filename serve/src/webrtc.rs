@@ -17,6 +17,7 @@
 //!
 //! Publishers (WHIP) have sessions on the same socket: [`ingest`].
 
+mod batch;
 mod feed;
 mod ingest;
 mod outgoing;
@@ -312,6 +313,7 @@ impl WebRtc {
             name: stream.to_owned(),
             id: id.clone(),
             feed,
+            batcher: Default::default(),
         };
         tokio::spawn(async move {
             let _registered = registered;

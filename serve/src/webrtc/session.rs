@@ -25,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::{debug, warn};
 
+use super::batch::{self, Batch, Batcher};
 use super::feed::{Feed, Picture, Unit};
 use super::outgoing::{AudioOut, VideoOut};
 use super::Datagram;
@@ -58,6 +59,8 @@ pub(super) struct Session {
     pub id: String,
     /// The stream's payloads, shared with its other sessions.
     pub feed: Arc<Feed>,
+    /// What str0m made to send, gathered for GSO.
+    pub batcher: Batcher,
 }
 
 /// Where a media line's packets go.
@@ -318,17 +321,17 @@ impl Session {
     ) -> Result<Instant, Ended> {
         loop {
             match self.rtc.poll_output()? {
-                Output::Timeout(at) => return Ok(at),
+                Output::Timeout(at) => {
+                    let (socket, metrics) = (&self.socket, &self.metrics);
+                    self.batcher
+                        .flush(&mut |batch| send(socket, metrics, &batch));
+                    return Ok(at);
+                }
                 Output::Transmit(out) => {
-                    // Non-blocking: a full socket buffer drops the packet (the viewer asks
-                    // again for what it misses, NACK) rather than hold every session.
-                    if self
-                        .socket
-                        .try_send_to(&out.contents, out.destination)
-                        .is_err()
-                    {
-                        Metrics::add(&self.metrics.webrtc_packets_dropped_total, 1);
-                    }
+                    let (socket, metrics) = (&self.socket, &self.metrics);
+                    (self.batcher).push(out.destination, &out.contents, &mut |batch| {
+                        send(socket, metrics, &batch)
+                    });
                 }
                 Output::Event(event) => match event {
                     Event::Connected => {
@@ -389,6 +392,15 @@ impl Session {
     fn opus(&self, mid: Mid) -> Option<Track> {
         let pt = self.offered(mid, |spec| spec.codec == Codec::Opus)?;
         Some(Track { mid, pt })
+    }
+}
+
+/// Send `batch` without waiting: a full socket buffer drops packets (the viewer asks again
+/// for what it misses, NACK) rather than hold every session.
+fn send(socket: &UdpSocket, metrics: &Metrics, batch: &Batch<'_>) {
+    let lost = batch::send(socket, batch);
+    if lost > 0 {
+        Metrics::add(&metrics.webrtc_packets_dropped_total, lost as u64);
     }
 }
 

@@ -1,0 +1,248 @@
+//! A session's datagrams to its viewer, sent a batch at a time with UDP generic
+//! segmentation offload (GSO, Linux's `UDP_SEGMENT`): one `sendmsg` carries a picture's
+//! packets, which are all of one size but the last, and the kernel routes, builds and
+//! (with a NIC that offloads it) splits them once per batch instead of once per packet.
+//! Per-packet sends were most of a WebRTC viewer's cost to the node.
+//!
+//! [`Batcher`] is the policy, plain data: which datagrams go together. [`send`] does it on
+//! the socket, and falls back to one send per datagram for good if the kernel refuses
+//! GSO.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::UdpSocket;
+
+/// Most segments in one send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+const MAX_SEGMENTS: usize = 64;
+/// Most bytes in one send: an IP packet's 64 KiB, less the headers.
+const MAX_BYTES: usize = 65_000;
+
+/// Datagrams for one destination, all `segment` bytes long but the last, which may be
+/// shorter.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Batch<'a> {
+    pub destination: SocketAddr,
+    pub bytes: &'a [u8],
+    pub segment: usize,
+}
+
+impl Batch<'_> {
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes.chunks(self.segment.max(1))
+    }
+
+    pub fn count(&self) -> usize {
+        self.bytes.len().div_ceil(self.segment.max(1))
+    }
+}
+
+/// Gathers datagrams into [`Batch`]es, in the order they came.
+#[derive(Debug, Default)]
+pub(super) struct Batcher {
+    bytes: Vec<u8>,
+    destination: Option<SocketAddr>,
+    segment: usize,
+    /// A shorter datagram ended the batch: nothing more may join it.
+    closed: bool,
+}
+
+impl Batcher {
+    /// Add `datagram` for `destination`; the batch before it goes to `send` first when
+    /// the datagram cannot join it.
+    pub fn push(
+        &mut self,
+        destination: SocketAddr,
+        datagram: &[u8],
+        send: &mut impl FnMut(Batch<'_>),
+    ) {
+        if datagram.is_empty() {
+            return;
+        }
+        let fits = self.destination == Some(destination)
+            && !self.closed
+            && datagram.len() <= self.segment
+            && self.bytes.len() / self.segment < MAX_SEGMENTS
+            && self.bytes.len() + datagram.len() <= MAX_BYTES;
+        if !fits {
+            self.flush(send);
+            self.destination = Some(destination);
+            self.segment = datagram.len();
+        }
+        self.bytes.extend_from_slice(datagram);
+        self.closed = datagram.len() < self.segment;
+    }
+
+    /// Send what is gathered.
+    pub fn flush(&mut self, send: &mut impl FnMut(Batch<'_>)) {
+        if let Some(destination) = self.destination.take() {
+            if !self.bytes.is_empty() {
+                send(Batch {
+                    destination,
+                    bytes: &self.bytes,
+                    segment: self.segment,
+                });
+            }
+        }
+        self.bytes.clear();
+        self.closed = false;
+    }
+}
+
+/// Cleared the first time the kernel refuses a GSO send: every send is then one datagram.
+static GSO: AtomicBool = AtomicBool::new(true);
+
+/// Send `batch` without waiting: the datagrams a full socket buffer (or an error) lost.
+pub(super) fn send(socket: &UdpSocket, batch: &Batch<'_>) -> usize {
+    if batch.count() > 1 && GSO.load(Ordering::Relaxed) {
+        match send_segmented(socket, batch) {
+            Ok(()) => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return batch.count(),
+            // EINVAL, EIO, ENOPROTOOPT: no GSO here (an old kernel, a device without it).
+            Err(e) => {
+                if GSO.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "UDP segmentation offload refused: WebRTC sends one datagram at a time");
+                }
+            }
+        }
+    }
+    batch
+        .datagrams()
+        .filter(|datagram| socket.try_send_to(datagram, batch.destination).is_err())
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+fn send_segmented(socket: &UdpSocket, batch: &Batch<'_>) -> std::io::Result<()> {
+    // One control message: level SOL_UDP, type UDP_SEGMENT, the segment size as a u16;
+    // laid out as the kernel's struct cmsghdr and CMSG_SPACE(2) on a 64-bit target.
+    #[repr(C, align(8))]
+    struct SegmentSize {
+        len: usize,
+        level: i32,
+        kind: i32,
+        segment: u16,
+        padding: [u8; 6],
+    }
+    const SOL_UDP: i32 = 17;
+    const UDP_SEGMENT: i32 = 103;
+    let control = SegmentSize {
+        len: std::mem::size_of::<usize>() + 2 * std::mem::size_of::<i32>() + 2,
+        level: SOL_UDP,
+        kind: UDP_SEGMENT,
+        segment: u16::try_from(batch.segment).map_err(std::io::Error::other)?,
+        padding: [0; 6],
+    };
+    // SAFETY: `SegmentSize` is plain old data in C layout with no uninitialised bytes
+    // (the padding is a field); the slice lives as long as `control`.
+    let control = unsafe {
+        std::slice::from_raw_parts(
+            (&control as *const SegmentSize).cast::<u8>(),
+            std::mem::size_of::<SegmentSize>(),
+        )
+    };
+    let destination = socket2::SockAddr::from(batch.destination);
+    let buffers = [IoSlice::new(batch.bytes)];
+    let message = socket2::MsgHdr::new()
+        .with_addr(&destination)
+        .with_buffers(&buffers)
+        .with_control(control);
+    let sent = socket2::SockRef::from(socket).sendmsg(&message, 0)?;
+    if sent == batch.bytes.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("a GSO send was cut short"))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_segmented(_: &UdpSocket, _: &Batch<'_>) -> std::io::Result<()> {
+    Err(std::io::Error::other("UDP segmentation offload is Linux's"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(datagrams: &[(u16, usize)]) -> Vec<(u16, Vec<usize>)> {
+        let mut batcher = Batcher::default();
+        let mut out = Vec::new();
+        let mut record = |batch: Batch<'_>| {
+            out.push((
+                batch.destination.port(),
+                batch.datagrams().map(<[u8]>::len).collect(),
+            ))
+        };
+        for &(port, len) in datagrams {
+            let destination = SocketAddr::from(([127, 0, 0, 1], port));
+            batcher.push(destination, &vec![0xab; len], &mut record);
+        }
+        batcher.flush(&mut record);
+        out
+    }
+
+    /// A picture's packets go together, its shorter last one included; a packet for
+    /// another address, a longer one, or one after a shorter one starts a new batch.
+    #[test]
+    fn a_pictures_packets_go_together() {
+        assert_eq!(
+            batches(&[
+                (1, 1200),
+                (1, 1200),
+                (1, 700),
+                (1, 1200),
+                (2, 1200),
+                (2, 90),
+                (2, 90)
+            ]),
+            [
+                (1, vec![1200, 1200, 700]),
+                (1, vec![1200]),
+                (2, vec![1200, 90]),
+                (2, vec![90]),
+            ]
+        );
+        assert_eq!(
+            batches(&[(1, 100), (1, 1200)]),
+            [(1, vec![100]), (1, vec![1200])]
+        );
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_batch_stays_within_the_kernels_limits() {
+        let large = vec![(1, 1100); 70];
+        let sizes: Vec<usize> = batches(&large).iter().map(|(_, b)| b.len()).collect();
+        assert_eq!(sizes, [59, 11]);
+        let small = vec![(1, 100); 70];
+        let sizes: Vec<usize> = batches(&small).iter().map(|(_, b)| b.len()).collect();
+        assert_eq!(sizes, [64, 6]);
+    }
+
+    /// The kernel splits a batch into the datagrams it was made of.
+    #[tokio::test]
+    async fn the_receiver_gets_each_datagram() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let destination = receiver.local_addr().unwrap();
+        let mut batcher = Batcher::default();
+        let mut lost = 0;
+        let mut send_it = |batch: Batch<'_>| lost += send(&sender, &batch);
+        for (i, len) in [1200usize, 1200, 1200, 300].into_iter().enumerate() {
+            batcher.push(destination, &vec![i as u8; len], &mut send_it);
+        }
+        batcher.flush(&mut send_it);
+        assert_eq!(lost, 0);
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let len = receiver.recv(&mut buf).unwrap();
+            got.push((buf[0], len));
+        }
+        assert_eq!(got, [(0, 1200), (1, 1200), (2, 1200), (3, 300)]);
+    }
+}
