@@ -405,6 +405,44 @@ fn the_console_plays_webrtc_with_its_latency_on_screen() {
     }
 }
 
+/// The console's WebRTC player says so when the browser cannot get the stream's video over
+/// WebRTC: an HEVC stream (x265 over RTSP) in a Chromium that decodes HEVC only in
+/// hardware, which this machine lacks.
+#[test]
+fn the_console_says_when_webrtc_cannot_bring_the_streams_video() {
+    let _one_at_a_time = require_browser();
+    testkit::require_ffmpeg();
+    let server = Server::start(&[]);
+    let _publisher = testkit::publish_with(
+        &server.rtsp_url("hevc"),
+        testkit::Source::AudioVideo,
+        25,
+        0,
+        &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "bframes=0:log-level=error",
+            "-f",
+            "rtsp",
+        ],
+    );
+    server.wait_live("hevc");
+    let report = console(
+        &server,
+        "live/hevc",
+        None,
+        &["--protocols", "webrtc", "--bare", "http-flv"],
+    );
+    let note = report.0["protocols"]["webrtc"]["note"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        note.contains("H265") && note.contains("sound alone"),
+        "{report}"
+    );
+}
+
 /// With `--console-assets`, the pages load the player libraries from the node: nothing
 /// is fetched from the CDN (every such request fails here) and the player plays; on a
 /// node with a play secret, with the token the page's own URL carries.

@@ -183,6 +183,16 @@ const Console = (() => {
         list.append(el('dt', { textContent: name }), el('dd', { textContent: value }), button);
     }
 
+    // Whether this browser decodes `codec` (as /api/streams names it) over WebRTC; the node
+    // passes HEVC and AV1 through as they are.
+    function webrtcDecodes(codec) {
+        const mime = { h264: 'video/H264', h265: 'video/H265', av1: 'video/AV1' }[codec];
+        if (!codec || !window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return true;
+        if (!mime) return false;
+        const offered = RTCRtpReceiver.getCapabilities('video').codecs;
+        return offered.some(c => c.mimeType.toLowerCase() === mime.toLowerCase());
+    }
+
     // The list of live streams with a player for the one chosen.
     function index() {
         document.addEventListener('DOMContentLoaded', () => {
@@ -196,14 +206,20 @@ const Console = (() => {
             for (const host of document.querySelectorAll('.host')) host.textContent = location.hostname + ':' + rtmpPort;
             showLatency(video);
 
-            // WebRTC of a stream with B-frames: say why the picture stutters.
+            // WebRTC of a stream this browser cannot show well: say why.
             function note() {
                 const s = live.get(chosen);
-                const stutters = protocol === 'webrtc' && s && s.b_frames;
-                $('note').hidden = !stutters;
-                $('note').textContent = stutters ? 'This stream has B-frames, which browsers\' WebRTC ' +
-                    'decoders cannot take: expect mostly keyframes. Publish without them (x264: bframes=0, ' +
-                    'ffmpeg: -bf 0) for WebRTC viewers.' : '';
+                const webrtc = protocol === 'webrtc' && s;
+                let why = '';
+                if (webrtc && !webrtcDecodes(s.video)) {
+                    why = `This stream's video is ${s.video.toUpperCase()}, which this browser cannot get ` +
+                        'over WebRTC: you get the sound alone. Choose another protocol, or publish H.264.';
+                } else if (webrtc && s.b_frames) {
+                    why = 'This stream has B-frames, which browsers\' WebRTC decoders cannot take: expect ' +
+                        'mostly keyframes. Publish without them (x264: bframes=0, ffmpeg: -bf 0) for WebRTC viewers.';
+                }
+                $('note').hidden = !why;
+                $('note').textContent = why;
             }
 
             function choose(stream, how) {

@@ -37,7 +37,8 @@ const browser = await launchChromium(WEBRTC_ON_LOOPBACK);
 const report = { listedMs: null, protocols: {}, bare: null, console: [], cdnRequests: [] };
 
 // How a player does over `seconds`: the playhead at a third and at the end, decoded
-// frames, the latency the page shows, the errors it collected.
+// frames, the latency the page shows, the errors it collected, the note it shows (why a
+// stream plays badly over WebRTC here).
 async function watch(tab, seconds) {
     const sample = () => tab.evaluate(() => {
         const video = document.getElementById('video');
@@ -47,6 +48,8 @@ async function watch(tab, seconds) {
             latency: window.ferrolive ? window.ferrolive.latency : null,
             errors: window.ferrolive ? window.ferrolive.errors : ['no player'],
             latencyText: document.getElementById('latency').textContent,
+            note: document.getElementById('note')?.hidden === false
+                ? document.getElementById('note').textContent : '',
         };
     });
     await tab.waitForTimeout(seconds * 1000 / 3);
