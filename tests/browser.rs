@@ -413,20 +413,7 @@ fn the_console_says_when_webrtc_cannot_bring_the_streams_video() {
     let _one_at_a_time = require_browser();
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
-    let _publisher = testkit::publish_with(
-        &server.rtsp_url("hevc"),
-        testkit::Source::AudioVideo,
-        25,
-        0,
-        &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "bframes=0:log-level=error",
-            "-f",
-            "rtsp",
-        ],
-    );
+    let _publisher = testkit::publish_hevc(&server.rtsp_url("hevc"), testkit::Source::AudioVideo);
     server.wait_live("hevc");
     let report = console(
         &server,

@@ -1,7 +1,8 @@
 //! WebRTC playback (WHEP) in Chromium: a standalone node, an origin and an edge answer a
 //! browser's offer, and the `<video>` presents the stream's pictures (H.264 passed through,
 //! DTLS-SRTP over the node's one UDP socket, on loopback) and Chromium decodes its sound
-//! (the RTMP publisher's AAC, transcoded to Opus once per stream). Driven by Playwright
+//! (the RTMP publisher's AAC, transcoded to Opus once per stream); ffmpeg's AV1 plays as
+//! AV1 from an edge, and HEVC reaches a viewer that offers it. Driven by Playwright
 //! (`tests/browser/whep.mjs`), with Debian's `chromium`; see tests/browser.rs for the
 //! set-up.
 //!
@@ -491,20 +492,7 @@ fn an_hevc_stream_reaches_a_viewer_that_offers_hevc() {
 
     testkit::require_ffmpeg();
     let server = Server::start(&[]);
-    let _publisher = publish_with(
-        &server.rtsp_url("hevc"),
-        Source::VideoOnly,
-        25,
-        0,
-        &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "bframes=0:log-level=error",
-            "-f",
-            "rtsp",
-        ],
-    );
+    let _publisher = testkit::publish_hevc(&server.rtsp_url("hevc"), Source::VideoOnly);
     server.wait_live("hevc");
     let mut viewer = Str0mViewer::offer(&server, "hevc", |config| {
         config.enable_h264(true).enable_h265(true)

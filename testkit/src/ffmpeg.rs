@@ -167,6 +167,24 @@ fn decoded_from(out: Output, elapsed: Duration) -> Decoded {
     }
 }
 
+/// ffmpeg publishing HEVC (x265, no B-frames, a keyframe a second) to `rtsp_url` until
+/// killed: ffmpeg 5.1's FLV cannot carry HEVC, its RTSP can.
+pub fn publish_hevc(rtsp_url: &str, source: Source) -> Proc {
+    let x265 = [
+        "-c:v",
+        "libx265",
+        "-x265-params",
+        "bframes=0:log-level=error",
+    ];
+    publish_with(
+        rtsp_url,
+        source,
+        25,
+        0,
+        &[&x265[..], &["-f", "rtsp"]].concat(),
+    )
+}
+
 /// ffmpeg's AV1 (libaom in real-time mode, 320x240 at 25 fps, a keyframe every `gop`
 /// pictures) published over Enhanced RTMP to `room` on `rtmp` (app `live`) until the
 /// returned ffmpeg is killed: ffmpeg 5.1 cannot send AV1 in FLV itself, so it writes IVF

@@ -26,8 +26,8 @@ use std::process::Child;
 
 pub use faults::{Direction, Fault, FaultProxy, LossyUdpRelay};
 pub use ffmpeg::{
-    decode, decode_to_end, publish, publish_accepted, publish_av1, publish_with, require_ffmpeg,
-    Decoded, Source,
+    decode, decode_to_end, publish, publish_accepted, publish_av1, publish_hevc, publish_with,
+    require_ffmpeg, Decoded, Source,
 };
 pub use hooks::{HookCall, HookServer};
 pub use http::{http_get, http_request, FlvViewer, Response};

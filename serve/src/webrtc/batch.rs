@@ -115,33 +115,20 @@ pub(super) fn send(socket: &UdpSocket, batch: &Batch<'_>) -> usize {
 
 #[cfg(target_os = "linux")]
 fn send_segmented(socket: &UdpSocket, batch: &Batch<'_>) -> std::io::Result<()> {
-    // One control message: level SOL_UDP, type UDP_SEGMENT, the segment size as a u16;
-    // laid out as the kernel's struct cmsghdr and CMSG_SPACE(2) on a 64-bit target.
-    #[repr(C, align(8))]
-    struct SegmentSize {
-        len: usize,
-        level: i32,
-        kind: i32,
-        segment: u16,
-        padding: [u8; 6],
-    }
     const SOL_UDP: i32 = 17;
     const UDP_SEGMENT: i32 = 103;
-    let control = SegmentSize {
-        len: std::mem::size_of::<usize>() + 2 * std::mem::size_of::<i32>() + 2,
-        level: SOL_UDP,
-        kind: UDP_SEGMENT,
-        segment: u16::try_from(batch.segment).map_err(std::io::Error::other)?,
-        padding: [0; 6],
-    };
-    // SAFETY: `SegmentSize` is plain old data in C layout with no uninitialised bytes
-    // (the padding is a field); the slice lives as long as `control`.
-    let control = unsafe {
-        std::slice::from_raw_parts(
-            (&control as *const SegmentSize).cast::<u8>(),
-            std::mem::size_of::<SegmentSize>(),
-        )
-    };
+    // One control message, laid out as the kernel reads it: struct cmsghdr (cmsg_len, a
+    // size_t; cmsg_level and cmsg_type, ints), then the segment size as a u16, padded to
+    // a whole word (CMSG_SPACE).
+    const WORD: usize = std::mem::size_of::<usize>();
+    const HEADER: usize = WORD + 8;
+    let segment = u16::try_from(batch.segment).map_err(std::io::Error::other)?;
+    let mut control = [0u8; HEADER + WORD];
+    control[..WORD].copy_from_slice(&(HEADER + 2).to_ne_bytes());
+    control[WORD..WORD + 4].copy_from_slice(&SOL_UDP.to_ne_bytes());
+    control[WORD + 4..HEADER].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
+    control[HEADER..HEADER + 2].copy_from_slice(&segment.to_ne_bytes());
+    let control = &control[..(HEADER + 2).next_multiple_of(WORD)];
     let destination = socket2::SockAddr::from(batch.destination);
     let buffers = [IoSlice::new(batch.bytes)];
     let message = socket2::MsgHdr::new()
@@ -234,6 +221,8 @@ mod tests {
         }
         batcher.flush(&mut send_it);
         assert_eq!(lost, 0);
+        // The kernel took the batch as one send: GSO was not given up.
+        assert!(GSO.load(Ordering::Relaxed));
         receiver
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
