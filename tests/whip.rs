@@ -18,14 +18,33 @@ use serde_json::Value;
 use testkit::browser::{require_browser, run_script};
 use testkit::{decode, http_get, http_request, livego_data, temp_dir, Response, Server};
 
-/// A standalone node that checks channel keys, and the key of `room`.
+/// A standalone node that checks channel keys and records MP4 (under its data folder's
+/// `rec`), and the key of `room`.
 fn keyed_server(room: &str) -> (Server, String) {
     // A folder per room: the tests of this process run at once.
     let data = temp_dir(&format!("whip-{room}"));
-    let server = Server::spawn("standalone", &["--data-dir", data.to_str().unwrap()]);
+    let record = data.join("rec");
+    let server = Server::spawn(
+        "standalone",
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--record-dir",
+            record.to_str().unwrap(),
+            "--record-format",
+            "mp4",
+        ],
+    );
     let (status, body) = server.api("GET", &format!("/control/get?room={room}"), None);
     assert_eq!(status, 200, "{body}");
     (server, livego_data(&body))
+}
+
+/// Where [`keyed_server`] records `room`.
+fn recordings(room: &str) -> std::path::PathBuf {
+    temp_dir(&format!("whip-{room}"))
+        .join("rec/live")
+        .join(room)
 }
 
 /// Publish from Chromium to `url` for `seconds` (with `bearer` as the bearer token) in a
@@ -120,10 +139,47 @@ fn chromium_publishes_whip_and_ffmpeg_plays_it_over_flv_and_hls() {
     eprintln!("HLS, 4 s: {decoded_hls:?}");
     assert!(decoded_hls.video > 30, "{decoded_hls:?}");
     assert!(decoded_hls.audio > 100, "{decoded_hls:?}");
-    // And WebRTC to WebRTC: another Chromium plays the room over WHEP, with its sound
-    // (the AAC made at ingest, transcoded to Opus again for WebRTC viewers).
+    // fMP4 keeps the publisher's Opus: HTTP-fMP4 as ffprobe reads it, and the LL-HLS
+    // playlist's current init segment (ffprobe would read the playlist's first segment,
+    // which may be from before both tracks had begun).
+    let mut codecs: Vec<String> = probe(&format!("http://{}/live/cam.mp4", server.http))
+        .into_iter()
+        .map(|(_, codec, ..)| codec)
+        .collect();
+    codecs.sort();
+    assert_eq!(codecs, ["h264", "opus"], "HTTP-fMP4");
+    let playlist = testkit::http_get(server.http, "/live/cam/index.m3u8").expect("a playlist");
+    let playlist = String::from_utf8_lossy(&playlist.body).into_owned();
+    let init = (playlist.lines().rev())
+        .filter_map(|line| line.strip_prefix("#EXT-X-MAP:URI=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .next()
+        .unwrap_or_else(|| panic!("an init segment in {playlist}"));
+    let init = testkit::http_get(server.http, &format!("/live/cam/{init}")).expect("the init");
+    let has = |box_name: &[u8]| init.body.windows(4).any(|w| w == box_name);
+    assert!(
+        has(b"avc1") && has(b"Opus") && has(b"dOps") && !has(b"mp4a"),
+        "LL-HLS's init segment: {playlist}"
+    );
+    // 20 ms Opus packets: 50 a second.
+    let decoded_fmp4 = decode(&format!("http://{}/live/cam.mp4", server.http), 4.0);
+    eprintln!("HTTP-fMP4, 4 s: {decoded_fmp4:?}");
+    assert!(
+        decoded_fmp4.video > 30 && decoded_fmp4.audio > 150,
+        "{decoded_fmp4:?}"
+    );
+    // And WebRTC to WebRTC: another Chromium plays the room over WHEP, with its sound:
+    // the publisher's Opus as it sent it, no transcoder running.
     let whep = format!("http://{}/live/cam/whep", server.http);
-    let line = run_script("whep.mjs", &["--url", &whep, "--seconds", "5"]);
+    let viewer = thread::spawn(move || run_script("whep.mjs", &["--url", &whep, "--seconds", "5"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("ferrolive_webrtc_feeds") != 1 {
+        assert!(Instant::now() < deadline, "a feed for the WHEP viewer");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.metric("ferrolive_webrtc_audio_transcoders"), 0);
+    let line = viewer.join().expect("the viewer's thread");
     let played: Value = serde_json::from_str(&line).expect("whep.mjs prints one JSON report");
     eprintln!("WHEP, 5 s: {played}");
     assert!(
@@ -159,6 +215,36 @@ fn chromium_publishes_whip_and_ffmpeg_plays_it_over_flv_and_hls() {
     // The DELETE ended the publish at once.
     assert_eq!(report["deleteStatus"], 200, "{report}");
     assert_unpublished(&server, "cam", Duration::from_secs(2), "after DELETE");
+    // The MP4 recording keeps the Opus too.
+    let folder = recordings("cam");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recorded = loop {
+        let file = std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|e| e == "mp4"));
+        let mut codecs: Vec<String> = file
+            .map(|f| {
+                probe(f.to_str().unwrap())
+                    .into_iter()
+                    .map(|(_, c, ..)| c)
+                    .collect()
+            })
+            .unwrap_or_default();
+        codecs.sort();
+        if codecs.len() == 2 || Instant::now() > deadline {
+            break codecs;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        recorded,
+        ["h264", "opus"],
+        "the recording in {}",
+        folder.display()
+    );
 }
 
 /// OBS's form: the URL names the app only and the key is the bearer token. A publisher

@@ -204,7 +204,13 @@ impl CmafPackager {
         self.open.as_ref().map(|o| (o.sequence, &o.parts[..]))
     }
 
+    /// Take the stream's next frame (a WHIP publisher's audio as the Opus it sent: see
+    /// [`Frame::as_published`]).
     pub fn push(&mut self, frame: &Frame) {
+        frame.as_published(|frame| self.push_one(frame));
+    }
+
+    fn push_one(&mut self, frame: &Frame) {
         if self.ended {
             return;
         }
@@ -777,6 +783,42 @@ mod tests {
                 assert!(s.data.windows(4).any(|w| w == b"mdat"));
             }
         }
+    }
+
+    /// A WHIP publisher's AAC (transcoded at ingest) carries the Opus it was made from:
+    /// the packager writes the Opus, with its own times, and none of the AAC.
+    #[test]
+    fn a_whip_publishers_opus_is_packaged_instead_of_its_aac() {
+        use crate::fmp4::tests::{ex_audio, opus_header};
+        use crate::frame::PublishedOpus;
+        let mut p = CmafPackager::new(CmafConfig::default());
+        p.push(&Frame::new(MediaKind::Video, 0, vseq(1)));
+        let mut aac_header = Frame::new(MediaKind::Audio, 0, aseq(2));
+        aac_header.published_opus = Some(Arc::new(PublishedOpus::Header(
+            opus_header().payload.clone(),
+        )));
+        p.push(&aac_header);
+        let mut opus_sent = 0;
+        for frame in stream(0, 3, 0) {
+            if frame.kind == MediaKind::Video {
+                p.push(&frame);
+                continue;
+            }
+            // Each AAC frame with the Opus packet that begins in it, 5 ms earlier.
+            let mut aac = Frame::new(MediaKind::Audio, frame.timestamp, frame.payload.clone());
+            let packet = ex_audio(1, b"Opus", &[0xFC, 0xEE, opus_sent as u8]);
+            aac.published_opus = Some(Arc::new(PublishedOpus::Packets(vec![(-5, packet)])));
+            p.push(&aac);
+            opus_sent += 1;
+        }
+        let (_, init) = p.init().unwrap();
+        let has = |data: &[u8], needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&init, b"Opus") && has(&init, b"dOps"));
+        assert!(!has(&init, b"mp4a"));
+        let media: Vec<u8> = p.segments().flat_map(|s| s.data.to_vec()).collect();
+        // Every Opus packet of the finished segments, and no AAC frame (araw's 0x21).
+        assert!(has(&media, &[0xFC, 0xEE, 0]) && has(&media, &[0xFC, 0xEE, 40]));
+        assert!(!has(&media, &[0x21, 23]));
     }
 
     #[test]

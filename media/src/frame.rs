@@ -47,6 +47,23 @@ pub struct Frame {
     /// The frame as its stream's RTP packets, made by the hub once the stream has RTSP
     /// players (numbered in stream order, so not on first use: see [`crate::rtp`]).
     pub(crate) rtp: OnceLock<RtpPackets>,
+    /// On the AAC of a publisher that sent Opus (WHIP), transcoded once at ingest for the
+    /// outputs that need AAC: the Opus it was made from, which the others carry instead
+    /// ([`Frame::as_published`]).
+    pub published_opus: Option<Arc<PublishedOpus>>,
+}
+
+/// The Opus a WHIP publisher sent, riding on the AAC made from it: FLV, RTMP and MPEG-TS
+/// take the AAC; fMP4 (LL-HLS, HTTP-fMP4, MP4 recordings) and WebRTC take this. Every AAC
+/// frame of such a stream carries it, so that its outputs never mix the two.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishedOpus {
+    /// On the AAC sequence header: the Opus one (an Enhanced RTMP tag body).
+    Header(Bytes),
+    /// On an AAC frame: the Opus packets whose time falls in the frame's span (Enhanced
+    /// RTMP tag bodies), each at its offset from the frame's timestamp in ms. None when
+    /// the publisher's packets were lost there.
+    Packets(Vec<(i64, Bytes)>),
 }
 
 impl Frame {
@@ -64,6 +81,36 @@ impl Frame {
             flv_ws: OnceLock::new(),
             rtmp: OnceLock::new(),
             rtp: OnceLock::new(),
+            published_opus: None,
+        }
+    }
+
+    /// The frames an output that carries Opus takes for this one, each given to `each`:
+    /// the publisher's Opus in place of AAC transcoded from it (the first packet with the
+    /// frame's segment mark), else the frame itself.
+    pub fn as_published(&self, mut each: impl FnMut(&Frame)) {
+        let Some(opus) = &self.published_opus else {
+            each(self);
+            return;
+        };
+        let like_this = |timestamp: u64, payload: &Bytes| {
+            let mut frame = Frame::new(self.kind, timestamp, payload.clone());
+            frame.key = self.key;
+            frame.generation = self.generation;
+            frame
+        };
+        match opus.as_ref() {
+            PublishedOpus::Header(header) => each(&like_this(self.timestamp, header)),
+            PublishedOpus::Packets(packets) => {
+                for (i, (offset, packet)) in packets.iter().enumerate() {
+                    let mut frame =
+                        like_this(self.timestamp.saturating_add_signed(*offset), packet);
+                    if i == 0 {
+                        frame.segment = self.segment;
+                    }
+                    each(&frame);
+                }
+            }
         }
     }
 
@@ -151,5 +198,65 @@ impl Tracks {
 impl Default for Tracks {
     fn default() -> Self {
         Tracks::BOTH
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_payloads::{araw, aseq};
+
+    /// An AAC frame made from a publisher's Opus stands for its packets, at their own
+    /// times, the segment mark on the first; its sequence header for the Opus one; a frame
+    /// without Opus for itself.
+    #[test]
+    fn a_transcoded_frame_stands_for_the_opus_it_was_made_from() {
+        let published = |frame: &Frame| {
+            let mut out = Vec::new();
+            frame.as_published(|f| {
+                out.push((
+                    f.timestamp,
+                    f.payload.clone(),
+                    f.key,
+                    f.sequence_header,
+                    f.segment,
+                ))
+            });
+            out
+        };
+        let plain = Frame::new(MediaKind::Audio, 100, araw(1));
+        assert_eq!(published(&plain), [(100, araw(1), false, false, None)]);
+        let opus_header = Bytes::from_static(b"\x90OpusOpusHead");
+        let mut header = Frame::new(MediaKind::Audio, 100, aseq(1));
+        header.published_opus = Some(Arc::new(PublishedOpus::Header(opus_header.clone())));
+        assert_eq!(published(&header), [(100, opus_header, false, true, None)]);
+        let mark = SegmentMark {
+            sequence: 3,
+            discontinuity: 0,
+            timestamp: 100,
+            target_duration: 2,
+            program_date_ms: 0,
+        };
+        let (a, b) = (
+            Bytes::from_static(b"\x91Opus\x01"),
+            Bytes::from_static(b"\x91Opus\x02"),
+        );
+        let mut frame = Frame::new(MediaKind::Audio, 100, araw(2));
+        frame.key = true;
+        frame.segment = Some(mark);
+        frame.published_opus = Some(Arc::new(PublishedOpus::Packets(vec![
+            (-15, a.clone()),
+            (5, b.clone()),
+        ])));
+        assert_eq!(
+            published(&frame),
+            [
+                (85, a, true, false, Some(mark)),
+                (105, b, true, false, None)
+            ]
+        );
+        // Packets lost there: nothing, not the AAC.
+        frame.published_opus = Some(Arc::new(PublishedOpus::Packets(Vec::new())));
+        assert!(published(&frame).is_empty());
     }
 }

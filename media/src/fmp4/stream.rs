@@ -48,8 +48,13 @@ impl Fmp4Stream {
         Fmp4Stream::default()
     }
 
-    /// Take `frame`, appending what it completes to `out`.
+    /// Take `frame`, appending what it completes to `out` (a WHIP publisher's audio as the
+    /// Opus it sent: see [`Frame::as_published`]).
     pub fn push(&mut self, frame: &Frame, out: &mut BytesMut) {
+        frame.as_published(|frame| self.push_one(frame, out));
+    }
+
+    fn push_one(&mut self, frame: &Frame, out: &mut BytesMut) {
         if frame.sequence_header {
             let slot = match frame.kind {
                 MediaKind::Video => &mut self.video,

@@ -10,7 +10,7 @@ use super::stats::PublishStats;
 use super::stream::Stream;
 use super::{Hub, Replaced};
 use crate::codec::check::{self, Invalid};
-use crate::frame::{MediaKind, SegmentMark};
+use crate::frame::{MediaKind, PublishedOpus, SegmentMark};
 
 /// The right to publish one stream. Dropping it without [`Publisher::finish`] means the
 /// publisher vanished: viewers stay attached, waiting for a new publisher.
@@ -45,6 +45,19 @@ impl Publisher {
         payload: Bytes,
         now: Instant,
     ) -> Result<Pushed, Replaced> {
+        self.push_transcoded(kind, wire_timestamp, payload, None, now)
+    }
+
+    /// [`Publisher::push`] of audio transcoded from the publisher's Opus, which rides on
+    /// it (see [`PublishedOpus`]).
+    pub fn push_transcoded(
+        &mut self,
+        kind: MediaKind,
+        wire_timestamp: u32,
+        payload: Bytes,
+        published_opus: Option<Arc<PublishedOpus>>,
+        now: Instant,
+    ) -> Result<Pushed, Replaced> {
         let valid = match kind {
             MediaKind::Video => check::check_video(&payload),
             MediaKind::Audio => check::check_audio(&payload),
@@ -59,7 +72,7 @@ impl Publisher {
             state.stats.invalid_messages += 1;
             return Ok(Pushed::Refused(invalid));
         }
-        state.push(kind, wire_timestamp, payload);
+        state.push(kind, wire_timestamp, payload, published_opus);
         Ok(Pushed::Taken)
     }
 

@@ -13,7 +13,7 @@ use super::stats::PublishStats;
 use super::{Audience, HubConfig};
 use crate::calendar::unix_now_ms;
 use crate::codec;
-use crate::frame::{Batch, Frame, MediaKind, SegmentMark, Tracks};
+use crate::frame::{Batch, Frame, MediaKind, PublishedOpus, SegmentMark, Tracks};
 use crate::metadata;
 use crate::rtsp::StreamSender;
 use crate::segment::{ProgramDates, Segmenter};
@@ -255,12 +255,19 @@ impl StreamState {
         self.sender = sender;
     }
 
-    pub(super) fn push(&mut self, kind: MediaKind, wire_timestamp: u32, payload: Bytes) {
+    pub(super) fn push(
+        &mut self,
+        kind: MediaKind,
+        wire_timestamp: u32,
+        payload: Bytes,
+        published_opus: Option<Arc<PublishedOpus>>,
+    ) {
         let payload = match kind {
             MediaKind::Metadata => metadata::for_live(payload),
             _ => payload,
         };
         let mut frame = Frame::new(kind, 0, payload);
+        frame.published_opus = published_opus;
         let track = match kind {
             MediaKind::Audio => Some(Track::Audio),
             MediaKind::Video => Some(Track::Video),

@@ -104,6 +104,33 @@ fn feed(publisher: &mut Publisher, now: Instant) -> Feed<'_> {
 
 // --- joining a stream ---
 
+/// Audio transcoded from a publisher's Opus keeps it on its way through the hub: live, and
+/// in the sequence headers and GOP a later subscriber starts with.
+#[test]
+fn the_opus_behind_transcoded_audio_reaches_every_subscriber() {
+    use crate::frame::PublishedOpus;
+    let hub = Hub::new(HubConfig::default());
+    let now = Instant::now();
+    let mut p = hub.publish("room", now).unwrap();
+    let early = hub.subscribe("room", Audience::Viewer).unwrap();
+    let opus = |n: u8| Arc::new(PublishedOpus::Header(Bytes::from(vec![n])));
+    feed(&mut p, now).video(0, vseq(1)).video(0, vkey(2));
+    p.push_transcoded(MediaKind::Audio, 0, aseq(3), Some(opus(3)), now)
+        .unwrap();
+    p.push_transcoded(MediaKind::Audio, 10, araw(4), Some(opus(4)), now)
+        .unwrap();
+    feed(&mut p, now).video(40, vinter(5));
+    let late = hub.subscribe("room", Audience::Viewer).unwrap();
+    for mut sub in [early, late] {
+        let carried: Vec<Option<Arc<PublishedOpus>>> = drain_frames(&mut sub)
+            .iter()
+            .filter(|f| f.kind == MediaKind::Audio)
+            .map(|f| f.published_opus.clone())
+            .collect();
+        assert_eq!(carried, [Some(opus(3)), Some(opus(4))]);
+    }
+}
+
 #[test]
 fn new_subscriber_gets_metadata_headers_then_gop_from_last_keyframe() {
     let hub = Hub::new(HubConfig::default());

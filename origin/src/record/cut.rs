@@ -5,7 +5,8 @@
 //! stream's metadata and sequence headers in front, so that each file plays on its own. A
 //! new file begins at the first keyframe once the open one is `segment` long, and after
 //! new codec parameters (a sequence header that differs from the one in effect): the open
-//! file closes at once and the next begins at the next keyframe. A publisher that
+//! file closes at once and the next begins at the next keyframe; so does a track that
+//! begins after the file did. A publisher that
 //! reconnects with the same parameters continues the open file (the stream's timeline
 //! continues too).
 
@@ -61,7 +62,12 @@ impl Cutter {
                 MediaKind::Video => &mut self.video_header,
                 _ => &mut self.audio_header,
             };
-            let changed = slot.as_ref().is_some_and(|h| h.payload != frame.payload);
+            // New parameters, or a track that begins after the file did (an MP4 file's
+            // tracks are fixed when it begins).
+            let changed = match slot {
+                Some(header) => header.payload != frame.payload,
+                None => true,
+            };
             *slot = Some(frame);
             if changed && self.open_since.take().is_some() {
                 out.push(Cut::Close);
@@ -182,6 +188,26 @@ mod tests {
         assert_eq!(
             run(&mut c, &frames),
             ["open 0 +1", "0", "100", "close", "open 240 +1", "240"]
+        );
+    }
+
+    /// Video that begins after an audio-only file did: that file closes, and the next one,
+    /// with both tracks, begins at the first keyframe.
+    #[test]
+    fn a_track_that_begins_late_begins_a_new_file() {
+        let mut c = Cutter::new(Duration::from_secs(600));
+        let frames = [
+            frame(MediaKind::Audio, 0, ASEQ),
+            frame(MediaKind::Audio, 0, AUDIO),
+            frame(MediaKind::Audio, 23, AUDIO),
+            frame(MediaKind::Video, 30, VSEQ),
+            frame(MediaKind::Audio, 46, AUDIO),
+            frame(MediaKind::Video, 40, KEY),
+            frame(MediaKind::Audio, 69, AUDIO),
+        ];
+        assert_eq!(
+            run(&mut c, &frames),
+            ["open 0 +1", "0", "23", "close", "open 40 +2", "40", "69"]
         );
     }
 

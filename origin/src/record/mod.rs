@@ -346,7 +346,13 @@ impl Recording {
                 .find(|f| f.kind == kind && f.sequence_header)
                 .map(|f| &**f)
         };
-        let (video, audio) = (header(MediaKind::Video), header(MediaKind::Audio));
+        // A WHIP publisher's audio is recorded as the Opus it sent.
+        let mut audio = None;
+        if let Some(header) = header(MediaKind::Audio) {
+            header
+                .as_published(|h| audio = Some(Frame::new(h.kind, h.timestamp, h.payload.clone())));
+        }
+        let (video, audio) = (header(MediaKind::Video), audio.as_ref());
         let error = match Fmp4Writer::new(video, audio) {
             Ok(writer) => return Ok(writer),
             Err(error) => error,
@@ -428,9 +434,19 @@ impl FileWriter {
     fn frame(&mut self, frame: &Frame) -> Option<Bytes> {
         match self {
             FileWriter::Flv(flv) => flv.tag(frame),
+            // A WHIP publisher's audio as the Opus it sent, as the file's header says.
             FileWriter::Mp4 { writer, started } => {
-                let fragment = writer.push(frame)?;
-                Some(Self::after_init(writer, started, fragment))
+                let mut out: Option<Bytes> = None;
+                frame.as_published(|frame| {
+                    if let Some(fragment) = writer.push(frame) {
+                        let fragment = Self::after_init(writer, started, fragment);
+                        out = Some(match out.take() {
+                            Some(before) => [before, fragment].concat().into(),
+                            None => fragment,
+                        });
+                    }
+                });
+                out
             }
         }
     }

@@ -119,7 +119,16 @@ impl Packetizing {
     pub fn push(&mut self, frame: &Frame, out: &mut Vec<Unit>) -> Result<(), String> {
         match frame.kind {
             MediaKind::Video => self.video(frame, out),
-            MediaKind::Audio => return self.audio(frame, out),
+            // A WHIP publisher's Opus as it sent it, not the AAC made from it.
+            MediaKind::Audio => {
+                let mut result = Ok(());
+                frame.as_published(|frame| {
+                    if let Err(e) = self.audio(frame, out) {
+                        result = Err(e);
+                    }
+                });
+                return result;
+            }
             MediaKind::Metadata => {}
         }
         Ok(())
@@ -564,6 +573,48 @@ mod tests {
             panic!("one Opus packet: {out:?}");
         };
         assert_eq!(&payload[..], &[0xfc, 0xff, 0xfe]);
+    }
+
+    /// A WHIP publisher's stream: its AAC (made at ingest) carries the Opus it was made
+    /// from, which the feed sends as it is, without a transcoder.
+    #[test]
+    fn a_whip_publishers_opus_goes_out_as_it_came() {
+        use media::frame::PublishedOpus;
+        let mut feed = Packetizing::new();
+        let mut out = Vec::new();
+        let opus_head = [
+            &[0x90][..],
+            b"OpusOpusHead",
+            &[1, 1, 0, 0, 0x80, 0xbb, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        let mut header = Frame::new(
+            MediaKind::Audio,
+            0,
+            Bytes::from_static(&[0xaf, 0, 0x11, 0x88]),
+        );
+        header.published_opus = Some(Arc::new(PublishedOpus::Header(opus_head.into())));
+        feed.push(&header, &mut out).unwrap();
+        let packet = |n: u8| Bytes::from([&[0x91][..], b"Opus", &[0xf8, n]].concat());
+        let mut aac = Frame::new(
+            MediaKind::Audio,
+            100,
+            Bytes::from_static(&[0xaf, 1, 0x21, 0]),
+        );
+        aac.published_opus = Some(Arc::new(PublishedOpus::Packets(vec![
+            (-10, packet(1)),
+            (10, packet(2)),
+        ])));
+        feed.push(&aac, &mut out).unwrap();
+        assert!(!feed.transcodes());
+        let sent: Vec<(Vec<u8>, u64)> = out
+            .iter()
+            .map(|unit| match unit {
+                Unit::Opus { payload, ms } => (payload.to_vec(), *ms),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, [(vec![0xf8, 1], 90), (vec![0xf8, 2], 110)]);
     }
 
     /// An Enhanced RTMP video tag: `fourcc`, packet type 0 (sequence start) or 1 (coded

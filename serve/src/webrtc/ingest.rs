@@ -327,7 +327,7 @@ impl PublishSession {
             }
             // The hub extends the 32-bit wire time itself.
             let pushed = publisher
-                .push(tag.kind, tag.ms as u32, tag.body, now)
+                .push_transcoded(tag.kind, tag.ms as u32, tag.body, tag.published_opus, now)
                 .map_err(|_| Ended::Replaced)?;
             if let Pushed::Refused(invalid) = pushed {
                 Metrics::add(&self.node.metrics.invalid_media_total, 1);

@@ -14,15 +14,19 @@
 //! - **Video.** H.264 becomes an AVC sequence header built from the in-band SPS and PPS
 //!   (again whenever they change), then AVCC pictures, keyframes flagged, composition time
 //!   0 ([`VideoTagBuilder`], as for an RTSP publisher).
-//! - **Audio.** Opus is transcoded to AAC-LC once here ([`OpusToAac`]), so every player and
-//!   recording of the stream gets AAC: an AAC sequence header, then raw AAC frames.
+//! - **Audio.** Opus is transcoded to AAC-LC once here ([`OpusToAac`]) for FLV, RTMP and
+//!   MPEG-TS: an AAC sequence header, then raw AAC frames. Each carries the Opus it was made
+//!   from ([`PublishedOpus`]: the Opus sequence header on the AAC one, and on each AAC frame
+//!   the packets whose time falls in its 1024 samples), which fMP4 and WebRTC carry
+//!   instead.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audio::opus_to_aac::OpusToAac;
 use bytes::Bytes;
 use media::codec::avc::annexb_nal_units;
-use media::frame::MediaKind;
+use media::frame::{MediaKind, PublishedOpus};
 use media::rtp::depacketize::{AccessUnit, NalFormat};
 use media::rtp::flv::{AudioTagBuilder, VideoTagBuilder};
 
@@ -32,7 +36,20 @@ pub(crate) struct Tag {
     pub kind: MediaKind,
     pub ms: u64,
     pub body: Bytes,
+    /// On AAC: the publisher's Opus it was made from.
+    pub published_opus: Option<Arc<PublishedOpus>>,
 }
+
+/// How long the first tags wait for the other track to begin (a publisher without one of
+/// them is let through after this).
+const HOLD_AT_START: u64 = 500;
+
+/// An AAC frame's span, 1024 samples at 48 kHz, in thirds of a millisecond (64/3 ms).
+const AAC_FRAME_THIRDS_MS: u64 = 64;
+/// Opus packets kept for AAC frames yet to come: the transcoder's look-ahead is a few
+/// frames, so more means it made none for them (packets it could not decode), and the
+/// oldest go.
+const MAX_OPUS_WAITING: usize = 50;
 
 /// H.264's NAL unit type of an access unit delimiter, which FLV does not carry (the
 /// MPEG-TS muxer writes its own).
@@ -119,6 +136,14 @@ pub(crate) struct IngestTags {
     video: VideoTagBuilder,
     audio: OpusToAac,
     audio_header_sent: bool,
+    /// Tags held at the start until both tracks have begun (at most [`HOLD_AT_START`]),
+    /// so that the hub has both sequence headers before any media: the first HLS init
+    /// segment, the first recorded file and every player then have both tracks. `None`
+    /// once they went.
+    held: Option<Vec<Tag>>,
+    /// The publisher's Opus packets (as tag bodies) not yet given to an AAC frame, with
+    /// their times.
+    opus_waiting: Vec<(u64, Bytes)>,
     /// How much audio was placed late, once the tracks are aligned by their sender
     /// reports (not moved when more than [`MAX_ALIGNMENT`]).
     pub aligned: Option<i64>,
@@ -133,6 +158,8 @@ impl IngestTags {
             video: VideoTagBuilder::new(NalFormat::H264, &[]),
             audio: OpusToAac::new(),
             audio_header_sent: false,
+            held: Some(Vec::new()),
+            opus_waiting: Vec::new(),
             aligned: None,
         }
     }
@@ -167,13 +194,46 @@ impl IngestTags {
             timestamp_ms: ms,
             nal_units,
         };
-        (self.video.push(&unit).into_iter())
+        let tags = (self.video.push(&unit).into_iter())
             .map(|body| Tag {
                 kind: MediaKind::Video,
                 ms,
                 body,
+                published_opus: None,
             })
-            .collect()
+            .collect();
+        self.hold_at_start(tags, ms)
+    }
+
+    /// `tags` now (made at `ms`), or held with those before them until both tracks have
+    /// begun or [`HOLD_AT_START`] passed; then all of them, each track's sequence header
+    /// ahead of any media.
+    fn hold_at_start(&mut self, tags: Vec<Tag>, ms: u64) -> Vec<Tag> {
+        let Some(held) = &mut self.held else {
+            return tags;
+        };
+        held.extend(tags);
+        let began = |kind| held.iter().any(|tag| tag.kind == kind);
+        let both = began(MediaKind::Video) && began(MediaKind::Audio);
+        let waited = held
+            .first()
+            .is_some_and(|first| ms >= first.ms + HOLD_AT_START);
+        if !both && !waited {
+            return Vec::new();
+        }
+        // Each track's first tag (its sequence header) ahead; the rest as they came.
+        let mut seen = (false, false);
+        let mut held: Vec<(bool, Tag)> = (self.held.take().unwrap_or_default().into_iter())
+            .map(|tag| {
+                let seen = match tag.kind {
+                    MediaKind::Video => &mut seen.0,
+                    _ => &mut seen.1,
+                };
+                (std::mem::replace(seen, true), tag)
+            })
+            .collect();
+        held.sort_by_key(|(later, _)| *later);
+        held.into_iter().map(|(_, tag)| tag).collect()
     }
 
     /// One Opus packet at `rtp` on the 48 kHz clock (with the track's latest sender
@@ -190,28 +250,45 @@ impl IngestTags {
         self.align();
         let frames = self.audio.push(packet, ms);
         let mut tags = Vec::with_capacity(frames.len() + 1);
-        let Some(config) = self.audio.audio_specific_config() else {
+        let (Some(config), Some(channels)) =
+            (self.audio.audio_specific_config(), self.audio.channels())
+        else {
             return tags;
         };
-        let builder = AudioTagBuilder::Aac {
+        let opus = AudioTagBuilder::Opus { channels };
+        if self.opus_waiting.len() == MAX_OPUS_WAITING {
+            self.opus_waiting.remove(0);
+        }
+        self.opus_waiting.push((ms, opus.frame(packet)));
+        let aac = AudioTagBuilder::Aac {
             config: config.into(),
         };
+        // The sequence header as soon as the channels are known (the first AAC frame
+        // comes later, by the transcoder's look-ahead).
+        if !self.audio_header_sent {
+            self.audio_header_sent = true;
+            tags.push(Tag {
+                kind: MediaKind::Audio,
+                ms,
+                body: aac.sequence_header(),
+                published_opus: Some(Arc::new(PublishedOpus::Header(opus.sequence_header()))),
+            });
+        }
         for frame in frames {
-            if !self.audio_header_sent {
-                self.audio_header_sent = true;
-                tags.push(Tag {
-                    kind: MediaKind::Audio,
-                    ms: frame.ms,
-                    body: builder.sequence_header(),
-                });
-            }
+            // The packets that begin before this frame ends.
+            let ends = frame.ms * 3 + AAC_FRAME_THIRDS_MS;
+            let taken = self.opus_waiting.partition_point(|(at, _)| at * 3 < ends);
+            let packets = (self.opus_waiting.drain(..taken))
+                .map(|(at, body)| (at as i64 - frame.ms as i64, body))
+                .collect();
             tags.push(Tag {
                 kind: MediaKind::Audio,
                 ms: frame.ms,
-                body: builder.frame(&frame.data),
+                body: aac.frame(&frame.data),
+                published_opus: Some(Arc::new(PublishedOpus::Packets(packets))),
             });
         }
-        tags
+        self.hold_at_start(tags, ms)
     }
 }
 

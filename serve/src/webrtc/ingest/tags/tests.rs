@@ -19,6 +19,8 @@ fn video_kind(tag: &Tag) -> (u8, u8) {
 fn pictures_come_after_a_sequence_header_made_of_their_parameter_sets() {
     let t0 = Instant::now();
     let mut tags = IngestTags::new();
+    // Audio has begun (the tags wait for both tracks: see below).
+    tags.audio(&[0xf8], (0, None), t0);
     // Nothing decodes before parameter sets.
     assert!(tags
         .video(&annexb(&[&[0x41, 1]]), (1_000, None), t0)
@@ -28,6 +30,10 @@ fn pictures_come_after_a_sequence_header_made_of_their_parameter_sets() {
         (4_000, None),
         t0,
     );
+    let key: Vec<Tag> = key
+        .into_iter()
+        .filter(|t| t.kind == MediaKind::Video)
+        .collect();
     assert_eq!(
         key.iter().map(video_kind).collect::<Vec<_>>(),
         vec![(1, 0), (1, 1)],
@@ -50,6 +56,47 @@ fn pictures_come_after_a_sequence_header_made_of_their_parameter_sets() {
         changed.iter().map(video_kind).collect::<Vec<_>>(),
         vec![(1, 0), (1, 1)]
     );
+}
+
+/// The first tags wait until both tracks have begun, then go with each track's sequence
+/// header first, so that every output starts with both; a publisher of one track is let
+/// through after 500 ms.
+#[test]
+fn tags_wait_at_the_start_until_both_tracks_have_begun() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut tags = IngestTags::new();
+    let key = annexb(&[SPS, PPS, &[0x65, 1]]);
+    // Audio first: its sequence header at the first packet, held.
+    assert!(tags.audio(&[0xf8], (0, None), t0).is_empty());
+    assert!(tags.audio(&[0xf8], (960, None), at(20)).is_empty());
+    let out = tags.video(&key, (0, None), at(40));
+    let kinds: Vec<(MediaKind, u8)> = out.iter().map(|t| (t.kind, t.body[1])).collect();
+    assert_eq!(
+        kinds,
+        [
+            (MediaKind::Audio, 0),
+            (MediaKind::Video, 0),
+            (MediaKind::Video, 1)
+        ],
+        "both sequence headers, then the picture"
+    );
+    assert_eq!(
+        tags.video(&annexb(&[&[0x41, 2]]), (3_600, None), at(80))
+            .len(),
+        1
+    );
+    // No audio: held until 500 ms of pictures, then all of them; then as they come.
+    let mut silent = IngestTags::new();
+    for i in 0..13u64 {
+        assert!(
+            silent.video(&key, (i * 3_600, None), at(i * 40)).is_empty(),
+            "{i}"
+        );
+    }
+    let released = silent.video(&key, (13 * 3_600, None), at(520));
+    assert_eq!(released.len(), 15, "a sequence header and 14 pictures");
+    assert_eq!(silent.video(&key, (14 * 3_600, None), at(560)).len(), 1);
 }
 
 #[test]
@@ -99,8 +146,9 @@ fn opus_comes_out_as_aac_after_its_sequence_header() {
     let t0 = Instant::now();
     let mut tags = IngestTags::new();
     let mut out = Vec::new();
-    // 20 ms CELT packets of silence (a TOC byte alone).
-    for i in 0..20u64 {
+    // 20 ms CELT packets of silence (a TOC byte alone), past the 500 ms the first tags
+    // wait for video.
+    for i in 0..40u64 {
         out.extend(tags.audio(
             &[0xf8],
             (1_000 + i * 960, None),
@@ -119,6 +167,28 @@ fn opus_comes_out_as_aac_after_its_sequence_header() {
         times.windows(2).all(|w| matches!(w[1] - w[0], 21 | 22)),
         "{times:?}"
     );
+    // Each carries the Opus it was made from: the Opus sequence header (an OpusHead for
+    // one channel) on the AAC one; on each frame, the packets (as Enhanced RTMP coded
+    // frames) that begin in its 1024 samples, every packet once and in order.
+    let Some(PublishedOpus::Header(header)) = out[0].published_opus.as_deref() else {
+        panic!("the Opus sequence header on the AAC one");
+    };
+    assert_eq!(&header[..13], b"\x90OpusOpusHead");
+    assert_eq!(header[14], 1);
+    let mut opus_times = Vec::new();
+    for tag in &out[1..] {
+        let Some(PublishedOpus::Packets(packets)) = tag.published_opus.as_deref() else {
+            panic!("Opus packets on every AAC frame");
+        };
+        for (offset, packet) in packets {
+            assert_eq!(&packet[..], b"\x91Opus\xf8");
+            assert!((-1000..22).contains(offset), "{offset}");
+            opus_times.push(tag.ms as i64 + offset);
+        }
+    }
+    let expected: Vec<i64> = (0..opus_times.len() as i64).map(|i| i * 20).collect();
+    assert_eq!(opus_times, expected);
+    assert!(opus_times.len() >= 15, "{opus_times:?}");
 }
 
 #[test]
