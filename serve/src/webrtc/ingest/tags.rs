@@ -43,6 +43,8 @@ pub(crate) struct Tag {
 /// How long the first tags wait for the other track to begin (a publisher without one of
 /// them is let through after this).
 const HOLD_AT_START: u64 = 500;
+/// Tags held at most, whatever the times say (a publisher's RTP times are its own).
+const MAX_HELD: usize = 256;
 
 /// An AAC frame's span, 1024 samples at 48 kHz, in thirds of a millisecond (64/3 ms).
 const AAC_FRAME_THIRDS_MS: u64 = 64;
@@ -218,7 +220,7 @@ impl IngestTags {
         let waited = held
             .first()
             .is_some_and(|first| ms >= first.ms + HOLD_AT_START);
-        if !both && !waited {
+        if !both && !waited && held.len() < MAX_HELD {
             return Vec::new();
         }
         // Each track's first tag (its sequence header) ahead; the rest as they came.
