@@ -193,6 +193,9 @@ fn pump(
     let _ = to.shutdown(Shutdown::Both);
 }
 
+/// Each of [`LossyUdpRelay`]'s sockets toward the target asks for this receive buffer.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A UDP relay in front of `target` that loses one datagram in `every` of those the
 /// target sends back (after the first [`LossyUdpRelay::SPARED`], so that ICE and DTLS get
 /// going), as a lossy link to a viewer would. Each client address gets a socket of its
@@ -219,6 +222,10 @@ impl LossyUdpRelay {
             while let Ok((n, client)) = front.recv_from(&mut buf) {
                 let link = links.entry(client).or_insert_with(|| {
                     let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    // As a browser's: room for a joining viewer's burst (the GOP at once,
+                    // sent in segmentation-offload batches), so that the only losses are
+                    // the relay's own (the kernel caps it at net.core.rmem_max).
+                    let _ = socket2::SockRef::from(&back).set_recv_buffer_size(RECEIVE_BUFFER);
                     back.connect(target).unwrap();
                     let replies = back.try_clone().unwrap();
                     let (front, lost) = (front.clone(), counted.clone());
