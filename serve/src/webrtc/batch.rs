@@ -24,24 +24,17 @@ const MAX_BYTES: usize = 65_000;
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Batch<'a> {
     pub destination: SocketAddr,
-    pub bytes: &'a [u8],
+    pub datagrams: &'a [Vec<u8>],
     pub segment: usize,
 }
 
-impl Batch<'_> {
-    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        self.bytes.chunks(self.segment.max(1))
-    }
-
-    pub fn count(&self) -> usize {
-        self.bytes.len().div_ceil(self.segment.max(1))
-    }
-}
-
-/// Gathers datagrams into [`Batch`]es, in the order they came.
+/// Gathers datagrams into [`Batch`]es, in the order they came. It keeps the datagrams
+/// str0m made as they are (the kernel gathers them for the send), so no packet is copied.
 #[derive(Debug, Default)]
 pub(super) struct Batcher {
-    bytes: Vec<u8>,
+    datagrams: Vec<Vec<u8>>,
+    /// Their bytes in all.
+    bytes: usize,
     destination: Option<SocketAddr>,
     segment: usize,
     /// A shorter datagram ended the batch: nothing more may join it.
@@ -54,7 +47,7 @@ impl Batcher {
     pub fn push(
         &mut self,
         destination: SocketAddr,
-        datagram: &[u8],
+        datagram: Vec<u8>,
         send: &mut impl FnMut(Batch<'_>),
     ) {
         if datagram.is_empty() {
@@ -63,29 +56,31 @@ impl Batcher {
         let fits = self.destination == Some(destination)
             && !self.closed
             && datagram.len() <= self.segment
-            && self.bytes.len() / self.segment < MAX_SEGMENTS
-            && self.bytes.len() + datagram.len() <= MAX_BYTES;
+            && self.datagrams.len() < MAX_SEGMENTS
+            && self.bytes + datagram.len() <= MAX_BYTES;
         if !fits {
             self.flush(send);
             self.destination = Some(destination);
             self.segment = datagram.len();
         }
-        self.bytes.extend_from_slice(datagram);
         self.closed = datagram.len() < self.segment;
+        self.bytes += datagram.len();
+        self.datagrams.push(datagram);
     }
 
     /// Send what is gathered.
     pub fn flush(&mut self, send: &mut impl FnMut(Batch<'_>)) {
         if let Some(destination) = self.destination.take() {
-            if !self.bytes.is_empty() {
+            if !self.datagrams.is_empty() {
                 send(Batch {
                     destination,
-                    bytes: &self.bytes,
+                    datagrams: &self.datagrams,
                     segment: self.segment,
                 });
             }
         }
-        self.bytes.clear();
+        self.datagrams.clear();
+        self.bytes = 0;
         self.closed = false;
     }
 }
@@ -95,10 +90,10 @@ static GSO: AtomicBool = AtomicBool::new(true);
 
 /// Send `batch` without waiting: the datagrams a full socket buffer (or an error) lost.
 pub(super) fn send(socket: &UdpSocket, batch: &Batch<'_>) -> usize {
-    if batch.count() > 1 && GSO.load(Ordering::Relaxed) {
+    if batch.datagrams.len() > 1 && GSO.load(Ordering::Relaxed) {
         match send_segmented(socket, batch) {
             Ok(()) => return 0,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return batch.count(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return batch.datagrams.len(),
             // EINVAL, EIO, ENOPROTOOPT: no GSO here (an old kernel, a device without it).
             Err(e) => {
                 if GSO.swap(false, Ordering::Relaxed) {
@@ -107,8 +102,7 @@ pub(super) fn send(socket: &UdpSocket, batch: &Batch<'_>) -> usize {
             }
         }
     }
-    batch
-        .datagrams()
+    (batch.datagrams.iter())
         .filter(|datagram| socket.try_send_to(datagram, batch.destination).is_err())
         .count()
 }
@@ -130,13 +124,18 @@ fn send_segmented(socket: &UdpSocket, batch: &Batch<'_>) -> std::io::Result<()> 
     control[HEADER..HEADER + 2].copy_from_slice(&segment.to_ne_bytes());
     let control = &control[..(HEADER + 2).next_multiple_of(WORD)];
     let destination = socket2::SockAddr::from(batch.destination);
-    let buffers = [IoSlice::new(batch.bytes)];
+    // The datagrams one after the other, as the kernel cuts them apart again.
+    let mut buffers = [IoSlice::new(&[]); MAX_SEGMENTS];
+    for (buffer, datagram) in buffers.iter_mut().zip(batch.datagrams) {
+        *buffer = IoSlice::new(datagram);
+    }
+    let buffers = &buffers[..batch.datagrams.len().min(MAX_SEGMENTS)];
     let message = socket2::MsgHdr::new()
         .with_addr(&destination)
-        .with_buffers(&buffers)
+        .with_buffers(buffers)
         .with_control(control);
     let sent = socket2::SockRef::from(socket).sendmsg(&message, 0)?;
-    if sent == batch.bytes.len() {
+    if sent == buffers.iter().map(|b| b.len()).sum::<usize>() {
         Ok(())
     } else {
         Err(std::io::Error::other("a GSO send was cut short"))
@@ -158,12 +157,12 @@ mod tests {
         let mut record = |batch: Batch<'_>| {
             out.push((
                 batch.destination.port(),
-                batch.datagrams().map(<[u8]>::len).collect(),
+                batch.datagrams.iter().map(Vec::len).collect(),
             ))
         };
         for &(port, len) in datagrams {
             let destination = SocketAddr::from(([127, 0, 0, 1], port));
-            batcher.push(destination, &vec![0xab; len], &mut record);
+            batcher.push(destination, vec![0xab; len], &mut record);
         }
         batcher.flush(&mut record);
         out
@@ -217,7 +216,7 @@ mod tests {
         let mut lost = 0;
         let mut send_it = |batch: Batch<'_>| lost += send(&sender, &batch);
         for (i, len) in [1200usize, 1200, 1200, 300].into_iter().enumerate() {
-            batcher.push(destination, &vec![i as u8; len], &mut send_it);
+            batcher.push(destination, vec![i as u8; len], &mut send_it);
         }
         batcher.flush(&mut send_it);
         assert_eq!(lost, 0);

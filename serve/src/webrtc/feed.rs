@@ -76,8 +76,8 @@ enum AudioSource {
 /// A stream's frames into [`Unit`]s, in stream order: plain data in, plain data out.
 pub(super) struct Packetizing {
     video: VideoPacketizer,
-    /// The codec of the video's last sequence header, if WebRTC carries it (H.264, HEVC,
-    /// AV1; not VP9, whose payload format the packetizer does not make).
+    /// The codec of the video's last sequence header. The packetizer makes pictures of
+    /// H.264, HEVC and AV1 (not VP9, whose payload format it does not make).
     codec: Option<VideoCodec>,
     /// Pictures are dropped until a keyframe: at the start, and after frames were lost.
     waiting_for_key: bool,
@@ -139,11 +139,7 @@ impl Packetizing {
             return;
         };
         if info.packet == VideoPacketKind::SequenceHeader {
-            self.codec = matches!(
-                info.codec,
-                VideoCodec::Avc | VideoCodec::Hevc | VideoCodec::Av1
-            )
-            .then_some(info.codec);
+            self.codec = Some(info.codec);
             // The packetizer takes the parameter sets in.
             let _ = self.video.push(&frame.payload, frame.timestamp);
             return;

@@ -329,7 +329,8 @@ impl Session {
                 }
                 Output::Transmit(out) => {
                     let (socket, metrics) = (&self.socket, &self.metrics);
-                    (self.batcher).push(out.destination, &out.contents, &mut |batch| {
+                    let datagram = Vec::from(out.contents);
+                    (self.batcher).push(out.destination, datagram, &mut |batch| {
                         send(socket, metrics, &batch)
                     });
                 }

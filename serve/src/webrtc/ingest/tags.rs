@@ -219,7 +219,7 @@ impl IngestTags {
         let both = began(MediaKind::Video) && began(MediaKind::Audio);
         let waited = held
             .first()
-            .is_some_and(|first| ms >= first.ms + HOLD_AT_START);
+            .is_some_and(|first| ms >= first.ms.saturating_add(HOLD_AT_START));
         if !both && !waited && held.len() < MAX_HELD {
             return Vec::new();
         }
@@ -278,10 +278,15 @@ impl IngestTags {
         }
         for frame in frames {
             // The packets that begin before this frame ends.
-            let ends = frame.ms * 3 + AAC_FRAME_THIRDS_MS;
-            let taken = self.opus_waiting.partition_point(|(at, _)| at * 3 < ends);
+            let ends = frame
+                .ms
+                .saturating_mul(3)
+                .saturating_add(AAC_FRAME_THIRDS_MS);
+            let taken = self
+                .opus_waiting
+                .partition_point(|(at, _)| at.saturating_mul(3) < ends);
             let packets = (self.opus_waiting.drain(..taken))
-                .map(|(at, body)| (at as i64 - frame.ms as i64, body))
+                .map(|(at, body)| ((at as i64).saturating_sub(frame.ms as i64), body))
                 .collect();
             tags.push(Tag {
                 kind: MediaKind::Audio,
